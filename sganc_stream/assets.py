@@ -1,0 +1,17 @@
+"""Models shipped inside the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sganc_stream.errors import InputError
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_LATENT_CODEC = ASSETS / "latent_codec_synthetic.safetensors"
+
+
+def default_latent_codec() -> Path:
+    """The default latent codec (trained on synthetic 18x512 sequences until the face model ships)."""
+    if not DEFAULT_LATENT_CODEC.is_file():
+        raise InputError(f"default latent codec missing from the installation ({DEFAULT_LATENT_CODEC})")
+    return DEFAULT_LATENT_CODEC

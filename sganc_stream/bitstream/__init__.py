@@ -1,0 +1,1 @@
+"""Bitstream v1: packets (msgpack records) and the .sgnc container; see bitstream_spec/SPEC.md."""

@@ -1,0 +1,116 @@
+"""Packets: the unit that travels in .sgnc files and over the data channel.
+
+On the wire a packet is one msgpack array ``[type, seq, frame, ts, payload]``. Intra and control packets
+carry absolute ``seq`` and ``frame``; inter packets carry ``seq mod 256`` and ``frame - seq`` so their
+framing stays within 8 bytes; ``ts`` is the capture time in ms minus the nominal time of the frame
+(``round(frame * 1000 / fps)``). :class:`PacketReader` undoes the compaction and validates every field
+before anything is allocated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import msgpack
+
+from sganc_stream.errors import BitstreamError
+
+SEQ_MODULUS = 256
+MAX_PAYLOAD = 1 << 24
+
+
+class PacketType(IntEnum):
+    INTRA = 0
+    INTER = 1
+    INTER_RESIDUAL = 2
+    KEYFRAME_REQUEST = 3
+    END = 4
+
+    @property
+    def label(self) -> str:
+        return {0: "intra", 1: "inter", 2: "inter+residual", 3: "keyframe_request", 4: "end"}[int(self)]
+
+    @property
+    def is_frame(self) -> bool:
+        return self in (PacketType.INTRA, PacketType.INTER, PacketType.INTER_RESIDUAL)
+
+
+COMPACT = (PacketType.INTER, PacketType.INTER_RESIDUAL)
+
+
+@dataclass(frozen=True)
+class Packet:
+    """A packet with full (unwrapped) sequence number, frame index and timestamp in ms."""
+
+    type: PacketType
+    seq: int
+    frame: int
+    timestamp_ms: int
+    payload: bytes = b""
+
+
+def nominal_ms(frame: int, fps: float) -> int:
+    return round(frame * 1000 / fps)
+
+
+def pack(packet: Packet, fps: float) -> bytes:
+    """Serialise a packet (see the module doc for the compaction of inter packets)."""
+    ts = packet.timestamp_ms - nominal_ms(packet.frame, fps)
+    if packet.type in COMPACT:
+        fields = [int(packet.type), packet.seq % SEQ_MODULUS, packet.frame - packet.seq, ts, packet.payload]
+    else:
+        fields = [int(packet.type), packet.seq, packet.frame, ts, packet.payload]
+    return msgpack.packb(fields, use_bin_type=True)
+
+
+def _check_int(v: object, lo: int, hi: int, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise BitstreamError(f"malformed packet: {what} out of range")
+    return v
+
+
+def parse_fields(obj: object) -> tuple[PacketType, int, int, int, bytes]:
+    """Validate one decoded msgpack object as a packet record."""
+    if not isinstance(obj, (list, tuple)) or len(obj) != 5:
+        raise BitstreamError("malformed packet: not a 5-field record")
+    t, seq, frame, ts, payload = obj
+    try:
+        ptype = PacketType(_check_int(t, 0, 4, "type"))
+    except ValueError:
+        raise BitstreamError(f"malformed packet: unknown type {t}") from None
+    if not isinstance(payload, bytes) or len(payload) > MAX_PAYLOAD:
+        raise BitstreamError("malformed packet: payload is not a byte string of sane size")
+    seq = _check_int(seq, 0, (1 << 40), "sequence number")
+    frame = _check_int(frame, -(1 << 40), 1 << 40, "frame index")
+    ts = _check_int(ts, -(1 << 40), 1 << 40, "timestamp")
+    return ptype, seq, frame, ts, payload
+
+
+class PacketReader:
+    """Turns records back into :class:`Packet`; keeps the last full sequence number to unwrap inter packets."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.last_seq: int | None = None
+
+    def unpack(self, data: bytes) -> Packet:
+        try:
+            obj = msgpack.unpackb(data, raw=False, max_bin_len=MAX_PAYLOAD, max_str_len=0, max_array_len=5, max_map_len=0)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+            raise BitstreamError(f"malformed packet ({type(exc).__name__})") from None
+        return self.from_fields(obj)
+
+    def from_fields(self, obj: object) -> Packet:
+        ptype, seq, frame, ts, payload = parse_fields(obj)
+        if ptype in COMPACT:
+            if self.last_seq is None:
+                raise BitstreamError("inter packet before any intra packet")
+            if seq >= SEQ_MODULUS:
+                raise BitstreamError("malformed packet: compact sequence number out of range")
+            seq = self.last_seq + 1 + (seq - self.last_seq - 1) % SEQ_MODULUS
+            frame = seq + frame
+            if frame < 0:
+                raise BitstreamError("malformed packet: negative frame index")
+        self.last_seq = seq
+        return Packet(ptype, seq, frame, ts + nominal_ms(frame, self.fps), payload)

@@ -1,0 +1,45 @@
+"""`sganc-stream` command line: each sub-module registers its sub-commands.
+
+A sub-module exposes ``register(subparsers)``; each sub-command sets ``func(args) -> int``.
+Errors derived from :class:`SgancError` (and OS errors at file boundaries) become one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from sganc_stream.errors import SgancError
+
+# Sub-command modules, in the order they appear in --help.
+COMMAND_MODULES = ["latents", "train", "weights", "align"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sganc-stream", description="sganc-stream: generative face-video codec (StyleGAN2 W+ latents, learned flow, rANS)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"sganc_stream.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SgancError as exc:
+        print(f"sganc-stream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"sganc-stream {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sganc-stream {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""`sganc-stream latents encode|decode|demo` and `sganc-stream inspect`: the latent codec on .npy files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sganc_stream.assets import default_latent_codec
+from sganc_stream.bitstream.container import decode_container, read_container
+from sganc_stream.errors import InputError
+from sganc_stream.fileio import atomic_output, write_bytes_atomic
+from sganc_stream.latent.codec import StreamParams
+from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
+from sganc_stream.latent.sequence import decode_sequence, encode_sequence, stream_params, time_coding
+from sganc_stream.latent.synthetic import synthetic_latents
+
+
+def add_stream_options(p: argparse.ArgumentParser) -> None:
+    """Coding options shared by every command that encodes."""
+    p.add_argument("--model", help="model bundle or latent codec file (default: the shipped model)")
+    p.add_argument("--mode", choices=["open", "closed", "intra"], default="open", help="inter coding mode (default: open, the paper's)")
+    p.add_argument("--g", type=int, default=10, help="residual period in open mode; 0 = never (default: 10)")
+    p.add_argument("--step", type=float, help="quantization step, one of the model's presets (default: the middle preset)")
+    p.add_argument("--keyframe-interval", type=int, default=0, help="intra refresh period in frames; 0 = first frame only")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate recorded in the header (default: 25)")
+
+
+def resolve_params(model: LatentCodecModel, args: argparse.Namespace) -> StreamParams:
+    if not 0 <= args.g <= 255:
+        raise InputError("--g must be between 0 and 255")
+    if args.keyframe_interval < 0:
+        raise InputError("--keyframe-interval must be >= 0")
+    if not 0 < args.fps <= 1000:
+        raise InputError("--fps must be in (0, 1000]")
+    return StreamParams(args.mode, args.g, model.step_index(args.step), args.keyframe_interval)
+
+
+def load_model(path: str | None) -> LatentCodecModel:
+    return load_latent_codec(path or default_latent_codec())
+
+
+def load_npy(path: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{p}: not a readable .npy array ({str(exc).splitlines()[0][:80]})") from None
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    model = load_model(args.model)
+    latents = load_npy(args.input)
+    res = encode_sequence(model, latents, resolve_params(model, args), args.fps)
+    if args.recon:
+        save_npy(args.recon, res.recon)
+    write_bytes_atomic(args.output, res.data)
+    n = len(res.frame_types)
+    print(f"{n} frames, {len(res.data)} bytes, {8 * len(res.data) / n:.0f} bits/frame, "
+          f"{8 * len(res.data) / n * args.fps / 1000:.2f} kbps at {args.fps:g} fps, "
+          f"rANS {100 * (sum(res.payload_bits) / sum(res.ideal_bits) - 1):+.2f}% vs ideal")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    container = read_container(args.input)
+    model = load_model(args.model)
+    stream_params(model, container.header)  # model check before any work
+    save_npy(args.output, decode_sequence(model, container))
+    print(f"{len(container.packets)} frames decoded to {args.output}")
+    return 0
+
+
+def inspect_dict(path: str) -> dict:
+    c = read_container(path)
+    frames = [{"index": p.frame, "type": p.type.label, "bytes": b, "payload_bytes": len(p.payload)} for p, b in zip(c.packets, c.record_bytes)]
+    h = c.header
+    header = {"model_id": h.model_id, "rows": h.rows, "width": h.width, "mode": h.mode, "g": h.g, "step": h.step,
+              "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval}
+    per_frame = np.array([f["bytes"] for f in frames], dtype=np.float64)
+    return {
+        "header": header,
+        "header_bytes": c.header_bytes,
+        "frames": frames,
+        "total_bytes": c.total_bytes,
+        "bits_per_frame": {"mean": float(8 * per_frame.mean()), "p95": float(8 * np.percentile(per_frame, 95))} if frames else None,
+        "kbps": 8 * c.total_bytes / max(len(frames), 1) * h.fps / 1000,
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    info = inspect_dict(args.input)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    h = info["header"]
+    print(f"{args.input}: bitstream v1, model {h['model_id'][:16]}…, {h['rows']}x{h['width']}, mode {h['mode']}, "
+          f"g={h['g']}, step={h['step']:g}, {h['fps']:g} fps, {h['frames']} frames, keyframe interval {h['keyframe_interval']}")
+    for f in info["frames"]:
+        print(f"  frame {f['index']:6d}  {f['type']:15s} {f['bytes']:8d} bytes")
+    bpf = info["bits_per_frame"] or {"mean": 0, "p95": 0}
+    print(f"total {info['total_bytes']} bytes (header {info['header_bytes']}), {bpf['mean']:.0f} bits/frame mean, "
+          f"{bpf['p95']:.0f} p95, {info['kbps']:.2f} kbps")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Synthetic smooth sequence → encode → decode → check and print the figures."""
+    model = load_model(args.model)
+    latents = synthetic_latents("smooth", args.frames, model.rows, model.width, seed=args.seed)
+    params = resolve_params(model, args)
+    res = encode_sequence(model, latents, params, args.fps)
+    t0 = time.perf_counter()
+    decoded = decode_sequence(model, decode_container(res.data))
+    exact = bool(np.array_equal(decoded, res.recon))
+    speed = time_coding(model, latents, params)
+    mse = float(np.mean((decoded - latents) ** 2))
+    n = len(latents)
+    print(f"latent-codec demo: {n} synthetic {model.rows}x{model.width} frames, mode {params.mode}, g={params.g}, "
+          f"step={model.steps[params.step_index]:g}")
+    print(f"  {len(res.data)} bytes = {8 * len(res.data) / n:.0f} bits/frame = {8 * len(res.data) / n * args.fps / 1000:.2f} kbps at {args.fps:g} fps")
+    print(f"  rANS payload vs model ideal: {100 * (sum(res.payload_bits) / sum(res.ideal_bits) - 1):+.3f}%")
+    print(f"  latent MSE {mse:.3e}; decoder output equals encoder reconstruction: {exact}")
+    print(f"  per frame (median): encode {speed['encode_ms']:.1f} ms, decode {speed['decode_ms']:.1f} ms "
+          f"(whole file decode {1e3 * (time.perf_counter() - t0) / n:.1f} ms/frame)")
+    return 0 if exact else 1
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Write synthetic sequences (the default codec's training data; also handy for tests)."""
+    out = Path(args.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(args.count):
+        kind = args.kind if args.kind != "mixed" else ("smooth", "walk")[i % 2]
+        save_npy(str(out / f"{kind}_{i:03d}.npy"), synthetic_latents(kind, args.frames, args.rows, args.width, seed=args.seed + i))
+    print(f"{args.count} sequences of ({args.frames}, {args.rows}, {args.width}) written to {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    lat = sub.add_parser("latents", help="code W+ latent sequences (.npy, (frames, rows, width))")
+    lsub = lat.add_subparsers(dest="latents_command", required=True, metavar="ACTION")
+
+    p = lsub.add_parser("encode", help="encode IN.npy into OUT.sgnc")
+    add_stream_options(p)
+    p.add_argument("--recon", help="also write the encoder's own W+ reconstruction (.npy)")
+    p.add_argument("input", metavar="IN.npy")
+    p.add_argument("output", metavar="OUT.sgnc")
+    p.set_defaults(func=cmd_encode)
+
+    p = lsub.add_parser("decode", help="decode IN.sgnc into OUT.npy (float32, (frames, rows, width))")
+    p.add_argument("--model", help="model bundle or latent codec file (default: the shipped model)")
+    p.add_argument("input", metavar="IN.sgnc")
+    p.add_argument("output", metavar="OUT.npy")
+    p.set_defaults(func=cmd_decode)
+
+    p = lsub.add_parser("demo", help="encode and decode a synthetic sequence and print rate, exactness and speed")
+    add_stream_options(p)
+    p.add_argument("--frames", type=int, default=100)
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_demo)
+
+    p = lsub.add_parser("synth", help="write synthetic smooth / random-walk latent sequences")
+    p.add_argument("outdir", metavar="OUTDIR")
+    p.add_argument("--kind", choices=["smooth", "walk", "mixed"], default="mixed")
+    p.add_argument("--count", type=int, default=16)
+    p.add_argument("--frames", type=int, default=100)
+    p.add_argument("--rows", type=int, default=18)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--seed", type=int, default=1000)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("inspect", help="show an .sgnc file's header and per-frame sizes")
+    p.add_argument("input", metavar="FILE.sgnc")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_inspect)

@@ -1,0 +1,1 @@
+"""Entropy coding: frozen integer tables, the Irwin-Hall residual law, the learned factorized density, rANS."""

@@ -1,0 +1,55 @@
+"""Learned fully factorized density per latent dimension (compressai's EntropyBottleneck), and its freezing.
+
+Training sees values in units of the training step (Δ = 1) with additive uniform noise. Freezing evaluates
+the learned CDF at the bin edges of any step Δ, ``P(v) = c((v + 1/2)Δ) - c((v - 1/2)Δ)``, over a window of
+integers covering each channel's learned quantiles, and turns that into integer tables. So one trained
+density yields tables for several rates; after freezing, no network is ever evaluated to code.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from compressai.entropy_models import EntropyBottleneck
+
+from sganc_stream.entropy.tables import MAX_SYMBOLS, CodingTable, quantize_pmf
+
+
+class FactorizedDensity(EntropyBottleneck):
+    """EntropyBottleneck over vectors (N, C); ``bits`` gives the rate of noisy values."""
+
+    def noisy_bits(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y + U(-1/2, 1/2), total bits of that noisy sample under the density)."""
+        y_tilde = y + torch.empty_like(y).uniform_(-0.5, 0.5)
+        lik, _, _ = self._likelihood(y_tilde.t().unsqueeze(1))
+        lik = self.likelihood_lower_bound(lik)
+        return y_tilde, -torch.log2(lik).sum()
+
+    @torch.no_grad()
+    def data_symbols(self, step: float) -> int:
+        """Number of integers needed to cover every channel's learned quantile range at ``step``."""
+        q = self.quantiles[:, 0, :].detach().double().cpu().numpy()
+        width = np.ceil(q[:, 2] / step) - np.floor(q[:, 0] / step) + 1
+        return int(min(width.max(), MAX_SYMBOLS - 1))
+
+    @torch.no_grad()
+    def freeze(self, step: float, n_data: int | None = None) -> CodingTable:
+        """Integer table for step ``step`` (training units) with ``n_data`` data symbols plus the escape."""
+        eb = copy.deepcopy(self).double().cpu()
+        q = eb.quantiles[:, 0, :].numpy()  # (C, 3): low tail, median, high tail
+        lo = np.floor(q[:, 0] / step).astype(np.int64)
+        hi = np.ceil(q[:, 2] / step).astype(np.int64)
+        width = hi - lo + 1
+        n_data = n_data or self.data_symbols(step)
+        centre = np.rint(q[:, 1] / step).astype(np.int64)
+        offsets = np.where(width <= n_data, lo - (n_data - width) // 2, centre - n_data // 2)
+        v = torch.from_numpy(offsets[:, None] + np.arange(n_data)[None, :]).double()  # (C, n_data)
+        lower = eb._logits_cumulative(((v - 0.5) * step).unsqueeze(1), stop_gradient=True)[:, 0]
+        upper = eb._logits_cumulative(((v + 0.5) * step).unsqueeze(1), stop_gradient=True)[:, 0]
+        sign = -torch.sign(lower + upper)
+        pmf = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).numpy()
+        escape = np.clip(1.0 - pmf.sum(axis=1, keepdims=True), 0.0, None)
+        freqs = quantize_pmf(np.concatenate([pmf, escape], axis=1))
+        return CodingTable(offsets=offsets, freqs=freqs)

@@ -1,0 +1,81 @@
+"""rANS coding of integer vectors against frozen tables, through constriction's AnsCoder.
+
+One payload holds several parts (e.g. differences then residuals), each a vector of C integers with
+its table. Decode order inside a payload: part 1 symbols, part 1 escapes, part 2 symbols, ... An escape
+value is its zig-zag code as an unsigned 32-bit integer, sent as two uniform 16-bit symbols (low, high).
+Payload bytes are the coder's 32-bit words, little-endian. A payload must decode to exactly the coder's
+initial state; anything else is reported as corruption.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import constriction
+import numpy as np
+
+from sganc_stream.entropy.tables import CodingTable
+from sganc_stream.errors import BitstreamError
+
+_FAMILY = constriction.stream.model.Categorical(perfect=False)
+_UNIFORM16 = constriction.stream.model.Uniform(1 << 16)
+_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _zigzag(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.int64)
+    return np.where(v >= 0, 2 * v, -2 * v - 1).astype(np.uint64)
+
+
+def _unzigzag(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.int64)
+    return np.where(z % 2 == 0, z // 2, -(z + 1) // 2)
+
+
+def _model(table: CodingTable) -> object:
+    # Shared tables use one concrete model; per-channel tables use the family with a row per symbol.
+    return constriction.stream.model.Categorical(table.probs[0], perfect=False) if table.shared else _FAMILY
+
+
+def encode_parts(parts: Sequence[tuple[np.ndarray, CodingTable]]) -> bytes:
+    """Code each (values (C,), table) part into one payload; values must fit in int32."""
+    coder = constriction.stream.stack.AnsCoder()
+    # The ANS coder is a stack: push the last-decoded item first.
+    for values, table in reversed(parts):
+        if values.size and (values.min() < _INT32_MIN or values.max() > _INT32_MAX):
+            raise ValueError("latent symbol out of the int32 range")
+        sym, esc = table.symbols(values)
+        z = _zigzag(values[esc])
+        raw = np.stack([z & 0xFFFF, z >> 16], axis=1).reshape(-1).astype(np.int32)
+        if raw.size:
+            coder.encode_reverse(raw, _UNIFORM16)
+        if table.shared:
+            coder.encode_reverse(sym, _model(table))
+        else:
+            coder.encode_reverse(sym, _FAMILY, table.probs)
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_parts(payload: bytes, tables: Sequence[tuple[CodingTable, int]]) -> list[np.ndarray]:
+    """Inverse of :func:`encode_parts` for parts (table, C); raises BitstreamError on corrupt data."""
+    if len(payload) % 4:
+        raise BitstreamError("corrupted payload: length is not a whole number of 32-bit words")
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+        out = []
+        for table, count in tables:
+            sym = coder.decode(_model(table), count) if table.shared else coder.decode(_FAMILY, table.probs)
+            sym = np.asarray(sym, dtype=np.int64)
+            values = sym + (table.offsets[0] if table.shared else table.offsets)
+            esc = sym == table.num_symbols - 1
+            n_esc = int(esc.sum())
+            if n_esc:
+                raw = np.asarray(coder.decode(_UNIFORM16, 2 * n_esc), dtype=np.int64).reshape(-1, 2)
+                values[esc] = _unzigzag(raw[:, 0] | (raw[:, 1] << 16))
+            out.append(values)
+    except ValueError as exc:
+        raise BitstreamError(f"corrupted payload ({exc})") from None
+    if not coder.is_empty():
+        raise BitstreamError("corrupted payload: rANS data does not end where the symbols do")
+    return out

@@ -1,0 +1,81 @@
+"""Frozen integer frequency tables: the only thing the rANS coder reads.
+
+A table codes one integer per channel. Channel ``c`` maps value ``v`` to symbol ``v - offset[c]`` when
+``0 <= v - offset[c] < L - 1``; every other value codes the escape symbol ``L - 1`` followed by the value
+itself (see :mod:`sganc_stream.entropy.rans`). Frequencies are integers summing to ``2**PRECISION`` with
+every entry >= 1, so any value stays codable and every machine derives the same model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+
+PRECISION = 16
+TOTAL = 1 << PRECISION
+MAX_SYMBOLS = 256  # data symbols + escape; wider supports are truncated and their tails escape
+
+
+def quantize_pmf(p: np.ndarray) -> np.ndarray:
+    """Integer frequencies for probabilities ``p`` (..., L): ``1 + floor(p * (TOTAL - L))``, remainder to the argmax.
+
+    The same rule is applied to exact rationals by :func:`quantize_pmf_exact`; the specification
+    (bitstream_spec/SPEC.md) states it so an independent decoder can rebuild residual tables.
+    """
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, None)
+    p = p / p.sum(axis=-1, keepdims=True)
+    n = p.shape[-1]
+    f = 1 + np.floor(p * (TOTAL - n)).astype(np.int64)
+    rem = TOTAL - f.sum(axis=-1)
+    idx = np.argmax(p, axis=-1)
+    np.put_along_axis(f, idx[..., None], np.take_along_axis(f, idx[..., None], -1) + rem[..., None], -1)
+    return f.astype(np.int32)
+
+
+def quantize_pmf_exact(p: Sequence[Fraction]) -> list[int]:
+    """:func:`quantize_pmf` on exact rationals that sum to one (no floating point anywhere)."""
+    n = len(p)
+    f = [1 + (pi * (TOTAL - n)).__floor__() for pi in p]
+    best = max(range(n), key=lambda i: (p[i], -i))
+    f[best] += TOTAL - sum(f)
+    return f
+
+
+@dataclass(frozen=True)
+class CodingTable:
+    """Per-channel frozen frequencies ``freqs`` (C, L) int32 and value offsets ``offsets`` (C,) int64.
+
+    ``shared=True`` means one row serves every channel (the Irwin-Hall residual table).
+    """
+
+    offsets: np.ndarray
+    freqs: np.ndarray
+    shared: bool = False
+
+    def __post_init__(self) -> None:
+        f = self.freqs
+        if f.ndim != 2 or f.shape[1] < 2 or f.shape[1] > MAX_SYMBOLS:
+            raise ValueError(f"table must be (C, L) with 2 <= L <= {MAX_SYMBOLS}, got {f.shape}")
+        if (f < 1).any() or (f.sum(axis=1) != TOTAL).any():
+            raise ValueError("table frequencies must be >= 1 and sum to 2**PRECISION per channel")
+        # constriction takes float probabilities; integers <= 2**16 are exact in float32.
+        object.__setattr__(self, "probs", f.astype(np.float32))
+
+    @property
+    def num_symbols(self) -> int:
+        return int(self.freqs.shape[1])
+
+    def symbols(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map values (C,) to symbols; returns (symbols int32, boolean escape mask)."""
+        s = values.astype(np.int64) - self.offsets
+        esc = (s < 0) | (s >= self.num_symbols - 1)
+        return np.where(esc, self.num_symbols - 1, s).astype(np.int32), esc
+
+    def ideal_bits(self, values: np.ndarray) -> float:
+        """Information content of ``values`` under this table, escapes' 32 raw bits included."""
+        sym, esc = self.symbols(values)
+        f = self.freqs[0, sym] if self.shared else np.take_along_axis(self.freqs, sym[:, None].astype(np.int64), 1)[:, 0]
+        return float(np.sum(PRECISION - np.log2(f.astype(np.float64))) + 32 * esc.sum())

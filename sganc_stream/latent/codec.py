@@ -1,0 +1,129 @@
+"""Per-stream latent coding: intra frames, differences, periodic residuals, keyframes.
+
+Units: the proxy value y = T(w) divided by the step Δ. The decoder's state ŷ is an integer vector; it is
+the only thing that persists between frames, so decoding is exact on any machine.
+
+* intra:  q = round(y_t)                      ŷ_t = q
+* open:   v_t = round(y_t - y_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (the paper's open loop; drifts)
+          every g-th frame after an intra:  r_t = round(y_t - ŷ_t),  ŷ_t += r_t  (Irwin-Hall table)
+* closed: v_t = round(y_t - ŷ_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (no drift, no residual)
+
+An intra frame is sent first, every ``keyframe_interval`` frames (0 = never again) and on request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sganc_stream.bitstream.packet import PacketType
+from sganc_stream.entropy.irwin_hall import residual_table
+from sganc_stream.entropy.rans import decode_parts, encode_parts
+from sganc_stream.errors import BitstreamError, InputError
+from sganc_stream.latent.model import LatentCodecModel
+
+STATE_LIMIT = 1 << 30  # a state beyond this can only come from corrupted data
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    mode: str = "open"  # open | closed | intra
+    g: int = 10  # residual period in open mode; 0 = never
+    step_index: int = 1
+    keyframe_interval: int = 0
+
+
+@dataclass
+class CodedFrame:
+    type: PacketType
+    payload: bytes
+    ideal_bits: float
+    recon: np.ndarray  # (rows, width) float32: exactly what the decoder will output
+
+
+class LatentStreamEncoder:
+    """Stateful encoder for one stream; ``encode`` takes one W+ frame (rows, width)."""
+
+    def __init__(self, model: LatentCodecModel, params: StreamParams) -> None:
+        self.model, self.params = model, params
+        self.step = model.steps[params.step_index]
+        self.intra_table = model.tables["intra"][params.step_index]
+        self.diff_table = model.tables["diff"][params.step_index]
+        self.res_table = residual_table(params.g) if params.mode == "open" and params.g > 0 else None
+        self._state: np.ndarray | None = None
+        self._prev_y: np.ndarray | None = None
+        self._since_intra = 0
+        self._force_intra = True
+
+    def request_keyframe(self) -> None:
+        self._force_intra = True
+
+    def encode(self, wplus: np.ndarray) -> CodedFrame:
+        m, p = self.model, self.params
+        if wplus.shape != (m.rows, m.width):
+            raise InputError(f"latent frame has shape {wplus.shape}, this model codes ({m.rows}, {m.width})")
+        if not np.isfinite(wplus).all():
+            raise InputError("latent frame contains NaN or infinity")
+        y = m.to_proxy(wplus) / self.step
+        intra = self._force_intra or p.mode == "intra" or (p.keyframe_interval and self._since_intra + 1 >= p.keyframe_interval)
+        if intra:
+            q = np.rint(y).astype(np.int64)
+            parts = [(q, self.intra_table)]
+            ptype, self._state, self._since_intra, self._force_intra = PacketType.INTRA, q, 0, False
+        else:
+            assert self._state is not None and self._prev_y is not None
+            self._since_intra += 1
+            ref = self._prev_y if p.mode == "open" else self._state
+            v = np.rint(y - ref).astype(np.int64)
+            state = self._state + v
+            parts, ptype = [(v, self.diff_table)], PacketType.INTER
+            if self.res_table is not None and self._since_intra % p.g == 0:
+                r = np.rint(y - state).astype(np.int64)
+                state = state + r
+                parts.append((r, self.res_table))
+                ptype = PacketType.INTER_RESIDUAL
+            self._state = state
+        if np.abs(self._state).max(initial=0) >= STATE_LIMIT:
+            raise InputError("latent values too large for this model's step (proxy state out of range)")
+        self._prev_y = y
+        payload = encode_parts(parts)
+        ideal = sum(t.ideal_bits(v) for v, t in parts)
+        return CodedFrame(ptype, payload, ideal, m.from_state(self._state, p.step_index))
+
+
+class LatentStreamDecoder:
+    """Stateful decoder: integer state in, W+ frame out. Inter frames need a preceding intra frame."""
+
+    def __init__(self, model: LatentCodecModel, params: StreamParams) -> None:
+        self.model, self.params = model, params
+        self.intra_table = model.tables["intra"][params.step_index]
+        self.diff_table = model.tables["diff"][params.step_index]
+        self.res_table = residual_table(params.g) if params.mode == "open" and params.g > 0 else None
+        self._state: np.ndarray | None = None
+
+    @property
+    def synchronized(self) -> bool:
+        return self._state is not None
+
+    def reset(self) -> None:
+        """Forget the state (after a lost packet): the next decodable frame is an intra frame."""
+        self._state = None
+
+    def decode(self, ptype: PacketType, payload: bytes) -> np.ndarray:
+        c = self.model.channels
+        if ptype == PacketType.INTRA:
+            (state,) = decode_parts(payload, [(self.intra_table, c)])
+        elif ptype in (PacketType.INTER, PacketType.INTER_RESIDUAL):
+            if self._state is None:
+                raise BitstreamError("inter frame without a preceding intra frame")
+            if ptype == PacketType.INTER_RESIDUAL and self.res_table is None:
+                raise BitstreamError("residual frame in a stream without residuals")
+            tables = [(self.diff_table, c)] + ([(self.res_table, c)] if ptype == PacketType.INTER_RESIDUAL else [])
+            state = self._state + sum(decode_parts(payload, tables))
+        else:
+            raise BitstreamError(f"{ptype.label} packet is not a frame")
+        if np.abs(state).max(initial=0) >= STATE_LIMIT:
+            raise BitstreamError("corrupted payload: latent state out of range")
+        self._state = state
+        return self.model.from_state(state, self.params.step_index)

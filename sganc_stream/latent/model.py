@@ -1,0 +1,131 @@
+"""The frozen latent codec model: one flow T per stage group plus integer tables per step preset.
+
+This is what encoder and decoder load. It is stored in a bundle under the ``codec.`` prefix (flow weights
+as float16, tables as int32) with a ``codec`` config entry; the bundle's content hash is the model id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sganc_stream.bundle import Bundle, load_bundle
+from sganc_stream.entropy.tables import CodingTable
+from sganc_stream.errors import CheckpointError, InputError
+from sganc_stream.latent.flow import RealNVP
+
+TABLE_KINDS = ("intra", "diff")
+
+
+@dataclass
+class LatentCodecModel:
+    """Flows (one per group), tables[kind][step index], and the config that describes them."""
+
+    rows: int
+    width: int
+    groups: list[tuple[int, int]]
+    steps: list[float]
+    flows: list[RealNVP]
+    tables: dict[str, list[CodingTable]]
+    model_id: str = ""
+    info: dict[str, Any] | None = None
+
+    @property
+    def channels(self) -> int:
+        return self.rows * self.width
+
+    def step_index(self, step: float | None) -> int:
+        """Index of a step preset; ``None`` picks the middle preset."""
+        if step is None:
+            return len(self.steps) // 2
+        for i, s in enumerate(self.steps):
+            if abs(s - step) <= 1e-9 * max(1.0, abs(s)):
+                return i
+        raise InputError(f"step {step} is not a preset of this model (presets: {', '.join(map(str, self.steps))})")
+
+    @torch.no_grad()
+    def to_proxy(self, wplus: np.ndarray) -> np.ndarray:
+        """T applied per group: (rows, width) float → flat (C,) float64 proxy vector."""
+        w = torch.from_numpy(np.ascontiguousarray(wplus, dtype=np.float32))
+        parts = [flow(w[a:b]) for flow, (a, b) in zip(self.flows, self.groups)]
+        return torch.cat(parts, 0).reshape(-1).double().numpy()
+
+    @torch.no_grad()
+    def from_state(self, state: np.ndarray, step_index: int) -> np.ndarray:
+        """T⁻¹ of the integer state times the step: flat (C,) int → (rows, width) float32 W+ frame.
+
+        The only float computation on the decoder side; it depends on nothing but the integers.
+        """
+        y = torch.from_numpy(state.astype(np.float32) * np.float32(self.steps[step_index])).reshape(self.rows, self.width)
+        parts = [flow.inverse(y[a:b]) for flow, (a, b) in zip(self.flows, self.groups)]
+        return torch.cat(parts, 0).numpy()
+
+    def to_bundle_part(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors under ``codec.``, the ``codec`` config entry)."""
+        tensors: dict[str, torch.Tensor] = {}
+        for g, flow in enumerate(self.flows):
+            for k, v in flow.state_dict().items():
+                tensors[f"codec.flow.{g}.{k}"] = v.detach().to(torch.float16)
+        for kind in TABLE_KINDS:
+            for i, t in enumerate(self.tables[kind]):
+                tensors[f"codec.tables.{kind}.{i}.offsets"] = torch.from_numpy(t.offsets.astype(np.int32))
+                tensors[f"codec.tables.{kind}.{i}.freqs"] = torch.from_numpy(t.freqs.astype(np.int32))
+        hidden = self.flows[0].layers[0].scale[0].out_features if self.flows[0].layers else 0
+        config = {
+            "rows": self.rows,
+            "width": self.width,
+            "groups": [list(g) for g in self.groups],
+            "steps": self.steps,
+            "flow": {"couplings": len(self.flows[0].layers), "hidden": hidden},
+            "info": self.info or {},
+        }
+        return tensors, config
+
+    def save(self, path: str | Path) -> str:
+        """Write a codec-only bundle; returns its model id."""
+        tensors, config = self.to_bundle_part()
+        bundle = Bundle(tensors=tensors, config={"codec": config})
+        bundle.save(path)
+        return bundle.model_id
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, source: str = "model") -> LatentCodecModel:
+        cfg = bundle.config.get("codec")
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"{source}: bundle has no latent codec")
+        try:
+            rows, width = int(cfg["rows"]), int(cfg["width"])
+            groups = [(int(a), int(b)) for a, b in cfg["groups"]]
+            steps = [float(s) for s in cfg["steps"]]
+            couplings, hidden = int(cfg["flow"]["couplings"]), int(cfg["flow"]["hidden"])
+            part = bundle.part("codec")
+            flows = []
+            for g in range(len(groups)):
+                flow = RealNVP(width, hidden=hidden, couplings=couplings)
+                sd = {k[len(f"flow.{g}."):]: v.float() for k, v in part.items() if k.startswith(f"flow.{g}.")}
+                flow.load_state_dict(sd, strict=True)
+                flows.append(flow.eval())
+            tables = {
+                kind: [
+                    CodingTable(
+                        offsets=part[f"tables.{kind}.{i}.offsets"].numpy().astype(np.int64),
+                        freqs=part[f"tables.{kind}.{i}.freqs"].numpy().astype(np.int32),
+                    )
+                    for i in range(len(steps))
+                ]
+                for kind in TABLE_KINDS
+            }
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{source}: malformed latent codec ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+        if groups[0][0] != 0 or groups[-1][1] != rows or any(t.freqs.shape[0] != rows * width for ts in tables.values() for t in ts):
+            raise CheckpointError(f"{source}: latent codec groups or tables do not cover {rows}x{width}")
+        return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"))
+
+
+def load_latent_codec(path: str | Path) -> LatentCodecModel:
+    """Load the codec part of a bundle file (a codec-only file or a full face-model bundle)."""
+    return LatentCodecModel.from_bundle(load_bundle(path), source=str(path))

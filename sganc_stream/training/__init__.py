@@ -1,0 +1,1 @@
+"""Training code: produces what the runtime loads; the runtime never imports it."""

@@ -1,0 +1,197 @@
+"""Train the flow T and the factorized entropy models on latent sequences alone, then freeze them.
+
+Loss (the paper's "Lat. D"): rate in bits per latent dimension + λ · row-weighted MSE in W+. On each
+9-frame slice the first frame is coded intra and the rest as open-loop differences; quantization is
+replaced by additive uniform noise in the proxy space (training step Δ = 1), and the noisy differences
+accumulate exactly as the open-loop decoder's drift does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sganc_stream.entropy.factorized import FactorizedDensity
+from sganc_stream.entropy.tables import CodingTable
+from sganc_stream.errors import InputError
+from sganc_stream.latent.flow import NUM_COUPLINGS, RealNVP
+from sganc_stream.latent.groups import row_weights, stage_groups
+from sganc_stream.latent.model import TABLE_KINDS, LatentCodecModel
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    lam: float = 100.0
+    batch: int = 16
+    slice_len: int = 9
+    lr: float = 1e-3
+    aux_lr: float = 1e-2
+    groups: str = "stage"  # stage | single
+    hidden: int = 64
+    couplings: int = NUM_COUPLINGS  # 0 = identity T (ablation)
+    step_presets: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    seed: int = 0
+    checkpoint_every: int = 200
+
+
+def load_latent_sequences(paths: Iterable[str | Path]) -> list[np.ndarray]:
+    """Read ``.npy`` files (or folders of them) holding (frames, rows, width) arrays of one shape."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.rglob("*.npy"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    if not files:
+        raise InputError("no .npy latent files found")
+    seqs = []
+    for f in files:
+        try:
+            a = np.load(f, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{f}: not a readable .npy array ({str(exc).splitlines()[0][:80]})") from None
+        if a.ndim != 3 or a.shape[0] < 2 or not np.issubdtype(a.dtype, np.floating):
+            raise InputError(f"{f}: expected a float (frames >= 2, rows, width) array, got {a.dtype} {a.shape}")
+        if seqs and a.shape[1:] != seqs[0].shape[1:]:
+            raise InputError(f"{f}: shape {a.shape[1:]} differs from {seqs[0].shape[1:]} of the other files")
+        if not np.isfinite(a).all():
+            raise InputError(f"{f}: contains NaN or infinity")
+        seqs.append(a.astype(np.float32))
+    return seqs
+
+
+class LatentCodecTrainer(nn.Module):
+    """Flows and entropy models (intra, difference) per stage group, with the training loss."""
+
+    def __init__(self, rows: int, width: int, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.rows, self.width, self.cfg = rows, width, cfg
+        self.groups = stage_groups(rows, cfg.groups)
+        self.flows = nn.ModuleList(RealNVP(width, cfg.hidden, cfg.couplings) for _ in self.groups)
+        self.intra = nn.ModuleList(FactorizedDensity((b - a) * width, init_scale=4.0) for a, b in self.groups)
+        self.diff = nn.ModuleList(FactorizedDensity((b - a) * width, init_scale=1.0) for a, b in self.groups)
+        self.register_buffer("row_w", torch.tensor(row_weights(rows, self.groups), dtype=torch.float32))
+
+    def loss(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """w: (B, T, rows, width) → (loss, bits per frame, weighted MSE per element)."""
+        n, t = w.shape[:2]
+        bits = w.new_zeros(())
+        sq = w.new_zeros(())
+        for (a, b), flow, intra, diff in zip(self.groups, self.flows, self.intra, self.diff):
+            x = w[:, :, a:b]
+            y = flow(x).reshape(n, t, -1)
+            y0, bits0 = intra.noisy_bits(y[:, 0])
+            d, bitsd = diff.noisy_bits((y[:, 1:] - y[:, :-1]).reshape(n * (t - 1), -1))
+            y_hat = torch.cat([y0[:, None], y0[:, None] + torch.cumsum(d.reshape(n, t - 1, -1), 1)], 1)
+            x_hat = flow.inverse(y_hat.reshape(x.shape))
+            sq = sq + ((x_hat - x) ** 2 * self.row_w[a:b, None]).sum()
+            bits = bits + bits0 + bitsd
+        dims = n * t * self.rows * self.width
+        mse = sq / dims
+        return bits / dims + self.cfg.lam * mse, bits / (n * t), mse
+
+    def aux_loss(self) -> torch.Tensor:
+        return sum(m.loss() for m in [*self.intra, *self.diff])
+
+    @torch.no_grad()
+    def freeze(self, info: dict | None = None) -> LatentCodecModel:
+        """Integer tables for every step preset; all groups of a table share one symbol count."""
+        tables: dict[str, list] = {k: [] for k in TABLE_KINDS}
+        for kind, dens in (("intra", self.intra), ("diff", self.diff)):
+            for step in self.cfg.step_presets:
+                n_data = max(m.data_symbols(step) for m in dens)
+                parts = [m.freeze(step, n_data) for m in dens]
+                tables[kind].append(CodingTable(np.concatenate([p.offsets for p in parts]), np.concatenate([p.freqs for p in parts])))
+        flows = []
+        for f in self.flows:
+            # The model file stores float16 weights; freeze the float32 copy to exactly those values.
+            g = RealNVP(self.width, self.cfg.hidden, self.cfg.couplings)
+            g.load_state_dict({k: v.detach().cpu().half().float() for k, v in f.state_dict().items()})
+            flows.append(g.eval())
+        return LatentCodecModel(self.rows, self.width, list(self.groups), list(self.cfg.step_presets), flows, tables, info=info)
+
+
+def _sample(seqs: list[np.ndarray], cfg: TrainConfig, t: int, rng: np.random.Generator) -> np.ndarray:
+    lens = np.array([len(s) - t + 1 for s in seqs], dtype=np.float64)
+    idx = rng.choice(len(seqs), size=cfg.batch, p=lens / lens.sum())
+    return np.stack([seqs[i][(s := rng.integers(0, len(seqs[i]) - t + 1)) : s + t] for i in idx])
+
+
+def train_latent_codec(
+    seqs: list[np.ndarray],
+    out: str | Path,
+    cfg: TrainConfig,
+    device: str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+) -> tuple[LatentCodecModel, list[float]]:
+    """Train, checkpoint to ``OUT.ckpt`` as it goes, freeze and save to ``out``; returns (model, losses).
+
+    ``resume`` continues from the checkpoint; only ``steps`` may differ from the checkpoint's settings.
+    """
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but no CUDA device is available")
+    out = Path(out)
+    ckpt = out.with_name(out.name + ".ckpt")
+    rows, width = seqs[0].shape[1:]
+    t = min(cfg.slice_len, min(len(s) for s in seqs))
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    trainer = LatentCodecTrainer(rows, width, cfg).to(device)
+    aux_params = [p for n, p in trainer.named_parameters() if n.endswith("quantiles")]
+    main_params = [p for n, p in trainer.named_parameters() if not n.endswith("quantiles")]
+    opt = torch.optim.Adam(main_params, lr=cfg.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    start, losses = 0, []
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=True)
+        saved = {k: v for k, v in json.loads(state["config"]).items() if k != "steps"}
+        if saved != {k: v for k, v in asdict(cfg).items() if k != "steps"} or tuple(state["shape"]) != (rows, width):
+            raise InputError(f"{ckpt}: checkpoint was made with other settings; remove it or drop --resume")
+        trainer.load_state_dict(state["trainer"])
+        opt.load_state_dict(state["opt"])
+        aux_opt.load_state_dict(state["aux_opt"])
+        start, losses = int(state["step"]), list(state["losses"])
+        rng = np.random.default_rng([cfg.seed, start])
+
+    def save_checkpoint(step: int) -> None:
+        tmp = ckpt.with_name(ckpt.name + ".tmp")
+        torch.save(
+            {"trainer": trainer.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(), "step": step,
+             "losses": losses, "config": json.dumps(asdict(cfg), sort_keys=True), "shape": [rows, width]},
+            tmp,
+        )
+        tmp.replace(ckpt)
+
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train latent codec", disable=not progress, unit="step", mininterval=2.0)
+    for step in bar:
+        w = torch.from_numpy(_sample(seqs, cfg, t, rng)).to(device)
+        loss, bpf, mse = trainer.loss(w)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(main_params, 10.0)
+        opt.step()
+        aux = trainer.aux_loss()
+        aux_opt.zero_grad(set_to_none=True)
+        aux.backward()
+        aux_opt.step()
+        losses.append(loss.item())
+        bar.set_postfix(bits_per_frame=f"{bpf.item():.0f}", mse=f"{mse.item():.2e}")
+        if (step + 1) % cfg.checkpoint_every == 0:
+            save_checkpoint(step + 1)
+    save_checkpoint(max(start, cfg.steps))
+    info = {"train_steps": cfg.steps, "lambda": cfg.lam, "groups": cfg.groups, "sequences": len(seqs),
+            "frames": int(sum(len(s) for s in seqs)), "final_loss": float(np.mean(losses[-50:])) if losses else None}
+    model = trainer.cpu().freeze(info)
+    model.model_id = model.save(out)
+    return model, losses

@@ -1,0 +1,88 @@
+"""The latent CLI as a user runs it: separate processes, files on disk, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sganc_stream.bundle import Bundle, load_bundle
+from sganc_stream.cli import main
+from sganc_stream.latent.synthetic import synthetic_latents
+
+from conftest import TINY_ROWS, TINY_WIDTH
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sganc_stream", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def encoded(tiny_codec_path, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    np.save(d / "in.npy", synthetic_latents("walk", 30, TINY_ROWS, TINY_WIDTH, seed=21))
+    r = run_cli("latents", "encode", "--model", str(tiny_codec_path), "--g", "4", "--step", "0.5", "--recon", str(d / "recon.npy"), str(d / "in.npy"), str(d / "a.sgnc"))
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def test_decode_equals_recon_and_reencode_is_byte_identical(encoded, tiny_codec_path):
+    d = encoded
+    assert run_cli("latents", "decode", "--model", str(tiny_codec_path), str(d / "a.sgnc"), str(d / "out.npy")).returncode == 0
+    out = np.load(d / "out.npy")
+    assert out.dtype == np.float32 and out.shape == (30, TINY_ROWS, TINY_WIDTH)
+    assert np.array_equal(out, np.load(d / "recon.npy"))
+    # a second encode in this (other) process gives the same bytes
+    assert main(["latents", "encode", "--model", str(tiny_codec_path), "--g", "4", "--step", "0.5", str(d / "in.npy"), str(d / "b.sgnc")]) == 0
+    assert (d / "a.sgnc").read_bytes() == (d / "b.sgnc").read_bytes()
+
+
+def test_inspect_json_totals(encoded):
+    r = run_cli("inspect", "--json", str(encoded / "a.sgnc"))
+    info = json.loads(r.stdout)
+    size = (encoded / "a.sgnc").stat().st_size
+    assert info["total_bytes"] == size
+    assert len(info["frames"]) == info["header"]["frames"] == 30
+    assert {"index", "type", "bytes"} <= set(info["frames"][0])
+    assert [f["type"] for f in info["frames"][:5]] == ["intra", "inter", "inter", "inter", "inter+residual"]
+    assert info["header_bytes"] + sum(f["bytes"] for f in info["frames"]) < size <= info["header_bytes"] + sum(f["bytes"] for f in info["frames"]) + 12
+    assert run_cli("inspect", str(encoded / "a.sgnc")).returncode == 0
+
+
+def _one_line_error(r: subprocess.CompletedProcess, needle: str) -> None:
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr and needle in lines[0], r.stderr
+
+
+def test_bad_inputs_give_one_line(encoded, tiny_codec_path, tmp_path):
+    data = (encoded / "a.sgnc").read_bytes()
+    (tmp_path / "trunc.sgnc").write_bytes(data[: len(data) // 2])
+    bad = bytearray(data)
+    bad[len(data) // 2] ^= 0xFF
+    (tmp_path / "bad.sgnc").write_bytes(bytes(bad))
+    (tmp_path / "v9.sgnc").write_bytes(data[:4] + b"\x09" + data[5:])
+    np.save(tmp_path / "wrong.npy", np.zeros((4, TINY_ROWS + 1, TINY_WIDTH), np.float32))
+    m = ["--model", str(tiny_codec_path)]
+    out = str(tmp_path / "o.npy")
+    _one_line_error(run_cli("latents", "decode", *m, str(encoded / "in.npy"), out), "not an .sgnc file")
+    _one_line_error(run_cli("latents", "decode", *m, str(tmp_path / "trunc.sgnc"), out), "truncated")
+    _one_line_error(run_cli("latents", "decode", *m, str(tmp_path / "bad.sgnc"), out), "corrupted")
+    _one_line_error(run_cli("latents", "decode", *m, str(tmp_path / "v9.sgnc"), out), "unknown bitstream version 9")
+    _one_line_error(run_cli("latents", "encode", *m, str(tmp_path / "wrong.npy"), str(tmp_path / "w.sgnc")), "shape")
+    _one_line_error(run_cli("latents", "encode", *m, "--step", "0.3", str(encoded / "in.npy"), str(tmp_path / "w.sgnc")), "preset")
+    _one_line_error(run_cli("inspect", str(tmp_path / "missing.sgnc")), "no such file")
+    assert not (tmp_path / "o.npy").exists() and not (tmp_path / "w.sgnc").exists()
+
+
+def test_model_mismatch(encoded, tiny_codec_path, tmp_path):
+    b = load_bundle(tiny_codec_path)
+    key = next(k for k in b.tensors if k.endswith("diff.0.freqs"))
+    t = b.tensors[key].clone()
+    t[0, 0] += 1
+    t[0, 1] -= 1
+    Bundle({**b.tensors, key: t}, b.config).save(tmp_path / "other.safetensors")
+    r = run_cli("latents", "decode", "--model", str(tmp_path / "other.safetensors"), str(encoded / "a.sgnc"), str(tmp_path / "o.npy"))
+    _one_line_error(r, "stream was made with model")
+    assert not (tmp_path / "o.npy").exists()

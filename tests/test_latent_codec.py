@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from sganc_stream.bitstream.packet import PacketType
+from sganc_stream.errors import BitstreamError, InputError
+from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams
+from sganc_stream.latent.synthetic import synthetic_latents
+
+from conftest import TINY_ROWS, TINY_WIDTH
+
+
+def _run(model, params, latents):
+    enc, dec = LatentStreamEncoder(model, params), LatentStreamDecoder(model, params)
+    types, errs = [], []
+    for w in latents:
+        coded = enc.encode(w)
+        out = dec.decode(coded.type, coded.payload)
+        assert np.array_equal(out, coded.recon)  # bit for bit
+        types.append(coded.type)
+        errs.append(float(np.mean((out - w) ** 2)))
+    return types, errs
+
+
+@pytest.mark.parametrize("mode,g", [("open", 0), ("open", 1), ("open", 3), ("open", 10), ("closed", 0), ("intra", 0)])
+@pytest.mark.parametrize("step_index", [0, 2])
+def test_decoder_equals_encoder_reconstruction(tiny_codec, mode, g, step_index):
+    latents = synthetic_latents("walk", 25, TINY_ROWS, TINY_WIDTH, seed=5)
+    types, _ = _run(tiny_codec, StreamParams(mode, g, step_index), latents)
+    assert types[0] == PacketType.INTRA
+    if mode == "intra":
+        assert set(types) == {PacketType.INTRA}
+    elif mode == "open" and g:
+        assert [i for i, t in enumerate(types) if t == PacketType.INTER_RESIDUAL] == list(range(g, 25, g))
+    else:
+        assert set(types[1:]) == {PacketType.INTER}
+
+
+def test_open_loop_drifts_and_residuals_bound_it(tiny_codec):
+    latents = synthetic_latents("walk", 60, TINY_ROWS, TINY_WIDTH, seed=6)
+    _, never = _run(tiny_codec, StreamParams("open", 0, 2), latents)
+    _, g5 = _run(tiny_codec, StreamParams("open", 5, 2), latents)
+    _, closed = _run(tiny_codec, StreamParams("closed", 0, 2), latents)
+    assert np.mean(never[30:]) > 1.5 * np.mean(g5[30:])
+    assert np.mean(closed[30:]) <= np.mean(g5[30:])
+
+
+def test_keyframes_on_interval_and_request(tiny_codec):
+    latents = synthetic_latents("smooth", 12, TINY_ROWS, TINY_WIDTH, seed=7)
+    enc = LatentStreamEncoder(tiny_codec, StreamParams("open", 0, 1, keyframe_interval=4))
+    types = [enc.encode(w).type for w in latents[:9]]
+    assert [i for i, t in enumerate(types) if t == PacketType.INTRA] == [0, 4, 8]
+    enc.request_keyframe()
+    assert enc.encode(latents[9]).type == PacketType.INTRA
+    assert enc.encode(latents[10]).type == PacketType.INTER
+
+
+def test_smaller_step_costs_more_bits_and_less_error(tiny_codec):
+    latents = synthetic_latents("smooth", 20, TINY_ROWS, TINY_WIDTH, seed=8)
+    sizes, errs = [], []
+    for i in range(3):
+        enc = LatentStreamEncoder(tiny_codec, StreamParams("closed", 0, i))
+        coded = [enc.encode(w) for w in latents]
+        sizes.append(sum(len(c.payload) for c in coded))
+        errs.append(np.mean([(c.recon - w) ** 2 for c, w in zip(coded, latents)]))
+    assert sizes[0] > sizes[1] > sizes[2] and errs[0] < errs[2]
+
+
+def test_decoder_errors(tiny_codec):
+    latents = synthetic_latents("smooth", 3, TINY_ROWS, TINY_WIDTH, seed=9)
+    enc = LatentStreamEncoder(tiny_codec, StreamParams("open", 2, 1))
+    coded = [enc.encode(w) for w in latents]
+    dec = LatentStreamDecoder(tiny_codec, StreamParams("open", 2, 1))
+    with pytest.raises(BitstreamError, match="without a preceding intra"):
+        dec.decode(coded[1].type, coded[1].payload)
+    dec.decode(coded[0].type, coded[0].payload)
+    assert dec.synchronized
+    dec.reset()
+    assert not dec.synchronized
+    with pytest.raises(BitstreamError, match="not a frame"):
+        dec.decode(PacketType.END, b"")
+
+
+def test_encoder_rejects_bad_frames(tiny_codec):
+    enc = LatentStreamEncoder(tiny_codec, StreamParams())
+    with pytest.raises(InputError, match="shape"):
+        enc.encode(np.zeros((TINY_ROWS + 1, TINY_WIDTH), np.float32))
+    bad = np.zeros((TINY_ROWS, TINY_WIDTH), np.float32)
+    bad[0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        enc.encode(bad)
