@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import torch
 import pytest
 
 from sganc_stream.bundle import Bundle, load_bundle
@@ -79,9 +80,10 @@ def test_bad_inputs_give_one_line(encoded, tiny_codec_path, tmp_path):
 def test_model_mismatch(encoded, tiny_codec_path, tmp_path):
     b = load_bundle(tiny_codec_path)
     key = next(k for k in b.tensors if k.endswith("diff.0.freqs"))
-    t = b.tensors[key].clone()
+    t = b.tensors[key].int()
     t[0, 0] += 1
     t[0, 1] -= 1
+    t = t.to(torch.uint16)
     Bundle({**b.tensors, key: t}, b.config).save(tmp_path / "other.safetensors")
     r = run_cli("latents", "decode", "--model", str(tmp_path / "other.safetensors"), str(encoded / "a.sgnc"), str(tmp_path / "o.npy"))
     _one_line_error(r, "stream was made with model")

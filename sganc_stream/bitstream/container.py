@@ -132,7 +132,7 @@ def decode_container(data: bytes, source: str = "input") -> Container:
         try:
             packet = reader.from_fields(obj)
         except BitstreamError as exc:
-            raise BitstreamError(f"{source}: {exc} (after {len(packets)} frames)") from None
+            raise BitstreamError(f"{source}: corrupted after {len(packets)} frames ({exc})") from None
         if packet.type == PacketType.END:
             expected = (len(packets), header.frames, nominal_ms(header.frames, header.fps))
             if len(packet.payload) != 4 or struct.unpack("<I", packet.payload)[0] != zlib.crc32(data[:pos]):

@@ -27,22 +27,31 @@ class FactorizedDensity(EntropyBottleneck):
         lik = self.likelihood_lower_bound(lik)
         return y_tilde, -torch.log2(lik).sum()
 
-    @torch.no_grad()
-    def data_symbols(self, step: float) -> int:
-        """Number of integers needed to cover every channel's learned quantile range at ``step``."""
+    def _bounds(self, step: float, seen: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel integer range at ``step``: the learned tail quantiles, widened to every value seen."""
         q = self.quantiles[:, 0, :].detach().double().cpu().numpy()
-        width = np.ceil(q[:, 2] / step) - np.floor(q[:, 0] / step) + 1
-        return int(min(width.max(), MAX_SYMBOLS - 1))
+        lo, hi = q[:, 0], q[:, 2]
+        if seen is not None:
+            lo, hi = np.minimum(lo, seen[0]), np.maximum(hi, seen[1])
+        return np.floor(lo / step).astype(np.int64), np.ceil(hi / step).astype(np.int64)
+
+    def data_symbols(self, step: float, seen: tuple[np.ndarray, np.ndarray] | None = None) -> int:
+        """Number of integers needed to cover every channel's range at ``step`` (capped; wider tails escape)."""
+        lo, hi = self._bounds(step, seen)
+        return int(min((hi - lo + 1).max(), MAX_SYMBOLS - 1))
 
     @torch.no_grad()
-    def freeze(self, step: float, n_data: int | None = None) -> CodingTable:
-        """Integer table for step ``step`` (training units) with ``n_data`` data symbols plus the escape."""
+    def freeze(self, step: float, n_data: int | None = None, seen: tuple[np.ndarray, np.ndarray] | None = None) -> CodingTable:
+        """Integer table for step ``step`` (training units) with ``n_data`` data symbols plus the escape.
+
+        ``seen`` = per-channel (min, max) of the training values, so the table covers what the data holds
+        even where the learned quantiles have not converged.
+        """
         eb = copy.deepcopy(self).double().cpu()
         q = eb.quantiles[:, 0, :].numpy()  # (C, 3): low tail, median, high tail
-        lo = np.floor(q[:, 0] / step).astype(np.int64)
-        hi = np.ceil(q[:, 2] / step).astype(np.int64)
+        lo, hi = self._bounds(step, seen)
         width = hi - lo + 1
-        n_data = n_data or self.data_symbols(step)
+        n_data = n_data or self.data_symbols(step, seen)
         centre = np.rint(q[:, 1] / step).astype(np.int64)
         offsets = np.where(width <= n_data, lo - (n_data - width) // 2, centre - n_data // 2)
         v = torch.from_numpy(offsets[:, None] + np.arange(n_data)[None, :]).double()  # (C, n_data)

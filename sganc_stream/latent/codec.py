@@ -106,6 +106,11 @@ class LatentStreamDecoder:
     def synchronized(self) -> bool:
         return self._state is not None
 
+    @property
+    def state(self) -> np.ndarray | None:
+        """A copy of the integer state (for conformance checks)."""
+        return None if self._state is None else self._state.copy()
+
     def reset(self) -> None:
         """Forget the state (after a lost packet): the next decodable frame is an intra frame."""
         self._state = None

@@ -104,13 +104,27 @@ class LatentCodecTrainer(nn.Module):
         return sum(m.loss() for m in [*self.intra, *self.diff])
 
     @torch.no_grad()
-    def freeze(self, info: dict | None = None) -> LatentCodecModel:
+    def value_ranges(self, seqs: list[np.ndarray], max_frames: int = 4000) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        """Per group, per-channel (min, max) of intra proxies and of frame-to-frame proxy differences."""
+        out: dict[str, list] = {"intra": [], "diff": []}
+        every = max(1, sum(len(s) for s in seqs) // max_frames)
+        for (a, b), flow in zip(self.groups, self.flows):
+            ys = [flow(torch.from_numpy(s[:, a:b]).to(self.row_w.device)).reshape(len(s), -1).cpu().numpy() for s in seqs]
+            intra = np.concatenate([y[::every] for y in ys])
+            diff = np.concatenate([np.diff(y, axis=0)[::every] for y in ys])
+            out["intra"].append((intra.min(0), intra.max(0)))
+            out["diff"].append((diff.min(0), diff.max(0)))
+        return out
+
+    @torch.no_grad()
+    def freeze(self, seqs: list[np.ndarray], info: dict | None = None) -> LatentCodecModel:
         """Integer tables for every step preset; all groups of a table share one symbol count."""
+        seen = self.value_ranges(seqs)
         tables: dict[str, list] = {k: [] for k in TABLE_KINDS}
         for kind, dens in (("intra", self.intra), ("diff", self.diff)):
             for step in self.cfg.step_presets:
-                n_data = max(m.data_symbols(step) for m in dens)
-                parts = [m.freeze(step, n_data) for m in dens]
+                n_data = max(m.data_symbols(step, r) for m, r in zip(dens, seen[kind]))
+                parts = [m.freeze(step, n_data, r) for m, r in zip(dens, seen[kind])]
                 tables[kind].append(CodingTable(np.concatenate([p.offsets for p in parts]), np.concatenate([p.freqs for p in parts])))
         flows = []
         for f in self.flows:
@@ -192,6 +206,6 @@ def train_latent_codec(
     save_checkpoint(max(start, cfg.steps))
     info = {"train_steps": cfg.steps, "lambda": cfg.lam, "groups": cfg.groups, "sequences": len(seqs),
             "frames": int(sum(len(s) for s in seqs)), "final_loss": float(np.mean(losses[-50:])) if losses else None}
-    model = trainer.cpu().freeze(info)
+    model = trainer.cpu().freeze(seqs, info)
     model.model_id = model.save(out)
     return model, losses

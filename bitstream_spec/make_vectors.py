@@ -1,0 +1,92 @@
+"""Regenerate the conformance vectors in bitstream_spec/vectors/ (see SPEC.md §7).
+
+    python bitstream_spec/make_vectors.py [--force]
+
+Trains the small vector model once (if absent), then encodes each case. Existing files that would change are
+left alone unless --force is given, so a code change that alters the bitstream shows up as a failing test
+rather than silently rewritten vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sganc_stream.bitstream.container import decode_container
+from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
+from sganc_stream.latent.model import load_latent_codec
+from sganc_stream.latent.sequence import encode_sequence, stream_params
+from sganc_stream.latent.synthetic import synthetic_latents
+from sganc_stream.training.latent_codec import TrainConfig, train_latent_codec
+
+HERE = Path(__file__).resolve().parent / "vectors"
+ROWS, WIDTH = 6, 32
+
+
+def cases() -> dict[str, tuple[np.ndarray, StreamParams]]:
+    walk = synthetic_latents("walk", 24, ROWS, WIDTH, seed=101)
+    smooth = synthetic_latents("smooth", 16, ROWS, WIDTH, seed=102)
+    jumpy = walk.copy()
+    jumpy[9] += 6.0  # a jump far outside the difference table: exercises escapes
+    return {
+        "open_g4_step0.5": (walk, StreamParams("open", 4, 1)),
+        "open_never_step1": (smooth, StreamParams("open", 0, 2)),
+        "closed_step0.25": (smooth, StreamParams("closed", 0, 0)),
+        "intra_step0.5": (smooth[:6], StreamParams("intra", 0, 1)),
+        "open_g3_keyint8_escapes": (jumpy, StreamParams("open", 3, 1, keyframe_interval=8)),
+    }
+
+
+def decode_states(model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    c = decode_container(data)
+    dec = LatentStreamDecoder(model, stream_params(model, c.header))
+    out, states = [], []
+    for p in c.packets:
+        out.append(dec.decode(p.type, p.payload))
+        states.append(dec.state)
+    return np.array(states, dtype=np.int64), np.array(out, dtype=np.float32)
+
+
+def write(path: Path, data: bytes, force: bool) -> None:
+    if path.exists() and path.read_bytes() != data and not force:
+        sys.exit(f"{path} would change; rerun with --force if the bitstream change is intended")
+    path.write_bytes(data)
+
+
+def npy_bytes(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    HERE.mkdir(exist_ok=True)
+    model_path = HERE / "model.safetensors"
+    if not model_path.exists():
+        seqs = [synthetic_latents(k, 40, ROWS, WIDTH, seed=i) for i, k in enumerate(["smooth", "walk"] * 3)]
+        train_latent_codec(seqs, model_path, TrainConfig(steps=60, batch=8, hidden=16, step_presets=[0.25, 0.5, 1.0]), progress=False)
+        model_path.with_name(model_path.name + ".ckpt").unlink()
+    model = load_latent_codec(model_path)
+    for name, (latents, params) in cases().items():
+        res = encode_sequence(model, latents, params, fps=25.0)
+        states, decoded = decode_states(model, res.data)
+        assert np.array_equal(decoded, res.recon)
+        write(HERE / f"{name}.input.npy", npy_bytes(latents), args.force)
+        write(HERE / f"{name}.sgnc", res.data, args.force)
+        write(HERE / f"{name}.states.npy", npy_bytes(states), args.force)
+        write(HERE / f"{name}.decoded.npy", npy_bytes(decoded), args.force)
+        print(f"{name}: {len(latents)} frames, {len(res.data)} bytes, types {sorted(set(res.frame_types))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

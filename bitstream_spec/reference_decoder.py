@@ -1,0 +1,206 @@
+"""Independent decoder for sganc-stream bitstream v1, written from SPEC.md alone.
+
+It uses numpy, msgpack and safetensors' numpy reader only: no sganc_stream and no constriction code, so
+agreement with the library on the conformance vectors checks the specification, not the implementation
+against itself. Slow (pure Python rANS) and meant for conformance, not production.
+
+    python bitstream_spec/reference_decoder.py MODEL.safetensors IN.sgnc STATES.npy DECODED.npy
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import sys
+import zlib
+from fractions import Fraction
+from math import comb, factorial
+
+import msgpack
+import numpy as np
+from safetensors import safe_open
+
+P = 24  # model precision (bits)
+TOTAL16 = 1 << 16
+
+
+class Model:
+    """Codec tables, flows and model id read from a bundle (SPEC §5)."""
+
+    def __init__(self, path: str) -> None:
+        with safe_open(path, framework="np") as f:
+            meta = json.loads(f.metadata()["sganc"])
+            self.tensors = {k: f.get_tensor(k) for k in f.keys()}
+        cfg = {k: v for k, v in meta.items() if k not in ("format", "version")}
+        codec = cfg["codec"]
+        self.rows, self.width = codec["rows"], codec["width"]
+        self.groups = [tuple(g) for g in codec["groups"]]
+        self.steps = codec["steps"]
+        self.couplings = codec["flow"]["couplings"]
+        self.model_id = self._hash(cfg)
+
+    def _hash(self, cfg: dict) -> str:
+        dtypes = {np.dtype("float16"): "torch.float16", np.dtype("float32"): "torch.float32", np.dtype("int32"): "torch.int32", np.dtype("uint16"): "torch.uint16",
+                  np.dtype("int64"): "torch.int64", np.dtype("uint8"): "torch.uint8", np.dtype("bool"): "torch.bool"}
+        h = hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode())
+        for name in sorted(self.tensors):
+            t = np.ascontiguousarray(self.tensors[name])
+            h.update(name.encode() + b"\0" + dtypes[t.dtype].encode() + b"\0" + str(tuple(t.shape)).encode() + b"\0")
+            h.update(t.astype(t.dtype.newbyteorder("<")).tobytes())
+        return h.hexdigest()
+
+    def table(self, kind: str, step_index: int) -> tuple[np.ndarray, np.ndarray]:
+        p = f"codec.tables.{kind}.{step_index}."
+        return self.tensors[p + "offsets"].astype(np.int64), self.tensors[p + "freqs"].astype(np.int64)
+
+    def inverse(self, state: np.ndarray, step: float) -> np.ndarray:
+        """T⁻¹(fl32(state) · fl32(Δ)) per group, float32 (SPEC §6)."""
+        y = (state.astype(np.float32) * np.float32(step)).reshape(self.rows, self.width)
+        out = np.empty_like(y)
+        for g, (a, b) in enumerate(self.groups):
+            x = y[a:b].copy()
+            for k in reversed(range(self.couplings)):
+                keep, change = (slice(1, None, 2), slice(0, None, 2)) if k % 2 else (slice(0, None, 2), slice(1, None, 2))
+                s = self._mlp(g, k, "scale", x[:, keep], tanh=True)
+                t = self._mlp(g, k, "shift", x[:, keep], tanh=False)
+                x[:, change] = (x[:, change] - t) * np.exp(-s)
+            out[a:b] = x
+        return out
+
+    def _mlp(self, g: int, k: int, net: str, x: np.ndarray, tanh: bool) -> np.ndarray:
+        p = f"codec.flow.{g}.layers.{k}.{net}."
+        for i in (0, 2, 4):
+            x = x @ self.tensors[f"{p}{i}.weight"].astype(np.float32).T + self.tensors[f"{p}{i}.bias"].astype(np.float32)
+            if i < 4:
+                x = np.where(x >= 0, x, np.float32(0.2) * x)
+        return np.tanh(x) if tanh else x
+
+
+def integer_frequencies(probs: list[Fraction]) -> list[int]:
+    """SPEC §4.2: f_i = 1 + floor(p_i (2^16 - N)), remainder to the first largest p_i."""
+    n = len(probs)
+    f = [1 + int(p * (TOTAL16 - n)) for p in probs]
+    best = max(range(n), key=lambda i: (probs[i], -i))
+    f[best] += TOTAL16 - sum(f)
+    return f
+
+
+def irwin_hall_table(g: int) -> tuple[int, list[int]]:
+    n = 3 + (g - 1)
+
+    def cdf(x: Fraction) -> Fraction:
+        u = x + Fraction(n, 2)
+        if u <= 0:
+            return Fraction(0)
+        if u >= n:
+            return Fraction(1)
+        return sum((-1) ** k * comb(n, k) * (u - k) ** n for k in range(int(u) + 1)) / factorial(n)
+
+    h = min((n + 1) // 2, 127)
+    probs = [cdf(Fraction(2 * v + 1, 2)) - cdf(Fraction(2 * v - 1, 2)) for v in range(-h, h + 1)]
+    return -h, integer_frequencies(probs + [1 - sum(probs)])
+
+
+def model_intervals(freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SPEC §4.1 for rows of frequencies: left cumulatives L and probabilities p, shape (rows, N)."""
+    n = freqs.shape[-1]
+    f32 = freqs.astype(np.float32)
+    sigma = np.float32(2**P - n) / f32.sum(axis=-1, keepdims=True, dtype=np.float32)
+    cum = np.concatenate([np.zeros(freqs.shape[:-1] + (1,), np.int64), np.cumsum(freqs, axis=-1)], axis=-1)
+    scaled = np.floor(cum.astype(np.float32) * sigma).astype(np.int64)  # float32 product, then truncation
+    s = np.arange(n + 1)
+    left = scaled[..., :-1] + s[:-1]
+    right = scaled[..., 1:] + s[1:]
+    right[..., -1] = 2**P
+    return left, right - left
+
+
+class RansReader:
+    """SPEC §4: a stack of u32 words read from the end."""
+
+    def __init__(self, payload: bytes) -> None:
+        if len(payload) % 4:
+            raise ValueError("payload length is not a multiple of 4")
+        self.words = list(struct.unpack(f"<{len(payload) // 4}I", payload))
+        self.x = self.words.pop() if self.words else 0
+        self._refill()
+
+    def _refill(self) -> None:
+        if self.x < 2**32 and self.words:
+            self.x = (self.x << 32) | self.words.pop()
+
+    def decode(self, left: np.ndarray, prob: np.ndarray) -> int:
+        u = self.x & (2**P - 1)
+        s = int(np.searchsorted(left, u, side="right")) - 1
+        self.x = int(prob[s]) * (self.x >> P) + (u - int(left[s]))
+        self._refill()
+        return s
+
+    def finish(self) -> None:
+        if self.words or self.x != 0:
+            raise ValueError("corrupted payload: rANS data does not end where the symbols do")
+
+
+def decode_part(reader: RansReader, offsets: np.ndarray, left: np.ndarray, prob: np.ndarray, count: int) -> np.ndarray:
+    shared = left.shape[0] == 1
+    esc_symbol = left.shape[1] - 1
+    sym = np.array([reader.decode(left[0 if shared else c], prob[0 if shared else c]) for c in range(count)], dtype=np.int64)
+    values = sym + (offsets[0] if shared else offsets)
+    uni_left, uni_prob = np.arange(65536) * 256, np.full(65536, 256)
+    for c in np.flatnonzero(sym == esc_symbol):
+        z = reader.decode(uni_left, uni_prob) | (reader.decode(uni_left, uni_prob) << 16)
+        values[c] = z // 2 if z % 2 == 0 else -(z + 1) // 2
+    return values
+
+
+def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (integer states (frames, C), decoded W+ (frames, rows, width) float32)."""
+    assert data[:4] == b"SGNC" and data[4] == 1, "not an sgnc v1 file"
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data[5:])
+    header = next(unpacker)
+    assert bytes(header["model_id"]).hex() == model.model_id, "model mismatch"
+    fps, g, mode = header["fps"], header["g"], header["mode"]
+    step_index = model.steps.index(header["step"])
+    intra_t, diff_t = model.table("intra", step_index), model.table("diff", step_index)
+    intra_i, diff_i = model_intervals(intra_t[1]), model_intervals(diff_t[1])
+    res_t = None
+    if mode == "open" and g > 0:
+        off, freqs = irwin_hall_table(g)
+        res_t = (np.array([off]), model_intervals(np.array([freqs], dtype=np.int64)))
+    c = model.rows * model.width
+    states, decoded, state, last_seq = [], [], None, None
+    for _ in range(header["frames"] + 1):
+        pos = 5 + unpacker.tell()
+        ptype, seq, frame, ts, payload = next(unpacker)
+        if ptype == 4:
+            assert struct.unpack("<I", payload)[0] == zlib.crc32(data[:pos]), "checksum mismatch"
+            break
+        if ptype in (1, 2):
+            seq = last_seq + 1 + (seq - last_seq - 1) % 256
+        last_seq = seq
+        reader = RansReader(payload)
+        if ptype == 0:
+            state = decode_part(reader, intra_t[0], *intra_i, c)
+        else:
+            state = state + decode_part(reader, diff_t[0], *diff_i, c)
+            if ptype == 2:
+                state = state + decode_part(reader, res_t[0], *res_t[1], c)
+        reader.finish()
+        states.append(state)
+        decoded.append(model.inverse(state, model.steps[step_index]))
+    return np.array(states, dtype=np.int64), np.array(decoded, dtype=np.float32)
+
+
+def main(argv: list[str]) -> int:
+    model_path, sgnc, states_out, decoded_out = argv
+    states, decoded = decode_file(Model(model_path), open(sgnc, "rb").read())
+    np.save(states_out, states)
+    np.save(decoded_out, decoded)
+    print(f"{len(states)} frames decoded")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
