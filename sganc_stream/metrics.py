@@ -20,8 +20,7 @@ frames without a detected face give NaN instead.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from pytorch_msssim import ms_ssim as _ms_ssim
 
 from sganc_stream.errors import InputError
 from sganc_stream.face.dlib_models import FACE_DESCRIPTOR, SHAPE_PREDICTOR_68, model_path
+from sganc_stream.threads import single_thread
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 # Median HOG-detector box (left, top, right, bottom as fractions of the side) on 33 FFHQ-recipe 256 px crops
@@ -58,19 +58,6 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         raise InputError(f"images to compare differ in shape: {a.shape} vs {b.shape}")
     single = a.ndim == 3
     return (a[None], b[None], True) if single else (a, b, False)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch single-threaded inside: MS-SSIM's many small depthwise convolutions took 2.2 s per 256 px frame
-    with 2 threads on a busy 2-core machine (every parallel region waits for a descheduled thread) and 0.04 s with 1.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _result(values: np.ndarray, single: bool) -> float | np.ndarray:
@@ -101,7 +88,7 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | np.ndarray:
     a, b, single = _pair(a, b)
     win = ms_ssim_window(*a.shape[1:3])
     values = []
-    with torch.no_grad(), _one_thread():
+    with torch.no_grad(), single_thread():
         for start in range(0, len(a), _CHUNK):
             x, y = (torch.from_numpy(np.ascontiguousarray(t[start:start + _CHUNK])).permute(0, 3, 1, 2).float()
                     for t in (a, b))

@@ -6,10 +6,9 @@ as float16, table offsets int32, frequencies uint16) with a ``codec`` config ent
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,20 +17,9 @@ from sganc_stream.bundle import Bundle, load_bundle
 from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.errors import CheckpointError, InputError
 from sganc_stream.latent.flow import RealNVP
+from sganc_stream.threads import single_thread
 
 TABLE_KINDS = ("intra", "diff")
-
-
-@contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one thread: the flow's matrices are tiny, and intra-op threads only add waiting
-    (measured here: 24 ms vs 519 ms per 18x512 frame on a loaded 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 @dataclass
