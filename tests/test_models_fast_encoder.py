@@ -1,0 +1,46 @@
+"""Our fast encoder: configurable shapes, latent_avg start, input resizing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sganc_stream.models.fast_encoder import FastEncoder, FastEncoderConfig
+
+
+@pytest.mark.parametrize("input_size,n_latent,groups", [(128, 18, [3, 4, 11]), (64, 10, [3, 4, 3]), (256, 14, [3, 4, 7]),
+                                                         (32, 2, [2])])
+def test_output_shape_and_row_groups(input_size: int, n_latent: int, groups: list[int]) -> None:
+    e = FastEncoder(FastEncoderConfig(input_size=input_size, n_latent=n_latent)).eval()
+    assert e.group_rows == groups
+    with torch.inference_mode():
+        out = e(torch.rand(3, 3, input_size, input_size) * 2 - 1)
+    assert out.shape == (3, n_latent, 512) and torch.isfinite(out).all()
+
+
+def test_zero_heads_give_latent_avg() -> None:
+    e = FastEncoder(FastEncoderConfig(input_size=64, n_latent=10)).eval()
+    for head in e.heads:
+        torch.nn.init.zeros_(head.linear.weight)
+        torch.nn.init.zeros_(head.linear.bias)
+    e.latent_avg.normal_()
+    with torch.inference_mode():
+        out = e(torch.rand(2, 3, 64, 64))
+    assert torch.equal(out, e.latent_avg.expand(2, -1, -1))
+
+
+def test_input_is_resized_to_the_configured_size() -> None:
+    torch.manual_seed(0)
+    e = FastEncoder(FastEncoderConfig(input_size=64, n_latent=10)).eval()
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    small = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
+    with torch.inference_mode():
+        assert torch.equal(e(x), e(small))
+        assert not torch.allclose(e(x), e(-x))  # the output depends on the image
+
+
+def test_config_round_trip_and_validation() -> None:
+    cfg = FastEncoderConfig(input_size=128, n_latent=14, base_channels=16)
+    assert FastEncoderConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="power of two"):
+        FastEncoderConfig(input_size=100)
