@@ -1,0 +1,141 @@
+"""`sganc-stream transcode | decode | transcode-dataset`: face video ↔ .sgnc through the streaming pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from sganc_stream.assets import default_face_model
+from sganc_stream.dataset import LAYOUTS, Clip, transcode_dataset
+from sganc_stream.errors import InputError
+from sganc_stream.latent.codec import StreamParams
+from sganc_stream.pipeline import FaceModel, TranscodeOptions, decode_file, load_face_model, transcode_file
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="face model bundle (default: the embedded face model)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="frames per network call (default 1; use the same value to decode a file exactly as transcode did)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_coding_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by the commands that encode video."""
+    add_model_options(p)
+    p.add_argument("--mode", choices=["open", "closed", "intra"], default="open", help="inter coding mode (default: open)")
+    p.add_argument("--g", type=int, default=10, help="residual period in open mode; 0 = never (default: 10)")
+    p.add_argument("--step", type=float, help="quantization step, one of the model's presets (default: the middle one)")
+    p.add_argument("--keyframe-interval", type=int, default=0, help="intra refresh period in frames; 0 = first only")
+    p.add_argument("--max-frames", type=int, help="code at most this many input frames")
+    p.add_argument("--identity-every", type=int, default=1,
+                   help="identity distance on every N-th frame (about 0.1 s a pair on CPU; default 1)")
+    p.add_argument("--lossless", action="store_true", help="write videos bit-exactly (libx264rgb qp 0) instead of H.264 crf 18")
+    p.add_argument("--pre-aligned", action="store_true", help="input frames already are FFHQ-aligned faces (no alignment)")
+
+
+def load_model(args: argparse.Namespace) -> FaceModel:
+    return load_face_model(args.model or default_face_model(), args.device)
+
+
+def options_from(args: argparse.Namespace, model: FaceModel, **outputs: Any) -> TranscodeOptions:
+    if not 0 <= args.g <= 255:
+        raise InputError("--g must be between 0 and 255")
+    if args.keyframe_interval < 0:
+        raise InputError("--keyframe-interval must be >= 0")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError("--max-frames must be at least 1")
+    params = StreamParams(args.mode, args.g, model.codec.step_index(args.step), args.keyframe_interval)
+    return TranscodeOptions(params=params, lossless=args.lossless, align=not args.pre_aligned, batch=args.batch,
+                            max_frames=args.max_frames, identity_every=args.identity_every,
+                            progress=not args.quiet, **outputs)
+
+
+def describe(report: dict[str, Any]) -> str:
+    """One line of figures for the terminal."""
+    line = (f"{report['frames']} frames, {report['bytes']} bytes, {report['kbps']:.2f} kbps at {report['fps']:g} fps, "
+            f"{report['bits_per_frame']['mean']:.0f} bits/frame (p95 {report['bits_per_frame']['p95']:.0f})")
+    q = (report.get("quality") or {}).get("vs_aligned")
+    if q:
+        fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
+        line += (f"; vs aligned input: PSNR {fmt(q['psnr'], '.2f')} dB, MS-SSIM {fmt(q['ms_ssim'], '.4f')}, "
+                 f"identity {fmt(q['identity_distance'], '.3f')}")
+    return line
+
+
+def cmd_transcode(args: argparse.Namespace) -> int:
+    model = load_model(args)
+    paste = args.output.with_suffix(".pasted.mp4") if args.paste_back else None
+    options = options_from(args, model, recon=args.recon, aligned=args.aligned, report=args.report, paste_back=paste)
+    report = transcode_file(model, args.input, args.output, options)
+    print(f"{args.output}: {describe(report)}")
+    if report["skipped_frames"]:
+        print(f"  {report['skipped_frames']} leading frames before the first face were not coded")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    model = load_model(args)
+    info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet)
+    print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded ({info['decode_fps']:.1f} frames/s)")
+    return 0
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    model = load_model(args)
+    options = options_from(args, model, quality=not args.no_quality)
+    if args.limit is not None and args.limit < 1:
+        raise InputError("--limit must be at least 1")
+
+    def told(clip: Clip, status: str) -> None:
+        if status.startswith("failed") or not args.quiet:
+            tqdm.write(f"{clip.rel}: {status}", file=sys.stderr)
+
+    summary = transcode_dataset(model, args.root, args.outdir, args.layout, options, limit=args.limit, on_clip=told)
+    kbps = "n/a" if summary["kbps"] is None else f"{summary['kbps']:.2f}"
+    psnr = "n/a" if summary["psnr_vs_aligned"] is None else f"{summary['psnr_vs_aligned']:.2f} dB"
+    print(f"{args.outdir}: {summary['done']}/{summary['clips']} clips done ({summary['this_run']['skipped']} already "
+          f"done), {summary['failed']} failed; {summary['frames']} frames, {kbps} kbps, PSNR vs aligned {psnr}")
+    return 1 if summary["failed"] else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("transcode", help="encode a face video into .sgnc (and optionally its reconstruction and report)",
+                       description="Align the face in every frame, encode it to W+, code the latents into OUT.sgnc. "
+                                   "Frames before the first face are not coded; a clip without any face is an error.")
+    add_coding_options(p)
+    p.add_argument("--recon", type=Path, metavar="RECON.mp4", help="write the decoded frames (what `decode` gives)")
+    p.add_argument("--aligned", type=Path, metavar="ALIGNED.mp4", help="write the aligned input crops")
+    p.add_argument("--report", type=Path, metavar="REPORT.json", help="write rate, quality and speed figures")
+    p.add_argument("--paste-back", action="store_true",
+                   help="also write OUT.pasted.mp4: the input frames with the decoded face composited back")
+    p.add_argument("input", type=Path, metavar="INPUT", help="video file or folder of images")
+    p.add_argument("output", type=Path, metavar="OUT.sgnc")
+    p.set_defaults(func=cmd_transcode)
+
+    p = sub.add_parser("decode", help="regenerate the video of an .sgnc file",
+                       description="Decode IN.sgnc with the model it was made with (the model id must match). On the "
+                                   "same machine with the same --device and --batch the frames equal transcode --recon's.")
+    add_model_options(p)
+    p.add_argument("--lossless", action="store_true", help="write the video bit-exactly (libx264rgb qp 0)")
+    p.add_argument("input", type=Path, metavar="IN.sgnc")
+    p.add_argument("output", type=Path, metavar="OUT.mp4")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("transcode-dataset", help="transcode a MEAD / FILMPAC / folder tree, resumably",
+                       description="Transcode every clip of ROOT into OUTDIR (mirroring the tree): <clip>.sgnc, "
+                                   "<clip>.report.json, then clips.csv and summary.json. Finished clips are skipped when "
+                                   "run again with the same settings; failed ones are retried. Exit status 1 if any failed.")
+    add_coding_options(p)
+    p.add_argument("--layout", choices=LAYOUTS, default="folder",
+                   help="mead: <actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4; filmpac: clips named like "
+                        "FP006734MD02; folder: every video file (default)")
+    p.add_argument("--limit", type=int, help="only the first N clips (sorted by path)")
+    p.add_argument("--no-quality", action="store_true", help="rate only: skip decoding and quality metrics")
+    p.add_argument("root", type=Path, metavar="ROOT")
+    p.add_argument("outdir", type=Path, metavar="OUTDIR")
+    p.set_defaults(func=cmd_dataset)

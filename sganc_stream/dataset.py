@@ -1,0 +1,188 @@
+"""Transcode whole clip trees (MEAD, FILMPAC, any folder), resumably, with a per-clip CSV and a summary.
+
+Each clip's outputs mirror its place in the tree: ``OUTDIR/<relative path without suffix>.sgnc`` and, written last
+and atomically, ``.report.json``; a clip whose report exists with the same settings is done and is skipped when the
+run is started again. A clip that fails (unreadable, no face) is listed with its error and retried by the next run.
+``clips.csv`` and ``summary.json`` are rewritten after every clip, so an interrupted run still leaves them current.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sganc_stream.errors import InputError, SgancError
+from sganc_stream.face.landmarks import make_landmarks
+from sganc_stream.fileio import write_bytes_atomic
+from sganc_stream.pipeline import FaceModel, TranscodeOptions, transcode_file
+from sganc_stream.report import write_json
+
+LAYOUTS = ("mead", "filmpac", "folder")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")
+# MEAD: <actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4 (audio/ and other trees are ignored)
+MEAD_PATH = re.compile(r"^(?P<actor>[^/]+)/video/(?P<view>[^/]+)/(?P<emotion>[^/]+)/level_(?P<level>\d+)/"
+                       r"(?P<take>\d+)\.mp4$", re.IGNORECASE)
+# FILMPAC clip names as in the paper, e.g. FP006734MD02: FP, a six-digit number, two letters, two digits
+FILMPAC_NAME = re.compile(r"^(?P<clip>FP(?P<number>\d{6})(?P<variant>[A-Z]{2}\d{2}))$", re.IGNORECASE)
+CSV_FIELDS = ["clip", "status", "frames", "skipped_frames", "fps", "bytes", "kbps", "bits_per_frame_mean",
+              "bits_per_frame_p95", "psnr_vs_aligned", "ms_ssim_vs_aligned", "identity_vs_aligned",
+              "psnr_vs_projected", "ms_ssim_vs_projected", "identity_vs_projected", "encode_fps", "decode_fps",
+              "error"]
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A clip to transcode: its file, its output stem relative to OUTDIR, and what the layout says about it."""
+
+    path: Path
+    rel: str  # relative path without suffix, '/'-separated
+    fields: dict[str, str]
+
+
+def find_clips(root: str | os.PathLike[str], layout: str) -> list[Clip]:
+    """Clips under ``root`` in sorted order; InputError when the root is missing or holds none."""
+    root = Path(root)
+    if layout not in LAYOUTS:
+        raise InputError(f"unknown layout {layout!r} ({', '.join(LAYOUTS)})")
+    if not root.is_dir():
+        raise InputError(f"{root}: no such folder")
+    clips = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES):
+        rel = path.relative_to(root).as_posix()
+        stem = rel[: -len(path.suffix)]
+        if layout == "mead":
+            m = MEAD_PATH.match(rel)
+            if m:
+                clips.append(Clip(path, stem, m.groupdict()))
+        elif layout == "filmpac":
+            m = FILMPAC_NAME.match(path.stem)
+            if m:
+                clips.append(Clip(path, stem, m.groupdict()))
+        else:
+            clips.append(Clip(path, stem, {}))
+    if not clips:
+        what = {"mead": "MEAD clips (<actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4)",
+                "filmpac": "FILMPAC clips (names like FP006734MD02)", "folder": "video files"}[layout]
+        raise InputError(f"no {what} under {root}")
+    return clips
+
+
+def clip_row(clip: Clip, report: dict[str, Any] | None, error: str = "") -> dict[str, Any]:
+    """One CSV row: the layout's fields, then the report's figures (empty where not measured)."""
+    row: dict[str, Any] = {"clip": clip.rel, **clip.fields}
+    if report is None:
+        row.update(status="failed" if error else "pending", error=error)
+        return row
+    q = report.get("quality") or {}
+    row.update(status="done", frames=report["frames"], skipped_frames=report["skipped_frames"], fps=report["fps"],
+               bytes=report["bytes"], kbps=report["kbps"], bits_per_frame_mean=report["bits_per_frame"]["mean"],
+               bits_per_frame_p95=report["bits_per_frame"]["p95"], encode_fps=report["speed"]["encode_fps"],
+               decode_fps=report["speed"]["decode_fps"], error="")
+    for ref in ("aligned", "projected"):
+        part = q.get(f"vs_{ref}") or {}
+        row[f"psnr_vs_{ref}"] = part.get("psnr")
+        row[f"ms_ssim_vs_{ref}"] = part.get("ms_ssim")
+        row[f"identity_vs_{ref}"] = part.get("identity_distance")
+    return row
+
+
+def _settings(model: FaceModel, options: TranscodeOptions) -> dict[str, Any]:
+    """What makes a finished clip reusable on resume: the model and the coding and measuring settings."""
+    p = options.params
+    return {"model_id": model.model_id, "mode": p.mode, "g": p.g, "step_index": p.step_index,
+            "keyframe_interval": p.keyframe_interval, "max_frames": options.max_frames,
+            "quality": options.quality, "identity_every": options.identity_every}
+
+
+def _done(report_path: Path, sgnc: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    if not (report_path.is_file() and sgnc.is_file()):
+        return None
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return report if report.get("settings") == settings and report.get("bytes") == sgnc.stat().st_size else None
+
+
+def transcode_dataset(model: FaceModel, root: str | os.PathLike[str], outdir: str | os.PathLike[str], layout: str,
+                      options: TranscodeOptions, *, limit: int | None = None,
+                      on_clip: Callable[[Clip, str], None] | None = None) -> dict[str, Any]:
+    """Transcode every clip (resuming), write ``clips.csv`` and ``summary.json`` in ``outdir``; returns the summary.
+
+    ``on_clip(clip, status)`` is told each clip's outcome ('done', 'skipped' or 'failed: ...').
+    """
+    clips = find_clips(root, layout)[:limit]
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    settings = _settings(model, options)
+    landmarks = make_landmarks(options.landmarks) if isinstance(options.landmarks, str) else options.landmarks
+    reports: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    summary = _write_tables(outdir, clips, reports, errors, layout, root, settings, counts)
+    for clip in clips:
+        sgnc, report_path = outdir / f"{clip.rel}.sgnc", outdir / f"{clip.rel}.report.json"
+        previous = _done(report_path, sgnc, settings)
+        if previous is not None:
+            reports[clip.rel], status = previous, "skipped"
+        else:
+            sgnc.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                report = transcode_file(model, clip.path, sgnc, replace(options, report=None, landmarks=landmarks))
+            except SgancError as exc:
+                errors[clip.rel], status = str(exc), f"failed: {exc}"
+            else:
+                report["settings"] = settings
+                write_json(report_path, report)  # last: its presence marks the clip done
+                reports[clip.rel], status = report, "done"
+        counts[status.split(":")[0]] += 1
+        if on_clip is not None:
+            on_clip(clip, status)
+        summary = _write_tables(outdir, clips, reports, errors, layout, root, settings, counts)
+    return summary
+
+
+def _write_tables(outdir: Path, clips: list[Clip], reports: dict[str, dict[str, Any]], errors: dict[str, str],
+                  layout: str, root: str | os.PathLike[str], settings: dict[str, Any],
+                  counts: dict[str, int]) -> dict[str, Any]:
+    rows = [clip_row(c, reports.get(c.rel), errors.get(c.rel, "")) for c in clips]
+    extra = sorted({k for c in clips for k in c.fields})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["clip", *extra, *CSV_FIELDS[1:]], extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    write_bytes_atomic(outdir / "clips.csv", buf.getvalue().encode())
+    done = [reports[c.rel] for c in clips if c.rel in reports]
+
+    def mean(key: str) -> float | None:
+        vals = [r[key] for r in rows if r.get("status") == "done" and isinstance(r.get(key), (int, float))]
+        return float(np.mean(vals)) if vals else None
+
+    frames = sum(r["frames"] for r in done)
+    summary = {
+        "root": str(root), "layout": layout, "settings": settings,
+        "clips": len(clips), "done": len(done), "failed": len(errors),
+        "pending": len(clips) - len(done) - len(errors),
+        "this_run": counts,
+        "frames": frames,
+        "bytes": sum(r["bytes"] for r in done),
+        # rate over all frames of all clips, each at its own frame rate
+        "kbps": (sum(8 * r["bytes"] / 1000 for r in done) / sum(r["frames"] / r["fps"] for r in done)) if done else None,
+        "mean_clip_kbps": mean("kbps"),
+        "psnr_vs_aligned": mean("psnr_vs_aligned"), "ms_ssim_vs_aligned": mean("ms_ssim_vs_aligned"),
+        "identity_vs_aligned": mean("identity_vs_aligned"), "psnr_vs_projected": mean("psnr_vs_projected"),
+        "ms_ssim_vs_projected": mean("ms_ssim_vs_projected"), "identity_vs_projected": mean("identity_vs_projected"),
+        "errors": errors,
+    }
+    write_json(outdir / "summary.json", summary)
+    return summary

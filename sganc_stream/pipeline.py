@@ -1,0 +1,419 @@
+"""Frame in → packets out → frame out: the streaming pipeline that the CLI, the sender and the receiver all run.
+
+:class:`FrameEncoder` turns one camera/clip frame at a time into one packet (align → E → T → quantize → rANS);
+:class:`FrameDecoder` turns packets back into frames (rANS → T⁻¹ → G). Neither does file I/O, so a live sender and
+receiver use exactly the objects that offline transcoding uses. ``encode_batch`` / ``decode_batch`` run the networks
+on several frames at once (the point of a GPU); the latent coding itself stays sequential because it is stateful.
+
+File-level work (read a clip, write .sgnc / videos / report) is :func:`transcode_frames`, :func:`transcode_file` and
+:func:`decode_file`. Decode equality: the reconstruction written by a transcode is produced by a
+:class:`FrameDecoder` fed the packets that go into the file, in the same batches a later ``decode`` uses, so on the
+same machine and settings (device, ``batch``) both give identical uint8 arrays; written with ``lossless`` they stay
+identical on disk, otherwise both are H.264 encodings of identical arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from sganc_stream.bitstream.container import StreamHeader, read_container, write_container
+from sganc_stream.bitstream.packet import Packet, pack
+from sganc_stream.bundle import Bundle
+from sganc_stream.errors import CheckpointError, InputError
+from sganc_stream.face.ffhq_quad import Quad
+from sganc_stream.face.landmarks import LandmarkBackend
+from sganc_stream.face.paste_back import PasteBack
+from sganc_stream.face.tracker import FaceFlags, VideoAligner
+from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams
+from sganc_stream.latent.model import LatentCodecModel
+from sganc_stream.latent.sequence import stream_params
+from sganc_stream.models.checkpoint import load_checkpoint
+from sganc_stream.models.encoders import images_to_tensor
+from sganc_stream.models.stylegan2 import Generator
+from sganc_stream.report import QualityMeter, stream_report, write_json
+from sganc_stream.video import VideoReader, VideoWriter, check_frame
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``; a one-line InputError when CUDA is asked for and absent."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unsupported device {device!r} (cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device} requested but no CUDA device is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"unsupported device {device!r} (cpu or cuda)")
+    return dev
+
+
+@dataclass
+class FaceModel:
+    """One bundle loaded for streaming: generator G, encoder E (None: decode only), latent codec, config, id."""
+
+    generator: Generator
+    encoder: torch.nn.Module | None
+    codec: LatentCodecModel
+    config: dict[str, Any]
+    model_id: str
+    source: str
+    device: torch.device
+
+    @property
+    def size(self) -> int:
+        """Side of the generator's output, which is also the side of the aligned crops."""
+        return self.generator.size
+
+    @property
+    def rows(self) -> int:
+        return self.codec.rows
+
+    @torch.inference_mode()
+    def render(self, wplus: np.ndarray) -> np.ndarray:
+        """W+ ``(n, rows, width)`` → uint8 RGB ``(n, size, size, 3)`` (G output clamped to [-1, 1])."""
+        w = torch.from_numpy(np.ascontiguousarray(wplus, dtype=np.float32)).to(self.device)
+        x = self.generator(w).clamp_(-1.0, 1.0).add_(1.0).mul_(127.5).round_()
+        return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+    @torch.inference_mode()
+    def project(self, crops: np.ndarray) -> np.ndarray:
+        """Aligned uint8 crops ``(n, S, S, 3)`` → E's W+ ``(n, rows, width)`` float32 (at E's input size)."""
+        if self.encoder is None:
+            raise CheckpointError(f"{self.source}: model has no encoder, it can decode but not encode")
+        x = images_to_tensor(crops).to(self.device)
+        side = int(self.config["encoder"]["input_size"])
+        if x.shape[-1] != side:
+            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        return self.encoder(x).float().cpu().numpy()
+
+
+def load_face_model(path: str | os.PathLike[str], device: str = "cpu") -> FaceModel:
+    """Load a full bundle (generator, optional encoder, latent codec) and check that its parts fit together."""
+    dev = resolve_device(device)
+    loaded = load_checkpoint(path)
+    codec = LatentCodecModel.from_bundle(Bundle(loaded.extra_tensors, loaded.config), source=str(path))
+    codec.model_id = loaded.model_id  # the whole file's content hash, which every stream header carries
+    g = loaded.generator
+    if (codec.rows, codec.width) != (g.n_latent, g.config.style_dim):
+        raise CheckpointError(f"{path}: latent codec codes {codec.rows}x{codec.width} but the generator takes "
+                              f"{g.n_latent}x{g.config.style_dim}")
+    encoder = None if loaded.encoder is None else loaded.encoder.to(dev).eval()
+    return FaceModel(g.to(dev).eval(), encoder, codec, loaded.config, codec.model_id, str(path), dev)
+
+
+@dataclass
+class EncodedFrame:
+    """What the encoder made of one input frame."""
+
+    packet: Packet
+    crop: np.ndarray  # (size, size, 3) uint8: the aligned face that was encoded
+    flags: FaceFlags  # how the aligner found the face (0 for pre-aligned input)
+    quad: Quad | None  # where the crop sits in the input frame (None for pre-aligned input)
+    wplus: np.ndarray  # (rows, width) float32: E's projection before coding
+    recon_wplus: np.ndarray  # (rows, width) float32: exactly what the decoder will reconstruct
+
+
+class FrameEncoder:
+    """Frames (uint8 RGB, any size) → packets, one stream.
+
+    ``align=True`` runs the FFHQ aligner (tracking, smoothing); ``align=False`` takes frames that already are
+    aligned faces and only resizes them to the generator's side. Until the aligner has seen a face, a frame yields
+    None (nothing is sent: there is no face to code); after that every frame yields a packet, a faceless frame
+    holding the last face's quad. Packet frame indices count coded frames from 0.
+    """
+
+    def __init__(self, model: FaceModel, params: StreamParams, *, fps: float = 25.0, align: bool = True,
+                 landmarks: str | LandmarkBackend = "dlib") -> None:
+        if model.encoder is None:
+            raise CheckpointError(f"{model.source}: model has no encoder, it can decode but not encode")
+        self.model, self.params, self.fps = model, params, fps
+        self.aligner = VideoAligner(model.size, landmarks, fps=fps) if align else None
+        self.latent = LatentStreamEncoder(model.codec, params)
+        self.frames_coded = 0
+        self._t0: float | None = None
+
+    def request_keyframe(self) -> None:
+        """Make the next packet an intra frame (a receiver lost sync)."""
+        self.latent.request_keyframe()
+
+    def header(self, frames: int) -> StreamHeader:
+        """The stream header for ``frames`` coded frames (the live call sends the same fields at set-up)."""
+        c, p = self.model.codec, self.params
+        return StreamHeader(self.model.model_id, c.rows, c.width, p.mode, p.g, c.steps[p.step_index], self.fps,
+                            frames, p.keyframe_interval)
+
+    def encode(self, frame: np.ndarray, timestamp: float | None = None) -> EncodedFrame | None:
+        """One frame (``timestamp``: capture time in seconds; None = nominal 1/fps spacing)."""
+        return self.encode_batch([frame], None if timestamp is None else [timestamp])[0]
+
+    def encode_batch(self, frames: Sequence[np.ndarray], timestamps: Sequence[float] | None = None
+                     ) -> list[EncodedFrame | None]:
+        """Several consecutive frames; E runs once on all of them."""
+        faces = [self._align(f, None if timestamps is None else timestamps[i]) for i, f in enumerate(frames)]
+        kept = [i for i, face in enumerate(faces) if face is not None]
+        out: list[EncodedFrame | None] = [None] * len(frames)
+        if not kept:
+            return out
+        wplus = self.model.project(np.stack([faces[i][0] for i in kept]))
+        for w, i in zip(wplus, kept):
+            crop, flags, quad = faces[i]
+            coded = self.latent.encode(w)
+            n = self.frames_coded
+            if timestamps is None:
+                ts_ms = round(n * 1000 / self.fps)
+            else:
+                self._t0 = timestamps[i] if self._t0 is None else self._t0
+                ts_ms = round((timestamps[i] - self._t0) * 1000)
+            out[i] = EncodedFrame(Packet(coded.type, n, n, ts_ms, coded.payload), crop, flags, quad, w, coded.recon)
+            self.frames_coded += 1
+        return out
+
+    def _align(self, frame: np.ndarray, timestamp: float | None) -> tuple[np.ndarray, FaceFlags, Quad | None] | None:
+        frame = check_frame(frame)
+        if self.aligner is None:
+            size = self.model.size
+            if frame.shape[:2] != (size, size):
+                interp = cv2.INTER_AREA if min(frame.shape[:2]) > size else cv2.INTER_LINEAR
+                frame = cv2.resize(frame, (size, size), interpolation=interp)
+            return frame, FaceFlags(0), None
+        face = self.aligner.align(frame, timestamp)
+        if face.flags & FaceFlags.DEFAULT_QUAD:
+            return None
+        return face.crop, face.flags, face.quad
+
+
+class FrameDecoder:
+    """Packets → frames (uint8 RGB, the generator's side), one stream; stateless apart from the latent state."""
+
+    def __init__(self, model: FaceModel, params: StreamParams) -> None:
+        self.model, self.params = model, params
+        self.latent = LatentStreamDecoder(model.codec, params)
+
+    @classmethod
+    def for_header(cls, model: FaceModel, header: StreamHeader) -> FrameDecoder:
+        """A decoder for a stream; ModelMismatchError if the stream was made with another model."""
+        return cls(model, stream_params(model.codec, header))
+
+    @property
+    def synchronized(self) -> bool:
+        return self.latent.synchronized
+
+    def reset(self) -> None:
+        """Drop the state after a loss: the next decodable packet is an intra frame."""
+        self.latent.reset()
+
+    def latents(self, packet: Packet) -> np.ndarray:
+        """rANS and T⁻¹ only: the (rows, width) W+ frame of one packet (updates the stream state)."""
+        return self.latent.decode(packet.type, packet.payload)
+
+    def decode(self, packet: Packet) -> np.ndarray:
+        """One packet → one (size, size, 3) uint8 frame."""
+        return self.decode_batch([packet])[0]
+
+    def decode_batch(self, packets: Sequence[Packet]) -> np.ndarray:
+        """Consecutive packets → ``(n, size, size, 3)`` uint8; G runs once on all of them."""
+        return self.model.render(np.stack([self.latents(p) for p in packets]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files
+
+
+@dataclass
+class TranscodeOptions:
+    """What a transcode writes besides the .sgnc, and how it runs."""
+
+    params: StreamParams = field(default_factory=StreamParams)
+    recon: Path | None = None  # decoded crops
+    aligned: Path | None = None  # aligned input crops
+    paste_back: Path | None = None  # input frames with the decoded face composited back
+    side_by_side: Path | None = None  # aligned input | decoded
+    report: Path | None = None
+    quality: bool = False  # measure quality (implied by report)
+    lossless: bool = False  # bit-exact video outputs (libx264rgb qp 0)
+    align: bool = True  # False: input frames are already aligned faces
+    batch: int = 1
+    max_frames: int | None = None
+    identity_every: int = 1
+    progress: bool = True
+    landmarks: str | LandmarkBackend = "dlib"
+
+
+def _writable(path: Path) -> None:
+    """Fail before any work if an output cannot be created where asked."""
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {path}: folder {parent} is not writable")
+
+
+def _limited(frames: Iterable[np.ndarray], limit: int | None) -> Iterator[np.ndarray]:
+    for i, frame in enumerate(frames):
+        if limit is not None and i >= limit:
+            return
+        yield frame
+
+
+def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float, output: str | os.PathLike[str],
+                     options: TranscodeOptions, *, name: str = "input", total: int | None = None) -> dict[str, Any]:
+    """Encode ``frames`` into ``output`` (.sgnc), write the asked-for videos and report; returns the report dict.
+
+    Memory stays bounded by ``options.batch`` frames; only the (small) packets are kept until the file is
+    written. Every output is atomic: on any error none of them is left looking complete.
+    """
+    output = Path(output)
+    if options.batch < 1:
+        raise InputError(f"--batch must be at least 1, got {options.batch}")
+    if not 0 < fps <= 1000:
+        raise InputError(f"{name}: frame rate {fps} is outside (0, 1000]")
+    videos = {k: getattr(options, k) for k in ("recon", "aligned", "paste_back", "side_by_side")}
+    for path in [output, options.report, *videos.values()]:
+        if path is not None:
+            _writable(Path(path))
+    quality = options.quality or options.report is not None
+    decode = quality or any(videos[k] is not None for k in ("recon", "paste_back", "side_by_side"))
+    encoder = FrameEncoder(model, options.params, fps=fps, align=options.align, landmarks=options.landmarks)
+    decoder = FrameDecoder(model, options.params)
+    meters = {"vs_aligned": QualityMeter(options.identity_every), "vs_projected": QualityMeter(options.identity_every)}
+    paster = PasteBack(model.size) if options.paste_back is not None else None
+    packets: list[Packet] = []
+    records: list[dict[str, Any]] = []
+    timing = {"encode": 0.0, "decode": 0.0}
+    skipped = 0
+    total = total if options.max_frames is None else min(options.max_frames, total or options.max_frames)
+    with ExitStack() as stack:
+        writers = {k: stack.enter_context(VideoWriter(p, fps, lossless=options.lossless))
+                   for k, p in videos.items() if p is not None}
+        bar = stack.enter_context(tqdm(total=total, unit="frame", desc="transcode", mininterval=1.0,
+                                       disable=not options.progress))
+        pending: list[tuple[EncodedFrame, np.ndarray]] = []
+
+        def flush(group: list[tuple[EncodedFrame, np.ndarray]]) -> None:
+            """Decode one batch of packets (the batches `decode` will use) and write every output of it."""
+            t0 = time.perf_counter()
+            recon = decoder.decode_batch([e.packet for e, _ in group])
+            timing["decode"] += time.perf_counter() - t0
+            if quality:
+                crops = np.stack([e.crop for e, _ in group])
+                projected = model.render(np.stack([e.wplus for e, _ in group]))
+                psnrs = meters["vs_aligned"].add(crops, recon)
+                meters["vs_projected"].add(projected, recon)
+                for (e, _), p in zip(group, psnrs):
+                    records[e.packet.frame]["psnr_vs_aligned"] = _finite(p)
+            for i, (e, frame) in enumerate(group):
+                if "recon" in writers:
+                    writers["recon"].write(recon[i])
+                if "side_by_side" in writers:
+                    writers["side_by_side"].write(np.hstack([e.crop, recon[i]]))
+                if paster is not None:
+                    writers["paste_back"].write(frame if e.quad is None else paster(frame, recon[i], e.quad))
+
+        chunk: list[np.ndarray] = []
+        for last, frame in _with_last(_limited(frames, options.max_frames)):
+            chunk.append(frame)
+            if len(chunk) < options.batch and not last:
+                continue
+            coded, n_skipped = _encode_chunk(encoder, chunk, packets, records, writers, timing)
+            skipped += n_skipped
+            bar.update(len(chunk))
+            chunk = []
+            if decode:
+                pending.extend(coded)
+                while len(pending) >= options.batch or (last and pending):
+                    flush(pending[:options.batch])
+                    del pending[:options.batch]
+        if not packets:
+            raise InputError(f"no face found in {name}")
+        header = encoder.header(len(packets))
+        size = write_container(output, header, packets)
+    report = stream_report(header, size, records, skipped=skipped, timing=timing, decoded=decode,
+                           quality={k: m.summary() for k, m in meters.items()} if quality else None)
+    report["input"] = name
+    # Decoded pixels depend on the device, the batch and torch's CPU threads: decode equals this run's recon when
+    # all three match (they do by default on one machine).
+    report["speed"].update(device=str(model.device), batch=options.batch, torch_threads=torch.get_num_threads())
+    report["outputs"] = {"sgnc": str(output), **{k: str(v) for k, v in videos.items() if v is not None},
+                         "lossless": options.lossless}
+    if options.report is not None:
+        write_json(options.report, report)
+    return report
+
+
+def _with_last(items: Iterable[np.ndarray]) -> Iterator[tuple[bool, np.ndarray]]:
+    """(is_last, item) pairs: the loop must know the last frame to flush a short final batch."""
+    it = iter(items)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield False, prev
+        prev = item
+    yield True, prev
+
+
+def _encode_chunk(encoder: FrameEncoder, chunk: list[np.ndarray], packets: list[Packet], records: list[dict],
+                  writers: dict[str, VideoWriter], timing: dict[str, float]
+                  ) -> tuple[list[tuple[EncodedFrame, np.ndarray]], int]:
+    """Encode a chunk, collect packets and per-frame records; returns (coded frames with their input, skipped)."""
+    t0 = time.perf_counter()
+    encoded = encoder.encode_batch(chunk)
+    timing["encode"] += time.perf_counter() - t0
+    coded = []
+    for e, frame in zip(encoded, chunk):
+        if e is None:
+            continue
+        packets.append(e.packet)
+        records.append({"index": e.packet.frame, "type": e.packet.type.label,
+                        "bytes": len(pack(e.packet, encoder.fps)), "payload_bytes": len(e.packet.payload),
+                        "face": [f.name for f in FaceFlags if f in e.flags]})
+        coded.append((e, frame))
+        if "aligned" in writers:
+            writers["aligned"].write(e.crop)
+    return coded, sum(e is None for e in encoded)
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def transcode_file(model: FaceModel, input: str | os.PathLike[str], output: str | os.PathLike[str],
+                   options: TranscodeOptions) -> dict[str, Any]:
+    """:func:`transcode_frames` on a video file or image folder, at its own frame rate."""
+    with VideoReader(input) as reader:
+        return transcode_frames(model, reader, reader.fps, output, options, name=str(input), total=reader.frame_count)
+
+
+def decode_file(model: FaceModel, input: str | os.PathLike[str], output: str | os.PathLike[str], *,
+                lossless: bool = False, batch: int = 1, progress: bool = True) -> dict[str, Any]:
+    """Regenerate a video from an .sgnc file alone; returns frames, fps and decode speed."""
+    if batch < 1:
+        raise InputError(f"--batch must be at least 1, got {batch}")
+    _writable(Path(output))
+    container = read_container(input)
+    decoder = FrameDecoder.for_header(model, container.header)  # model check before any work
+    packets = container.packets
+    t0 = time.perf_counter()
+    with VideoWriter(output, container.header.fps, lossless=lossless) as writer, \
+            tqdm(total=len(packets), unit="frame", desc="decode", mininterval=1.0, disable=not progress) as bar:
+        for start in range(0, len(packets), batch):
+            for frame in decoder.decode_batch(packets[start:start + batch]):
+                writer.write(frame)
+            bar.update(min(batch, len(packets) - start))
+    seconds = time.perf_counter() - t0
+    return {"frames": len(packets), "fps": container.header.fps, "decode_fps": len(packets) / max(seconds, 1e-9)}

@@ -1,0 +1,116 @@
+"""`sganc-stream transcode | decode | transcode-dataset` end to end, and every bad input as one line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from face_data import CLIPS, STEADY_CLIP, shared_path
+from pipeline_data import tiny_bundle, variant_bundle
+from sganc_stream.bitstream.container import read_container
+from sganc_stream.cli import main
+from sganc_stream.video import read_frames, write_frames
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"sganc-stream {command}: error: "), err
+    return err[0]
+
+
+def test_transcode_decode_equality_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = shared_path(CLIPS, STEADY_CLIP)
+    model, out = str(tiny_bundle()), tmp_path / "c.sgnc"
+    rc = main(["transcode", "--model", model, "--max-frames", "4", "--batch", "2", "--lossless", "--quiet",
+               "--recon", str(tmp_path / "recon.mkv"), "--aligned", str(tmp_path / "aligned.mkv"),
+               "--report", str(tmp_path / "report.json"), "--paste-back", "--identity-every", "2", str(clip), str(out)])
+    assert rc == 0 and "kbps" in capsys.readouterr().out
+    report = json.loads((tmp_path / "report.json").read_text())
+    container = read_container(out)
+    assert report["bytes"] == out.stat().st_size
+    assert report["frames"] == len(container.packets) == 4 == len(report["per_frame"])
+    assert [f["bytes"] for f in report["per_frame"]] == container.record_bytes
+    assert [f["type"] for f in report["per_frame"]] == [p.type.label for p in container.packets]
+    assert report["fps"] == container.header.fps == 25.0
+    assert report["kbps"] == pytest.approx(8 * report["bytes"] / 4 * 25 / 1000)
+    for ref in ("vs_aligned", "vs_projected"):
+        assert {"psnr", "ms_ssim", "identity_distance"} <= report["quality"][ref].keys()
+    assert report["speed"]["encode_fps"] > 0 and report["speed"]["decode_fps"] > 0
+    assert len(read_frames(tmp_path / "aligned.mkv")) == 4
+    pasted = read_frames(tmp_path / "c.pasted.mp4")
+    assert len(pasted) == 4 and pasted[0].shape == read_frames(clip, 1)[0].shape
+
+    assert main(["decode", "--model", model, "--batch", "2", "--lossless", "--quiet", str(out),
+                 str(tmp_path / "decoded.mkv")]) == 0
+    recon, decoded = np.stack(read_frames(tmp_path / "recon.mkv")), np.stack(read_frames(tmp_path / "decoded.mkv"))
+    assert recon.shape == (4, 64, 64, 3) and np.array_equal(recon, decoded)
+
+
+def test_decode_refuses_another_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = shared_path(CLIPS, STEADY_CLIP)
+    out = tmp_path / "c.sgnc"
+    assert main(["transcode", "--model", str(tiny_bundle()), "--max-frames", "1", "--quiet", str(clip), str(out)]) == 0
+    other = variant_bundle(tiny_bundle(), tmp_path / "other.safetensors")
+    capsys.readouterr()
+    assert main(["decode", "--model", str(other), "--quiet", str(out), str(tmp_path / "d.mp4")]) == 2
+    assert "stream was made with model" in _one_line_error(capsys, "decode")
+    assert not (tmp_path / "d.mp4").exists()
+
+
+def test_unreadable_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    assert main(["transcode", "--model", str(tiny_bundle()), "--quiet", str(bad), str(tmp_path / "x.sgnc")]) == 2
+    assert "cannot read video" in _one_line_error(capsys, "transcode")
+    assert sorted(os.listdir(tmp_path)) == ["bad.mp4"]
+
+
+def test_clip_without_a_face(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blank = tmp_path / "blank.mp4"
+    write_frames(blank, [np.full((96, 96, 3), 128, np.uint8)] * 3, 25.0)
+    rc = main(["transcode", "--model", str(tiny_bundle()), "--quiet", "--recon", str(tmp_path / "r.mp4"),
+               "--report", str(tmp_path / "r.json"), str(blank), str(tmp_path / "x.sgnc")])
+    assert rc == 2 and f"no face found in {blank}" in _one_line_error(capsys, "transcode")
+    assert sorted(os.listdir(tmp_path)) == ["blank.mp4"]
+
+
+def test_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = shared_path(CLIPS, STEADY_CLIP)
+    rc = main(["transcode", "--model", str(tiny_bundle()), "--quiet", str(clip), str(tmp_path / "no" / "x.sgnc")])
+    assert rc == 2 and "does not exist" in _one_line_error(capsys, "transcode")
+
+
+def test_disk_full(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = shared_path(CLIPS, STEADY_CLIP)
+
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    rc = main(["transcode", "--model", str(tiny_bundle()), "--quiet", "--max-frames", "1", "--aligned",
+               str(tmp_path / "a.mp4"), str(clip), str(tmp_path / "x.sgnc")])
+    assert rc == 2 and "No space left on device" in _one_line_error(capsys, "transcode")
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_model_and_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decode", "--model", str(tmp_path / "none.safetensors"), str(tmp_path / "x.sgnc"),
+                 str(tmp_path / "d.mp4")]) == 2
+    assert "no such" in _one_line_error(capsys, "decode")
+
+
+def test_dataset_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = shared_path(CLIPS, STEADY_CLIP)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "FP006734MD02.mp4").symlink_to(clip)
+    args = ["transcode-dataset", "--model", str(tiny_bundle()), "--layout", "filmpac", "--max-frames", "1",
+            "--no-quality", "--quiet", str(tmp_path / "in"), str(tmp_path / "out")]
+    assert main(args) == 0
+    assert "1/1 clips done (0 already done)" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "1/1 clips done (1 already done)" in capsys.readouterr().out
+    assert (tmp_path / "out" / "FP006734MD02.sgnc").is_file() and (tmp_path / "out" / "clips.csv").is_file()

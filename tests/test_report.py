@@ -1,0 +1,49 @@
+"""Report accumulation and layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sganc_stream.bitstream.container import StreamHeader
+from sganc_stream.errors import InputError
+from sganc_stream.metrics import ms_ssim, psnr
+from sganc_stream.report import QualityMeter, stream_report, write_json
+
+
+def _frames(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
+
+
+def test_meter_accumulates_the_metrics_module_values_over_batches() -> None:
+    ref, test = _frames(5, 0), _frames(5, 1)
+    meter = QualityMeter(identity_every=2)
+    got = np.concatenate([meter.add(ref[:3], test[:3]), meter.add(ref[3:], test[3:])])
+    assert np.allclose(got, psnr(ref, test))
+    s = meter.summary()
+    assert s["frames"] == 5 and s["size"] == [64, 64] and s["ms_ssim_win_size"] == 3
+    assert s["psnr"] == pytest.approx(float(np.mean(psnr(ref, test))))
+    assert s["ms_ssim"] == pytest.approx(float(np.mean(ms_ssim(ref, test))))
+    assert len(meter.values["identity_distance"]) == 3  # frames 0, 2, 4
+    assert s["lpips"] is None or s["lpips_available"]  # unavailable is None, never 0
+
+
+def test_meter_rejects_bad_identity_period() -> None:
+    with pytest.raises(InputError):
+        QualityMeter(0)
+
+
+def test_stream_report_rate_figures(tmp_path: Path) -> None:
+    header = StreamHeader("ab" * 32, 10, 512, "open", 10, 1.0, 25.0, 3, 0)
+    frames = [{"index": i, "type": "inter", "bytes": b} for i, b in enumerate([100, 20, 30])]
+    r = stream_report(header, 200, frames, skipped=0, timing={"encode": 1.0, "decode": 0.5}, decoded=True, quality=None)
+    assert r["frames"] == 3 and r["bytes"] == 200
+    assert r["kbps"] == pytest.approx(8 * 200 / 3 * 25 / 1000)
+    assert r["bits_per_frame"]["mean"] == pytest.approx(8 * 50)
+    assert r["speed"] == {"encode_fps": 3.0, "decode_fps": 6.0}
+    r["quality"] = {"psnr": float("inf")}
+    write_json(tmp_path / "r.json", r)
+    assert json.loads((tmp_path / "r.json").read_text())["quality"]["psnr"] is None  # strict JSON
