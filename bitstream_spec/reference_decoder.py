@@ -161,7 +161,7 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     unpacker.feed(data[5:])
     header = next(unpacker)
     assert bytes(header["model_id"]).hex() == model.model_id, "model mismatch"
-    fps, g, mode = header["fps"], header["g"], header["mode"]
+    g, mode = header["g"], header["mode"]
     step_index = model.steps.index(header["step"])
     intra_t, diff_t = model.table("intra", step_index), model.table("diff", step_index)
     intra_i, diff_i = model_intervals(intra_t[1]), model_intervals(diff_t[1])
