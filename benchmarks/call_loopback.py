@@ -1,0 +1,238 @@
+"""Live call on loopback: two `sganc-call` processes with clips as cameras, through `sganc-signal` on 127.0.0.1.
+
+Scenarios (each a fresh call): no loss; injected loss of 5 % and 20 % on every incoming packet of both sides
+(seeded); and a rejoin, where side B is killed (SIGKILL) mid-call and started again. Figures come from the
+JSON-lines logs the peers write (see ``sganc_stream.rtc.session``):
+
+- latency: capture → display, per displayed frame, both directions pooled (median, p95). Both processes read
+  the same wall clock (``time.time()``), so no clock offset enters.
+- fps: frames displayed per second of the call's active time (first to last decoded frame), per direction.
+- payload / channel / wire kbps: bytes of the packets sent (payload = packet as on the wire of a .sgnc file;
+  channel = with SCTP DATA chunk framing; wire = estimated IPv4/UDP/DTLS/SCTP, see ``rtc.transport``), over the
+  sender's active time.
+- received: frames decoded / frames the other side sent.
+- recovery: from the receiver detecting a gap to decoding the intra frame that resynchronises it
+  (median, p95, max); keyframe requests and intra frames sent.
+- rejoin: from the restarted B joining the room to A decoding its first frame (signaling + ICE + DTLS + SCTP +
+  hello + first intra), and the same for B2 decoding A.
+
+Usage: ``python benchmarks/call_loopback.py [--model M] [--duration 20] [--video-a CLIP --video-b CLIP]``.
+Without ``--model`` it uses the embedded default face model; ``--micro`` builds the random-weight micro model of
+the tests instead (plumbing figures only: its bitrate says nothing about the real codec).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_result  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data" / "clips"
+DEFAULT_A = SHARED / "dreamtalk_mead" / "M030_front_neutral_level1_001.mp4"
+DEFAULT_B = SHARED / "mead_eamm" / "happy.mp4"
+LAUNCH = "import sys; from sganc_stream.rtc.{0} import {1}; sys.exit({1}())"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "SGANC_RTC_LOOPBACK": "1"}
+
+
+def spawn(module: str, main: str, *args: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", LAUNCH.format(module, main), *map(str, args)], env=ENV, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def events(log: Path, ev: str | None = None) -> list[dict[str, Any]]:
+    if not log.exists():
+        return []
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [r for r in rows if ev is None or r["ev"] == ev]
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return round(v[min(len(v) - 1, int(q * len(v)))], 1)
+
+
+def median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 1) if values else None
+
+
+def span(rows: list[dict[str, Any]]) -> float:
+    return rows[-1]["t"] - rows[0]["t"] if len(rows) > 1 else 0.0
+
+
+def direction(sender: list[dict[str, Any]], receiver: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures for one direction of the call, from the sender's and the receiver's log records."""
+    from sganc_stream.rtc.transport import chunk_bytes, wire_bytes
+
+    def ev(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+        return [r for r in rows if r["ev"] == name]
+
+    tx, rx, shown = ev(sender, "tx"), ev(receiver, "rx"), ev(receiver, "display")
+    active = span(tx)
+    nbytes = [r["bytes"] for r in tx]
+    kbps = (lambda total: round(total * 8 / active / 1000, 2) if active else None)
+    syncs = [s["recovery_ms"] for s in ev(receiver, "sync")]
+    return {
+        "sent": len(tx), "received": len(rx), "displayed": len(shown),
+        "received_fraction": round(len(rx) / len(tx), 3) if tx else None,
+        "tx_fps": round(len(tx) / active, 2) if active else None,
+        "display_fps": round(len(shown) / span(shown), 2) if span(shown) else None,
+        "payload_kbps": kbps(sum(nbytes)), "channel_kbps": kbps(sum(map(chunk_bytes, nbytes))),
+        "wire_kbps": kbps(sum(map(wire_bytes, nbytes))),
+        "intra_sent": sum(r["type"] == "intra" for r in tx),
+        "gaps": len(ev(receiver, "gap")), "keyframe_requests": len(ev(receiver, "keyframe_request")),
+        "recovery_ms": {"n": len(syncs), "median": median(syncs), "p95": pct(syncs, 0.95),
+                        "max": round(max(syncs), 1) if syncs else None},
+        "latency_parts_median_ms": {  # where capture-to-display goes
+            "capture_to_encode_start": median([r["encode_start_ms"] for r in tx if "encode_start_ms" in r]),
+            "encode": median([r["encode_ms"] for r in tx if "encode_ms" in r]),
+            "capture_to_decoded": median([r["t"] * 1000 - r["capture_ms"] for r in rx]),
+            "render": median([r["render_ms"] for r in shown if "render_ms" in r])},
+        "latencies": [d["latency_ms"] for d in shown],
+    }
+
+
+def summarize(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
+    dirs = {"a_to_b": direction(a, b), "b_to_a": direction(b, a)}
+    lat = [x for d in dirs.values() for x in d.pop("latencies")]
+    return {"latency_ms": {"median": median(lat), "p95": pct(lat, 0.95), "n": len(lat)}, **dirs}
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> str:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    if proc.returncode not in (0, -signal.SIGKILL, 130):
+        raise SystemExit(f"call_loopback: a peer failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
+    return err
+
+
+def wait_for(log: Path, ev: str, count: int, timeout: float) -> None:
+    end = time.time() + timeout
+    while len(events(log, ev)) < count and time.time() < end:
+        time.sleep(0.2)
+
+
+def run_scenario(name: str, args: argparse.Namespace, url: str, model: Path, work: Path, loss: float,
+                 rejoin: bool = False) -> dict[str, Any]:
+    print(f"call_loopback: {name} ({args.duration:g} s)", file=sys.stderr, flush=True)
+    common = ["--signal", url, "--room", name, "--token", "bench", "--model", model, "--headless", "--quiet"]
+    if args.pre_aligned:
+        common.append("--pre-aligned")
+    if args.max_fps:
+        common += ["--max-fps", args.max_fps]
+    logs = {k: work / f"{name}_{k}.jsonl" for k in ("A", "B", "B2")}
+
+    def peer(key: str, video: Path, duration: float, seed: int) -> subprocess.Popen[str]:
+        return spawn("cli", "call_main", *common, "--video", video, "--duration", duration, "--log", logs[key],
+                     "--name", key, "--loss", loss, "--seed", seed, "--record", work / f"{name}_{key}.mp4")
+
+    if not rejoin:
+        a, b = peer("A", args.video_a, args.duration, 1), peer("B", args.video_b, args.duration, 2)
+        finish(a, args.duration + 120)
+        finish(b, args.duration + 120)
+        out = summarize(events(logs["A"]), events(logs["B"]))
+        out["recorded_frames"] = {k: _count(work / f"{name}_{k}.mp4") for k in ("A", "B")}
+        return {"loss": loss, **out}
+    a = peer("A", args.video_a, args.duration * 2 + 60, 1)
+    b = peer("B", args.video_b, args.duration * 10, 2)
+    wait_for(logs["A"], "rx", int(args.duration * 2), args.duration + 120)
+    b.kill()
+    finish(b, 30)
+    wait_for(logs["A"], "left", 1, 30)
+    b2 = peer("B2", args.video_b, args.duration, 3)
+    finish(b2, args.duration + 120)
+    a.send_signal(signal.SIGINT)
+    finish(a, 60)
+    joined = events(logs["B2"], "joined")
+    if not joined:
+        raise SystemExit("call_loopback: the restarted peer never joined")
+    cut = joined[0]["t"]
+    a_rows = events(logs["A"])
+    a_first, a_second = [r for r in a_rows if r["t"] < cut], [r for r in a_rows if r["t"] >= cut]
+    first_a = [r for r in a_second if r["ev"] == "rx"]
+    first_b2 = events(logs["B2"], "rx")
+    before, after = summarize(a_first, events(logs["B"])), summarize(a_second, events(logs["B2"]))
+    return {
+        "hello_events_on_A": len(events(logs["A"], "hello")),
+        "rejoin_to_first_frame_s": {  # from the restarted B joining the room (its model already loaded)
+            "A_decodes_B2": round(first_a[0]["t"] - cut, 2) if first_a else None,
+            "B2_decodes_A": round(first_b2[0]["t"] - cut, 2) if first_b2 else None},
+        "before_kill": before, "after_rejoin": after,
+    }
+
+
+def _count(path: Path) -> int | None:
+    if not path.exists():
+        return None
+    from sganc_stream.video import VideoReader
+    with VideoReader(path) as r:
+        return sum(1 for _ in r)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", type=Path, help="face model bundle (default: the embedded default face model)")
+    p.add_argument("--micro", action="store_true", help="use the tests' random-weight micro model (plumbing only)")
+    p.add_argument("--video-a", type=Path, default=DEFAULT_A)
+    p.add_argument("--video-b", type=Path, default=DEFAULT_B)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per call scenario (default 20)")
+    p.add_argument("--max-fps", type=float, help="cap each side's send rate (CPU-bound models)")
+    p.add_argument("--pre-aligned", action="store_true", help="skip face alignment (clips used as aligned faces)")
+    p.add_argument("--scenarios", default="loss0,loss5,loss20,rejoin")
+    p.add_argument("--out", default="call_loopback", help="results name under benchmarks/results/")
+    args = p.parse_args()
+    for clip in (args.video_a, args.video_b):
+        if not clip.is_file():
+            raise SystemExit(f"call_loopback: clip not found: {clip} (pass --video-a/--video-b)")
+    work = Path(tempfile.mkdtemp(prefix="call-loopback-"))
+    if args.micro:
+        sys.path.insert(0, str(REPO / "tests"))
+        from rtc_data import micro_bundle
+        model = micro_bundle(work)
+    else:
+        from sganc_stream.assets import default_face_model
+        model = args.model or default_face_model()
+    server = spawn("signaling", "signal_main", "--port", "0", "--duration", "7200")
+    assert server.stdout is not None
+    url = server.stdout.readline().split()[-1]
+    scenarios = {"loss0": 0.0, "loss5": 0.05, "loss20": 0.2}
+    results: dict[str, Any] = {}
+    try:
+        for name in args.scenarios.split(","):
+            if name == "rejoin":
+                results[name] = run_scenario(name, args, url, model, work, 0.0, rejoin=True)
+            else:
+                results[name] = run_scenario(name, args, url, model, work, scenarios[name])
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=10)
+    from sganc_stream.pipeline import load_face_model
+    m = load_face_model(model)
+    path = write_result(args.out, {
+        "model": {"path": str(model), "model_id": m.model_id, "size": m.size, "micro": args.micro},
+        "clips": {"A": str(args.video_a), "B": str(args.video_b)}, "duration_s": args.duration,
+        "max_fps": args.max_fps, "pre_aligned": args.pre_aligned, "load_average_at_end": os.getloadavg(),
+        "work": str(work), "results": results})
+    print(json.dumps(results, indent=1))
+    print(f"call_loopback: wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Console scripts of the live call: ``sganc-send``, ``sganc-recv``, ``sganc-call`` (``sganc-signal`` lives in
+:mod:`sganc_stream.rtc.signaling`).
+
+All three run a :class:`~sganc_stream.rtc.session.Peer`; they differ only in the directions it carries. Errors
+are one line on stderr and exit status 2 (a refused call included: a wrong token, a full room, a model mismatch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sganc_stream.assets import default_face_model
+from sganc_stream.errors import InputError, SgancError
+from sganc_stream.latent.codec import StreamParams
+from sganc_stream.pipeline import load_face_model
+from sganc_stream.rtc.loopback import enable_loopback, loopback_requested
+from sganc_stream.rtc.session import Peer, PeerOptions, room_client
+from sganc_stream.rtc.transport import DEFAULT_MAX_BUFFERED
+
+
+def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParser:
+    what = {(True, False): "send your face", (False, True): "receive and show a face",
+            (True, True): "two-party call: send your face and show the other's"}[(send, receive)]
+    p = argparse.ArgumentParser(prog=prog, description=f"sganc-stream live call: {what} over a WebRTC data channel")
+    pair = p.add_argument_group("pairing")
+    pair.add_argument("--signal", metavar="URL", help="signaling server, e.g. ws://127.0.0.1:8765 (see sganc-signal)")
+    pair.add_argument("--room", default="default", help="room name on the signaling server (default: default)")
+    pair.add_argument("--token", default="", help="room token: the first peer sets it, the second must match")
+    pair.add_argument("--serverless", choices=["offer", "answer"],
+                      help="no server: print this side's SDP as one line and paste the other side's")
+    pair.add_argument("--ice-server", action="append", default=[], metavar="URL",
+                      help="STUN/TURN server (repeatable; none needed on a LAN)")
+    pair.add_argument("--loopback", action="store_true",
+                      help="offer 127.0.0.1 as the only ICE candidate (both peers on this machine; "
+                           "also SGANC_RTC_LOOPBACK=1)")
+    if send:
+        media = p.add_argument_group("camera")
+        src = media.add_mutually_exclusive_group(required=True)
+        src.add_argument("--camera", metavar="DEVICE", help="OpenCV capture device: index (0) or path (/dev/video0)")
+        src.add_argument("--video", type=Path, metavar="FILE", help="video file as a fake camera (looped, real time)")
+        media.add_argument("--fps", type=float, help="camera frame rate to ask for (a --video plays at its own)")
+        media.add_argument("--max-fps", type=float, help="send at most this many frames per second (default: all)")
+        media.add_argument("--pre-aligned", action="store_true", help="frames already are aligned faces")
+        media.add_argument("--landmarks", default="dlib", choices=["dlib", "fan"], help="landmark backend (default dlib)")
+        media.add_argument("--mode", choices=["open", "closed", "intra"], default="open", help="inter coding mode")
+        media.add_argument("--g", type=int, default=10, help="residual period in open mode; 0 = never (default 10)")
+        media.add_argument("--step", type=float, help="quantization step, one of the model's presets")
+        media.add_argument("--keyframe-interval", type=int, default=0, help="intra refresh period; 0 = on request")
+        media.add_argument("--paste-back", action="store_true",
+                           help="self view: show your full camera frame with your decoded face pasted back "
+                                "(only the face travels, so the full frame exists on the sending side only)")
+        media.add_argument("--self-record", type=Path, metavar="SELF.mp4", help="record the --paste-back self view")
+        media.add_argument("--max-buffered", type=int, default=DEFAULT_MAX_BUFFERED, metavar="BYTES",
+                           help=f"skip frames while this much waits in the channel (default {DEFAULT_MAX_BUFFERED})")
+    out = p.add_argument_group("display")
+    out.add_argument("--headless", action="store_true", help="no window (servers, tests)")
+    if receive:
+        out.add_argument("--record", type=Path, metavar="OUT.mp4", help="record the received frames")
+        out.add_argument("--loss", type=float, default=0.0, metavar="P",
+                         help="testing: drop each incoming packet with probability P (seeded by --seed)")
+        out.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", help="face model bundle (default: the embedded face model); both sides need the same")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--duration", type=float, help="leave after this many seconds (default: until interrupted)")
+    p.add_argument("--log", type=Path, metavar="STATS.jsonl", help="write per-frame and per-second stats")
+    p.add_argument("--name", default=prog, help="name in messages and logs")
+    p.add_argument("--quiet", action="store_true", help="only errors on stderr")
+    return p
+
+
+def options_from(args: argparse.Namespace, send: bool, receive: bool, params: StreamParams | None) -> PeerOptions:
+    if args.duration is not None and args.duration <= 0:
+        raise InputError(f"--duration must be positive, got {args.duration}")
+    return PeerOptions(
+        send=send, receive=receive,
+        video=getattr(args, "video", None), camera=getattr(args, "camera", None), camera_fps=getattr(args, "fps", None),
+        max_fps=getattr(args, "max_fps", None),
+        align=not getattr(args, "pre_aligned", False), landmarks=getattr(args, "landmarks", "dlib"),
+        params=params or StreamParams(), record=getattr(args, "record", None),
+        paste_back=getattr(args, "paste_back", False), self_record=getattr(args, "self_record", None),
+        headless=args.headless, duration=args.duration, loss=getattr(args, "loss", 0.0),
+        seed=getattr(args, "seed", 0), log=args.log, ice_servers=args.ice_server,
+        max_buffered=getattr(args, "max_buffered", DEFAULT_MAX_BUFFERED), name=args.name, quiet=args.quiet)
+
+
+async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str, Any]:
+    if args.signal is None and args.serverless is None:
+        raise InputError("pass --signal URL (with --room and --token) or --serverless offer|answer")
+    if args.signal is not None and args.serverless is not None:
+        raise InputError("--signal and --serverless exclude each other")
+    if loopback_requested(args.loopback):
+        enable_loopback()
+    if send and args.video is not None and not args.video.is_file():
+        raise InputError(f"video file not found: {args.video}")
+    if args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    model = load_face_model(args.model or default_face_model(), args.device)
+    params = None
+    if send:
+        params = StreamParams(args.mode, args.g, model.codec.step_index(args.step), args.keyframe_interval)
+    peer = Peer(model, options_from(args, send, receive, params))
+    client = room_client(args.signal, args.room, args.token) if args.signal else None
+    return await peer.run(client=client, serverless=args.serverless)
+
+
+def run_bounded(coro: Coroutine[Any, Any, dict[str, Any]], grace: float = 20.0) -> dict[str, Any]:
+    """``asyncio.run`` without its unbounded wait for leftover tasks at exit (aiortc and aiohttp can leave tasks
+    that never finish once their peer is gone; a call must still end when its duration is up)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in leftover:
+            t.cancel()
+        if leftover:
+            loop.run_until_complete(asyncio.wait(leftover, timeout=grace))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def main(prog: str, send: bool, receive: bool, argv: list[str] | None = None) -> int:
+    args = build_parser(prog, send, receive).parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        summary = run_bounded(_run(args, send, receive))
+    except SgancError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{prog}: error: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    if not args.quiet:
+        print(f"{prog}: {json.dumps(summary)}", file=sys.stderr)
+    return 0
+
+
+def send_main(argv: list[str] | None = None) -> int:
+    """``sganc-send``: camera → align → encode → data channel."""
+    return main("sganc-send", True, False, argv)
+
+
+def recv_main(argv: list[str] | None = None) -> int:
+    """``sganc-recv``: data channel → decode → window or recording."""
+    return main("sganc-recv", False, True, argv)
+
+
+def call_main(argv: list[str] | None = None) -> int:
+    """``sganc-call``: both directions, each side sends its face and shows the other's."""
+    return main("sganc-call", True, True, argv)

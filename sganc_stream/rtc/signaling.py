@@ -1,0 +1,261 @@
+"""Signaling: pair two peers and relay their SDP, through a small aiohttp server or by copy-paste.
+
+Server protocol (JSON text messages over one WebSocket at ``/ws``):
+
+- client → server, first message: ``{"type": "join", "room": R, "token": T}``. The first peer in a room sets its
+  token; a later peer must present the same one. A wrong token or a third peer is answered
+  ``{"type": "refused", "reason": ...}`` (one line, shown to the user) and the socket is closed.
+- server → client: ``{"type": "joined", "room": R, "peers": n}``; when a second peer arrives, the one already
+  there gets ``{"type": "peer-joined"}`` and makes the offer; when a peer leaves (or its process dies and the
+  socket drops) the other gets ``{"type": "peer-left"}`` and waits for the next one. A room lives while it has
+  a peer in it.
+- anything else (``offer``, ``answer``) is relayed verbatim to the other peer of the room.
+
+aiortc gathers all ICE candidates before it finishes ``setLocalDescription``, so one offer and one answer
+carry everything: no trickle ICE. Serverless mode prints the local description as one line (base64 of the
+JSON) and reads the other side's line from stdin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import aiohttp
+from aiohttp import web
+from aiortc import RTCSessionDescription
+
+from sganc_stream.errors import InputError, SgancError
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+TOKEN_RE = re.compile(r"^[\x21-\x7e]{0,128}$")
+MAX_MESSAGE = 64 * 1024  # an aiortc SDP with a few candidates is ~1-2 kB
+ROOM_SIZE = 2
+
+
+class SignalingError(SgancError):
+    """Pairing failed: refused by the server, server unreachable, or a malformed description."""
+
+
+@dataclass
+class Room:
+    token: str
+    peers: list[web.WebSocketResponse] = field(default_factory=list)
+
+
+class SignalingServer:
+    """Rooms of at most two peers, each room guarded by the token of its first peer."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, Room] = {}
+        self.app = web.Application()
+        self.app.router.add_get("/ws", self._ws)
+        self.app.router.add_get("/", self._index)
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(text=f"sganc-signal: {len(self.rooms)} room(s) open\n")
+
+    def _admit(self, room: str, token: str) -> str | None:
+        """The refusal reason, or None when the peer may join."""
+        if not NAME_RE.match(room):
+            return "room names are 1-64 characters from A-Z a-z 0-9 _ . -"
+        if not TOKEN_RE.match(token):
+            return "tokens are at most 128 printable ASCII characters without spaces"
+        existing = self.rooms.get(room)
+        if existing is None:
+            return None
+        if existing.token != token:
+            return f"wrong token for room {room!r}"
+        if len(existing.peers) >= ROOM_SIZE:
+            return f"room {room!r} is full (it already holds {ROOM_SIZE} peers)"
+        return None
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=5.0)
+        await ws.prepare(request)
+        try:
+            first = await ws.receive_json(timeout=10.0)
+            room_name, token = str(first.get("room", "")), str(first.get("token", ""))
+            if first.get("type") != "join":
+                raise ValueError
+        except (TimeoutError, ValueError, TypeError, AttributeError):
+            await ws.send_json({"type": "refused", "reason": "expected a join message first"})
+            await ws.close()
+            return ws
+        reason = self._admit(room_name, token)
+        if reason is not None:
+            log.info("refused a peer: %s", reason)
+            await ws.send_json({"type": "refused", "reason": reason})
+            await ws.close()
+            return ws
+        room = self.rooms.setdefault(room_name, Room(token))
+        room.peers.append(ws)
+        log.info("room %s: %d peer(s)", room_name, len(room.peers))
+        await ws.send_json({"type": "joined", "room": room_name, "peers": len(room.peers)})
+        for other in room.peers:
+            if other is not ws:
+                await other.send_json({"type": "peer-joined"})
+        try:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                for other in room.peers:
+                    if other is not ws and not other.closed:
+                        await other.send_str(msg.data)
+        finally:
+            room.peers.remove(ws)
+            log.info("room %s: a peer left, %d remain", room_name, len(room.peers))
+            for other in room.peers:
+                if not other.closed:
+                    await other.send_json({"type": "peer-left"})
+            if not room.peers:
+                del self.rooms[room_name]
+        return ws
+
+    async def start(self, host: str = "127.0.0.1", port: int = 8765) -> int:
+        """Listen; returns the bound port (pass 0 for any free one)."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+class SignalingClient:
+    """One peer's connection to the server: ``join`` then ``recv`` / ``send`` JSON messages."""
+
+    def __init__(self, url: str, room: str, token: str) -> None:
+        self.url, self.room, self.token = url.rstrip("/"), room, token
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def join(self) -> dict[str, Any]:
+        """Connect and join; SignalingError with the server's one-line reason when refused."""
+        url = self.url if self.url.endswith("/ws") else f"{self.url}/ws"
+        self._session = aiohttp.ClientSession()
+        try:
+            self._ws = await self._session.ws_connect(url, max_msg_size=MAX_MESSAGE, heartbeat=5.0)
+        except (aiohttp.ClientError, OSError) as exc:
+            await self.close()
+            raise SignalingError(f"cannot reach signaling server {url}: {exc}") from None
+        await self.send({"type": "join", "room": self.room, "token": self.token})
+        reply = await self.recv()
+        if reply.get("type") == "refused":
+            await self.close()
+            raise SignalingError(f"signaling server refused to join: {reply.get('reason')}")
+        if reply.get("type") != "joined":
+            await self.close()
+            raise SignalingError(f"unexpected reply from signaling server: {reply.get('type')!r}")
+        return reply
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self._ws is not None
+        await self._ws.send_json(message)
+
+    async def recv(self) -> dict[str, Any]:
+        """The next message; ``{"type": "closed"}`` once the server has gone."""
+        assert self._ws is not None
+        msg = await self._ws.receive()
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            return {"type": "closed"}
+        try:
+            data = json.loads(msg.data)
+        except ValueError:
+            raise SignalingError("signaling server sent a malformed message") from None
+        return data if isinstance(data, dict) else {"type": "malformed"}
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def description_to_line(desc: RTCSessionDescription) -> str:
+    """One copy-pasteable line: base64 of ``{"type", "sdp"}``."""
+    return base64.b64encode(json.dumps({"type": desc.type, "sdp": desc.sdp}).encode()).decode()
+
+
+def description_from_line(line: str, expected: str) -> RTCSessionDescription:
+    """Parse what the other side printed; SignalingError (one line) if it is not a description of ``expected``."""
+    try:
+        data = json.loads(base64.b64decode(line.strip(), validate=True))
+        desc = RTCSessionDescription(sdp=str(data["sdp"]), type=str(data["type"]))
+    except (ValueError, KeyError, TypeError):
+        raise SignalingError(f"pasted text is not an SDP {expected} line printed by sganc (copy the whole line)") from None
+    if desc.type != expected:
+        raise SignalingError(f"pasted an SDP {desc.type}, expected the other side's {expected}")
+    return desc
+
+
+async def read_line(stream: TextIO, prompt: str, out: TextIO = sys.stderr) -> str:
+    """Read one non-empty line without blocking the event loop."""
+    print(prompt, file=out, flush=True)
+    while True:
+        line = await asyncio.to_thread(stream.readline)
+        if not line:
+            raise SignalingError("standard input closed before the other side's description was pasted")
+        if line.strip():
+            return line.strip()
+
+
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 = any free port)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until interrupted)")
+
+
+async def serve(host: str, port: int, duration: float | None, announce: Callable[[str], None] = print) -> None:
+    """Run the server until ``duration`` elapses (or forever)."""
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port must be in 0..65535, got {port}")
+    server = SignalingServer()
+    try:
+        bound = await server.start(host, port)
+    except OSError as exc:
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    announce(f"sganc-signal: listening on ws://{host}:{bound}/ws")
+    try:
+        if duration is None:
+            await asyncio.Event().wait()
+        else:
+            await asyncio.sleep(duration)
+    finally:
+        await server.stop()
+
+
+def signal_main(argv: list[str] | None = None) -> int:
+    """``sganc-signal``: the pairing server."""
+    p = argparse.ArgumentParser(prog="sganc-signal", description="sganc-stream signaling server (rooms of two, with a token)")
+    add_server_arguments(p)
+    p.add_argument("--verbose", action="store_true", help="log joins, leaves and refusals")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="sganc-signal: %(message)s")
+    try:
+        asyncio.run(serve(args.host, args.port, args.duration, lambda s: print(s, flush=True)))
+    except SgancError as exc:
+        print(f"sganc-signal: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

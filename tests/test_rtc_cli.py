@@ -1,0 +1,99 @@
+"""The console scripts: one-line refusals (full room, wrong token), argument errors, serverless copy-paste pairing."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rtc_data import clip, micro_model
+from sganc_stream.rtc.cli import call_main, recv_main, send_main
+from sganc_stream.rtc.signaling import SignalingClient, SignalingServer
+from sganc_stream.video import read_frames
+from test_rtc_session import events, finish, spawn
+
+
+@pytest.fixture()
+def full_room() -> Iterator[str]:
+    """A signaling server (in a thread) whose room ``busy`` (token ``t``) already holds two peers."""
+    ready, stop = threading.Event(), threading.Event()
+    url: list[str] = []
+
+    async def body() -> None:
+        server = SignalingServer()
+        port = await server.start("127.0.0.1", 0)
+        url.append(f"ws://127.0.0.1:{port}")
+        peers = [SignalingClient(url[0], "busy", "t") for _ in range(2)]
+        for p in peers:
+            await p.join()
+
+        async def listen(peer: SignalingClient) -> None:  # reading answers the server's heartbeat pings
+            while (await peer.recv())["type"] != "closed":
+                pass
+
+        listeners = [asyncio.create_task(listen(p)) for p in peers]
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        for p in peers:
+            await p.close()
+        await asyncio.gather(*listeners, return_exceptions=True)
+        await server.stop()
+
+    thread = threading.Thread(target=lambda: asyncio.run(body()), daemon=True)
+    thread.start()
+    assert ready.wait(20)
+    yield url[0]
+    stop.set()
+    thread.join(20)
+
+
+def test_third_peer_and_wrong_token_are_refused(full_room: str) -> None:
+    base = ["--video", clip(), "--pre-aligned", "--model", micro_model(), "--headless", "--duration", "5"]
+    third = spawn("call_main", "--signal", full_room, "--room", "busy", "--token", "t", *base)
+    intruder = spawn("send_main", "--signal", full_room, "--room", "busy", "--token", "guess", *base[:-3],
+                     "--duration", "5")
+    code, err = finish(third)
+    assert code == 2 and err.strip() == ("sganc-call: error: signaling server refused to join: "
+                                         "room 'busy' is full (it already holds 2 peers)")
+    code, err = finish(intruder)
+    assert code == 2 and err.strip() == "sganc-send: error: signaling server refused to join: wrong token for room 'busy'"
+
+
+def test_argument_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert call_main(["--video", str(clip()), "--model", str(micro_model())]) == 2
+    assert capsys.readouterr().err.strip() == ("sganc-call: error: pass --signal URL (with --room and --token) "
+                                               "or --serverless offer|answer")
+    assert send_main(["--serverless", "offer", "--video", str(tmp_path / "none.mp4")]) == 2
+    assert "video file not found" in capsys.readouterr().err
+    assert recv_main(["--serverless", "answer", "--model", str(tmp_path / "none.safetensors"), "--headless"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert send_main(["--serverless", "offer", "--video", str(clip()), "--model", str(micro_model()), "--headless",
+                      "--self-record", str(tmp_path / "s.mp4")]) == 2
+    assert "pass --paste-back too" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        send_main(["--serverless", "offer"])  # a camera is required
+
+
+@pytest.mark.slow
+def test_serverless_copy_paste_one_way(tmp_path: Path) -> None:
+    """sganc-send prints its offer line, sganc-recv reads it and prints its answer line, which goes back."""
+    sender = spawn("send_main", "--serverless", "offer", "--loopback", "--video", clip(), "--pre-aligned", "--model",
+                   micro_model(), "--duration", "8", "--log", tmp_path / "S.jsonl", "--quiet", "--headless",
+                   "--paste-back", "--self-record", tmp_path / "self.mp4", stdin=True)
+    receiver = spawn("recv_main", "--serverless", "answer", "--loopback", "--model", micro_model(), "--headless",
+                     "--duration", "6", "--log", tmp_path / "R.jsonl", "--quiet", stdin=True)
+    assert sender.stdout and sender.stdin and receiver.stdout and receiver.stdin
+    receiver.stdin.write(sender.stdout.readline())
+    receiver.stdin.flush()
+    sender.stdin.write(receiver.stdout.readline())
+    sender.stdin.flush()
+    assert finish(receiver)[0] == 0
+    assert finish(sender)[0] == 0
+    sent, got = events(tmp_path / "S.jsonl", "tx"), events(tmp_path / "R.jsonl", "rx")
+    assert len(sent) >= 10 and len(got) >= 0.9 * len(sent)
+    assert not events(tmp_path / "R.jsonl", "tx")  # one way: the receiver sends no frames
+    assert len(read_frames(tmp_path / "self.mp4")) == len(sent)  # --paste-back self view, one frame per sent frame
