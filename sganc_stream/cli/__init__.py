@@ -13,7 +13,7 @@ import sys
 from sganc_stream.errors import SgancError
 
 # Sub-command modules, in the order they appear in --help.
-COMMAND_MODULES = ["latents", "train", "weights", "align", "transcode", "demo"]
+COMMAND_MODULES = ["latents", "train", "weights", "align", "transcode", "demo", "face_model"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,138 @@
+"""Face-model training commands: prepare-faces, train-face-model, encode-face-clips, build-face-bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sganc_stream.errors import InputError
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from sganc_stream.training.face_data import prepare_faces
+
+    summary = prepare_faces(args.data, args.out, args.size, val_fraction=args.val_fraction,
+                            clip_val_fraction=args.clip_val_fraction, clip_stride=args.clip_stride,
+                            clip_max_frames=args.clip_max_frames, limit=args.limit)
+    sp = summary["splits"]
+    print(f"{summary['crops']} aligned {args.size} px faces → {args.out} (train: {sp['train']['photo']} photos, "
+          f"{sp['train']['clip']} clip frames; val: {sp['val']['photo']} photos, {sp['val']['clip']} clip frames; "
+          f"{summary['photos_skipped_no_face']} photos skipped, no face found)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from sganc_stream.training.face_data import load_prepared
+    from sganc_stream.training.face_model import FaceModelConfig, TrainSettings, train_face_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_prepared(args.data, mmap=False)
+    train = data.select("train")
+    val = data.select("val")
+    if len(train) == 0:
+        raise InputError(f"{args.data}: no training faces")
+    arch = FaceModelConfig(size=int(data.images.shape[1]), channel_max=args.channel_max,
+                           channel_multiplier=args.channel_multiplier, enc_base_channels=args.enc_channels)
+    settings = TrainSettings(mode=args.mode, steps=args.steps, batch=args.batch, lr=args.lr, enc_lr=args.enc_lr,
+                             adv_weight=args.adv_weight, augment=args.augment, r1_gamma=args.r1_gamma,
+                             ema_kimg=args.ema_kimg, seed=args.seed, max_minutes=args.minutes, lr_ramp_down=args.lr_ramp_down,
+                             sample_every=args.sample_every, checkpoint_every=args.checkpoint_every)
+    generator = None
+    if args.generator:
+        from sganc_stream.models.checkpoint import load_checkpoint
+        from sganc_stream.training.face_model import load_trainer
+
+        generator = (load_trainer(args.generator).exported()[0] if Path(args.generator).suffix == ".pt"
+                     else load_checkpoint(args.generator).generator)
+    preview = data.images[val[np.linspace(0, len(val) - 1, 8).astype(int)]] if len(val) >= 8 else None
+    trainer = train_face_model(data.images[train], args.out, arch, settings, device=args.device, resume=args.resume,
+                               generator=generator, preview=preview)
+    last = trainer.history[-50:]
+    summary = {k: round(float(np.mean([h[k] for h in last if k in h])), 5) for k in last[-1] if k != "step"} if last else {}
+    print(f"{settings.mode} training at step {trainer.step_count}/{settings.steps}; last-50 mean losses {json.dumps(summary)}; "
+          f"checkpoint {Path(args.out) / 'checkpoint.pt'}")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from sganc_stream.training.face_bundle import encode_clip_latents
+
+    files = encode_clip_latents(args.model, args.data, args.out, args.split, ema=not args.raw)
+    print(f"encoded {len(files)} {args.split} clips to W+ sequences → {args.out}")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from sganc_stream.training.face_bundle import build_face_bundle
+
+    info = json.loads(Path(args.info).read_text()) if args.info else {}
+    model_id = build_face_bundle(args.model, args.codec, args.out, info=info, fp16=not args.fp32, ema=not args.raw)
+    size = Path(args.out).stat().st_size
+    print(f"face model bundle {model_id[:16]}… ({size / 1e6:.1f} MB) written to {args.out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare-faces", help="FFHQ-align shared face photos and clip frames, split by identity",
+                       description="Align ../shared/data faces/ photos and clips/ frames with the project's alignment "
+                                   "code into OUT (faces.npy, index.csv, prep.json); identities never straddle the "
+                                   "train/val split.")
+    p.add_argument("out", type=Path, metavar="OUTDIR")
+    p.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with faces/ and clips/")
+    p.add_argument("--size", type=int, default=64, help="crop side (power of two, default 64)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of photo identities held out")
+    p.add_argument("--clip-val-fraction", type=float, default=0.25, help="share of clip identities held out")
+    p.add_argument("--clip-stride", type=int, default=1, help="keep every k-th clip frame")
+    p.add_argument("--clip-max-frames", type=int, default=300, help="frames kept per clip")
+    p.add_argument("--limit", type=int, help="files per folder (quick trials)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train-face-model", help="train the face generator / encoder (gan, encoder or joint mode)",
+                       description="Train on a prepare-faces folder's train split; checkpoints, sample grids and "
+                                   "log.jsonl go to --out. Resumable (--resume); --minutes ends a chunk cleanly.")
+    p.add_argument("data", type=Path, metavar="DATA_DIR")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR")
+    p.add_argument("--mode", choices=["gan", "encoder", "joint"], default="joint")
+    p.add_argument("--steps", type=int, default=4000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3, help="G and D learning rate")
+    p.add_argument("--enc-lr", type=float, default=1e-3)
+    p.add_argument("--adv-weight", type=float, default=0.0, help="joint mode: adversarial term weight (0 = off)")
+    p.add_argument("--augment", default="color,translation,cutout", help="DiffAugment policy for D ('none' = off)")
+    p.add_argument("--r1-gamma", type=float, default=0.1)
+    p.add_argument("--ema-kimg", type=float, default=5.0)
+    p.add_argument("--channel-max", type=int, default=64, help="generator channel cap")
+    p.add_argument("--channel-multiplier", type=int, default=1)
+    p.add_argument("--enc-channels", type=int, default=32, help="encoder base channels")
+    p.add_argument("--generator", metavar="CKPT", help="encoder mode: frozen G (gan checkpoint.pt or a bundle)")
+    p.add_argument("--lr-ramp-down", type=float, default=0.0, help="last share of --steps with learning rates falling to 10%%")
+    p.add_argument("--minutes", type=float, default=0.0, help="stop (and checkpoint) after this wall time")
+    p.add_argument("--sample-every", type=int, default=250)
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("encode-face-clips", help="encode prepared clips to W+ sequences (latent codec training data)")
+    p.add_argument("data", type=Path, metavar="DATA_DIR")
+    p.add_argument("--model", required=True, metavar="CKPT", help="training checkpoint.pt or bundle")
+    p.add_argument("--out", type=Path, required=True, metavar="LATENT_DIR")
+    p.add_argument("--split", choices=["train", "val"], default="train")
+    p.add_argument("--raw", action="store_true", help="a checkpoint's raw weights instead of its EMA copy")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("build-face-bundle", help="merge generator, encoder and latent codec into one model bundle")
+    p.add_argument("--model", required=True, metavar="CKPT", help="training checkpoint.pt (EMA weights) or bundle")
+    p.add_argument("--codec", required=True, metavar="CODEC", help="train-latent-codec output for this encoder")
+    p.add_argument("--out", required=True, metavar="BUNDLE")
+    p.add_argument("--info", metavar="JSON", help="training facts to store in the bundle config")
+    p.add_argument("--fp32", action="store_true", help="store float32 weights (default float16)")
+    p.add_argument("--raw", action="store_true", help="a checkpoint's raw weights instead of its EMA copy")
+    p.set_defaults(func=cmd_bundle)

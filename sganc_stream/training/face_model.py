@@ -1,0 +1,456 @@
+"""Train the face model: StyleGAN2 generator (GAN), pSp-style encoder, or both jointly as an autoencoder.
+
+Three modes share one loop, one checkpoint format and one set of samples:
+
+* ``gan`` — G (mapping + synthesis) against a residual D: non-saturating logistic loss, lazy R1 on reals,
+  style mixing, DiffAugment on everything D sees, an EMA copy of G.
+* ``encoder`` — pSp-style E for a frozen G: latent loss on generated images whose W+ is known, plus
+  reconstruction (MSE + MS-SSIM) on real aligned faces, so that G(E(x)) ≈ x; ``latent_avg`` starts at G's mean w.
+* ``joint`` — E and G's synthesis trained together on real faces (an adversarial-latent-autoencoder-style
+  model): reconstruction, plus an optional adversarial term (``adv_weight``) with the same D, R1 and DiffAugment.
+  The decoder stays a StyleGAN2 synthesis network driven by W+, loadable by the same generator code. On a CPU
+  this is the mode that converges in an hour; a GAN needs GPU-days.
+
+Mixed precision (autocast + GradScaler) is used on CUDA only. Checkpoints hold every module, optimizer and the
+loss history, so a run continues where it stopped (``resume``); ``max_minutes`` ends a chunk cleanly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from pytorch_msssim import ms_ssim
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from sganc_stream.errors import InputError
+from sganc_stream.metrics import ms_ssim_window
+from sganc_stream.models.fast_encoder import FastEncoder, FastEncoderConfig
+from sganc_stream.models.stylegan2 import Generator, GeneratorConfig
+from sganc_stream.training.augment import diff_augment, parse_policy
+from sganc_stream.training.discriminator import Discriminator
+
+MODES = ("gan", "encoder", "joint")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class FaceModelConfig:
+    """Architecture of the generator and encoder (the CPU default: 64 px, every layer 64 channels)."""
+
+    size: int = 64
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: int = 1
+    channel_max: int = 64
+    enc_base_channels: int = 32
+    enc_max_channels: int = 256
+
+    def generator_config(self) -> GeneratorConfig:
+        return GeneratorConfig(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp,
+                               channel_multiplier=self.channel_multiplier, channel_max=self.channel_max)
+
+    def encoder_config(self) -> FastEncoderConfig:
+        return FastEncoderConfig(input_size=self.size, n_latent=self.generator_config().n_latent, width=self.style_dim,
+                                 base_channels=self.enc_base_channels, max_channels=self.enc_max_channels)
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings; ``steps``, ``max_minutes`` and ``lr_ramp_down`` may change between resumed chunks."""
+
+    mode: str = "joint"
+    steps: int = 4000
+    batch: int = 16
+    lr: float = 2e-3  # G (equalized learning rate) and D
+    enc_lr: float = 1e-3
+    ema_kimg: float = 5.0  # half-life of the EMA weights, in thousands of images
+    augment: str = "color,translation,cutout"  # DiffAugment policy for what D sees
+    r1_gamma: float = 0.1
+    r1_every: int = 16
+    mixing_prob: float = 0.9
+    adv_weight: float = 0.0  # joint mode: weight of the non-saturating G loss on reconstructions
+    mse_weight: float = 1.0
+    msssim_weight: float = 1.0
+    latent_weight: float = 1.0  # encoder mode: W+ MSE on generated images
+    code_weight: float = 1e-4  # joint mode: mean square of E's W+ offsets (keeps W+ compact for the codec)
+    lr_ramp_down: float = 0.0  # last share of ``steps`` over which learning rates fall linearly to 10 %
+    flip: bool = True
+    seed: int = 0
+    amp: bool = True  # CUDA only
+    sample_every: int = 250
+    checkpoint_every: int = 250
+    max_minutes: float = 0.0  # 0 = no limit
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.steps < 1 or self.batch < 2:
+            raise InputError("steps must be >= 1 and batch >= 2")
+        try:
+            parse_policy(self.augment)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (n, h, w, 3) → float (n, 3, h, w) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (n, 3, h, w) in [-1, 1] → uint8 (n, h, w, 3)."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, mse_weight: float, msssim_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, MSE, MS-SSIM) in [-1, 1] image space; MS-SSIM uses the metrics module's window for the size."""
+    mse = F.mse_loss(x_hat.float(), x.float())
+    win = ms_ssim_window(*x.shape[-2:])
+    sim = ms_ssim((x_hat.float() + 1) / 2, (x.float() + 1) / 2, data_range=1.0, win_size=win)
+    return mse_weight * mse + msssim_weight * (1 - sim), mse, sim
+
+
+def d_logistic(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+
+
+def g_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-fake_logits).mean()
+
+
+def r1_penalty(d: nn.Module, real: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
+    """Σ‖∇ₓ D(x)‖² per real image, averaged (on the augmented reals, as StyleGAN2-ADA does)."""
+    real = real.detach().requires_grad_(True)
+    logits = d(diff_augment(real, policy))
+    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+    return grad.square().flatten(1).sum(1).mean()
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1.0 - beta)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+@torch.no_grad()
+def mean_w(g: Generator, n: int = 4096, seed: int = 0) -> torch.Tensor:
+    """Mean mapping output (style_dim,): the start of pSp's ``latent_avg``."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, g.config.style_dim, generator=gen).to(next(g.parameters()).device)
+    return g.mapping(z).mean(0)
+
+
+def sample_wplus(g: Generator, n: int, mixing_prob: float, device: torch.device) -> torch.Tensor:
+    """W+ with style mixing: two w's split at a random row for a ``mixing_prob`` share of samples."""
+    rows, dim = g.n_latent, g.config.style_dim
+    w1 = g.mapping(torch.randn(n, dim, device=device))
+    w2 = g.mapping(torch.randn(n, dim, device=device))
+    cut = torch.randint(1, rows, (n, 1, 1), device=device)
+    cut = torch.where(torch.rand(n, 1, 1, device=device) < mixing_prob, cut, torch.full_like(cut, rows))
+    take_first = torch.arange(rows, device=device).view(1, -1, 1) < cut
+    return torch.where(take_first, w1[:, None], w2[:, None])
+
+
+class FaceModelTrainer:
+    """Modules, optimizers, EMA copies and one ``step()`` for the chosen mode."""
+
+    def __init__(self, arch: FaceModelConfig, settings: TrainSettings, device: str = "cpu",
+                 generator: Generator | None = None) -> None:
+        settings.check()
+        self.arch, self.s = arch, settings
+        self.device = torch.device(device)
+        self.amp = settings.amp and self.device.type == "cuda"
+        self.policy = parse_policy(settings.augment)
+        torch.manual_seed(settings.seed)
+        gcfg = arch.generator_config()
+        self.g = (generator if generator is not None else Generator(gcfg)).to(self.device).train()
+        if self.g.config != gcfg:
+            raise InputError(f"the given generator's layout {self.g.config} differs from the architecture {gcfg}")
+        self.e = FastEncoder(arch.encoder_config()).to(self.device).train() if settings.mode != "gan" else None
+        self.d = Discriminator(gcfg).to(self.device).train() if self.uses_d else None
+        betas_g = (0.0, 0.99) if settings.mode == "gan" else (0.9, 0.99)
+        self.opts: dict[str, torch.optim.Optimizer] = {}
+        if settings.mode in ("gan", "joint"):
+            params = self.g.parameters() if settings.mode == "gan" else (p for n, p in self.g.named_parameters() if not n.startswith("style."))
+            self.opts["g"] = torch.optim.Adam(params, lr=settings.lr, betas=betas_g)
+        else:
+            self.g.requires_grad_(False).eval()
+        if self.e is not None:
+            if settings.mode == "encoder":
+                self.e.latent_avg.copy_(mean_w(self.g).expand_as(self.e.latent_avg))
+            self.opts["e"] = torch.optim.Adam(self.e.parameters(), lr=settings.enc_lr, betas=(0.9, 0.99))
+        if self.d is not None:
+            c = settings.r1_every / (settings.r1_every + 1)  # lazy-regularisation correction of StyleGAN2
+            self.opts["d"] = torch.optim.Adam(self.d.parameters(), lr=settings.lr * c, betas=(0.0 ** c, 0.99 ** c))
+        self.base_lrs = {k: [pg["lr"] for pg in o.param_groups] for k, o in self.opts.items()}
+        self.scalers = {k: torch.amp.GradScaler("cuda", enabled=self.amp) for k in self.opts}
+        if settings.mode == "joint":
+            self.scalers["e"] = self.scalers["g"]  # one backward through E and G: one loss scale
+        self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False) if "g" in self.opts else None
+        self.e_ema = copy.deepcopy(self.e).eval().requires_grad_(False) if self.e is not None else None
+        self.ema_beta = 0.5 ** (settings.batch / max(settings.ema_kimg * 1000.0, 1e-8))
+        self.step_count = 0
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def uses_d(self) -> bool:
+        return self.s.mode == "gan" or (self.s.mode == "joint" and self.s.adv_weight > 0)
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16, enabled=self.amp)
+
+    def _backward(self, name: str, loss: torch.Tensor) -> None:
+        self.scalers[name].scale(loss).backward()
+
+    def _set_lr(self) -> None:
+        """Linear ramp-down over the last ``lr_ramp_down`` share of the steps: a cheap way to settle the weights."""
+        ramp = self.s.lr_ramp_down * self.s.steps
+        left = self.s.steps - self.step_count
+        factor = 1.0 if ramp <= 0 or left >= ramp else 0.1 + 0.9 * max(left, 0) / ramp
+        for k, o in self.opts.items():
+            for pg, base in zip(o.param_groups, self.base_lrs[k]):
+                pg["lr"] = base * factor
+
+    def _apply(self, *names: str) -> None:
+        for n in names:
+            self.scalers[n].step(self.opts[n])
+        for scaler in {id(self.scalers[n]): self.scalers[n] for n in names}.values():
+            scaler.update()
+
+    def _zero(self, *names: str) -> None:
+        for n in names:
+            self.opts[n].zero_grad(set_to_none=True)
+
+    def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        assert self.d is not None
+        self._zero("d")
+        with self._autocast():
+            loss = d_logistic(self.d(diff_augment(real, self.policy)), self.d(diff_augment(fake.detach(), self.policy)))
+        self._backward("d", loss)
+        out = {"d": loss.item()}
+        if self.step_count % self.s.r1_every == 0:
+            r1 = r1_penalty(self.d, real, self.policy)
+            self._backward("d", self.s.r1_gamma / 2 * r1 * self.s.r1_every)
+            out["r1"] = r1.item()
+        self._apply("d")
+        return out
+
+    def step(self, real: torch.Tensor) -> dict[str, float]:
+        """One optimisation step on a batch of real images (n, 3, size, size) in [-1, 1]; returns its losses."""
+        real = real.to(self.device, non_blocking=True)
+        mode, s = self.s.mode, self.s
+        self._set_lr()
+        out: dict[str, float] = {}
+        if mode == "gan":
+            with torch.no_grad(), self._autocast():
+                fake = self.g(sample_wplus(self.g, len(real), s.mixing_prob, self.device))
+            out.update(self._d_step(real, fake))
+            self.d.requires_grad_(False)
+            self._zero("g")
+            with self._autocast():
+                loss = g_nonsaturating(self.d(diff_augment(self.g(sample_wplus(self.g, len(real), s.mixing_prob, self.device)), self.policy)))
+            self._backward("g", loss)
+            self._apply("g")
+            self.d.requires_grad_(True)
+            out["g"] = loss.item()
+        elif mode == "encoder":
+            assert self.e is not None
+            half = max(len(real) // 2, 1)
+            with torch.no_grad():
+                w_known = sample_wplus(self.g, half, s.mixing_prob, self.device)
+                synth = self.g(w_known)
+            self._zero("e")
+            with self._autocast():
+                w_pred = self.e(torch.cat([synth, real]))
+                rec = self.g(w_pred[half:])
+                latent = F.mse_loss(w_pred[:half].float(), w_known)
+                rloss, mse, sim = reconstruction_loss(rec, real, s.mse_weight, s.msssim_weight)
+                loss = s.latent_weight * latent + rloss
+            self._backward("e", loss)
+            self._apply("e")
+            out.update(loss=loss.item(), latent=latent.item(), mse=mse.item(), msssim=sim.item())
+        else:
+            assert self.e is not None
+            names = ("g", "e")
+            self._zero(*names)
+            if self.d is not None:
+                self.d.requires_grad_(False)
+            with self._autocast():
+                codes = self.e.codes(real)
+                rec = self.g(codes + self.e.latent_avg)
+                rloss, mse, sim = reconstruction_loss(rec, real, s.mse_weight, s.msssim_weight)
+                loss = rloss + s.code_weight * codes.float().square().mean()
+                if self.d is not None:
+                    adv = g_nonsaturating(self.d(diff_augment(rec, self.policy)))
+                    loss = loss + s.adv_weight * adv
+                    out["adv"] = adv.item()
+            self._backward("g", loss)
+            self._apply(*names)
+            out.update(loss=loss.item(), mse=mse.item(), msssim=sim.item())
+            if self.d is not None:
+                self.d.requires_grad_(True)
+                out.update(self._d_step(real, rec))
+        if self.g_ema is not None and "g" in self.opts:
+            ema_update(self.g_ema, self.g, self.ema_beta)
+        if self.e_ema is not None:
+            ema_update(self.e_ema, self.e, self.ema_beta)
+        self.step_count += 1
+        return out
+
+    # ------------------------------------------------------------------------------------------------
+    def exported(self, ema: bool = True) -> tuple[Generator, FastEncoder | None]:
+        """The EMA (or, with ``ema=False``, the raw) generator and encoder in eval mode, as a bundle stores them.
+
+        Short runs may prefer the raw weights: early on, E and G drift together faster than the EMA follows.
+        """
+        g = self.g_ema if ema and self.g_ema is not None else self.g
+        e = self.e_ema if ema else self.e
+        return copy.deepcopy(g).eval(), (copy.deepcopy(e).eval() if e is not None else None)
+
+    def state(self) -> dict:
+        modules = {"g": self.g, "e": self.e, "d": self.d, "g_ema": self.g_ema, "e_ema": self.e_ema}
+        return {
+            "modules": {k: m.state_dict() for k, m in modules.items() if m is not None},
+            "opts": {k: o.state_dict() for k, o in self.opts.items()},
+            "scalers": {k: sc.state_dict() for k, sc in self.scalers.items()},
+            "step": self.step_count,
+            "history": json.dumps(self.history),
+            "arch": json.dumps(asdict(self.arch), sort_keys=True),
+            "settings": json.dumps(_fixed_settings(self.s), sort_keys=True),
+        }
+
+    def load_state(self, state: dict, path: Path) -> None:
+        if json.loads(state["arch"]) != asdict(self.arch):
+            raise InputError(f"{path}: checkpoint has another architecture ({state['arch']}); remove it or drop --resume")
+        if _known(json.loads(state["settings"])) != _fixed_settings(self.s):
+            raise InputError(f"{path}: checkpoint was made with other settings; only --steps, --minutes and --lr-ramp-down may change on resume")
+        modules = {"g": self.g, "e": self.e, "d": self.d, "g_ema": self.g_ema, "e_ema": self.e_ema}
+        for k, m in modules.items():
+            if m is not None:
+                m.load_state_dict(state["modules"][k])
+        for k, o in self.opts.items():
+            o.load_state_dict(state["opts"][k])
+        for k, sc in self.scalers.items():
+            sc.load_state_dict(state["scalers"][k])
+        self.step_count = int(state["step"])
+        self.history = json.loads(state["history"])
+
+
+def _known(saved: dict) -> dict:
+    """Saved settings minus fields this version no longer has (their defaults were all that older runs used)."""
+    return {k: v for k, v in saved.items() if k in TrainSettings.__dataclass_fields__}
+
+
+def _fixed_settings(s: TrainSettings) -> dict:
+    return {k: v for k, v in asdict(s).items() if k not in ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down")}
+
+
+def save_checkpoint(trainer: FaceModelTrainer, path: Path) -> None:
+    """Atomic: a killed run leaves the previous checkpoint intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(trainer.state(), tmp)
+    tmp.replace(path)
+
+
+def load_trainer(path: str | Path, device: str = "cpu") -> FaceModelTrainer:
+    """Rebuild a trainer (models, optimizers, history) from a checkpoint alone."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such training checkpoint")
+    state = torch.load(path, map_location=device, weights_only=True)
+    arch = FaceModelConfig(**json.loads(state["arch"]))
+    settings = TrainSettings(**_known(json.loads(state["settings"])))
+    trainer = FaceModelTrainer(arch, settings, device)
+    trainer.load_state(state, path)
+    return trainer
+
+
+def write_grid(path: Path, rows: list[np.ndarray]) -> None:
+    """PNG with one row per uint8 (n, h, w, 3) batch."""
+    grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+
+
+@torch.no_grad()
+def sample_rows(trainer: FaceModelTrainer, shown: torch.Tensor) -> list[np.ndarray]:
+    """Generated samples (gan) or inputs and EMA reconstructions (encoder, joint)."""
+    g, e = trainer.exported()
+    shown = shown.to(trainer.device)
+    if e is None:
+        gen = torch.Generator().manual_seed(1)
+        z = torch.randn(2 * len(shown), g.config.style_dim, generator=gen).to(trainer.device)
+        imgs = to_uint8(g(g.mapping(z)))
+        return [imgs[: len(shown)], imgs[len(shown):]]
+    return [to_uint8(shown), to_uint8(g(e(shown)))]
+
+
+def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelConfig, settings: TrainSettings, *,
+                     device: str = "cpu", resume: bool = False, generator: Generator | None = None,
+                     preview: np.ndarray | None = None, progress: bool = True) -> FaceModelTrainer:
+    """Train on uint8 (n, size, size, 3) aligned faces; checkpoints, samples and ``log.jsonl`` go to ``out_dir``.
+
+    ``generator`` is the frozen G of encoder mode; ``preview`` (uint8 faces, e.g. validation ones) is what the
+    sample grids show. With ``resume`` an existing checkpoint is continued (same architecture and settings).
+    """
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but no CUDA device is available")
+    if images.ndim != 4 or images.shape[1:] != (arch.size, arch.size, 3) or images.dtype != np.uint8:
+        raise InputError(f"training faces must be uint8 (n, {arch.size}, {arch.size}, 3), got {images.dtype} {images.shape}")
+    if settings.mode == "encoder" and generator is None:
+        raise InputError("encoder mode needs a trained generator (--generator)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / CHECKPOINT
+    trainer = FaceModelTrainer(arch, settings, device, generator=generator)
+    if resume and ckpt.is_file():
+        trainer.load_state(torch.load(ckpt, map_location=device, weights_only=True), ckpt)
+    elif ckpt.is_file():
+        raise InputError(f"{ckpt} exists: pass --resume to continue it, or choose another output folder")
+    (out_dir / "config.json").write_text(json.dumps({"arch": asdict(arch), "settings": asdict(settings)}, indent=1))
+    rng = np.random.default_rng([settings.seed, trainer.step_count])
+    data = torch.from_numpy(np.ascontiguousarray(images))
+    shown = to_tensor((preview if preview is not None else images)[:8])
+    start_time = time.monotonic()
+    log = (out_dir / "log.jsonl").open("a")
+    bar = tqdm(range(trainer.step_count, settings.steps), initial=trainer.step_count, total=settings.steps,
+               desc=f"train face {settings.mode}", unit="step", disable=not progress, mininterval=2.0)
+    try:
+        for _ in bar:
+            idx = torch.from_numpy(rng.integers(0, len(data), settings.batch))
+            x = data[idx].permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+            if settings.flip:
+                flip = torch.from_numpy(rng.random(settings.batch) < 0.5)
+                x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            losses = trainer.step(x)
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise InputError(f"training diverged at step {trainer.step_count} (losses {losses}); lower the learning rate")
+            trainer.history.append({"step": trainer.step_count, **losses})
+            log.write(json.dumps(trainer.history[-1]) + "\n")
+            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
+            step = trainer.step_count
+            if step % settings.sample_every == 0:
+                write_grid(out_dir / "samples" / f"step_{step:07d}.png", sample_rows(trainer, shown))
+            timed_out = settings.max_minutes > 0 and (time.monotonic() - start_time) > settings.max_minutes * 60
+            if step % settings.checkpoint_every == 0 or timed_out:
+                log.flush()
+                save_checkpoint(trainer, ckpt)
+            if timed_out:
+                break
+    finally:
+        log.close()
+    save_checkpoint(trainer, ckpt)
+    write_grid(out_dir / "samples" / "last.png", sample_rows(trainer, shown))
+    return trainer
