@@ -238,6 +238,7 @@ class VideoWriter:
         self._mux(self._stream.encode(None))
         try:
             self._container.close()
+            os.chmod(self._tmp, 0o644)  # mkstemp made it private; the finished video is an ordinary file
             os.replace(self._tmp, self.path)
         except (av.FFmpegError, OSError) as error:
             self.abort()

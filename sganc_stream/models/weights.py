@@ -134,6 +134,7 @@ def fetch(entry: WeightsFile, directory: Path, timeout: float = TIMEOUT_S) -> tu
         want, basis = expected_hash(entry, directory)
         if want is not None and digest != want:
             raise CheckpointError(f"{entry.name}: downloaded file has sha256 {digest}, not the {basis} {want}")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
