@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,8 @@ import numpy as np
 from sganc_stream.face.paste_back import PasteBack
 from sganc_stream.face.tracker import FaceFlags, VideoAligner
 from sganc_stream.video import read_frames
+
+from common import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CLIP = ROOT.parent / "shared" / "data" / "clips" / "mead_eamm" / "M030_sad_3_001.mp4"
@@ -82,24 +82,6 @@ def time_resolution(frames: list[np.ndarray], size: int, passes: int) -> dict:
     return {"frames": len(frames), **best, "pass_medians_ms": [run["median_ms"] for run in runs]}
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "uncommitted"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
@@ -120,10 +102,9 @@ def main() -> int:
         results[f"{width}x{height}"] = time_resolution(webcam_frames(source, width, height), args.size, args.passes)
         print(f"{width}x{height}: {results[f'{width}x{height}']}")
     report = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_commit": git_commit(),
-        "machine": {"cpu": cpu_model(), "platform": platform.platform(), "python": platform.python_version(),
-                    "opencv": cv2.__version__, "cores_used": 1, "load_avg_1m": round(os.getloadavg()[0], 2)},
+        **provenance(),
+        "opencv": cv2.__version__,
+        "cores_used": 1,
         "clip": str(args.clip.name),
         "crop_size": args.size,
         "goal_ms": 5.0,

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,26 +32,9 @@ from sganc_stream.training.face_bundle import encode_faces, load_face_models
 from sganc_stream.training.face_data import load_prepared
 from sganc_stream.training.face_model import to_uint8
 
+from common import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict:
-    import platform
-
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "torch": torch.__version__, "threads": torch.get_num_threads()}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 @torch.no_grad()
@@ -144,8 +126,7 @@ def main() -> int:
     Path(args.picture).parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(args.picture, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 
-    payload = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "commit": git_commit(),
-               "machine": machine(), "model": str(args.model), "results": results}
+    payload = {**provenance(), "model": str(args.model), "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(payload, indent=1))
     print(json.dumps(results, indent=1))

@@ -13,9 +13,7 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,31 +23,9 @@ import torch
 from sganc_stream.models import Encoder4Editing, FastEncoder, FastEncoderConfig, Generator, GeneratorConfig, GradualStyleEncoder
 from sganc_stream.models.runtime import FastRunner
 
+from common import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sganc_stream/models"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def time_calls(fn, x: torch.Tensor, repeats: int, warmup: int, cuda: bool) -> list[float]:
@@ -129,8 +105,7 @@ def main() -> int:
                       f"| {row['min_ms_per_call'] / batch:.1f} |", flush=True)
                 del runner
         del base
-    record = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git_commit": git_commit(),
-              "machine": {**machine(), "load_average_1min_at_start": round(load_before, 2)}, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}
+    record = {**provenance(), "load_average_1min_at_start": round(load_before, 2), "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")
