@@ -240,6 +240,7 @@ class TranscodeOptions:
     aligned: Path | None = None  # aligned input crops
     paste_back: Path | None = None  # input frames with the decoded face composited back
     side_by_side: Path | None = None  # aligned input | decoded
+    comparison: Path | None = None  # input frame | input frame with the decoded face pasted back
     report: Path | None = None
     quality: bool = False  # measure quality (implied by report)
     lossless: bool = False  # bit-exact video outputs (libx264rgb qp 0)
@@ -281,16 +282,16 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
         raise InputError(f"--batch must be at least 1, got {options.batch}")
     if not 0 < fps <= 1000:
         raise InputError(f"{name}: frame rate {fps} is outside (0, 1000]")
-    videos = {k: getattr(options, k) for k in ("recon", "aligned", "paste_back", "side_by_side")}
+    videos = {k: getattr(options, k) for k in ("recon", "aligned", "paste_back", "side_by_side", "comparison")}
     for path in [output, options.report, *videos.values()]:
         if path is not None:
             _writable(Path(path))
     quality = options.quality or options.report is not None
-    decode = quality or any(videos[k] is not None for k in ("recon", "paste_back", "side_by_side"))
+    decode = quality or any(videos[k] is not None for k in ("recon", "paste_back", "side_by_side", "comparison"))
     encoder = FrameEncoder(model, options.params, fps=fps, align=options.align, landmarks=options.landmarks)
     decoder = FrameDecoder(model, options.params)
     meters = {"vs_aligned": QualityMeter(options.identity_every), "vs_projected": QualityMeter(options.identity_every)}
-    paster = PasteBack(model.size) if options.paste_back is not None else None
+    paster = PasteBack(model.size) if options.paste_back is not None or options.comparison is not None else None
     packets: list[Packet] = []
     records: list[dict[str, Any]] = []
     timing = {"encode": 0.0, "decode": 0.0}
@@ -321,7 +322,11 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
                 if "side_by_side" in writers:
                     writers["side_by_side"].write(np.hstack([e.crop, recon[i]]))
                 if paster is not None:
-                    writers["paste_back"].write(frame if e.quad is None else paster(frame, recon[i], e.quad))
+                    pasted = frame if e.quad is None else paster(frame, recon[i], e.quad)
+                    if "paste_back" in writers:
+                        writers["paste_back"].write(pasted)
+                    if "comparison" in writers:
+                        writers["comparison"].write(np.hstack([frame, pasted]))
 
         chunk: list[np.ndarray] = []
         for last, frame in _with_last(_limited(frames, options.max_frames)):
