@@ -260,12 +260,12 @@ class ResBlock(nn.Module):
         self.conv1, self.conv2, self.down = conv1, conv2, down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv2(F.relu(self.conv1(x)))
+        y = self.conv2(F.relu(self.conv1(x), inplace=True))
         if not self.down:
-            return F.relu(y + x)
+            return F.relu(y + x, inplace=True)
         s = F.avg_pool2d(x, 2, 2)
         k, h, w = (max(a, b) for a, b in zip(y.shape[1:], s.shape[1:]))
-        return F.relu(_pad_to(y, k, h, w) + _pad_to(s, k, h, w))
+        return F.relu(_pad_to(y, k, h, w) + _pad_to(s, k, h, w), inplace=True)
 
 
 class DlibFaceResNet(nn.Module):
@@ -313,7 +313,7 @@ class DlibFaceResNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise InputError(f"DlibFaceResNet expects (n, 3, H, W) RGB, got {tuple(x.shape)}")
         x = ((x - self.mean) / 256.0).contiguous(memory_format=torch.channels_last)
-        x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
+        x = F.max_pool2d(F.relu(self.stem(x), inplace=True), 3, 2)
         feats = [x]
         for level in self.levels:
             x = level(x)
