@@ -43,7 +43,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                              adv_weight=args.adv_weight, augment=args.augment, r1_gamma=args.r1_gamma,
                              ema_kimg=args.ema_kimg, seed=args.seed, max_minutes=args.minutes, lr_ramp_down=args.lr_ramp_down,
                              sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
-                             identity_weight=args.identity_weight, temporal_weight=args.temporal_weight,
+                             identity_weight=args.identity_weight, face_perceptual_weight=args.face_perceptual_weight,
+                             temporal_weight=args.temporal_weight,
                              delta_weight=args.delta_weight, pair_fraction=args.pair_fraction, geometric=args.geometric)
     generator = None
     if args.generator:
@@ -121,6 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(0 = rosinality's table)")
     p.add_argument("--n-mlp", type=int, default=8, help="mapping-network layers (unused by joint training)")
     p.add_argument("--identity-weight", type=float, default=0.0, help="dlib face-descriptor distance loss weight")
+    p.add_argument("--face-perceptual-weight", type=float, default=0.0,
+                   help="LPIPS-style distance of dlib's network's stage features, weight")
     p.add_argument("--temporal-weight", type=float, default=0.0,
                    help="joint mode: weight of mean |E(x_t) - E(x_t+1)| on consecutive clip frames")
     p.add_argument("--delta-weight", type=float, default=0.0, help="joint mode: e4e delta regularisation weight")
