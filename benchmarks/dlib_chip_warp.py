@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -101,8 +100,8 @@ def main() -> int:
     with torch.no_grad():
         x = to_tensor(crops[kept_a])
         ours = torch.cat([loss.descriptors(b) for b in x.split(32)]).double().numpy()
-        exact_a = torch.cat([loss.descriptors(b, t) for b, t in zip(x.split(32), torch.from_numpy(thetas_a).float().split(32))]
-                            ).double().numpy()
+        exact_thetas = torch.from_numpy(thetas_a).float()
+        exact_a = torch.cat([loss.descriptors(b, t) for b, t in zip(x.split(32), exact_thetas.split(32))]).double().numpy()
     descriptors = {"mean_warp_vs_dlib": stats(np.linalg.norm(ours - reference_a, axis=1)),
                    "exact_warp_vs_dlib": stats(np.linalg.norm(exact_a - reference_a, axis=1))}
 
