@@ -52,11 +52,15 @@ def load_npy(path: str | os.PathLike[str]) -> np.ndarray:
             version = np.lib.format.read_magic(f)
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _fortran, dtype = read_header(f)
-            if dtype.hasobject:
-                raise InputError(f"{p}: .npy array of Python objects (only numeric arrays are read)")
-            needed, held = math.prod(shape) * dtype.itemsize, os.fstat(f.fileno()).st_size - f.tell()
-            if needed > held:
-                raise InputError(f"{p}: .npy header claims {dtype} {tuple(shape)} ({needed} bytes) but the file holds {held}")
+            held = os.fstat(f.fileno()).st_size - f.tell()
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser (tokenize, literal_eval) raises assorted types
+        raise InputError(f"{p}: not a readable .npy array ({' '.join(str(exc).split())[:80]})") from None
+    if dtype.hasobject:
+        raise InputError(f"{p}: .npy array of Python objects (only numeric arrays are read)")
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > held:
+        raise InputError(f"{p}: .npy header claims {dtype} {tuple(shape)} ({needed} bytes) but the file holds {held}")
+    try:
         return np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{p}: not a readable .npy array ({' '.join(str(exc).split())[:80]})") from None

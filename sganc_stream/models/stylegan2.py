@@ -35,11 +35,20 @@ class GeneratorConfig:
     channel_max: int = 512  # caps every layer's width: small generators for CPU; 512 keeps the official layouts
 
     def __post_init__(self) -> None:
+        ints = (self.size, self.style_dim, self.n_mlp, self.channel_multiplier, self.channel_max)
+        if any(type(v) is not int for v in ints) or type(self.lr_mlp) not in (int, float) or not 0 < self.lr_mlp <= 1:
+            raise ValueError("generator config: size, style_dim, n_mlp, channel_multiplier, channel_max must be "
+                             "integers and lr_mlp a number in (0, 1]")
+        if not 1 <= len(self.blur_kernel) <= 8 or any(type(v) is not int or not 0 < v <= 1024 for v in self.blur_kernel):
+            raise ValueError("generator config: blur_kernel must be 1 to 8 positive integers")
         log = math.log2(self.size) if self.size > 0 else 0.5
         if not (log.is_integer() and 6 <= log <= 10):
             raise ValueError(f"generator size must be a power of two in 64..1024, got {self.size}")
-        if self.channel_multiplier < 1 or self.style_dim < 1 or self.n_mlp < 1 or self.channel_max < 1:
-            raise ValueError("channel_multiplier, style_dim, n_mlp and channel_max must be positive")
+        # Upper bounds well above every published layout (512, 8, 2, 512): a config read from a file decides sizes.
+        if not (1 <= self.channel_multiplier <= 8 and 1 <= self.style_dim <= 2048 and 1 <= self.n_mlp <= 32
+                and 1 <= self.channel_max <= 2048):
+            raise ValueError("channel_multiplier (1..8), style_dim (1..2048), n_mlp (1..32) and channel_max (1..2048) "
+                             "out of range")
 
     @property
     def log_size(self) -> int:
@@ -69,7 +78,8 @@ class GeneratorConfig:
     def from_dict(cls, d: dict) -> "GeneratorConfig":
         known = {k: d[k] for k in ("size", "style_dim", "n_mlp", "channel_multiplier", "lr_mlp", "channel_max") if k in d}
         if "blur_kernel" in d:
-            known["blur_kernel"] = tuple(int(v) for v in d["blur_kernel"])
+            kernel = d["blur_kernel"]
+            known["blur_kernel"] = tuple(kernel) if isinstance(kernel, (list, tuple)) else kernel
         return cls(**known)
 
 
