@@ -72,7 +72,7 @@ def parse_output(text: str) -> dict[str, object]:
 
 def run_chunk(name: str, runs: int, seconds: float, workdir: Path, seed: int, rss_limit_mb: int,
               nice: int) -> tuple[dict[str, object], float, float, str]:
-    cmd = [sys.executable, "-m", "fuzz.run", name, f"--runs={runs}", f"--seconds={max(int(seconds), 1)}",
+    cmd = [sys.executable, "-m", "fuzz.run", name, f"--runs={runs}", f"--seconds={max(int(seconds), 1) if seconds else 0}",
            f"--corpus={workdir / 'corpus' / name}", f"--artifacts={workdir / 'artifacts'}", f"--seed={seed}",
            f"--rss-limit-mb={rss_limit_mb}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

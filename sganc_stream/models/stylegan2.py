@@ -44,10 +44,10 @@ class GeneratorConfig:
         log = math.log2(self.size) if self.size > 0 else 0.5
         if not (log.is_integer() and 6 <= log <= 10):
             raise ValueError(f"generator size must be a power of two in 64..1024, got {self.size}")
-        # Upper bounds well above every published layout (512, 8, 2, 512): a config read from a file decides sizes.
-        if not (1 <= self.channel_multiplier <= 8 and 1 <= self.style_dim <= 2048 and 1 <= self.n_mlp <= 32
-                and 1 <= self.channel_max <= 2048):
-            raise ValueError("channel_multiplier (1..8), style_dim (1..2048), n_mlp (1..32) and channel_max (1..2048) "
+        # Upper bounds above every published layout (512, 8, 2, 512): a config read from a file decides sizes.
+        if not (1 <= self.channel_multiplier <= 4 and 1 <= self.style_dim <= 1024 and 1 <= self.n_mlp <= 16
+                and 1 <= self.channel_max <= 1024):
+            raise ValueError("channel_multiplier (1..4), style_dim (1..1024), n_mlp (1..16) and channel_max (1..1024) "
                              "out of range")
 
     @property
