@@ -499,19 +499,19 @@ def seed_video() -> list[bytes]:
 # ----------------------------------------------------------------------------------------------------
 
 TARGETS: dict[str, Target] = {t.name: t for t in [
-    Target("packet", run_packet, seed_packets, 4.0, 4096),
+    Target("packet", run_packet, seed_packets, 5.0, 4096),
     Target("payload", run_payload, seed_payloads, 2.0, 4096),
     Target("container", run_container, seed_streams, 1.5, 8192),
     Target("container_crc", run_container_crc, seed_streams, 1.5, 8192),
     Target("hello", run_hello, seed_hello, 1.0, 8192),
-    Target("signaling", run_signaling, seed_signaling, 2.0, 8192),
-    Target("signaling_join", run_signaling_join, seed_signaling_join, 1.0, 1024),
-    Target("description_line", run_description_line, seed_description_line, 1.0, 8192),
+    Target("signaling", run_signaling, seed_signaling, 3.0, 8192),
+    Target("signaling_join", run_signaling_join, seed_signaling_join, 2.0, 1024),
+    Target("description_line", run_description_line, seed_description_line, 2.0, 8192),
     Target("npy", run_npy, seed_npy, 0.5, 4096),
-    Target("bundle", run_bundle, seed_bundle, 0.1, 65536),
-    Target("bundle_config", run_bundle_config, seed_bundle_config, 0.05, 4096),
-    Target("checkpoint", run_checkpoint, seed_checkpoint, 0.1, 8192),
-    Target("video", run_video, seed_video, 0.3, 16384),
+    Target("bundle", run_bundle, seed_bundle, 0.05, 65536),
+    Target("bundle_config", run_bundle_config, seed_bundle_config, 0.02, 4096),
+    Target("checkpoint", run_checkpoint, seed_checkpoint, 0.05, 8192),
+    Target("video", run_video, seed_video, 0.2, 16384),
 ]}
 
 
