@@ -22,14 +22,13 @@ message from a client), ``description_line`` (serverless copy-paste lines), ``np
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
@@ -416,8 +415,6 @@ def run_bundle_config(data: bytes) -> None:
     """The JSON config of a bundle (what decides every shape and count) with the tiny codec's tensors."""
     from safetensors.torch import save
 
-    from sganc_stream.bundle import load_bundle
-
     tensors = load_codec_tensors()
     blob = save(tensors, metadata={"sganc": data.decode("utf-8", "surrogateescape").encode("utf-8", "replace").decode()})
     load_model_file(scratch("config.safetensors", blob))
@@ -513,7 +510,3 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("checkpoint", run_checkpoint, seed_checkpoint, 0.05, 8192),
     Target("video", run_video, seed_video, 0.2, 16384),
 ]}
-
-
-def iter_seeds(name: str) -> Iterator[bytes]:
-    yield from TARGETS[name].seeds()
