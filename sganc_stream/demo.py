@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from sganc_stream.assets import demo_clip
+from sganc_stream.bitstream.container import fps_in_range
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import atomic_output
 from sganc_stream.pipeline import FaceModel, TranscodeOptions, transcode_file, transcode_frames
@@ -51,7 +52,7 @@ def camera_frames(index: int, frames: int) -> tuple[Iterator[np.ndarray], float]
         finally:
             cap.release()
 
-    return read(), float(fps) if 0 < fps <= 1000 else 25.0
+    return read(), float(fps) if fps_in_range(fps) else 25.0
 
 
 def _fit_height(image: np.ndarray, height: int) -> np.ndarray:

@@ -28,7 +28,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from sganc_stream.bitstream.container import StreamHeader, read_container, write_container
+from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, StreamHeader, fps_in_range, read_container, write_container
 from sganc_stream.bitstream.packet import Packet, pack
 from sganc_stream.bundle import Bundle
 from sganc_stream.errors import CheckpointError, InputError
@@ -280,8 +280,8 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
     output = Path(output)
     if options.batch < 1:
         raise InputError(f"--batch must be at least 1, got {options.batch}")
-    if not 0 < fps <= 1000:
-        raise InputError(f"{name}: frame rate {fps} is outside (0, 1000]")
+    if not fps_in_range(fps):
+        raise InputError(f"{name}: frame rate {fps} is outside [{FPS_MIN:g}, {FPS_MAX:g}]")
     videos = {k: getattr(options, k) for k in ("recon", "aligned", "paste_back", "side_by_side", "comparison")}
     for path in [output, options.report, *videos.values()]:
         if path is not None:

@@ -22,6 +22,14 @@ from sganc_stream.fileio import write_bytes_atomic
 MAGIC = b"SGNC"
 VERSION = 1
 MODES = ("open", "closed", "intra")
+# Frame rates a stream may state. The floor keeps nominal times (frame x 1000 / fps, in ms) finite for every
+# frame index a packet can carry (< 2**40); 1000 fps is far above any camera.
+FPS_MIN, FPS_MAX = 0.001, 1000.0
+
+
+def fps_in_range(fps: float) -> bool:
+    """True for a frame rate a stream header may carry (NaN and infinities are not)."""
+    return FPS_MIN <= fps <= FPS_MAX
 
 
 @dataclass(frozen=True)
@@ -45,30 +53,28 @@ class StreamHeader:
 
     @classmethod
     def from_map(cls, m: object) -> StreamHeader:
+        """Validate a decoded header map: every field present with its wire type (no coercion), then in range."""
         if not isinstance(m, dict):
             raise BitstreamError("malformed header: not a map")
+        fields = cls.__dataclass_fields__
         try:
-            h = cls(
-                model_id=bytes(m["model_id"]).hex(),
-                rows=int(m["rows"]),
-                width=int(m["width"]),
-                mode=str(m["mode"]),
-                g=int(m["g"]),
-                step=float(m["step"]),
-                fps=float(m["fps"]),
-                frames=int(m["frames"]),
-                keyframe_interval=int(m["keyframe_interval"]),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise BitstreamError("malformed header: missing or mistyped field") from None
+            raw = {k: m[k] for k in fields}
+        except KeyError:
+            raise BitstreamError("malformed header: missing field") from None
+        for k, v in raw.items():  # model_id is bytes on the wire; a float field may arrive as an int
+            want = (bytes,) if k == "model_id" else {"str": (str,), "float": (int, float)}.get(fields[k].type, (int,))
+            if type(v) not in want:  # exact types: no bool for an int, no coercion from other types
+                raise BitstreamError(f"malformed header: field {k} has type {type(v).__name__}")
+        raw["model_id"] = raw["model_id"].hex()
+        h = cls(**{k: float(v) if fields[k].type == "float" else v for k, v in raw.items()})
         if (
             len(h.model_id) != 64
             or not 1 <= h.rows <= 64
             or not 1 <= h.width <= 4096
             or h.mode not in MODES
             or not 0 <= h.g <= 255
-            or not h.step > 0
-            or not 0 < h.fps <= 1000
+            or not 0 < h.step < float("inf")
+            or not fps_in_range(h.fps)
             or not 0 <= h.frames <= 10_000_000
             or h.keyframe_interval < 0
         ):

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from sganc_stream.assets import default_latent_codec
-from sganc_stream.bitstream.container import decode_container, read_container
+from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, decode_container, fps_in_range, read_container
 from sganc_stream.errors import InputError
-from sganc_stream.fileio import atomic_output, write_bytes_atomic
+from sganc_stream.fileio import atomic_output, load_npy, write_bytes_atomic
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
 from sganc_stream.latent.sequence import decode_sequence, encode_sequence, stream_params, time_coding
@@ -34,23 +34,13 @@ def resolve_params(model: LatentCodecModel, args: argparse.Namespace) -> StreamP
         raise InputError("--g must be between 0 and 255")
     if args.keyframe_interval < 0:
         raise InputError("--keyframe-interval must be >= 0")
-    if not 0 < args.fps <= 1000:
-        raise InputError("--fps must be in (0, 1000]")
+    if not fps_in_range(args.fps):
+        raise InputError(f"--fps must be in [{FPS_MIN:g}, {FPS_MAX:g}]")
     return StreamParams(args.mode, args.g, model.step_index(args.step), args.keyframe_interval)
 
 
 def load_model(path: str | None) -> LatentCodecModel:
     return load_latent_codec(path or default_latent_codec())
-
-
-def load_npy(path: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{p}: not a readable .npy array ({str(exc).splitlines()[0][:80]})") from None
 
 
 def save_npy(path: str, array: np.ndarray) -> None:

@@ -66,6 +66,8 @@ class LatentStreamEncoder:
         if not np.isfinite(wplus).all():
             raise InputError("latent frame contains NaN or infinity")
         y = m.to_proxy(wplus) / self.step
+        if np.abs(y).max(initial=0) >= STATE_LIMIT:  # checked in float: a cast of a huge value to int64 wraps
+            raise InputError("latent values too large for this model's step (proxy state out of range)")
         intra = self._force_intra or p.mode == "intra" or (p.keyframe_interval and self._since_intra + 1 >= p.keyframe_interval)
         if intra:
             q = np.rint(y).astype(np.int64)

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.errors import BitstreamError, InputError, ModelMismatchError, SgancError
@@ -35,7 +36,7 @@ from sganc_stream.face.paste_back import PasteBack
 from sganc_stream.pipeline import EncodedFrame, FaceModel, FrameDecoder, FrameEncoder
 from sganc_stream.rtc.media import FrameSink, open_source, require_display
 from sganc_stream.rtc.signaling import (SignalingClient, SignalingError, description_from_line, description_to_line,
-                                        read_line)
+                                        read_line, remote_description)
 from sganc_stream.rtc.transport import (CHANNEL_LABEL, CHANNEL_OPTIONS, DEFAULT_MAX_BUFFERED, Hello, LossInjector,
                                         Pacer, Received, RefusedError, StreamReceiver, check_models, chunk_bytes,
                                         parse_message, refusal, restamp, wire_bytes)
@@ -407,11 +408,11 @@ class Peer:
                 elif kind == "offer":
                     await self._drop_link("replaced")
                     link = self._new_link()
-                    desc = await link.answer(RTCSessionDescription(str(msg.get("sdp")), "offer"))
+                    desc = await link.answer(remote_description(msg, "offer"))
                     await client.send({"type": "answer", "sdp": desc.sdp})
                     self.stats.say("offer received; answer sent")
                 elif kind == "answer" and self.link is not None:
-                    await self.link.accept(RTCSessionDescription(str(msg.get("sdp")), "answer"))
+                    await self.link.accept(remote_description(msg, "answer"))
                 elif kind == "peer-left":
                     self.stats.say("the other side left; waiting for it to rejoin")
                     await self._drop_link("peer left")
@@ -420,8 +421,9 @@ class Peer:
                         return
                     self.stats.say("signaling server went away; the current connection (if any) goes on")
                     await asyncio.Event().wait()
-            except ValueError as exc:  # aiortc rejects a malformed or out-of-state description with ValueError
-                self.stats.say(f"ignored a bad description from the other side ({exc})")
+            except (SignalingError, ValueError, InvalidStateError, InvalidAccessError, OperationError) as exc:
+                # check_sdp refuses malformed descriptions; aiortc raises these for one that does not fit the state
+                self.stats.say(f"ignored a bad description from the other side ({type(exc).__name__}: {exc})")
 
     async def _serverless(self, role: str, stdin: TextIO, stdout: TextIO) -> None:
         """Copy-paste pairing: print our description as one line, read the other side's."""

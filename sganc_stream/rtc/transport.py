@@ -105,7 +105,7 @@ def parse_message(data: bytes, reader: PacketReader | None) -> Packet | Hello:
         if m.get("sganc") != PROTOCOL_VERSION:
             raise RefusedError(f"the other side speaks call protocol {m.get('sganc')!r}, this side {PROTOCOL_VERSION}")
         model_id, epoch = m.get("model_id"), m.get("epoch_ms")
-        if not isinstance(model_id, bytes) or len(model_id) != 32 or not isinstance(epoch, int):
+        if not isinstance(model_id, bytes) or len(model_id) != 32 or type(epoch) is not int:
             raise BitstreamError("malformed hello message")
         stream = None if m.get("stream") is None else StreamHeader.from_map(m["stream"])
         if stream is not None and stream.model_id != model_id.hex():
