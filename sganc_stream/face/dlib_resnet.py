@@ -275,8 +275,7 @@ class DlibFaceResNet(nn.Module):
     subtraction and /256 happen inside), a dlib face chip (``dlib.get_face_chip(img, shape, 150, 0.25)``);
     returns (n, 128) float32 descriptors equal to ``face_recognition_model_v1.compute_face_descriptor(chip)`` within
     float32 rounding (tests/test_dlib_resnet.py). Distances: Euclidean; < ``dist_thresh`` (0.6) = same person.
-    Any spatial size >= 32 runs (the network is fully convolutional up to the global average pool), but only
-    150 x 150 reproduces dlib.
+    Other sizes from 104 px up run (convolutional up to the global average pool) but only 150 x 150 is dlib's.
     """
 
     def __init__(self, net: DlibNet | None = None) -> None:
