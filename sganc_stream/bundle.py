@@ -39,6 +39,19 @@ def content_hash(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> st
     return h.hexdigest()
 
 
+def encoder_id(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> str:
+    """Content hash of one encoder: its weights as float32 (names without the ``encoder.`` prefix) and its config.
+
+    A latent codec records the id of the encoder whose W+ it was trained on (``codec.info.encoder_id``), so a bundle
+    can refuse a codec made for another encoder. Float16 storage of float32 weights changes them, so a bundle that
+    stores a cast copy keeps the original's id in ``config['weights_id']`` (returned as is, and never hashed).
+    """
+    if config.get("weights_id"):
+        return str(config["weights_id"])
+    as_f32 = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    return content_hash(as_f32, {k: v for k, v in config.items() if k != "weights_id"})
+
+
 @dataclass
 class Bundle:
     """Tensors by full name and the config dict; ``part(name)`` gives one part without its prefix."""
@@ -49,6 +62,13 @@ class Bundle:
     @property
     def model_id(self) -> str:
         return content_hash(self.tensors, self.config)
+
+    @property
+    def encoder_id(self) -> str | None:
+        """:func:`encoder_id` of the ``encoder`` part; None without one."""
+        if "encoder" not in self.config or not self.has_part("encoder"):
+            return None
+        return encoder_id(self.part("encoder"), self.config["encoder"])
 
     def part(self, prefix: str) -> dict[str, torch.Tensor]:
         p = prefix.rstrip(".") + "."
@@ -66,15 +86,75 @@ class Bundle:
             save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(config, sort_keys=True)})
 
 
+def is_bundle_file(path: str | os.PathLike[str]) -> bool:
+    """True for a safetensors file (a bundle candidate), judged by its first bytes, not its name."""
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1
+
+
+def usage(config: dict[str, Any]) -> str:
+    """What a bundle with this config can do, in words (with the next step where it cannot transcode)."""
+    has = {k for k in ("generator", "encoder", "codec") if k in config}
+    if has == {"codec"}:
+        return "latent codec only: codes W+ .npy sequences (`latents`); merge it into a face model with build-face-bundle"
+    if "generator" not in has:
+        return "not a face model (no generator)"
+    if "codec" not in has:
+        if "encoder" in has:
+            return "generator and encoder, no latent codec yet: cannot transcode; add one with `sganc-stream complete-bundle`"
+        return "generator only: cannot encode faces or code latents"
+    return "transcode and decode" if "encoder" in has else "decode only (no encoder)"
+
+
+def bundle_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``sganc-stream inspect`` shows for a bundle: model id, parts with sizes, licence, encoder fit."""
+    path = Path(path)
+    bundle = load_bundle(path)
+    cfg = bundle.config
+    parts: dict[str, Any] = {}
+    for prefix in sorted({k.split(".", 1)[0] for k in bundle.tensors}):
+        tensors = bundle.part(prefix)
+        parts[prefix] = {"tensors": len(tensors), "parameters": sum(t.numel() for t in tensors.values()),
+                         "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
+                         "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})}
+    for prefix, key in (("generator", "generator"), ("encoder", "encoder"), ("codec", "codec")):
+        if key in cfg and prefix in parts:
+            parts[prefix]["config"] = cfg[key]
+    enc_id = bundle.encoder_id
+    if "encoder" in parts:
+        parts["encoder"]["encoder_id"] = enc_id
+    if "codec" in parts and isinstance(cfg.get("codec"), dict):
+        info = cfg["codec"].get("info") or {}
+        trained_for = info.get("encoder_id") if isinstance(info, dict) else None
+        parts["codec"]["trained_for_encoder"] = trained_for
+        parts["codec"]["fit"] = ("not recorded" if trained_for is None else "no encoder here" if enc_id is None
+                                 else "matches the encoder" if trained_for == enc_id else "another encoder (forced)")
+    return {"file": str(path), "file_bytes": path.stat().st_size, "model_id": bundle.model_id,
+            "licence": cfg.get("licence", ""), "use": usage(cfg), "parts": parts,
+            "alignment": cfg.get("alignment"), "training": cfg.get("training")}
+
+
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Read a bundle; any unreadable or foreign file raises :class:`CheckpointError` in one line."""
-    path = Path(path)
+    return _read(Path(path), with_tensors=True)
+
+
+def bundle_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A bundle's config alone (its header is read, not its tensors); errors as :func:`load_bundle`."""
+    return _read(Path(path), with_tensors=False).config
+
+
+def _read(path: Path, with_tensors: bool) -> Bundle:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except Exception as exc:  # safetensors raises several types for damaged headers
         raise CheckpointError(f"{path}: not a readable safetensors model file ({type(exc).__name__})") from None
     if META_KEY not in meta:

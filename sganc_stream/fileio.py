@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from sganc_stream.errors import InputError
 
 
@@ -33,3 +35,9 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_output(path) as tmp:
         tmp.write_bytes(data)
+
+
+def write_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """``np.save`` through :func:`atomic_output` (no pickled objects)."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)

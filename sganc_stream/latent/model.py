@@ -100,7 +100,8 @@ class LatentCodecModel:
     def from_bundle(cls, bundle: Bundle, source: str = "model") -> LatentCodecModel:
         cfg = bundle.config.get("codec")
         if not isinstance(cfg, dict):
-            raise CheckpointError(f"{source}: bundle has no latent codec")
+            raise CheckpointError(f"{source}: bundle has no latent codec (a generator+encoder bundle such as `weights bundle` "
+                                  "writes); add one with `sganc-stream complete-bundle`")
         try:
             rows, width = int(cfg["rows"]), int(cfg["width"])
             groups = [(int(a), int(b)) for a, b in cfg["groups"]]
