@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,35 @@ def measured(args: list[str], threads: int) -> dict:
     return {"command": "sganc-stream " + " ".join(args), "exit": code, "wall_s": round(wall, 2),
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "stdout": text.strip()[-600:]}
+
+
+def component_times(bundle: Path, aligned: Path, threads: int) -> dict[str, float]:
+    """Median CPU ms per frame (``time.process_time``, batch 1) of the encoder on the transcode's aligned 256 px
+    crops, of the generator at 1024 on their W+, and of the latent coding (T, rANS, T⁻¹) of those W+."""
+    from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams
+    from sganc_stream.pipeline import load_face_model
+    from sganc_stream.video import read_frames
+
+    torch.set_num_threads(threads)
+    model = load_face_model(bundle)
+    crops = read_frames(aligned)
+    params = StreamParams()
+    enc, dec = LatentStreamEncoder(model.codec, params), LatentStreamDecoder(model.codec, params)
+    times: dict[str, list[float]] = {"encoder_256": [], "generator_1024": [], "latent_encode": [], "latent_decode": []}
+    for crop in crops:
+        t = time.process_time()
+        w = model.project(crop[None])
+        times["encoder_256"].append(time.process_time() - t)
+        t = time.process_time()
+        model.render(w)
+        times["generator_1024"].append(time.process_time() - t)
+        t = time.process_time()
+        coded = enc.encode(w[0])
+        times["latent_encode"].append(time.process_time() - t)
+        t = time.process_time()
+        dec.decode(coded.type, coded.payload)
+        times["latent_decode"].append(time.process_time() - t)
+    return {k: round(1000 * statistics.median(v), 1) for k, v in times.items()}
 
 
 def main() -> int:
@@ -92,11 +122,13 @@ def main() -> int:
         report = work / "report.json"
         steps["transcode"] = measured(["transcode", "--model", str(full), "--max-frames", str(args.frames), "--quiet",
                                        "--identity-every", str(args.frames), "--recon", str(work / "recon.mp4"),
+                                       "--aligned", str(work / "aligned.mp4"),
                                        "--report", str(report), str(clips[2]), str(work / "c.sgnc")], args.threads)
         steps["decode"] = measured(["decode", "--model", str(full), "--quiet", str(work / "c.sgnc"),
                                     str(work / "decoded.mp4")], args.threads)
         steps["inspect"] = measured(["inspect", str(full)], args.threads)
         rep = json.loads(report.read_text())
+        components = component_times(full, work / "aligned.mp4", args.threads)
     frames = rep["frames"]
     per_frame = {
         "encode_ms": round(1000 / rep["speed"]["encode_fps"], 1),  # align + pSp + T + rANS, per frame
@@ -110,13 +142,14 @@ def main() -> int:
         "stand_in_build_s": round(made, 1), "frames": frames, "threads": args.threads,
         "train_frames_per_clip": args.train_frames, "codec_steps": args.codec_steps,
         "alignment": rep["alignment"], "quality_size": rep["quality"]["size"], "kbps": rep["kbps"],
-        "per_frame": per_frame, "steps": steps,
+        "per_frame": per_frame, "components_cpu_ms": components, "steps": steps,
     }
     path = write_result("official_model", result)
     print(f"| command | wall s | CPU s | peak RSS MB |\n|---|---|---|---|")
     for name, s in steps.items():
         print(f"| {name} | {s['wall_s']} | {s['cpu_s']} | {s['peak_rss_mb']} |")
-    print(f"\nper frame at 1024 ({frames} frames, {args.threads} thread(s)): {json.dumps(per_frame)}\n→ {path}")
+    print(f"\nper frame at 1024 ({frames} frames, {args.threads} thread(s)): {json.dumps(per_frame)}")
+    print(f"CPU ms per frame, median (this process): {json.dumps(components)}\n→ {path}")
     return 0
 
 

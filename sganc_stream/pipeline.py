@@ -29,14 +29,14 @@ from tqdm import tqdm
 
 from sganc_stream.bitstream.container import StreamHeader, read_container, write_container
 from sganc_stream.bitstream.packet import Packet, pack
-from sganc_stream.bundle import Bundle
+from sganc_stream.bundle import Bundle, bundle_config, is_bundle_file
 from sganc_stream.errors import CheckpointError, InputError
 from sganc_stream.face.ffhq_quad import Quad
 from sganc_stream.face.landmarks import LandmarkBackend
 from sganc_stream.face.paste_back import PasteBack
 from sganc_stream.face.tracker import FaceFlags, VideoAligner
 from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams
-from sganc_stream.latent.model import LatentCodecModel
+from sganc_stream.latent.model import LatentCodecModel, no_codec_error
 from sganc_stream.latent.sequence import stream_params
 from sganc_stream.models.checkpoint import load_checkpoint
 from sganc_stream.models.encoders import images_to_tensor
@@ -107,6 +107,8 @@ class FaceModel:
 def load_face_model(path: str | os.PathLike[str], device: str = "cpu") -> FaceModel:
     """Load a full bundle (generator, optional encoder, latent codec) and check that its parts fit together."""
     dev = resolve_device(device)
+    if is_bundle_file(path) and "codec" not in bundle_config(path):  # before reading (possibly 1.2 GB of) weights
+        raise no_codec_error(str(path))
     loaded = load_checkpoint(path)
     codec = LatentCodecModel.from_bundle(Bundle(loaded.extra_tensors, loaded.config), source=str(path))
     codec.model_id = loaded.model_id  # the whole file's content hash, which every stream header carries
@@ -387,7 +389,7 @@ def alignment_summary(records: list[dict[str, Any]], model: FaceModel) -> dict[s
     ``upscale`` = aligned side / median source face side: above 1 the encoder saw an enlarged face.
     """
     px = np.asarray([r["face_px"] for r in records], dtype=np.float64)
-    median = float(np.median(px)) if len(px) else None
+    median = round(float(np.median(px)), 1) if len(px) else None
     return {"size": model.align_size, "output_size": model.size,
             "source_face_px": {"median": median, "min": float(px.min()), "max": float(px.max())} if len(px) else None,
             "upscale": round(model.align_size / median, 3) if median else None}

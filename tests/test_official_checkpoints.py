@@ -10,7 +10,6 @@ about 180 M values, 0.7 GB each), so everything runs on a CPU in minutes; the 10
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import cv2
@@ -58,7 +57,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for clip in clips[:2]:
         (root / "data" / "clips" / clip.name).symlink_to(clip)
     assert main(["prepare-faces", str(root / "faces"), "--data", str(root / "data"), "--size", "256",
-                 "--clip-max-frames", "3", "--clip-val-fraction", "0"]) == 0
+                 "--clip-max-frames", "2", "--clip-val-fraction", "0"]) == 0
     return {"root": root, "psp": root / "psp_ffhq_encode.pt", "e4e": root / "e4e_ffhq_encode.pt",
             "faces": root / "faces", "clip": clips[2]}
 
@@ -80,7 +79,7 @@ def test_psp_step_by_step(files: dict[str, Path], tmp_path: Path, capsys: pytest
     assert manifest["encoder_id"] == pt_model.encoder_id == load_checkpoint(partial).encoder_id
     assert manifest["encoder_type"] == "psp" and manifest["input_size"] == 256
     npys = sorted(latents.glob("*.npy"))
-    assert len(npys) == 2 and all(np.load(f).shape == (3, 10, 512) for f in npys)
+    assert len(npys) == 2 and all(np.load(f).shape == (2, 10, 512) for f in npys)
     stamps = [f.stat().st_mtime_ns for f in npys]
     assert main(["encode-face-clips", str(files["faces"]), "--model", str(psp), "--out", str(latents), "--quiet"]) == 0
     assert [f.stat().st_mtime_ns for f in npys] == stamps  # same encoder (the .pt itself): resumed, nothing redone
@@ -135,7 +134,7 @@ def test_psp_step_by_step(files: dict[str, Path], tmp_path: Path, capsys: pytest
     mead.mkdir()
     (mead / "M030_front_neutral_level1_001.mp4").symlink_to(clip)
     (mead / "notes.mp4").symlink_to(clip)
-    assert main(["transcode-dataset", "--layout", "mead", "--model", str(full), "--max-frames", "2", "--no-quality",
+    assert main(["transcode-dataset", "--layout", "mead", "--model", str(full), "--max-frames", "1", "--no-quality",
                  "--quiet", str(mead), str(tmp_path / "out")]) == 0
     captured = capsys.readouterr()
     assert "1 video file(s)" in captured.err and "notes.mp4" in captured.err
@@ -168,24 +167,15 @@ def test_e4e_one_command_and_fit_checks(files: dict[str, Path], tmp_path: Path,
     e4e_id = load_bundle(full).encoder_id
     assert e4e_id == load_checkpoint(e4e).encoder_id != load_checkpoint(psp).encoder_id
 
-    # the e4e codec with the pSp encoder (same weights, other encoder type): refused unless forced
-    codec = work / "codec.safetensors"
+    # the e4e codec with the pSp encoder (same weights, other encoder type): refused (--force: unit tests)
     mixed = tmp_path / "mixed.safetensors"
-    assert main(["build-face-bundle", "--model", str(psp), "--codec", str(codec), "--out", str(mixed)]) == 2
+    assert main(["build-face-bundle", "--model", str(psp), "--codec", str(work / "codec.safetensors"),
+                 "--out", str(mixed)]) == 2
     msg = one_line_error(capsys, "build-face-bundle")
     assert f"trained on W+ of encoder {e4e_id[:12]}" in msg and "--force" in msg and not mixed.exists()
-    assert main(["build-face-bundle", "--model", str(psp), "--codec", str(codec), "--out", str(mixed), "--force"]) == 0
-    capsys.readouterr()
-    assert main(["inspect", str(mixed)]) == 0
-    assert "another encoder (forced)" in capsys.readouterr().out
 
     sgnc = tmp_path / "e.sgnc"
     assert main(["transcode", "--model", str(full), "--max-frames", "2", "--lossless", "--quiet",
                  "--recon", str(tmp_path / "r.mkv"), str(files["clip"]), str(sgnc)]) == 0
     assert main(["decode", "--model", str(full), "--lossless", "--quiet", str(sgnc), str(tmp_path / "d.mkv")]) == 0
     assert np.array_equal(np.stack(read_frames(tmp_path / "d.mkv")), np.stack(read_frames(tmp_path / "r.mkv")))
-    assert main(["decode", "--model", str(mixed), "--quiet", str(sgnc), str(tmp_path / "x.mp4")]) == 2
-    msg = one_line_error(capsys, "decode")
-    stream_id = load_bundle(full).model_id
-    assert f"stream was made with model {stream_id[:16]}" in msg and "--model" in msg
-    assert re.search(r"the loaded model is [0-9a-f]{16}", msg)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from sganc_stream.bundle import load_bundle
+from sganc_stream.bundle import bundle_info, load_bundle
 from sganc_stream.errors import CheckpointError, InputError
 from sganc_stream.latent.model import load_latent_codec
 from sganc_stream.cli import main
@@ -105,6 +105,7 @@ def test_manifest_resume_and_codec_fit(prepared: tuple[Path, Path], tmp_path: Pa
     build_face_bundle(ckpt, codec, tmp_path / "raw.safetensors", ema=False, force=True)
     fit = load_bundle(tmp_path / "raw.safetensors").config["codec_fit"]
     assert fit["forced"] and fit["codec_encoder_id"] == ema_id != fit["encoder_id"]
+    assert bundle_info(tmp_path / "raw.safetensors")["parts"]["codec"]["fit"] == "another encoder (forced)"
     model_id = build_face_bundle(ckpt, codec, tmp_path / "ema.safetensors")  # float16 storage keeps the id
     ema_bundle = load_bundle(tmp_path / "ema.safetensors")
     assert ema_bundle.model_id == model_id and ema_bundle.encoder_id == ema_id and "codec_fit" not in ema_bundle.config

@@ -100,8 +100,7 @@ class LatentCodecModel:
     def from_bundle(cls, bundle: Bundle, source: str = "model") -> LatentCodecModel:
         cfg = bundle.config.get("codec")
         if not isinstance(cfg, dict):
-            raise CheckpointError(f"{source}: bundle has no latent codec (a generator+encoder bundle such as `weights bundle` "
-                                  "writes); add one with `sganc-stream complete-bundle`")
+            raise no_codec_error(source)
         try:
             rows, width = int(cfg["rows"]), int(cfg["width"])
             groups = [(int(a), int(b)) for a, b in cfg["groups"]]
@@ -129,6 +128,12 @@ class LatentCodecModel:
         if groups[0][0] != 0 or groups[-1][1] != rows or any(t.freqs.shape[0] != rows * width for ts in tables.values() for t in ts):
             raise CheckpointError(f"{source}: latent codec groups or tables do not cover {rows}x{width}")
         return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"))
+
+
+def no_codec_error(source: str) -> CheckpointError:
+    """The error for a bundle without a ``codec`` part, naming the command that adds one."""
+    return CheckpointError(f"{source}: bundle has no latent codec (a generator+encoder bundle such as `weights bundle` "
+                           "writes); add one with `sganc-stream complete-bundle`")
 
 
 def load_latent_codec(path: str | Path) -> LatentCodecModel:
