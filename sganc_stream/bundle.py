@@ -28,14 +28,26 @@ FORMAT_VERSION = 1
 META_KEY = "sganc"
 
 
+class ContentHasher:
+    """:func:`content_hash` fed one tensor at a time (in sorted name order), so a file need not be held in memory."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._h = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        t = tensor.detach().contiguous().cpu()
+        self._h.update(name.encode() + b"\0" + str(t.dtype).encode() + b"\0" + str(tuple(t.shape)).encode() + b"\0")
+        self._h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
 def content_hash(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> str:
     """SHA-256 hex digest of a config and tensors, independent of file layout."""
-    h = hashlib.sha256()
-    h.update(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
+    h = ContentHasher(config)
     for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        h.update(name.encode() + b"\0" + str(t.dtype).encode() + b"\0" + str(tuple(t.shape)).encode() + b"\0")
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.add(name, tensors[name])
     return h.hexdigest()
 
 
@@ -48,8 +60,18 @@ def encoder_id(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> str:
     """
     if config.get("weights_id"):
         return str(config["weights_id"])
-    as_f32 = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-    return content_hash(as_f32, {k: v for k, v in config.items() if k != "weights_id"})
+    h = _encoder_hasher(config)
+    for name in sorted(tensors):
+        h.add(name, _as_f32(tensors[name]))
+    return h.hexdigest()
+
+
+def _encoder_hasher(config: dict[str, Any]) -> ContentHasher:
+    return ContentHasher({k: v for k, v in config.items() if k != "weights_id"})
+
+
+def _as_f32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.is_floating_point() else t
 
 
 @dataclass
@@ -111,21 +133,37 @@ def usage(config: dict[str, Any]) -> str:
 
 
 def bundle_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What ``sganc-stream inspect`` shows for a bundle: model id, parts with sizes, licence, encoder fit."""
+    """What ``sganc-stream inspect`` shows for a bundle: model id, parts with sizes, licence, encoder fit.
+
+    Tensors are read and hashed one at a time: memory stays at about one tensor, whatever the file's size.
+    """
     path = Path(path)
-    bundle = load_bundle(path)
-    cfg = bundle.config
+    cfg = bundle_config(path)  # validates the header
+    model_hash = ContentHasher(cfg)
+    enc_cfg = cfg.get("encoder") if isinstance(cfg.get("encoder"), dict) else None
+    enc_hash = _encoder_hasher(enc_cfg) if enc_cfg is not None and not enc_cfg.get("weights_id") else None
     parts: dict[str, Any] = {}
-    for prefix in sorted({k.split(".", 1)[0] for k in bundle.tensors}):
-        tensors = bundle.part(prefix)
-        parts[prefix] = {"tensors": len(tensors), "parameters": sum(t.numel() for t in tensors.values()),
-                         "bytes": sum(t.numel() * t.element_size() for t in tensors.values()),
-                         "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})}
-    for prefix, key in (("generator", "generator"), ("encoder", "encoder"), ("codec", "codec")):
-        if key in cfg and prefix in parts:
-            parts[prefix]["config"] = cfg[key]
-    enc_id = bundle.encoder_id
-    if "encoder" in parts:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for name in sorted(f.keys()):
+                t = f.get_tensor(name)
+                model_hash.add(name, t)
+                prefix = name.split(".", 1)[0]
+                part = parts.setdefault(prefix, {"tensors": 0, "parameters": 0, "bytes": 0, "dtypes": []})
+                part["tensors"] += 1
+                part["parameters"] += t.numel()
+                part["bytes"] += t.numel() * t.element_size()
+                part["dtypes"] = sorted({*part["dtypes"], str(t.dtype).removeprefix("torch.")})
+                if prefix == "encoder" and enc_hash is not None:
+                    enc_hash.add(name[len("encoder."):], _as_f32(t))
+    except Exception as exc:  # safetensors raises several types for damaged data
+        raise CheckpointError(f"{path}: not a readable safetensors model file ({type(exc).__name__})") from None
+    for key in ("generator", "encoder", "codec"):
+        if key in cfg and key in parts:
+            parts[key]["config"] = cfg[key]
+    enc_id = None
+    if "encoder" in parts and enc_cfg is not None:
+        enc_id = enc_hash.hexdigest() if enc_hash is not None else str(enc_cfg["weights_id"])
         parts["encoder"]["encoder_id"] = enc_id
     if "codec" in parts and isinstance(cfg.get("codec"), dict):
         info = cfg["codec"].get("info") or {}
@@ -133,7 +171,7 @@ def bundle_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         parts["codec"]["trained_for_encoder"] = trained_for
         parts["codec"]["fit"] = ("not recorded" if trained_for is None else "no encoder here" if enc_id is None
                                  else "matches the encoder" if trained_for == enc_id else "another encoder (forced)")
-    return {"file": str(path), "file_bytes": path.stat().st_size, "model_id": bundle.model_id,
+    return {"file": str(path), "file_bytes": path.stat().st_size, "model_id": model_hash.hexdigest(),
             "licence": cfg.get("licence", ""), "use": usage(cfg), "parts": parts,
             "alignment": cfg.get("alignment"), "training": cfg.get("training")}
 
