@@ -31,6 +31,11 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")
 # MEAD: <actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4 (audio/ and other trees are ignored)
 MEAD_PATH = re.compile(r"^(?P<actor>[^/]+)/video/(?P<view>[^/]+)/(?P<emotion>[^/]+)/level_(?P<level>\d+)/"
                        r"(?P<take>\d+)\.mp4$", re.IGNORECASE)
+# MEAD clips copied out of the tree under flat names, anywhere under the root: M030_front_angry_level3_001.mp4,
+# M030_left_30_sad_level_1_012.mp4, or without the view, M030_sad_3_001.mp4 (MEAD's actors, views and emotions)
+MEAD_NAME = re.compile(r"^(?P<actor>[MW]\d{3})_(?:(?P<view>front|down|top|left_30|left_60|right_30|right_60)_)?"
+                       r"(?P<emotion>angry|contempt|disgusted|fear|happy|neutral|sad|surprised)_(?:level_?)?"
+                       r"(?P<level>\d+)_(?P<take>\d+)$", re.IGNORECASE)
 # FILMPAC clip names as in the paper, e.g. FP006734MD02: FP, a six-digit number, two letters, two digits
 FILMPAC_NAME = re.compile(r"^(?P<clip>FP(?P<number>\d{6})(?P<variant>[A-Z]{2}\d{2}))$", re.IGNORECASE)
 CSV_FIELDS = ["clip", "status", "frames", "skipped_frames", "fps", "bytes", "kbps", "bits_per_frame_mean",
@@ -48,32 +53,47 @@ class Clip:
     fields: dict[str, str]
 
 
-def find_clips(root: str | os.PathLike[str], layout: str) -> list[Clip]:
-    """Clips under ``root`` in sorted order; InputError when the root is missing or holds none."""
+def _layout_fields(layout: str, rel: str, path: Path) -> dict[str, str] | None:
+    """What the layout reads from a clip's place and name; None when the file fits the layout nowhere."""
+    if layout == "mead":
+        m = MEAD_PATH.match(rel) or MEAD_NAME.match(path.stem)
+    elif layout == "filmpac":
+        m = FILMPAC_NAME.match(path.stem)
+    else:
+        return {}
+    return None if m is None else {k: v or "" for k, v in m.groupdict().items()}
+
+
+def scan_clips(root: str | os.PathLike[str], layout: str) -> tuple[list[Clip], list[str]]:
+    """(clips, video files that fit no clip pattern of the layout), both sorted by path relative to ``root``.
+
+    InputError when the root is missing or holds no clip (the message lists files that did not fit).
+    """
     root = Path(root)
     if layout not in LAYOUTS:
         raise InputError(f"unknown layout {layout!r} ({', '.join(LAYOUTS)})")
     if not root.is_dir():
         raise InputError(f"{root}: no such folder")
-    clips = []
+    clips, unmatched = [], []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES):
         rel = path.relative_to(root).as_posix()
-        stem = rel[: -len(path.suffix)]
-        if layout == "mead":
-            m = MEAD_PATH.match(rel)
-            if m:
-                clips.append(Clip(path, stem, m.groupdict()))
-        elif layout == "filmpac":
-            m = FILMPAC_NAME.match(path.stem)
-            if m:
-                clips.append(Clip(path, stem, m.groupdict()))
+        fields = _layout_fields(layout, rel, path)
+        if fields is None:
+            unmatched.append(rel)
         else:
-            clips.append(Clip(path, stem, {}))
+            clips.append(Clip(path, rel[: -len(path.suffix)], fields))
     if not clips:
-        what = {"mead": "MEAD clips (<actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4)",
+        what = {"mead": "MEAD clips (<actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4 or names like "
+                        "M030_front_angry_level3_001.mp4)",
                 "filmpac": "FILMPAC clips (names like FP006734MD02)", "folder": "video files"}[layout]
-        raise InputError(f"no {what} under {root}")
-    return clips
+        others = f"; {len(unmatched)} other video file(s), e.g. {', '.join(unmatched[:3])}" if unmatched else ""
+        raise InputError(f"no {what} under {root}{others}")
+    return clips, unmatched
+
+
+def find_clips(root: str | os.PathLike[str], layout: str) -> list[Clip]:
+    """The clips of :func:`scan_clips` (files fitting no pattern left out)."""
+    return scan_clips(root, layout)[0]
 
 
 def clip_row(clip: Clip, report: dict[str, Any] | None, error: str = "") -> dict[str, Any]:
@@ -118,9 +138,11 @@ def transcode_dataset(model: FaceModel, root: str | os.PathLike[str], outdir: st
                       on_clip: Callable[[Clip, str], None] | None = None) -> dict[str, Any]:
     """Transcode every clip (resuming), write ``clips.csv`` and ``summary.json`` in ``outdir``; returns the summary.
 
-    ``on_clip(clip, status)`` is told each clip's outcome ('done', 'skipped' or 'failed: ...').
+    ``on_clip(clip, status)`` is told each clip's outcome ('done', 'skipped' or 'failed: ...'). Video files that fit
+    no clip pattern of the layout are listed in the summary's ``unmatched``.
     """
-    clips = find_clips(root, layout)[:limit]
+    clips, unmatched = scan_clips(root, layout)
+    clips = clips[:limit]
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     settings = _settings(model, options)
@@ -128,7 +150,7 @@ def transcode_dataset(model: FaceModel, root: str | os.PathLike[str], outdir: st
     reports: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     counts = {"done": 0, "skipped": 0, "failed": 0}
-    summary = _write_tables(outdir, clips, reports, errors, layout, root, settings, counts)
+    summary = _write_tables(outdir, clips, reports, errors, layout, root, settings, counts, unmatched)
     for clip in clips:
         sgnc, report_path = outdir / f"{clip.rel}.sgnc", outdir / f"{clip.rel}.report.json"
         previous = _done(report_path, sgnc, settings)
@@ -147,13 +169,13 @@ def transcode_dataset(model: FaceModel, root: str | os.PathLike[str], outdir: st
         counts[status.split(":")[0]] += 1
         if on_clip is not None:
             on_clip(clip, status)
-        summary = _write_tables(outdir, clips, reports, errors, layout, root, settings, counts)
+        summary = _write_tables(outdir, clips, reports, errors, layout, root, settings, counts, unmatched)
     return summary
 
 
 def _write_tables(outdir: Path, clips: list[Clip], reports: dict[str, dict[str, Any]], errors: dict[str, str],
                   layout: str, root: str | os.PathLike[str], settings: dict[str, Any],
-                  counts: dict[str, int]) -> dict[str, Any]:
+                  counts: dict[str, int], unmatched: list[str]) -> dict[str, Any]:
     rows = [clip_row(c, reports.get(c.rel), errors.get(c.rel, "")) for c in clips]
     extra = sorted({k for c in clips for k in c.fields})
     buf = io.StringIO()
@@ -183,6 +205,7 @@ def _write_tables(outdir: Path, clips: list[Clip], reports: dict[str, dict[str, 
         "identity_vs_aligned": mean("identity_vs_aligned"), "psnr_vs_projected": mean("psnr_vs_projected"),
         "ms_ssim_vs_projected": mean("ms_ssim_vs_projected"), "identity_vs_projected": mean("identity_vs_projected"),
         "errors": errors,
+        "unmatched": unmatched,  # video files under root that fit no clip pattern of the layout: not coded
     }
     write_json(outdir / "summary.json", summary)
     return summary

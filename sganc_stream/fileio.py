@@ -64,3 +64,9 @@ def load_npy(path: str | os.PathLike[str]) -> np.ndarray:
         return np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{p}: not a readable .npy array ({' '.join(str(exc).split())[:80]})") from None
+
+
+def write_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """``np.save`` through :func:`atomic_output` (no pickled objects)."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -30,20 +29,20 @@ from tqdm import tqdm
 
 from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, StreamHeader, fps_in_range, read_container, write_container
 from sganc_stream.bitstream.packet import Packet, pack
-from sganc_stream.bundle import Bundle
+from sganc_stream.bundle import Bundle, bundle_config, is_bundle_file
 from sganc_stream.errors import CheckpointError, InputError
 from sganc_stream.face.ffhq_quad import Quad
 from sganc_stream.face.landmarks import LandmarkBackend
 from sganc_stream.face.paste_back import PasteBack
 from sganc_stream.face.tracker import FaceFlags, VideoAligner
 from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams
-from sganc_stream.latent.model import LatentCodecModel
+from sganc_stream.latent.model import LatentCodecModel, no_codec_error
 from sganc_stream.latent.sequence import stream_params
 from sganc_stream.models.checkpoint import load_checkpoint
 from sganc_stream.models.encoders import images_to_tensor
 from sganc_stream.models.stylegan2 import Generator
 from sganc_stream.report import QualityMeter, stream_report, write_json
-from sganc_stream.video import VideoReader, VideoWriter, check_frame
+from sganc_stream.video import VideoReader, VideoWriter, check_frame, resize_square
 
 
 def resolve_device(device: str) -> torch.device:
@@ -73,8 +72,14 @@ class FaceModel:
 
     @property
     def size(self) -> int:
-        """Side of the generator's output, which is also the side of the aligned crops."""
+        """Side of the generator's output (what is decoded and displayed)."""
         return self.generator.size
+
+    @property
+    def align_size(self) -> int:
+        """Side of the aligned crops: the encoder's input size (256 for pSp/e4e), else the generator's side."""
+        encoder = self.config.get("encoder")
+        return int(encoder["input_size"]) if self.encoder is not None and encoder else self.size
 
     @property
     def rows(self) -> int:
@@ -102,6 +107,8 @@ class FaceModel:
 def load_face_model(path: str | os.PathLike[str], device: str = "cpu") -> FaceModel:
     """Load a full bundle (generator, optional encoder, latent codec) and check that its parts fit together."""
     dev = resolve_device(device)
+    if is_bundle_file(path) and "codec" not in bundle_config(path):  # before reading (possibly 1.2 GB of) weights
+        raise no_codec_error(str(path))
     loaded = load_checkpoint(path)
     codec = LatentCodecModel.from_bundle(Bundle(loaded.extra_tensors, loaded.config), source=str(path))
     codec.model_id = loaded.model_id  # the whole file's content hash, which every stream header carries
@@ -123,13 +130,14 @@ class EncodedFrame:
     quad: Quad | None  # where the crop sits in the input frame (None for pre-aligned input)
     wplus: np.ndarray  # (rows, width) float32: E's projection before coding
     recon_wplus: np.ndarray  # (rows, width) float32: exactly what the decoder will reconstruct
+    face_px: float = 0.0  # side of the face's quad in input pixels (the frame's side for pre-aligned input)
 
 
 class FrameEncoder:
     """Frames (uint8 RGB, any size) → packets, one stream.
 
-    ``align=True`` runs the FFHQ aligner (tracking, smoothing); ``align=False`` takes frames that already are
-    aligned faces and only resizes them to the generator's side. Until the aligner has seen a face, a frame yields
+    ``align=True`` runs the FFHQ aligner (tracking, smoothing) at the encoder's input size (``model.align_size``);
+    ``align=False`` takes frames that already are aligned faces and only resizes them to that size. Until the aligner has seen a face, a frame yields
     None (nothing is sent: there is no face to code); after that every frame yields a packet, a faceless frame
     holding the last face's quad. Packet frame indices count coded frames from 0.
     """
@@ -139,7 +147,7 @@ class FrameEncoder:
         if model.encoder is None:
             raise CheckpointError(f"{model.source}: model has no encoder, it can decode but not encode")
         self.model, self.params, self.fps = model, params, fps
-        self.aligner = VideoAligner(model.size, landmarks, fps=fps) if align else None
+        self.aligner = VideoAligner(model.align_size, landmarks, fps=fps) if align else None
         self.latent = LatentStreamEncoder(model.codec, params)
         self.frames_coded = 0
         self._t0: float | None = None
@@ -168,7 +176,7 @@ class FrameEncoder:
             return out
         wplus = self.model.project(np.stack([faces[i][0] for i in kept]))
         for w, i in zip(wplus, kept):
-            crop, flags, quad = faces[i]
+            crop, flags, quad, face_px = faces[i]
             coded = self.latent.encode(w)
             n = self.frames_coded
             if timestamps is None:
@@ -176,22 +184,21 @@ class FrameEncoder:
             else:
                 self._t0 = timestamps[i] if self._t0 is None else self._t0
                 ts_ms = round((timestamps[i] - self._t0) * 1000)
-            out[i] = EncodedFrame(Packet(coded.type, n, n, ts_ms, coded.payload), crop, flags, quad, w, coded.recon)
+            out[i] = EncodedFrame(Packet(coded.type, n, n, ts_ms, coded.payload), crop, flags, quad, w, coded.recon,
+                                  face_px)
             self.frames_coded += 1
         return out
 
-    def _align(self, frame: np.ndarray, timestamp: float | None) -> tuple[np.ndarray, FaceFlags, Quad | None] | None:
+    def _align(self, frame: np.ndarray, timestamp: float | None
+               ) -> tuple[np.ndarray, FaceFlags, Quad | None, float] | None:
+        """(crop at the encoder's size, flags, quad, face side in input pixels), or None before the first face."""
         frame = check_frame(frame)
         if self.aligner is None:
-            size = self.model.size
-            if frame.shape[:2] != (size, size):
-                interp = cv2.INTER_AREA if min(frame.shape[:2]) > size else cv2.INTER_LINEAR
-                frame = cv2.resize(frame, (size, size), interpolation=interp)
-            return frame, FaceFlags(0), None
+            return resize_square(frame, self.model.align_size), FaceFlags(0), None, float(min(frame.shape[:2]))
         face = self.aligner.align(frame, timestamp)
         if face.flags & FaceFlags.DEFAULT_QUAD:
             return None
-        return face.crop, face.flags, face.quad
+        return face.crop, face.flags, face.quad, 2.0 * face.quad.half
 
 
 class FrameDecoder:
@@ -296,6 +303,7 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
     records: list[dict[str, Any]] = []
     timing = {"encode": 0.0, "decode": 0.0}
     skipped = 0
+    scale: dict[str, int] = {}
     total = total if options.max_frames is None else min(options.max_frames, total or options.max_frames)
     with ExitStack() as stack:
         writers = {k: stack.enter_context(VideoWriter(p, fps, lossless=options.lossless))
@@ -309,18 +317,20 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
             t0 = time.perf_counter()
             recon = decoder.decode_batch([e.packet for e, _ in group])
             timing["decode"] += time.perf_counter() - t0
-            if quality:
-                crops = np.stack([e.crop for e, _ in group])
-                projected = model.render(np.stack([e.wplus for e, _ in group]))
-                psnrs = meters["vs_aligned"].add(crops, recon)
-                meters["vs_projected"].add(projected, recon)
+            if quality:  # at the source face's size (the first coded frame's): nothing compared is upscaled
+                side = scale.setdefault("side", quality_side(group[0][0].face_px, model.align_size, model.size))
+                crops = resize_square(np.stack([e.crop for e, _ in group]), side)
+                projected = resize_square(model.render(np.stack([e.wplus for e, _ in group])), side)
+                shown = resize_square(recon, side)
+                psnrs = meters["vs_aligned"].add(crops, shown)
+                meters["vs_projected"].add(projected, shown)
                 for (e, _), p in zip(group, psnrs):
                     records[e.packet.frame]["psnr_vs_aligned"] = _finite(p)
             for i, (e, frame) in enumerate(group):
                 if "recon" in writers:
                     writers["recon"].write(recon[i])
                 if "side_by_side" in writers:
-                    writers["side_by_side"].write(np.hstack([e.crop, recon[i]]))
+                    writers["side_by_side"].write(np.hstack([resize_square(e.crop, model.size), recon[i]]))
                 if paster is not None:
                     pasted = frame if e.quad is None else paster(frame, recon[i], e.quad)
                     if "paste_back" in writers:
@@ -349,6 +359,11 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
     report = stream_report(header, size, records, skipped=skipped, timing=timing, decoded=decode,
                            quality={k: m.summary() for k, m in meters.items()} if quality else None)
     report["input"] = name
+    report["alignment"] = alignment_summary(records, model)
+    if quality:
+        report["quality"].update(size=scale["side"], measured_at=(
+            "source face size: aligned crops and decoded frames area-downscaled to the first coded frame's face side "
+            "in input pixels, capped by the aligned and generated sizes (never upscaled), at least 64 px"))
     # Decoded pixels depend on the device, the batch and torch's CPU threads: decode equals this run's recon when
     # all three match (they do by default on one machine).
     report["speed"].update(device=str(model.device), batch=options.batch, torch_threads=torch.get_num_threads())
@@ -357,6 +372,32 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
     if options.report is not None:
         write_json(options.report, report)
     return report
+
+
+MIN_QUALITY_SIDE = 64  # MS-SSIM's 5 scales need over 32 px; dlib's face detector finds faces from about 80
+
+
+def quality_side(face_px: float, align_size: int, output_size: int) -> int:
+    """Side (px) at which decoded faces are compared with their references.
+
+    The source face's own side (``face_px``, in input pixels), so faces smaller than the aligned crop are not scored
+    on upscaled pixels; capped by the aligned crop and the generator output so that nothing compared is upscaled;
+    raised to 64 px where those allow (smaller is too small for the metrics).
+    """
+    cap = min(align_size, output_size)
+    return int(min(cap, max(round(face_px), MIN_QUALITY_SIDE)))
+
+
+def alignment_summary(records: list[dict[str, Any]], model: FaceModel) -> dict[str, Any]:
+    """REPORT.json ``alignment``: crop and output sides, the source faces' sides and the upscale factor.
+
+    ``upscale`` = aligned side / median source face side: above 1 the encoder saw an enlarged face.
+    """
+    px = np.asarray([r["face_px"] for r in records], dtype=np.float64)
+    median = round(float(np.median(px)), 1) if len(px) else None
+    return {"size": model.align_size, "output_size": model.size,
+            "source_face_px": {"median": median, "min": float(px.min()), "max": float(px.max())} if len(px) else None,
+            "upscale": round(model.align_size / median, 3) if median else None}
 
 
 def _with_last(items: Iterable[np.ndarray]) -> Iterator[tuple[bool, np.ndarray]]:
@@ -386,7 +427,7 @@ def _encode_chunk(encoder: FrameEncoder, chunk: list[np.ndarray], packets: list[
         packets.append(e.packet)
         records.append({"index": e.packet.frame, "type": e.packet.type.label,
                         "bytes": len(pack(e.packet, encoder.fps)), "payload_bytes": len(e.packet.payload),
-                        "face": [f.name for f in FaceFlags if f in e.flags]})
+                        "face": [f.name for f in FaceFlags if f in e.flags], "face_px": round(e.face_px, 1)})
         coded.append((e, frame))
         if "aligned" in writers:
             writers["aligned"].write(e.crop)

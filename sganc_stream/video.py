@@ -49,6 +49,19 @@ def check_frame(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frame)
 
 
+def resize_square(frames: np.ndarray, side: int) -> np.ndarray:
+    """uint8 RGB ``(H, W, 3)`` or ``(n, H, W, 3)`` → the same at ``side`` x ``side`` (returned as is when already so).
+
+    Area averaging when shrinking (no aliasing: metrics at a face's own size), bilinear when enlarging (display).
+    """
+    if frames.shape[-3:-1] == (side, side):
+        return frames
+    if frames.ndim == 4:
+        return np.stack([resize_square(f, side) for f in frames]) if len(frames) else np.empty((0, side, side, 3), np.uint8)
+    interp = cv2.INTER_AREA if min(frames.shape[:2]) > side else cv2.INTER_LINEAR
+    return cv2.resize(frames, (side, side), interpolation=interp)
+
+
 class VideoReader:
     """Decoded frames of a video file or an image folder (sorted .png/.jpg/.jpeg).
 

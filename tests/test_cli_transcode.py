@@ -40,6 +40,11 @@ def test_transcode_decode_equality_and_report(tmp_path: Path, capsys: pytest.Cap
     for ref in ("vs_aligned", "vs_projected"):
         assert {"psnr", "ms_ssim", "identity_distance"} <= report["quality"][ref].keys()
     assert report["speed"]["encode_fps"] > 0 and report["speed"]["decode_fps"] > 0
+    # the tiny model aligns at 64 px (its encoder's size); the clip's faces are larger, so nothing is enlarged
+    face = report["alignment"]["source_face_px"]
+    assert report["alignment"]["size"] == report["alignment"]["output_size"] == 64 == report["quality"]["size"]
+    assert 64 < face["min"] <= face["median"] <= face["max"] and report["alignment"]["upscale"] < 1
+    assert all(f["face_px"] > 64 for f in report["per_frame"])
     assert len(read_frames(tmp_path / "aligned.mkv")) == 4
     pasted = read_frames(tmp_path / "c.pasted.mp4")
     assert len(pasted) == 4 and pasted[0].shape == read_frames(clip, 1)[0].shape

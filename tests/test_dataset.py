@@ -11,7 +11,7 @@ import pytest
 
 from face_data import CLIPS, STEADY_CLIP, shared_path
 from pipeline_data import tiny_bundle
-from sganc_stream.dataset import find_clips, transcode_dataset
+from sganc_stream.dataset import find_clips, scan_clips, transcode_dataset
 from sganc_stream.errors import InputError
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.pipeline import FaceModel, TranscodeOptions, load_face_model
@@ -85,3 +85,33 @@ def test_folder_run_redoes_clips_made_with_other_settings(model: FaceModel, tmp_
                                     on_clip=lambda c, s: seen.append(s))
     assert seen == ["done", "skipped", "done"]
     assert summary["frames"] == 3 and summary["kbps"] > 0 and summary["psnr_vs_aligned"] is None
+
+
+def test_mead_flat_names_and_unmatched_files(tmp_path: Path) -> None:
+    _touch(tmp_path, "M030/video/front/happy/level_3/001.mp4", "dreamtalk/M030_front_angry_level3_001.mp4",
+           "eamm/M030_sad_3_001.mp4", "W009_left_30_fear_level_2_004.mov", "eamm/contempt.mp4", "M030_front_angry.mp4")
+    clips, unmatched = scan_clips(tmp_path, "mead")
+    assert [c.rel for c in clips] == ["M030/video/front/happy/level_3/001", "W009_left_30_fear_level_2_004",
+                                      "dreamtalk/M030_front_angry_level3_001", "eamm/M030_sad_3_001"]
+    assert clips[2].fields == {"actor": "M030", "view": "front", "emotion": "angry", "level": "3", "take": "001"}
+    assert clips[1].fields["view"] == "left_30" and clips[3].fields["view"] == ""
+    assert unmatched == ["M030_front_angry.mp4", "eamm/contempt.mp4"]
+    assert [c.rel for c in find_clips(tmp_path, "mead")] == [c.rel for c in clips]
+    assert scan_clips(tmp_path, "folder")[1] == []
+    only_other = tmp_path / "other"
+    _touch(only_other, "a.mp4")
+    with pytest.raises(InputError, match=r"no MEAD clips .*; 1 other video file\(s\), e.g. a.mp4"):
+        scan_clips(only_other, "mead")
+
+
+def test_dataset_command_checks_the_tree_before_loading_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from sganc_stream.cli import main
+    from sganc_stream.cli import transcode as cli_transcode
+
+    monkeypatch.setattr(cli_transcode, "load_model", lambda args: pytest.fail("model loaded before the tree check"))
+    _touch(tmp_path / "in", "notes.mp4")
+    for root, needle in ((tmp_path / "absent", "no such folder"), (tmp_path / "in", "no MEAD clips")):
+        assert main(["transcode-dataset", "--layout", "mead", str(root), str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0]

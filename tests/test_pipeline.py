@@ -16,7 +16,7 @@ from sganc_stream.bitstream.packet import PacketType
 from sganc_stream.errors import CheckpointError, InputError, ModelMismatchError
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.pipeline import (FaceModel, FrameDecoder, FrameEncoder, TranscodeOptions, decode_file,
-                                   load_face_model, resolve_device, transcode_frames)
+                                   load_face_model, quality_side, resolve_device, transcode_frames)
 from sganc_stream.video import read_frames
 
 PARAMS = StreamParams("open", 2, 1, 0)
@@ -144,3 +144,12 @@ def test_cuda_without_a_gpu_is_one_clear_error() -> None:
         resolve_device("meta")
     with pytest.raises(InputError, match="unsupported device"):
         resolve_device("gpu0")
+
+
+def test_quality_is_measured_at_the_source_face_size() -> None:
+    """Never on upscaled pixels: the face's own side, capped by the aligned crop and G's output, floor 64."""
+    assert quality_side(118.4, 256, 1024) == 118  # a small MEAD face: pSp crops enlarged 2.2x are scored at 118
+    assert quality_side(700.0, 256, 1024) == 256  # a large face: the aligned crop is the finest reference
+    assert quality_side(118.0, 256, 64) == 64  # a 64 px generator's output is not enlarged either
+    assert quality_side(20.0, 256, 1024) == 64  # below 64 px MS-SSIM and the face detector do not work
+    assert quality_side(20.0, 48, 1024) == 48

@@ -10,7 +10,7 @@ from typing import Any
 from tqdm import tqdm
 
 from sganc_stream.assets import default_face_model
-from sganc_stream.dataset import LAYOUTS, Clip, transcode_dataset
+from sganc_stream.dataset import LAYOUTS, Clip, scan_clips, transcode_dataset
 from sganc_stream.errors import InputError
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.pipeline import FaceModel, TranscodeOptions, decode_file, load_face_model, transcode_file
@@ -62,8 +62,12 @@ def describe(report: dict[str, Any]) -> str:
     q = (report.get("quality") or {}).get("vs_aligned")
     if q:
         fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
-        line += (f"; vs aligned input: PSNR {fmt(q['psnr'], '.2f')} dB, MS-SSIM {fmt(q['ms_ssim'], '.4f')}, "
-                 f"identity {fmt(q['identity_distance'], '.3f')}")
+        line += (f"; vs aligned input at {report['quality']['size']} px: PSNR {fmt(q['psnr'], '.2f')} dB, "
+                 f"MS-SSIM {fmt(q['ms_ssim'], '.4f')}, identity {fmt(q['identity_distance'], '.3f')}")
+    align = report.get("alignment") or {}
+    if (align.get("upscale") or 0) > 1:
+        line += (f"; faces about {align['source_face_px']['median']:.0f} px in the input, enlarged "
+                 f"{align['upscale']:.2f}x to the encoder's {align['size']} px")
     return line
 
 
@@ -86,10 +90,15 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    model = load_model(args)
-    options = options_from(args, model, quality=not args.no_quality)
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
+    clips, unmatched = scan_clips(args.root, args.layout)  # the input tree is checked before the model is read
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (f", … {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
+        print(f"{len(unmatched)} video file(s) under {args.root} fit no {args.layout} layout and are not coded "
+              f"(listed in {args.outdir / 'summary.json'}): {shown}", file=sys.stderr)
+    model = load_model(args)
+    options = options_from(args, model, quality=not args.no_quality)
 
     def told(clip: Clip, status: str) -> None:
         if status.startswith("failed") or not args.quiet:
@@ -132,8 +141,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "run again with the same settings; failed ones are retried. Exit status 1 if any failed.")
     add_coding_options(p)
     p.add_argument("--layout", choices=LAYOUTS, default="folder",
-                   help="mead: <actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4; filmpac: clips named like "
-                        "FP006734MD02; folder: every video file (default)")
+                   help="mead: <actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4 or flat MEAD names like "
+                        "M030_front_angry_level3_001.mp4; filmpac: clips named like FP006734MD02; folder: every video "
+                        "file (default). Video files fitting no layout are listed, not coded")
     p.add_argument("--limit", type=int, help="only the first N clips (sorted by path)")
     p.add_argument("--no-quality", action="store_true", help="rate only: skip decoding and quality metrics")
     p.add_argument("root", type=Path, metavar="ROOT")

@@ -100,7 +100,7 @@ class LatentCodecModel:
     def from_bundle(cls, bundle: Bundle, source: str = "model") -> LatentCodecModel:
         cfg = bundle.config.get("codec")
         if not isinstance(cfg, dict):
-            raise CheckpointError(f"{source}: bundle has no latent codec")
+            raise no_codec_error(source)
         try:
             rows, width, couplings, hidden = cfg["rows"], cfg["width"], cfg["flow"]["couplings"], cfg["flow"]["hidden"]
             groups = [(a, b) for a, b in cfg["groups"]]
@@ -142,6 +142,12 @@ class LatentCodecModel:
         if any(t.freqs.shape[0] != rows * width or t.offsets.shape != (rows * width,) for ts in tables.values() for t in ts):
             raise CheckpointError(f"{source}: latent codec tables do not cover {rows}x{width}")
         return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"))
+
+
+def no_codec_error(source: str) -> CheckpointError:
+    """The error for a bundle without a ``codec`` part, naming the command that adds one."""
+    return CheckpointError(f"{source}: bundle has no latent codec (a generator+encoder bundle such as `weights bundle` "
+                           "writes); add one with `sganc-stream complete-bundle`")
 
 
 def load_latent_codec(path: str | Path) -> LatentCodecModel:

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from sganc_stream.errors import InputError
 from sganc_stream.metrics import ms_ssim_window
+from sganc_stream.models.checkpoint import read_torch_file
 from sganc_stream.models.fast_encoder import FastEncoder, FastEncoderConfig
 from sganc_stream.models.stylegan2 import Generator, GeneratorConfig
 from sganc_stream.training.augment import diff_augment, parse_policy
@@ -458,7 +459,7 @@ def load_trainer(path: str | Path, device: str = "cpu") -> FaceModelTrainer:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such training checkpoint")
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = read_torch_file(path, keys=("arch", "settings", "modules"), what="train-face-model checkpoint")
     arch = FaceModelConfig(**json.loads(state["arch"]))
     settings = TrainSettings(**_known(json.loads(state["settings"])))
     trainer = FaceModelTrainer(arch, settings, device)
@@ -509,7 +510,7 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
     ckpt = out_dir / CHECKPOINT
     trainer = FaceModelTrainer(arch, settings, device, generator=generator)
     if resume and ckpt.is_file():
-        trainer.load_state(torch.load(ckpt, map_location=device, weights_only=True), ckpt)
+        trainer.load_state(read_torch_file(ckpt, keys=("arch", "settings", "modules"), what="train-face-model checkpoint"), ckpt)
     elif ckpt.is_file():
         raise InputError(f"{ckpt} exists: pass --resume to continue it, or choose another output folder")
     (out_dir / "config.json").write_text(json.dumps({"arch": asdict(arch), "settings": asdict(settings)}, indent=1))
