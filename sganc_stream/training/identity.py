@@ -15,8 +15,8 @@ descriptors are not unit vectors (norms about 1.4-1.6), so 1 - cos would discard
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import dlib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,9 @@ from torch import nn
 from sganc_stream.errors import InputError
 from sganc_stream.face.dlib_resnet import CHIP_SIZE, DlibFaceResNet
 from sganc_stream.metrics import FaceDescriptor
+
+if TYPE_CHECKING:  # imported where used, as in sganc_stream.metrics: the loss itself never needs dlib
+    import dlib
 
 CHIP_PADDING = 0.25  # dlib's default, used by compute_face_descriptor(img, shape)
 # The chip in crop coordinates: theta of F.affine_grid (align_corners=False), i.e. normalised chip position
@@ -43,6 +46,8 @@ MEASURE_MIN_FACES = 8  # measure_chip_warp refuses fewer detected faces than thi
 
 def chip_warp_of(crop: np.ndarray, shape: dlib.full_object_detection) -> np.ndarray:
     """The exact (2, 3) chip-to-crop theta (normalised coordinates) that get_face_chip(crop, shape) samples."""
+    import dlib
+
     size_y, size_x = crop.shape[:2]
     xs = np.broadcast_to(np.arange(size_x, dtype=np.float64), (size_y, size_x)).copy()
     ys = np.broadcast_to(np.arange(size_y, dtype=np.float64)[:, None], (size_y, size_x)).copy()
