@@ -6,7 +6,8 @@ A trial alters one payload of a stream (one bit flipped, one byte replaced, one 
 2-8 random bytes; the container CRC would be recomputed, so only the payload can tell) and decodes that packet with
 the library decoder in the state the stream had before it. "Undetected" = it decoded without a BitstreamError.
 Streams: the conformance vectors of both versions (same inputs and settings, 6x32 latents) and a v2 stream of the
-default face model's latent codec (18x512-sized tables) on a talking-face walk made by its own generator. Writes
+default face model's latent codec on a talking-face walk made by its own generator. Also the check value's cost:
+payload bytes of the v2 vectors against the v1 vectors of the same inputs. Writes
 benchmarks/results/payload_alterations.json.
 """
 
@@ -80,6 +81,19 @@ def trial_stream(model: LatentCodecModel, data: bytes, trials: int, rng: random.
             "payload_bytes_mean": float(np.mean([len(p.payload) for _, p in before]))}
 
 
+def check_value_cost() -> dict[str, float]:
+    """Payload bytes of the v2 vectors against the v1 vectors made from the same inputs and settings."""
+    v1 = v2 = packets = 0
+    for path in sorted(VECTORS.glob("v2_*.sgnc")):
+        old = VECTORS / f"{path.stem[3:]}.sgnc"
+        if old.exists():
+            a, b = decode_container(old.read_bytes()).packets, decode_container(path.read_bytes()).packets
+            v1 += sum(len(p.payload) for p in a)
+            v2 += sum(len(p.payload) for p in b)
+            packets += len(a)
+    return {"packets": packets, "v1_payload_bytes": v1, "v2_payload_bytes": v2, "bytes_per_packet": (v2 - v1) / packets}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=20000, help="alterations per stream (default 20000)")
@@ -98,7 +112,7 @@ def main() -> int:
     streams["default_model_open_g10"] = trial_stream(face.codec, res.data, args.trials, rng)
     print(f"default model: {streams['default_model_open_g10']['undetected']} of {args.trials} undetected",
           file=sys.stderr)
-    summary = {}
+    summary: dict[str, object] = {"check_value_cost": check_value_cost()}
     for version in (1, 2):
         picked = [s for name, s in streams.items() if s["version"] == version and name != "default_model_open_g10"]
         n, u = sum(s["trials"] for s in picked), sum(s["undetected"] for s in picked)
@@ -106,11 +120,15 @@ def main() -> int:
     path = write_result("payload_alterations", {"summary": summary, "streams": streams})
     print(f"| stream set | trials | undetected | rate |\n|---|---|---|---|")
     for name, s in summary.items():
-        print(f"| {name} | {s['trials']} | {s['undetected']} | {s['rate']:.2e} |")
+        if name.startswith("vectors"):
+            print(f"| {name} | {s['trials']} | {s['undetected']} | {s['rate']:.2e} |")
     d = streams["default_model_open_g10"]
     print(f"| default model v2, open g=10 | {d['trials']} | {d['undetected']} | {d['undetected_rate']:.2e} |")
     print(f"default model: {d['caught_by_check_value_only']} of {d['trials']} alterations passed the end-of-coder check "
           "and were caught by the check value alone")
+    cost = summary["check_value_cost"]
+    print(f"check value cost: {cost['bytes_per_packet']:+.2f} bytes per packet ({cost['packets']} packets of the vectors, "
+          f"{cost['v1_payload_bytes']} → {cost['v2_payload_bytes']} payload bytes)")
     print(f"wrote {path}", file=sys.stderr)
     return 0
 
