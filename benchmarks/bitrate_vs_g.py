@@ -129,7 +129,7 @@ def find_clips(paths: list[str] | None) -> list[Path]:
 
 def load_clip(model: FaceModel, path: Path, max_frames: int | None, name: str, identity: str,
               proxies: dict[bytes, np.ndarray]) -> Clip:
-    """Align and encode a clip exactly as transcode does (frames before the first face are skipped)."""
+    """Align and encode a clip exactly as transcode does (frames without a face are left out)."""
     params = StreamParams("open", HEADLINE_G, len(model.codec.steps) // 2)
     crops, wplus, payloads = [], [], []
     with VideoReader(path) as reader:
@@ -139,7 +139,7 @@ def load_clip(model: FaceModel, path: Path, max_frames: int | None, name: str, i
             if max_frames is not None and i >= max_frames:
                 break
             e = enc.encode(frame)
-            if e is not None:
+            if e.has_face:
                 crops.append(e.crop)
                 wplus.append(e.wplus)
                 payloads.append(e.packet.payload)

@@ -48,7 +48,7 @@ MEAD_NAME = re.compile(r"^(?P<actor>[MW]\d{3})_(?:(?P<view>front|down|top|left_3
 # FILMPAC clip names as in the paper, e.g. FP006734MD02: FP, a six-digit number, two letters, two digits
 FILMPAC_NAME = re.compile(r"^(?P<clip>FP(?P<number>\d{6})(?P<variant>[A-Z]{2}\d{2}))$", re.IGNORECASE)
 TABLES_EVERY_S = 10.0
-CSV_FIELDS = ["clip", "status", "frames", "skipped_frames", "fps", "bytes", "kbps", "bits_per_frame_mean",
+CSV_FIELDS = ["clip", "status", "frames", "no_face_frames", "fps", "bytes", "kbps", "bits_per_frame_mean",
               "bits_per_frame_p95", "psnr_vs_aligned", "ms_ssim_vs_aligned", "identity_vs_aligned",
               "psnr_vs_projected", "ms_ssim_vs_projected", "identity_vs_projected", "encode_fps", "decode_fps",
               "error"]
@@ -113,7 +113,7 @@ def clip_row(clip: Clip, report: dict[str, Any] | None, error: str = "") -> dict
         row.update(status="failed" if error else "pending", error=error)
         return row
     q = report.get("quality") or {}
-    row.update(status="done", frames=report["frames"], skipped_frames=report["skipped_frames"], fps=report["fps"],
+    row.update(status="done", frames=report["frames"], no_face_frames=report["no_face_frames"], fps=report["fps"],
                bytes=report["bytes"], kbps=report["kbps"], bits_per_frame_mean=report["bits_per_frame"]["mean"],
                bits_per_frame_p95=report["bits_per_frame"]["p95"], encode_fps=report["speed"]["encode_fps"],
                decode_fps=report["speed"]["decode_fps"], error="")

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from sganc_stream.errors import InputError
-from sganc_stream.face.dlib_models import FACE_DESCRIPTOR, SHAPE_PREDICTOR_68, model_path
+from sganc_stream.face.dlib_models import SHAPE_PREDICTOR_68, model_path
+from sganc_stream.face.identity import descriptor_network
 from sganc_stream.threads import single_thread
 
 if TYPE_CHECKING:  # imported where used: a process that only decodes never loads dlib
@@ -116,7 +117,7 @@ class FaceDescriptor:
         self._dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
         self.predictor = dlib.shape_predictor(str(model_path(SHAPE_PREDICTOR_68)))
-        self.encoder = dlib.face_recognition_model_v1(str(model_path(FACE_DESCRIPTOR)))
+        self.encoder = descriptor_network()
         self.counts = {"detector": 0, "fallback": 0, "missing": 0}
 
     def face_box(self, image: np.ndarray) -> tuple[dlib.rectangle | None, str]:

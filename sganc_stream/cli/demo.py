@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sganc_stream.cli.transcode import add_coding_options, describe, load_model, options_from
+from sganc_stream.cli.transcode import add_coding_options, describe, face_notes, load_model, options_from
 from sganc_stream.demo import run_demo
 from sganc_stream.errors import InputError
 
@@ -21,6 +21,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     source = args.input or (f"camera {args.webcam}" if args.webcam is not None else "the bundled public-domain clip")
     print(f"demo: {source} → {args.out}/demo.sgnc")
     print(f"  {describe(report)}")
+    for line in face_notes(report):
+        print(f"  {line}")
     q = report["quality"]["vs_projected"]
     print(f"  vs the uncoded projection G(E(x)): PSNR {q['psnr']:.2f} dB, MS-SSIM {q['ms_ssim']:.4f}"
           if q["psnr"] is not None else "  decoded frames equal the uncoded projection")

@@ -95,15 +95,32 @@ def cmd_transcode(args: argparse.Namespace) -> int:
     options = options_from(args, model, recon=args.recon, aligned=args.aligned, report=args.report, paste_back=paste)
     report = transcode_file(model, args.input, args.output, options)
     print(f"{args.output}: {describe(report)}")
-    if report["skipped_frames"]:
-        print(f"  {report['skipped_frames']} leading frames before the first face were not coded")
+    for line in face_notes(report):
+        print(f"  {line}")
     return 0
+
+
+def face_notes(report: dict[str, Any]) -> list[str]:
+    """Lines on frames without a face and on changes of the coded person (none when neither happened)."""
+    notes = []
+    first, fps = report["first_face_frame"], report["fps"]
+    if report["no_face_frames"]:
+        start = f"; first face at frame {first} ({first / fps:.2f} s), recorded in the stream" if first else ""
+        notes.append(f"{report['no_face_frames']} frames without a face sent as no-face packets (decoded black)"
+                     f"{start}")
+    if report["identity_changes"]:
+        frames = [f["index"] for f in report["per_frame"] if f["type"] == "new_face"]
+        notes.append(f"the coded person changes {report['identity_changes']} times (new-face intra frames at "
+                     f"{', '.join(map(str, frames[:10]))}{'…' if len(frames) > 10 else ''})")
+    return notes
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     model = load_model(args)
     info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet)
-    print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded ({info['decode_fps']:.1f} frames/s)")
+    no_face = f", {info['no_face_frames']} of them without a face (black)" if info["no_face_frames"] else ""
+    print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded{no_face} "
+          f"({info['decode_fps']:.1f} frames/s)")
     return 0
 
 
