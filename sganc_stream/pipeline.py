@@ -142,7 +142,17 @@ class FrameEncoder:
         self.aligner = VideoAligner(model.size, landmarks, fps=fps) if align else None
         self.latent = LatentStreamEncoder(model.codec, params)
         self.frames_coded = 0
+        self.timing: dict[str, float] = {}  # ms per stage of the last encode_batch: align, E, code (T, quantise, rANS)
         self._t0: float | None = None
+
+    def restart(self) -> None:
+        """Start a new stream from the same camera: the next packet is an intra frame with sequence number 0.
+
+        The aligner keeps its face track (and its loaded landmark models): only the coding state starts afresh.
+        """
+        self.latent = LatentStreamEncoder(self.model.codec, self.params)
+        self.frames_coded = 0
+        self._t0 = None
 
     def request_keyframe(self) -> None:
         """Make the next packet an intra frame (a receiver lost sync)."""
@@ -161,12 +171,16 @@ class FrameEncoder:
     def encode_batch(self, frames: Sequence[np.ndarray], timestamps: Sequence[float] | None = None
                      ) -> list[EncodedFrame | None]:
         """Several consecutive frames; E runs once on all of them."""
+        t0 = time.perf_counter()
         faces = [self._align(f, None if timestamps is None else timestamps[i]) for i, f in enumerate(frames)]
         kept = [i for i, face in enumerate(faces) if face is not None]
         out: list[EncodedFrame | None] = [None] * len(frames)
+        t1 = time.perf_counter()
+        self.timing = {"align": (t1 - t0) * 1000}
         if not kept:
             return out
         wplus = self.model.project(np.stack([faces[i][0] for i in kept]))
+        t2 = time.perf_counter()
         for w, i in zip(wplus, kept):
             crop, flags, quad = faces[i]
             coded = self.latent.encode(w)
@@ -178,6 +192,7 @@ class FrameEncoder:
                 ts_ms = round((timestamps[i] - self._t0) * 1000)
             out[i] = EncodedFrame(Packet(coded.type, n, n, ts_ms, coded.payload), crop, flags, quad, w, coded.recon)
             self.frames_coded += 1
+        self.timing.update(E=(t2 - t1) * 1000, code=(time.perf_counter() - t2) * 1000)
         return out
 
     def _align(self, frame: np.ndarray, timestamp: float | None) -> tuple[np.ndarray, FaceFlags, Quad | None] | None:

@@ -21,6 +21,11 @@ def add_stream_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
                    help="intra refresh period in frames; 0 = the first frame and on request only (default: 0)")
 
 
+def check_stream_arguments(args: argparse.Namespace) -> None:
+    """Validate all but ``--step`` (a preset of the model) before a model is loaded: StreamParams with step index 0."""
+    StreamParams(args.mode, args.g, 0, args.keyframe_interval)
+
+
 def stream_params_from(args: argparse.Namespace, codec: LatentCodecModel) -> StreamParams:
     """The validated StreamParams of parsed arguments (InputError, one line, for a bad value)."""
     return StreamParams(args.mode, args.g, codec.step_index(args.step), args.keyframe_interval)
