@@ -39,7 +39,7 @@ from sganc_stream.rtc.wire import sctp_chunks
 PROTOCOL_VERSION = 2
 CHANNEL_LABEL = "sganc"
 CHANNEL_OPTIONS: dict[str, Any] = {"ordered": False, "maxRetransmits": 0, "negotiated": True, "id": 0}
-DEFAULT_MAX_BUFFERED = 8 * 1024
+DEFAULT_MAX_BUFFERED = 2 * 1024  # bytes waiting in the data channel beyond which frames are skipped (see Pacer)
 HELLO_RETRY_S = 0.25
 HELLO_TIMEOUT_S = 5.0
 KEYFRAME_RETRY_MS = 200.0
@@ -418,7 +418,14 @@ class StreamReceiver:
 
 
 class Pacer:
-    """Skip frames while the channel has more than ``max_buffered`` bytes waiting (never let latency grow)."""
+    """Skip frames while the channel has more than ``max_buffered`` bytes waiting (never let latency grow).
+
+    aiortc hands a data-channel message to SCTP only when SCTP's own queue is empty, so bytes waiting in the channel
+    (``bufferedAmount``) mean SCTP's congestion window is full. The threshold allows ``threshold / path rate`` seconds
+    of queueing: the default 2 KiB is about 0.3 s at the default model's 60 kbit/s (8 KiB, the earlier default, was
+    1 s). It cannot see a queue inside the network: through a bottleneck narrower than the stream, aiortc's SCTP
+    (unreliable messages, no retransmissions) keeps sending faster than the bottleneck (``tests/test_rtc_netns.py``);
+    adapting the rate to the path needs delay-based congestion control, which the call does not have yet."""
 
     def __init__(self, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
         if max_buffered < 0:
