@@ -166,7 +166,18 @@ class FrameEncoder:
         self.latent = LatentStreamEncoder(model.codec, params)
         self.frames_coded = 0  # face packets so far: the next one's sequence number
         self.frames_seen = 0  # input frames so far: the next packet's frame index
+        self.timing: dict[str, float] = {}  # ms per stage of the last encode_batch: align, E, code (T, quantise, rANS)
         self._t0: float | None = None
+
+    def restart(self) -> None:
+        """Start a new stream from the same camera: the next packet is an intra frame with sequence number 0.
+
+        The aligner keeps its face track (and its loaded landmark models): only the coding state starts afresh.
+        """
+        self.latent = LatentStreamEncoder(self.model.codec, self.params)
+        self.frames_coded = 0
+        self.frames_seen = 0
+        self._t0 = None
 
     def request_keyframe(self) -> None:
         """Make the next packet an intra frame (a receiver lost sync)."""
@@ -184,10 +195,14 @@ class FrameEncoder:
 
     def encode_batch(self, frames: Sequence[np.ndarray], timestamps: Sequence[float] | None = None
                      ) -> list[EncodedFrame]:
-        """Several consecutive frames; E runs once on all of their faces."""
+        """Several consecutive frames; E runs once on all of their faces. ``timing``: ms per stage afterwards."""
+        t0 = time.perf_counter()
         faces = [self._align(f, None if timestamps is None else timestamps[i]) for i, f in enumerate(frames)]
         kept = [i for i, face in enumerate(faces) if face is not None]
+        t1 = time.perf_counter()
         wplus = dict(zip(kept, self.model.project(np.stack([faces[i][0] for i in kept])))) if kept else {}
+        t2 = time.perf_counter()
+        self.timing = {"align": (t1 - t0) * 1000}
         out = []
         for i, face in enumerate(faces):
             n = self.frames_seen
@@ -206,6 +221,7 @@ class FrameEncoder:
             packet = Packet(coded.type, self.frames_coded, n, ts_ms, coded.payload)
             out.append(EncodedFrame(packet, crop, flags, quad, wplus[i], coded.recon, face_px))
             self.frames_coded += 1
+        self.timing.update(E=(t2 - t1) * 1000, code=(time.perf_counter() - t2) * 1000)
         return out
 
     def _align(self, frame: np.ndarray, timestamp: float | None

@@ -78,6 +78,17 @@ def test_argument_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_pa
         send_main(["--serverless", "offer"])  # a camera is required
 
 
+def test_coding_options_fail_before_any_model_or_network_work(capsys: pytest.CaptureFixture[str]) -> None:
+    """Validated where sganc-stream validates them (StreamParams), before the model loads or pairing starts."""
+    base = ["--signal", "ws://127.0.0.1:9", "--video", str(clip()), "--model", "/nonexistent.safetensors"]
+    for extra, message in ((["--g", "300"], "residual period g must be between 0 and 255, got 300"),
+                           (["--keyframe-interval", "-1"], "keyframe interval must be >= 0"),
+                           (["--redundancy", "9"], "redundancy depth must be in 0..4, got 9"),
+                           (["--loss", "1.5"], "loss probability must be in [0, 1), got 1.5")):
+        assert send_main(base + extra) == 2
+        assert capsys.readouterr().err.strip() == f"sganc-send: error: {message}"
+
+
 @pytest.mark.slow
 def test_serverless_copy_paste_one_way(tmp_path: Path) -> None:
     """sganc-send prints its offer line, sganc-recv reads it and prints its answer line, which goes back."""

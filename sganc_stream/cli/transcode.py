@@ -10,10 +10,10 @@ from typing import Any
 from tqdm import tqdm
 
 from sganc_stream.assets import default_face_model
+from sganc_stream.cli.options import add_stream_arguments, stream_params_from
 from sganc_stream.dataset import LAYOUTS, Clip, scan_clips, transcode_dataset
 from sganc_stream.engine import ENGINES, RAY_EXTRA, EngineOptions
 from sganc_stream.errors import InputError
-from sganc_stream.latent.codec import StreamParams
 from sganc_stream.pipeline import FaceModel, TranscodeOptions, decode_file, load_face_model, transcode_file
 
 
@@ -28,10 +28,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 def add_coding_options(p: argparse.ArgumentParser) -> None:
     """Options shared by the commands that encode video."""
     add_model_options(p)
-    p.add_argument("--mode", choices=["open", "closed", "intra"], default="open", help="inter coding mode (default: open)")
-    p.add_argument("--g", type=int, default=10, help="residual period in open mode; 0 = never (default: 10)")
-    p.add_argument("--step", type=float, help="quantization step, one of the model's presets (default: the middle one)")
-    p.add_argument("--keyframe-interval", type=int, default=0, help="intra refresh period in frames; 0 = first only")
+    add_stream_arguments(p)
     p.add_argument("--max-frames", type=int, help="code at most this many input frames")
     p.add_argument("--identity-every", type=int, default=1,
                    help="identity distance on every N-th frame (about 0.1 s a pair on CPU; default 1)")
@@ -61,15 +58,10 @@ def load_model(args: argparse.Namespace, device: str | None = None) -> FaceModel
 
 
 def options_from(args: argparse.Namespace, model: FaceModel, **outputs: Any) -> TranscodeOptions:
-    if not 0 <= args.g <= 255:
-        raise InputError("--g must be between 0 and 255")
-    if args.keyframe_interval < 0:
-        raise InputError("--keyframe-interval must be >= 0")
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError("--max-frames must be at least 1")
-    params = StreamParams(args.mode, args.g, model.codec.step_index(args.step), args.keyframe_interval)
-    return TranscodeOptions(params=params, lossless=args.lossless, align=not args.pre_aligned, batch=args.batch,
-                            max_frames=args.max_frames, identity_every=args.identity_every,
+    return TranscodeOptions(params=stream_params_from(args, model.codec), lossless=args.lossless,
+                            align=not args.pre_aligned, batch=args.batch, max_frames=args.max_frames, identity_every=args.identity_every,
                             progress=not args.quiet, **outputs)
 
 

@@ -2,8 +2,8 @@
 
 Sources yield ``(frame, capture_time)`` (uint8 RGB, ``time.time()`` seconds) like a camera: never queued, a
 slow consumer gets the newest frame. A video file is a fake camera looped and paced in real time
-(:class:`sganc_stream.video.PacedFrames` on the wall clock); a device goes through OpenCV's VideoCapture, read
-in a worker thread so the event loop (ICE, DTLS, SCTP) keeps running.
+(:class:`sganc_stream.video.PacedFrames` on the wall clock); a device goes through OpenCV's VideoCapture. Both are
+read in the call's capture thread (``rtc.worker``), never on the event loop.
 
 :class:`FrameSink` shows frames in an OpenCV window with an overlay (needs a display) and/or records them to a
 video file (the decoded frames as they are, without overlay, so recordings can be measured); ``headless`` turns
@@ -12,10 +12,9 @@ the window off.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -41,9 +40,9 @@ class CameraFrames:
         self.fps = float(fps or (reported if 0 < reported <= 240 else 30.0))
         self.dropped = 0
 
-    async def __aiter__(self) -> AsyncIterator[tuple[np.ndarray, float]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
         while True:
-            ok, bgr = await asyncio.to_thread(self.capture.read)
+            ok, bgr = self.capture.read()
             if not ok:
                 raise InputError(f"camera {self.device!r} stopped delivering frames")
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.time()
