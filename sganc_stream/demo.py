@@ -9,6 +9,7 @@ through alignment like any transcode.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 
 from sganc_stream.errors import InputError
-from sganc_stream.pipeline import FaceModel, TranscodeOptions, transcode_file, transcode_frames
+from sganc_stream.pipeline import (FaceModel, TimedFrame, TranscodeOptions, nominal_times, transcode_file,
+                                   transcode_frames)
 
 TRUNCATION = 0.7  # identity: w_avg + ψ (w - w_avg), a typical-looking face
 MOTION = 0.35  # amplitude of the walk relative to a sample's distance from w_avg
@@ -55,8 +57,9 @@ def render_clip(model: FaceModel, wplus: np.ndarray, batch: int = 1) -> Iterator
         yield from model.render(wplus[start:start + batch])
 
 
-def camera_frames(index: int, frames: int) -> tuple[Iterator[np.ndarray], float]:
-    """Up to ``frames`` RGB frames from camera ``index`` and its frame rate; InputError if it cannot be opened."""
+def camera_frames(index: int, frames: int) -> tuple[Iterator[TimedFrame], float]:
+    """Up to ``frames`` ``(RGB frame, capture time in seconds)`` from camera ``index`` and its nominal frame rate;
+    InputError if it cannot be opened. A camera's real rate varies (exposure, load): its times are kept."""
     level = cv2.getLogLevel()
     cv2.setLogLevel(0)  # OpenCV would log its own multi-line complaint about a missing camera
     try:
@@ -68,13 +71,13 @@ def camera_frames(index: int, frames: int) -> tuple[Iterator[np.ndarray], float]
         raise InputError(f"cannot open camera {index}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
 
-    def read() -> Iterator[np.ndarray]:
+    def read() -> Iterator[TimedFrame]:
         try:
             for _ in range(frames):
                 ok, bgr = cap.read()
                 if not ok:
                     return
-                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.monotonic()
         finally:
             cap.release()
 
@@ -99,4 +102,5 @@ def run_demo(model: FaceModel, outdir: str | os.PathLike[str], options: Transcod
         return transcode_frames(model, source, cam_fps, out / "demo.sgnc", opts, name=f"camera {camera}", total=frames)
     opts = replace(opts, align=False)
     clip = render_clip(model, talking_face_latents(model, frames, seed), opts.batch)
-    return transcode_frames(model, clip, fps, out / "demo.sgnc", opts, name="generated clip", total=frames)
+    return transcode_frames(model, nominal_times(clip, fps), fps, out / "demo.sgnc", opts, name="generated clip",
+                            total=frames)

@@ -6,7 +6,9 @@ receiver use exactly the objects that offline transcoding uses. ``encode_batch``
 on several frames at once (the point of a GPU); the latent coding itself stays sequential because it is stateful.
 
 File-level work (read a clip, write .sgnc / videos / report) is :func:`transcode_frames`, :func:`transcode_file` and
-:func:`decode_file`. Decode equality: the reconstruction written by a transcode is produced by a
+:func:`decode_file`. Timing: every input frame comes with its presentation (or capture) time, which its packet
+carries (``timestamp_ms``, from the first coded frame); every video written here places each frame at its packet's
+time, so a variable-frame-rate clip stays in sync with its audio. Decode equality: the reconstruction written by a transcode is produced by a
 :class:`FrameDecoder` fed the packets that go into the file, in the same batches a later ``decode`` uses, so on the
 same machine and settings (device, ``batch``) both give identical uint8 arrays; written with ``lossless`` they stay
 identical on disk, otherwise both are H.264 encodings of identical arrays.
@@ -42,8 +44,13 @@ from sganc_stream.latent.sequence import stream_params
 from sganc_stream.models.checkpoint import load_checkpoint
 from sganc_stream.models.encoders import images_to_tensor
 from sganc_stream.models.stylegan2 import Generator
+from sganc_stream.metrics import IDENTITY_EVERY
 from sganc_stream.report import QualityMeter, stream_report, write_json
-from sganc_stream.video import VideoReader, VideoWriter, check_frame
+from sganc_stream.video import VideoReader, VideoWriter, check_frame, video_format
+
+
+TimedFrame = tuple[np.ndarray, float]  # (uint8 RGB (H, W, 3), presentation time in seconds)
+VIDEO_OUTPUTS = ("recon", "aligned", "paste_back", "side_by_side")  # the TranscodeOptions fields that are videos
 
 
 def resolve_device(device: str) -> torch.device:
@@ -246,7 +253,7 @@ class TranscodeOptions:
     align: bool = True  # False: input frames are already aligned faces
     batch: int = 1
     max_frames: int | None = None
-    identity_every: int = 1
+    identity_every: int = IDENTITY_EVERY  # identity distance on every N-th frame (about 0.1 s a pair on CPU)
     progress: bool = True
     landmarks: str | LandmarkBackend = "dlib"
 
@@ -262,29 +269,46 @@ def _writable(path: Path) -> None:
         raise InputError(f"cannot write {path}: folder {parent} is not writable")
 
 
-def _limited(frames: Iterable[np.ndarray], limit: int | None) -> Iterator[np.ndarray]:
+def _limited(frames: Iterable[TimedFrame], limit: int | None) -> Iterator[TimedFrame]:
     for i, frame in enumerate(frames):
         if limit is not None and i >= limit:
             return
         yield frame
 
 
-def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float, output: str | os.PathLike[str],
+def nominal_times(frames: Iterable[np.ndarray], fps: float) -> Iterator[TimedFrame]:
+    """Frames without their own times (generated, pre-loaded) as ``(frame, index / fps)``."""
+    return ((frame, i / fps) for i, frame in enumerate(frames))
+
+
+def check_outputs(output: str | os.PathLike[str], options: TranscodeOptions) -> None:
+    """Every output of a transcode can be written (folder, video format): a one-line InputError before any work."""
+    videos = [getattr(options, k) for k in VIDEO_OUTPUTS]
+    for path in [output, options.report, *videos]:
+        if path is not None:
+            _writable(Path(path))
+    for path in videos:
+        if path is not None:
+            video_format(path, options.lossless)
+
+
+def transcode_frames(model: FaceModel, frames: Iterable[TimedFrame], fps: float, output: str | os.PathLike[str],
                      options: TranscodeOptions, *, name: str = "input", total: int | None = None) -> dict[str, Any]:
     """Encode ``frames`` into ``output`` (.sgnc), write the asked-for videos and report; returns the report dict.
 
-    Memory stays bounded by ``options.batch`` frames; only the (small) packets are kept until the file is
-    written. Every output is atomic: on any error none of them is left looking complete.
+    ``frames``: ``(uint8 RGB (H, W, 3), presentation time in seconds)`` pairs, times increasing (a
+    :meth:`VideoReader.timed` pass, camera capture times, or :func:`nominal_times`); ``fps`` is the nominal (average)
+    rate for the header; ``total`` the number of frames the source declares (progress bar; the report's
+    ``input_frames.declared``). Memory stays bounded by ``options.batch`` frames; only the (small) packets are kept
+    until the file is written. Every output is atomic: on any error none of them is left looking complete.
     """
     output = Path(output)
     if options.batch < 1:
         raise InputError(f"--batch must be at least 1, got {options.batch}")
     if not 0 < fps <= 1000:
         raise InputError(f"{name}: frame rate {fps} is outside (0, 1000]")
-    videos = {k: getattr(options, k) for k in ("recon", "aligned", "paste_back", "side_by_side")}
-    for path in [output, options.report, *videos.values()]:
-        if path is not None:
-            _writable(Path(path))
+    check_outputs(output, options)
+    videos = {k: getattr(options, k) for k in VIDEO_OUTPUTS}
     quality = options.quality or options.report is not None
     decode = quality or any(videos[k] is not None for k in ("recon", "paste_back", "side_by_side"))
     encoder = FrameEncoder(model, options.params, fps=fps, align=options.align, landmarks=options.landmarks)
@@ -294,7 +318,8 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
     packets: list[Packet] = []
     records: list[dict[str, Any]] = []
     timing = {"encode": 0.0, "decode": 0.0}
-    skipped = 0
+    skipped = read = 0
+    declared = total
     total = total if options.max_frames is None else min(options.max_frames, total or options.max_frames)
     with ExitStack() as stack:
         writers = {k: stack.enter_context(VideoWriter(p, fps, lossless=options.lossless))
@@ -316,16 +341,18 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
                 for (e, _), p in zip(group, psnrs):
                     records[e.packet.frame]["psnr_vs_aligned"] = _finite(p)
             for i, (e, frame) in enumerate(group):
+                t = e.packet.timestamp_ms / 1000
                 if "recon" in writers:
-                    writers["recon"].write(recon[i])
+                    writers["recon"].write(recon[i], t)
                 if "side_by_side" in writers:
-                    writers["side_by_side"].write(np.hstack([e.crop, recon[i]]))
+                    writers["side_by_side"].write(np.hstack([e.crop, recon[i]]), t)
                 if paster is not None:
-                    writers["paste_back"].write(frame if e.quad is None else paster(frame, recon[i], e.quad))
+                    writers["paste_back"].write(frame if e.quad is None else paster(frame, recon[i], e.quad), t)
 
-        chunk: list[np.ndarray] = []
+        chunk: list[TimedFrame] = []
         for last, frame in _with_last(_limited(frames, options.max_frames)):
             chunk.append(frame)
+            read += 1
             if len(chunk) < options.batch and not last:
                 continue
             coded, n_skipped = _encode_chunk(encoder, chunk, packets, records, writers, timing)
@@ -344,6 +371,7 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
     report = stream_report(header, size, records, skipped=skipped, timing=timing, decoded=decode,
                            quality={k: m.summary() for k, m in meters.items()} if quality else None)
     report["input"] = name
+    report["input_frames"] = {"read": read, "declared": declared}
     # Decoded pixels depend on the device, the batch and torch's CPU threads: decode equals this run's recon when
     # all three match (they do by default on one machine).
     report["speed"].update(device=str(model.device), batch=options.batch, torch_threads=torch.get_num_threads())
@@ -354,7 +382,7 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
     return report
 
 
-def _with_last(items: Iterable[np.ndarray]) -> Iterator[tuple[bool, np.ndarray]]:
+def _with_last(items: Iterable[TimedFrame]) -> Iterator[tuple[bool, TimedFrame]]:
     """(is_last, item) pairs: the loop must know the last frame to flush a short final batch."""
     it = iter(items)
     try:
@@ -367,15 +395,15 @@ def _with_last(items: Iterable[np.ndarray]) -> Iterator[tuple[bool, np.ndarray]]
     yield True, prev
 
 
-def _encode_chunk(encoder: FrameEncoder, chunk: list[np.ndarray], packets: list[Packet], records: list[dict],
+def _encode_chunk(encoder: FrameEncoder, chunk: list[TimedFrame], packets: list[Packet], records: list[dict],
                   writers: dict[str, VideoWriter], timing: dict[str, float]
                   ) -> tuple[list[tuple[EncodedFrame, np.ndarray]], int]:
     """Encode a chunk, collect packets and per-frame records; returns (coded frames with their input, skipped)."""
     t0 = time.perf_counter()
-    encoded = encoder.encode_batch(chunk)
+    encoded = encoder.encode_batch([f for f, _ in chunk], [t for _, t in chunk])
     timing["encode"] += time.perf_counter() - t0
     coded = []
-    for e, frame in zip(encoded, chunk):
+    for e, (frame, _) in zip(encoded, chunk):
         if e is None:
             continue
         packets.append(e.packet)
@@ -384,7 +412,7 @@ def _encode_chunk(encoder: FrameEncoder, chunk: list[np.ndarray], packets: list[
                         "face": [f.name for f in FaceFlags if f in e.flags]})
         coded.append((e, frame))
         if "aligned" in writers:
-            writers["aligned"].write(e.crop)
+            writers["aligned"].write(e.crop, e.packet.timestamp_ms / 1000)
     return coded, sum(e is None for e in encoded)
 
 
@@ -394,17 +422,19 @@ def _finite(x: float) -> float | None:
 
 def transcode_file(model: FaceModel, input: str | os.PathLike[str], output: str | os.PathLike[str],
                    options: TranscodeOptions) -> dict[str, Any]:
-    """:func:`transcode_frames` on a video file or image folder, at its own frame rate."""
+    """:func:`transcode_frames` on a video file or image folder, upright and at its frames' own times."""
     with VideoReader(input) as reader:
-        return transcode_frames(model, reader, reader.fps, output, options, name=str(input), total=reader.frame_count)
+        return transcode_frames(model, reader.timed(), reader.fps, output, options, name=str(input),
+                                total=reader.frame_count)
 
 
 def decode_file(model: FaceModel, input: str | os.PathLike[str], output: str | os.PathLike[str], *,
                 lossless: bool = False, batch: int = 1, progress: bool = True) -> dict[str, Any]:
-    """Regenerate a video from an .sgnc file alone; returns frames, fps and decode speed."""
+    """Regenerate a video from an .sgnc file alone, each frame at its packet's time; returns frames, fps, speed."""
     if batch < 1:
         raise InputError(f"--batch must be at least 1, got {batch}")
     _writable(Path(output))
+    video_format(output, lossless)
     container = read_container(input)
     decoder = FrameDecoder.for_header(model, container.header)  # model check before any work
     packets = container.packets
@@ -412,8 +442,9 @@ def decode_file(model: FaceModel, input: str | os.PathLike[str], output: str | o
     with VideoWriter(output, container.header.fps, lossless=lossless) as writer, \
             tqdm(total=len(packets), unit="frame", desc="decode", mininterval=1.0, disable=not progress) as bar:
         for start in range(0, len(packets), batch):
-            for frame in decoder.decode_batch(packets[start:start + batch]):
-                writer.write(frame)
+            group = packets[start:start + batch]
+            for frame, packet in zip(decoder.decode_batch(group), group):
+                writer.write(frame, packet.timestamp_ms / 1000)
             bar.update(min(batch, len(packets) - start))
     seconds = time.perf_counter() - t0
     return {"frames": len(packets), "fps": container.header.fps, "decode_fps": len(packets) / max(seconds, 1e-9)}

@@ -12,7 +12,7 @@ import numpy as np
 from sganc_stream.assets import default_latent_codec
 from sganc_stream.bitstream.container import decode_container, read_container
 from sganc_stream.errors import InputError
-from sganc_stream.fileio import atomic_output, write_bytes_atomic
+from sganc_stream.fileio import atomic_output, load_npy, write_bytes_atomic
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
 from sganc_stream.latent.sequence import decode_sequence, encode_sequence, stream_params, time_coding
@@ -41,16 +41,6 @@ def resolve_params(model: LatentCodecModel, args: argparse.Namespace) -> StreamP
 
 def load_model(path: str | None) -> LatentCodecModel:
     return load_latent_codec(path or default_latent_codec())
-
-
-def load_npy(path: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{p}: not a readable .npy array ({str(exc).splitlines()[0][:80]})") from None
 
 
 def save_npy(path: str, array: np.ndarray) -> None:

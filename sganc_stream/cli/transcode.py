@@ -13,7 +13,11 @@ from sganc_stream.assets import default_face_model
 from sganc_stream.dataset import LAYOUTS, Clip, transcode_dataset
 from sganc_stream.errors import InputError
 from sganc_stream.latent.codec import StreamParams
-from sganc_stream.pipeline import FaceModel, TranscodeOptions, decode_file, load_face_model, transcode_file
+from sganc_stream.metrics import IDENTITY_EVERY
+from sganc_stream.pipeline import (FaceModel, TranscodeOptions, check_outputs, decode_file, load_face_model,
+                                   transcode_file)
+from sganc_stream.threads import DEFAULT_THREADS, set_threads
+from sganc_stream.video import VIDEO_FORMATS, video_format
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -21,6 +25,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--batch", type=int, default=1,
                    help="frames per network call (default 1; use the same value to decode a file exactly as transcode did)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"torch CPU threads for G and E (default {DEFAULT_THREADS}: the models are small, and extra "
+                        "threads slow them down on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -32,13 +39,17 @@ def add_coding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", type=float, help="quantization step, one of the model's presets (default: the middle one)")
     p.add_argument("--keyframe-interval", type=int, default=0, help="intra refresh period in frames; 0 = first only")
     p.add_argument("--max-frames", type=int, help="code at most this many input frames")
-    p.add_argument("--identity-every", type=int, default=1,
-                   help="identity distance on every N-th frame (about 0.1 s a pair on CPU; default 1)")
-    p.add_argument("--lossless", action="store_true", help="write videos bit-exactly (libx264rgb qp 0) instead of H.264 crf 18")
+    p.add_argument("--identity-every", type=int, default=IDENTITY_EVERY,
+                   help=f"identity distance on every N-th frame (about 0.1 s a pair on CPU; default {IDENTITY_EVERY})")
+    p.add_argument("--lossless", action="store_true",
+                   help="write videos bit-exactly (.mp4/.mkv/.mov: libx264rgb qp 0; .webm: VP9 lossless; .png is "
+                        "always exact; not .gif) instead of H.264 crf 18 / VP9 crf 32")
     p.add_argument("--pre-aligned", action="store_true", help="input frames already are FFHQ-aligned faces (no alignment)")
 
 
 def load_model(args: argparse.Namespace) -> FaceModel:
+    """The face model of ``--model`` on ``--device``, run with ``--threads`` torch threads."""
+    set_threads(args.threads)
     return load_face_model(args.model or default_face_model(), args.device)
 
 
@@ -62,15 +73,18 @@ def describe(report: dict[str, Any]) -> str:
     q = (report.get("quality") or {}).get("vs_aligned")
     if q:
         fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
+        every = "" if q["identity_every"] == 1 else f" (on 1 frame in {q['identity_every']})"
         line += (f"; vs aligned input: PSNR {fmt(q['psnr'], '.2f')} dB, MS-SSIM {fmt(q['ms_ssim'], '.4f')}, "
-                 f"identity {fmt(q['identity_distance'], '.3f')}")
+                 f"identity {fmt(q['identity_distance'], '.3f')}{every}")
     return line
 
 
 def cmd_transcode(args: argparse.Namespace) -> int:
-    model = load_model(args)
     paste = args.output.with_suffix(".pasted.mp4") if args.paste_back else None
-    options = options_from(args, model, recon=args.recon, aligned=args.aligned, report=args.report, paste_back=paste)
+    outputs = {"recon": args.recon, "aligned": args.aligned, "report": args.report, "paste_back": paste}
+    check_outputs(args.output, TranscodeOptions(lossless=args.lossless, **outputs))  # before any work
+    model = load_model(args)
+    options = options_from(args, model, **outputs)
     report = transcode_file(model, args.input, args.output, options)
     print(f"{args.output}: {describe(report)}")
     if report["skipped_frames"]:
@@ -79,6 +93,7 @@ def cmd_transcode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    video_format(args.output, args.lossless)  # before any work
     model = load_model(args)
     info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet)
     print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded ({info['decode_fps']:.1f} frames/s)")
@@ -121,9 +136,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Decode IN.sgnc with the model it was made with (the model id must match). On the "
                                    "same machine with the same --device and --batch the frames equal transcode --recon's.")
     add_model_options(p)
-    p.add_argument("--lossless", action="store_true", help="write the video bit-exactly (libx264rgb qp 0)")
+    p.add_argument("--lossless", action="store_true", help="write the video bit-exactly (see transcode --lossless)")
     p.add_argument("input", type=Path, metavar="IN.sgnc")
-    p.add_argument("output", type=Path, metavar="OUT.mp4")
+    p.add_argument("output", type=Path, metavar="OUT.mp4",
+                   help=f"the video, in the format its suffix names ({', '.join(VIDEO_FORMATS)})")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("transcode-dataset", help="transcode a MEAD / FILMPAC / folder tree, resumably",
