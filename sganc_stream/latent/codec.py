@@ -1,7 +1,9 @@
 """Per-stream latent coding: intra frames, differences, periodic residuals, keyframes.
 
 Units: the proxy value y = T(w) divided by the step Δ. The decoder's state ŷ is an integer vector; it is
-the only thing that persists between frames, so decoding is exact on any machine.
+the only thing that persists between frames, so the state is exact on any machine (the float W+ after T⁻¹ agrees
+within the tolerance of :mod:`sganc_stream.latent.model`). The encoder's integers come from T in float: they are
+exact for one machine and thread count, and may differ by one where y lies within float error of a rounding tie.
 
 * intra:  q = round(y_t)                      ŷ_t = q
 * open:   v_t = round(y_t - y_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (the paper's open loop; drifts)
