@@ -288,7 +288,7 @@ class Peer:
         lost = self.link.receiver.lost if self.link and self.link.receiver else 0
         self.sink.show(image, [f"{last.get('rx_wire_kbps', 0):.1f} kbps wire ({last.get('rx_payload_kbps', 0):.1f} payload)",
                                f"{last.get('display_fps', 0):.1f} fps  {last.get('latency_ms') or 0:.0f} ms",
-                               f"lost {lost}  {delivery.packet.type.label}"])
+                               f"lost {lost}  {delivery.packet.type.label}"], delivery.capture_ms)
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -333,7 +333,7 @@ class Peer:
         if self.self_view is None:
             self.self_view = FrameSink(record=self.opt.self_record, fps=self.send_fps, headless=self.opt.headless,
                                        title=f"sganc self view: {self.opt.name}")
-        self.self_view.show(full, [f"self view ({encoded.packet.type.label})"])
+        self.self_view.show(full, [f"self view ({encoded.packet.type.label})"], encoded.packet.timestamp_ms)
 
     def _worker_failed(self, exc: BaseException) -> None:
         self._fail(str(exc) if isinstance(exc, SgancError) else f"internal error in a worker: {type(exc).__name__}: {exc}")
