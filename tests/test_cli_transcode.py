@@ -180,3 +180,41 @@ def test_threads_option_and_truncated_input_warning(tmp_path: Path, capsys: pyte
     assert "warning" not in capsys.readouterr().err
     assert main(["decode", "--model", model, "--threads", "0", str(tmp_path / "c.sgnc"), str(tmp_path / "d.mp4")]) == 2
     assert "--threads must be at least 1" in _one_line_error(capsys, "decode")
+
+
+def test_late_face_start_offset_and_search_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """face_appears_after_60_frames.mp4, small: the lead-in is searched, said, recorded and decoded in line."""
+    faces = read_frames(shared_path(CLIPS, STEADY_CLIP), 3)
+    late = tmp_path / "late.mp4"
+    write_frames(late, [np.full_like(faces[0], 90)] * 4 + faces, 25.0)
+    model, out = str(tiny_bundle()), tmp_path / "late.sgnc"
+    assert main(["transcode", "--model", model, "--max-frames", "3", "--quiet", str(late), str(out)]) == 2
+    assert f"no face found in {late}: searched 3 of 7 frames (0.12 s)" in _one_line_error(capsys, "transcode")
+    assert main(["transcode", "--model", model, "--quiet", str(late), str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "4 frames without a face sent as no-face packets" in said and "first face at frame 4 (0.16 s)" in said
+    assert main(["decode", "--model", model, "--quiet", str(out), str(tmp_path / "d.mkv")]) == 0
+    assert "7 frames at 25 fps decoded, 4 of them without a face" in capsys.readouterr().out
+    decoded = read_frames(tmp_path / "d.mkv")
+    assert len(decoded) == 7 and all(f.max() < 20 for f in decoded[:4])  # black (H.264) where the source has no face
+
+
+def test_altered_payload_is_an_error_not_garbage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A payload altered and the file's CRC recomputed: the check value makes it a one-line error."""
+    from sganc_stream.bitstream.container import encode_container
+    from sganc_stream.bitstream.packet import Packet
+
+    out = tmp_path / "c.sgnc"
+    assert main(["transcode", "--model", str(tiny_bundle()), "--max-frames", "2", "--quiet",
+                 str(shared_path(CLIPS, STEADY_CLIP)), str(out)]) == 0
+    c = read_container(out)
+    p = c.packets[1]
+    altered = bytearray(p.payload)
+    altered[1] ^= 0x10  # low in the stack: decoded last, where escapes and the check value sit
+    bad = tmp_path / "bad.sgnc"
+    bad.write_bytes(encode_container(c.header, [c.packets[0], Packet(p.type, p.seq, p.frame, p.timestamp_ms,
+                                                                     bytes(altered))]))
+    capsys.readouterr()
+    assert main(["decode", "--model", str(tiny_bundle()), "--quiet", str(bad), str(tmp_path / "d.mp4")]) == 2
+    assert "corrupted payload" in _one_line_error(capsys, "decode")
+    assert not (tmp_path / "d.mp4").exists()
