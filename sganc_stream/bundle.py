@@ -199,8 +199,10 @@ def _read(path: Path, with_tensors: bool) -> Bundle:
         raise CheckpointError(f"{path}: safetensors file without sganc metadata (not a sganc-stream bundle)")
     try:
         config = json.loads(meta[META_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: deeply nested JSON
         raise CheckpointError(f"{path}: bundle metadata is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: bundle metadata is not a JSON object")
     if config.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown bundle format {config.get('format')!r}")
     if config.get("version") != FORMAT_VERSION:

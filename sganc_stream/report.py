@@ -71,14 +71,19 @@ class QualityMeter:
         }
 
 
-def stream_report(header: StreamHeader, size: int, frames: list[dict[str, Any]], *, skipped: int,
-                  timing: dict[str, float], decoded: bool, quality: dict[str, Any] | None) -> dict[str, Any]:
-    """The REPORT.json layout. ``size`` is the .sgnc file size; ``frames`` the per-frame records (type, bytes...)."""
+def stream_report(header: StreamHeader, size: int, frames: list[dict[str, Any]], *, timing: dict[str, float],
+                  decoded: bool, quality: dict[str, Any] | None) -> dict[str, Any]:
+    """The REPORT.json layout. ``size`` is the .sgnc file size; ``frames`` the per-frame records (type, bytes...),
+    one per input frame. Rates count every frame, no-face frames included; quality counts face frames only."""
     n = len(frames)
     bits = 8 * np.asarray([f["bytes"] for f in frames], dtype=np.float64)
+    types = [f["type"] for f in frames]
+    faces = [i for i, t in enumerate(types) if t != "no_face"]
     return {
         "frames": n,
-        "skipped_frames": skipped,  # leading input frames before the first face: not coded
+        "no_face_frames": n - len(faces),  # coded as no-face packets: decoded as blank frames, nothing invented
+        "first_face_frame": faces[0] if faces else None,  # the start offset: frames before it have no face
+        "identity_changes": types.count("new_face"),  # frames from which on another person is coded
         "fps": header.fps,
         "bytes": size,
         "kbps": 8 * size / n * header.fps / 1000,

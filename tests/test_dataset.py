@@ -69,9 +69,9 @@ def test_mead_run_resumes_and_retries_failures(model: FaceModel, tmp_path: Path)
     assert float(rows[1]["psnr_vs_aligned"]) == pytest.approx(report["quality"]["vs_aligned"]["psnr"])
     assert json.loads((out / "summary.json").read_text())["done"] == 2
 
-    seen.clear()  # resume: finished clips are skipped, the failed one is tried again
+    seen.clear()  # resume: finished clips are skipped (told first), the failed one is tried again
     transcode_dataset(model, root, out, "mead", options, on_clip=lambda c, s: seen.append(s))
-    assert [s.split(":")[0] for s in seen] == ["failed", "skipped", "skipped"]
+    assert [s.split(":")[0] for s in seen] == ["skipped", "skipped", "failed"]
 
 
 def test_folder_run_redoes_clips_made_with_other_settings(model: FaceModel, tmp_path: Path) -> None:

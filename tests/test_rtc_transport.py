@@ -9,8 +9,9 @@ import pytest
 from sganc_stream.bitstream.container import StreamHeader
 from sganc_stream.bitstream.packet import Packet, PacketReader, PacketType, pack
 from sganc_stream.errors import BitstreamError, ModelMismatchError, SgancError
-from sganc_stream.rtc.transport import (CHANNEL_OPTIONS, Hello, LossInjector, Pacer, RefusedError, StreamReceiver,
-                                        check_models, chunk_bytes, parse_message, refusal, restamp, wire_bytes)
+from sganc_stream.rtc.transport import (CHANNEL_OPTIONS, DEFAULT_PEER_MAX_MESSAGE, Hello, LossInjector, MessageTooLarge,
+                                        Pacer, RefusedError, StreamReceiver, check_message_size, check_models,
+                                        chunk_bytes, parse_message, peer_max_message, refusal, restamp, wire_bytes)
 
 MODEL = "ab" * 32
 FPS = 10.0
@@ -28,7 +29,9 @@ class FakeDecoder:
         self.resets = 0
 
     def latents(self, packet: Packet) -> np.ndarray:
-        if packet.type == PacketType.INTRA:
+        if packet.payload == b"corrupt":
+            raise BitstreamError("corrupted payload: check value mismatch")
+        if packet.type.is_intra:
             self.state = 0
         elif self.state is None:
             raise BitstreamError("inter frame without a preceding intra frame")
@@ -161,3 +164,58 @@ def test_restamped_inter_packets_stay_compact() -> None:
     data = pack(p, FPS)
     assert len(data) == 1 + 1 + 1 + 1 + 1 + 2 + 5
     assert reader.unpack(data) == p
+
+
+def test_no_face_packets_keep_sync_and_reveal_lost_face_packets() -> None:
+    clock, dec = Clock(), FakeDecoder()
+    rx = StreamReceiver(Hello(MODEL, header(), 0), dec, clock=clock)
+    lead_in = rx.on_packet(Packet(PacketType.NO_FACE, 0, 0, 0), 8)  # before any face: shown as no face
+    assert lead_in is not None and lead_in.latents is None and not rx.synced
+    assert rx.on_packet(frame(0, PacketType.INTRA), 10) is not None and rx.on_packet(frame(1), 10) is not None
+    gone = rx.on_packet(Packet(PacketType.NO_FACE, 2, 5, 500), 8)  # carries the next face packet's number
+    assert gone is not None and gone.latents is None and rx.synced and rx.expected == 2
+    assert rx.on_packet(frame(2), 10) is not None and rx.synced  # the face is back: inter, still in sync
+    late = rx.on_packet(Packet(PacketType.NO_FACE, 5, 9, 900), 8)  # face packets 3 and 4 never arrived
+    assert late is not None and not rx.synced and rx.want_keyframe()
+    new = rx.on_packet(frame(5, PacketType.NEW_FACE), 10)  # a new-face intra frame resynchronises like an intra
+    assert new is not None and rx.synced
+
+
+def test_corrupted_payload_is_dropped_and_a_keyframe_requested() -> None:
+    clock, dec = Clock(), FakeDecoder()
+    rx = StreamReceiver(Hello(MODEL, header(), 0), dec, clock=clock)
+    rx.on_packet(frame(0, PacketType.INTRA), 10)
+    assert not rx.want_keyframe()
+    assert rx.on_packet(Packet(PacketType.INTER, 1, 1, 100, b"corrupt"), 10) is None
+    assert not rx.synced and dec.resets == 1 and rx.want_keyframe()
+    assert rx.on_packet(frame(2), 10) is None  # nothing decodes until an intra frame
+    assert rx.on_packet(frame(3, PacketType.INTRA), 10) is not None and rx.synced
+
+
+def test_peer_max_message_size_from_the_remote_description() -> None:
+    """aiortc raises inside send above the size the other side's SDP announces; the sender reads it first."""
+    aiortc = pytest.importorskip("aiortc")
+    import asyncio
+
+    async def answer_sdp() -> str:
+        a, b = aiortc.RTCPeerConnection(), aiortc.RTCPeerConnection()
+        a.createDataChannel("x", **CHANNEL_OPTIONS)
+        b.createDataChannel("x", **CHANNEL_OPTIONS)
+        await a.setLocalDescription(await a.createOffer())
+        await b.setRemoteDescription(a.localDescription)
+        await b.setLocalDescription(await b.createAnswer())
+        sdp = b.localDescription.sdp
+        await a.close()
+        await b.close()
+        return sdp
+
+    sdp = asyncio.run(answer_sdp())
+    assert peer_max_message(sdp) == 262144  # what aiortc announces
+    small = sdp.replace("a=max-message-size:262144", "a=max-message-size:1200")
+    assert peer_max_message(small) == 1200
+    absent = "\r\n".join(line for line in sdp.splitlines() if not line.startswith("a=max-message-size"))
+    assert peer_max_message(absent) == DEFAULT_PEER_MAX_MESSAGE == 65536  # RFC 8841's default
+    check_message_size(1200, 1200)
+    check_message_size(10**6, 0)  # 0: no limit
+    with pytest.raises(MessageTooLarge, match="1201-byte packet exceeds the other side's max message size"):
+        check_message_size(1201, peer_max_message(small))

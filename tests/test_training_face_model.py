@@ -11,7 +11,7 @@ import torch
 from sganc_stream.errors import InputError
 from sganc_stream.training.augment import diff_augment, parse_policy
 from sganc_stream.training.face_model import (FaceModelConfig, FaceModelTrainer, TrainSettings, load_trainer,
-                                              to_tensor, train_face_model)
+                                              random_geometry, to_tensor, train_face_model)
 
 TINY = FaceModelConfig(size=64, style_dim=64, n_mlp=2, channel_max=16, enc_base_channels=8, enc_max_channels=32)
 
@@ -99,3 +99,67 @@ def test_diff_augment_keeps_shape_and_gradients() -> None:
     assert y.shape == x.shape
     y.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_tapered_generator_widths_follow_channel_base() -> None:
+    arch = FaceModelConfig(size=128, channel_base=3072, channel_max=256)
+    cfg = arch.generator_config()
+    assert [cfg.channels(2 ** k) for k in range(2, 8)] == [256, 256, 192, 96, 48, 24]
+    assert cfg.n_latent == 12
+    with pytest.raises(ValueError, match="channel_base"):
+        FaceModelConfig(size=128, channel_base=64).generator_config()
+
+
+def test_random_geometry_moves_faces_and_keeps_pairs_together() -> None:
+    x = to_tensor(_faces(6))
+    assert torch.equal(random_geometry(x, 0.0), x)
+    gen = torch.Generator().manual_seed(0)
+    y = random_geometry(x, 1.0, gen, pairs=2)
+    assert y.shape == x.shape and not torch.allclose(y, x, atol=1e-3)
+    # The second frame of a pair gets the first frame's transform: identical inputs stay identical.
+    same = torch.cat([x[:2], x[:2], x[4:]])
+    z = random_geometry(same, 1.0, torch.Generator().manual_seed(1), pairs=2)
+    assert torch.allclose(z[:2], z[2:4]) and not torch.allclose(z[0], z[4])
+
+
+def test_temporal_and_delta_terms_shrink_latent_change_between_pair_frames() -> None:
+    x = to_tensor(_faces(8))
+    x = torch.cat([x[:2], x[:2] + 0.05 * torch.randn_like(x[:2]), x[4:]])  # two "consecutive frame" pairs
+    def run(temporal: float, delta: float) -> list[dict[str, float]]:
+        trainer = FaceModelTrainer(TINY, TrainSettings(mode="joint", batch=6, temporal_weight=temporal,
+                                                       delta_weight=delta, seed=3))
+        out = [trainer.step(x, pairs=2) for _ in range(15)]
+        assert trainer.cpu_seconds > 0
+        return out
+
+    with_terms, without = run(5.0, 1.0), run(1e-9, 1e-9)
+    assert {"temporal", "delta", "loss"} <= set(with_terms[0])
+    last = {k: np.mean([o[k] for o in with_terms[-3:]]) for k in ("temporal", "delta")}
+    assert last["temporal"] < np.mean([o["temporal"] for o in with_terms[:3]])
+    assert last["temporal"] < 0.5 * np.mean([o["temporal"] for o in without[-3:]])
+    assert last["delta"] < 0.5 * np.mean([o["delta"] for o in without[-3:]])
+
+
+def test_resume_may_switch_on_later_terms_and_counts_cpu_time(tmp_path: Path) -> None:
+    faces = _faces()
+    run = tmp_path / "run"
+    pairs = np.array([[0, 1], [2, 3]])
+    first = TrainSettings(mode="joint", steps=2, batch=4, temporal_weight=1.0, pair_fraction=0.5, geometric=0.5)
+    train_face_model(faces, run, TINY, first, progress=False, pairs=pairs)
+    later = TrainSettings(mode="joint", steps=4, batch=4, temporal_weight=1.0, pair_fraction=0.5, geometric=0.5,
+                         adv_weight=0.1)
+    trainer = train_face_model(faces, run, TINY, later, progress=False, pairs=pairs, resume=True)
+    assert trainer.d is not None and trainer.step_count == 4
+    assert "adv" in trainer.history[-1] and "adv" not in trainer.history[0] and "temporal" in trainer.history[0]
+    assert trainer.history[-1]["images"] == 16 and trainer.history[-1]["cpu_hours"] > 0
+    assert load_trainer(run / "checkpoint.pt").cpu_seconds == pytest.approx(trainer.cpu_seconds)
+
+
+def test_identity_terms_join_the_joint_loss_and_lower_it() -> None:
+    x = to_tensor(_faces(4))
+    trainer = FaceModelTrainer(TINY, TrainSettings(mode="joint", batch=4, identity_weight=1.0,
+                                                   face_perceptual_weight=1.0, seed=4))
+    out = [trainer.step(x) for _ in range(12)]
+    assert {"identity", "face_perceptual"} <= set(out[0])
+    assert all(p.grad is None or not p.requires_grad for p in trainer.identity.parameters())  # dlib's net stays frozen
+    assert np.mean([o["face_perceptual"] for o in out[-3:]]) < np.mean([o["face_perceptual"] for o in out[:3]])

@@ -37,22 +37,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = data.select("val")
     if len(train) == 0:
         raise InputError(f"{args.data}: no training faces")
-    arch = FaceModelConfig(size=int(data.images.shape[1]), channel_max=args.channel_max,
+    size = int(data.images.shape[1])
+    arch = FaceModelConfig(size=size, n_mlp=args.n_mlp, channel_max=args.channel_max, channel_base=args.channel_base,
                            channel_multiplier=args.channel_multiplier, enc_base_channels=args.enc_channels)
     settings = TrainSettings(mode=args.mode, steps=args.steps, batch=args.batch, lr=args.lr, enc_lr=args.enc_lr,
                              adv_weight=args.adv_weight, augment=args.augment, r1_gamma=args.r1_gamma,
                              ema_kimg=args.ema_kimg, seed=args.seed, max_minutes=args.minutes, lr_ramp_down=args.lr_ramp_down,
-                             sample_every=args.sample_every, checkpoint_every=args.checkpoint_every)
+                             sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
+                             identity_weight=args.identity_weight, face_perceptual_weight=args.face_perceptual_weight,
+                             temporal_weight=args.temporal_weight,
+                             delta_weight=args.delta_weight, pair_fraction=args.pair_fraction, geometric=args.geometric)
     generator = None
     if args.generator:
         from sganc_stream.training.face_bundle import load_face_source
 
         generator = load_face_source(args.generator, need_encoder=False).generator
     preview = data.images[val[np.linspace(0, len(val) - 1, 8).astype(int)]] if len(val) >= 8 else None
+    # Consecutive training-clip frames, as rows of the training subset (the temporal term's pairs).
+    position = {int(g): k for k, g in enumerate(train)}
+    pairs = np.array([(position[int(a)], position[int(b)]) for rows in data.clip_sequences("train").values()
+                      for a, b in zip(rows[:-1], rows[1:]) if int(a) in position and int(b) in position],
+                     dtype=np.int64).reshape(-1, 2)
     trainer = train_face_model(data.images[train], args.out, arch, settings, device=args.device, resume=args.resume,
-                               generator=generator, preview=preview)
+                               generator=generator, preview=preview, pairs=pairs)
     last = trainer.history[-50:]
-    summary = {k: round(float(np.mean([h[k] for h in last if k in h])), 5) for k in last[-1] if k != "step"} if last else {}
+    summary = ({k: round(float(np.mean([h[k] for h in last if k in h])), 5) for k in last[-1]
+                if k not in ("step", "images", "cpu_hours")} if last else {})
     print(f"{settings.mode} training at step {trainer.step_count}/{settings.steps}; last-50 mean losses {json.dumps(summary)}; "
           f"checkpoint {Path(args.out) / 'checkpoint.pt'}")
     return 0
@@ -141,6 +151,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--r1-gamma", type=float, default=0.1)
     p.add_argument("--ema-kimg", type=float, default=5.0)
     p.add_argument("--channel-max", type=int, default=64, help="generator channel cap")
+    p.add_argument("--channel-base", type=int, default=0,
+                   help="generator widths min(BASE // resolution, --channel-max), tapering toward high resolution "
+                        "(0 = rosinality's table)")
+    p.add_argument("--n-mlp", type=int, default=8, help="mapping-network layers (unused by joint training)")
+    p.add_argument("--identity-weight", type=float, default=0.0, help="dlib face-descriptor distance loss weight")
+    p.add_argument("--face-perceptual-weight", type=float, default=0.0,
+                   help="LPIPS-style distance of dlib's network's stage features, weight")
+    p.add_argument("--temporal-weight", type=float, default=0.0,
+                   help="joint mode: weight of mean |E(x_t) - E(x_t+1)| on consecutive clip frames")
+    p.add_argument("--delta-weight", type=float, default=0.0, help="joint mode: e4e delta regularisation weight")
+    p.add_argument("--pair-fraction", type=float, default=0.25, help="share of a batch drawn as consecutive frame pairs")
+    p.add_argument("--geometric", type=float, default=0.0,
+                   help="probability of a small random shift/scale/rotation of each training face")
     p.add_argument("--channel-multiplier", type=int, default=1)
     p.add_argument("--enc-channels", type=int, default=32, help="encoder base channels")
     p.add_argument("--generator", metavar="CKPT", help="encoder mode: frozen G (gan checkpoint.pt or a bundle)")

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from sganc_stream.assets import default_latent_codec
-from sganc_stream.bitstream.container import decode_container, read_container
+from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, decode_container, fps_in_range, read_container
 from sganc_stream.errors import InputError
-from sganc_stream.fileio import write_bytes_atomic, write_npy_atomic
+from sganc_stream.fileio import load_npy, write_bytes_atomic, write_npy_atomic
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
-from sganc_stream.latent.sequence import decode_sequence, encode_sequence, stream_params, time_coding
+from sganc_stream.latent.sequence import decode_sequence, encode_sequence, no_face_frames, stream_params, time_coding
 from sganc_stream.latent.synthetic import synthetic_latents
 
 
@@ -34,8 +34,8 @@ def resolve_params(model: LatentCodecModel, args: argparse.Namespace) -> StreamP
         raise InputError("--g must be between 0 and 255")
     if args.keyframe_interval < 0:
         raise InputError("--keyframe-interval must be >= 0")
-    if not 0 < args.fps <= 1000:
-        raise InputError("--fps must be in (0, 1000]")
+    if not fps_in_range(args.fps):
+        raise InputError(f"--fps must be in [{FPS_MIN:g}, {FPS_MAX:g}]")
     return StreamParams(args.mode, args.g, model.step_index(args.step), args.keyframe_interval)
 
 
@@ -43,14 +43,6 @@ def load_model(path: str | None) -> LatentCodecModel:
     return load_latent_codec(path or default_latent_codec())
 
 
-def load_npy(path: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{p}: not a readable .npy array ({str(exc).splitlines()[0][:80]})") from None
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -61,9 +53,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
         write_npy_atomic(args.recon, res.recon)
     write_bytes_atomic(args.output, res.data)
     n = len(res.frame_types)
+    vs_ideal = (f", rANS {100 * (sum(res.payload_bits) / sum(res.ideal_bits) - 1):+.2f}% vs ideal (check values "
+                "included)" if sum(res.ideal_bits) else "")
     print(f"{n} frames, {len(res.data)} bytes, {8 * len(res.data) / n:.0f} bits/frame, "
-          f"{8 * len(res.data) / n * args.fps / 1000:.2f} kbps at {args.fps:g} fps, "
-          f"rANS {100 * (sum(res.payload_bits) / sum(res.ideal_bits) - 1):+.2f}% vs ideal")
+          f"{8 * len(res.data) / n * args.fps / 1000:.2f} kbps at {args.fps:g} fps{vs_ideal}")
     return 0
 
 
@@ -71,8 +64,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
     container = read_container(args.input)
     model = load_model(args.model)
     stream_params(model, container.header)  # model check before any work
-    write_npy_atomic(args.output, decode_sequence(model, container))
-    print(f"{len(container.packets)} frames decoded to {args.output}")
+    latents = decode_sequence(model, container)
+    write_npy_atomic(args.output, latents)
+    empty = int(no_face_frames(latents).sum())
+    print(f"{len(container.packets)} frames decoded to {args.output}"
+          + (f" ({empty} without a face: all-NaN frames)" if empty else ""))
     return 0
 
 
@@ -80,8 +76,8 @@ def inspect_dict(path: str) -> dict:
     c = read_container(path)
     frames = [{"index": p.frame, "type": p.type.label, "bytes": b, "payload_bytes": len(p.payload)} for p, b in zip(c.packets, c.record_bytes)]
     h = c.header
-    header = {"model_id": h.model_id, "rows": h.rows, "width": h.width, "mode": h.mode, "g": h.g, "step": h.step,
-              "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval}
+    header = {"version": h.version, "model_id": h.model_id, "rows": h.rows, "width": h.width, "mode": h.mode,
+              "g": h.g, "step": h.step, "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval}
     per_frame = np.array([f["bytes"] for f in frames], dtype=np.float64)
     return {
         "header": header,
@@ -141,7 +137,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=1))
         return 0
     h = info["header"]
-    print(f"{args.input}: bitstream v1, model {h['model_id']}, {h['rows']}x{h['width']}, mode {h['mode']}, "
+    print(f"{args.input}: bitstream v{h['version']}, model {h['model_id']}, {h['rows']}x{h['width']}, mode {h['mode']}, "
           f"g={h['g']}, step={h['step']:g}, {h['fps']:g} fps, {h['frames']} frames, keyframe interval {h['keyframe_interval']}")
     for f in info["frames"]:
         print(f"  frame {f['index']:6d}  {f['type']:15s} {f['bytes']:8d} bytes")

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from sganc_stream.assets import default_face_model
 from sganc_stream.dataset import LAYOUTS, Clip, scan_clips, transcode_dataset
+from sganc_stream.engine import ENGINES, RAY_EXTRA, EngineOptions
 from sganc_stream.errors import InputError
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.pipeline import FaceModel, TranscodeOptions, decode_file, load_face_model, transcode_file
@@ -38,8 +39,25 @@ def add_coding_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pre-aligned", action="store_true", help="input frames already are FFHQ-aligned faces (no alignment)")
 
 
-def load_model(args: argparse.Namespace) -> FaceModel:
-    return load_face_model(args.model or default_face_model(), args.device)
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """Where per-clip work runs (sganc_stream.engine): this process or a Ray cluster."""
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help=f"local: this process, one clip after another; ray: a pool of Ray workers ({RAY_EXTRA})")
+    p.add_argument("--address", help="ray: join this cluster ('auto' or HOST:PORT); default: start Ray on this machine")
+    p.add_argument("--workers", type=int, help="ray: number of workers (default: as many as the cluster holds)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="ray: CPUs reserved per worker; torch runs floor(C) threads in it (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0,
+                   help="ray: GPUs reserved per worker, fractions share one (needs --device cuda; default 0)")
+
+
+def engine_from(args: argparse.Namespace) -> EngineOptions:
+    return EngineOptions(args.engine, args.address, args.workers, args.cpus_per_worker, args.gpus_per_worker,
+                         args.device)
+
+
+def load_model(args: argparse.Namespace, device: str | None = None) -> FaceModel:
+    return load_face_model(args.model or default_face_model(), device or args.device)
 
 
 def options_from(args: argparse.Namespace, model: FaceModel, **outputs: Any) -> TranscodeOptions:
@@ -77,19 +95,37 @@ def cmd_transcode(args: argparse.Namespace) -> int:
     options = options_from(args, model, recon=args.recon, aligned=args.aligned, report=args.report, paste_back=paste)
     report = transcode_file(model, args.input, args.output, options)
     print(f"{args.output}: {describe(report)}")
-    if report["skipped_frames"]:
-        print(f"  {report['skipped_frames']} leading frames before the first face were not coded")
+    for line in face_notes(report):
+        print(f"  {line}")
     return 0
+
+
+def face_notes(report: dict[str, Any]) -> list[str]:
+    """Lines on frames without a face and on changes of the coded person (none when neither happened)."""
+    notes = []
+    first, fps = report["first_face_frame"], report["fps"]
+    if report["no_face_frames"]:
+        start = f"; first face at frame {first} ({first / fps:.2f} s), recorded in the stream" if first else ""
+        notes.append(f"{report['no_face_frames']} frames without a face sent as no-face packets (decoded black)"
+                     f"{start}")
+    if report["identity_changes"]:
+        frames = [f["index"] for f in report["per_frame"] if f["type"] == "new_face"]
+        notes.append(f"the coded person changes {report['identity_changes']} times (new-face intra frames at "
+                     f"{', '.join(map(str, frames[:10]))}{'…' if len(frames) > 10 else ''})")
+    return notes
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     model = load_model(args)
     info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet)
-    print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded ({info['decode_fps']:.1f} frames/s)")
+    no_face = f", {info['no_face_frames']} of them without a face (black)" if info["no_face_frames"] else ""
+    print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded{no_face} "
+          f"({info['decode_fps']:.1f} frames/s)")
     return 0
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
+    engine = engine_from(args)
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
     clips, unmatched = scan_clips(args.root, args.layout)  # the input tree is checked before the model is read
@@ -97,14 +133,15 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         shown = ", ".join(unmatched[:5]) + (f", … {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
         print(f"{len(unmatched)} video file(s) under {args.root} fit no {args.layout} layout and are not coded "
               f"(listed in {args.outdir / 'summary.json'}): {shown}", file=sys.stderr)
-    model = load_model(args)
+    model = load_model(args, engine.driver_device())
     options = options_from(args, model, quality=not args.no_quality)
 
     def told(clip: Clip, status: str) -> None:
         if status.startswith("failed") or not args.quiet:
             tqdm.write(f"{clip.rel}: {status}", file=sys.stderr)
 
-    summary = transcode_dataset(model, args.root, args.outdir, args.layout, options, limit=args.limit, on_clip=told)
+    summary = transcode_dataset(model, args.root, args.outdir, args.layout, options, limit=args.limit, on_clip=told,
+                                engine=engine)
     kbps = "n/a" if summary["kbps"] is None else f"{summary['kbps']:.2f}"
     psnr = "n/a" if summary["psnr_vs_aligned"] is None else f"{summary['psnr_vs_aligned']:.2f} dB"
     print(f"{args.outdir}: {summary['done']}/{summary['clips']} clips done ({summary['this_run']['skipped']} already "
@@ -138,8 +175,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transcode-dataset", help="transcode a MEAD / FILMPAC / folder tree, resumably",
                        description="Transcode every clip of ROOT into OUTDIR (mirroring the tree): <clip>.sgnc, "
                                    "<clip>.report.json, then clips.csv and summary.json. Finished clips are skipped when "
-                                   "run again with the same settings; failed ones are retried. Exit status 1 if any failed.")
+                                   "run again with the same settings; failed ones are retried. Exit status 1 if any failed. "
+                                   "With --engine ray, clips are spread over Ray workers (ROOT must be readable at the "
+                                   "same path on every node; this process writes OUTDIR).")
     add_coding_options(p)
+    add_engine_options(p)
     p.add_argument("--layout", choices=LAYOUTS, default="folder",
                    help="mead: <actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4 or flat MEAD names like "
                         "M030_front_angry_level3_001.mp4; filmpac: clips named like FP006734MD02; folder: every video "

@@ -102,15 +102,29 @@ class LatentCodecModel:
         if not isinstance(cfg, dict):
             raise no_codec_error(source)
         try:
-            rows, width = int(cfg["rows"]), int(cfg["width"])
-            groups = [(int(a), int(b)) for a, b in cfg["groups"]]
+            rows, width, couplings, hidden = cfg["rows"], cfg["width"], cfg["flow"]["couplings"], cfg["flow"]["hidden"]
+            groups = [(a, b) for a, b in cfg["groups"]]
             steps = [float(s) for s in cfg["steps"]]
-            couplings, hidden = int(cfg["flow"]["couplings"]), int(cfg["flow"]["hidden"])
-            part = bundle.part("codec")
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{source}: malformed latent codec config") from None
+        ints = (rows, width, couplings, hidden, *(v for g in groups for v in g))
+        # Bounds before anything is built: the config decides every size (rows/width as in the stream header).
+        if (any(type(v) is not int for v in ints) or not 1 <= rows <= 64 or not 2 <= width <= 4096
+                or not 0 <= couplings <= 64 or not 1 <= hidden <= 4096 or not 1 <= len(steps) <= 64
+                or not all(0 < s < float("inf") for s in steps) or not groups
+                or [a for a, _ in groups] != [0, *(b for _, b in groups[:-1])] or groups[-1][1] != rows
+                or any(b <= a for a, b in groups)):
+            raise CheckpointError(f"{source}: latent codec config out of range (rows, width, groups, steps, flow)")
+        part = bundle.part("codec")
+        try:
             flows = []
             for g in range(len(groups)):
-                flow = RealNVP(width, hidden=hidden, couplings=couplings)
                 sd = {k[len(f"flow.{g}."):]: v.float() for k, v in part.items() if k.startswith(f"flow.{g}.")}
+                if couplings and (sd.get("layers.0.scale.0.weight") is None or sd["layers.0.scale.0.weight"].shape[0] != hidden
+                                  or f"layers.{couplings - 1}.shift.4.bias" not in sd):
+                    raise CheckpointError(f"{source}: latent codec flow {g} does not hold the {couplings} couplings of "
+                                          f"width {hidden} its config states")
+                flow = RealNVP(width, hidden=hidden, couplings=couplings)
                 flow.load_state_dict(sd, strict=True)
                 flows.append(flow.eval())
             tables = {
@@ -125,8 +139,8 @@ class LatentCodecModel:
             }
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{source}: malformed latent codec ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
-        if groups[0][0] != 0 or groups[-1][1] != rows or any(t.freqs.shape[0] != rows * width for ts in tables.values() for t in ts):
-            raise CheckpointError(f"{source}: latent codec groups or tables do not cover {rows}x{width}")
+        if any(t.freqs.shape[0] != rows * width or t.offsets.shape != (rows * width,) for ts in tables.values() for t in ts):
+            raise CheckpointError(f"{source}: latent codec tables do not cover {rows}x{width}")
         return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"))
 
 

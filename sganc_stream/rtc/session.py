@@ -27,18 +27,21 @@ from typing import Any, TextIO
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.errors import BitstreamError, InputError, ModelMismatchError, SgancError
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.face.paste_back import PasteBack
-from sganc_stream.pipeline import EncodedFrame, FaceModel, FrameDecoder, FrameEncoder
+from sganc_stream.pipeline import NO_FACE_PIXEL, EncodedFrame, FaceModel, FrameDecoder, FrameEncoder
 from sganc_stream.rtc.media import FrameSink, open_source, require_display
 from sganc_stream.rtc.signaling import (SignalingClient, SignalingError, description_from_line, description_to_line,
-                                        read_line)
-from sganc_stream.rtc.transport import (CHANNEL_LABEL, CHANNEL_OPTIONS, DEFAULT_MAX_BUFFERED, Hello, LossInjector,
-                                        Pacer, Received, RefusedError, StreamReceiver, check_models, chunk_bytes,
-                                        parse_message, refusal, restamp, wire_bytes)
+                                        read_line, remote_description)
+from sganc_stream.rtc.transport import (CHANNEL_LABEL, CHANNEL_OPTIONS, DEFAULT_MAX_BUFFERED,
+                                        DEFAULT_PEER_MAX_MESSAGE, NO_FACE_REPEAT_S, Hello, LossInjector,
+                                        MessageTooLarge, Pacer, Received, RefusedError, StreamReceiver,
+                                        check_message_size, check_models, chunk_bytes, parse_message, peer_max_message,
+                                        refusal, restamp, wire_bytes)
 
 
 @dataclass
@@ -127,6 +130,12 @@ class Link:
         self.remote: Hello | None = None
         self.receiver: StreamReceiver | None = None
         self.closed = asyncio.Event()
+        self.no_face_sent_ms: float | None = None  # when the last no-face packet went out (None: a face since)
+
+    def max_message_size(self) -> int:
+        """The largest message the other side accepts (its SDP's max-message-size; 0 = no limit)."""
+        desc = self.pc.remoteDescription
+        return DEFAULT_PEER_MAX_MESSAGE if desc is None else peer_max_message(desc.sdp)
 
     @property
     def open(self) -> bool:
@@ -286,6 +295,8 @@ class Peer:
         if was_synced and not receiver.synced:
             self.stats.event("gap", seq=packet.seq, expected=receiver.expected)
         if got is not None:
+            if packet.type == PacketType.NEW_FACE:
+                self.stats.event("identity_change", seq=packet.seq, frame=packet.frame)
             self.stats.add(rx_frames=1, rx_payload=size, rx_channel=chunk_bytes(size), rx_wire=wire_bytes(size))
             self.stats.event("rx", seq=packet.seq, frame=packet.frame, type=packet.type.label, bytes=size,
                              capture_ms=round(got.capture_ms, 1))
@@ -320,20 +331,40 @@ class Peer:
             started = time.time()
             encoded = await asyncio.to_thread(link.encoder.encode, frame, t)
             encode_ms = (time.time() - started) * 1000
-            if encoded is None or link is not self.link or not link.open:
+            if link is not self.link or not link.open:
                 continue
             if self.paster is not None:
                 await self._show_self(frame, encoded)
+            if not encoded.has_face:  # say "no face" when it goes, then once a second: nothing to code in between
+                if link.no_face_sent_ms is not None and ts_ms - link.no_face_sent_ms < NO_FACE_REPEAT_S * 1000:
+                    continue
+                link.no_face_sent_ms = ts_ms
+            else:
+                link.no_face_sent_ms = None
             link.frame = max(round(ts_ms * link.fps / 1000), link.frame + 1)  # strictly increasing camera slot
             packet = restamp(encoded.packet, link.frame, ts_ms)
-            data = pack(packet, link.fps)
-            link.send(data)
-            n = len(data)
-            self.stats.add(tx_frames=1, tx_payload=n, tx_channel=chunk_bytes(n), tx_wire=wire_bytes(n),
-                           tx_intra=int(packet.type == PacketType.INTRA))
-            self.stats.event("tx", seq=packet.seq, frame=packet.frame, type=packet.type.label, bytes=n,
-                             capture_ms=link.epoch_ms + ts_ms, encode_start_ms=round(started * 1000 - t * 1000, 1),
-                             encode_ms=round(encode_ms, 1))
+            if self._transmit(link, packet):
+                self.stats.event("tx", seq=packet.seq, frame=packet.frame, type=packet.type.label,
+                                 bytes=len(pack(packet, link.fps)), capture_ms=link.epoch_ms + ts_ms,
+                                 encode_start_ms=round(started * 1000 - t * 1000, 1), encode_ms=round(encode_ms, 1))
+
+    def _transmit(self, link: Link, packet: Packet) -> bool:
+        """Send one packet unless it exceeds what the other side accepts (then count, log and skip it: aiortc would
+        raise inside send; the receiver sees the gap and asks for a keyframe). Returns whether it was sent."""
+        data = pack(packet, link.fps)
+        n, limit = len(data), link.max_message_size()
+        try:
+            check_message_size(n, limit)
+        except MessageTooLarge as exc:
+            self.stats.add(tx_oversize=1)
+            self.stats.event("oversize", seq=packet.seq, type=packet.type.label, bytes=n, limit=limit)
+            if self.stats.total["tx_oversize"] == 1:
+                self.stats.say(f"{exc}: not sent (each one is counted as tx_oversize in the log)")
+            return False
+        link.send(data)
+        self.stats.add(tx_frames=1, tx_payload=n, tx_channel=chunk_bytes(n), tx_wire=wire_bytes(n),
+                       tx_intra=int(packet.type.is_intra))
+        return True
 
     async def _show_self(self, frame: np.ndarray, encoded: EncodedFrame) -> None:
         """--paste-back: what the other side sees of us, pasted back into our full camera frame.
@@ -341,8 +372,11 @@ class Peer:
         Only the aligned face travels, so the full frame can be shown on the sending side only.
         """
         assert self.paster is not None
-        face = (await asyncio.to_thread(self.model.render, encoded.recon_wplus[None]))[0]
-        full = face if encoded.quad is None else self.paster(frame, face, encoded.quad)
+        if encoded.recon_wplus is None:  # no face: the camera frame as it is (nothing is pasted)
+            full = frame
+        else:
+            face = (await asyncio.to_thread(self.model.render, encoded.recon_wplus[None]))[0]
+            full = face if encoded.quad is None else self.paster(frame, face, encoded.quad)
         if self.self_view is None:
             self.self_view = FrameSink(record=self.opt.self_record, fps=self.send_fps, headless=self.opt.headless,
                                        title=f"sganc self view: {self.opt.name}")
@@ -356,7 +390,10 @@ class Peer:
             if got is None:
                 continue
             started = time.time()
-            image = (await asyncio.to_thread(self.model.render, got.latents[None]))[0]
+            if got.latents is None:  # the other side has no face in view: show none, never the last one
+                image = np.full((self.model.size, self.model.size, 3), NO_FACE_PIXEL, np.uint8)
+            else:
+                image = (await asyncio.to_thread(self.model.render, got.latents[None]))[0]
             render_ms = (time.time() - started) * 1000
             latency = time.time() * 1000 - got.capture_ms
             if self.sink is None:
@@ -407,11 +444,11 @@ class Peer:
                 elif kind == "offer":
                     await self._drop_link("replaced")
                     link = self._new_link()
-                    desc = await link.answer(RTCSessionDescription(str(msg.get("sdp")), "offer"))
+                    desc = await link.answer(remote_description(msg, "offer"))
                     await client.send({"type": "answer", "sdp": desc.sdp})
                     self.stats.say("offer received; answer sent")
                 elif kind == "answer" and self.link is not None:
-                    await self.link.accept(RTCSessionDescription(str(msg.get("sdp")), "answer"))
+                    await self.link.accept(remote_description(msg, "answer"))
                 elif kind == "peer-left":
                     self.stats.say("the other side left; waiting for it to rejoin")
                     await self._drop_link("peer left")
@@ -420,8 +457,9 @@ class Peer:
                         return
                     self.stats.say("signaling server went away; the current connection (if any) goes on")
                     await asyncio.Event().wait()
-            except ValueError as exc:  # aiortc rejects a malformed or out-of-state description with ValueError
-                self.stats.say(f"ignored a bad description from the other side ({exc})")
+            except (SignalingError, ValueError, InvalidStateError, InvalidAccessError, OperationError) as exc:
+                # check_sdp refuses malformed descriptions; aiortc raises these for one that does not fit the state
+                self.stats.say(f"ignored a bad description from the other side ({type(exc).__name__}: {exc})")
 
     async def _serverless(self, role: str, stdin: TextIO, stdout: TextIO) -> None:
         """Copy-paste pairing: print our description as one line, read the other side's."""
@@ -489,6 +527,7 @@ class Peer:
                 "latency_p95_ms": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 1) if lat else None,
                 "keyframe_requests_sent": int(total.get("keyframe_requests_sent", 0)),
                 "keyframe_requests_received": int(total.get("keyframe_requests_received", 0)),
+                "tx_oversize": int(total.get("tx_oversize", 0)),
                 "injected_drops": self.loss.dropped, "congestion_skipped": self.pacer.skipped,
                 "recorded": None if self.sink is None or self.opt.record is None else self.sink.frames}
 

@@ -21,6 +21,15 @@ gap, an undecodable packet, or an inter packet before any intra frame makes it d
 KEYFRAME_REQUEST packet, repeated every ``retry_ms`` while it stays out of sync (the request can be lost too);
 the sender answers with an intra frame.
 
+No face: while the sender's camera shows no face it sends a no-face packet (bitstream v2) when the face goes and
+then once a second, nothing in between; the receiver shows a black frame ("no face") until the next face packet.
+A no-face packet carries the sequence number the next face packet will have, so it also reveals lost face packets.
+
+Message size: SCTP peers announce the largest message they accept (SDP ``a=max-message-size``, RFC 8841: 64 KiB
+when absent, 0 for no limit); aiortc raises inside ``send`` above it. The sender checks every packet against the
+other side's announced size first and does not send one above it (a large model's intra frame with out-of-range
+latents can reach ~50 KB): it is counted and logged, and the receiver repairs the gap with a keyframe request.
+
 Pacing: the sender checks ``bufferedAmount`` before encoding a frame and skips the frame (no sequence number
 used, so nothing for the receiver to repair) while more than ``max_buffered`` bytes wait: frames are dropped,
 latency never grows.
@@ -46,13 +55,15 @@ from sganc_stream.bitstream.container import StreamHeader
 from sganc_stream.bitstream.packet import MAX_PAYLOAD, Packet, PacketReader, PacketType, pack
 from sganc_stream.errors import BitstreamError, ModelMismatchError, SgancError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # call protocol 2 carries bitstream v2 packets (check values, no-face, new-face)
 CHANNEL_LABEL = "sganc"
 CHANNEL_OPTIONS: dict[str, Any] = {"ordered": False, "maxRetransmits": 0, "negotiated": True, "id": 0}
 SCTP_CHUNK_HEADER = 16
 PACKET_OVERHEAD = 12 + 13 + 8 + 16 + 8 + 20  # SCTP common header, DTLS record (AES-GCM), UDP, IPv4
 MAX_MESSAGE = MAX_PAYLOAD + 64
 DEFAULT_MAX_BUFFERED = 8 * 1024
+DEFAULT_PEER_MAX_MESSAGE = 65536  # RFC 8841 §6: the max-message-size to assume when the SDP names none
+NO_FACE_REPEAT_S = 1.0  # while no face is in view, repeat the no-face packet this often
 CONTROL_PREFIX = bytes([0x95, int(PacketType.KEYFRAME_REQUEST)])  # msgpack fixarray(5), then the packet type
 
 
@@ -68,6 +79,27 @@ def wire_bytes(n: int) -> int:
 
 class RefusedError(SgancError):
     """The call was refused: the peers' models differ, or the other side sent a refusal."""
+
+
+class MessageTooLarge(SgancError):
+    """A packet is larger than the other side accepts (its SDP max-message-size)."""
+
+
+def peer_max_message(sdp: str) -> int:
+    """The largest message (bytes) the side that wrote ``sdp`` accepts on its data channel (RFC 8841
+    ``a=max-message-size`` of its application section; 65536 when absent; 0 means no limit)."""
+    for line in sdp.splitlines():
+        if line.startswith("a=max-message-size:"):
+            value = line.split(":", 1)[1].strip()
+            if value.isdigit():
+                return int(value)
+    return DEFAULT_PEER_MAX_MESSAGE
+
+
+def check_message_size(n: int, limit: int) -> None:
+    """MessageTooLarge when an ``n``-byte message exceeds ``limit`` (0 = no limit)."""
+    if limit and n > limit:
+        raise MessageTooLarge(f"a {n}-byte packet exceeds the other side's max message size ({limit} bytes)")
 
 
 @dataclass(frozen=True)
@@ -105,7 +137,7 @@ def parse_message(data: bytes, reader: PacketReader | None) -> Packet | Hello:
         if m.get("sganc") != PROTOCOL_VERSION:
             raise RefusedError(f"the other side speaks call protocol {m.get('sganc')!r}, this side {PROTOCOL_VERSION}")
         model_id, epoch = m.get("model_id"), m.get("epoch_ms")
-        if not isinstance(model_id, bytes) or len(model_id) != 32 or not isinstance(epoch, int):
+        if not isinstance(model_id, bytes) or len(model_id) != 32 or type(epoch) is not int:
             raise BitstreamError("malformed hello message")
         stream = None if m.get("stream") is None else StreamHeader.from_map(m["stream"])
         if stream is not None and stream.model_id != model_id.hex():
@@ -154,10 +186,10 @@ class LatentDecoder(Protocol):
 
 @dataclass
 class Received:
-    """A frame packet that decoded to latents."""
+    """A frame packet that decoded to latents, or a no-face packet."""
 
     packet: Packet
-    latents: np.ndarray  # (rows, width)
+    latents: np.ndarray | None  # (rows, width); None for a no-face packet
     capture_ms: float  # sender's wall-clock capture time
     size: int  # message bytes
     recovered_ms: float | None  # an intra frame that ended a loss: ms from detecting the loss to this frame
@@ -215,10 +247,14 @@ class StreamReceiver:
         if packet.type == PacketType.END:
             self.ended = True
             return None
+        if packet.type == PacketType.NO_FACE:
+            if self.synced and packet.seq != self.expected:  # face packets before it were lost
+                self._desync(now_ms)
+            return Received(packet, None, self.hello.epoch_ms + packet.timestamp_ms, size, None)
         if not packet.type.is_frame:
             return None
         self.highest_seq = packet.seq if self.highest_seq is None else max(self.highest_seq, packet.seq)
-        if packet.type != PacketType.INTRA and (not self.synced or packet.seq != self.expected):
+        if not packet.type.is_intra and (not self.synced or packet.seq != self.expected):
             self._desync(now_ms)
             return None
         try:

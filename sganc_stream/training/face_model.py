@@ -23,6 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -40,13 +41,19 @@ from sganc_stream.models.stylegan2 import Generator, GeneratorConfig
 from sganc_stream.training.augment import diff_augment, parse_policy
 from sganc_stream.training.discriminator import Discriminator
 
+if TYPE_CHECKING:
+    from sganc_stream.training.identity import IdentityLoss
+
 MODES = ("gan", "encoder", "joint")
 CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
 class FaceModelConfig:
-    """Architecture of the generator and encoder (the CPU default: 64 px, every layer 64 channels)."""
+    """Architecture of the generator and encoder (v0's CPU layout: 64 px, every layer 64 channels).
+
+    ``channel_base`` > 0 tapers the generator's widths toward high resolution (``GeneratorConfig.channel_base``).
+    """
 
     size: int = 64
     style_dim: int = 512
@@ -55,10 +62,12 @@ class FaceModelConfig:
     channel_max: int = 64
     enc_base_channels: int = 32
     enc_max_channels: int = 256
+    channel_base: int = 0
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp,
-                               channel_multiplier=self.channel_multiplier, channel_max=self.channel_max)
+                               channel_multiplier=self.channel_multiplier, channel_max=self.channel_max,
+                               channel_base=self.channel_base)
 
     def encoder_config(self) -> FastEncoderConfig:
         return FastEncoderConfig(input_size=self.size, n_latent=self.generator_config().n_latent, width=self.style_dim,
@@ -84,6 +93,12 @@ class TrainSettings:
     msssim_weight: float = 1.0
     latent_weight: float = 1.0  # encoder mode: W+ MSE on generated images
     code_weight: float = 1e-4  # joint mode: mean square of E's W+ offsets (keeps W+ compact for the codec)
+    identity_weight: float = 0.0  # joint / encoder: dlib face-descriptor distance between x and its reconstruction
+    face_perceptual_weight: float = 0.0  # joint / encoder: LPIPS-style distance of dlib's network's stage features
+    temporal_weight: float = 0.0  # joint: mean |E(x_t) − E(x_t+1)| on consecutive clip frames (few inter bits)
+    delta_weight: float = 0.0  # joint: e4e's delta regularisation, mean square of W+ rows' offsets from row 0
+    pair_fraction: float = 0.0  # share of each batch drawn as consecutive clip-frame pairs (for temporal_weight)
+    geometric: float = 0.0  # probability of a small random shift / scale / rotation of a training face
     lr_ramp_down: float = 0.0  # last share of ``steps`` over which learning rates fall linearly to 10 %
     flip: bool = True
     seed: int = 0
@@ -97,6 +112,11 @@ class TrainSettings:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.steps < 1 or self.batch < 2:
             raise InputError("steps must be >= 1 and batch >= 2")
+        if not (0.0 <= self.pair_fraction <= 1.0 and 0.0 <= self.geometric <= 1.0):
+            raise InputError("pair fraction and geometric augmentation probability must lie in [0, 1]")
+        if min(self.identity_weight, self.face_perceptual_weight, self.temporal_weight, self.delta_weight,
+               self.adv_weight) < 0:
+            raise InputError("loss weights must be >= 0")
         try:
             parse_policy(self.augment)
         except ValueError as exc:
@@ -135,6 +155,31 @@ def r1_penalty(d: nn.Module, real: torch.Tensor, policy: tuple[str, ...]) -> tor
     logits = d(diff_augment(real, policy))
     (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
     return grad.square().flatten(1).sum(1).mean()
+
+
+def random_geometry(x: torch.Tensor, prob: float, gen: torch.Generator | None = None, *, pairs: int = 0,
+                    shift: float = 0.04, scale: float = 0.05, degrees: float = 4.0) -> torch.Tensor:
+    """Small random similarity transforms of aligned faces ``(n, 3, s, s)``, as alignment jitter delivers them.
+
+    Each image is moved with probability ``prob`` by up to ±``shift`` (a fraction of the half side), scaled by
+    1 ± ``scale`` and turned by ±``degrees``; borders are reflected. Input and target of the autoencoder both get
+    the moved face, so E learns to read, and G to draw, slightly misplaced crops. Images ``[pairs:2*pairs]`` get
+    the same transform as ``[:pairs]`` (consecutive frames of one clip stay consecutive).
+    """
+    n = x.shape[0]
+    if prob <= 0:
+        return x
+    u = torch.rand(n, 5, generator=gen).to(x.device) * 2 - 1
+    on = (torch.rand(n, generator=gen).to(x.device) < prob).to(x.dtype)
+    if pairs:
+        u[pairs:2 * pairs], on[pairs:2 * pairs] = u[:pairs], on[:pairs]
+    angle = torch.deg2rad(u[:, 0] * degrees) * on
+    zoom = 1 + u[:, 1] * scale * on
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, u[:, 2] * shift * on], 1),
+                         torch.stack([sin, cos, u[:, 3] * shift * on], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 @torch.no_grad()
@@ -199,10 +244,16 @@ class FaceModelTrainer:
         self.scalers = {k: torch.amp.GradScaler("cuda", enabled=self.amp) for k in self.opts}
         if settings.mode == "joint":
             self.scalers["e"] = self.scalers["g"]  # one backward through E and G: one loss scale
+        self.identity: IdentityLoss | None = None
+        if max(settings.identity_weight, settings.face_perceptual_weight) > 0 and settings.mode != "gan":
+            from sganc_stream.training.identity import IdentityLoss
+
+            self.identity = IdentityLoss().to(self.device)
         self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False) if "g" in self.opts else None
         self.e_ema = copy.deepcopy(self.e).eval().requires_grad_(False) if self.e is not None else None
         self.ema_beta = 0.5 ** (settings.batch / max(settings.ema_kimg * 1000.0, 1e-8))
         self.step_count = 0
+        self.cpu_seconds = 0.0  # process CPU time spent in step(), all chunks together
         self.history: list[dict[str, float]] = []
 
     @property
@@ -234,6 +285,14 @@ class FaceModelTrainer:
         for n in names:
             self.opts[n].zero_grad(set_to_none=True)
 
+    def _identity_terms(self, rec: torch.Tensor, real: torch.Tensor, out: dict[str, float]) -> torch.Tensor:
+        """Weighted dlib identity distance + face-perceptual distance of reconstructions (logged into ``out``)."""
+        assert self.identity is not None
+        terms = self.identity.compare(rec.float(), real.float())
+        distance, perceptual = terms.distance.mean(), terms.perceptual.mean()
+        out.update(identity=distance.item(), face_perceptual=perceptual.item())
+        return self.s.identity_weight * distance + self.s.face_perceptual_weight * perceptual
+
     def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         assert self.d is not None
         self._zero("d")
@@ -248,8 +307,13 @@ class FaceModelTrainer:
         self._apply("d")
         return out
 
-    def step(self, real: torch.Tensor) -> dict[str, float]:
-        """One optimisation step on a batch of real images (n, 3, size, size) in [-1, 1]; returns its losses."""
+    def step(self, real: torch.Tensor, pairs: int = 0) -> dict[str, float]:
+        """One optimisation step on a batch of real images (n, 3, size, size) in [-1, 1]; returns its losses.
+
+        With ``pairs`` = m > 0 (joint mode), ``real[:m]`` and ``real[m:2m]`` are consecutive frames of the same
+        clips, for the temporal term.
+        """
+        cpu_start = time.process_time()
         real = real.to(self.device, non_blocking=True)
         mode, s = self.s.mode, self.s
         self._set_lr()
@@ -279,6 +343,8 @@ class FaceModelTrainer:
                 latent = F.mse_loss(w_pred[:half].float(), w_known)
                 rloss, mse, sim = reconstruction_loss(rec, real, s.mse_weight, s.msssim_weight)
                 loss = s.latent_weight * latent + rloss
+                if self.identity is not None:
+                    loss = loss + self._identity_terms(rec, real, out)
             self._backward("e", loss)
             self._apply("e")
             out.update(loss=loss.item(), latent=latent.item(), mse=mse.item(), msssim=sim.item())
@@ -293,6 +359,16 @@ class FaceModelTrainer:
                 rec = self.g(codes + self.e.latent_avg)
                 rloss, mse, sim = reconstruction_loss(rec, real, s.mse_weight, s.msssim_weight)
                 loss = rloss + s.code_weight * codes.float().square().mean()
+                if self.identity is not None:
+                    loss = loss + self._identity_terms(rec, real, out)
+                if pairs > 0 and s.temporal_weight > 0:
+                    temporal = (codes[:pairs] - codes[pairs:2 * pairs]).float().abs().mean()
+                    loss = loss + s.temporal_weight * temporal
+                    out["temporal"] = temporal.item()
+                if s.delta_weight > 0:
+                    delta = (codes[:, 1:] - codes[:, :1]).float().square().mean()
+                    loss = loss + s.delta_weight * delta
+                    out["delta"] = delta.item()
                 if self.d is not None:
                     adv = g_nonsaturating(self.d(diff_augment(rec, self.policy)))
                     loss = loss + s.adv_weight * adv
@@ -308,6 +384,7 @@ class FaceModelTrainer:
         if self.e_ema is not None:
             ema_update(self.e_ema, self.e, self.ema_beta)
         self.step_count += 1
+        self.cpu_seconds += time.process_time() - cpu_start
         return out
 
     # ------------------------------------------------------------------------------------------------
@@ -327,6 +404,7 @@ class FaceModelTrainer:
             "opts": {k: o.state_dict() for k, o in self.opts.items()},
             "scalers": {k: sc.state_dict() for k, sc in self.scalers.items()},
             "step": self.step_count,
+            "cpu_seconds": self.cpu_seconds,
             "history": json.dumps(self.history),
             "arch": json.dumps(asdict(self.arch), sort_keys=True),
             "settings": json.dumps(_fixed_settings(self.s), sort_keys=True),
@@ -335,17 +413,22 @@ class FaceModelTrainer:
     def load_state(self, state: dict, path: Path) -> None:
         if json.loads(state["arch"]) != asdict(self.arch):
             raise InputError(f"{path}: checkpoint has another architecture ({state['arch']}); remove it or drop --resume")
-        if _known(json.loads(state["settings"])) != _fixed_settings(self.s):
-            raise InputError(f"{path}: checkpoint was made with other settings; only --steps, --minutes and --lr-ramp-down may change on resume")
+        if _fixed_settings(TrainSettings(**_known(json.loads(state["settings"])))) != _fixed_settings(self.s):
+            raise InputError(f"{path}: checkpoint was made with other settings; only the length, schedule and loss "
+                             f"weights ({', '.join(CHUNK_SETTINGS)}) may change on resume")
+        # A module or optimizer the checkpoint lacks (a discriminator switched on in a later chunk) starts fresh.
         modules = {"g": self.g, "e": self.e, "d": self.d, "g_ema": self.g_ema, "e_ema": self.e_ema}
         for k, m in modules.items():
-            if m is not None:
+            if m is not None and k in state["modules"]:
                 m.load_state_dict(state["modules"][k])
         for k, o in self.opts.items():
-            o.load_state_dict(state["opts"][k])
+            if k in state["opts"]:
+                o.load_state_dict(state["opts"][k])
         for k, sc in self.scalers.items():
-            sc.load_state_dict(state["scalers"][k])
+            if k in state["scalers"]:
+                sc.load_state_dict(state["scalers"][k])
         self.step_count = int(state["step"])
+        self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
         self.history = json.loads(state["history"])
 
 
@@ -354,8 +437,14 @@ def _known(saved: dict) -> dict:
     return {k: v for k, v in saved.items() if k in TrainSettings.__dataclass_fields__}
 
 
+# Settings a resumed chunk may change: its length and schedule, and the loss recipe (terms switched on later).
+CHUNK_SETTINGS = ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down", "adv_weight",
+                  "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "mse_weight",
+                  "msssim_weight", "code_weight")
+
+
 def _fixed_settings(s: TrainSettings) -> dict:
-    return {k: v for k, v in asdict(s).items() if k not in ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down")}
+    return {k: v for k, v in asdict(s).items() if k not in CHUNK_SETTINGS}
 
 
 def save_checkpoint(trainer: FaceModelTrainer, path: Path) -> None:
@@ -400,11 +489,15 @@ def sample_rows(trainer: FaceModelTrainer, shown: torch.Tensor) -> list[np.ndarr
 
 def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelConfig, settings: TrainSettings, *,
                      device: str = "cpu", resume: bool = False, generator: Generator | None = None,
-                     preview: np.ndarray | None = None, progress: bool = True) -> FaceModelTrainer:
+                     preview: np.ndarray | None = None, pairs: np.ndarray | None = None,
+                     progress: bool = True) -> FaceModelTrainer:
     """Train on uint8 (n, size, size, 3) aligned faces; checkpoints, samples and ``log.jsonl`` go to ``out_dir``.
 
     ``generator`` is the frozen G of encoder mode; ``preview`` (uint8 faces, e.g. validation ones) is what the
-    sample grids show. With ``resume`` an existing checkpoint is continued (same architecture and settings).
+    sample grids show; ``pairs`` (k, 2) int64 are rows of ``images`` that are consecutive frames of one clip (the
+    temporal term's data). With ``resume`` an existing checkpoint is continued (same architecture; the chunk
+    settings in ``CHUNK_SETTINGS`` may change). Each log line holds the step's losses, ``images`` seen and the
+    ``cpu_hours`` of process CPU time spent in training steps so far.
     """
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda requested but no CUDA device is available")
@@ -422,7 +515,10 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
         raise InputError(f"{ckpt} exists: pass --resume to continue it, or choose another output folder")
     (out_dir / "config.json").write_text(json.dumps({"arch": asdict(arch), "settings": asdict(settings)}, indent=1))
     rng = np.random.default_rng([settings.seed, trainer.step_count])
+    gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + trainer.step_count)
     data = torch.from_numpy(np.ascontiguousarray(images))
+    use_pairs = pairs is not None and len(pairs) > 0 and settings.temporal_weight > 0 and settings.mode == "joint"
+    m = int(round(settings.pair_fraction * settings.batch / 2)) if use_pairs else 0
     shown = to_tensor((preview if preview is not None else images)[:8])
     start_time = time.monotonic()
     log = (out_dir / "log.jsonl").open("a")
@@ -430,15 +526,21 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
                desc=f"train face {settings.mode}", unit="step", disable=not progress, mininterval=2.0)
     try:
         for _ in bar:
-            idx = torch.from_numpy(rng.integers(0, len(data), settings.batch))
-            x = data[idx].permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+            rows = rng.integers(0, len(data), settings.batch)
+            flip = rng.random(settings.batch) < 0.5
+            if m:
+                chosen = pairs[rng.integers(0, len(pairs), m)]
+                rows[:m], rows[m:2 * m] = chosen[:, 0], chosen[:, 1]
+                flip[m:2 * m] = flip[:m]
+            x = data[torch.from_numpy(rows)].permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
             if settings.flip:
-                flip = torch.from_numpy(rng.random(settings.batch) < 0.5)
-                x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            losses = trainer.step(x)
+                x = torch.where(torch.from_numpy(flip)[:, None, None, None], x.flip(3), x)
+            x = random_geometry(x, settings.geometric, gen, pairs=m)
+            losses = trainer.step(x, pairs=m)
             if not all(math.isfinite(v) for v in losses.values()):
                 raise InputError(f"training diverged at step {trainer.step_count} (losses {losses}); lower the learning rate")
-            trainer.history.append({"step": trainer.step_count, **losses})
+            trainer.history.append({"step": trainer.step_count, "images": trainer.step_count * settings.batch,
+                                    "cpu_hours": round(trainer.cpu_seconds / 3600, 4), **losses})
             log.write(json.dumps(trainer.history[-1]) + "\n")
             bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()}, refresh=False)
             step = trainer.step_count

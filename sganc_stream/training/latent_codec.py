@@ -21,7 +21,7 @@ from tqdm import tqdm
 from sganc_stream.entropy.factorized import FactorizedDensity
 from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.errors import InputError
-from sganc_stream.fileio import atomic_output
+from sganc_stream.fileio import atomic_output, load_npy
 from sganc_stream.latent.flow import NUM_COUPLINGS, RealNVP
 from sganc_stream.latent.groups import row_weights, stage_groups
 from sganc_stream.latent.model import TABLE_KINDS, LatentCodecModel
@@ -50,10 +50,7 @@ def load_latent_sequences(paths: Iterable[str | Path]) -> list[np.ndarray]:
     files = find_latent_files(paths)
     seqs = []
     for f in files:
-        try:
-            a = np.load(f, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InputError(f"{f}: not a readable .npy array ({str(exc).splitlines()[0][:80]})") from None
+        a = load_npy(f)
         if a.ndim != 3 or a.shape[0] < 2 or not np.issubdtype(a.dtype, np.floating):
             raise InputError(f"{f}: expected a float (frames >= 2, rows, width) array, got {a.dtype} {a.shape}")
         if seqs and a.shape[1:] != seqs[0].shape[1:]:
