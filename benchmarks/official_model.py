@@ -27,9 +27,10 @@ from pathlib import Path
 
 import torch
 
-from common import write_result
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's sganc_stream, like the `-m sganc_stream` children (cwd = ROOT)
+
+from common import write_result  # noqa: E402
 SHARED = ROOT.parent / "shared"
 TRAIN_CLIPS = ("dreamtalk_mead/M030_front_angry_level3_001.mp4", "dreamtalk_mead/M030_front_happy_level3_001.mp4")
 TEST_CLIP = "dreamtalk_mead/M030_front_neutral_level1_001.mp4"
