@@ -146,9 +146,11 @@ def test_no_face_in_the_searched_frames_says_how_many(model: FaceModel, frames: 
     options = TranscodeOptions(params=PARAMS, max_frames=3, progress=False)
     with pytest.raises(InputError, match=r"no face found in late.mp4: searched 3 of 6 frames \(0\.12 s\); the search "
                                          r"stopped at the frame limit \(3\)"):
-        transcode_frames(model, clip, 25.0, tmp_path / "x.sgnc", options, name="late.mp4", total=len(clip))
+        transcode_frames(model, nominal_times(clip, 25.0), 25.0, tmp_path / "x.sgnc", options, name="late.mp4",
+                         total=len(clip))
     assert os.listdir(tmp_path) == []
-    report = transcode_frames(model, clip, 25.0, tmp_path / "x.sgnc", TranscodeOptions(params=PARAMS, progress=False))
+    report = transcode_frames(model, nominal_times(clip, 25.0), 25.0, tmp_path / "x.sgnc",
+                              TranscodeOptions(params=PARAMS, progress=False))
     assert report["first_face_frame"] == 4 and report["frames"] == 6  # the whole clip: the lead-in is recorded
 
 

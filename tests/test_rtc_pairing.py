@@ -9,13 +9,14 @@ import io
 import pytest
 from aiortc import RTCSessionDescription
 
+from fuzz.targets import OFFER
 from sganc_stream.rtc.channel import Channel
 from sganc_stream.rtc.loopback import enable_loopback
 from sganc_stream.rtc.pairing import (CopyPasteSignaling, RoomSignaling, Signal, Signaling, consume_signaling,
                                       create_signaling)
 from sganc_stream.rtc.signaling import SignalingError, description_to_line
 
-SDP = RTCSessionDescription(sdp="v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n", type="offer")
+SDP = RTCSessionDescription(sdp=OFFER, type="offer")  # a real data-channel description: the other side's is checked
 
 
 def test_create_signaling_follows_the_command_line() -> None:

@@ -257,38 +257,3 @@ def test_model_mismatch_is_refused_on_both_sides(signal_url: str, tmp_path: Path
         code, err = finish(proc)
         assert code == 2, err
         assert "model mismatch" in err and len(err.strip().splitlines()) == 1, err
-
-
-class FakeLink:
-    """What Peer._transmit uses of a Link: the stream's fps, the peer's message limit, and send."""
-
-    def __init__(self, limit: int) -> None:
-        self.fps, self.limit, self.sent = 10.0, limit, []
-
-    def max_message_size(self) -> int:
-        return self.limit
-
-    def send(self, data: bytes) -> None:
-        self.sent.append(data)
-
-
-def test_packet_above_the_peers_message_limit_is_refused_cleanly(tmp_path: Path) -> None:
-    """A packet larger than the other side's SDP max-message-size is never handed to aiortc (which would raise)."""
-    import io
-
-    from sganc_stream.bitstream.packet import Packet, PacketType
-    from sganc_stream.pipeline import load_face_model
-    from sganc_stream.rtc.session import Peer, PeerOptions
-
-    err = io.StringIO()
-    peer = Peer(load_face_model(micro_model()), PeerOptions(send=False, headless=True, log=tmp_path / "p.jsonl"), err)
-    link = FakeLink(limit=1000)
-    small, big = Packet(PacketType.INTRA, 0, 0, 0, b"x" * 900), Packet(PacketType.INTRA, 1, 1, 100, b"x" * 50_000)
-    assert peer._transmit(link, small) and len(link.sent) == 1  # type: ignore[arg-type]
-    assert not peer._transmit(link, big) and not peer._transmit(link, big)  # type: ignore[arg-type]
-    assert len(link.sent) == 1 and peer.stats.total["tx_oversize"] == 2 and peer.stats.total["tx_frames"] == 1
-    assert err.getvalue().count("exceeds the other side's max message size (1000 bytes): not sent") == 1
-    peer.stats.close()
-    logged = events(tmp_path / "p.jsonl", "oversize")
-    assert [(e["seq"], e["limit"]) for e in logged] == [(1, 1000), (1, 1000)] and logged[0]["bytes"] > 50_000
-    assert peer.summary()["tx_oversize"] == 2
