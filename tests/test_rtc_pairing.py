@@ -124,3 +124,22 @@ def test_consume_signaling_connects_two_peers_and_drops_on_leave() -> None:
         assert b.released == ["finished"]
 
     asyncio.run(asyncio.wait_for(body(), 90))
+
+
+def test_connections_learn_the_other_sides_max_message_size() -> None:
+    """Each side bounds its messages by what the other side's description announces (a=max-message-size)."""
+    from sganc_stream.rtc.pairing import Connection
+
+    async def body() -> tuple[int, int]:
+        a, b = Connection([], Recorder()), Connection([], Recorder())
+        offer = await a.offer()
+        answer = await b.answer(RTCSessionDescription(offer.sdp.replace("max-message-size:262144",
+                                                                        "max-message-size:5000"), "offer"))
+        await a.accept(RTCSessionDescription(answer.sdp.replace("max-message-size:262144", "max-message-size:1200"),
+                                             "answer"))
+        sizes = a.channel.max_message_size, b.channel.max_message_size
+        await a.close()
+        await b.close()
+        return sizes
+
+    assert asyncio.run(body()) == (1200, 5000)
