@@ -110,7 +110,7 @@ class LatentCodecModel:
         ints = (rows, width, couplings, hidden, *(v for g in groups for v in g))
         # Bounds before anything is built: the config decides every size (rows/width as in the stream header).
         if (any(type(v) is not int for v in ints) or not 1 <= rows <= 64 or not 2 <= width <= 4096
-                or not 0 <= couplings <= 64 or not 1 <= hidden <= 4096 or not 1 <= len(steps) <= 64
+                or not 0 <= couplings <= 64 or not (1 if couplings else 0) <= hidden <= 4096 or not 1 <= len(steps) <= 64
                 or not all(0 < s < float("inf") for s in steps) or not groups
                 or [a for a, _ in groups] != [0, *(b for _, b in groups[:-1])] or groups[-1][1] != rows
                 or any(b <= a for a, b in groups)):
