@@ -8,7 +8,7 @@ own process, and records every command's peak resident memory (``ru_maxrss``) an
 
     weights bundle → prepare-faces --size 256 → complete-bundle → transcode (8 frames) → decode → inspect
 
-    python3 benchmarks/official_model.py --threads 1 --frames 8
+    python3 benchmarks/official_model.py --threads 1 --frames 8 [--stand-in /tmp/psp_ffhq_encode.pt]
 
 Writes benchmarks/results/official_model.json (command, commit, machine) and prints a Markdown table.
 """
@@ -86,7 +86,7 @@ def component_times(bundle: Path, aligned: Path, threads: int) -> dict[str, floa
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", type=Path, help="work folder (default: a temporary one, removed afterwards)")
+    ap.add_argument("--stand-in", type=Path, help="keep the stand-in .pt here and reuse it (default: build it afresh)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of every command (default 1)")
     ap.add_argument("--frames", type=int, default=8, help="frames transcoded and decoded")
     ap.add_argument("--train-frames", type=int, default=9, help="frames per training clip encoded for the codec")
@@ -99,18 +99,16 @@ def main() -> int:
     if missing or not (SHARED / "reference").is_dir():
         raise SystemExit(f"needs ../shared/reference and the clips {missing or TRAIN_CLIPS}")
     with tempfile.TemporaryDirectory(prefix="sganc-official-") as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        pt = work / "psp_ffhq_encode.pt"
+        work = Path(tmp)  # every output afresh: nothing is resumed from an earlier run
+        pt = args.stand_in or work / "psp_ffhq_encode.pt"
         t0 = time.perf_counter()
         if not pt.is_file():
             torch.save(psp_checkpoint(SHARED / "reference" / "layouts", seed=1), pt)
         made = time.perf_counter() - t0
         data = work / "data" / "clips"
-        data.mkdir(parents=True, exist_ok=True)
+        data.mkdir(parents=True)
         for clip in clips[:2]:
-            if not (data / clip.name).exists():
-                (data / clip.name).symlink_to(clip)
+            (data / clip.name).symlink_to(clip)
         steps = {}
         steps["weights bundle"] = measured(["weights", "bundle", str(pt), str(work / "psp.safetensors")], args.threads)
         steps["prepare-faces"] = measured(["prepare-faces", str(work / "faces"), "--data", str(work / "data"), "--size",
