@@ -1,22 +1,28 @@
 """Live call on loopback: two `sganc-call` processes with clips as cameras, through `sganc-signal` on 127.0.0.1.
 
-Scenarios (each a fresh call): no loss; injected loss of 5 % and 20 % on every incoming packet of both sides
-(seeded); and a rejoin, where side B is killed (SIGKILL) mid-call and started again. Figures come from the
-JSON-lines logs the peers write (see ``sganc_stream.rtc.session``):
+Scenarios (each a fresh call): no loss; injected loss of 5 % and 20 % on every message each side sends (seeded;
+hellos and keyframe requests included); and a rejoin, where side B is killed (SIGKILL) mid-call and started again.
+Figures come from the JSON-lines logs the peers write (see ``sganc_stream.rtc.stats``):
 
 - latency: capture → display, per displayed frame, both directions pooled (median, p95). Both processes read
   the same wall clock (``time.time()``), so no clock offset enters.
 - fps: frames displayed per second of the call's active time (first to last decoded frame), per direction.
-- payload / channel / wire kbps: bytes of the packets sent (payload = packet as on the wire of a .sgnc file;
-  channel = with SCTP DATA chunk framing; wire = estimated IPv4/UDP/DTLS/SCTP, see ``rtc.transport``), over the
-  sender's active time.
-- received: frames decoded / frames the other side sent.
-- recovery: from the receiver detecting a gap to decoding the intra frame that resynchronises it
+- latency growth: median latency of the last quarter of the call minus that of the first quarter.
+- payload / channel / wire kbps: bytes of the messages sent (payload = message bytes: the packet, plus its redundant
+  copies; channel = with SCTP DATA chunk framing; wire = estimated IPv4/UDP/DTLS/SCTP, ``rtc.wire``), over the
+  sender's active time; redundancy share: message bytes beyond the packets themselves.
+- received / shown: frames decoded (shown) / frames the other side sent; restored: lost frames whose state came from
+  the redundancy a later message carried.
+- recovery: from the receiver detecting a gap it could not bridge to decoding the intra frame that resynchronises it
   (median, p95, max); keyframe requests and intra frames sent.
+- per-stage ms (medians): align, E, code (T, quantise, rANS) on the sender; decode (rANS, T⁻¹) and render (G) on the
+  receiver; the worst event-loop lag seen (the loop must stay free for ICE/DTLS/SCTP).
+- startup: seconds from each process's start to joining the room (everything loaded by then).
 - rejoin: from the restarted B joining the room to A decoding its first frame (signaling + ICE + DTLS + SCTP +
   hello + first intra), and the same for B2 decoding A.
 
-Usage: ``python benchmarks/call_loopback.py [--model M] [--duration 20] [--video-a CLIP --video-b CLIP]``.
+Usage: ``python benchmarks/call_loopback.py [--model M] [--duration 20] [--video-a CLIP --video-b CLIP]``. Report
+the machine's load with any figure (``load_average_at_end``): timings mean little on a shared CPU.
 Without ``--model`` it uses the embedded default face model; ``--micro`` builds the random-weight micro model of
 the tests instead (plumbing figures only: its bitrate says nothing about the real codec).
 """
@@ -75,7 +81,7 @@ def span(rows: list[dict[str, Any]]) -> float:
 
 def direction(sender: list[dict[str, Any]], receiver: list[dict[str, Any]]) -> dict[str, Any]:
     """Figures for one direction of the call, from the sender's and the receiver's log records."""
-    from sganc_stream.rtc.transport import chunk_bytes, wire_bytes
+    from sganc_stream.rtc.wire import sctp_bytes, wire_bytes
 
     def ev(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
         return [r for r in rows if r["ev"] == name]
@@ -85,30 +91,41 @@ def direction(sender: list[dict[str, Any]], receiver: list[dict[str, Any]]) -> d
     nbytes = [r["bytes"] for r in tx]
     kbps = (lambda total: round(total * 8 / active / 1000, 2) if active else None)
     syncs = [s["recovery_ms"] for s in ev(receiver, "sync")]
+    lat = [d["latency_ms"] for d in shown]
+    quarter = max(len(lat) // 4, 1)
     return {
         "sent": len(tx), "received": len(rx), "displayed": len(shown),
         "received_fraction": round(len(rx) / len(tx), 3) if tx else None,
+        "shown_fraction": round(len(shown) / len(tx), 3) if tx else None,
+        "restored": sum(r.get("restored", 0) for r in rx),
         "tx_fps": round(len(tx) / active, 2) if active else None,
         "display_fps": round(len(shown) / span(shown), 2) if span(shown) else None,
-        "payload_kbps": kbps(sum(nbytes)), "channel_kbps": kbps(sum(map(chunk_bytes, nbytes))),
+        "payload_kbps": kbps(sum(nbytes)), "channel_kbps": kbps(sum(map(sctp_bytes, nbytes))),
         "wire_kbps": kbps(sum(map(wire_bytes, nbytes))),
+        "redundancy_share": round(1 - sum(r["packet_bytes"] for r in tx) / sum(nbytes), 3) if nbytes else None,
         "intra_sent": sum(r["type"] == "intra" for r in tx),
         "gaps": len(ev(receiver, "gap")), "keyframe_requests": len(ev(receiver, "keyframe_request")),
         "recovery_ms": {"n": len(syncs), "median": median(syncs), "p95": pct(syncs, 0.95),
                         "max": round(max(syncs), 1) if syncs else None},
-        "latency_parts_median_ms": {  # where capture-to-display goes
-            "capture_to_encode_start": median([r["encode_start_ms"] for r in tx if "encode_start_ms" in r]),
-            "encode": median([r["encode_ms"] for r in tx if "encode_ms" in r]),
-            "capture_to_decoded": median([r["t"] * 1000 - r["capture_ms"] for r in rx]),
-            "render": median([r["render_ms"] for r in shown if "render_ms" in r])},
-        "latencies": [d["latency_ms"] for d in shown],
+        "latency_growth_ms": round(statistics.median(lat[-quarter:]) - statistics.median(lat[:quarter]), 1)
+        if len(lat) >= 8 else None,
+        "stage_median_ms": {  # where capture-to-display goes
+            "capture_to_encode_start": median([r["encode_start_ms"] for r in tx]),
+            **{k: median([r[f"{k}_ms"] for r in tx if f"{k}_ms" in r]) for k in ("align", "E", "code")},
+            "encode": median([r["encode_ms"] for r in tx]),
+            "capture_to_received": median([r["t"] * 1000 - r["capture_ms"] for r in rx]),
+            "decode": median([r["decode_ms"] for r in shown]), "render": median([r["render_ms"] for r in shown])},
+        "loop_lag_max_ms": max((r["loop_lag_max_ms"] for r in ev(receiver, "stats")), default=None),
+        "latencies": lat,
     }
 
 
 def summarize(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
     dirs = {"a_to_b": direction(a, b), "b_to_a": direction(b, a)}
     lat = [x for d in dirs.values() for x in d.pop("latencies")]
-    return {"latency_ms": {"median": median(lat), "p95": pct(lat, 0.95), "n": len(lat)}, **dirs}
+    startup = {r["peer"]: r.get("process_age_s") for r in a + b if r["ev"] == "joined"}
+    return {"latency_ms": {"median": median(lat), "p95": pct(lat, 0.95), "n": len(lat)},
+            "startup_to_joined_s": startup, **dirs}
 
 
 def finish(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -136,6 +153,8 @@ def run_scenario(name: str, args: argparse.Namespace, url: str, model: Path, wor
         common.append("--pre-aligned")
     if args.max_fps:
         common += ["--max-fps", args.max_fps]
+    if args.redundancy is not None:
+        common += ["--redundancy", args.redundancy]
     logs = {k: work / f"{name}_{k}.jsonl" for k in ("A", "B", "B2")}
 
     def peer(key: str, video: Path, duration: float, seed: int) -> subprocess.Popen[str]:
@@ -194,6 +213,7 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=20.0, help="seconds per call scenario (default 20)")
     p.add_argument("--max-fps", type=float, help="cap each side's send rate (CPU-bound models)")
     p.add_argument("--pre-aligned", action="store_true", help="skip face alignment (clips used as aligned faces)")
+    p.add_argument("--redundancy", type=int, help="frame packets carried in each message (default: the peers')")
     p.add_argument("--scenarios", default="loss0,loss5,loss20,rejoin")
     p.add_argument("--out", default="call_loopback", help="results name under benchmarks/results/")
     args = p.parse_args()
@@ -227,7 +247,8 @@ def main() -> int:
     path = write_result(args.out, {
         "model": {"path": str(model), "model_id": m.model_id, "size": m.size, "micro": args.micro},
         "clips": {"A": str(args.video_a), "B": str(args.video_b)}, "duration_s": args.duration,
-        "max_fps": args.max_fps, "pre_aligned": args.pre_aligned, "load_average_at_end": os.getloadavg(),
+        "max_fps": args.max_fps, "pre_aligned": args.pre_aligned, "redundancy": args.redundancy,
+        "load_average_at_end": os.getloadavg(),
         "work": str(work), "results": results})
     print(json.dumps(results, indent=1))
     print(f"call_loopback: wrote {path}", file=sys.stderr)

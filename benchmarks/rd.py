@@ -2,11 +2,9 @@
 
 Kept free of models and I/O so they can be unit-tested (tests/test_benchmark_bitrate_vs_g.py).
 
-Wire estimate (one sganc packet = one WebRTC data-channel message, each SCTP DATA chunk in its own datagram):
-the msgpack record is split into DATA chunks of at most ``CHUNK_DATA`` bytes; each chunk costs a 16 B DATA chunk
-header plus padding to 4 B, and its datagram 77 B more: SCTP common header 12, DTLS 1.2 record header 13,
-AES-128-GCM explicit nonce 8 + tag 16, UDP 8, IPv4 20. ``CHUNK_DATA`` = 1100 keeps a datagram under the 1200 B
-SCTP MTU that libwebrtc uses. SACKs (the reverse direction) and ICE/DTLS handshakes are not counted.
+Wire estimate of sganc packets (one packet = one WebRTC data-channel message): the library's one formula,
+``sganc_stream.rtc.wire.wire_bytes`` (SCTP DATA chunks of at most 1160 B, 77 B per datagram; see its module doc), which
+the live call's stats use as well.
 
 Pixel codecs' wire estimate (RTP, as a browser would send them): each frame split into RTP packets of at most
 ``RTP_PAYLOAD`` bytes, each costing RTP header 12 + SRTP auth tag 10 + UDP 8 + IPv4 20 = 50 B (payload-format
@@ -20,27 +18,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-SCTP_DATA_HEADER = 16
-DATAGRAM_OVERHEAD = 12 + 13 + 8 + 16 + 8 + 20  # SCTP common + DTLS record + GCM nonce/tag + UDP + IPv4
-CHUNK_DATA = 1100
+from sganc_stream.rtc.wire import wire_bytes  # noqa: F401 - re-exported: the benchmark scripts import it from here
+
 RTP_OVERHEAD = 12 + 10 + 8 + 20
 RTP_PAYLOAD = 1150
-
-
-def pad4(n: int) -> int:
-    return (n + 3) // 4 * 4
-
-
-def sctp_bytes(record: int) -> int:
-    """Bytes of the SCTP DATA chunks (headers and padding) that carry one ``record``-byte message."""
-    chunks = max(1, math.ceil(record / CHUNK_DATA))
-    last = record - (chunks - 1) * CHUNK_DATA
-    return (chunks - 1) * (SCTP_DATA_HEADER + CHUNK_DATA) + pad4(SCTP_DATA_HEADER + last)
-
-
-def wire_bytes(record: int) -> int:
-    """On-the-wire IPv4 bytes of one ``record``-byte message, one DATA chunk per datagram (see module doc)."""
-    return sctp_bytes(record) + max(1, math.ceil(record / CHUNK_DATA)) * DATAGRAM_OVERHEAD
 
 
 def rtp_wire_bytes(frame: int) -> int:

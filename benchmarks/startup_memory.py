@@ -35,10 +35,10 @@ t0 = float(os.environ["SGANC_PROBE_T0"])
 first = []
 from sganc_stream.video import VideoWriter
 write = VideoWriter.write
-def probed(self, frame):
+def probed(self, frame, *timing):
     if not first:
         first.append(time.time() - t0)
-    write(self, frame)
+    write(self, frame, *timing)
 VideoWriter.write = probed
 from sganc_stream.cli import main
 status = main(sys.argv[1:])

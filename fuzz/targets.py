@@ -235,12 +235,14 @@ def seed_streams() -> list[bytes]:
 
 
 def run_hello(data: bytes) -> None:
-    """A receiving peer: parse each message, act on a hello as the session does, decode the stream's packets."""
-    from sganc_stream.pipeline import FrameDecoder
-    from sganc_stream.rtc.transport import Hello, RefusedError, StreamReceiver, check_models, parse_message
+    """A receiving peer (call protocol 2): parse each message, act on a hello as the session does, and decode what
+    the receiver delivers as the receive worker does."""
+    from sganc_stream.latent.codec import LatentStreamDecoder
+    from sganc_stream.latent.sequence import stream_params
+    from sganc_stream.rtc.transport import FrameMessage, Hello, RefusedError, StreamReceiver, check_models, parse_message
 
-    model = SimpleNamespace(codec=codec())  # FrameDecoder's latent path needs the codec only
-    receiver = None
+    model = codec()
+    receiver, decoder = None, None
     for msg in messages(data):
         try:
             m = parse_message(msg, None if receiver is None else receiver.reader)
@@ -252,13 +254,21 @@ def run_hello(data: bytes) -> None:
             continue
         if isinstance(m, Hello):
             try:
-                check_models(model.codec.model_id, m.model_id)
+                check_models(model.model_id, m.model_id)
                 if m.stream is not None:
-                    receiver = StreamReceiver(m, FrameDecoder.for_header(model, m.stream), clock=lambda: 0.0)  # type: ignore[arg-type]
+                    receiver = StreamReceiver(m, clock=lambda: 0.0)
+                    decoder = LatentStreamDecoder(model, stream_params(model, m.stream), m.stream.version)
             except EXPECTED:
                 return
-        elif receiver is not None:
-            receiver.on_packet(m, len(msg))
+        elif receiver is not None and decoder is not None and isinstance(m, FrameMessage):
+            delivery = receiver.on_message(m, len(msg))
+            if delivery is not None:
+                try:
+                    for ptype, payload in delivery.steps:
+                        decoder.decode(ptype, payload)
+                except EXPECTED:
+                    decoder.reset()
+                    receiver.on_undecodable(delivery.sync_id)
             receiver.want_keyframe() and receiver.keyframe_request()
 
 

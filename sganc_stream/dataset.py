@@ -1,7 +1,8 @@
 """Transcode whole clip trees (MEAD, FILMPAC, any folder), resumably, with a per-clip CSV and a summary.
 
 Each clip's outputs mirror its place in the tree: ``OUTDIR/<relative path without suffix>.sgnc`` and, written last
-and atomically, ``.report.json``; a clip whose report exists with the same settings is done and is skipped when the
+and atomically, ``.report.json`` (two clips that differ only in suffix keep it: ``interview.mp4.sgnc``,
+``interview.mkv.sgnc``); a clip whose report exists with the same settings is done and is skipped when the
 run is started again. A clip that fails (unreadable, no face) is listed with its error and retried by the next run.
 ``clips.csv`` and ``summary.json`` are rewritten as clips finish, at most every ``TABLES_EVERY_S`` seconds and
 never more than a tenth of the time (one rewrite is O(clips): 2.6 s for 30 000 clips on a loaded 2-core machine, so
@@ -31,12 +32,12 @@ from tqdm import tqdm
 from sganc_stream.engine import EngineOptions, Failed, open_pool
 from sganc_stream.errors import InputError
 from sganc_stream.face.landmarks import make_landmarks
-from sganc_stream.fileio import write_bytes_atomic
+from sganc_stream.fileio import output_stems, write_bytes_atomic
 from sganc_stream.pipeline import FaceModel, TranscodeOptions, transcode_file
 from sganc_stream.report import write_json
+from sganc_stream.video import VIDEO_INPUT_SUFFIXES
 
 LAYOUTS = ("mead", "filmpac", "folder")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")
 # MEAD: <actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4 (audio/ and other trees are ignored)
 MEAD_PATH = re.compile(r"^(?P<actor>[^/]+)/video/(?P<view>[^/]+)/(?P<emotion>[^/]+)/level_(?P<level>\d+)/"
                        r"(?P<take>\d+)\.mp4$", re.IGNORECASE)
@@ -84,14 +85,18 @@ def scan_clips(root: str | os.PathLike[str], layout: str) -> tuple[list[Clip], l
         raise InputError(f"unknown layout {layout!r} ({', '.join(LAYOUTS)})")
     if not root.is_dir():
         raise InputError(f"{root}: no such folder")
-    clips, unmatched = [], []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES):
+    found: list[tuple[Path, str, dict[str, str]]] = []
+    unmatched: list[str] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_INPUT_SUFFIXES):
         rel = path.relative_to(root).as_posix()
         fields = _layout_fields(layout, rel, path)
         if fields is None:
             unmatched.append(rel)
         else:
-            clips.append(Clip(path, rel[: -len(path.suffix)], fields))
+            found.append((path, rel, fields))
+    # interview.mp4 and interview.mkv side by side: each keeps its suffix in its output names, never one for both
+    stems = output_stems([rel for _, rel, _ in found])
+    clips = [Clip(path, stem, fields) for (path, _, fields), stem in zip(found, stems)]
     if not clips:
         what = {"mead": "MEAD clips (<actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4 or names like "
                         "M030_front_angry_level3_001.mp4)",

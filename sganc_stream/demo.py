@@ -10,6 +10,7 @@ A clip (``--input``) or a camera goes through the same path.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -22,15 +23,16 @@ from sganc_stream.assets import demo_clip
 from sganc_stream.bitstream.container import fps_in_range
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import atomic_output
-from sganc_stream.pipeline import FaceModel, TranscodeOptions, transcode_file, transcode_frames
+from sganc_stream.pipeline import FaceModel, TimedFrame, TranscodeOptions, transcode_file, transcode_frames
 from sganc_stream.video import VideoReader
 
 SHEET_FRAMES = 4  # rows of the contact sheet
 SHEET_HEIGHT = 256  # px per row
 
 
-def camera_frames(index: int, frames: int) -> tuple[Iterator[np.ndarray], float]:
-    """Up to ``frames`` RGB frames from camera ``index`` and its frame rate; InputError if it cannot be opened."""
+def camera_frames(index: int, frames: int) -> tuple[Iterator[TimedFrame], float]:
+    """Up to ``frames`` ``(RGB frame, capture time in seconds)`` from camera ``index`` and its nominal frame rate;
+    InputError if it cannot be opened. A camera's real rate varies (exposure, load): its times are kept."""
     level = cv2.getLogLevel()
     cv2.setLogLevel(0)  # OpenCV would log its own multi-line complaint about a missing camera
     try:
@@ -42,13 +44,13 @@ def camera_frames(index: int, frames: int) -> tuple[Iterator[np.ndarray], float]
         raise InputError(f"cannot open camera {index}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
 
-    def read() -> Iterator[np.ndarray]:
+    def read() -> Iterator[TimedFrame]:
         try:
             for _ in range(frames):
                 ok, bgr = cap.read()
                 if not ok:
                     return
-                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.monotonic()
         finally:
             cap.release()
 

@@ -6,7 +6,9 @@ receiver use exactly the objects that offline transcoding uses. ``encode_batch``
 on several frames at once (the point of a GPU); the latent coding itself stays sequential because it is stateful.
 
 File-level work (read a clip, write .sgnc / videos / report) is :func:`transcode_frames`, :func:`transcode_file` and
-:func:`decode_file`.
+:func:`decode_file`. Timing: every input frame comes with its presentation (or capture) time, which its packet
+carries (``timestamp_ms``, from the first input frame); every video written here places each frame at its packet's
+time, so a variable-frame-rate clip stays in sync with its audio.
 
 Frames without a face (before the first face, or while it is gone) are not invented: each becomes a no-face packet
 (bitstream v2, a few bytes, the decoder's state untouched) and decodes to a black frame (``NO_FACE_PIXEL``), as a
@@ -48,8 +50,14 @@ from sganc_stream.latent.sequence import stream_params
 from sganc_stream.models.checkpoint import load_checkpoint
 from sganc_stream.models.encoders import images_to_tensor
 from sganc_stream.models.stylegan2 import Generator
+from sganc_stream.metrics import IDENTITY_EVERY
 from sganc_stream.report import QualityMeter, stream_report, write_json
-from sganc_stream.video import VideoReader, VideoWriter, check_frame, resize_square
+from sganc_stream.video import VideoReader, VideoWriter, check_frame, resize_square, video_format
+
+
+TimedFrame = tuple[np.ndarray, float]  # (uint8 RGB (H, W, 3), presentation time in seconds)
+# the TranscodeOptions fields that are videos
+VIDEO_OUTPUTS = ("recon", "aligned", "paste_back", "side_by_side", "comparison")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -166,7 +174,18 @@ class FrameEncoder:
         self.latent = LatentStreamEncoder(model.codec, params)
         self.frames_coded = 0  # face packets so far: the next one's sequence number
         self.frames_seen = 0  # input frames so far: the next packet's frame index
+        self.timing: dict[str, float] = {}  # ms per stage of the last encode_batch: align, E, code (T, quantise, rANS)
         self._t0: float | None = None
+
+    def restart(self) -> None:
+        """Start a new stream from the same camera: the next packet is an intra frame with sequence number 0.
+
+        The aligner keeps its face track (and its loaded landmark models): only the coding state starts afresh.
+        """
+        self.latent = LatentStreamEncoder(self.model.codec, self.params)
+        self.frames_coded = 0
+        self.frames_seen = 0
+        self._t0 = None
 
     def request_keyframe(self) -> None:
         """Make the next packet an intra frame (a receiver lost sync)."""
@@ -184,10 +203,14 @@ class FrameEncoder:
 
     def encode_batch(self, frames: Sequence[np.ndarray], timestamps: Sequence[float] | None = None
                      ) -> list[EncodedFrame]:
-        """Several consecutive frames; E runs once on all of their faces."""
+        """Several consecutive frames; E runs once on all of their faces. ``timing``: ms per stage afterwards."""
+        t0 = time.perf_counter()
         faces = [self._align(f, None if timestamps is None else timestamps[i]) for i, f in enumerate(frames)]
         kept = [i for i, face in enumerate(faces) if face is not None]
+        t1 = time.perf_counter()
         wplus = dict(zip(kept, self.model.project(np.stack([faces[i][0] for i in kept])))) if kept else {}
+        t2 = time.perf_counter()
+        self.timing = {"align": (t1 - t0) * 1000}
         out = []
         for i, face in enumerate(faces):
             n = self.frames_seen
@@ -206,6 +229,7 @@ class FrameEncoder:
             packet = Packet(coded.type, self.frames_coded, n, ts_ms, coded.payload)
             out.append(EncodedFrame(packet, crop, flags, quad, wplus[i], coded.recon, face_px))
             self.frames_coded += 1
+        self.timing.update(E=(t2 - t1) * 1000, code=(time.perf_counter() - t2) * 1000)
         return out
 
     def _align(self, frame: np.ndarray, timestamp: float | None
@@ -284,7 +308,7 @@ class TranscodeOptions:
     align: bool = True  # False: input frames are already aligned faces
     batch: int = 1
     max_frames: int | None = None
-    identity_every: int = 1
+    identity_every: int = IDENTITY_EVERY  # identity distance on every N-th frame (about 0.1 s a pair on CPU)
     progress: bool = True
     landmarks: str | LandmarkBackend = "dlib"
 
@@ -300,29 +324,46 @@ def _writable(path: Path) -> None:
         raise InputError(f"cannot write {path}: folder {parent} is not writable")
 
 
-def _limited(frames: Iterable[np.ndarray], limit: int | None) -> Iterator[np.ndarray]:
+def _limited(frames: Iterable[TimedFrame], limit: int | None) -> Iterator[TimedFrame]:
     for i, frame in enumerate(frames):
         if limit is not None and i >= limit:
             return
         yield frame
 
 
-def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float, output: str | os.PathLike[str],
+def nominal_times(frames: Iterable[np.ndarray], fps: float) -> Iterator[TimedFrame]:
+    """Frames without their own times (generated, pre-loaded) as ``(frame, index / fps)``."""
+    return ((frame, i / fps) for i, frame in enumerate(frames))
+
+
+def check_outputs(output: str | os.PathLike[str], options: TranscodeOptions) -> None:
+    """Every output of a transcode can be written (folder, video format): a one-line InputError before any work."""
+    videos = [getattr(options, k) for k in VIDEO_OUTPUTS]
+    for path in [output, options.report, *videos]:
+        if path is not None:
+            _writable(Path(path))
+    for path in videos:
+        if path is not None:
+            video_format(path, options.lossless)
+
+
+def transcode_frames(model: FaceModel, frames: Iterable[TimedFrame], fps: float, output: str | os.PathLike[str],
                      options: TranscodeOptions, *, name: str = "input", total: int | None = None) -> dict[str, Any]:
     """Encode ``frames`` into ``output`` (.sgnc), write the asked-for videos and report; returns the report dict.
 
-    Memory stays bounded by ``options.batch`` frames; only the (small) packets are kept until the file is
-    written. Every output is atomic: on any error none of them is left looking complete.
+    ``frames``: ``(uint8 RGB (H, W, 3), presentation time in seconds)`` pairs, times increasing (a
+    :meth:`VideoReader.timed` pass, camera capture times, or :func:`nominal_times`); ``fps`` is the nominal (average)
+    rate for the header; ``total`` the number of frames the source declares (progress bar; the report's
+    ``input_frames.declared``). Memory stays bounded by ``options.batch`` frames; only the (small) packets are kept
+    until the file is written. Every output is atomic: on any error none of them is left looking complete.
     """
     output = Path(output)
     if options.batch < 1:
         raise InputError(f"--batch must be at least 1, got {options.batch}")
     if not fps_in_range(fps):
         raise InputError(f"{name}: frame rate {fps} is outside [{FPS_MIN:g}, {FPS_MAX:g}]")
-    videos = {k: getattr(options, k) for k in ("recon", "aligned", "paste_back", "side_by_side", "comparison")}
-    for path in [output, options.report, *videos.values()]:
-        if path is not None:
-            _writable(Path(path))
+    check_outputs(output, options)
+    videos = {k: getattr(options, k) for k in VIDEO_OUTPUTS}
     quality = options.quality or options.report is not None
     decode = quality or any(videos[k] is not None for k in ("recon", "paste_back", "side_by_side", "comparison"))
     encoder = FrameEncoder(model, options.params, fps=fps, align=options.align, landmarks=options.landmarks)
@@ -333,6 +374,7 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
     records: list[dict[str, Any]] = []
     timing = {"encode": 0.0, "decode": 0.0}
     scale: dict[str, int] = {}
+    read = 0
     limit = total if options.max_frames is None else min(options.max_frames, total or options.max_frames)
     with ExitStack() as stack:
         writers = {k: stack.enter_context(VideoWriter(p, fps, lossless=options.lossless))
@@ -357,21 +399,23 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
                 for i, p in zip(faces, psnrs):
                     records[group[i][0].packet.frame]["psnr_vs_aligned"] = _finite(p)
             for i, (e, frame) in enumerate(group):
+                t = e.packet.timestamp_ms / 1000
                 if "recon" in writers:
-                    writers["recon"].write(recon[i])
+                    writers["recon"].write(recon[i], t)
                 if "side_by_side" in writers:
                     shown = recon[i] if e.crop is None else resize_square(e.crop, model.size)
-                    writers["side_by_side"].write(np.hstack([shown, recon[i]]))
+                    writers["side_by_side"].write(np.hstack([shown, recon[i]]), t)
                 if paster is not None:
                     pasted = frame if e.quad is None else paster(frame, recon[i], e.quad)
                     if "paste_back" in writers:
-                        writers["paste_back"].write(pasted)
+                        writers["paste_back"].write(pasted, t)
                     if "comparison" in writers:
-                        writers["comparison"].write(np.hstack([frame, pasted]))
+                        writers["comparison"].write(np.hstack([frame, pasted]), t)
 
-        chunk: list[np.ndarray] = []
+        chunk: list[TimedFrame] = []
         for last, frame in _with_last(_limited(frames, options.max_frames)):
             chunk.append(frame)
+            read += 1
             if len(chunk) < options.batch and not last:
                 continue
             coded = _encode_chunk(encoder, chunk, packets, records, writers, timing)
@@ -394,6 +438,7 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
         report["quality"].update(size=scale.get("side"), measured_at=(
             "source face size: aligned crops and decoded frames area-downscaled to the first coded frame's face side "
             "in input pixels, capped by the aligned and generated sizes (never upscaled), at least 64 px"))
+    report["input_frames"] = {"read": read, "declared": total}
     # Decoded pixels depend on the device, the batch and torch's CPU threads: decode equals this run's recon when
     # all three match (they do by default on one machine).
     report["speed"].update(device=str(model.device), batch=options.batch, torch_threads=torch.get_num_threads())
@@ -430,7 +475,7 @@ def alignment_summary(records: list[dict[str, Any]], model: FaceModel) -> dict[s
             "upscale": round(model.align_size / median, 3) if median else None}
 
 
-def _with_last(items: Iterable[np.ndarray]) -> Iterator[tuple[bool, np.ndarray]]:
+def _with_last(items: Iterable[TimedFrame]) -> Iterator[tuple[bool, TimedFrame]]:
     """(is_last, item) pairs: the loop must know the last frame to flush a short final batch."""
     it = iter(items)
     try:
@@ -450,11 +495,11 @@ def no_face_message(name: str, searched: int, fps: float, total: int | None, lim
     return f"no face found in {name}: searched {searched}{of} frames ({searched / fps:.2f} s){stop}"
 
 
-def _encode_chunk(encoder: FrameEncoder, chunk: list[np.ndarray], packets: list[Packet], records: list[dict],
+def _encode_chunk(encoder: FrameEncoder, chunk: list[TimedFrame], packets: list[Packet], records: list[dict],
                   writers: dict[str, VideoWriter], timing: dict[str, float]) -> list[tuple[EncodedFrame, np.ndarray]]:
     """Encode a chunk, collect packets and per-frame records; returns the encoded frames with their input."""
     t0 = time.perf_counter()
-    encoded = encoder.encode_batch(chunk)
+    encoded = encoder.encode_batch([f for f, _ in chunk], [t for _, t in chunk])
     timing["encode"] += time.perf_counter() - t0
     for e in encoded:
         packets.append(e.packet)
@@ -463,8 +508,9 @@ def _encode_chunk(encoder: FrameEncoder, chunk: list[np.ndarray], packets: list[
                         "face": [f.name for f in FaceFlags if f in e.flags],
                         "face_px": round(e.face_px, 1) if e.has_face else None})
         if "aligned" in writers:
-            writers["aligned"].write(e.crop if e.crop is not None else _no_face_picture(encoder.model.align_size))
-    return list(zip(encoded, chunk))
+            writers["aligned"].write(e.crop if e.crop is not None else _no_face_picture(encoder.model.align_size),
+                                     e.packet.timestamp_ms / 1000)
+    return [(e, frame) for e, (frame, _) in zip(encoded, chunk)]
 
 
 def _no_face_picture(size: int) -> np.ndarray:
@@ -477,18 +523,20 @@ def _finite(x: float) -> float | None:
 
 def transcode_file(model: FaceModel, input: str | os.PathLike[str], output: str | os.PathLike[str],
                    options: TranscodeOptions) -> dict[str, Any]:
-    """:func:`transcode_frames` on a video file or image folder, at its own frame rate."""
+    """:func:`transcode_frames` on a video file or image folder, upright and at its frames' own times."""
     with VideoReader(input) as reader:
-        return transcode_frames(model, reader, reader.fps, output, options, name=str(input), total=reader.frame_count)
+        return transcode_frames(model, reader.timed(), reader.fps, output, options, name=str(input),
+                                total=reader.frame_count)
 
 
 def decode_file(model: FaceModel, input: str | os.PathLike[str], output: str | os.PathLike[str], *,
                 lossless: bool = False, batch: int = 1, progress: bool = True) -> dict[str, Any]:
-    """Regenerate a video from an .sgnc file alone, one frame per packet (no-face frames black); returns frames,
-    no-face frames, fps and decode speed."""
+    """Regenerate a video from an .sgnc file alone, one frame per packet (no-face frames black) at its packet's time;
+    returns frames, no-face frames, fps and decode speed."""
     if batch < 1:
         raise InputError(f"--batch must be at least 1, got {batch}")
     _writable(Path(output))
+    video_format(output, lossless)
     container = read_container(input)
     decoder = FrameDecoder.for_header(model, container.header)  # model check before any work
     packets = container.packets
@@ -496,8 +544,9 @@ def decode_file(model: FaceModel, input: str | os.PathLike[str], output: str | o
     with VideoWriter(output, container.header.fps, lossless=lossless) as writer, \
             tqdm(total=len(packets), unit="frame", desc="decode", mininterval=1.0, disable=not progress) as bar:
         for start in range(0, len(packets), batch):
-            for frame in decoder.decode_batch(packets[start:start + batch]):
-                writer.write(frame)
+            group = packets[start:start + batch]
+            for frame, packet in zip(decoder.decode_batch(group), group):
+                writer.write(frame, packet.timestamp_ms / 1000)
             bar.update(min(batch, len(packets) - start))
     seconds = time.perf_counter() - t0
     return {"frames": len(packets), "no_face_frames": sum(p.type == PacketType.NO_FACE for p in packets),

@@ -16,7 +16,7 @@ import numpy as np
 from sganc_stream.bitstream.container import StreamHeader
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import write_bytes_atomic
-from sganc_stream.metrics import identity_distance, lpips, ms_ssim, ms_ssim_window, psnr
+from sganc_stream.metrics import IDENTITY_EVERY, identity_distance, lpips, ms_ssim, ms_ssim_window, psnr
 
 
 def _mean(values: list[float]) -> float | None:
@@ -28,7 +28,7 @@ def _mean(values: list[float]) -> float | None:
 class QualityMeter:
     """Per-frame PSNR, MS-SSIM, identity distance (every ``identity_every``-th frame) and LPIPS (where available)."""
 
-    def __init__(self, identity_every: int = 1) -> None:
+    def __init__(self, identity_every: int = IDENTITY_EVERY) -> None:
         if identity_every < 1:
             raise InputError(f"identity_every must be at least 1, got {identity_every}")
         self.identity_every = identity_every

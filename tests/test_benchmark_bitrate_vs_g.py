@@ -14,21 +14,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from baselines import naive_code  # noqa: E402
-from rd import (CHUNK_DATA, DATAGRAM_OVERHEAD, RTP_OVERHEAD, empirical_bits, entropy_bits, envelope,  # noqa: E402
-                headline_ratio, rate_at_quality, rtp_wire_bytes, sctp_bytes, smallest_int_dtype, wire_bytes)
+from rd import (RTP_OVERHEAD, empirical_bits, entropy_bits, envelope, headline_ratio, rate_at_quality,  # noqa: E402
+                rtp_wire_bytes, smallest_int_dtype)
 
 
-def test_wire_bytes_small_record_is_chunk_header_padding_and_datagram():
-    assert sctp_bytes(1) == 20  # 16 + 1 → padded to 20
-    assert sctp_bytes(4) == 20
-    assert sctp_bytes(5) == 24
-    assert wire_bytes(5) == 24 + DATAGRAM_OVERHEAD
-
-
-def test_wire_bytes_fragments_large_records():
-    one = wire_bytes(CHUNK_DATA)
-    assert one == 16 + CHUNK_DATA + DATAGRAM_OVERHEAD  # CHUNK_DATA is a multiple of 4
-    assert wire_bytes(CHUNK_DATA + 1) == one + 20 + DATAGRAM_OVERHEAD
+def test_rtp_wire_bytes_per_rtp_packet():
     assert rtp_wire_bytes(100) == 100 + RTP_OVERHEAD
     assert rtp_wire_bytes(2000) == 2000 + 2 * RTP_OVERHEAD
 

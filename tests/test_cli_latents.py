@@ -108,3 +108,15 @@ def test_inspect_a_bundle(tiny_codec_path, encoded, capsys):
     r = run_cli("latents", "decode", "--model", str(face), str(encoded / "a.sgnc"), str(encoded / "o.npy"))
     _one_line_error(r, f"stream was made with model {load_bundle(tiny_codec_path).model_id[:16]}…")
     assert "--model" in r.stderr and "sganc-stream inspect" in r.stderr
+
+
+def test_npy_header_claiming_terabytes_is_one_line_before_any_allocation(tiny_codec_path, tmp_path):
+    """A 1 KB file whose header claims (100 000 000, 18, 512) float32 (3.35 TiB): refused from its size."""
+    header = repr({"descr": "<f4", "fortran_order": False, "shape": (100_000_000, TINY_ROWS, TINY_WIDTH)}).encode()
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    forged = tmp_path / "forged.npy"
+    forged.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 1024)
+    r = run_cli("latents", "encode", "--model", str(tiny_codec_path), str(forged), str(tmp_path / "w.sgnc"))
+    assert r.returncode == 2
+    _one_line_error(r, "header claims a float32 array of shape (100000000")
+    assert not (tmp_path / "w.sgnc").exists()

@@ -15,6 +15,7 @@ from sganc_stream.dataset import find_clips, scan_clips, transcode_dataset
 from sganc_stream.errors import InputError
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.pipeline import FaceModel, TranscodeOptions, load_face_model
+from sganc_stream.video import read_frames, write_frames
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +110,28 @@ def test_dataset_command_checks_the_tree_before_loading_the_model(tmp_path: Path
     from sganc_stream.cli import main
     from sganc_stream.cli import transcode as cli_transcode
 
-    monkeypatch.setattr(cli_transcode, "load_model", lambda args: pytest.fail("model loaded before the tree check"))
+    monkeypatch.setattr(cli_transcode, "load_model", lambda *args: pytest.fail("model loaded before the tree check"))
     _touch(tmp_path / "in", "notes.mp4")
     for root, needle in ((tmp_path / "absent", "no such folder"), (tmp_path / "in", "no MEAD clips")):
         assert main(["transcode-dataset", "--layout", "mead", str(root), str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0]
+
+
+def test_clips_with_the_same_stem_keep_distinct_outputs(model: FaceModel, tmp_path: Path) -> None:
+    """interview.mp4 and interview.mkv in one folder: two streams, two reports, none overwritten."""
+    clip = shared_path(CLIPS, STEADY_CLIP)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "interview.mp4").symlink_to(clip)
+    write_frames(tmp_path / "in" / "interview.mkv", read_frames(clip, 1), 25.0, lossless=True)  # one frame only
+    (tmp_path / "in" / "other.mp4").symlink_to(clip)
+    assert [c.rel for c in find_clips(tmp_path / "in", "folder")] == ["interview.mkv", "interview.mp4", "other"]
+    options = TranscodeOptions(params=StreamParams("open", 10, 1, 0), max_frames=2, progress=False)
+    summary = transcode_dataset(model, tmp_path / "in", tmp_path / "out", "folder", options)
+    assert summary["done"] == 3
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".sgnc") == [
+        "interview.mkv.sgnc", "interview.mp4.sgnc", "other.sgnc"]
+    reports = [json.loads((out / f"interview.{s}.report.json").read_text()) for s in ("mkv", "mp4")]
+    assert [r["input"] for r in reports] == [str(tmp_path / "in" / "interview.mkv"), str(tmp_path / "in" / "interview.mp4")]
+    assert [r["frames"] for r in reports] == [1, 2]  # each stream is its own clip's

@@ -1,4 +1,4 @@
-"""Inputs the fuzz harness (fuzz/, benchmarks/fuzz.py) found, reduced by hand: each must give the documented error.
+"""Inputs the fuzz harness (fuzz/, benchmarks/fuzz_campaign.py) found, reduced by hand: each must give the documented error.
 
 Every kind found is fixed where the input enters; each test builds its input here. Also: every target's seeds run
 clean, so the harness itself stays usable.
@@ -29,7 +29,7 @@ from sganc_stream.latent.sequence import encode_sequence
 from sganc_stream.models.checkpoint import _pickle_imports, load_checkpoint
 from sganc_stream.rtc.signaling import (SignalingError, check_sdp, description_from_line, parse_join,
                                         parse_server_message)
-from sganc_stream.rtc.transport import parse_message
+from sganc_stream.rtc.transport import PROTOCOL_VERSION, parse_message
 
 HEADER = StreamHeader("ab" * 32, 4, 8, "open", 3, 0.5, 25.0, 1, 0).to_map()
 
@@ -70,14 +70,14 @@ def test_header_accepts_an_integer_frame_rate() -> None:
 
 def test_hello_with_a_tiny_frame_rate_is_malformed_not_a_crash() -> None:
     stream = {**HEADER, "fps": 1e-300}
-    hello = msgpack.packb({"sganc": 1, "model_id": bytes.fromhex("ab" * 32), "stream": stream, "epoch_ms": 0},
+    hello = msgpack.packb({"sganc": PROTOCOL_VERSION, "model_id": bytes.fromhex("ab" * 32), "stream": stream, "epoch_ms": 0},
                           use_bin_type=True)
     with pytest.raises(BitstreamError, match="out of range"):
         parse_message(hello, None)
 
 
 def test_hello_epoch_must_be_an_integer() -> None:
-    hello = msgpack.packb({"sganc": 1, "model_id": bytes(32), "stream": None, "epoch_ms": True}, use_bin_type=True)
+    hello = msgpack.packb({"sganc": PROTOCOL_VERSION, "model_id": bytes(32), "stream": None, "epoch_ms": True}, use_bin_type=True)
     with pytest.raises(BitstreamError, match="malformed hello"):
         parse_message(hello, None)
 

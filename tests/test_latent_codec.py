@@ -88,3 +88,15 @@ def test_encoder_rejects_bad_frames(tiny_codec):
     bad[0, 0] = np.nan
     with pytest.raises(InputError, match="NaN"):
         enc.encode(bad)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"mode": "bidir"}, "coding mode must be one of open, closed, intra"),
+    ({"g": 300}, "residual period g must be between 0 and 255, got 300"),
+    ({"g": -1}, "residual period g must be between 0 and 255"),
+    ({"keyframe_interval": -2}, "keyframe interval must be >= 0"),
+    ({"step_index": -1}, "step index must be a non-negative integer"),
+])
+def test_stream_params_reject_bad_options(kwargs: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        StreamParams(**kwargs)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +15,14 @@ from face_data import STEADY_CLIP, clip_frames, two_person_scene
 from pipeline_data import tiny_bundle, variant_bundle
 from sganc_stream.bitstream.container import read_container
 from sganc_stream.bitstream.packet import PacketType, pack
-from sganc_stream.errors import CheckpointError, InputError, ModelMismatchError
-from sganc_stream.latent.codec import StreamParams
+from sganc_stream.errors import CheckpointError, InputError, InputWarning, ModelMismatchError
 from sganc_stream.face.tracker import FaceFlags
+from sganc_stream.latent.codec import StreamParams
 from sganc_stream.pipeline import (NO_FACE_PIXEL, FaceModel, FrameDecoder, FrameEncoder, TranscodeOptions, decode_file,
-                                   load_face_model, quality_side, resolve_device, transcode_frames)
-from sganc_stream.video import read_frames
+                                   load_face_model, nominal_times, quality_side, resolve_device, transcode_file,
+                                   transcode_frames)
+from sganc_stream.video import VideoReader, read_frames
+from video_data import display_matrix, stored_for_display, truncated_copy, write_stored
 
 PARAMS = StreamParams("open", 2, 1, 0)
 
@@ -117,7 +121,7 @@ def test_transcode_then_decode_file_gives_equal_arrays(model: FaceModel, frames:
     out = tmp_path / "clip.sgnc"
     options = TranscodeOptions(params=PARAMS, recon=tmp_path / "recon.mkv", aligned=tmp_path / "aligned.mkv",
                                paste_back=tmp_path / "pasted.mkv", lossless=True, batch=2, progress=False)
-    report = transcode_frames(model, clip, 25.0, out, options)
+    report = transcode_frames(model, nominal_times(clip, 25.0), 25.0, out, options)
     assert report["frames"] == len(clip) and report["no_face_frames"] == 3 and report["first_face_frame"] == 2
     assert report["identity_changes"] == 0
     assert [f["type"] for f in report["per_frame"]].count("no_face") == 3
@@ -142,9 +146,11 @@ def test_no_face_in_the_searched_frames_says_how_many(model: FaceModel, frames: 
     options = TranscodeOptions(params=PARAMS, max_frames=3, progress=False)
     with pytest.raises(InputError, match=r"no face found in late.mp4: searched 3 of 6 frames \(0\.12 s\); the search "
                                          r"stopped at the frame limit \(3\)"):
-        transcode_frames(model, clip, 25.0, tmp_path / "x.sgnc", options, name="late.mp4", total=len(clip))
+        transcode_frames(model, nominal_times(clip, 25.0), 25.0, tmp_path / "x.sgnc", options, name="late.mp4",
+                         total=len(clip))
     assert os.listdir(tmp_path) == []
-    report = transcode_frames(model, clip, 25.0, tmp_path / "x.sgnc", TranscodeOptions(params=PARAMS, progress=False))
+    report = transcode_frames(model, nominal_times(clip, 25.0), 25.0, tmp_path / "x.sgnc",
+                              TranscodeOptions(params=PARAMS, progress=False))
     assert report["first_face_frame"] == 4 and report["frames"] == 6  # the whole clip: the lead-in is recorded
 
 
@@ -152,7 +158,7 @@ def test_no_face_anywhere_leaves_no_output(model: FaceModel, tmp_path: Path) -> 
     black = [np.zeros((96, 96, 3), np.uint8)] * 3
     options = TranscodeOptions(params=PARAMS, recon=tmp_path / "recon.mp4", report=tmp_path / "r.json", progress=False)
     with pytest.raises(InputError, match=r"no face found in blank: searched 3 frames \(0\.12 s\)$"):
-        transcode_frames(model, black, 25.0, tmp_path / "x.sgnc", options, name="blank")
+        transcode_frames(model, nominal_times(black, 25.0), 25.0, tmp_path / "x.sgnc", options, name="blank")
     assert os.listdir(tmp_path) == []
 
 
@@ -164,7 +170,7 @@ def test_disk_full_leaves_no_output(model: FaceModel, frames: tuple[np.ndarray, 
     monkeypatch.setattr(Path, "write_bytes", full)
     options = TranscodeOptions(params=PARAMS, aligned=tmp_path / "aligned.mp4", progress=False)
     with pytest.raises(OSError, match="No space"):
-        transcode_frames(model, frames[:2], 25.0, tmp_path / "x.sgnc", options)
+        transcode_frames(model, nominal_times(frames[:2], 25.0), 25.0, tmp_path / "x.sgnc", options)
     assert os.listdir(tmp_path) == []
 
 
@@ -179,7 +185,7 @@ def test_outputs_are_checked_before_any_work(model: FaceModel, tmp_path: Path) -
 def test_pre_aligned_frames_skip_alignment(model: FaceModel, tmp_path: Path) -> None:
     frames = list(model.render(np.zeros((2, model.rows, 512), np.float32)))
     options = TranscodeOptions(params=PARAMS, align=False, progress=False)
-    report = transcode_frames(model, frames, 30.0, tmp_path / "g.sgnc", options)
+    report = transcode_frames(model, nominal_times(frames, 30.0), 30.0, tmp_path / "g.sgnc", options)
     assert report["frames"] == 2 and report["fps"] == 30.0 and report["per_frame"][0]["face"] == []
 
 
@@ -201,3 +207,64 @@ def test_quality_is_measured_at_the_source_face_size() -> None:
     assert quality_side(118.0, 256, 64) == 64  # a 64 px generator's output is not enlarged either
     assert quality_side(20.0, 256, 1024) == 64  # below 64 px MS-SSIM and the face detector do not work
     assert quality_side(20.0, 48, 1024) == 48
+
+
+def test_rotated_clip_codes_as_its_upright_twin(model: FaceModel, frames: tuple[np.ndarray, ...],
+                                                tmp_path: Path) -> None:
+    """A phone clip stored sideways (display matrix: turn 90°) gives the very stream of the upright clip."""
+    upright, sideways = tmp_path / "upright.mp4", tmp_path / "sideways.mp4"
+    write_stored(upright, list(frames[:3]))
+    write_stored(sideways, [stored_for_display(f, "turn_cw") for f in frames[:3]], display_matrix("turn_cw"))
+    options = TranscodeOptions(params=PARAMS, progress=False)
+    transcode_file(model, upright, tmp_path / "a.sgnc", options)
+    report = transcode_file(model, sideways, tmp_path / "b.sgnc", options)
+    assert report["frames"] == 3 and report["no_face_frames"] == 0
+    assert (tmp_path / "a.sgnc").read_bytes() == (tmp_path / "b.sgnc").read_bytes()  # same machine, same threads
+
+
+def test_variable_frame_rate_is_kept_in_stream_and_videos(model: FaceModel, frames: tuple[np.ndarray, ...],
+                                                          tmp_path: Path) -> None:
+    times_ms = [0, 40, 160, 280, 320]  # 40 ms apart, then 120 ms: the shared case in miniature
+    clip = tmp_path / "vfr.mp4"
+    write_stored(clip, list(frames[:5]), times_ms=times_ms)
+    options = TranscodeOptions(params=PARAMS, recon=tmp_path / "recon.mkv", aligned=tmp_path / "aligned.webm",
+                               paste_back=tmp_path / "pasted.mp4", lossless=True, progress=False)
+    transcode_file(model, clip, tmp_path / "vfr.sgnc", options)
+    assert [p.timestamp_ms for p in read_container(tmp_path / "vfr.sgnc").packets] == times_ms
+    decode_file(model, tmp_path / "vfr.sgnc", tmp_path / "decoded.mp4", lossless=True, progress=False)
+    for name in ("recon.mkv", "aligned.webm", "pasted.mp4", "decoded.mp4"):
+        with VideoReader(tmp_path / name) as video:
+            assert [round(t * 1000) for _, t in video.timed()] == times_ms, name
+
+
+def test_truncated_input_warns_and_the_report_says_how_much_was_read(model: FaceModel,
+                                                                     frames: tuple[np.ndarray, ...],
+                                                                     tmp_path: Path) -> None:
+    full, cut = tmp_path / "full.mp4", tmp_path / "cut.mp4"
+    write_stored(full, list(frames[:5]) * 4, options={"movflags": "faststart"})
+    truncated_copy(full, cut, 0.6)
+    options = TranscodeOptions(params=PARAMS, progress=False)
+    with pytest.warns(InputWarning, match="cut.mp4 ended early: .* of the 20 frames"):
+        report = transcode_file(model, cut, tmp_path / "x.sgnc", options)
+    assert 0 < report["input_frames"]["read"] < 20 == report["input_frames"]["declared"]
+    assert report["frames"] == report["input_frames"]["read"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = transcode_file(model, full, tmp_path / "y.sgnc", options)
+    assert report["input_frames"] == {"read": 20, "declared": 20}
+
+
+@pytest.mark.parametrize("field,name", [("recon", "r.avi"), ("aligned", "a.flv"), ("side_by_side", "s")])
+def test_unsupported_video_outputs_are_refused_before_any_work(model: FaceModel, tmp_path: Path, field: str,
+                                                              name: str) -> None:
+    def never() -> Iterator[tuple[np.ndarray, float]]:
+        raise AssertionError("a frame was read")
+        yield
+
+    options = TranscodeOptions(params=PARAMS, progress=False, **{field: tmp_path / name})
+    with pytest.raises(InputError, match="unknown suffix"):
+        transcode_frames(model, never(), 25.0, tmp_path / "x.sgnc", options)
+    with pytest.raises(InputError, match="256 colours"):
+        transcode_frames(model, never(), 25.0, tmp_path / "x.sgnc",
+                         TranscodeOptions(params=PARAMS, recon=tmp_path / "r.gif", lossless=True, progress=False))
+    assert os.listdir(tmp_path) == []

@@ -71,11 +71,25 @@ def test_argument_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_pa
     assert "video file not found" in capsys.readouterr().err
     assert recv_main(["--serverless", "answer", "--model", str(tmp_path / "none.safetensors"), "--headless"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert recv_main(["--serverless", "answer", "--model", str(tmp_path / "none.safetensors"), "--headless",
+                      "--record", str(tmp_path / "call.avi")]) == 2  # the recording's format fails before the model
+    assert capsys.readouterr().err.strip().startswith("sganc-recv: error: cannot write video")
     assert send_main(["--serverless", "offer", "--video", str(clip()), "--model", str(micro_model()), "--headless",
                       "--self-record", str(tmp_path / "s.mp4")]) == 2
     assert "pass --paste-back too" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         send_main(["--serverless", "offer"])  # a camera is required
+
+
+def test_coding_options_fail_before_any_model_or_network_work(capsys: pytest.CaptureFixture[str]) -> None:
+    """Validated where sganc-stream validates them (StreamParams), before the model loads or pairing starts."""
+    base = ["--signal", "ws://127.0.0.1:9", "--video", str(clip()), "--model", "/nonexistent.safetensors"]
+    for extra, message in ((["--g", "300"], "residual period g must be between 0 and 255, got 300"),
+                           (["--keyframe-interval", "-1"], "keyframe interval must be >= 0 (0 = first frame only), got -1"),
+                           (["--redundancy", "9"], "redundancy depth must be in 0..4, got 9"),
+                           (["--loss", "1.5"], "loss probability must be in [0, 1), got 1.5")):
+        assert send_main(base + extra) == 2
+        assert capsys.readouterr().err.strip() == f"sganc-send: error: {message}"
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Headless calls between two processes on 127.0.0.1 (micro model, synthetic clip as both cameras, 10 fps).
+"""Calls: in one process over the test transport (protocol behaviour: hello repeats and timeouts, refusals,
+redundancy), and headless between two processes on 127.0.0.1 (micro model, synthetic clip as both cameras, 10 fps).
 
 Figures are compared with what the other side logs as sent (not with the nominal rate): this machine's CPU is
 shared, so a starved sender may send fewer frames, but what it sends must arrive.
@@ -6,6 +7,7 @@ shared, so a starved sender may send fewer frames, but what it sends must arrive
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,14 +15,131 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from rtc_data import clip, micro_model, other_model
+from sganc_stream.pipeline import FaceModel, load_face_model
+from sganc_stream.rtc.channel import Channel, LossyChannel, memory_pair
+from sganc_stream.rtc.session import Peer, PeerOptions
+from sganc_stream.rtc.transport import RefusedError
 from sganc_stream.video import read_frames
 
-pytestmark = pytest.mark.slow
+
+@cache
+def model(path: Path | None = None) -> FaceModel:
+    return load_face_model(path or micro_model())
+
+
+def options(name: str, tmp: Path, **kw: object) -> PeerOptions:
+    base: dict = {"video": clip(), "align": False, "headless": True, "duration": 6.0, "name": name,
+                  "log": tmp / f"{name}.jsonl", "quiet": True}
+    return PeerOptions(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def in_process(a: Peer, b: Peer | None, ca: Channel, cb: Channel) -> list:
+    """Run one or two peers on a channel pair; their summaries or exceptions."""
+    async def body() -> list:
+        runs = [a.run(channel=ca)] + ([b.run(channel=cb)] if b is not None else [])
+        return await asyncio.gather(*runs, return_exceptions=True)
+
+    return asyncio.run(body())
+
+
+def test_two_way_call_over_the_test_transport(tmp_path: Path) -> None:
+    a, b = Peer(model(), options("A", tmp_path)), Peer(model(), options("B", tmp_path))
+    ra, rb = in_process(a, b, *memory_pair(delay_s=0.005))
+    for me, other in (("A", "B"), ("B", "A")):
+        sent, got = events(tmp_path / f"{other}.jsonl", "tx"), events(tmp_path / f"{me}.jsonl", "rx")
+        assert len(sent) >= 10 and len(got) >= len(sent) - 2, (me, len(got), len(sent))  # the last may be in flight
+        shown = events(tmp_path / f"{me}.jsonl", "display")
+        assert shown and all(d["latency_ms"] > 0 for d in shown)
+        assert all("E_ms" in t and "code_ms" in t for t in sent)
+        joined = events(tmp_path / f"{me}.jsonl", "acked")
+        assert joined and joined[0]["hellos_sent"] == 1  # nothing lost: one hello was enough
+    assert ra["displayed"] > 0 and rb["displayed"] > 0  # type: ignore[index]
+
+
+def test_a_lost_hello_is_repeated_and_the_call_goes_on(tmp_path: Path) -> None:
+    lost: list[bytes] = []
+
+    def kill_first_hello(data: bytes) -> bool:
+        if 0x80 <= data[0] <= 0x8F and b"model_id" in data and not lost:
+            lost.append(data)
+            return True
+        return False
+
+    ca, cb = memory_pair()
+    a, b = Peer(model(), options("A", tmp_path)), Peer(model(), options("B", tmp_path))
+    in_process(a, b, LossyChannel(ca, kill_first_hello), cb)
+    assert lost and events(tmp_path / "A.jsonl", "acked")[0]["hellos_sent"] >= 2
+    assert len(events(tmp_path / "B.jsonl", "display")) >= 5  # B still gets A's stream
+
+
+def test_a_silent_peer_ends_the_call_with_one_line(tmp_path: Path) -> None:
+    ca, cb = memory_pair()
+    a = Peer(model(), options("A", tmp_path, hello_timeout=1.0, duration=20.0))
+    started = time.time()
+    (result,) = in_process(a, None, ca, cb)
+    assert isinstance(result, RefusedError) and time.time() - started < 10
+    assert str(result) == "the other side sent no hello within 1 s of the data channel opening (not an sganc call " \
+                          "peer of protocol 2?)"
+
+
+def test_another_protocol_version_is_refused_clearly(tmp_path: Path) -> None:
+    ca, cb = memory_pair()
+    heard: list[bytes] = []
+    cb.on_message = heard.append
+    a = Peer(model(), options("A", tmp_path, duration=20.0))
+
+    async def old_peer() -> None:
+        await asyncio.sleep(0.2)
+        cb.send(msgpack.packb({"sganc": 1, "model_id": bytes(32), "stream": None, "epoch_ms": 0}))
+
+    async def body() -> object:
+        task = asyncio.ensure_future(old_peer())
+        try:
+            return await a.run(channel=ca)
+        except RefusedError as exc:
+            return exc
+        finally:
+            await task
+
+    result = asyncio.run(body())
+    assert str(result) == "the other side speaks call protocol 1, this side 2: update one of them"
+    refusals = [msgpack.unpackb(m) for m in heard if m[:1] == b"\x81"]
+    assert {"refuse": "it speaks call protocol 2 only"} in refusals
+
+
+def test_model_mismatch_is_refused_in_process(tmp_path: Path) -> None:
+    a, b = Peer(model(), options("A", tmp_path)), Peer(model(other_model()), options("B", tmp_path))
+    ra, rb = in_process(a, b, *memory_pair())
+    assert isinstance(ra, RefusedError) and isinstance(rb, RefusedError)
+    assert "model mismatch" in str(ra) and "model mismatch" in str(rb)
+
+
+@pytest.mark.parametrize("redundancy", [0, 1])
+def test_redundancy_restores_lost_frames_without_keyframes(tmp_path: Path, redundancy: int) -> None:
+    a = Peer(model(), options("A", tmp_path, loss=0.25, seed=3, redundancy=redundancy, receive=False))
+    b = Peer(model(), options("B", tmp_path, send=False))
+    in_process(a, b, *memory_pair())
+    rx = events(tmp_path / "B.jsonl", "rx")
+    restored = sum(r["restored"] for r in rx)
+    tx = events(tmp_path / "A.jsonl", "tx")
+    assert len(tx) >= 15
+    if redundancy:
+        assert restored >= 1 and all(t["redundant"] <= 1 for t in tx)
+        assert sum(t["bytes"] > t["packet_bytes"] for t in tx) >= len(tx) - 3  # every message but intra ones carries one
+    else:
+        assert restored == 0 and all(t["bytes"] == t["packet_bytes"] for t in tx)
+        assert events(tmp_path / "B.jsonl", "keyframe_request")
+
+
+# ------------------------------------------------------------------------------------------------
+# Two processes through sganc-signal
 
 LAUNCH = "import sys; from sganc_stream.rtc.{0} import {1}; sys.exit({1}())"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "SGANC_RTC_LOOPBACK": "1"}
@@ -76,6 +195,7 @@ def wait_for(log: Path, ev: str, count: int, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_call_both_sides_receive_and_record(signal_url: str, tmp_path: Path) -> None:
     clip(), micro_model()  # build fixtures before timing anything
     a = call(signal_url, "call", "A", tmp_path, 8, "--record", tmp_path / "A.mp4")
@@ -93,9 +213,10 @@ def test_call_both_sides_receive_and_record(signal_url: str, tmp_path: Path) -> 
         assert max(s["rx_wire_kbps"] for s in stats) > max(s["rx_payload_kbps"] for s in stats) > 0
 
 
+@pytest.mark.slow
 def test_injected_loss_is_recovered_by_keyframes(signal_url: str, tmp_path: Path) -> None:
-    a = call(signal_url, "lossy", "A", tmp_path, 6)
-    b = call(signal_url, "lossy", "B", tmp_path, 6, "--loss", "0.2", "--seed", "1")
+    a = call(signal_url, "lossy", "A", tmp_path, 6, "--loss", "0.2", "--seed", "1", "--redundancy", "0")
+    b = call(signal_url, "lossy", "B", tmp_path, 6)
     assert finish(a)[0] == 0 and finish(b)[0] == 0
     log = tmp_path / "B.jsonl"
     gaps, syncs = events(log, "gap"), events(log, "sync")
@@ -107,6 +228,7 @@ def test_injected_loss_is_recovered_by_keyframes(signal_url: str, tmp_path: Path
     assert len(events(log, "rx")) >= 0.4 * len(events(tmp_path / "A.jsonl", "tx"))
 
 
+@pytest.mark.slow
 def test_peer_killed_and_back(signal_url: str, tmp_path: Path) -> None:
     a = call(signal_url, "rejoin", "A", tmp_path, 40, "--record", tmp_path / "A.mp4")
     b1 = call(signal_url, "rejoin", "B1", tmp_path, 40)
@@ -127,6 +249,7 @@ def test_peer_killed_and_back(signal_url: str, tmp_path: Path) -> None:
     assert a.poll() is not None
 
 
+@pytest.mark.slow
 def test_model_mismatch_is_refused_on_both_sides(signal_url: str, tmp_path: Path) -> None:
     a = call(signal_url, "mismatch", "A", tmp_path, 20, "--quiet")
     b = call(signal_url, "mismatch", "B", tmp_path, 20, "--quiet", model=other_model())
@@ -134,38 +257,3 @@ def test_model_mismatch_is_refused_on_both_sides(signal_url: str, tmp_path: Path
         code, err = finish(proc)
         assert code == 2, err
         assert "model mismatch" in err and len(err.strip().splitlines()) == 1, err
-
-
-class FakeLink:
-    """What Peer._transmit uses of a Link: the stream's fps, the peer's message limit, and send."""
-
-    def __init__(self, limit: int) -> None:
-        self.fps, self.limit, self.sent = 10.0, limit, []
-
-    def max_message_size(self) -> int:
-        return self.limit
-
-    def send(self, data: bytes) -> None:
-        self.sent.append(data)
-
-
-def test_packet_above_the_peers_message_limit_is_refused_cleanly(tmp_path: Path) -> None:
-    """A packet larger than the other side's SDP max-message-size is never handed to aiortc (which would raise)."""
-    import io
-
-    from sganc_stream.bitstream.packet import Packet, PacketType
-    from sganc_stream.pipeline import load_face_model
-    from sganc_stream.rtc.session import Peer, PeerOptions
-
-    err = io.StringIO()
-    peer = Peer(load_face_model(micro_model()), PeerOptions(send=False, headless=True, log=tmp_path / "p.jsonl"), err)
-    link = FakeLink(limit=1000)
-    small, big = Packet(PacketType.INTRA, 0, 0, 0, b"x" * 900), Packet(PacketType.INTRA, 1, 1, 100, b"x" * 50_000)
-    assert peer._transmit(link, small) and len(link.sent) == 1  # type: ignore[arg-type]
-    assert not peer._transmit(link, big) and not peer._transmit(link, big)  # type: ignore[arg-type]
-    assert len(link.sent) == 1 and peer.stats.total["tx_oversize"] == 2 and peer.stats.total["tx_frames"] == 1
-    assert err.getvalue().count("exceeds the other side's max message size (1000 bytes): not sent") == 1
-    peer.stats.close()
-    logged = events(tmp_path / "p.jsonl", "oversize")
-    assert [(e["seq"], e["limit"]) for e in logged] == [(1, 1000), (1, 1000)] and logged[0]["bytes"] > 50_000
-    assert peer.summary()["tx_oversize"] == 2

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import msgpack

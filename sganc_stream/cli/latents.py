@@ -11,6 +11,7 @@ import numpy as np
 
 from sganc_stream.assets import default_latent_codec
 from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, decode_container, fps_in_range, read_container
+from sganc_stream.cli.options import add_stream_arguments, stream_params_from
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import load_npy, write_bytes_atomic, write_npy_atomic
 from sganc_stream.latent.codec import StreamParams
@@ -22,21 +23,14 @@ from sganc_stream.latent.synthetic import synthetic_latents
 def add_stream_options(p: argparse.ArgumentParser) -> None:
     """Coding options shared by every command that encodes."""
     p.add_argument("--model", help="model bundle or latent codec file (default: the shipped model)")
-    p.add_argument("--mode", choices=["open", "closed", "intra"], default="open", help="inter coding mode (default: open, the paper's)")
-    p.add_argument("--g", type=int, default=10, help="residual period in open mode; 0 = never (default: 10)")
-    p.add_argument("--step", type=float, help="quantization step, one of the model's presets (default: the middle preset)")
-    p.add_argument("--keyframe-interval", type=int, default=0, help="intra refresh period in frames; 0 = first frame only")
+    add_stream_arguments(p)
     p.add_argument("--fps", type=float, default=25.0, help="frame rate recorded in the header (default: 25)")
 
 
 def resolve_params(model: LatentCodecModel, args: argparse.Namespace) -> StreamParams:
-    if not 0 <= args.g <= 255:
-        raise InputError("--g must be between 0 and 255")
-    if args.keyframe_interval < 0:
-        raise InputError("--keyframe-interval must be >= 0")
     if not fps_in_range(args.fps):
         raise InputError(f"--fps must be in [{FPS_MIN:g}, {FPS_MAX:g}]")
-    return StreamParams(args.mode, args.g, model.step_index(args.step), args.keyframe_interval)
+    return stream_params_from(args, model)
 
 
 def load_model(path: str | None) -> LatentCodecModel:

@@ -10,11 +10,15 @@ from typing import Any
 from tqdm import tqdm
 
 from sganc_stream.assets import default_face_model
+from sganc_stream.cli.options import add_stream_arguments, stream_params_from
 from sganc_stream.dataset import LAYOUTS, Clip, scan_clips, transcode_dataset
 from sganc_stream.engine import ENGINES, RAY_EXTRA, EngineOptions
 from sganc_stream.errors import InputError
-from sganc_stream.latent.codec import StreamParams
-from sganc_stream.pipeline import FaceModel, TranscodeOptions, decode_file, load_face_model, transcode_file
+from sganc_stream.metrics import IDENTITY_EVERY
+from sganc_stream.pipeline import (FaceModel, TranscodeOptions, check_outputs, decode_file, load_face_model,
+                                   transcode_file)
+from sganc_stream.threads import DEFAULT_THREADS, set_threads
+from sganc_stream.video import VIDEO_FORMATS, video_format
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -22,20 +26,22 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--batch", type=int, default=1,
                    help="frames per network call (default 1; use the same value to decode a file exactly as transcode did)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"torch CPU threads for G and E (default {DEFAULT_THREADS}: the models are small, and extra "
+                        "threads slow them down on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_coding_options(p: argparse.ArgumentParser) -> None:
     """Options shared by the commands that encode video."""
     add_model_options(p)
-    p.add_argument("--mode", choices=["open", "closed", "intra"], default="open", help="inter coding mode (default: open)")
-    p.add_argument("--g", type=int, default=10, help="residual period in open mode; 0 = never (default: 10)")
-    p.add_argument("--step", type=float, help="quantization step, one of the model's presets (default: the middle one)")
-    p.add_argument("--keyframe-interval", type=int, default=0, help="intra refresh period in frames; 0 = first only")
+    add_stream_arguments(p)
     p.add_argument("--max-frames", type=int, help="code at most this many input frames")
-    p.add_argument("--identity-every", type=int, default=1,
-                   help="identity distance on every N-th frame (about 0.1 s a pair on CPU; default 1)")
-    p.add_argument("--lossless", action="store_true", help="write videos bit-exactly (libx264rgb qp 0) instead of H.264 crf 18")
+    p.add_argument("--identity-every", type=int, default=IDENTITY_EVERY,
+                   help=f"identity distance on every N-th frame (about 0.1 s a pair on CPU; default {IDENTITY_EVERY})")
+    p.add_argument("--lossless", action="store_true",
+                   help="write videos bit-exactly (.mp4/.mkv/.mov: libx264rgb qp 0; .webm: VP9 lossless; .png is "
+                        "always exact; not .gif) instead of H.264 crf 18 / VP9 crf 32")
     p.add_argument("--pre-aligned", action="store_true", help="input frames already are FFHQ-aligned faces (no alignment)")
 
 
@@ -57,19 +63,16 @@ def engine_from(args: argparse.Namespace) -> EngineOptions:
 
 
 def load_model(args: argparse.Namespace, device: str | None = None) -> FaceModel:
+    """The face model of ``--model`` on ``device`` (default ``--device``), run with ``--threads`` torch threads."""
+    set_threads(args.threads)
     return load_face_model(args.model or default_face_model(), device or args.device)
 
 
 def options_from(args: argparse.Namespace, model: FaceModel, **outputs: Any) -> TranscodeOptions:
-    if not 0 <= args.g <= 255:
-        raise InputError("--g must be between 0 and 255")
-    if args.keyframe_interval < 0:
-        raise InputError("--keyframe-interval must be >= 0")
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError("--max-frames must be at least 1")
-    params = StreamParams(args.mode, args.g, model.codec.step_index(args.step), args.keyframe_interval)
-    return TranscodeOptions(params=params, lossless=args.lossless, align=not args.pre_aligned, batch=args.batch,
-                            max_frames=args.max_frames, identity_every=args.identity_every,
+    return TranscodeOptions(params=stream_params_from(args, model.codec), lossless=args.lossless,
+                            align=not args.pre_aligned, batch=args.batch, max_frames=args.max_frames, identity_every=args.identity_every,
                             progress=not args.quiet, **outputs)
 
 
@@ -80,8 +83,9 @@ def describe(report: dict[str, Any]) -> str:
     q = (report.get("quality") or {}).get("vs_aligned")
     if q:
         fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
+        every = "" if q["identity_every"] == 1 else f" (on 1 frame in {q['identity_every']})"
         line += (f"; vs aligned input at {report['quality']['size']} px: PSNR {fmt(q['psnr'], '.2f')} dB, "
-                 f"MS-SSIM {fmt(q['ms_ssim'], '.4f')}, identity {fmt(q['identity_distance'], '.3f')}")
+                 f"MS-SSIM {fmt(q['ms_ssim'], '.4f')}, identity {fmt(q['identity_distance'], '.3f')}{every}")
     align = report.get("alignment") or {}
     if (align.get("upscale") or 0) > 1:
         line += (f"; faces about {align['source_face_px']['median']:.0f} px in the input, enlarged "
@@ -90,9 +94,11 @@ def describe(report: dict[str, Any]) -> str:
 
 
 def cmd_transcode(args: argparse.Namespace) -> int:
-    model = load_model(args)
     paste = args.output.with_suffix(".pasted.mp4") if args.paste_back else None
-    options = options_from(args, model, recon=args.recon, aligned=args.aligned, report=args.report, paste_back=paste)
+    outputs = {"recon": args.recon, "aligned": args.aligned, "report": args.report, "paste_back": paste}
+    check_outputs(args.output, TranscodeOptions(lossless=args.lossless, **outputs))  # before any work
+    model = load_model(args)
+    options = options_from(args, model, **outputs)
     report = transcode_file(model, args.input, args.output, options)
     print(f"{args.output}: {describe(report)}")
     for line in face_notes(report):
@@ -116,6 +122,7 @@ def face_notes(report: dict[str, Any]) -> list[str]:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
+    video_format(args.output, args.lossless)  # before any work
     model = load_model(args)
     info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet)
     no_face = f", {info['no_face_frames']} of them without a face (black)" if info["no_face_frames"] else ""
@@ -167,9 +174,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Decode IN.sgnc with the model it was made with (the model id must match). On the "
                                    "same machine with the same --device and --batch the frames equal transcode --recon's.")
     add_model_options(p)
-    p.add_argument("--lossless", action="store_true", help="write the video bit-exactly (libx264rgb qp 0)")
+    p.add_argument("--lossless", action="store_true", help="write the video bit-exactly (see transcode --lossless)")
     p.add_argument("input", type=Path, metavar="IN.sgnc")
-    p.add_argument("output", type=Path, metavar="OUT.mp4")
+    p.add_argument("output", type=Path, metavar="OUT.mp4",
+                   help=f"the video, in the format its suffix names ({', '.join(VIDEO_FORMATS)})")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("transcode-dataset", help="transcode a MEAD / FILMPAC / folder tree, resumably",

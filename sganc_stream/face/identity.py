@@ -12,11 +12,14 @@ the tracker keeps chips and computes descriptors only when it must tell faces ap
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
-import dlib
 import numpy as np
 
 from sganc_stream.face.dlib_models import FACE_DESCRIPTOR, model_path
+
+if TYPE_CHECKING:  # dlib is imported where a face is looked at, so decode-only processes never load it
+    import dlib
 
 CHIP_SIZE, CHIP_PADDING = 150, 0.25  # the chip the network was trained on
 
@@ -24,11 +27,15 @@ CHIP_SIZE, CHIP_PADDING = 150, 0.25  # the chip the network was trained on
 @cache
 def descriptor_network() -> dlib.face_recognition_model_v1:
     """The descriptor ResNet, loaded once per process (InputError if the model file is missing)."""
+    import dlib
+
     return dlib.face_recognition_model_v1(str(model_path(FACE_DESCRIPTOR)))
 
 
 def face_chip(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """The (150, 150, 3) uint8 chip the descriptor reads, cut from an RGB frame at 68 landmarks (frame pixels)."""
+    import dlib
+
     points = [dlib.point(int(round(float(x))), int(round(float(y)))) for x, y in landmarks]
     left, top = np.floor(landmarks.min(axis=0)).astype(int)
     right, bottom = np.ceil(landmarks.max(axis=0)).astype(int)

@@ -1,7 +1,9 @@
 """Per-stream latent coding: intra frames, differences, periodic residuals, keyframes.
 
 Units: the proxy value y = T(w) divided by the step Δ. The decoder's state ŷ is an integer vector; it is
-the only thing that persists between frames, so decoding is exact on any machine.
+the only thing that persists between frames, so the state is exact on any machine (the float W+ after T⁻¹ agrees
+within the tolerance of :mod:`sganc_stream.latent.model`). The encoder's integers come from T in float: they are
+exact for one machine and thread count, and may differ by one where y lies within float error of a rounding tie.
 
 * intra:  q = round(y_t)                      ŷ_t = q
 * open:   v_t = round(y_t - y_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (the paper's open loop; drifts)
@@ -21,7 +23,7 @@ import numpy as np
 
 from sganc_stream.bitstream.container import VERSION
 from sganc_stream.bitstream.packet import PacketType
-from sganc_stream.entropy.irwin_hall import residual_table
+from sganc_stream.entropy.irwin_hall import MAX_G, residual_table
 from sganc_stream.entropy.rans import decode_parts, encode_parts
 from sganc_stream.errors import BitstreamError, InputError
 from sganc_stream.latent.model import LatentCodecModel
@@ -29,12 +31,29 @@ from sganc_stream.latent.model import LatentCodecModel
 STATE_LIMIT = 1 << 30  # a state beyond this can only come from corrupted data
 
 
+MODES = ("open", "closed", "intra")
+
+
 @dataclass(frozen=True)
 class StreamParams:
+    """How a stream is coded. The one place coding options are validated: every CLI and the live call build one
+    before any work starts, so a bad option is one InputError line up front (the step preset is checked by
+    ``LatentCodecModel.step_index``, which turns a step into ``step_index``)."""
+
     mode: str = "open"  # open | closed | intra
     g: int = 10  # residual period in open mode; 0 = never
     step_index: int = 1
     keyframe_interval: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"coding mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not (isinstance(self.g, int) and 0 <= self.g <= MAX_G):
+            raise InputError(f"residual period g must be between 0 and {MAX_G}, got {self.g}")
+        if not (isinstance(self.keyframe_interval, int) and self.keyframe_interval >= 0):
+            raise InputError(f"keyframe interval must be >= 0 (0 = first frame only), got {self.keyframe_interval}")
+        if not (isinstance(self.step_index, int) and self.step_index >= 0):
+            raise InputError(f"step index must be a non-negative integer, got {self.step_index}")
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """Console scripts of the live call: ``sganc-send``, ``sganc-recv``, ``sganc-call`` (``sganc-signal`` lives in
 :mod:`sganc_stream.rtc.signaling`).
 
-All three run a :class:`~sganc_stream.rtc.session.Peer`; they differ only in the directions it carries. Errors
-are one line on stderr and exit status 2 (a refused call included: a wrong token, a full room, a model mismatch).
+All three run a :class:`~sganc_stream.rtc.session.Peer`; they differ only in the directions it carries. Every
+option is checked, and the model, the landmark models and the encoder are loaded, before pairing starts. Errors are
+one line on stderr and exit status 2 (a refused call included: a wrong token, a full room, a model mismatch, a peer
+that never says hello).
 """
 
 from __future__ import annotations
@@ -13,18 +15,20 @@ import json
 import logging
 import sys
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from sganc_stream.assets import default_face_model
-from sganc_stream.errors import InputError, SgancError
-from sganc_stream.latent.codec import StreamParams
+from sganc_stream.cli.options import add_stream_arguments, check_stream_arguments, stream_params_from
+from sganc_stream.errors import InputError, SgancError, warnings_as_lines
 from sganc_stream.pipeline import load_face_model
 from sganc_stream.rtc.loopback import enable_loopback, loopback_requested
-from sganc_stream.rtc.session import Peer, PeerOptions, room_client
-from sganc_stream.rtc.transport import DEFAULT_MAX_BUFFERED
+from sganc_stream.rtc.pairing import create_signaling
+from sganc_stream.rtc.session import Peer, PeerOptions
+from sganc_stream.rtc.transport import DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, MAX_REDUNDANCY
+from sganc_stream.threads import DEFAULT_THREADS, set_threads
+from sganc_stream.video import video_format
 
 
 def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParser:
@@ -51,10 +55,10 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
         media.add_argument("--max-fps", type=float, help="send at most this many frames per second (default: all)")
         media.add_argument("--pre-aligned", action="store_true", help="frames already are aligned faces")
         media.add_argument("--landmarks", default="dlib", choices=["dlib", "fan"], help="landmark backend (default dlib)")
-        media.add_argument("--mode", choices=["open", "closed", "intra"], default="open", help="inter coding mode")
-        media.add_argument("--g", type=int, default=10, help="residual period in open mode; 0 = never (default 10)")
-        media.add_argument("--step", type=float, help="quantization step, one of the model's presets")
-        media.add_argument("--keyframe-interval", type=int, default=0, help="intra refresh period; 0 = on request")
+        add_stream_arguments(media)
+        media.add_argument("--redundancy", type=int, default=DEFAULT_REDUNDANCY, metavar="N",
+                           help=f"previous frame packets carried in each frame message, 0-{MAX_REDUNDANCY}, as far as "
+                                f"they fit without another SCTP chunk (default {DEFAULT_REDUNDANCY})")
         media.add_argument("--paste-back", action="store_true",
                            help="self view: show your full camera frame with your decoded face pasted back "
                                 "(only the face travels, so the full frame exists on the sending side only)")
@@ -65,12 +69,18 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
     out.add_argument("--headless", action="store_true", help="no window (servers, tests)")
     if receive:
         out.add_argument("--record", type=Path, metavar="OUT.mp4", help="record the received frames")
-        out.add_argument("--loss", type=float, default=0.0, metavar="P",
-                         help="testing: drop each incoming packet with probability P (seeded by --seed)")
-        out.add_argument("--seed", type=int, default=0)
+    test = p.add_argument_group("testing")
+    test.add_argument("--loss", type=float, default=0.0, metavar="P",
+                      help="drop each message this side sends (hellos, requests, frames) with probability P")
+    test.add_argument("--loss-burst", type=float, metavar="L",
+                      help="mean length of loss bursts in messages (Gilbert-Elliott; default: independent losses)")
+    test.add_argument("--seed", type=int, default=0, help="seed of --loss")
+    test.add_argument("--hello-timeout", type=float, default=HELLO_TIMEOUT_S, metavar="S",
+                      help=f"end the call when the other side sends no hello for S seconds (default {HELLO_TIMEOUT_S:g})")
     p.add_argument("--model", help="face model bundle (default: the embedded face model); both sides need the same")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"torch CPU threads for G and E (default {DEFAULT_THREADS})")
     p.add_argument("--duration", type=float, help="leave after this many seconds (default: until interrupted)")
     p.add_argument("--log", type=Path, metavar="STATS.jsonl", help="write per-frame and per-second stats")
     p.add_argument("--name", default=prog, help="name in messages and logs")
@@ -78,40 +88,41 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
     return p
 
 
-def options_from(args: argparse.Namespace, send: bool, receive: bool, params: StreamParams | None) -> PeerOptions:
-    if args.duration is not None and args.duration <= 0:
-        raise InputError(f"--duration must be positive, got {args.duration}")
-    return PeerOptions(
+def options_from(args: argparse.Namespace, send: bool, receive: bool) -> PeerOptions:
+    """The peer's options, checked (all but the step preset, which needs the model)."""
+    if send:
+        check_stream_arguments(args)
+    options = PeerOptions(
         send=send, receive=receive,
         video=getattr(args, "video", None), camera=getattr(args, "camera", None), camera_fps=getattr(args, "fps", None),
         max_fps=getattr(args, "max_fps", None),
         align=not getattr(args, "pre_aligned", False), landmarks=getattr(args, "landmarks", "dlib"),
-        params=params or StreamParams(), record=getattr(args, "record", None),
+        redundancy=getattr(args, "redundancy", DEFAULT_REDUNDANCY),
+        record=getattr(args, "record", None),
         paste_back=getattr(args, "paste_back", False), self_record=getattr(args, "self_record", None),
-        headless=args.headless, duration=args.duration, loss=getattr(args, "loss", 0.0),
-        seed=getattr(args, "seed", 0), log=args.log, ice_servers=args.ice_server,
+        headless=args.headless, duration=args.duration, loss=args.loss, loss_burst=args.loss_burst, seed=args.seed,
+        hello_timeout=args.hello_timeout, log=args.log, ice_servers=args.ice_server,
         max_buffered=getattr(args, "max_buffered", DEFAULT_MAX_BUFFERED), name=args.name, quiet=args.quiet)
+    options.check()
+    return options
 
 
 async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str, Any]:
-    if args.signal is None and args.serverless is None:
-        raise InputError("pass --signal URL (with --room and --token) or --serverless offer|answer")
-    if args.signal is not None and args.serverless is not None:
-        raise InputError("--signal and --serverless exclude each other")
+    signaling = create_signaling(signal=args.signal, room=args.room, token=args.token, serverless=args.serverless)
+    options = options_from(args, send, receive)
     if loopback_requested(args.loopback):
         enable_loopback()
     if send and args.video is not None and not args.video.is_file():
         raise InputError(f"video file not found: {args.video}")
-    if args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    for record in (getattr(args, "record", None), getattr(args, "self_record", None)):
+        if record is not None:
+            video_format(record)  # an unwritable suffix fails now, not when the call ends
+    set_threads(args.threads)
     model = load_face_model(args.model or default_face_model(), args.device)
-    params = None
     if send:
-        params = StreamParams(args.mode, args.g, model.codec.step_index(args.step), args.keyframe_interval)
-    peer = Peer(model, options_from(args, send, receive, params))
-    client = room_client(args.signal, args.room, args.token) if args.signal else None
-    return await peer.run(client=client, serverless=args.serverless)
+        options = replace(options, params=stream_params_from(args, model.codec))
+    peer = Peer(model, options)
+    return await peer.run(signaling)
 
 
 def run_bounded(coro: Coroutine[Any, Any, dict[str, Any]], grace: float = 20.0) -> dict[str, Any]:
@@ -134,7 +145,8 @@ def main(prog: str, send: bool, receive: bool, argv: list[str] | None = None) ->
     args = build_parser(prog, send, receive).parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        summary = run_bounded(_run(args, send, receive))
+        with warnings_as_lines(prog):
+            summary = run_bounded(_run(args, send, receive))
     except SgancError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -2,20 +2,19 @@
 
 Sources yield ``(frame, capture_time)`` (uint8 RGB, ``time.time()`` seconds) like a camera: never queued, a
 slow consumer gets the newest frame. A video file is a fake camera looped and paced in real time
-(:class:`sganc_stream.video.PacedFrames` on the wall clock); a device goes through OpenCV's VideoCapture, read
-in a worker thread so the event loop (ICE, DTLS, SCTP) keeps running.
+(:class:`sganc_stream.video.PacedFrames` on the wall clock); a device goes through OpenCV's VideoCapture. Both are
+read in the call's capture thread (``rtc.worker``), never on the event loop.
 
 :class:`FrameSink` shows frames in an OpenCV window with an overlay (needs a display) and/or records them to a
-video file (the decoded frames as they are, without overlay, so recordings can be measured); ``headless`` turns
-the window off.
+video file (the decoded frames as they are, without overlay, so recordings can be measured), each at its capture
+time, so dropped or late frames keep the call's timing; ``headless`` turns the window off.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -41,9 +40,9 @@ class CameraFrames:
         self.fps = float(fps or (reported if 0 < reported <= 240 else 30.0))
         self.dropped = 0
 
-    async def __aiter__(self) -> AsyncIterator[tuple[np.ndarray, float]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
         while True:
-            ok, bgr = await asyncio.to_thread(self.capture.read)
+            ok, bgr = self.capture.read()
             if not ok:
                 raise InputError(f"camera {self.device!r} stopped delivering frames")
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.time()
@@ -89,10 +88,13 @@ class FrameSink:
         self.title, self.headless = title, headless
         self.writer = VideoWriter(record, fps) if record is not None else None
         self.frames = 0
+        self._first_ms: float | None = None
 
-    def show(self, frame: np.ndarray, lines: list[str]) -> None:
+    def show(self, frame: np.ndarray, lines: list[str], capture_ms: float) -> None:
+        """Display ``frame`` and record it at its capture time (``capture_ms``, any clock; the first frame is 0)."""
         if self.writer is not None:
-            self.writer.write(frame)
+            self._first_ms = capture_ms if self._first_ms is None else self._first_ms
+            self.writer.write(frame, (capture_ms - self._first_ms) / 1000)
         if not self.headless:
             cv2.imshow(self.title, overlay(frame, lines))
             cv2.waitKey(1)

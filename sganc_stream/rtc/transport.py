@@ -1,112 +1,68 @@
-"""The data-channel protocol of a live call: channel choice, handshake, pacing, loss handling, wire cost.
+"""The live call's data-channel protocol (call protocol 2): channel choice, hello exchange, frame messages with
+in-band redundancy, gap handling, keyframe requests, pacing. ``bitstream_spec/SPEC.md`` §8 ("Live call") is the
+normative description; this module is its implementation, with no I/O of its own (the clock is injected).
 
-Channel: one data channel per call, created on both sides with ``negotiated=True, id=0`` (no in-band
-announcement to wait for), ``ordered=False, maxRetransmits=0``. Why unreliable and unordered: a frame is worth
-showing only when it arrives on time, and an inter frame is useless without every frame before it, so a lost
-packet is repaired by a keyframe request (one intra frame) rather than by retransmission. Retransmits would add
-at least a round trip to every loss and, ordered, hold back all later frames behind it (head-of-line blocking),
-so latency would grow with loss; unreliable-unordered keeps latency at one path delay whatever the loss.
+Channel: one data channel per call, created on both sides with ``negotiated=True, id=0``, label ``sganc``,
+``ordered=False, maxRetransmits=0``. A frame is worth showing only when it arrives on time, so nothing is
+retransmitted (a retransmission costs at least a round trip and, ordered, holds back every later frame); a loss is
+repaired from the redundancy the next message carries, and as a last resort by a keyframe request.
 
-Messages are binary msgpack: a frame or control packet is the bitstream's 5-field array (``pack``), exactly as
-in a .sgnc file, one packet per message; the handshake is a msgpack map. On open each side sends
-``{"sganc": 1, "model_id": bytes, "stream": StreamHeader.to_map() | None, "epoch_ms": int}`` (``stream`` is None
-for a side that only receives). A side whose model differs from the other's refuses with
-``{"refuse": reason}`` and both sides report one line. ``epoch_ms`` is the sender's wall clock (ms) at
-timestamp 0 of its packets: both peers of a loopback test or benchmark read the same ``time.time()``, so
-capture-to-display latency is ``now - (epoch_ms + packet.timestamp_ms)``; across machines it also includes
-their clock offset.
+Messages are binary msgpack, told apart by their first byte: a control map (msgpack fixmap, 0x80–0x8F: hello,
+hello acknowledgement, refusal), a packet (fixarray of 5, 0x95: exactly a .sgnc packet, e.g. a keyframe request
+or the end packet) or a frame message (fixarray of 6, 0x96: the 5 packet fields plus a list of redundant
+``[type, payload]`` pairs; entry ``k`` (from 1) is the frame packet with sequence number ``seq − k``).
 
-Loss: the receiver tracks sequence numbers (:class:`PacketReader` unwraps the 8-bit ones of inter packets). A
-gap, an undecodable packet, or an inter packet before any intra frame makes it drop its state and send a
-KEYFRAME_REQUEST packet, repeated every ``retry_ms`` while it stays out of sync (the request can be lost too);
-the sender answers with an intra frame.
-
-No face: while the sender's camera shows no face it sends a no-face packet (bitstream v2) when the face goes and
-then once a second, nothing in between; the receiver shows a black frame ("no face") until the next face packet.
-A no-face packet carries the sequence number the next face packet will have, so it also reveals lost face packets.
-
-Message size: SCTP peers announce the largest message they accept (SDP ``a=max-message-size``, RFC 8841: 64 KiB
-when absent, 0 for no limit); aiortc raises inside ``send`` above it. The sender checks every packet against the
-other side's announced size first and does not send one above it (a large model's intra frame with out-of-range
-latents can reach ~50 KB): it is counted and logged, and the receiver repairs the gap with a keyframe request.
-
-Pacing: the sender checks ``bufferedAmount`` before encoding a frame and skips the frame (no sequence number
-used, so nothing for the receiver to repair) while more than ``max_buffered`` bytes wait: frames are dropped,
-latency never grows.
-
-Wire cost per message of ``n`` bytes (documented estimate, one DATA chunk per SCTP packet, no bundling):
-``chunk = 16 + pad4(n)`` (SCTP DATA chunk header, payload padded to 4 bytes: the data channel's framing), and
-``wire = chunk + 12 (SCTP common header) + 13 + 8 + 16 (DTLS 1.2 record header, AES-GCM explicit nonce and tag)
-+ 8 (UDP) + 20 (IPv4) = chunk + 77``. SACKs, ICE consent checks and heartbeats are not counted.
+Hello: each side repeats ``{"sganc": 2, "model_id": bin32, "stream": StreamHeader map | nil, "epoch_ms": int}``
+every ``HELLO_RETRY_S`` until it receives ``{"sganc": 2, "ack": epoch_ms}`` echoing its epoch; it answers every
+hello it receives with such an acknowledgement. A side with no hello from the other ``HELLO_TIMEOUT_S`` after the
+channel opened ends the call with one line. A different model id or protocol version is refused with
+``{"refuse": reason}``, and both sides end with one line. ``epoch_ms`` is the sender's wall clock (ms) at timestamp
+0 of its packets, so capture-to-display latency is ``now - (epoch_ms + packet.timestamp_ms)`` (on one machine
+exactly; across machines it also includes their clock offset).
 """
 
 from __future__ import annotations
 
-import random
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Any
 
 import msgpack
-import numpy as np
 
 from sganc_stream.bitstream.container import StreamHeader
-from sganc_stream.bitstream.packet import MAX_PAYLOAD, Packet, PacketReader, PacketType, pack
+from sganc_stream.bitstream.packet import COMPACT, MAX_PAYLOAD, SEQ_MODULUS, Packet, PacketReader, PacketType, pack
 from sganc_stream.errors import BitstreamError, ModelMismatchError, SgancError
+from sganc_stream.rtc.wire import sctp_chunks
 
-PROTOCOL_VERSION = 2  # call protocol 2 carries bitstream v2 packets (check values, no-face, new-face)
+PROTOCOL_VERSION = 2
 CHANNEL_LABEL = "sganc"
 CHANNEL_OPTIONS: dict[str, Any] = {"ordered": False, "maxRetransmits": 0, "negotiated": True, "id": 0}
-SCTP_CHUNK_HEADER = 16
-PACKET_OVERHEAD = 12 + 13 + 8 + 16 + 8 + 20  # SCTP common header, DTLS record (AES-GCM), UDP, IPv4
-MAX_MESSAGE = MAX_PAYLOAD + 64
-DEFAULT_MAX_BUFFERED = 8 * 1024
-DEFAULT_PEER_MAX_MESSAGE = 65536  # RFC 8841 §6: the max-message-size to assume when the SDP names none
-NO_FACE_REPEAT_S = 1.0  # while no face is in view, repeat the no-face packet this often
-CONTROL_PREFIX = bytes([0x95, int(PacketType.KEYFRAME_REQUEST)])  # msgpack fixarray(5), then the packet type
-
-
-def chunk_bytes(n: int) -> int:
-    """Bytes of the SCTP DATA chunk that carries an ``n``-byte message (the data channel's framing)."""
-    return SCTP_CHUNK_HEADER + (n + 3) // 4 * 4
-
-
-def wire_bytes(n: int) -> int:
-    """Estimated bytes on the wire (IPv4/UDP/DTLS/SCTP) for one ``n``-byte message; see the module doc."""
-    return chunk_bytes(n) + PACKET_OVERHEAD
+DEFAULT_MAX_BUFFERED = 2 * 1024  # bytes waiting in the data channel beyond which frames are skipped (see Pacer)
+HELLO_RETRY_S = 0.25
+HELLO_TIMEOUT_S = 5.0
+KEYFRAME_RETRY_MS = 200.0
+MAX_REDUNDANCY = 4
+LATE_RUN_RESYNC = 8  # this many late messages in a row: the 8-bit sequence numbers lost their anchor (a long outage)
+DEFAULT_REDUNDANCY = 1
+PACKET_ARRAY, FRAME_ARRAY = 0x95, 0x96
+CONTROL_PREFIX = bytes([PACKET_ARRAY, int(PacketType.KEYFRAME_REQUEST)])  # a keyframe request: fixarray(5), type 3
 
 
 class RefusedError(SgancError):
-    """The call was refused: the peers' models differ, or the other side sent a refusal."""
+    """The call was refused: the other side sent a refusal, or it cannot be talked to (its model or protocol)."""
 
 
-class MessageTooLarge(SgancError):
-    """A packet is larger than the other side accepts (its SDP max-message-size)."""
-
-
-def peer_max_message(sdp: str) -> int:
-    """The largest message (bytes) the side that wrote ``sdp`` accepts on its data channel (RFC 8841
-    ``a=max-message-size`` of its application section; 65536 when absent; 0 means no limit)."""
-    for line in sdp.splitlines():
-        if line.startswith("a=max-message-size:"):
-            value = line.split(":", 1)[1].strip()
-            if value.isdigit():
-                return int(value)
-    return DEFAULT_PEER_MAX_MESSAGE
-
-
-def check_message_size(n: int, limit: int) -> None:
-    """MessageTooLarge when an ``n``-byte message exceeds ``limit`` (0 = no limit)."""
-    if limit and n > limit:
-        raise MessageTooLarge(f"a {n}-byte packet exceeds the other side's max message size ({limit} bytes)")
+class IncompatibleError(RefusedError):
+    """The other side speaks another call protocol: refuse it (tell it why) and end."""
 
 
 @dataclass(frozen=True)
 class Hello:
-    """What each side announces when the channel opens."""
+    """What each side announces when the channel opens (repeated until acknowledged)."""
 
-    model_id: str  # hex
+    model_id: str  # hex SHA-256 of the model bundle
     stream: StreamHeader | None  # None: this side only receives
     epoch_ms: int
 
@@ -116,40 +72,128 @@ class Hello:
                               "epoch_ms": self.epoch_ms}, use_bin_type=True)
 
 
-def refusal(reason: str) -> bytes:
-    return msgpack.packb({"refuse": reason}, use_bin_type=True)
+@dataclass(frozen=True)
+class HelloAck:
+    """"I have your hello": echoes the hello's ``epoch_ms``."""
+
+    epoch_ms: int
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb({"sganc": PROTOCOL_VERSION, "ack": self.epoch_ms}, use_bin_type=True)
 
 
-def parse_message(data: bytes, reader: PacketReader | None) -> Packet | Hello:
-    """One data-channel message: a packet (needs the current stream's reader) or a handshake map.
+@dataclass(frozen=True)
+class FrameMessage:
+    """A packet of the other side's stream, with the redundant copies of its predecessors it carries.
 
-    Raises RefusedError for a refusal from the other side and BitstreamError for anything malformed.
+    ``redundant[k - 1]`` is ``(type, payload)`` of the frame packet with sequence number ``packet.seq - k``.
     """
-    if not isinstance(data, bytes):
-        raise BitstreamError("malformed message: text on the packet channel")
-    if data[:1] and 0x80 <= data[0] <= 0x8F:  # msgpack fixmap: a control map
+
+    packet: Packet
+    redundant: tuple[tuple[PacketType, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Late:
+    """A compact packet older than (or a duplicate of) one already read: of no use any more."""
+
+    seq8: int
+
+
+def refusal(reason: str) -> bytes:
+    return msgpack.packb({"refuse": reason[:500]}, use_bin_type=True)
+
+
+def frame_message(packet: Packet, fps: float, redundant: tuple[tuple[PacketType, bytes], ...] = ()) -> bytes:
+    """One frame message: the packet exactly as in a .sgnc file, or, with redundancy, fixarray(6) whose sixth
+    element lists the redundant ``[type, payload]`` pairs (newest first)."""
+    data = pack(packet, fps)
+    if not redundant:
+        return data
+    assert data[0] == PACKET_ARRAY and len(redundant) <= MAX_REDUNDANCY
+    return bytes([FRAME_ARRAY]) + data[1:] + msgpack.packb([[int(t), p] for t, p in redundant], use_bin_type=True)
+
+
+def _control(data: bytes) -> Hello | HelloAck:
+    try:
+        m = msgpack.unpackb(data, raw=False, max_bin_len=64, max_str_len=512, max_array_len=16, max_map_len=16)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, RecursionError):
+        raise BitstreamError("malformed control message") from None
+    if not isinstance(m, dict):
+        raise BitstreamError("malformed control message")
+    if "refuse" in m:
+        raise RefusedError(f"the other side refused the call: {str(m['refuse'])[:200]}")
+    if m.get("sganc") != PROTOCOL_VERSION:
+        raise IncompatibleError(f"the other side speaks call protocol {str(m.get('sganc'))[:20]}, this side "
+                                f"{PROTOCOL_VERSION}: update one of them")
+    if "ack" in m:
+        if type(m["ack"]) is not int:
+            raise BitstreamError("malformed hello acknowledgement")
+        return HelloAck(m["ack"])
+    model_id, epoch = m.get("model_id"), m.get("epoch_ms")
+    if not isinstance(model_id, bytes) or len(model_id) != 32 or type(epoch) is not int:
+        raise BitstreamError("malformed hello message")
+    stream = None if m.get("stream") is None else StreamHeader.from_map(m["stream"])
+    if stream is not None and stream.model_id != model_id.hex():
+        raise BitstreamError("malformed hello message: stream header names another model")
+    return Hello(model_id.hex(), stream, epoch)
+
+
+def _redundant(obj: object) -> tuple[tuple[PacketType, bytes], ...]:
+    if not isinstance(obj, (list, tuple)) or not 1 <= len(obj) <= MAX_REDUNDANCY:
+        raise BitstreamError("malformed frame message: redundancy is not a list of 1-4 entries")
+    out = []
+    for entry in obj:
+        if (not isinstance(entry, (list, tuple)) or len(entry) != 2 or type(entry[0]) is not int
+                or not isinstance(entry[1], bytes) or len(entry[1]) > MAX_PAYLOAD):
+            raise BitstreamError("malformed frame message: a redundant entry is not [type, payload]")
         try:
-            m = msgpack.unpackb(data, raw=False, max_bin_len=64, max_str_len=512, max_array_len=16, max_map_len=16)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-            raise BitstreamError("malformed control message") from None
-        if "refuse" in m:
-            raise RefusedError(f"the other side refused the call: {str(m['refuse'])[:200]}")
-        if m.get("sganc") != PROTOCOL_VERSION:
-            raise RefusedError(f"the other side speaks call protocol {m.get('sganc')!r}, this side {PROTOCOL_VERSION}")
-        model_id, epoch = m.get("model_id"), m.get("epoch_ms")
-        if not isinstance(model_id, bytes) or len(model_id) != 32 or type(epoch) is not int:
-            raise BitstreamError("malformed hello message")
-        stream = None if m.get("stream") is None else StreamHeader.from_map(m["stream"])
-        if stream is not None and stream.model_id != model_id.hex():
-            raise BitstreamError("malformed hello message: stream header names another model")
-        return Hello(model_id.hex(), stream, epoch)
+            ptype = PacketType(entry[0])
+        except ValueError:
+            raise BitstreamError(f"malformed frame message: unknown redundant type {entry[0]}") from None
+        if not ptype.is_frame:
+            raise BitstreamError("malformed frame message: a redundant entry is not a frame")
+        out.append((ptype, entry[1]))
+    return tuple(out)
+
+
+def parse_message(data: bytes, reader: PacketReader | None) -> Hello | HelloAck | Packet | FrameMessage | Late:
+    """One data-channel message.
+
+    A keyframe request comes back as a :class:`Packet` (it numbers packets of *our* stream, so it is parsed apart
+    and never moves ``reader``, which unwraps the other stream's 8-bit sequence numbers); a packet of the other
+    side's stream as a :class:`FrameMessage` (needs ``reader``: the stream announced by its hello); a compact
+    packet at or behind the last one read as :class:`Late`, without moving ``reader``. Raises RefusedError for a
+    refusal, IncompatibleError for another protocol version, BitstreamError for anything malformed.
+    """
+    if not isinstance(data, bytes) or not data:
+        raise BitstreamError("malformed message: text or nothing on the packet channel")
+    if 0x80 <= data[0] <= 0x8F:
+        return _control(data)
     if data[:2] == CONTROL_PREFIX:
-        # A keyframe request numbers packets of *our* stream: parse it apart, so that it cannot move the
-        # other stream's reader (which unwraps that stream's 8-bit sequence numbers from its last one).
         return PacketReader(1.0).unpack(data)
+    if data[0] not in (PACKET_ARRAY, FRAME_ARRAY):
+        raise BitstreamError("malformed message: neither a control map nor a packet")
     if reader is None:
         raise BitstreamError("packet before the other side's hello")
-    return reader.unpack(data)
+    try:
+        obj = msgpack.unpackb(data, raw=False, max_bin_len=MAX_PAYLOAD, max_str_len=0, max_map_len=0,
+                              max_array_len=max(6, MAX_REDUNDANCY))
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, RecursionError) as exc:
+        raise BitstreamError(f"malformed packet ({type(exc).__name__})") from None
+    if not isinstance(obj, (list, tuple)) or len(obj) not in (5, 6):
+        raise BitstreamError("malformed packet: not a 5-field record")
+    redundant = _redundant(obj[5]) if len(obj) == 6 else ()
+    fields = obj[:5]
+    if (type(fields[0]) is int and fields[0] in (int(t) for t in COMPACT) and type(fields[1]) is int
+            and 0 <= fields[1] < SEQ_MODULUS and reader.last_seq is not None):
+        ahead = (fields[1] - reader.last_seq) % SEQ_MODULUS
+        if ahead == 0 or ahead > SEQ_MODULUS // 2:
+            return Late(fields[1])
+    packet = reader.from_fields(fields)
+    if redundant and (not packet.type.is_frame or packet.seq < len(redundant)):
+        raise BitstreamError("malformed frame message: redundancy on a packet that cannot have predecessors")
+    return FrameMessage(packet, redundant)
 
 
 def check_models(ours: str, theirs: str) -> None:
@@ -159,65 +203,141 @@ def check_models(ours: str, theirs: str) -> None:
                                  "(both sides must load the same model)")
 
 
-class LossInjector:
-    """Drops incoming messages with probability ``p`` (seeded, so a test or benchmark run repeats exactly)."""
+class Handshake:
+    """The hello exchange of one connection: ours repeated until acknowledged, theirs awaited.
 
-    def __init__(self, p: float, seed: int = 0) -> None:
-        if not 0.0 <= p < 1.0:
-            raise SgancError(f"loss probability must be in [0, 1), got {p}")
-        self.p = p
-        self.rng = random.Random(seed)
-        self.dropped = 0
+    ``due()`` gives our hello whenever it should go (again); ``on_hello``/``on_ack`` take the other side's
+    messages; ``failure()`` says, once, why the exchange failed (no hello, or no acknowledgement, within
+    ``timeout_s`` of the channel opening).
+    """
 
-    def drop(self) -> bool:
-        if self.p and self.rng.random() < self.p:
-            self.dropped += 1
-            return True
-        return False
+    def __init__(self, ours: Hello, *, retry_s: float = HELLO_RETRY_S, timeout_s: float = HELLO_TIMEOUT_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ours = ours
+        self.retry_s, self.timeout_s, self.clock = retry_s, timeout_s, clock
+        self.started = clock()
+        self.theirs: Hello | None = None
+        self.acked = False
+        self.sent = 0
+        self._last_sent = float("-inf")
+
+    @property
+    def established(self) -> bool:
+        return self.acked and self.theirs is not None
+
+    def due(self) -> bytes | None:
+        """Our hello, when it is unacknowledged and ``retry_s`` has passed since it last went out."""
+        now = self.clock()
+        if self.acked or now - self._last_sent < self.retry_s:
+            return None
+        self._last_sent = now
+        self.sent += 1
+        return self.ours.to_bytes()
+
+    def on_hello(self, theirs: Hello) -> bool:
+        """Take the other side's hello; True the first time (a repeat is only acknowledged again)."""
+        first = self.theirs is None
+        if first:
+            self.theirs = theirs
+        return first
+
+    def on_ack(self, ack: HelloAck) -> None:
+        if ack.epoch_ms == self.ours.epoch_ms:
+            self.acked = True
+
+    def failure(self) -> str | None:
+        if self.established or self.clock() - self.started < self.timeout_s:
+            return None
+        if self.theirs is None:
+            return (f"the other side sent no hello within {self.timeout_s:g} s of the data channel opening "
+                    f"(not an sganc call peer of protocol {PROTOCOL_VERSION}?)")
+        return f"the other side did not acknowledge this side's hello within {self.timeout_s:g} s"
 
 
-class LatentDecoder(Protocol):
-    """What the receiver needs from the pipeline's FrameDecoder."""
+class Redundancy:
+    """Sender side of in-band redundancy (as RTP redundancy, RFC 2198, and Opus in-band FEC): each frame message
+    also carries the previous ``depth`` frame packets of the stream, newest first.
 
-    def latents(self, packet: Packet) -> np.ndarray: ...
+    Never reaching past the last intra frame (older packets are of no use to a decoder), and, with ``fit``, only
+    as many as fit without adding an SCTP DATA chunk (``rtc.wire``): redundancy then never costs a datagram.
+    """
 
-    def reset(self) -> None: ...
+    def __init__(self, depth: int = DEFAULT_REDUNDANCY, fit: bool = True) -> None:
+        if not 0 <= depth <= MAX_REDUNDANCY:
+            raise SgancError(f"redundancy depth must be in 0..{MAX_REDUNDANCY}, got {depth}")
+        self.depth, self.fit = depth, fit
+        self.history: deque[tuple[PacketType, bytes]] = deque(maxlen=max(depth, 1))
+        self.carried = 0  # redundant packets sent
+        self.next_seq = 0
+
+    def message(self, packet: Packet, fps: float) -> bytes:
+        """The frame message for ``packet`` (the next packet of the stream)."""
+        if not packet.type.is_frame:
+            return pack(packet, fps)
+        if packet.seq != self.next_seq:  # the stream restarted or skipped: earlier packets are not its predecessors
+            self.history.clear()
+        entries: list[tuple[PacketType, bytes]] = []
+        if packet.type != PacketType.INTRA and self.depth:
+            base = pack(packet, fps)
+            for entry in reversed(self.history):
+                trial = frame_message(packet, fps, (*entries, entry))
+                if self.fit and sctp_chunks(len(trial)) > sctp_chunks(len(base)):
+                    break
+                entries.append(entry)
+        if packet.type == PacketType.INTRA:
+            self.history.clear()
+        self.history.append((packet.type, packet.payload))
+        self.next_seq = packet.seq + 1
+        self.carried += len(entries)
+        return frame_message(packet, fps, tuple(entries))
 
 
 @dataclass
-class Received:
-    """A frame packet that decoded to latents, or a no-face packet."""
+class Delivery:
+    """What the decoder applies for one frame message, in order, and the frame it then shows."""
 
+    steps: list[tuple[PacketType, bytes]]  # oldest first; the message's own packet last
     packet: Packet
-    latents: np.ndarray | None  # (rows, width); None for a no-face packet
-    capture_ms: float  # sender's wall-clock capture time
+    capture_ms: float  # sender's wall-clock capture time of ``packet``
     size: int  # message bytes
-    recovered_ms: float | None  # an intra frame that ended a loss: ms from detecting the loss to this frame
+    recovered: int  # frames restored from redundancy (their state applied, not shown)
+    recovered_ms: float | None  # ended a loss that needed a keyframe: ms from detecting it to this frame
+    sync_id: int  # the receiver's resynchronisation count when this was made
 
 
 class StreamReceiver:
-    """Incoming side of one stream: unwrap, detect gaps, decode latents, decide on keyframe requests."""
+    """Incoming side of one stream, on the event loop: sequence bookkeeping, redundancy, keyframe requests.
 
-    def __init__(self, hello: Hello, decoder: LatentDecoder, *, retry_ms: float = 200.0,
+    Decoding itself happens elsewhere (a worker applies each :class:`Delivery`); a decode failure comes back
+    through :meth:`on_undecodable`. Gaps are bridged from the redundancy a later message carries; a gap wider
+    than that, a decode failure, or an inter packet before any intra frame makes the receiver unsynchronised: it
+    asks for a keyframe at once and every ``retry_ms`` while it stays so (a request can be lost too).
+    """
+
+    def __init__(self, hello: Hello, *, retry_ms: float = KEYFRAME_RETRY_MS,
                  clock: Callable[[], float] = time.time) -> None:
         assert hello.stream is not None
-        self.hello, self.decoder = hello, decoder
+        self.hello = hello
         self.reader = PacketReader(hello.stream.fps)
+        self.reader.last_seq = -1  # every stream of a call starts at sequence number 0: an inter packet can be placed
         self.retry_ms, self.clock = retry_ms, clock
         self.synced = False
+        self.sync_id = 0
         self.expected: int | None = None  # next sequence number when in sync
         self.first_seq: int | None = None
         self.highest_seq: int | None = None
-        self.frames = 0  # frame packets decoded
-        self.bytes = 0
+        self.frames = 0  # frame packets whose state was applied (shown or restored)
+        self.recovered = 0  # ... of which restored from redundancy
+        self.late = 0
         self.ended = False
-        self.gaps = 0
+        self.gaps = 0  # losses that needed a keyframe
         self.lost_since_ms: float | None = None  # wall ms when sync was lost (None: in sync or never synced)
         self._last_request_ms = -1e18
+        self._late_run = 0
 
     @property
     def lost(self) -> int:
-        """Frame packets missing from the sequence seen so far (sent by the peer, never decoded here)."""
+        """Frame packets of the sequence seen so far whose state never reached the decoder."""
         if self.first_seq is None or self.highest_seq is None:
             return 0
         return max(self.highest_seq - self.first_seq + 1 - self.frames, 0)
@@ -227,7 +347,7 @@ class StreamReceiver:
             self.gaps += 1
             self.lost_since_ms = now_ms
         self.synced = False
-        self.decoder.reset()
+        self.sync_id += 1
 
     def want_keyframe(self) -> bool:
         """True when a keyframe request should go out now (out of sync, and none sent within ``retry_ms``)."""
@@ -241,42 +361,71 @@ class StreamReceiver:
         seq = 0 if self.expected is None else self.expected
         return pack(Packet(PacketType.KEYFRAME_REQUEST, seq, 0, 0), self.hello.stream.fps)  # type: ignore[union-attr]
 
-    def on_packet(self, packet: Packet, size: int) -> Received | None:
-        """A frame packet of this stream; returns its latents when it decoded, None when it cannot be used."""
+    def on_late(self) -> None:
+        """A :class:`Late` message. A run of them means the 8-bit sequence numbers lost their anchor (an outage of
+        more than 128 packets): resynchronise through a keyframe, whose absolute sequence number re-anchors them."""
+        self.late += 1
+        self._late_run += 1
+        if self._late_run >= LATE_RUN_RESYNC:
+            self._late_run = 0
+            self._desync(self.clock() * 1000)
+
+    def on_message(self, msg: FrameMessage, size: int) -> Delivery | None:
+        """A message of this stream; the delivery to decode, or None when it cannot be used."""
         now_ms = self.clock() * 1000
+        packet = msg.packet
         if packet.type == PacketType.END:
             self.ended = True
             return None
-        if packet.type == PacketType.NO_FACE:
-            if self.synced and packet.seq != self.expected:  # face packets before it were lost
-                self._desync(now_ms)
-            return Received(packet, None, self.hello.epoch_ms + packet.timestamp_ms, size, None)
         if not packet.type.is_frame:
             return None
+        if self.synced and self.expected is not None and packet.seq < self.expected:
+            self.on_late()
+            return None
+        self._late_run = 0
         self.highest_seq = packet.seq if self.highest_seq is None else max(self.highest_seq, packet.seq)
-        if not packet.type.is_intra and (not self.synced or packet.seq != self.expected):
-            self._desync(now_ms)
-            return None
-        try:
-            latents = self.decoder.latents(packet)
-        except BitstreamError:
-            self._desync(now_ms)
-            return None
-        self.first_seq = packet.seq if self.first_seq is None else min(self.first_seq, packet.seq)
+        primary = (packet.type, packet.payload)
+        redundant = msg.redundant
+        if packet.type == PacketType.INTRA or (self.synced and packet.seq == self.expected):
+            steps, restored = [primary], 0
+        elif self.synced and self.expected is not None and packet.seq - self.expected <= len(redundant):
+            restored = packet.seq - self.expected
+            steps = [*reversed(redundant[:restored]), primary]
+        else:
+            intra = [k for k, (t, _) in enumerate(redundant) if t == PacketType.INTRA]
+            if not intra:  # the gap cannot be bridged: wait for a keyframe
+                self._desync(now_ms)
+                return None
+            restored = intra[0] + 1
+            steps = [*reversed(redundant[:restored]), primary]
+        if not self.synced:
+            self.sync_id += 1
+        first = packet.seq - restored
+        self.first_seq = first if self.first_seq is None else min(self.first_seq, first)
         self.synced, self.expected = True, packet.seq + 1
-        self.frames += 1
-        self.bytes += size
-        recovered = None if self.lost_since_ms is None else now_ms - self.lost_since_ms
+        self.frames += 1 + restored
+        self.recovered += restored
+        recovered_ms = None if self.lost_since_ms is None else now_ms - self.lost_since_ms
         self.lost_since_ms = None
-        return Received(packet, latents, self.hello.epoch_ms + packet.timestamp_ms, size, recovered)
+        return Delivery(steps, packet, self.hello.epoch_ms + packet.timestamp_ms, size, restored, recovered_ms,
+                        self.sync_id)
 
-    def on_undecodable(self) -> None:
-        """A message that did not parse as a packet of this stream (e.g. inter before any intra)."""
-        self._desync(self.clock() * 1000)
+    def on_undecodable(self, sync_id: int | None = None) -> None:
+        """A message did not decode (malformed, or its payload failed in the decoder); ``sync_id`` of the delivery
+        that failed: a failure from before the last resynchronisation is ignored."""
+        if sync_id is None or sync_id == self.sync_id:
+            self._desync(self.clock() * 1000)
 
 
 class Pacer:
-    """Skip frames while the channel has more than ``max_buffered`` bytes waiting (never let latency grow)."""
+    """Skip frames while the channel has more than ``max_buffered`` bytes waiting (never let latency grow).
+
+    aiortc hands a data-channel message to SCTP only when SCTP's own queue is empty, so bytes waiting in the channel
+    (``bufferedAmount``) mean SCTP's congestion window is full. The threshold allows ``threshold / path rate`` seconds
+    of queueing: the default 2 KiB is about 0.3 s at the default model's 60 kbit/s (8 KiB, the earlier default, was
+    1 s). It cannot see a queue inside the network: through a bottleneck narrower than the stream, aiortc's SCTP
+    (unreliable messages, no retransmissions) keeps sending faster than the bottleneck (``tests/test_rtc_netns.py``);
+    adapting the rate to the path needs delay-based congestion control, which the call does not have yet."""
 
     def __init__(self, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
         if max_buffered < 0:
@@ -297,4 +446,4 @@ def restamp(packet: Packet, frame: int, timestamp_ms: int) -> Packet:
     The camera slot keeps ``frame - seq`` and ``ts - nominal(frame)`` small on the wire even when frames are
     skipped, so inter packets keep their compact framing.
     """
-    return Packet(packet.type, packet.seq, max(frame, packet.seq), timestamp_ms, packet.payload)
+    return replace(packet, frame=max(frame, packet.seq), timestamp_ms=timestamp_ms)

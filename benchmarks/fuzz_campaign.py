@@ -1,7 +1,7 @@
 """Fuzzing at scale: N inputs over every target of fuzz/targets.py, in parallel processes; findings, speed, memory.
 
-    python3 benchmarks/fuzz.py --inputs 1000000 --jobs 1          # the full run (hours on one core)
-    python3 benchmarks/fuzz.py --quick                             # CI: ~20 000 inputs, 3 s per target and chunk
+    python3 benchmarks/fuzz_campaign.py --inputs 1000000 --jobs 1          # the full run (hours on one core)
+    python3 benchmarks/fuzz_campaign.py --quick                             # CI: ~20 000 inputs, 3 s per target and chunk
 
 Each target gets a share of ``--inputs`` by its weight, run in chunks of at most ``--chunk`` inputs; each chunk is
 one ``python3 -m fuzz.run`` process (libFuzzer through atheris, coverage-guided, corpus kept per target across

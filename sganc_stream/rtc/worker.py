@@ -1,0 +1,310 @@
+"""Model work of the live call, off the event loop: the loop that runs ICE, DTLS and SCTP only does I/O.
+
+:class:`SendWorker` (the media source side): a capture thread reads the camera or clip and keeps only the newest
+frame in a one-slot :class:`Latest` mailbox (a slow encoder gets the newest frame, never a queue of stale ones);
+an encode thread takes it, runs align → E → T → quantise → rANS (and the ``--paste-back`` self view), and hands the
+packet to the loop. :class:`ReceiveWorker` (the sink side): applies every delivery in order (the decoder's integer
+state needs each one: rANS and T⁻¹), renders only the newest result with G, and shows/records it. Its queue is
+bounded: when it overflows, the backlog is dropped and the loop is told to ask for a keyframe, so latency cannot grow.
+
+Results cross to the loop with ``loop.call_soon_threadsafe``. Torch releases the GIL inside its operators, so two
+threads (encode, render) share the process's cores; per-stage times go into the call's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+import numpy as np
+
+from sganc_stream.bitstream.packet import PacketType
+from sganc_stream.errors import BitstreamError, SgancError
+from sganc_stream.pipeline import EncodedFrame, FrameEncoder
+from sganc_stream.rtc.transport import Delivery
+
+T = TypeVar("T")
+MAX_PENDING = 64  # deliveries waiting for the decoder before the backlog is dropped (6 s at 10 fps)
+
+
+class Latest(Generic[T]):
+    """A one-slot mailbox between two threads: ``put`` replaces what waits (counted in ``dropped``)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._full = False
+        self._closed = False
+        self.dropped = 0
+
+    def put(self, item: T) -> None:
+        with self._cond:
+            self.dropped += self._full
+            self._item, self._full = item, True
+            self._cond.notify()
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """The newest item, waiting up to ``timeout`` s; None on timeout or once closed."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._full or self._closed, timeout) or not self._full:
+                return None
+            item, self._item, self._full = self._item, None, False
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+@dataclass
+class Encoded:
+    """One coded camera frame, handed to the loop."""
+
+    generation: int  # the stream (connection) it was coded for
+    frame: EncodedFrame
+    capture_time: float  # seconds, time.time() clock
+    encode_start: float
+    timing: dict[str, float]  # ms per stage
+
+
+class SendWorker:
+    """Camera → encoder in two threads (see the module doc).
+
+    ``gate()`` is asked before each frame is coded: it returns the generation of the stream to code for, or None
+    to skip the frame (no connection, hello not yet acknowledged, or the channel backed up), so skipped frames
+    use no sequence number. A new generation restarts the stream (intra frame, sequence number 0).
+    ``deliver(Encoded)`` and ``fail(exc)`` run on ``loop``. ``self_view(EncodedFrame, camera_frame)`` (optional)
+    runs in the encode thread.
+    """
+
+    def __init__(self, frames: Iterable[tuple[np.ndarray, float]], encoder: FrameEncoder, *, fps: float,
+                 max_fps: float | None, gate: Callable[[], int | None], deliver: Callable[[Encoded], None],
+                 fail: Callable[[BaseException], None], loop: asyncio.AbstractEventLoop,
+                 self_view: Callable[[EncodedFrame, np.ndarray], None] | None = None) -> None:
+        if max_fps is not None and max_fps <= 0:
+            raise SgancError(f"--max-fps must be positive, got {max_fps}")
+        self.frames, self.encoder = frames, encoder
+        self.fps = min(fps, max_fps or fps)
+        self.max_fps = max_fps
+        self.gate, self.deliver, self.fail, self.loop, self.self_view = gate, deliver, fail, loop, self_view
+        self.latest: Latest[tuple[np.ndarray, float]] = Latest()
+        self.generation: int | None = None
+        self.skipped = 0  # frames not coded because the gate said no
+        self._keyframe = threading.Event()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._guard, args=(f,), name=f"sganc-{f.__name__}", daemon=True)
+                         for f in (self._capture, self._encode)]
+
+    @property
+    def camera_dropped(self) -> int:
+        """Camera frames replaced in the mailbox before the encoder took them."""
+        return self.latest.dropped
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def request_keyframe(self) -> None:
+        """The next coded frame is an intra frame (thread-safe)."""
+        self._keyframe.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.latest.close()
+        for t in self._threads:
+            t.join(timeout)
+
+    def _guard(self, body: Callable[[], None]) -> None:
+        try:
+            body()
+        except BaseException as exc:  # noqa: BLE001 - a dying worker must end the call with its error, not hang it
+            if not self._stop.is_set():
+                self.loop.call_soon_threadsafe(self.fail, exc)
+
+    def _capture(self) -> None:
+        next_slot = 0.0
+        for frame, t in self.frames:
+            if self._stop.is_set():
+                return
+            if self.max_fps and t < next_slot - 1e-3:  # --max-fps: this frame falls between two send slots
+                continue
+            next_slot = max(next_slot + 1 / self.fps, t + 0.5 / self.fps)
+            self.latest.put((frame, t))
+
+    def _encode(self) -> None:
+        while not self._stop.is_set():
+            item = self.latest.get(timeout=0.2)
+            if item is None:
+                continue
+            frame, t = item
+            generation = self.gate()
+            if generation is None:
+                self.skipped += 1
+                continue
+            if generation != self.generation:
+                self.encoder.restart()
+                self.generation = generation
+                self._keyframe.clear()
+            if self._keyframe.is_set():
+                self._keyframe.clear()
+                self.encoder.request_keyframe()
+            started = time.time()
+            encoded = self.encoder.encode(frame, t)
+            if not encoded.has_face:  # call protocol 2 carries face packets only: nothing to code without a face
+                continue
+            timing = dict(self.encoder.timing)
+            if self.self_view is not None:
+                self.self_view(encoded, frame)
+            self.loop.call_soon_threadsafe(self.deliver, Encoded(generation, encoded, t, started, timing))
+
+
+@dataclass
+class Shown:
+    """A frame the receive worker rendered and showed."""
+
+    delivery: Delivery
+    decode_ms: float  # rANS and T⁻¹ of this delivery's packets
+    render_ms: float  # G
+    shown_at: float  # time.time()
+    waiting: int  # deliveries that were still queued (0: it was the newest)
+
+
+class LatentDecoder(Protocol):
+    """What the receive worker needs of the latent codec's stream decoder (``LatentStreamDecoder``)."""
+
+    def decode(self, ptype: PacketType, payload: bytes) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+
+@dataclass
+class _Stream:
+    generation: int
+    make_decoder: Callable[[], LatentDecoder]  # called in the worker thread (building tables can take a while)
+    decoder: LatentDecoder | None = None
+    failed_sync: int | None = None
+
+
+@dataclass
+class _Poison:
+    """Deliveries of ``generation`` with ``sync_id`` chain on a state that lost packets: skip them."""
+
+    generation: int
+    sync_id: int
+
+
+class ReceiveWorker:
+    """Deliveries → latents → the newest frame rendered and shown, in one thread (see the module doc).
+
+    ``render(latents) -> image`` is G; ``show(image, delivery)`` displays and records (both in the worker);
+    ``shown(Shown)``, ``undecodable(generation, sync_id, why)`` and ``overrun(generation, sync_id)`` run on ``loop``.
+    """
+
+    def __init__(self, render: Callable[[np.ndarray], np.ndarray], show: Callable[[np.ndarray, Delivery], None], *,
+                 shown: Callable[[Shown], None], undecodable: Callable[[int, int, str], None],
+                 overrun: Callable[[int, int], None], fail: Callable[[BaseException], None],
+                 loop: asyncio.AbstractEventLoop, max_pending: int = MAX_PENDING) -> None:
+        self.render, self.show = render, show
+        self.shown, self.undecodable, self.overrun, self.fail, self.loop = shown, undecodable, overrun, fail, loop
+        self.max_pending = max_pending
+        self._cond = threading.Condition()
+        self._jobs: deque[tuple[int, Delivery] | _Stream | _Poison] = deque()
+        self._stop = False
+        self.dropped = 0  # deliveries dropped by overruns
+        self._thread = threading.Thread(target=self._guarded, name="sganc-receive", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def new_stream(self, generation: int, make_decoder: Callable[[], LatentDecoder]) -> None:
+        """Deliveries of ``generation`` decode with the decoder ``make_decoder()`` builds (in the worker)."""
+        with self._cond:
+            self._jobs.append(_Stream(generation, make_decoder))
+            self._cond.notify()
+
+    def submit(self, generation: int, delivery: Delivery) -> None:
+        """Queue a delivery (event loop). When ``max_pending`` already wait, they and this one are dropped, later
+        deliveries that chain on them are skipped, and ``overrun(generation, sync_id)`` is called soon."""
+        with self._cond:
+            pending = [j for j in self._jobs if isinstance(j, tuple)]
+            if len(pending) >= self.max_pending:
+                self.dropped += len(pending) + 1
+                self._jobs = deque(j for j in self._jobs if not isinstance(j, tuple))
+                self._jobs.append(_Poison(generation, delivery.sync_id))
+                self.loop.call_soon(self.overrun, generation, delivery.sync_id)
+            else:
+                self._jobs.append((generation, delivery))
+            self._cond.notify()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _next(self) -> Iterator[tuple[int, Delivery] | _Stream | _Poison | None]:
+        """Jobs in order; None when the queue has just run dry (time to render)."""
+        while True:
+            with self._cond:
+                empty = not self._jobs
+            if empty:
+                yield None  # never while holding the lock: submit() runs on the event loop
+            with self._cond:
+                self._cond.wait_for(lambda: self._jobs or self._stop)
+                if self._stop:
+                    return
+                job = self._jobs.popleft()
+            yield job
+
+    def _guarded(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # noqa: BLE001 - as SendWorker._guard
+            self.loop.call_soon_threadsafe(self.fail, exc)
+
+    def _run(self) -> None:
+        stream: _Stream | None = None
+        newest: tuple[np.ndarray, Delivery, float] | None = None
+        for job in self._next():
+            if job is None:
+                if newest is not None:
+                    latents, delivery, decode_ms = newest
+                    newest = None
+                    started = time.perf_counter()
+                    image = self.render(latents)
+                    render_ms = (time.perf_counter() - started) * 1000
+                    self.show(image, delivery)
+                    with self._cond:
+                        waiting = len(self._jobs)
+                    self.loop.call_soon_threadsafe(self.shown, Shown(delivery, decode_ms, render_ms, time.time(),
+                                                                     waiting))
+                continue
+            if isinstance(job, _Stream):
+                stream, newest = job, None
+                stream.decoder = job.make_decoder()
+                continue
+            if isinstance(job, _Poison):
+                if stream is not None and stream.decoder is not None and job.generation == stream.generation:
+                    stream.decoder.reset()
+                    stream.failed_sync, newest = job.sync_id, None
+                continue
+            generation, delivery = job
+            if (stream is None or stream.decoder is None or generation != stream.generation
+                    or stream.failed_sync == delivery.sync_id):
+                continue  # another connection's, or chained on a state that already failed
+            started = time.perf_counter()
+            try:
+                for ptype, payload in delivery.steps:
+                    latents = stream.decoder.decode(ptype, payload)
+            except BitstreamError as exc:
+                stream.decoder.reset()
+                stream.failed_sync, newest = delivery.sync_id, None
+                self.loop.call_soon_threadsafe(self.undecodable, generation, delivery.sync_id, str(exc))
+                continue
+            newest = (latents, delivery, (time.perf_counter() - started) * 1000)
