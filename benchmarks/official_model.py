@@ -4,7 +4,8 @@ Builds a stand-in ``psp_ffhq_encode.pt`` of exactly the official layout (792 sta
 values, the seeded random weights of ../shared/reference's recipe: speed and memory do not depend on the values, the
 faces it produces are noise), then runs the commands README "Use the official checkpoints" documents, each in its
 own process, and records every command's peak resident memory (``ru_maxrss``) and CPU time (user + system, from
-``wait4``) plus the per-frame figures of the transcode report:
+``wait4``) plus the per-frame figures of the transcode report. A child's ``ru_maxrss`` also holds its parent's peak
+from before the fork, so this process keeps small until the commands have run (the stand-in is built in a child):
 
     weights bundle → prepare-faces --size 256 → complete-bundle → transcode (8 frames) → decode → inspect
 
@@ -92,8 +93,6 @@ def main() -> int:
     ap.add_argument("--train-frames", type=int, default=9, help="frames per training clip encoded for the codec")
     ap.add_argument("--codec-steps", type=int, default=50, help="latent-codec training steps (speed, not quality)")
     args = ap.parse_args()
-    from sganc_stream.models.recipe import psp_checkpoint
-
     clips = [SHARED / "data" / "clips" / c for c in (*TRAIN_CLIPS, TEST_CLIP)]
     missing = [str(c) for c in clips if not c.is_file()]
     if missing or not (SHARED / "reference").is_dir():
@@ -102,8 +101,10 @@ def main() -> int:
         work = Path(tmp)  # every output afresh: nothing is resumed from an earlier run
         pt = args.stand_in or work / "psp_ffhq_encode.pt"
         t0 = time.perf_counter()
-        if not pt.is_file():
-            torch.save(psp_checkpoint(SHARED / "reference" / "layouts", seed=1), pt)
+        if not pt.is_file():  # in a child: Linux gives every later child's ru_maxrss this process's peak
+            subprocess.run([sys.executable, "-c", "import sys, torch; from sganc_stream.models.recipe import "
+                            "psp_checkpoint; torch.save(psp_checkpoint(sys.argv[1], seed=1), sys.argv[2])",
+                            str(SHARED / "reference" / "layouts"), str(pt)], cwd=ROOT, check=True)
         made = time.perf_counter() - t0
         data = work / "data" / "clips"
         data.mkdir(parents=True)

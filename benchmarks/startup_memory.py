@@ -5,8 +5,10 @@
 Makes a small stream for the model (synthetic W+ latents coded with its latent codec, no face video needed), then
 runs ``python3 -m sganc_stream decode IN.sgnc OUT.mp4`` in fresh processes. A probe around the CLI records when
 the first decoded frame reaches the video writer (seconds since the process was started) and which modules the
-process imported; peak RSS is the child's ``ru_maxrss`` (os.wait4). The floor, ``python3 -c "import torch"``, is
-measured the same way: a decode process cannot go below it. Medians of ``--repeats`` runs go to
+process imported; peak RSS is the child's own high-water mark (``VmHWM`` read by the probe at exit; Linux's
+``ru_maxrss`` of a child also holds its parent's peak from before the fork, and a test run's parent can be large),
+else ``ru_maxrss`` (os.wait4). The floor, ``python3 -c "import torch"`` (its ``ru_maxrss``), is what a decode
+process cannot go below. Medians of ``--repeats`` runs go to
 benchmarks/results/startup_memory.json with the provenance record.
 """
 
@@ -42,7 +44,8 @@ def probed(self, frame, *timing):
 VideoWriter.write = probed
 from sganc_stream.cli import main
 status = main(sys.argv[1:])
-json.dump({"first_frame_s": first[0] if first else None, "total_s": time.time() - t0,
+hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+json.dump({"first_frame_s": first[0] if first else None, "total_s": time.time() - t0, "vm_hwm_kb": hwm[0] if hwm else None,
            "modules": sorted(sys.modules)}, open(os.environ["SGANC_PROBE_OUT"], "w"))
 sys.exit(status)
 """
@@ -72,6 +75,8 @@ def measure_decode(stream: Path, model: Path | None, workdir: Path) -> dict[str,
     env["SGANC_PROBE_T0"] = repr(time.time())
     _, rss, _ = run_measured(cmd, env)
     probe = json.loads(out.read_text())
+    if probe.get("vm_hwm_kb"):  # the process's own peak: ru_maxrss also carries the parent's peak over fork + exec
+        rss = probe["vm_hwm_kb"] / 1024
     modules = set(probe["modules"])
     return {"peak_rss_mb": round(rss, 1), "first_frame_s": round(probe["first_frame_s"], 3),
             "total_s": round(probe["total_s"], 3), "heavy_modules": [m for m in HEAVY if m in modules],
