@@ -82,7 +82,7 @@ def test_coding_options_fail_before_any_model_or_network_work(capsys: pytest.Cap
     """Validated where sganc-stream validates them (StreamParams), before the model loads or pairing starts."""
     base = ["--signal", "ws://127.0.0.1:9", "--video", str(clip()), "--model", "/nonexistent.safetensors"]
     for extra, message in ((["--g", "300"], "residual period g must be between 0 and 255, got 300"),
-                           (["--keyframe-interval", "-1"], "keyframe interval must be >= 0"),
+                           (["--keyframe-interval", "-1"], "keyframe interval must be >= 0 (0 = first frame only), got -1"),
                            (["--redundancy", "9"], "redundancy depth must be in 0..4, got 9"),
                            (["--loss", "1.5"], "loss probability must be in [0, 1), got 1.5")):
         assert send_main(base + extra) == 2

@@ -45,7 +45,7 @@ HELLO_TIMEOUT_S = 5.0
 KEYFRAME_RETRY_MS = 200.0
 MAX_REDUNDANCY = 4
 LATE_RUN_RESYNC = 8  # this many late messages in a row: the 8-bit sequence numbers lost their anchor (a long outage)
-DEFAULT_REDUNDANCY = 1
+DEFAULT_REDUNDANCY = 2  # benchmarks/call_redundancy.py: the best frames-per-bit of the policies measured
 PACKET_ARRAY, FRAME_ARRAY = 0x95, 0x96
 CONTROL_PREFIX = bytes([PACKET_ARRAY, int(PacketType.KEYFRAME_REQUEST)])  # a keyframe request: fixarray(5), type 3
 
