@@ -1,6 +1,7 @@
 """Bitrate versus residual period g, against pixel codecs and the naive latent coding, with ablations (issue #9).
 
     python benchmarks/bitrate_vs_g.py [--quick] [--model BUNDLE] [--clips PATH ...] [--keep DIR]
+                                      [--engine local|ray [--address auto|HOST:PORT] [--workers N] ...]
     python benchmarks/bitrate_vs_g.py --from-json benchmarks/results/bitrate_vs_g.json   # tables and plots again
 
 Each clip is aligned and encoded once, exactly as ``sganc-stream transcode`` does it (FrameEncoder: FFHQ
@@ -27,8 +28,10 @@ import io
 import json
 import math
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +46,9 @@ from rd import headline_ratio, kbps, rtp_wire_bytes, wire_bytes
 from sganc_stream.assets import default_face_model
 from sganc_stream.bitstream.container import StreamHeader, encode_container
 from sganc_stream.bitstream.packet import Packet, pack
-from sganc_stream.errors import SgancError
+from sganc_stream.cli.transcode import add_engine_options, engine_from
+from sganc_stream.engine import Failed, open_pool
+from sganc_stream.errors import InputError, SgancError
 from sganc_stream.latent.codec import LatentStreamEncoder, StreamParams
 from sganc_stream.metrics import FaceDescriptor, ms_ssim, psnr
 from sganc_stream.pipeline import FaceModel, FrameEncoder, load_face_model
@@ -124,7 +129,7 @@ def find_clips(paths: list[str] | None) -> list[Path]:
 
 def load_clip(model: FaceModel, path: Path, max_frames: int | None, name: str, identity: str,
               proxies: dict[bytes, np.ndarray]) -> Clip:
-    """Align and encode a clip exactly as transcode does (frames before the first face are skipped)."""
+    """Align and encode a clip exactly as transcode does (frames without a face are left out)."""
     params = StreamParams("open", HEADLINE_G, len(model.codec.steps) // 2)
     crops, wplus, payloads = [], [], []
     with VideoReader(path) as reader:
@@ -134,12 +139,12 @@ def load_clip(model: FaceModel, path: Path, max_frames: int | None, name: str, i
             if max_frames is not None and i >= max_frames:
                 break
             e = enc.encode(frame)
-            if e is not None:
+            if e.has_face:
                 crops.append(e.crop)
                 wplus.append(e.wplus)
                 payloads.append(e.packet.payload)
     if len(crops) < 2:
-        raise RuntimeError(f"{path}: fewer than 2 frames with a face")
+        raise InputError(f"{path}: fewer than 2 frames with a face")
     return Clip(name, identity, fps, np.stack(crops), np.stack(wplus), payloads, proxies=proxies)
 
 
@@ -338,10 +343,136 @@ def latent_configs(model: FaceModel, s: Settings) -> list[StreamParams]:
     return out
 
 
+# ----------------------------------------------------------------------------------------------------
+# Per-clip work: one item of the engine's map (sganc_stream.engine), on this process or a Ray worker
+
+
+@dataclass
+class Worker:
+    """What a worker keeps between clips: the model, the scorer (dlib descriptor loaded once), T(w) by content."""
+
+    model: FaceModel
+    scorer: Scorer
+    proxies: dict[bytes, np.ndarray]
+
+    @classmethod
+    def start(cls, model: FaceModel, identity_every: int) -> Worker:
+        return cls(model, Scorer(identity_every), {})
+
+
+@dataclass
+class ClipOutcome:
+    """Everything the run needs from one clip; produced files come back as bytes and the driver writes them."""
+
+    name: str
+    identity: str
+    fps: float
+    frames: int
+    scored: int
+    wplus: np.ndarray  # (n, rows, width) E(x): naive coding and ablations
+    projection: dict[str, np.ndarray]  # G(E(x)) against the aligned original
+    latent_records: list[tuple[dict[str, Any], dict[str, Any]]]  # (config key, Tally.add values) per stream
+    pixel_records: list[tuple[dict[str, Any], dict[str, Any]]]
+    latent_kept: list[dict[str, Any]]  # kept-file entries, "file" relative to --keep
+    pixel_kept: list[dict[str, Any]]
+    files: dict[str, bytes]  # produced files by name relative to --keep (the driver writes them)
+    per_frame_bits: dict[str, list[int]]
+    drift: dict[str, np.ndarray]
+    pipeline_match: bool
+    boxes: dict[str, int]  # how the identity descriptor found its face rectangles
+    timings: dict[str, float]
+
+
+def clip_work(w: Worker, item: tuple[Path, str, str], s: Settings, configs: list[StreamParams]) -> ClipOutcome:
+    """Align + E, projection, the latent codec grid and the pixel codecs of one clip (InputError: no usable face)."""
+    path, name, identity = item
+    model, scorer, codec = w.model, w.scorer, w.model.codec
+    mid = len(codec.steps) // 2
+    boxes = dict(scorer.descriptor.counts)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    clip = load_clip(model, path, s.max_frames, name, identity, w.proxies)
+    timings["align_encode_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    files: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="sganc-bench-") as tmp:
+        clip.scored = np.arange(0, len(clip.crops), s.score_every)
+        clip.projected = render(model, clip.wplus[clip.scored])
+        scorer.prepare(clip)
+        aligned = Path(tmp) / f"{safe(clip.name)}.aligned.mkv"
+        with VideoWriter(aligned, clip.fps, lossless=True) as writer:
+            for f in clip.crops:
+                writer.write(f)
+        files[aligned.name] = aligned.read_bytes()
+        timings["projection_s"] = time.perf_counter() - t0
+
+        latent, latent_kept, per_frame_bits, drift, pipeline_match = [], [], {}, {}, True
+        t0 = time.perf_counter()
+        for p in configs:
+            c = code_latents(model, clip, p)
+            step = codec.steps[p.step_index]
+            if (p.mode, p.g, p.step_index) == ("open", HEADLINE_G, mid):
+                pipeline_match = clip.pipeline_payloads == c.payloads
+            err = ((c.recon.astype(np.float64) - clip.wplus) ** 2)
+            decoded = render(model, c.recon[clip.scored])
+            quality = scorer.score(clip, decoded)
+            label = p.mode if p.mode != "open" else f"open g={g_label(p.g)}"
+            latent.append((config_key("sganc", p.mode, p.g if p.mode == "open" else None, step),
+                           {"payload": c.payload.sum(), "record": c.record.sum(), "file": c.file_bytes,
+                            "wire": c.wire.sum(), "sq_err": float(err.sum()), "elements": err.size,
+                            "quality": quality}))
+            if p.step_index == mid:
+                per_frame_bits[label] = (8 * c.payload).tolist()
+                if label in ("open g=never", f"open g={HEADLINE_G}", "closed"):
+                    drift[label] = err.reshape(len(err), -1).mean(1)
+            if p.mode != "open" and p.step_index == mid or p.mode == "open" and p.g == HEADLINE_G:
+                fname = f"{safe(clip.name)}.{p.mode}{'' if p.mode != 'open' else '_g' + g_label(p.g)}_step{step:g}.sgnc"
+                files[fname] = c.data
+                latent_kept.append({"file": fname, "clip": clip.name,
+                                    **config_key("sganc", p.mode, p.g if p.mode == "open" else None, step),
+                                    "frames": len(clip.crops), "fps": clip.fps, "bytes": len(c.data),
+                                    "file_kbps": kbps(len(c.data), len(clip.crops), clip.fps),
+                                    "psnr_vs_aligned_scored": float(np.mean(quality["psnr_vs_aligned"]))})
+        timings["latent_grid_s"] = time.perf_counter() - t0
+
+        pixel, pixel_kept = [], []
+        t0 = time.perf_counter()
+        for codec_name in s.codecs:
+            for target in s.kbps:
+                r = code_pixels(clip.crops, codec_name, target, clip.fps)
+                sizes = np.array(r.packet_bytes)
+                quality = scorer.score(clip, r.decoded[clip.scored])
+                pixel.append((config_key(codec_name, target_kbps=target),
+                              {"payload": sizes.sum(), "record": sizes.sum(), "file": 0,
+                               "wire": sum(rtp_wire_bytes(int(b)) for b in sizes), "sq_err": None, "elements": 0,
+                               "quality": quality}))
+                if codec_name == "x265":
+                    out = keep_stream(r, codec_name, Path(tmp) / f"{safe(clip.name)}.x265_{target:g}kbps")
+                    if out is not None:
+                        files[out.name] = out.read_bytes()
+                        pixel_kept.append({"file": out.name, "clip": clip.name,
+                                           **config_key(codec_name, target_kbps=target),
+                                           "frames": len(clip.crops), "fps": clip.fps, "bytes": len(r.stream),
+                                           "payload_kbps": kbps(len(r.stream), len(clip.crops), clip.fps),
+                                           "psnr_vs_aligned_scored": float(np.mean(quality["psnr_vs_aligned"]))})
+        timings["pixel_codecs_s"] = time.perf_counter() - t0
+    return ClipOutcome(clip.name, clip.identity, clip.fps, len(clip.crops), len(clip.scored), clip.wplus,
+                       scorer.projection_quality(clip), latent, pixel, latent_kept, pixel_kept, files, per_frame_bits,
+                       drift, pipeline_match, {k: v - boxes.get(k, 0) for k, v in scorer.descriptor.counts.items()},
+                       timings)
+
+
+def train_latents(w: Worker, item: tuple[Path, str, str, int]) -> np.ndarray:
+    """E(x) of a training-identity clip, for the ablations."""
+    path, name, identity, max_frames = item
+    return load_clip(w.model, path, max_frames, name, identity, w.proxies).wplus
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     s = settings_from(args)
     t_start = time.perf_counter()
-    model = load_face_model(args.model or default_face_model(), args.device)
+    engine = engine_from(args)
+    model = load_face_model(args.model or default_face_model(), engine.driver_device())
     codec = model.codec
     mid = len(codec.steps) // 2
     keep = Path(args.keep) if args.keep else REPO / "out" / ("bitrate_vs_g_quick" if s.quick else "bitrate_vs_g")
@@ -352,104 +483,73 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # spread over the list so a quick run sees different recordings, not three takes of one
         idx = np.unique(np.linspace(0, len(paths) - 1, min(s.max_clips, len(paths))).round().astype(int))
         paths = [paths[i] for i in idx]
-    clips: list[Clip] = []
-    proxy_cache: dict[bytes, np.ndarray] = {}
+    items = [(path.absolute(), *clip_name_and_identity(path, hints)) for path in paths]  # workers: other cwd
+    configs = latent_configs(model, s)
+    outcomes: list[ClipOutcome | None] = [None] * len(items)
+    skipped: dict[str, str] = {}
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    skipped: dict[str, str] = {}
-    for path in tqdm(paths, desc="align + encode clips", unit="clip", mininterval=1.0):
-        name, identity = clip_name_and_identity(path, hints)
-        try:
-            clips.append(load_clip(model, path, s.max_frames, name, identity, proxy_cache))
-        except (SgancError, RuntimeError) as exc:
-            skipped[name] = str(exc)
-            tqdm.write(f"skipping {name}: {exc}")
-    if not clips:
-        sys.exit("error: no clip could be aligned and encoded")
-    timings["align_encode_s"] = time.perf_counter() - t0
-
-    scorer = Scorer(s.identity_every)
-    t0 = time.perf_counter()
-    for clip in tqdm(clips, desc="project + reference descriptors", unit="clip", mininterval=1.0):
-        clip.scored = np.arange(0, len(clip.crops), s.score_every)
-        clip.projected = render(model, clip.wplus[clip.scored])
-        scorer.prepare(clip)
-        with VideoWriter(keep / f"{safe(clip.name)}.aligned.mkv", clip.fps, lossless=True) as w:
-            for f in clip.crops:
-                w.write(f)
-    timings["projection_s"] = time.perf_counter() - t0
+    with open_pool(engine, model, partial(Worker.start, identity_every=s.identity_every)) as pool:
+        with tqdm(total=len(items), desc="per-clip work (align + E, latent grid, pixel codecs)", unit="clip",
+                  mininterval=1.0) as bar:
+            for i, out in pool.map(partial(clip_work, s=s, configs=configs), items):
+                if isinstance(out, Failed):
+                    skipped[items[i][1]] = out.error
+                    tqdm.write(f"skipping {items[i][1]}: {out.error}")
+                else:
+                    for fname, data in out.files.items():  # written as they arrive, not held
+                        (keep / fname).write_bytes(data)
+                    out.files = {}
+                    outcomes[i] = out
+                bar.update()
+        clips = [o for o in outcomes if o is not None]
+        if not clips:
+            sys.exit("error: no clip could be aligned and encoded")
+        timings["per_clip_wall_s"] = time.perf_counter() - t0
+        for key in ("align_encode_s", "projection_s", "latent_grid_s", "pixel_codecs_s"):  # summed over workers
+            timings[key] = sum(c.timings[key] for c in clips)
+        eval_ids = {c.identity for c in clips}
+        train_paths = [SHARED_CLIPS / p for p in (args.train_clips or DEFAULT_TRAIN_CLIPS[: 4 if s.quick else None])]
+        train_paths = [p for p in train_paths if p.is_file() and clip_name_and_identity(p, hints)[1] not in eval_ids]
+        t_train = time.perf_counter()
+        train_lat: list[np.ndarray | None] = [None] * len(train_paths)
+        train_items = [(p, *clip_name_and_identity(p, hints), s.train_frames) for p in train_paths]
+        for i, out in tqdm(pool.map(train_latents, train_items), total=len(train_items),
+                           desc="align + encode training clips", unit="clip", mininterval=1.0):
+            if isinstance(out, Failed):
+                tqdm.write(f"skipping training clip {train_items[i][1]}: {out.error}")
+            else:
+                train_lat[i] = out
+        t_train = time.perf_counter() - t_train
 
     projection = Tally()
     for clip in clips:
-        projection.add(len(clip.crops), clip.fps, 0, 0, 0, 0, None, 0, scorer.projection_quality(clip))
+        projection.add(clip.frames, clip.fps, 0, 0, 0, 0, None, 0, clip.projection)
     tallies: dict[str, tuple[dict[str, Any], Tally]] = {}
     clip_rows: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
 
-    def record(key: dict[str, Any], clip: Clip, **values: Any) -> None:
+    def record(key: dict[str, Any], clip: ClipOutcome, **values: Any) -> None:
         k = json.dumps(key, sort_keys=True)
         tally = tallies.setdefault(k, (key, Tally()))[1]
         one = Tally()
         for t in (tally, one):
-            t.add(len(clip.crops), clip.fps, **values)
+            t.add(clip.frames, clip.fps, **values)
         clip_rows.append({"clip": clip.name, **key, **one.row()})
 
-    # --- the latent codec grid
-    configs = latent_configs(model, s)
-    per_frame_bits: dict[str, list[int]] = {}
-    drift: dict[str, list[np.ndarray]] = {}
-    pipeline_match = []
-    t0 = time.perf_counter()
-    with tqdm(total=len(configs) * len(clips), desc="latent codec grid", unit="stream", mininterval=1.0) as bar:
-        for ci, clip in enumerate(clips):
-            for p in configs:
-                c = code_latents(model, clip, p)
-                step = codec.steps[p.step_index]
-                if (p.mode, p.g, p.step_index) == ("open", HEADLINE_G, mid):
-                    pipeline_match.append(clip.pipeline_payloads == c.payloads)
-                err = ((c.recon.astype(np.float64) - clip.wplus) ** 2)
-                decoded = render(model, c.recon[clip.scored])
-                quality = scorer.score(clip, decoded)
-                label = p.mode if p.mode != "open" else f"open g={g_label(p.g)}"
-                record(config_key("sganc", p.mode, p.g if p.mode == "open" else None, step), clip,
-                       payload=c.payload.sum(), record=c.record.sum(), file=c.file_bytes, wire=c.wire.sum(),
-                       sq_err=float(err.sum()), elements=err.size, quality=quality)
-                if p.step_index == mid:
-                    if ci == 0:
-                        per_frame_bits[label] = (8 * c.payload).tolist()
-                    if label in ("open g=never", f"open g={HEADLINE_G}", "closed"):
-                        drift.setdefault(label, []).append(err.reshape(len(err), -1).mean(1))
-                if p.mode != "open" and p.step_index == mid or p.mode == "open" and p.g == HEADLINE_G:
-                    path = keep / f"{safe(clip.name)}.{p.mode}{'' if p.mode != 'open' else '_g' + g_label(p.g)}_step{step:g}.sgnc"
-                    path.write_bytes(c.data)
-                    kept.append({"file": str(path), "clip": clip.name,
-                                 **config_key("sganc", p.mode, p.g if p.mode == "open" else None, step),
-                                 "frames": len(clip.crops), "fps": clip.fps, "bytes": len(c.data),
-                                 "file_kbps": kbps(len(c.data), len(clip.crops), clip.fps),
-                                 "psnr_vs_aligned_scored": float(np.mean(quality["psnr_vs_aligned"]))})
-                bar.update()
-    timings["latent_grid_s"] = time.perf_counter() - t0
-
-    # --- pixel codecs
-    t0 = time.perf_counter()
-    with tqdm(total=len(s.codecs) * len(s.kbps) * len(clips), desc="pixel codecs", unit="stream", mininterval=1.0) as bar:
+    # merged in clip order, latent grid before pixel codecs: the same sums and row order as one sequential run
+    for part in ("latent", "pixel"):
         for clip in clips:
-            for name in s.codecs:
-                for target in s.kbps:
-                    r = code_pixels(clip.crops, name, target, clip.fps)
-                    sizes = np.array(r.packet_bytes)
-                    quality = scorer.score(clip, r.decoded[clip.scored])
-                    record(config_key(name, target_kbps=target), clip, payload=sizes.sum(), record=sizes.sum(), file=0,
-                           wire=sum(rtp_wire_bytes(int(b)) for b in sizes), sq_err=None, elements=0, quality=quality)
-                    if name == "x265":
-                        out = keep_stream(r, name, keep / f"{safe(clip.name)}.x265_{target:g}kbps")
-                        if out is not None:
-                            kept.append({"file": str(out), "clip": clip.name, **config_key(name, target_kbps=target),
-                                         "frames": len(clip.crops), "fps": clip.fps, "bytes": len(r.stream),
-                                         "payload_kbps": kbps(len(r.stream), len(clip.crops), clip.fps),
-                                         "psnr_vs_aligned_scored": float(np.mean(quality["psnr_vs_aligned"]))})
-                    bar.update()
-    timings["pixel_codecs_s"] = time.perf_counter() - t0
+            for key, values in getattr(clip, f"{part}_records"):
+                record(key, clip, **values)
+            kept += [{**entry, "file": str(keep / entry["file"])} for entry in getattr(clip, f"{part}_kept")]
+    per_frame_bits = clips[0].per_frame_bits
+    drift: dict[str, list[np.ndarray]] = {}
+    for clip in clips:
+        for label, curve in clip.drift.items():
+            drift.setdefault(label, []).append(curve)
+    pipeline_match = [c.pipeline_match for c in clips]
+    descriptor_boxes = {k: sum(c.boxes.get(k, 0) for c in clips) for k in clips[0].boxes}
 
     # --- naive latent coding
     t0 = time.perf_counter()
@@ -473,22 +573,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # --- ablations
     t0 = time.perf_counter()
     ablations: dict[str, Any] = {}
-    eval_ids = {c.identity for c in clips}
-    train_paths = [SHARED_CLIPS / p for p in (args.train_clips or DEFAULT_TRAIN_CLIPS[: 4 if s.quick else None])]
-    train_paths = [p for p in train_paths if p.is_file() and clip_name_and_identity(p, hints)[1] not in eval_ids]
-    train_lat: list[np.ndarray] = []
-    for path in tqdm(train_paths, desc="align + encode training clips", unit="clip", mininterval=1.0):
-        name, identity = clip_name_and_identity(path, hints)
-        try:
-            train_lat.append(load_clip(model, path, s.train_frames, name, identity, proxy_cache).wplus)
-        except (SgancError, RuntimeError) as exc:
-            tqdm.write(f"skipping training clip {name}: {exc}")
+    train_lat = [w for w in train_lat if w is not None]
     ablations["train_clips"] = [clip_name_and_identity(p, hints)[0] for p in train_paths]
     ablations["train_identities"] = sorted({clip_name_and_identity(p, hints)[1] for p in train_paths})
     ablations["eval_identities"] = sorted(eval_ids)
     evals = [c.wplus for c in clips]
     ablations["irwin_hall_vs_empirical"] = irwin_hall_vs_empirical(codec, train_lat, evals, [g for g in s.gs if g], mid,
-                                                                  proxy_cache)
+                                                                  {})
     if s.ablation_steps > 0 and train_lat:
         models = train_variants(train_lat, s.ablation_steps, list(codec.steps), args.ablation_lambda)
         ablations["variants"] = {"train_steps": s.ablation_steps, "lambda": args.ablation_lambda,
@@ -497,7 +588,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ablations["variants"] = {"skipped": "no training in --quick (use --ablation-steps N)" if s.quick
                                  else "no training-identity clips available"}
     ablations["drift"] = {label: nanmean_ragged(v).tolist() for label, v in drift.items()}
-    timings["ablations_s"] = time.perf_counter() - t0
+    timings["ablations_s"] = time.perf_counter() - t0 + t_train
     timings["total_s"] = time.perf_counter() - t_start
 
     result = {
@@ -508,8 +599,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "wire_formula": "sganc: rd.wire_bytes (msgpack record + SCTP DATA chunks + 77 B per datagram); "
                                      "pixel codecs: rd.rtp_wire_bytes (+50 B per RTP packet of <= 1150 B)",
                      "headline_rate": "packet_kbps (payload + msgpack framing) vs the pixel codec's elementary stream"},
-        "clips": [{"clip": c.name, "identity": c.identity, "frames": len(c.crops), "fps": c.fps,
-                   "scored_frames": len(c.scored)} for c in clips],
+        "clips": [{"clip": c.name, "identity": c.identity, "frames": c.frames, "fps": c.fps,
+                   "scored_frames": c.scored} for c in clips],
         "skipped_clips": skipped,
         "pipeline_recoding_matches": all(pipeline_match),
         "projection": {k: v for k, v in projection.row().items() if "vs_aligned" in k or k.endswith("frames")},
@@ -518,7 +609,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "per_frame_bits": {"clip": clips[0].name, "step": codec.steps[mid], "bits": per_frame_bits},
         "ablations": ablations,
         "kept_files": kept,
-        "descriptor_boxes": dict(scorer.descriptor.counts),
+        "descriptor_boxes": descriptor_boxes,
         "timings_s": timings,
     }
     result["headline"] = headlines(result)
@@ -882,7 +973,9 @@ def main() -> int:
     ap.add_argument("--keep", help="folder for the produced files (default: out/bitrate_vs_g[_quick])")
     ap.add_argument("--name", help="results name (default: bitrate_vs_g or bitrate_vs_g_quick)")
     ap.add_argument("--device", default="cpu", help="where E and G run: cpu or cuda (default: cpu)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads in this process (Ray workers run floor(--cpus-per-worker))")
+    add_engine_options(ap)
     ap.add_argument("--from-json", help="redo CSV, Markdown and plots from a results JSON; run nothing")
     ap.add_argument("--readme", help=f"also put the Markdown between {README_BEGIN} and {README_END} in this file")
     args = ap.parse_args()

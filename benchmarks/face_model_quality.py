@@ -1,12 +1,16 @@
 """Quality and speed of a face-model bundle on validation identities (benchmark, not a test).
 
 Projection: aligned input x vs G(E(x)). Coded: each validation clip's W+ sequence through the bundle's latent
-codec (open loop, residual period g, step preset) and back, then G. Metrics from sganc_stream.metrics:
-MS-SSIM (window per frame size, see there) and dlib 128-D identity distance. Speed: CPU ms/frame of E and G at
+codec (open loop, residual period g, step preset) and back, then G. Metrics from sganc_stream.metrics on both
+images bicubically upsampled to ``--eval-size`` (256 by default, so MS-SSIM's five scales use the standard
+11-tap window and dlib's detector sees a face of usual size): MS-SSIM and dlib 128-D identity distance.
+``--model`` is a bundle or a training ``checkpoint.pt`` (EMA weights, ``--raw`` for the raw ones); a checkpoint
+has no latent codec, so give ``--codec`` or ``--projection-only``. Speed: CPU ms/frame of E and G at
 batch 1, float32, for each thread count (with the machine's load average, since other work skews it). Writes JSON (command, commit, machine) and a picture with rows
 aligned input | G(E(x)) | coded-and-decoded.
 
-    python3 benchmarks/face_model_quality.py --data runs/faces64
+    python3 benchmarks/face_model_quality.py --data runs/faces128
+    python3 benchmarks/face_model_quality.py --data runs/faces128 --model runs/face128/checkpoint.pt --projection-only
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ def generate(g: torch.nn.Module, wplus: np.ndarray, batch: int = 64) -> np.ndarr
     return np.concatenate([to_uint8(g(torch.from_numpy(wplus[i:i + batch]))) for i in range(0, len(wplus), batch)])
 
 
+def upsampled(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (n, s, s, 3) → (n, size, size, 3), bicubic (unchanged when already that size)."""
+    if images.shape[1] == size:
+        return images
+    return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC) for im in images])
+
+
 def summary(values: np.ndarray) -> dict:
     v = values[np.isfinite(values)]
     if not len(v):
@@ -64,7 +75,12 @@ def time_ms(fn, x: torch.Tensor, repeats: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=str(DEFAULT_FACE_MODEL), help="bundle (default: the embedded face model)")
+    ap.add_argument("--model", default=str(DEFAULT_FACE_MODEL),
+                    help="bundle or training checkpoint.pt (default: the embedded face model)")
+    ap.add_argument("--raw", action="store_true", help="with a checkpoint.pt: raw weights instead of the EMA ones")
+    ap.add_argument("--codec", help="latent codec file (default: the --model bundle's)")
+    ap.add_argument("--projection-only", action="store_true", help="skip latent coding (no codec needed)")
+    ap.add_argument("--eval-size", type=int, default=256, help="side both images are upsampled to before the metrics")
     ap.add_argument("--data", required=True, help="prepare-faces folder (validation split is used)")
     ap.add_argument("--photos", type=int, default=300, help="validation photos measured")
     ap.add_argument("--clip-frames", type=int, default=100, help="frames per validation clip coded")
@@ -76,8 +92,8 @@ def main() -> int:
     args = ap.parse_args()
 
     torch.set_num_threads(1)
-    g, e = load_face_models(args.model)
-    codec = load_latent_codec(args.model)
+    g, e = load_face_models(args.model, ema=not args.raw)
+    codec = None if args.projection_only else load_latent_codec(args.codec or args.model)
     data = load_prepared(args.data)
     size = e.input_size
     photos = data.select("val", "photo")
@@ -90,24 +106,35 @@ def main() -> int:
     for _source, rows in sorted(data.clip_sequences("val").items()):
         x = np.asarray(data.images[rows[: args.clip_frames]])
         w = encode_faces(e, x)
-        res = encode_sequence(codec, w, params)
-        w_hat = decode_bytes(codec, res.data)
         x_clip.append(x)
         y_clip.append(generate(g, w))
-        c_clip.append(generate(g, w_hat))
-        bits += res.payload_bits
-    x_clip, y_clip, c_clip = (np.concatenate(a) for a in (x_clip, y_clip, c_clip))
+        if codec is not None:
+            res = encode_sequence(codec, w, params)
+            c_clip.append(generate(g, decode_bytes(codec, res.data)))
+            bits += res.payload_bits
+    x_clip, y_clip = np.concatenate(x_clip), np.concatenate(y_clip)
     x_all, y_all = np.concatenate([x_photo, x_clip]), np.concatenate([y_photo, y_clip])
+    n = args.eval_size
+
+    def ms(a: np.ndarray, b: np.ndarray) -> dict:
+        return summary(ms_ssim(upsampled(a, n), upsampled(b, n)))
+
+    def ident(a: np.ndarray, b: np.ndarray) -> dict:
+        return summary(identity_distance(upsampled(a, n), upsampled(b, n)))
 
     results = {
         "projection": {"frames": len(x_all), "photos": len(x_photo), "clip_frames": len(x_clip),
-                       "ms_ssim": summary(ms_ssim(x_all, y_all)), "identity_distance": summary(identity_distance(x_all, y_all)),
-                       "ms_ssim_photos": summary(ms_ssim(x_photo, y_photo)), "ms_ssim_clips": summary(ms_ssim(x_clip, y_clip))},
-        "coded": {"frames": len(x_clip), "mode": "open", "g": args.g, "step": codec.steps[args.step_index],
-                  "bits_per_frame_mean": float(np.mean(bits)), "kbit_per_s_at_25fps": float(np.mean(bits)) * 25 / 1000,
-                  "ms_ssim": summary(ms_ssim(x_clip, c_clip)), "identity_distance": summary(identity_distance(x_clip, c_clip))},
-        "ms_ssim_window": ms_ssim_window(size, size),
+                       "ms_ssim": ms(x_all, y_all), "identity_distance": ident(x_all, y_all),
+                       "ms_ssim_photos": ms(x_photo, y_photo), "ms_ssim_clips": ms(x_clip, y_clip),
+                       "identity_distance_clips": ident(x_clip, y_clip)},
+        "model_size": size, "eval_size": n, "ms_ssim_window": ms_ssim_window(n, n),
     }
+    if codec is not None:
+        c_clip = np.concatenate(c_clip)
+        results["coded"] = {"frames": len(x_clip), "mode": "open", "g": args.g, "step": codec.steps[args.step_index],
+                            "bits_per_frame_mean": float(np.mean(bits)),
+                            "kbit_per_s_at_25fps": float(np.mean(bits)) * 25 / 1000,
+                            "ms_ssim": ms(x_clip, c_clip), "identity_distance": ident(x_clip, c_clip)}
     x1 = torch.from_numpy(x_clip[:1]).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
         w1 = e(x1)
@@ -118,11 +145,11 @@ def main() -> int:
     torch.set_num_threads(1)
     results["cpu_ms_per_frame"] = {**speed, "load_average_1min": os.getloadavg()[0], "cpus": os.cpu_count()}
 
-    # Picture: 8 validation clip frames spread over the clips (photos have no coded path); 2x nearest-neighbour.
+    # Picture: 8 validation clip frames spread over the clips (photos have no coded path), 256 px shown.
     pick = np.linspace(0, len(x_clip) - 1, 8).astype(int)
-    rows = [x_clip[pick], y_clip[pick], c_clip[pick]]
+    rows = [x_clip[pick], y_clip[pick]] + ([c_clip[pick]] if codec is not None else [])
     grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
-    grid = cv2.resize(grid, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    grid = cv2.resize(grid, None, fx=256 / size, fy=256 / size, interpolation=cv2.INTER_NEAREST)
     Path(args.picture).parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(args.picture, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
 

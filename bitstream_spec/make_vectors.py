@@ -5,6 +5,9 @@
 Trains the small vector model once (if absent), then encodes each case. Existing files that would change are
 left alone unless --force is given, so a code change that alters the bitstream shows up as a failing test
 rather than silently rewritten vectors.
+
+This build writes bitstream v2 (``v2_*`` cases). The version 1 vectors (the other cases) were made by the v1
+encoder (commit c6daa32) and are kept frozen: they check that v1 streams still decode.
 """
 
 from __future__ import annotations
@@ -28,28 +31,40 @@ HERE = Path(__file__).resolve().parent / "vectors"
 ROWS, WIDTH = 6, 32
 
 
-def cases() -> dict[str, tuple[np.ndarray, StreamParams]]:
+def cases() -> dict[str, tuple[np.ndarray, StreamParams, tuple[int, ...]]]:
+    """name → (latents (all-NaN frames: no face), parameters, frames where a new face starts)."""
     walk = synthetic_latents("walk", 24, ROWS, WIDTH, seed=101)
     smooth = synthetic_latents("smooth", 16, ROWS, WIDTH, seed=102)
     jumpy = walk.copy()
     jumpy[9] += 6.0  # a jump far outside the difference table: exercises escapes
+    gaps = synthetic_latents("smooth", 24, ROWS, WIDTH, seed=103)
+    gaps[:5] = np.nan  # five frames before the first face (the start offset)
+    gaps[11:15] = np.nan  # the face leaves for four frames and comes back
+    other = synthetic_latents("walk", 10, ROWS, WIDTH, seed=104) + 1.5  # another person
+    switch = np.concatenate([walk[:8], np.full((2, ROWS, WIDTH), np.nan, np.float32), other, walk[8:12]])
     return {
-        "open_g4_step0.5": (walk, StreamParams("open", 4, 1)),
-        "open_never_step1": (smooth, StreamParams("open", 0, 2)),
-        "closed_step0.25": (smooth, StreamParams("closed", 0, 0)),
-        "intra_step0.5": (smooth[:6], StreamParams("intra", 0, 1)),
-        "open_g3_keyint8_escapes": (jumpy, StreamParams("open", 3, 1, keyframe_interval=8)),
+        "v2_open_g4_step0.5": (walk, StreamParams("open", 4, 1), ()),
+        "v2_open_never_step1": (smooth, StreamParams("open", 0, 2), ()),
+        "v2_closed_step0.25": (smooth, StreamParams("closed", 0, 0), ()),
+        "v2_intra_step0.5": (smooth[:6], StreamParams("intra", 0, 1), ()),
+        "v2_open_g3_keyint8_escapes": (jumpy, StreamParams("open", 3, 1, keyframe_interval=8), ()),
+        "v2_no_face_lead_in_and_gap": (gaps, StreamParams("open", 4, 1), ()),
+        "v2_new_face_after_no_face": (switch, StreamParams("closed", 0, 1), (10, 20)),
     }
 
 
 def decode_states(model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(states after each face packet (faces, C) int64, decoded W+ (frames, rows, width), NaN where no face)."""
     c = decode_container(data)
-    dec = LatentStreamDecoder(model, stream_params(model, c.header))
+    dec = LatentStreamDecoder(model, stream_params(model, c.header), c.header.version)
     out, states = [], []
     for p in c.packets:
-        out.append(dec.decode(p.type, p.payload))
-        states.append(dec.state)
-    return np.array(states, dtype=np.int64), np.array(out, dtype=np.float32)
+        if p.type.is_frame:
+            out.append(dec.decode(p.type, p.payload))
+            states.append(dec.state)
+        else:
+            out.append(np.full((ROWS, WIDTH), np.nan, np.float32))
+    return np.array(states, dtype=np.int64).reshape(len(states), ROWS * WIDTH), np.array(out, dtype=np.float32)
 
 
 def write(path: Path, data: bytes, force: bool) -> None:
@@ -76,10 +91,10 @@ def main() -> int:
         train_latent_codec(seqs, model_path, TrainConfig(steps=60, batch=8, hidden=16, step_presets=[0.25, 0.5, 1.0]), progress=False)
         model_path.with_name(model_path.name + ".ckpt").unlink()
     model = load_latent_codec(model_path)
-    for name, (latents, params) in cases().items():
-        res = encode_sequence(model, latents, params, fps=25.0)
+    for name, (latents, params, new_faces) in cases().items():
+        res = encode_sequence(model, latents, params, fps=25.0, new_faces=new_faces)
         states, decoded = decode_states(model, res.data)
-        assert np.array_equal(decoded, res.recon)
+        assert np.array_equal(decoded, res.recon, equal_nan=True)
         write(HERE / f"{name}.input.npy", npy_bytes(latents), args.force)
         write(HERE / f"{name}.sgnc", res.data, args.force)
         write(HERE / f"{name}.states.npy", npy_bytes(states), args.force)

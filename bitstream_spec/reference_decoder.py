@@ -1,4 +1,4 @@
-"""Independent decoder for sganc-stream bitstream v1, written from SPEC.md alone.
+"""Independent decoder for sganc-stream bitstreams v1 and v2, written from SPEC.md alone.
 
 It uses numpy, msgpack and safetensors' numpy reader only: no sganc_stream and no constriction code, so
 agreement with the library on the conformance vectors checks the specification, not the implementation
@@ -142,25 +142,42 @@ class RansReader:
             raise ValueError("corrupted payload: rANS data does not end where the symbols do")
 
 
+UNIFORM16 = (np.arange(65536) * 256, np.full(65536, 256))  # SPEC §4.1: the 16-bit uniform model (L, p)
+
+
+def check_value(parts: list[np.ndarray]) -> int:
+    """SPEC §4 (v2): low 16 bits of the CRC-32 of the parts' values, each a little-endian int32, in order."""
+    data = b"".join(struct.pack(f"<{len(v)}i", *(int(x) for x in v)) for v in parts)
+    return zlib.crc32(data) & 0xFFFF
+
+
 def decode_part(reader: RansReader, offsets: np.ndarray, left: np.ndarray, prob: np.ndarray, count: int) -> np.ndarray:
     shared = left.shape[0] == 1
     esc_symbol = left.shape[1] - 1
     sym = np.array([reader.decode(left[0 if shared else c], prob[0 if shared else c]) for c in range(count)], dtype=np.int64)
     values = sym + (offsets[0] if shared else offsets)
-    uni_left, uni_prob = np.arange(65536) * 256, np.full(65536, 256)
     for c in np.flatnonzero(sym == esc_symbol):
-        z = reader.decode(uni_left, uni_prob) | (reader.decode(uni_left, uni_prob) << 16)
+        z = reader.decode(*UNIFORM16) | (reader.decode(*UNIFORM16) << 16)
         values[c] = z // 2 if z % 2 == 0 else -(z + 1) // 2
     return values
 
 
+def require(condition: bool, message: str) -> None:
+    """A decoding error (never an assert: those vanish under python -O)."""
+    if not condition:
+        raise ValueError(message)
+
+
 def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (integer states (frames, C), decoded W+ (frames, rows, width) float32)."""
-    assert data[:4] == b"SGNC" and data[4] == 1, "not an sgnc v1 file"
+    """Returns (integer states after each face packet (faces, C), decoded W+ (frames, rows, width) float32, all
+    NaN for no-face frames)."""
+    require(data[:4] == b"SGNC" and data[4] in (1, 2), "not an sgnc v1 or v2 file")
+    version = data[4]
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(data[5:])
     header = next(unpacker)
-    assert bytes(header["model_id"]).hex() == model.model_id, "model mismatch"
+    require(len(header) == 9, "unknown header field")
+    require(bytes(header["model_id"]).hex() == model.model_id, "model mismatch")
     g, mode = header["g"], header["mode"]
     step_index = model.steps.index(header["step"])
     intra_t, diff_t = model.table("intra", step_index), model.table("diff", step_index)
@@ -170,27 +187,44 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         off, freqs = irwin_hall_table(g)
         res_t = (np.array([off]), model_intervals(np.array([freqs], dtype=np.int64)))
     c = model.rows * model.width
-    states, decoded, state, last_seq = [], [], None, None
-    for _ in range(header["frames"] + 1):
+    types = (0, 1, 2, 5, 6) if version == 2 else (0, 1, 2)
+    states, decoded, state, last_seq, faces = [], [], None, None, 0
+    for k in range(header["frames"] + 1):
         pos = 5 + unpacker.tell()
         ptype, seq, frame, ts, payload = next(unpacker)
         if ptype == 4:
-            assert struct.unpack("<I", payload)[0] == zlib.crc32(data[:pos]), "checksum mismatch"
+            require(struct.unpack("<I", payload)[0] == zlib.crc32(data[:pos]), "checksum mismatch")
+            require((k, seq, frame) == (header["frames"], faces, header["frames"]), "bad end packet")
             break
+        require(ptype in types, f"packet type {ptype} not allowed in a version {version} file")
         if ptype in (1, 2):
             seq = last_seq + 1 + (seq - last_seq - 1) % 256
-        last_seq = seq
+            frame = seq + frame
+        require(seq == faces and (version == 1 or frame == k), "bad packet numbering")
+        if ptype == 5:  # no face: state untouched, no sequence number used
+            decoded.append(np.full((model.rows, model.width), np.nan, dtype=np.float32))
+            continue
+        last_seq, faces = seq, faces + 1
         reader = RansReader(payload)
-        if ptype == 0:
-            state = decode_part(reader, intra_t[0], *intra_i, c)
+        if ptype in (0, 6):
+            parts = [decode_part(reader, intra_t[0], *intra_i, c)]
+            state = parts[0]
         else:
-            state = state + decode_part(reader, diff_t[0], *diff_i, c)
+            require(state is not None, "inter frame before any intra frame")
+            parts = [decode_part(reader, diff_t[0], *diff_i, c)]
             if ptype == 2:
-                state = state + decode_part(reader, res_t[0], *res_t[1], c)
+                require(res_t is not None, "residual frame in a stream without residuals")
+                parts.append(decode_part(reader, res_t[0], *res_t[1], c))
+            state = state + sum(parts)
+        if version == 2:
+            require(reader.decode(*UNIFORM16) == check_value(parts), "corrupted payload: check value mismatch")
         reader.finish()
+        require(np.abs(state).max() < 2**30, "state out of range")
         states.append(state)
         decoded.append(model.inverse(state, model.steps[step_index]))
-    return np.array(states, dtype=np.int64), np.array(decoded, dtype=np.float32)
+    else:
+        raise ValueError("no end packet after the frames the header announces")
+    return np.array(states, dtype=np.int64).reshape(len(states), c), np.array(decoded, dtype=np.float32)
 
 
 def main(argv: list[str]) -> int:
@@ -198,7 +232,7 @@ def main(argv: list[str]) -> int:
     states, decoded = decode_file(Model(model_path), open(sgnc, "rb").read())
     np.save(states_out, states)
     np.save(decoded_out, decoded)
-    print(f"{len(states)} frames decoded")
+    print(f"{len(decoded)} frames decoded ({len(states)} with a face)")
     return 0
 
 

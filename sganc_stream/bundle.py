@@ -28,15 +28,50 @@ FORMAT_VERSION = 1
 META_KEY = "sganc"
 
 
+class ContentHasher:
+    """:func:`content_hash` fed one tensor at a time (in sorted name order), so a file need not be held in memory."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._h = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
+
+    def add(self, name: str, tensor: torch.Tensor) -> None:
+        t = tensor.detach().contiguous().cpu()
+        self._h.update(name.encode() + b"\0" + str(t.dtype).encode() + b"\0" + str(tuple(t.shape)).encode() + b"\0")
+        self._h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
 def content_hash(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> str:
     """SHA-256 hex digest of a config and tensors, independent of file layout."""
-    h = hashlib.sha256()
-    h.update(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
+    h = ContentHasher(config)
     for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        h.update(name.encode() + b"\0" + str(t.dtype).encode() + b"\0" + str(tuple(t.shape)).encode() + b"\0")
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.add(name, tensors[name])
     return h.hexdigest()
+
+
+def encoder_id(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> str:
+    """Content hash of one encoder: its weights as float32 (names without the ``encoder.`` prefix) and its config.
+
+    A latent codec records the id of the encoder whose W+ it was trained on (``codec.info.encoder_id``), so a bundle
+    can refuse a codec made for another encoder. Float16 storage of float32 weights changes them, so a bundle that
+    stores a cast copy keeps the original's id in ``config['weights_id']`` (returned as is, and never hashed).
+    """
+    if config.get("weights_id"):
+        return str(config["weights_id"])
+    h = _encoder_hasher(config)
+    for name in sorted(tensors):
+        h.add(name, _as_f32(tensors[name]))
+    return h.hexdigest()
+
+
+def _encoder_hasher(config: dict[str, Any]) -> ContentHasher:
+    return ContentHasher({k: v for k, v in config.items() if k != "weights_id"})
+
+
+def _as_f32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.is_floating_point() else t
 
 
 @dataclass
@@ -49,6 +84,13 @@ class Bundle:
     @property
     def model_id(self) -> str:
         return content_hash(self.tensors, self.config)
+
+    @property
+    def encoder_id(self) -> str | None:
+        """:func:`encoder_id` of the ``encoder`` part; None without one."""
+        if "encoder" not in self.config or not self.has_part("encoder"):
+            return None
+        return encoder_id(self.part("encoder"), self.config["encoder"])
 
     def part(self, prefix: str) -> dict[str, torch.Tensor]:
         p = prefix.rstrip(".") + "."
@@ -66,23 +108,101 @@ class Bundle:
             save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(config, sort_keys=True)})
 
 
+def is_bundle_file(path: str | os.PathLike[str]) -> bool:
+    """True for a safetensors file (a bundle candidate), judged by its first bytes, not its name."""
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1
+
+
+def usage(config: dict[str, Any]) -> str:
+    """What a bundle with this config can do, in words (with the next step where it cannot transcode)."""
+    has = {k for k in ("generator", "encoder", "codec") if k in config}
+    if has == {"codec"}:
+        return "latent codec only: codes W+ .npy sequences (`latents`); merge it into a face model with build-face-bundle"
+    if "generator" not in has:
+        return "not a face model (no generator)"
+    if "codec" not in has:
+        if "encoder" in has:
+            return "generator and encoder, no latent codec yet: cannot transcode; add one with `sganc-stream complete-bundle`"
+        return "generator only: cannot encode faces or code latents"
+    return "transcode and decode" if "encoder" in has else "decode only (no encoder)"
+
+
+def bundle_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``sganc-stream inspect`` shows for a bundle: model id, parts with sizes, licence, encoder fit.
+
+    Tensors are read and hashed one at a time: memory stays at about one tensor, whatever the file's size.
+    """
+    path = Path(path)
+    cfg = bundle_config(path)  # validates the header
+    model_hash = ContentHasher(cfg)
+    enc_cfg = cfg.get("encoder") if isinstance(cfg.get("encoder"), dict) else None
+    enc_hash = _encoder_hasher(enc_cfg) if enc_cfg is not None and not enc_cfg.get("weights_id") else None
+    parts: dict[str, Any] = {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for name in sorted(f.keys()):
+                t = f.get_tensor(name)
+                model_hash.add(name, t)
+                prefix = name.split(".", 1)[0]
+                part = parts.setdefault(prefix, {"tensors": 0, "parameters": 0, "bytes": 0, "dtypes": []})
+                part["tensors"] += 1
+                part["parameters"] += t.numel()
+                part["bytes"] += t.numel() * t.element_size()
+                part["dtypes"] = sorted({*part["dtypes"], str(t.dtype).removeprefix("torch.")})
+                if prefix == "encoder" and enc_hash is not None:
+                    enc_hash.add(name[len("encoder."):], _as_f32(t))
+    except Exception as exc:  # safetensors raises several types for damaged data
+        raise CheckpointError(f"{path}: not a readable safetensors model file ({type(exc).__name__})") from None
+    for key in ("generator", "encoder", "codec"):
+        if key in cfg and key in parts:
+            parts[key]["config"] = cfg[key]
+    enc_id = None
+    if "encoder" in parts and enc_cfg is not None:
+        enc_id = enc_hash.hexdigest() if enc_hash is not None else str(enc_cfg["weights_id"])
+        parts["encoder"]["encoder_id"] = enc_id
+    if "codec" in parts and isinstance(cfg.get("codec"), dict):
+        info = cfg["codec"].get("info") or {}
+        trained_for = info.get("encoder_id") if isinstance(info, dict) else None
+        parts["codec"]["trained_for_encoder"] = trained_for
+        parts["codec"]["fit"] = ("not recorded" if trained_for is None else "no encoder here" if enc_id is None
+                                 else "matches the encoder" if trained_for == enc_id else "another encoder (forced)")
+    return {"file": str(path), "file_bytes": path.stat().st_size, "model_id": model_hash.hexdigest(),
+            "licence": cfg.get("licence", ""), "use": usage(cfg), "parts": parts,
+            "alignment": cfg.get("alignment"), "training": cfg.get("training")}
+
+
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     """Read a bundle; any unreadable or foreign file raises :class:`CheckpointError` in one line."""
-    path = Path(path)
+    return _read(Path(path), with_tensors=True)
+
+
+def bundle_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A bundle's config alone (its header is read, not its tensors); errors as :func:`load_bundle`."""
+    return _read(Path(path), with_tensors=False).config
+
+
+def _read(path: Path, with_tensors: bool) -> Bundle:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except Exception as exc:  # safetensors raises several types for damaged headers
         raise CheckpointError(f"{path}: not a readable safetensors model file ({type(exc).__name__})") from None
     if META_KEY not in meta:
         raise CheckpointError(f"{path}: safetensors file without sganc metadata (not a sganc-stream bundle)")
     try:
         config = json.loads(meta[META_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: deeply nested JSON
         raise CheckpointError(f"{path}: bundle metadata is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: bundle metadata is not a JSON object")
     if config.get("format") != FORMAT:
         raise CheckpointError(f"{path}: unknown bundle format {config.get('format')!r}")
     if config.get("version") != FORMAT_VERSION:

@@ -1,14 +1,16 @@
-"""The README's first command: a talking-face clip through the whole codec, with nothing to download.
+"""The README's first command: a real talking face through the whole codec, with nothing to download.
 
-With no input the clip is made by the model's own generator: one identity (a truncated sample of the mapping
-network) plus a smooth, looping walk in W+ around it, so the demo needs only the installed package. Its frames
-are aligned faces by construction and are coded without the aligner; a clip (``--input``) or the camera goes
-through alignment like any transcode.
+With no input the demo codes the bundled public-domain clip (``sganc_stream.assets.DEMO_CLIP``: 4 s of a
+presidential address) through alignment, E, T, quantization, rANS, T⁻¹, G and paste-back, and writes what a person
+wants to look at: ``side_by_side.mp4`` (original frame | decoded face pasted back into it), ``contact_sheet.png``
+(a few frames: original | aligned input | decoded crop | pasted back), ``demo.sgnc`` and ``report.json``.
+A clip (``--input``) or a camera goes through the same path.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -16,47 +18,21 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
+from sganc_stream.assets import demo_clip
+from sganc_stream.bitstream.container import fps_in_range
 from sganc_stream.errors import InputError
-from sganc_stream.pipeline import FaceModel, TranscodeOptions, transcode_file, transcode_frames
+from sganc_stream.fileio import atomic_output
+from sganc_stream.pipeline import FaceModel, TimedFrame, TranscodeOptions, transcode_file, transcode_frames
+from sganc_stream.video import VideoReader
 
-TRUNCATION = 0.7  # identity: w_avg + ψ (w - w_avg), a typical-looking face
-MOTION = 0.35  # amplitude of the walk relative to a sample's distance from w_avg
-ANCHORS = 4  # motion key poses per loop
-
-
-@torch.inference_mode()
-def talking_face_latents(model: FaceModel, frames: int, seed: int = 0) -> np.ndarray:
-    """(frames, rows, width) float32: an identity plus a smooth periodic walk (cosine-interpolated key offsets)."""
-    if frames < 1:
-        raise InputError(f"--frames must be at least 1, got {frames}")
-    g = model.generator
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(1024 + 1 + ANCHORS, g.config.style_dim, generator=gen).to(model.device)
-    w = g.mapping(z).float().cpu()
-    w_avg, identity, anchors = w[:1024].mean(0), w[1024], w[1025:]
-    base = w_avg + TRUNCATION * (identity - w_avg)
-    offsets = MOTION * (anchors - w_avg)  # (ANCHORS, width)
-    phase = np.arange(frames) / max(frames, 1) * ANCHORS  # one loop over the key poses
-    k = np.floor(phase).astype(int)
-    t = torch.from_numpy(0.5 - 0.5 * np.cos(np.pi * (phase - k))).float()[:, None]
-    walk = (1 - t) * offsets[k % ANCHORS] + t * offsets[(k + 1) % ANCHORS]
-    # Coarse rows (pose) move less than middle and fine rows (expression, mouth): a head that talks, not spins.
-    rows = model.rows
-    weight = torch.linspace(0.3, 1.0, rows)[None, :, None]
-    wplus = base[None, None, :] + weight * walk[:, None, :]
-    return wplus.numpy().astype(np.float32)
+SHEET_FRAMES = 4  # rows of the contact sheet
+SHEET_HEIGHT = 256  # px per row
 
 
-def render_clip(model: FaceModel, wplus: np.ndarray, batch: int = 1) -> Iterator[np.ndarray]:
-    """Generated frames, ``batch`` at a time (memory: one batch)."""
-    for start in range(0, len(wplus), batch):
-        yield from model.render(wplus[start:start + batch])
-
-
-def camera_frames(index: int, frames: int) -> tuple[Iterator[np.ndarray], float]:
-    """Up to ``frames`` RGB frames from camera ``index`` and its frame rate; InputError if it cannot be opened."""
+def camera_frames(index: int, frames: int) -> tuple[Iterator[TimedFrame], float]:
+    """Up to ``frames`` ``(RGB frame, capture time in seconds)`` from camera ``index`` and its nominal frame rate;
+    InputError if it cannot be opened. A camera's real rate varies (exposure, load): its times are kept."""
     level = cv2.getLogLevel()
     cv2.setLogLevel(0)  # OpenCV would log its own multi-line complaint about a missing camera
     try:
@@ -68,35 +44,68 @@ def camera_frames(index: int, frames: int) -> tuple[Iterator[np.ndarray], float]
         raise InputError(f"cannot open camera {index}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
 
-    def read() -> Iterator[np.ndarray]:
+    def read() -> Iterator[TimedFrame]:
         try:
             for _ in range(frames):
                 ok, bgr = cap.read()
                 if not ok:
                     return
-                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.monotonic()
         finally:
             cap.release()
 
-    return read(), float(fps) if 0 < fps <= 1000 else 25.0
+    return read(), float(fps) if fps_in_range(fps) else 25.0
+
+
+def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
+    if image.shape[0] == height:
+        return image
+    interp = cv2.INTER_AREA if image.shape[0] > height else cv2.INTER_CUBIC
+    return cv2.resize(image, (round(image.shape[1] * height / image.shape[0]), height), interpolation=interp)
+
+
+def contact_sheet(comparison: Path, aligned_vs_decoded: Path, out: Path, rows: int = SHEET_FRAMES) -> None:
+    """PNG of ``rows`` evenly spaced frames: original | aligned input | decoded crop | pasted back.
+
+    Reads the two side-by-side videos a demo transcode wrote (frame | pasted, aligned | decoded).
+    """
+    with VideoReader(comparison) as a, VideoReader(aligned_vs_decoded) as b:
+        pairs = list(zip(a, b))
+    if not pairs:
+        raise InputError(f"{comparison}: no frames to show")
+    picks = np.unique(np.linspace(0, len(pairs) - 1, min(rows, len(pairs))).round().astype(int))
+    lines = []
+    for k in picks:
+        frame_pasted, crop_decoded = pairs[k]
+        w, c = frame_pasted.shape[1] // 2, crop_decoded.shape[1] // 2
+        parts = [frame_pasted[:, :w], crop_decoded[:, :c], crop_decoded[:, c:], frame_pasted[:, w:]]
+        lines.append(np.hstack([_fit_height(p, SHEET_HEIGHT) for p in parts]))
+    with atomic_output(out) as tmp:  # the temporary name keeps the .png suffix cv2 needs
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(np.vstack(lines), cv2.COLOR_RGB2BGR)):
+            raise InputError(f"cannot write {out}")
 
 
 def run_demo(model: FaceModel, outdir: str | os.PathLike[str], options: TranscodeOptions, *,
-             input: str | None = None, camera: int | None = None, frames: int = 48, fps: float = 25.0,
-             seed: int = 0) -> dict[str, Any]:
-    """Code a clip into ``outdir`` (demo.sgnc, side_by_side.mp4, report.json); returns the report.
+             input: str | os.PathLike[str] | None = None, camera: int | None = None,
+             frames: int | None = None) -> dict[str, Any]:
+    """Code a clip into ``outdir``; returns the report.
 
-    ``frames``: length of the generated or camera clip, and at most this many frames of an ``input`` clip.
+    Writes demo.sgnc, side_by_side.mp4 (frame | decoded face pasted back), aligned_vs_decoded.mp4 (aligned crop |
+    decoded crop), contact_sheet.png and report.json.
+
+    ``input``: a video (default: the bundled demo clip); ``camera``: a camera index instead; ``frames``: at most this
+    many frames (default: the whole clip; 100 from a camera). Raises InputError for unreadable input or no face.
     """
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    opts = replace(options, side_by_side=out / "side_by_side.mp4", report=out / "report.json", quality=True,
-                   max_frames=frames)
-    if input is not None:
-        return transcode_file(model, input, out / "demo.sgnc", opts)
+    aligned_vs_decoded = out / "aligned_vs_decoded.mp4"
+    opts = replace(options, comparison=out / "side_by_side.mp4", side_by_side=aligned_vs_decoded,
+                   report=out / "report.json", quality=True, max_frames=frames)
     if camera is not None:
-        source, cam_fps = camera_frames(camera, frames)
-        return transcode_frames(model, source, cam_fps, out / "demo.sgnc", opts, name=f"camera {camera}", total=frames)
-    opts = replace(opts, align=False)
-    clip = render_clip(model, talking_face_latents(model, frames, seed), opts.batch)
-    return transcode_frames(model, clip, fps, out / "demo.sgnc", opts, name="generated clip", total=frames)
+        source, cam_fps = camera_frames(camera, frames or 100)
+        report = transcode_frames(model, source, cam_fps, out / "demo.sgnc", opts, name=f"camera {camera}",
+                                  total=frames or 100)
+    else:
+        report = transcode_file(model, input if input is not None else demo_clip(), out / "demo.sgnc", opts)
+    contact_sheet(out / "side_by_side.mp4", aligned_vs_decoded, out / "contact_sheet.png")
+    return report

@@ -1,4 +1,15 @@
-"""Exceptions raised at the boundaries; the CLI prints them as one line and exits non-zero."""
+"""Exceptions raised at the boundaries; the CLI prints them as one line and exits non-zero. Warnings about inputs
+(:class:`InputWarning`) are printed as one line too, and the command carries on."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tqdm import tqdm
 
 
 class SgancError(Exception):
@@ -19,3 +30,26 @@ class ModelMismatchError(SgancError):
 
 class CheckpointError(SgancError):
     """A checkpoint or bundle is missing keys, has wrong shapes, or would run code to load."""
+
+
+class InputWarning(UserWarning):
+    """An input is usable but not what it claims (a file that ends before its declared length, say); the CLI
+    prints it as one line on stderr and carries on."""
+
+
+@contextmanager
+def warnings_as_lines(prog: str) -> Iterator[None]:
+    """Inside the block every :class:`InputWarning` is shown, each time, as ``PROG: warning: ...`` on stderr (above
+    any progress bar); other warnings are shown as Python shows them."""
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if issubclass(category, InputWarning):
+            tqdm.write(f"{prog}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+        warnings.simplefilter("always", InputWarning)
+        warnings.showwarning = show
+        yield

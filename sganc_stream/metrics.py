@@ -24,15 +24,19 @@ from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import cv2
-import dlib
 import numpy as np
 import torch
-from pytorch_msssim import ms_ssim as _ms_ssim
 
 from sganc_stream.errors import InputError
-from sganc_stream.face.dlib_models import FACE_DESCRIPTOR, SHAPE_PREDICTOR_68, model_path
+from sganc_stream.face.dlib_models import SHAPE_PREDICTOR_68, model_path
+from sganc_stream.face.identity import descriptor_network
 from sganc_stream.threads import single_thread
+
+if TYPE_CHECKING:  # imported where used: a process that only decodes never loads dlib
+    import dlib
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 # Median HOG-detector box (left, top, right, bottom as fractions of the side) on 33 FFHQ-recipe 256 px crops
@@ -41,6 +45,9 @@ FFHQ_FACE_BOX = (0.18, 0.31, 0.76, 0.89)
 DETECT_SIDE = 256  # detection runs on a copy at most this size: fast, and aligned faces are then ~150 px
 LPIPS_BACKBONE = "alexnet-owt-7be5be79.pth"  # torchvision AlexNet weights that lpips(net="alex") loads
 _CHUNK = 16  # frames per MS-SSIM/LPIPS batch: bounded memory on long clips
+# Identity distance costs about 0.1 s a frame pair on CPU, more than every other measure together: on every frame
+# it turned an 8 s transcode with --report into 137 s. Reports measure it on every 10th frame unless told otherwise.
+IDENTITY_EVERY = 10
 
 
 def _checked(x: np.ndarray, ndims: tuple[int, ...] = (3, 4)) -> np.ndarray:
@@ -85,6 +92,8 @@ def ms_ssim_window(height: int, width: int) -> int:
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | np.ndarray:
     """MS-SSIM per frame, in [0, 1]; 1 for identical frames."""
+    from pytorch_msssim import ms_ssim as _ms_ssim  # here: decoding alone never measures quality
+
     a, b, single = _pair(a, b)
     win = ms_ssim_window(*a.shape[1:3])
     values = []
@@ -106,9 +115,12 @@ class FaceDescriptor:
 
     def __init__(self, *, fallback: bool = True) -> None:
         self.fallback = fallback
+        import dlib
+
+        self._dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
         self.predictor = dlib.shape_predictor(str(model_path(SHAPE_PREDICTOR_68)))
-        self.encoder = dlib.face_recognition_model_v1(str(model_path(FACE_DESCRIPTOR)))
+        self.encoder = descriptor_network()
         self.counts = {"detector": 0, "fallback": 0, "missing": 0}
 
     def face_box(self, image: np.ndarray) -> tuple[dlib.rectangle | None, str]:
@@ -121,11 +133,11 @@ class FaceDescriptor:
         faces = self.detector(small, upsample)
         if len(faces):
             r = max(faces, key=lambda f: f.area())
-            return dlib.rectangle(*(round(v / scale) for v in (r.left(), r.top(), r.right(), r.bottom()))), "detector"
+            return self._dlib.rectangle(*(round(v / scale) for v in (r.left(), r.top(), r.right(), r.bottom()))), "detector"
         if not self.fallback:
             return None, "missing"
         left, top, right, bottom = FFHQ_FACE_BOX
-        return dlib.rectangle(round(left * width), round(top * height), round(right * width),
+        return self._dlib.rectangle(round(left * width), round(top * height), round(right * width),
                               round(bottom * height)), "fallback"
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
@@ -202,7 +214,7 @@ def _stack(frames: list[np.ndarray]) -> np.ndarray:
 
 
 def compare_frames(ref_frames: Iterable[np.ndarray], test_frames: Iterable[np.ndarray], *,
-                   identity_every: int = 1, descriptor: FaceDescriptor | None = None) -> dict:
+                   identity_every: int = IDENTITY_EVERY, descriptor: FaceDescriptor | None = None) -> dict:
     """Quality of ``test_frames`` against ``ref_frames`` (paired in order): what a report's ``quality`` holds.
 
     PSNR and MS-SSIM on every frame; identity distance on every ``identity_every``-th frame (it costs ~0.1 s a

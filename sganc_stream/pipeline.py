@@ -6,7 +6,15 @@ receiver use exactly the objects that offline transcoding uses. ``encode_batch``
 on several frames at once (the point of a GPU); the latent coding itself stays sequential because it is stateful.
 
 File-level work (read a clip, write .sgnc / videos / report) is :func:`transcode_frames`, :func:`transcode_file` and
-:func:`decode_file`. Decode equality: the reconstruction written by a transcode is produced by a
+:func:`decode_file`. Timing: every input frame comes with its presentation (or capture) time, which its packet
+carries (``timestamp_ms``, from the first input frame); every video written here places each frame at its packet's
+time, so a variable-frame-rate clip stays in sync with its audio.
+
+Frames without a face (before the first face, or while it is gone) are not invented: each becomes a no-face packet
+(bitstream v2, a few bytes, the decoder's state untouched) and decodes to a black frame (``NO_FACE_PIXEL``), as a
+video call shows a participant without video: the receiver has only the face, never the background. So a stream
+has one packet per source frame and a decoded video lines up with its source frame for frame. Pasted back into the
+source frames (``paste_back``, sender side only), a no-face frame is the source frame unchanged. Decode equality: the reconstruction written by a transcode is produced by a
 :class:`FrameDecoder` fed the packets that go into the file, in the same batches a later ``decode`` uses, so on the
 same machine and settings (device, ``batch``) both give identical uint8 arrays; written with ``lossless`` they stay
 identical on disk, otherwise both are H.264 encodings of identical arrays.
@@ -22,28 +30,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from sganc_stream.bitstream.container import StreamHeader, read_container, write_container
-from sganc_stream.bitstream.packet import Packet, pack
-from sganc_stream.bundle import Bundle
+from sganc_stream.bitstream.container import (FPS_MAX, FPS_MIN, VERSION, StreamHeader, fps_in_range, read_container,
+                                              write_container)
+from sganc_stream.bitstream.packet import Packet, PacketType, pack
+from sganc_stream.bundle import Bundle, bundle_config, is_bundle_file
 from sganc_stream.errors import CheckpointError, InputError
 from sganc_stream.face.ffhq_quad import Quad
 from sganc_stream.face.landmarks import LandmarkBackend
 from sganc_stream.face.paste_back import PasteBack
 from sganc_stream.face.tracker import FaceFlags, VideoAligner
 from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams
-from sganc_stream.latent.model import LatentCodecModel
+from sganc_stream.latent.model import LatentCodecModel, no_codec_error
 from sganc_stream.latent.sequence import stream_params
 from sganc_stream.models.checkpoint import load_checkpoint
 from sganc_stream.models.encoders import images_to_tensor
 from sganc_stream.models.stylegan2 import Generator
+from sganc_stream.metrics import IDENTITY_EVERY
 from sganc_stream.report import QualityMeter, stream_report, write_json
-from sganc_stream.video import VideoReader, VideoWriter, check_frame
+from sganc_stream.video import VideoReader, VideoWriter, check_frame, resize_square, video_format
+
+
+TimedFrame = tuple[np.ndarray, float]  # (uint8 RGB (H, W, 3), presentation time in seconds)
+# the TranscodeOptions fields that are videos
+VIDEO_OUTPUTS = ("recon", "aligned", "paste_back", "side_by_side", "comparison")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -73,8 +87,14 @@ class FaceModel:
 
     @property
     def size(self) -> int:
-        """Side of the generator's output, which is also the side of the aligned crops."""
+        """Side of the generator's output (what is decoded and displayed)."""
         return self.generator.size
+
+    @property
+    def align_size(self) -> int:
+        """Side of the aligned crops: the encoder's input size (256 for pSp/e4e), else the generator's side."""
+        encoder = self.config.get("encoder")
+        return int(encoder["input_size"]) if self.encoder is not None and encoder else self.size
 
     @property
     def rows(self) -> int:
@@ -102,6 +122,8 @@ class FaceModel:
 def load_face_model(path: str | os.PathLike[str], device: str = "cpu") -> FaceModel:
     """Load a full bundle (generator, optional encoder, latent codec) and check that its parts fit together."""
     dev = resolve_device(device)
+    if is_bundle_file(path) and "codec" not in bundle_config(path):  # before reading (possibly 1.2 GB of) weights
+        raise no_codec_error(str(path))
     loaded = load_checkpoint(path)
     codec = LatentCodecModel.from_bundle(Bundle(loaded.extra_tensors, loaded.config), source=str(path))
     codec.model_id = loaded.model_id  # the whole file's content hash, which every stream header carries
@@ -113,25 +135,34 @@ def load_face_model(path: str | os.PathLike[str], device: str = "cpu") -> FaceMo
     return FaceModel(g.to(dev).eval(), encoder, codec, loaded.config, codec.model_id, str(path), dev)
 
 
+NO_FACE_PIXEL = 0  # a no-face frame decodes to this uniform (black) picture
+
+
 @dataclass
 class EncodedFrame:
-    """What the encoder made of one input frame."""
+    """What the encoder made of one input frame: a face packet, or a no-face packet (the face fields None)."""
 
     packet: Packet
-    crop: np.ndarray  # (size, size, 3) uint8: the aligned face that was encoded
+    crop: np.ndarray | None  # (size, size, 3) uint8: the aligned face that was encoded
     flags: FaceFlags  # how the aligner found the face (0 for pre-aligned input)
-    quad: Quad | None  # where the crop sits in the input frame (None for pre-aligned input)
-    wplus: np.ndarray  # (rows, width) float32: E's projection before coding
-    recon_wplus: np.ndarray  # (rows, width) float32: exactly what the decoder will reconstruct
+    quad: Quad | None  # where the crop sits in the input frame (None for pre-aligned input and no-face frames)
+    wplus: np.ndarray | None  # (rows, width) float32: E's projection before coding
+    recon_wplus: np.ndarray | None  # (rows, width) float32: exactly what the decoder will reconstruct
+    face_px: float = 0.0  # side of the face's quad in input pixels (the frame's side for pre-aligned input; 0: no face)
+
+    @property
+    def has_face(self) -> bool:
+        return self.packet.type.is_frame
 
 
 class FrameEncoder:
-    """Frames (uint8 RGB, any size) → packets, one stream.
+    """Frames (uint8 RGB, any size) → packets, one stream: one packet per frame.
 
-    ``align=True`` runs the FFHQ aligner (tracking, smoothing); ``align=False`` takes frames that already are
-    aligned faces and only resizes them to the generator's side. Until the aligner has seen a face, a frame yields
-    None (nothing is sent: there is no face to code); after that every frame yields a packet, a faceless frame
-    holding the last face's quad. Packet frame indices count coded frames from 0.
+    ``align=True`` runs the FFHQ aligner (tracking, smoothing, main face; see ``face.tracker``) at the encoder's
+    input size (``model.align_size``); ``align=False`` takes frames that already are aligned faces and only resizes
+    them to that size. A frame in which the aligner finds no face yields a no-face packet; a frame from which on the
+    aligner follows another person yields a new-face intra packet. Packet frame indices count input frames from 0,
+    sequence numbers count face packets.
     """
 
     def __init__(self, model: FaceModel, params: StreamParams, *, fps: float = 25.0, align: bool = True,
@@ -139,9 +170,10 @@ class FrameEncoder:
         if model.encoder is None:
             raise CheckpointError(f"{model.source}: model has no encoder, it can decode but not encode")
         self.model, self.params, self.fps = model, params, fps
-        self.aligner = VideoAligner(model.size, landmarks, fps=fps) if align else None
+        self.aligner = VideoAligner(model.align_size, landmarks, fps=fps) if align else None
         self.latent = LatentStreamEncoder(model.codec, params)
-        self.frames_coded = 0
+        self.frames_coded = 0  # face packets so far: the next one's sequence number
+        self.frames_seen = 0  # input frames so far: the next packet's frame index
         self.timing: dict[str, float] = {}  # ms per stage of the last encode_batch: align, E, code (T, quantise, rANS)
         self._t0: float | None = None
 
@@ -152,6 +184,7 @@ class FrameEncoder:
         """
         self.latent = LatentStreamEncoder(self.model.codec, self.params)
         self.frames_coded = 0
+        self.frames_seen = 0
         self._t0 = None
 
     def request_keyframe(self) -> None:
@@ -164,62 +197,67 @@ class FrameEncoder:
         return StreamHeader(self.model.model_id, c.rows, c.width, p.mode, p.g, c.steps[p.step_index], self.fps,
                             frames, p.keyframe_interval)
 
-    def encode(self, frame: np.ndarray, timestamp: float | None = None) -> EncodedFrame | None:
+    def encode(self, frame: np.ndarray, timestamp: float | None = None) -> EncodedFrame:
         """One frame (``timestamp``: capture time in seconds; None = nominal 1/fps spacing)."""
         return self.encode_batch([frame], None if timestamp is None else [timestamp])[0]
 
     def encode_batch(self, frames: Sequence[np.ndarray], timestamps: Sequence[float] | None = None
-                     ) -> list[EncodedFrame | None]:
-        """Several consecutive frames; E runs once on all of them."""
+                     ) -> list[EncodedFrame]:
+        """Several consecutive frames; E runs once on all of their faces. ``timing``: ms per stage afterwards."""
         t0 = time.perf_counter()
         faces = [self._align(f, None if timestamps is None else timestamps[i]) for i, f in enumerate(frames)]
         kept = [i for i, face in enumerate(faces) if face is not None]
-        out: list[EncodedFrame | None] = [None] * len(frames)
         t1 = time.perf_counter()
-        self.timing = {"align": (t1 - t0) * 1000}
-        if not kept:
-            return out
-        wplus = self.model.project(np.stack([faces[i][0] for i in kept]))
+        wplus = dict(zip(kept, self.model.project(np.stack([faces[i][0] for i in kept])))) if kept else {}
         t2 = time.perf_counter()
-        for w, i in zip(wplus, kept):
-            crop, flags, quad = faces[i]
-            coded = self.latent.encode(w)
-            n = self.frames_coded
+        self.timing = {"align": (t1 - t0) * 1000}
+        out = []
+        for i, face in enumerate(faces):
+            n = self.frames_seen
             if timestamps is None:
                 ts_ms = round(n * 1000 / self.fps)
             else:
-                self._t0 = timestamps[i] if self._t0 is None else self._t0
+                self._t0 = timestamps[i] if self._t0 is None else self._t0  # the first frame, face or not
                 ts_ms = round((timestamps[i] - self._t0) * 1000)
-            out[i] = EncodedFrame(Packet(coded.type, n, n, ts_ms, coded.payload), crop, flags, quad, w, coded.recon)
+            self.frames_seen += 1
+            if face is None:
+                out.append(EncodedFrame(Packet(PacketType.NO_FACE, self.frames_coded, n, ts_ms), None,
+                                        FaceFlags.NO_FACE, None, None, None))
+                continue
+            crop, flags, quad, face_px = face
+            coded = self.latent.encode(wplus[i], new_face=bool(flags & FaceFlags.NEW_IDENTITY))
+            packet = Packet(coded.type, self.frames_coded, n, ts_ms, coded.payload)
+            out.append(EncodedFrame(packet, crop, flags, quad, wplus[i], coded.recon, face_px))
             self.frames_coded += 1
         self.timing.update(E=(t2 - t1) * 1000, code=(time.perf_counter() - t2) * 1000)
         return out
 
-    def _align(self, frame: np.ndarray, timestamp: float | None) -> tuple[np.ndarray, FaceFlags, Quad | None] | None:
+    def _align(self, frame: np.ndarray, timestamp: float | None
+               ) -> tuple[np.ndarray, FaceFlags, Quad | None, float] | None:
+        """(crop at the encoder's size, flags, quad, face side in input pixels), or None before the first face."""
         frame = check_frame(frame)
         if self.aligner is None:
-            size = self.model.size
-            if frame.shape[:2] != (size, size):
-                interp = cv2.INTER_AREA if min(frame.shape[:2]) > size else cv2.INTER_LINEAR
-                frame = cv2.resize(frame, (size, size), interpolation=interp)
-            return frame, FaceFlags(0), None
+            return resize_square(frame, self.model.align_size), FaceFlags(0), None, float(min(frame.shape[:2]))
         face = self.aligner.align(frame, timestamp)
-        if face.flags & FaceFlags.DEFAULT_QUAD:
+        if face.flags & FaceFlags.NO_FACE:
             return None
-        return face.crop, face.flags, face.quad
+        return face.crop, face.flags, face.quad, 2.0 * face.quad.half
 
 
 class FrameDecoder:
-    """Packets → frames (uint8 RGB, the generator's side), one stream; stateless apart from the latent state."""
+    """Packets → frames (uint8 RGB, the generator's side), one stream; stateless apart from the latent state.
 
-    def __init__(self, model: FaceModel, params: StreamParams) -> None:
+    ``version``: the stream's bitstream version (``StreamHeader.version``).
+    """
+
+    def __init__(self, model: FaceModel, params: StreamParams, version: int = VERSION) -> None:
         self.model, self.params = model, params
-        self.latent = LatentStreamDecoder(model.codec, params)
+        self.latent = LatentStreamDecoder(model.codec, params, version)
 
     @classmethod
     def for_header(cls, model: FaceModel, header: StreamHeader) -> FrameDecoder:
         """A decoder for a stream; ModelMismatchError if the stream was made with another model."""
-        return cls(model, stream_params(model.codec, header))
+        return cls(model, stream_params(model.codec, header), header.version)
 
     @property
     def synchronized(self) -> bool:
@@ -230,7 +268,9 @@ class FrameDecoder:
         self.latent.reset()
 
     def latents(self, packet: Packet) -> np.ndarray:
-        """rANS and T⁻¹ only: the (rows, width) W+ frame of one packet (updates the stream state)."""
+        """rANS and T⁻¹ only: the (rows, width) W+ frame of one face packet (updates the stream state).
+
+        BitstreamError for a corrupt payload, an inter packet without state, or a packet that is not a face."""
         return self.latent.decode(packet.type, packet.payload)
 
     def decode(self, packet: Packet) -> np.ndarray:
@@ -238,8 +278,14 @@ class FrameDecoder:
         return self.decode_batch([packet])[0]
 
     def decode_batch(self, packets: Sequence[Packet]) -> np.ndarray:
-        """Consecutive packets → ``(n, size, size, 3)`` uint8; G runs once on all of them."""
-        return self.model.render(np.stack([self.latents(p) for p in packets]))
+        """Consecutive packets → ``(n, size, size, 3)`` uint8; G runs once on all their faces, no-face packets give
+        ``NO_FACE_PIXEL`` frames."""
+        size = self.model.size
+        out = np.full((len(packets), size, size, 3), NO_FACE_PIXEL, dtype=np.uint8)
+        faces = [i for i, p in enumerate(packets) if p.type != PacketType.NO_FACE]
+        if faces:
+            out[faces] = self.model.render(np.stack([self.latents(packets[i]) for i in faces]))
+        return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -255,13 +301,14 @@ class TranscodeOptions:
     aligned: Path | None = None  # aligned input crops
     paste_back: Path | None = None  # input frames with the decoded face composited back
     side_by_side: Path | None = None  # aligned input | decoded
+    comparison: Path | None = None  # input frame | input frame with the decoded face pasted back
     report: Path | None = None
     quality: bool = False  # measure quality (implied by report)
     lossless: bool = False  # bit-exact video outputs (libx264rgb qp 0)
     align: bool = True  # False: input frames are already aligned faces
     batch: int = 1
     max_frames: int | None = None
-    identity_every: int = 1
+    identity_every: int = IDENTITY_EVERY  # identity distance on every N-th frame (about 0.1 s a pair on CPU)
     progress: bool = True
     landmarks: str | LandmarkBackend = "dlib"
 
@@ -277,44 +324,62 @@ def _writable(path: Path) -> None:
         raise InputError(f"cannot write {path}: folder {parent} is not writable")
 
 
-def _limited(frames: Iterable[np.ndarray], limit: int | None) -> Iterator[np.ndarray]:
+def _limited(frames: Iterable[TimedFrame], limit: int | None) -> Iterator[TimedFrame]:
     for i, frame in enumerate(frames):
         if limit is not None and i >= limit:
             return
         yield frame
 
 
-def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float, output: str | os.PathLike[str],
+def nominal_times(frames: Iterable[np.ndarray], fps: float) -> Iterator[TimedFrame]:
+    """Frames without their own times (generated, pre-loaded) as ``(frame, index / fps)``."""
+    return ((frame, i / fps) for i, frame in enumerate(frames))
+
+
+def check_outputs(output: str | os.PathLike[str], options: TranscodeOptions) -> None:
+    """Every output of a transcode can be written (folder, video format): a one-line InputError before any work."""
+    videos = [getattr(options, k) for k in VIDEO_OUTPUTS]
+    for path in [output, options.report, *videos]:
+        if path is not None:
+            _writable(Path(path))
+    for path in videos:
+        if path is not None:
+            video_format(path, options.lossless)
+
+
+def transcode_frames(model: FaceModel, frames: Iterable[TimedFrame], fps: float, output: str | os.PathLike[str],
                      options: TranscodeOptions, *, name: str = "input", total: int | None = None) -> dict[str, Any]:
     """Encode ``frames`` into ``output`` (.sgnc), write the asked-for videos and report; returns the report dict.
 
-    Memory stays bounded by ``options.batch`` frames; only the (small) packets are kept until the file is
-    written. Every output is atomic: on any error none of them is left looking complete.
+    ``frames``: ``(uint8 RGB (H, W, 3), presentation time in seconds)`` pairs, times increasing (a
+    :meth:`VideoReader.timed` pass, camera capture times, or :func:`nominal_times`); ``fps`` is the nominal (average)
+    rate for the header; ``total`` the number of frames the source declares (progress bar; the report's
+    ``input_frames.declared``). Memory stays bounded by ``options.batch`` frames; only the (small) packets are kept
+    until the file is written. Every output is atomic: on any error none of them is left looking complete.
     """
     output = Path(output)
     if options.batch < 1:
         raise InputError(f"--batch must be at least 1, got {options.batch}")
-    if not 0 < fps <= 1000:
-        raise InputError(f"{name}: frame rate {fps} is outside (0, 1000]")
-    videos = {k: getattr(options, k) for k in ("recon", "aligned", "paste_back", "side_by_side")}
-    for path in [output, options.report, *videos.values()]:
-        if path is not None:
-            _writable(Path(path))
+    if not fps_in_range(fps):
+        raise InputError(f"{name}: frame rate {fps} is outside [{FPS_MIN:g}, {FPS_MAX:g}]")
+    check_outputs(output, options)
+    videos = {k: getattr(options, k) for k in VIDEO_OUTPUTS}
     quality = options.quality or options.report is not None
-    decode = quality or any(videos[k] is not None for k in ("recon", "paste_back", "side_by_side"))
+    decode = quality or any(videos[k] is not None for k in ("recon", "paste_back", "side_by_side", "comparison"))
     encoder = FrameEncoder(model, options.params, fps=fps, align=options.align, landmarks=options.landmarks)
     decoder = FrameDecoder(model, options.params)
     meters = {"vs_aligned": QualityMeter(options.identity_every), "vs_projected": QualityMeter(options.identity_every)}
-    paster = PasteBack(model.size) if options.paste_back is not None else None
+    paster = PasteBack(model.size) if options.paste_back is not None or options.comparison is not None else None
     packets: list[Packet] = []
     records: list[dict[str, Any]] = []
     timing = {"encode": 0.0, "decode": 0.0}
-    skipped = 0
-    total = total if options.max_frames is None else min(options.max_frames, total or options.max_frames)
+    scale: dict[str, int] = {}
+    read = 0
+    limit = total if options.max_frames is None else min(options.max_frames, total or options.max_frames)
     with ExitStack() as stack:
         writers = {k: stack.enter_context(VideoWriter(p, fps, lossless=options.lossless))
                    for k, p in videos.items() if p is not None}
-        bar = stack.enter_context(tqdm(total=total, unit="frame", desc="transcode", mininterval=1.0,
+        bar = stack.enter_context(tqdm(total=limit, unit="frame", desc="transcode", mininterval=1.0,
                                        disable=not options.progress))
         pending: list[tuple[EncodedFrame, np.ndarray]] = []
 
@@ -323,28 +388,37 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
             t0 = time.perf_counter()
             recon = decoder.decode_batch([e.packet for e, _ in group])
             timing["decode"] += time.perf_counter() - t0
-            if quality:
-                crops = np.stack([e.crop for e, _ in group])
-                projected = model.render(np.stack([e.wplus for e, _ in group]))
-                psnrs = meters["vs_aligned"].add(crops, recon)
-                meters["vs_projected"].add(projected, recon)
-                for (e, _), p in zip(group, psnrs):
-                    records[e.packet.frame]["psnr_vs_aligned"] = _finite(p)
+            faces = [i for i, (e, _) in enumerate(group) if e.has_face]
+            if quality and faces:  # at the source face's size (the first face's): nothing compared is upscaled
+                side = scale.setdefault("side", quality_side(group[faces[0]][0].face_px, model.align_size, model.size))
+                crops = resize_square(np.stack([group[i][0].crop for i in faces]), side)
+                projected = resize_square(model.render(np.stack([group[i][0].wplus for i in faces])), side)
+                shown = resize_square(recon[faces], side)
+                psnrs = meters["vs_aligned"].add(crops, shown)
+                meters["vs_projected"].add(projected, shown)
+                for i, p in zip(faces, psnrs):
+                    records[group[i][0].packet.frame]["psnr_vs_aligned"] = _finite(p)
             for i, (e, frame) in enumerate(group):
+                t = e.packet.timestamp_ms / 1000
                 if "recon" in writers:
-                    writers["recon"].write(recon[i])
+                    writers["recon"].write(recon[i], t)
                 if "side_by_side" in writers:
-                    writers["side_by_side"].write(np.hstack([e.crop, recon[i]]))
+                    shown = recon[i] if e.crop is None else resize_square(e.crop, model.size)
+                    writers["side_by_side"].write(np.hstack([shown, recon[i]]), t)
                 if paster is not None:
-                    writers["paste_back"].write(frame if e.quad is None else paster(frame, recon[i], e.quad))
+                    pasted = frame if e.quad is None else paster(frame, recon[i], e.quad)
+                    if "paste_back" in writers:
+                        writers["paste_back"].write(pasted, t)
+                    if "comparison" in writers:
+                        writers["comparison"].write(np.hstack([frame, pasted]), t)
 
-        chunk: list[np.ndarray] = []
+        chunk: list[TimedFrame] = []
         for last, frame in _with_last(_limited(frames, options.max_frames)):
             chunk.append(frame)
+            read += 1
             if len(chunk) < options.batch and not last:
                 continue
-            coded, n_skipped = _encode_chunk(encoder, chunk, packets, records, writers, timing)
-            skipped += n_skipped
+            coded = _encode_chunk(encoder, chunk, packets, records, writers, timing)
             bar.update(len(chunk))
             chunk = []
             if decode:
@@ -352,13 +426,19 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
                 while len(pending) >= options.batch or (last and pending):
                     flush(pending[:options.batch])
                     del pending[:options.batch]
-        if not packets:
-            raise InputError(f"no face found in {name}")
+        if not encoder.frames_coded:
+            raise InputError(no_face_message(name, len(packets), fps, total, options.max_frames))
         header = encoder.header(len(packets))
         size = write_container(output, header, packets)
-    report = stream_report(header, size, records, skipped=skipped, timing=timing, decoded=decode,
+    report = stream_report(header, size, records, timing=timing, decoded=decode,
                            quality={k: m.summary() for k, m in meters.items()} if quality else None)
     report["input"] = name
+    report["alignment"] = alignment_summary(records, model)
+    if quality:
+        report["quality"].update(size=scale.get("side"), measured_at=(
+            "source face size: aligned crops and decoded frames area-downscaled to the first coded frame's face side "
+            "in input pixels, capped by the aligned and generated sizes (never upscaled), at least 64 px"))
+    report["input_frames"] = {"read": read, "declared": total}
     # Decoded pixels depend on the device, the batch and torch's CPU threads: decode equals this run's recon when
     # all three match (they do by default on one machine).
     report["speed"].update(device=str(model.device), batch=options.batch, torch_threads=torch.get_num_threads())
@@ -369,7 +449,33 @@ def transcode_frames(model: FaceModel, frames: Iterable[np.ndarray], fps: float,
     return report
 
 
-def _with_last(items: Iterable[np.ndarray]) -> Iterator[tuple[bool, np.ndarray]]:
+MIN_QUALITY_SIDE = 64  # MS-SSIM's 5 scales need over 32 px; dlib's face detector finds faces from about 80
+
+
+def quality_side(face_px: float, align_size: int, output_size: int) -> int:
+    """Side (px) at which decoded faces are compared with their references.
+
+    The source face's own side (``face_px``, in input pixels), so faces smaller than the aligned crop are not scored
+    on upscaled pixels; capped by the aligned crop and the generator output so that nothing compared is upscaled;
+    raised to 64 px where those allow (smaller is too small for the metrics).
+    """
+    cap = min(align_size, output_size)
+    return int(min(cap, max(round(face_px), MIN_QUALITY_SIDE)))
+
+
+def alignment_summary(records: list[dict[str, Any]], model: FaceModel) -> dict[str, Any]:
+    """REPORT.json ``alignment``: crop and output sides, the source faces' sides and the upscale factor.
+
+    ``upscale`` = aligned side / median source face side: above 1 the encoder saw an enlarged face.
+    """
+    px = np.asarray([r["face_px"] for r in records if r.get("face_px") is not None], dtype=np.float64)
+    median = round(float(np.median(px)), 1) if len(px) else None
+    return {"size": model.align_size, "output_size": model.size,
+            "source_face_px": {"median": median, "min": float(px.min()), "max": float(px.max())} if len(px) else None,
+            "upscale": round(model.align_size / median, 3) if median else None}
+
+
+def _with_last(items: Iterable[TimedFrame]) -> Iterator[tuple[bool, TimedFrame]]:
     """(is_last, item) pairs: the loop must know the last frame to flush a short final batch."""
     it = iter(items)
     try:
@@ -382,25 +488,33 @@ def _with_last(items: Iterable[np.ndarray]) -> Iterator[tuple[bool, np.ndarray]]
     yield True, prev
 
 
-def _encode_chunk(encoder: FrameEncoder, chunk: list[np.ndarray], packets: list[Packet], records: list[dict],
-                  writers: dict[str, VideoWriter], timing: dict[str, float]
-                  ) -> tuple[list[tuple[EncodedFrame, np.ndarray]], int]:
-    """Encode a chunk, collect packets and per-frame records; returns (coded frames with their input, skipped)."""
+def no_face_message(name: str, searched: int, fps: float, total: int | None, limit: int | None) -> str:
+    """The one line for an input in which no frame shows a face: how much of it was searched."""
+    of = f" of {total}" if total else ""
+    stop = f"; the search stopped at the frame limit ({limit})" if limit is not None and searched >= limit else ""
+    return f"no face found in {name}: searched {searched}{of} frames ({searched / fps:.2f} s){stop}"
+
+
+def _encode_chunk(encoder: FrameEncoder, chunk: list[TimedFrame], packets: list[Packet], records: list[dict],
+                  writers: dict[str, VideoWriter], timing: dict[str, float]) -> list[tuple[EncodedFrame, np.ndarray]]:
+    """Encode a chunk, collect packets and per-frame records; returns the encoded frames with their input."""
     t0 = time.perf_counter()
-    encoded = encoder.encode_batch(chunk)
+    encoded = encoder.encode_batch([f for f, _ in chunk], [t for _, t in chunk])
     timing["encode"] += time.perf_counter() - t0
-    coded = []
-    for e, frame in zip(encoded, chunk):
-        if e is None:
-            continue
+    for e in encoded:
         packets.append(e.packet)
         records.append({"index": e.packet.frame, "type": e.packet.type.label,
                         "bytes": len(pack(e.packet, encoder.fps)), "payload_bytes": len(e.packet.payload),
-                        "face": [f.name for f in FaceFlags if f in e.flags]})
-        coded.append((e, frame))
+                        "face": [f.name for f in FaceFlags if f in e.flags],
+                        "face_px": round(e.face_px, 1) if e.has_face else None})
         if "aligned" in writers:
-            writers["aligned"].write(e.crop)
-    return coded, sum(e is None for e in encoded)
+            writers["aligned"].write(e.crop if e.crop is not None else _no_face_picture(encoder.model.align_size),
+                                     e.packet.timestamp_ms / 1000)
+    return [(e, frame) for e, (frame, _) in zip(encoded, chunk)]
+
+
+def _no_face_picture(size: int) -> np.ndarray:
+    return np.full((size, size, 3), NO_FACE_PIXEL, dtype=np.uint8)
 
 
 def _finite(x: float) -> float | None:
@@ -409,17 +523,20 @@ def _finite(x: float) -> float | None:
 
 def transcode_file(model: FaceModel, input: str | os.PathLike[str], output: str | os.PathLike[str],
                    options: TranscodeOptions) -> dict[str, Any]:
-    """:func:`transcode_frames` on a video file or image folder, at its own frame rate."""
+    """:func:`transcode_frames` on a video file or image folder, upright and at its frames' own times."""
     with VideoReader(input) as reader:
-        return transcode_frames(model, reader, reader.fps, output, options, name=str(input), total=reader.frame_count)
+        return transcode_frames(model, reader.timed(), reader.fps, output, options, name=str(input),
+                                total=reader.frame_count)
 
 
 def decode_file(model: FaceModel, input: str | os.PathLike[str], output: str | os.PathLike[str], *,
                 lossless: bool = False, batch: int = 1, progress: bool = True) -> dict[str, Any]:
-    """Regenerate a video from an .sgnc file alone; returns frames, fps and decode speed."""
+    """Regenerate a video from an .sgnc file alone, one frame per packet (no-face frames black) at its packet's time;
+    returns frames, no-face frames, fps and decode speed."""
     if batch < 1:
         raise InputError(f"--batch must be at least 1, got {batch}")
     _writable(Path(output))
+    video_format(output, lossless)
     container = read_container(input)
     decoder = FrameDecoder.for_header(model, container.header)  # model check before any work
     packets = container.packets
@@ -427,8 +544,10 @@ def decode_file(model: FaceModel, input: str | os.PathLike[str], output: str | o
     with VideoWriter(output, container.header.fps, lossless=lossless) as writer, \
             tqdm(total=len(packets), unit="frame", desc="decode", mininterval=1.0, disable=not progress) as bar:
         for start in range(0, len(packets), batch):
-            for frame in decoder.decode_batch(packets[start:start + batch]):
-                writer.write(frame)
+            group = packets[start:start + batch]
+            for frame, packet in zip(decoder.decode_batch(group), group):
+                writer.write(frame, packet.timestamp_ms / 1000)
             bar.update(min(batch, len(packets) - start))
     seconds = time.perf_counter() - t0
-    return {"frames": len(packets), "fps": container.header.fps, "decode_fps": len(packets) / max(seconds, 1e-9)}
+    return {"frames": len(packets), "no_face_frames": sum(p.type == PacketType.NO_FACE for p in packets),
+            "fps": container.header.fps, "decode_fps": len(packets) / max(seconds, 1e-9)}

@@ -16,7 +16,7 @@ import numpy as np
 from sganc_stream.bitstream.container import StreamHeader
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import write_bytes_atomic
-from sganc_stream.metrics import identity_distance, lpips, ms_ssim, ms_ssim_window, psnr
+from sganc_stream.metrics import IDENTITY_EVERY, identity_distance, lpips, ms_ssim, ms_ssim_window, psnr
 
 
 def _mean(values: list[float]) -> float | None:
@@ -28,7 +28,7 @@ def _mean(values: list[float]) -> float | None:
 class QualityMeter:
     """Per-frame PSNR, MS-SSIM, identity distance (every ``identity_every``-th frame) and LPIPS (where available)."""
 
-    def __init__(self, identity_every: int = 1) -> None:
+    def __init__(self, identity_every: int = IDENTITY_EVERY) -> None:
         if identity_every < 1:
             raise InputError(f"identity_every must be at least 1, got {identity_every}")
         self.identity_every = identity_every
@@ -71,14 +71,19 @@ class QualityMeter:
         }
 
 
-def stream_report(header: StreamHeader, size: int, frames: list[dict[str, Any]], *, skipped: int,
-                  timing: dict[str, float], decoded: bool, quality: dict[str, Any] | None) -> dict[str, Any]:
-    """The REPORT.json layout. ``size`` is the .sgnc file size; ``frames`` the per-frame records (type, bytes...)."""
+def stream_report(header: StreamHeader, size: int, frames: list[dict[str, Any]], *, timing: dict[str, float],
+                  decoded: bool, quality: dict[str, Any] | None) -> dict[str, Any]:
+    """The REPORT.json layout. ``size`` is the .sgnc file size; ``frames`` the per-frame records (type, bytes...),
+    one per input frame. Rates count every frame, no-face frames included; quality counts face frames only."""
     n = len(frames)
     bits = 8 * np.asarray([f["bytes"] for f in frames], dtype=np.float64)
+    types = [f["type"] for f in frames]
+    faces = [i for i, t in enumerate(types) if t != "no_face"]
     return {
         "frames": n,
-        "skipped_frames": skipped,  # leading input frames before the first face: not coded
+        "no_face_frames": n - len(faces),  # coded as no-face packets: decoded as blank frames, nothing invented
+        "first_face_frame": faces[0] if faces else None,  # the start offset: frames before it have no face
+        "identity_changes": types.count("new_face"),  # frames from which on another person is coded
         "fps": header.fps,
         "bytes": size,
         "kbps": 8 * size / n * header.fps / 1000,

@@ -1,4 +1,4 @@
-"""Torch thread control for small per-frame work."""
+"""Torch thread control: one default for the networks on CPU, and one thread for small per-frame work."""
 
 from __future__ import annotations
 
@@ -6,6 +6,21 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
+
+from sganc_stream.errors import InputError
+
+# Intra-op threads for G and E on CPU in the commands (transcode, decode, demo, the call): the face models are
+# small (64–256 px, 33 ms a frame for E), and on a machine that also runs other work every parallel region waits
+# for a descheduled thread. Measured on the busy 2-core machine, `decode` of long_1500_frames.mp4's stream: see
+# README "Threads". `--threads N` overrides it.
+DEFAULT_THREADS = 1
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` torch intra-op threads from now on; InputError (one line) below 1."""
+    if threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,13 @@ from sganc_stream.latent.synthetic import synthetic_latents  # noqa: E402
 from sganc_stream.training.latent_codec import TrainConfig, train_latent_codec  # noqa: E402
 
 TINY_ROWS, TINY_WIDTH = 6, 32
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """A test that changes torch's threads (a CLI run with --threads) leaves one thread for the next test."""
+    yield
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from sganc_stream.bitstream.container import MAGIC, StreamHeader, decode_container, encode_container, read_container, write_container
@@ -35,7 +37,7 @@ def test_magic_version_and_header_errors():
     data = encode_container(HEADER, PACKETS)
     with pytest.raises(BitstreamError, match="not an .sgnc"):
         decode_container(b"RIFF" + data[4:])
-    with pytest.raises(BitstreamError, match="unknown bitstream version 7"):
+    with pytest.raises(BitstreamError, match="unknown bitstream version 7 .this build reads versions 1, 2"):
         decode_container(MAGIC + b"\x07" + data[5:])
     with pytest.raises(BitstreamError, match="out of range"):
         decode_container(encode_container(StreamHeader("ab" * 32, 18, 512, "sideways", 10, 1.0, 25.0, 0, 0), []))
@@ -45,3 +47,41 @@ def test_unwritable_destination(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         write_container(tmp_path / "missing" / "x.sgnc", HEADER, PACKETS)
     assert list(tmp_path.iterdir()) == []
+
+
+V2_PACKETS = [Packet(PacketType.NO_FACE, 0, 0, 0), Packet(PacketType.NO_FACE, 0, 1, 40),  # the lead-in
+              Packet(PacketType.INTRA, 0, 2, 80, b"\x00" * 40), Packet(PacketType.INTER, 1, 3, 120, b"\x01" * 8),
+              Packet(PacketType.NO_FACE, 2, 4, 160), Packet(PacketType.NEW_FACE, 2, 5, 200, b"\x02" * 40),
+              Packet(PacketType.INTER_RESIDUAL, 3, 6, 240, b"\x03" * 12)]
+V2_HEADER = StreamHeader("ab" * 32, 18, 512, "open", 10, 1.0, 25.0, len(V2_PACKETS), 0)
+
+
+def test_v2_holds_one_packet_per_source_frame() -> None:
+    data = encode_container(V2_HEADER, V2_PACKETS)
+    assert data[4] == 2
+    c = decode_container(data)
+    assert c.header == V2_HEADER and c.header.version == 2 and c.packets == V2_PACKETS
+    assert c.record_bytes[0] == 7  # a no-face packet: framing only
+
+
+@pytest.mark.parametrize("bad,message", [
+    ([*V2_PACKETS[:4], Packet(PacketType.NO_FACE, 1, 4, 160), *V2_PACKETS[5:]], "sequence number 1, expected 2"),
+    ([*V2_PACKETS[:4], Packet(PacketType.NO_FACE, 2, 9, 160), *V2_PACKETS[5:]], "frame index 9"),
+    ([*V2_PACKETS[:4], Packet(PacketType.KEYFRAME_REQUEST, 2, 4, 160), *V2_PACKETS[5:]], "unexpected keyframe_request"),
+])
+def test_v2_numbering_and_types_are_checked(bad: list[Packet], message: str) -> None:
+    with pytest.raises(BitstreamError, match=message):
+        decode_container(encode_container(V2_HEADER, bad))
+
+
+def test_version_1_files_still_read_and_hold_face_packets_only() -> None:
+    v1 = StreamHeader("ab" * 32, 18, 512, "open", 10, 1.0, 25.0, 4, 0, version=1)
+    c = decode_container(encode_container(v1, PACKETS))
+    assert c.header.version == 1 and c.packets == PACKETS
+    with pytest.raises(BitstreamError, match="unexpected no_face packet in a version 1 file"):
+        decode_container(encode_container(replace(V2_HEADER, version=1), V2_PACKETS))
+
+
+def test_unknown_header_field_is_an_error() -> None:
+    with pytest.raises(BitstreamError, match="unknown field"):
+        StreamHeader.from_map({**HEADER.to_map(), "extra": 1})

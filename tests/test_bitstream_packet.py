@@ -43,3 +43,15 @@ def test_garbage_and_inter_before_intra():
         PacketReader(25.0).unpack(b"\xc1\xff")
     with pytest.raises(BitstreamError, match="before any intra"):
         PacketReader(25.0).unpack(pack(Packet(PacketType.INTER, 3, 3, 120, b"x"), 25.0))
+
+
+def test_no_face_packets_do_not_move_the_sequence_unwrapping() -> None:
+    """A no-face packet names the next face packet's number without using it (and may come before any intra)."""
+    fps = 25.0
+    reader = PacketReader(fps)
+    sent = [Packet(PacketType.NO_FACE, 0, 0, 0), Packet(PacketType.INTRA, 0, 1, 40, b"i")]
+    sent += [Packet(PacketType.NO_FACE, 1, f, 40 * f) for f in range(2, 300)]  # a long faceless stretch
+    sent += [Packet(PacketType.INTER, 1, 300, 12000, b"x"), Packet(PacketType.NEW_FACE, 2, 301, 12040, b"n")]
+    assert [reader.unpack(pack(p, fps)) for p in sent] == sent
+    assert PacketType.NO_FACE.is_picture and not PacketType.NO_FACE.is_frame
+    assert PacketType.NEW_FACE.is_frame and PacketType.NEW_FACE.is_intra and PacketType.NEW_FACE.label == "new_face"

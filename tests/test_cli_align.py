@@ -12,7 +12,8 @@ import pytest
 
 from face_data import CLIPS, FACES, STEADY_CLIP, shared_path
 from sganc_stream import cli
-from sganc_stream.video import VideoReader
+from sganc_stream.video import VideoReader, read_frames
+from video_data import display_matrix, stored_for_display, write_stored
 
 
 @pytest.fixture(autouse=True)
@@ -71,3 +72,40 @@ def test_missing_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Capture
     assert cli.main(["align", str(tmp_path / "nope.mp4"), str(tmp_path / "out.mp4")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sganc-stream align: error:") and "\n" not in err
+
+
+def test_photos_with_the_same_stem_get_distinct_crops(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    face = cv2.imread(str(shared_path(FACES, "mixed_real/000009.jpg")))
+    cv2.imwrite(str(photos / "me.jpg"), face)
+    cv2.imwrite(str(photos / "me.png"), face[:, ::-1])  # another photo, same stem
+    cv2.imwrite(str(photos / "you.png"), face)
+    assert cli.main(["align", str(photos), str(tmp_path / "crops"), "--size", "64"]) == 0
+    crops = tmp_path / "crops"
+    assert sorted(p.name for p in crops.iterdir()) == ["me.jpg.png", "me.png.png", "you.png"]
+    assert not np.array_equal(cv2.imread(str(crops / "me.jpg.png")), cv2.imread(str(crops / "me.png.png")))
+
+
+@pytest.mark.parametrize("name", ["aligned.avi", "aligned.flv", "aligned.txt"])
+def test_unknown_output_suffix_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          name: str) -> None:
+    assert cli.main(["align", str(tmp_path / "not-read-yet.mp4"), str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sganc-stream align: error: cannot write video") and "unknown suffix" in err
+    assert "\n" not in err and list(tmp_path.iterdir()) == []
+
+
+def test_rotated_phone_clip_is_aligned_upright(tmp_path: Path) -> None:
+    """Stored sideways with a display matrix: crops equal those of the upright clip, and a face is found."""
+    with VideoReader(shared_path(CLIPS, STEADY_CLIP)) as reader:
+        frames = [f for _, f in zip(range(3), reader)]
+    write_stored(tmp_path / "upright.mp4", frames)
+    write_stored(tmp_path / "phone.mp4", [stored_for_display(f, "turn_cw") for f in frames], display_matrix("turn_cw"))
+    for name in ("upright", "phone"):
+        assert cli.main(["align", str(tmp_path / f"{name}.mp4"), str(tmp_path / f"{name}.png"), "--size", "64",
+                         "--json", str(tmp_path / f"{name}.json")]) == 0
+    assert [np.array_equal(a, b) for a, b in zip(read_frames(tmp_path / "upright.png"),
+                                                 read_frames(tmp_path / "phone.png"), strict=True)] == [True] * 3
+    flags = [r["flags"] for r in json.loads((tmp_path / "phone.json").read_text())["frames"]]
+    assert all("NO_FACE" not in f for f in flags)

@@ -15,7 +15,8 @@ def test_demo_runs_headless(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["demo", "--model", str(tiny_bundle()), "--frames", "2", "--quiet", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "kbps" in printed and "PSNR" in printed
-    assert {p.name for p in out.iterdir()} == {"demo.sgnc", "side_by_side.mp4", "report.json"}
+    assert {p.name for p in out.iterdir()} == {"demo.sgnc", "side_by_side.mp4", "aligned_vs_decoded.mp4",
+                                               "contact_sheet.png", "report.json"}
 
 
 def test_demo_rejects_two_sources(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -88,3 +88,35 @@ def test_model_mismatch(encoded, tiny_codec_path, tmp_path):
     r = run_cli("latents", "decode", "--model", str(tmp_path / "other.safetensors"), str(encoded / "a.sgnc"), str(tmp_path / "o.npy"))
     _one_line_error(r, "stream was made with model")
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_inspect_a_bundle(tiny_codec_path, encoded, capsys):
+    from pipeline_data import tiny_bundle
+
+    assert main(["inspect", str(tiny_codec_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"model id {load_bundle(tiny_codec_path).model_id}" in out and "latent codec only" in out
+    assert "trained for encoder (not recorded): not recorded" in out and "licence   (none stated)" in out
+    face = tiny_bundle()
+    assert main(["inspect", "--json", str(face)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    bundle = load_bundle(face)
+    assert info["model_id"] == bundle.model_id and info["use"] == "transcode and decode"
+    assert set(info["parts"]) == {"generator", "encoder", "codec"}
+    assert info["parts"]["encoder"]["encoder_id"] == bundle.encoder_id
+    assert sum(p["bytes"] for p in info["parts"].values()) < info["file_bytes"]
+    r = run_cli("latents", "decode", "--model", str(face), str(encoded / "a.sgnc"), str(encoded / "o.npy"))
+    _one_line_error(r, f"stream was made with model {load_bundle(tiny_codec_path).model_id[:16]}…")
+    assert "--model" in r.stderr and "sganc-stream inspect" in r.stderr
+
+
+def test_npy_header_claiming_terabytes_is_one_line_before_any_allocation(tiny_codec_path, tmp_path):
+    """A 1 KB file whose header claims (100 000 000, 18, 512) float32 (3.35 TiB): refused from its size."""
+    header = repr({"descr": "<f4", "fortran_order": False, "shape": (100_000_000, TINY_ROWS, TINY_WIDTH)}).encode()
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    forged = tmp_path / "forged.npy"
+    forged.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 1024)
+    r = run_cli("latents", "encode", "--model", str(tiny_codec_path), str(forged), str(tmp_path / "w.sgnc"))
+    assert r.returncode == 2
+    _one_line_error(r, "header claims a float32 array of shape (100000000")
+    assert not (tmp_path / "w.sgnc").exists()

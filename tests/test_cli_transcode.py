@@ -14,6 +14,7 @@ from pipeline_data import tiny_bundle, variant_bundle
 from sganc_stream.bitstream.container import read_container
 from sganc_stream.cli import main
 from sganc_stream.video import read_frames, write_frames
+from video_data import truncated_copy, write_stored
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
@@ -40,6 +41,11 @@ def test_transcode_decode_equality_and_report(tmp_path: Path, capsys: pytest.Cap
     for ref in ("vs_aligned", "vs_projected"):
         assert {"psnr", "ms_ssim", "identity_distance"} <= report["quality"][ref].keys()
     assert report["speed"]["encode_fps"] > 0 and report["speed"]["decode_fps"] > 0
+    # the tiny model aligns at 64 px (its encoder's size); the clip's faces are larger, so nothing is enlarged
+    face = report["alignment"]["source_face_px"]
+    assert report["alignment"]["size"] == report["alignment"]["output_size"] == 64 == report["quality"]["size"]
+    assert 64 < face["min"] <= face["median"] <= face["max"] and report["alignment"]["upscale"] < 1
+    assert all(f["face_px"] > 64 for f in report["per_frame"])
     assert len(read_frames(tmp_path / "aligned.mkv")) == 4
     pasted = read_frames(tmp_path / "c.pasted.mp4")
     assert len(pasted) == 4 and pasted[0].shape == read_frames(clip, 1)[0].shape
@@ -114,3 +120,101 @@ def test_dataset_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(args) == 0
     assert "1/1 clips done (1 already done)" in capsys.readouterr().out
     assert (tmp_path / "out" / "FP006734MD02.sgnc").is_file() and (tmp_path / "out" / "clips.csv").is_file()
+
+
+@pytest.mark.parametrize("command,output,match", [
+    ("transcode", ["--recon", "r.avi"], "unknown suffix '.avi'"),
+    ("transcode", ["--aligned", "a.gif", "--lossless"], "256 colours"),
+    ("decode", ["d.flv"], "unknown suffix '.flv'"),
+])
+def test_unsupported_video_outputs_are_refused_before_the_model_loads(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str],
+                                                                      command: str, output: list[str],
+                                                                      match: str) -> None:
+    """The model path does not exist: the suffix error proves the check comes before any work."""
+    missing = str(tmp_path / "no-model.safetensors")
+    paths = [str(tmp_path / a) if a.endswith((".avi", ".gif", ".flv")) else a for a in output]
+    args = ([command, "--model", missing, *paths, str(tmp_path / "in.mp4"), str(tmp_path / "x.sgnc")]
+            if command == "transcode" else [command, "--model", missing, "--lossless", str(tmp_path / "x.sgnc"),
+                                            *paths])
+    assert main(args) == 2
+    assert match in _one_line_error(capsys, command) and os.listdir(tmp_path) == []
+
+
+def test_browser_webm_in_and_every_output_format_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A VP9 WebM as browsers record it; outputs named .webm, .gif, .png come out in those formats."""
+    clip = tmp_path / "browser.webm"
+    write_frames(clip, read_frames(shared_path(CLIPS, STEADY_CLIP), 3), 25.0)
+    model, out = str(tiny_bundle()), tmp_path / "c.sgnc"
+    assert main(["transcode", "--model", model, "--quiet", "--recon", str(tmp_path / "recon.webm"), "--aligned",
+                 str(tmp_path / "aligned.gif"), str(clip), str(out)]) == 0
+    assert main(["decode", "--model", model, "--quiet", "--lossless", str(out), str(tmp_path / "decoded.png")]) == 0
+    assert main(["decode", "--model", model, "--quiet", str(out), str(tmp_path / "decoded.webm")]) == 0
+    capsys.readouterr()
+    import av
+
+    for name, fmt in [("recon.webm", "vp9"), ("aligned.gif", "gif"), ("decoded.png", "apng"), ("decoded.webm", "vp9")]:
+        with av.open(str(tmp_path / name)) as container:
+            assert container.streams.video[0].codec_context.name == fmt
+        assert len(read_frames(tmp_path / name)) == 3
+
+
+def test_threads_option_and_truncated_input_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    full, cut = tmp_path / "full.mp4", tmp_path / "cut.mp4"
+    write_stored(full, read_frames(shared_path(CLIPS, STEADY_CLIP), 12), options={"movflags": "faststart"})
+    truncated_copy(full, cut, 0.5)
+    model = str(tiny_bundle())
+    assert main(["transcode", "--model", model, "--quiet", "--report", str(tmp_path / "r.json"), str(cut),
+                 str(tmp_path / "c.sgnc")]) == 0
+    captured = capsys.readouterr()
+    warning = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and warning[0].startswith(f"sganc-stream transcode: warning: {cut} ended early: ")
+    assert warning[0].endswith("of the 12 frames its header declares could be decoded")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["speed"]["torch_threads"] == 1 and report["input_frames"]["declared"] == 12
+    assert report["quality"]["vs_aligned"]["identity_every"] == 10  # identity is sparse by default
+    assert f"{report['frames']} frames" in captured.out and "(on 1 frame in 10)" in captured.out
+    assert main(["transcode", "--model", model, "--quiet", "--threads", "2", "--report", str(tmp_path / "r.json"),
+                 str(full), str(tmp_path / "c.sgnc")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["speed"]["torch_threads"] == 2
+    assert "warning" not in capsys.readouterr().err
+    assert main(["decode", "--model", model, "--threads", "0", str(tmp_path / "c.sgnc"), str(tmp_path / "d.mp4")]) == 2
+    assert "--threads must be at least 1" in _one_line_error(capsys, "decode")
+
+
+def test_late_face_start_offset_and_search_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """face_appears_after_60_frames.mp4, small: the lead-in is searched, said, recorded and decoded in line."""
+    faces = read_frames(shared_path(CLIPS, STEADY_CLIP), 3)
+    late = tmp_path / "late.mp4"
+    write_frames(late, [np.full_like(faces[0], 90)] * 4 + faces, 25.0)
+    model, out = str(tiny_bundle()), tmp_path / "late.sgnc"
+    assert main(["transcode", "--model", model, "--max-frames", "3", "--quiet", str(late), str(out)]) == 2
+    assert f"no face found in {late}: searched 3 of 7 frames (0.12 s)" in _one_line_error(capsys, "transcode")
+    assert main(["transcode", "--model", model, "--quiet", str(late), str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "4 frames without a face sent as no-face packets" in said and "first face at frame 4 (0.16 s)" in said
+    assert main(["decode", "--model", model, "--quiet", str(out), str(tmp_path / "d.mkv")]) == 0
+    assert "7 frames at 25 fps decoded, 4 of them without a face" in capsys.readouterr().out
+    decoded = read_frames(tmp_path / "d.mkv")
+    assert len(decoded) == 7 and all(f.max() < 20 for f in decoded[:4])  # black (H.264) where the source has no face
+
+
+def test_altered_payload_is_an_error_not_garbage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A payload altered and the file's CRC recomputed: the check value makes it a one-line error."""
+    from sganc_stream.bitstream.container import encode_container
+    from sganc_stream.bitstream.packet import Packet
+
+    out = tmp_path / "c.sgnc"
+    assert main(["transcode", "--model", str(tiny_bundle()), "--max-frames", "2", "--quiet",
+                 str(shared_path(CLIPS, STEADY_CLIP)), str(out)]) == 0
+    c = read_container(out)
+    p = c.packets[1]
+    altered = bytearray(p.payload)
+    altered[1] ^= 0x10  # low in the stack: decoded last, where escapes and the check value sit
+    bad = tmp_path / "bad.sgnc"
+    bad.write_bytes(encode_container(c.header, [c.packets[0], Packet(p.type, p.seq, p.frame, p.timestamp_ms,
+                                                                     bytes(altered))]))
+    capsys.readouterr()
+    assert main(["decode", "--model", str(tiny_bundle()), "--quiet", str(bad), str(tmp_path / "d.mp4")]) == 2
+    assert "corrupted payload" in _one_line_error(capsys, "decode")
+    assert not (tmp_path / "d.mp4").exists()

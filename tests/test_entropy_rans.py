@@ -1,8 +1,11 @@
+import struct
+import zlib
+
 import numpy as np
 import pytest
 
 from sganc_stream.entropy.irwin_hall import residual_table
-from sganc_stream.entropy.rans import decode_parts, encode_parts
+from sganc_stream.entropy.rans import check_value, decode_parts, encode_parts
 from sganc_stream.entropy.tables import CodingTable, quantize_pmf
 from sganc_stream.errors import BitstreamError
 
@@ -59,3 +62,26 @@ def test_out_of_int32_range_rejected():
     t = CodingTable(np.zeros(1, np.int64), quantize_pmf(np.ones((1, 4))))
     with pytest.raises(ValueError):
         encode_parts([(np.array([2**40]), t)])
+
+
+def test_check_value_is_the_low_16_bits_of_the_crc32_of_the_values() -> None:
+    a, b = np.array([1, -2, 2**31 - 1]), np.array([-(2**31)])
+    assert check_value([a, b]) == zlib.crc32(struct.pack("<4i", 1, -2, 2**31 - 1, -(2**31))) & 0xFFFF
+
+
+def test_altered_escape_values_are_caught_by_the_check_value() -> None:
+    """Escapes are uniform 16-bit symbols decoded last: any bits there decode to *some* value and the coder still
+    ends empty, so only the check value can tell (bitstream v2)."""
+    rng = np.random.default_rng(4)
+    t = _table(rng, 300)
+    v = _sample(rng, t)
+    v[[5, 77, 200]] = [10**6, -12345, 4000]
+    payload = encode_parts([(v, t)])
+    assert np.array_equal(decode_parts(payload, [(t, 300)])[0], v)
+    for bit in range(8 * 12):  # the first three words: the bottom of the stack (check value and escapes)
+        bad = bytearray(payload)
+        bad[bit // 8] ^= 1 << bit % 8
+        with pytest.raises(BitstreamError, match="corrupted payload"):
+            decode_parts(bytes(bad), [(t, 300)])
+    with pytest.raises(BitstreamError, match="does not end"):  # a v2 payload read as v1: the check value is left over
+        decode_parts(payload, [(t, 300)], check=False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from face_data import STEADY_CLIP, clip_frames, dlib_backend
+from face_data import STEADY_CLIP, clip_frames, dlib_backend, two_person_scene
 from sganc_stream.errors import InputError
-from sganc_stream.face.tracker import REDETECT_EVERY, FaceFlags, VideoAligner
+from sganc_stream.face.tracker import REDETECT_EVERY, SEEK_MAIN_EVERY, FaceFlags, VideoAligner
 
 
 def jitter(quads: list) -> float:
@@ -69,3 +69,27 @@ def test_a_face_that_jumps_is_redetected_not_tracked_into_the_background() -> No
 def test_rejects_non_rgb_frames() -> None:
     with pytest.raises(InputError, match="uint8 RGB"):
         VideoAligner(64, dlib_backend()).align(np.zeros((10, 10), np.uint8))
+
+
+def test_main_face_is_followed_back_after_a_bystander_and_each_change_is_flagged() -> None:
+    """The case of speaker_leaves_bystander_stays.mp4: the speaker (the larger face) leaves, a bystander stays."""
+    main = [True] * 4 + [False] * 8 + [True] * (SEEK_MAIN_EVERY + 4)
+    frames = two_person_scene(main, [True] * len(main))
+    aligner = VideoAligner(64, dlib_backend())
+    faces = [aligner.align(f) for f in frames]
+    changes = [i for i, f in enumerate(faces) if f.flags & FaceFlags.NEW_IDENTITY]
+    assert len(changes) == 2 and changes[0] == 4 and 12 <= changes[1] <= 12 + SEEK_MAIN_EVERY
+    side = ["main" if f.quad.cx < 256 else "bystander" for f in faces]
+    assert side[:4] == ["main"] * 4  # the larger of two faces at the start is the main one
+    assert side[4:changes[1]] == ["bystander"] * (changes[1] - 4)  # while the speaker is away: the face in view
+    assert side[changes[1]:] == ["main"] * (len(main) - changes[1])  # and back to the speaker, to the end
+    assert not any(f.flags & FaceFlags.NO_FACE for f in faces)
+
+
+def test_a_face_that_leaves_and_returns_is_the_same_person() -> None:
+    present = [True] * 4 + [False] * 4 + [True] * 4
+    frames = two_person_scene(present, [False] * len(present))
+    aligner = VideoAligner(64, dlib_backend())
+    flags = [aligner.align(f).flags for f in frames]
+    assert [bool(f & FaceFlags.NO_FACE) for f in flags] == [not p for p in present]
+    assert not any(f & FaceFlags.NEW_IDENTITY for f in flags)

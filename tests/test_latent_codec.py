@@ -76,7 +76,7 @@ def test_decoder_errors(tiny_codec):
     assert dec.synchronized
     dec.reset()
     assert not dec.synchronized
-    with pytest.raises(BitstreamError, match="not a frame"):
+    with pytest.raises(BitstreamError, match="not a face frame"):
         dec.decode(PacketType.END, b"")
 
 

@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from sganc_stream.bundle import Bundle, load_bundle
 from sganc_stream.errors import CheckpointError
 from sganc_stream.models import FastEncoder, FastEncoderConfig, Generator, GeneratorConfig, load_checkpoint, save_model_bundle
+from sganc_stream.models.checkpoint import read_torch_file
 from sganc_stream.models.recipe import load_layout, make_weights, psp_checkpoint, tolerance_excess
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
@@ -64,11 +65,11 @@ def test_official_stylegan2_ffhq_layout_file_loads(tmp_path: Path) -> None:
 def test_official_psp_layout_file_loads_and_reproduces_reference(tmp_path: Path) -> None:
     """psp_ffhq_encode.pt layout, minimal (old) opts: strict load, then the public API reproduces pSp and e4e."""
     need_reference()
-    path = tmp_path / "psp_ffhq_encode.pt"
-    torch.save(psp_checkpoint(REFERENCE / "layouts", seed=1), path)
-    for name in ("psp", "e4e"):
+    for name, opts_type in (("psp", "GradualStyleEncoder"), ("e4e", "Encoder4Editing")):
+        path = tmp_path / f"{name}_ffhq_encode.pt"
+        torch.save(psp_checkpoint(REFERENCE / "layouts", seed=1, encoder_type=opts_type), path)
         ref = np.load(REFERENCE / "vectors" / f"{name}_ffhq_encode_seed1.npz")
-        model = load_checkpoint(path, encoder_type=None if name == "psp" else "e4e")
+        model = load_checkpoint(path)
         assert model.source == name and model.config["encoder"]["type"] == name
         x = torch.from_numpy(ref["x"])
         with torch.inference_mode():
@@ -80,6 +81,7 @@ def test_official_psp_layout_file_loads_and_reproduces_reference(tmp_path: Path)
                 image = F.adaptive_avg_pool2d(model.generator(wplus), (256, 256))
                 assert tolerance_excess(image.numpy(), ref["psp_image"]) <= 0
         del model
+        path.unlink()
 
 
 def test_bundle_round_trip_keeps_outputs_and_foreign_parts(tmp_path: Path) -> None:
@@ -185,3 +187,46 @@ def test_unsupported_psp_options(tmp_path: Path, opts: dict, message: str) -> No
     torch.save({"state_dict": {}, "opts": opts, "latent_avg": torch.zeros(18, 512)}, path)
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(path)
+
+
+def test_encoder_type_contradicting_the_opts_is_refused(tmp_path: Path) -> None:
+    """--encoder-type only fills in files whose opts lack it; checked before any tensor is read."""
+    path = tmp_path / "e4e.pt"
+    torch.save({"state_dict": {}, "opts": {"encoder_type": "Encoder4Editing"}, "latent_avg": torch.zeros(18, 512)}, path)
+    with pytest.raises(CheckpointError, match=r"opts say encoder_type 'Encoder4Editing' \(e4e\), not psp") as err:
+        load_checkpoint(path, encoder_type="psp")
+    assert "\n" not in str(err.value)
+    with pytest.raises(CheckpointError, match="unknown encoder type 'x'"):
+        load_checkpoint(path, encoder_type="x")
+    # the matching type, or none, gets past the type check to the layout check
+    for given in ("e4e", None):
+        with pytest.raises(CheckpointError, match="decoder does not match the expected layout"):
+            load_checkpoint(path, encoder_type=given)
+
+
+def test_safe_reader_names_the_expected_kind(tmp_path: Path) -> None:
+    torch.save({"model": {}}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match=r"not a training checkpoint \(no arch; top level: model\)"):
+        read_torch_file(tmp_path / "x.pt", keys=("arch",), what="training checkpoint")
+    with pytest.raises(CheckpointError, match="no such training checkpoint file"):
+        read_torch_file(tmp_path / "y.pt", what="training checkpoint")
+    assert read_torch_file(tmp_path / "x.pt", keys=("model",)) == {"model": {}}
+
+
+def test_encoder_id_follows_the_encoder_only(tmp_path: Path) -> None:
+    """Same encoder → same id across .pt-free round trips and float16 storage; another encoder → another id."""
+    torch.manual_seed(0)
+    g = Generator(GeneratorConfig(size=64, channel_multiplier=1)).eval()
+    e = FastEncoder(FastEncoderConfig(input_size=64, n_latent=10, base_channels=8, max_channels=16)).eval()
+    save_model_bundle(tmp_path / "a.safetensors", g, e)
+    a = load_checkpoint(tmp_path / "a.safetensors")
+    assert a.encoder_id == load_bundle(tmp_path / "a.safetensors").encoder_id
+    g2 = Generator(GeneratorConfig(size=64, channel_multiplier=1)).eval()  # other generator weights: same encoder id
+    save_model_bundle(tmp_path / "b.safetensors", g2, e, licence="other")
+    assert load_checkpoint(tmp_path / "b.safetensors").encoder_id == a.encoder_id
+    save_model_bundle(tmp_path / "h.safetensors", g.half(), e.half(), encoder_weights_id=a.encoder_id)
+    half = load_checkpoint(tmp_path / "h.safetensors")
+    assert half.encoder_id == a.encoder_id and half.config["encoder"]["weights_id"] == a.encoder_id
+    e.latent_avg.add_(1.0)
+    save_model_bundle(tmp_path / "c.safetensors", g.float(), e.float())
+    assert load_checkpoint(tmp_path / "c.safetensors").encoder_id != a.encoder_id

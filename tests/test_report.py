@@ -39,11 +39,21 @@ def test_meter_rejects_bad_identity_period() -> None:
 def test_stream_report_rate_figures(tmp_path: Path) -> None:
     header = StreamHeader("ab" * 32, 10, 512, "open", 10, 1.0, 25.0, 3, 0)
     frames = [{"index": i, "type": "inter", "bytes": b} for i, b in enumerate([100, 20, 30])]
-    r = stream_report(header, 200, frames, skipped=0, timing={"encode": 1.0, "decode": 0.5}, decoded=True, quality=None)
+    r = stream_report(header, 200, frames, timing={"encode": 1.0, "decode": 0.5}, decoded=True, quality=None)
     assert r["frames"] == 3 and r["bytes"] == 200
+    assert r["no_face_frames"] == 0 and r["first_face_frame"] == 0 and r["identity_changes"] == 0
     assert r["kbps"] == pytest.approx(8 * 200 / 3 * 25 / 1000)
     assert r["bits_per_frame"]["mean"] == pytest.approx(8 * 50)
     assert r["speed"] == {"encode_fps": 3.0, "decode_fps": 6.0}
     r["quality"] = {"psnr": float("inf")}
     write_json(tmp_path / "r.json", r)
     assert json.loads((tmp_path / "r.json").read_text())["quality"]["psnr"] is None  # strict JSON
+
+
+def test_stream_report_counts_frames_without_a_face_and_changes_of_person() -> None:
+    header = StreamHeader("ab" * 32, 10, 512, "open", 10, 1.0, 25.0, 6, 0)
+    types = ["no_face", "no_face", "intra", "inter", "no_face", "new_face"]
+    frames = [{"index": i, "type": t, "bytes": 7 if t == "no_face" else 90} for i, t in enumerate(types)]
+    r = stream_report(header, 330, frames, timing={"encode": 1.0, "decode": 0.5}, decoded=False, quality=None)
+    assert (r["no_face_frames"], r["first_face_frame"], r["identity_changes"]) == (3, 2, 1)
+    assert r["kbps"] == pytest.approx(8 * 330 / 6 * 25 / 1000)  # the rate counts every frame of the clip

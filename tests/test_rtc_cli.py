@@ -71,6 +71,9 @@ def test_argument_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_pa
     assert "video file not found" in capsys.readouterr().err
     assert recv_main(["--serverless", "answer", "--model", str(tmp_path / "none.safetensors"), "--headless"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert recv_main(["--serverless", "answer", "--model", str(tmp_path / "none.safetensors"), "--headless",
+                      "--record", str(tmp_path / "call.avi")]) == 2  # the recording's format fails before the model
+    assert capsys.readouterr().err.strip().startswith("sganc-recv: error: cannot write video")
     assert send_main(["--serverless", "offer", "--video", str(clip()), "--model", str(micro_model()), "--headless",
                       "--self-record", str(tmp_path / "s.mp4")]) == 2
     assert "pass --paste-back too" in capsys.readouterr().err

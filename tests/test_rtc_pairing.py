@@ -10,13 +10,14 @@ import aioice.ice
 import pytest
 from aiortc import RTCSessionDescription
 
+from fuzz.targets import OFFER
 from sganc_stream.rtc.channel import Channel
 from sganc_stream.rtc.loopback import enable_loopback
 from sganc_stream.rtc.pairing import (CopyPasteSignaling, RoomSignaling, Signal, Signaling, consume_signaling,
                                       create_signaling)
 from sganc_stream.rtc.signaling import SignalingError, description_to_line
 
-SDP = RTCSessionDescription(sdp="v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n", type="offer")
+SDP = RTCSessionDescription(sdp=OFFER, type="offer")  # a real data-channel description: the other side's is checked
 
 
 def test_create_signaling_follows_the_command_line() -> None:
@@ -125,3 +126,22 @@ def test_consume_signaling_connects_two_peers_and_drops_on_leave(monkeypatch: py
         assert b.released == ["finished"]
 
     asyncio.run(asyncio.wait_for(body(), 90))
+
+
+def test_connections_learn_the_other_sides_max_message_size() -> None:
+    """Each side bounds its messages by what the other side's description announces (a=max-message-size)."""
+    from sganc_stream.rtc.pairing import Connection
+
+    async def body() -> tuple[int, int]:
+        a, b = Connection([], Recorder()), Connection([], Recorder())
+        offer = await a.offer()
+        answer = await b.answer(RTCSessionDescription(offer.sdp.replace("max-message-size:262144",
+                                                                        "max-message-size:5000"), "offer"))
+        await a.accept(RTCSessionDescription(answer.sdp.replace("max-message-size:262144", "max-message-size:1200"),
+                                             "answer"))
+        sizes = a.channel.max_message_size, b.channel.max_message_size
+        await a.close()
+        await b.close()
+        return sizes
+
+    assert asyncio.run(body()) == (1200, 5000)

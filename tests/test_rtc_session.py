@@ -8,6 +8,7 @@ shared, so a starved sender may send fewer frames, but what it sends must arrive
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -136,6 +137,22 @@ def test_redundancy_restores_lost_frames_without_keyframes(tmp_path: Path, redun
     else:
         assert restored == 0 and all(t["bytes"] == t["packet_bytes"] for t in tx)
         assert events(tmp_path / "B.jsonl", "keyframe_request")
+
+
+def test_messages_above_the_other_sides_limit_are_refused_cleanly(tmp_path: Path) -> None:
+    """A frame message larger than the other side accepts is never handed to the channel (aiortc would raise
+    inside send): counted, logged, said once; the call itself goes on and ends normally."""
+    ca, cb = memory_pair()
+    ca.max_message = 16  # smaller than any frame message
+    a = Peer(model(), options("A", tmp_path, receive=False, quiet=False), err=(err := io.StringIO()))
+    b = Peer(model(), options("B", tmp_path, send=False))
+    ra, rb = in_process(a, b, ca, cb)
+    assert isinstance(ra, dict) and isinstance(rb, dict), (ra, rb)
+    oversize = events(tmp_path / "A.jsonl", "oversize")
+    assert ra["tx_oversize"] == len(oversize) >= 5 and ra["tx_frames"] == 0
+    assert all(e["limit"] == 16 and e["bytes"] > 16 for e in oversize)
+    assert err.getvalue().count("exceeds the other side's max message size (16 bytes): not sent") == 1
+    assert not events(tmp_path / "B.jsonl", "rx") and rb["displayed"] == 0
 
 
 # ------------------------------------------------------------------------------------------------

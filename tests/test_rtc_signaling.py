@@ -8,6 +8,8 @@ import io
 import pytest
 from aiortc import RTCSessionDescription
 
+from fuzz.targets import OFFER
+
 from sganc_stream.rtc.signaling import (SignalingClient, SignalingError, SignalingServer, description_from_line,
                                         description_to_line, read_line)
 
@@ -77,7 +79,7 @@ def test_unreachable_server_is_one_line() -> None:
 
 
 def test_description_lines_round_trip_and_reject_garbage() -> None:
-    desc = RTCSessionDescription(sdp="v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n", type="offer")
+    desc = RTCSessionDescription(sdp=OFFER, type="offer")
     line = description_to_line(desc)
     assert "\n" not in line
     back = description_from_line(line + "\n", "offer")
@@ -86,6 +88,9 @@ def test_description_lines_round_trip_and_reject_garbage() -> None:
         description_from_line(line, "answer")
     with pytest.raises(SignalingError, match="not an SDP offer line"):
         description_from_line("hello", "offer")
+    bare = RTCSessionDescription(sdp="v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n", type="offer")  # no data channel
+    with pytest.raises(SignalingError, match="exactly one data channel"):
+        description_from_line(description_to_line(bare), "offer")
 
 
 def test_read_line_skips_blank_lines_and_reports_eof() -> None:

@@ -9,9 +9,11 @@ import pytest
 from sganc_stream.bitstream.container import StreamHeader
 from sganc_stream.bitstream.packet import Packet, PacketReader, PacketType, pack
 from sganc_stream.errors import BitstreamError, ModelMismatchError, SgancError
-from sganc_stream.rtc.transport import (CHANNEL_LABEL, CHANNEL_OPTIONS, FrameMessage, Handshake, Hello, HelloAck,
-                                        IncompatibleError, Late, Pacer, Redundancy, RefusedError, StreamReceiver,
-                                        check_models, frame_message, parse_message, refusal, restamp)
+from fuzz.targets import OFFER
+from sganc_stream.rtc.transport import (CHANNEL_LABEL, CHANNEL_OPTIONS, DEFAULT_PEER_MAX_MESSAGE, FrameMessage,
+                                        Handshake, Hello, HelloAck, IncompatibleError, Late, MessageTooLarge, Pacer,
+                                        Redundancy, RefusedError, StreamReceiver, check_message_size, check_models,
+                                        frame_message, parse_message, peer_max_message, refusal, restamp)
 from sganc_stream.rtc.wire import CHUNK_DATA, sctp_chunks
 
 MODEL = "ab" * 32
@@ -260,3 +262,36 @@ def test_a_long_outage_resynchronizes_through_a_keyframe() -> None:
     assert not rx.synced and rx.want_keyframe()
     assert receive(rx, pack(frame(160, I), FPS)) is not None  # the answer re-anchors the numbers
     assert receive(rx, pack(frame(161), FPS)) is not None and rx.synced
+
+
+def test_a_new_face_intra_frame_is_an_intra_frame_to_redundancy_and_resync() -> None:
+    """A new-face packet (bitstream v2, the coded person changed) sets the state on its own, like an intra frame."""
+    N = PacketType.NEW_FACE
+    red = Redundancy(depth=2)
+    msgs = [red.message(frame(s, t), FPS) for s, t in [(0, I), (1, P), (2, N), (3, P)]]
+    reader = PacketReader(FPS)
+    assert [parse_message(m, reader).redundant for m in msgs][2:] == [(), ((N, frame(2).payload),)]  # type: ignore
+    clock = Clock()
+    rx = StreamReceiver(Hello(MODEL, header(), 0), clock=clock)
+    receive(rx, msgs[0])
+    assert receive(rx, pack(frame(2, P), FPS)) is None and not rx.synced  # frame 1 lost, no redundancy here
+    got = receive(rx, msgs[2])  # the new-face intra frame resynchronises
+    assert got is not None and got.steps == [(N, frame(2).payload)] and rx.synced  # type: ignore[union-attr]
+
+
+def test_the_other_sides_max_message_size_bounds_every_message() -> None:
+    """aiortc raises inside send above the size the other side's SDP announces (RFC 8841)."""
+    assert peer_max_message(OFFER) == 262144  # what aiortc announces
+    assert peer_max_message(OFFER.replace("a=max-message-size:262144", "a=max-message-size:1200")) == 1200
+    absent = "\r\n".join(line for line in OFFER.splitlines() if not line.startswith("a=max-message-size"))
+    assert peer_max_message(absent) == DEFAULT_PEER_MAX_MESSAGE == 65536
+    check_message_size(1200, 1200)
+    check_message_size(10**6, 0)  # 0: no limit
+    with pytest.raises(MessageTooLarge, match="1201-byte frame message exceeds the other side's max message size"):
+        check_message_size(1201, 1200)
+    red = Redundancy(depth=2, fit=False)
+    red.message(frame(0, I), FPS)
+    red.message(frame(1, P, b"\x01" * 500), FPS)
+    within = red.message(frame(2, P, b"\x02" * 500), FPS, limit=700)  # the redundant copy would not fit in 700
+    assert within == pack(frame(2, P, b"\x02" * 500), FPS)
+    assert len(red.message(frame(3, P, b"\x03" * 500), FPS, limit=1200)) <= 1200  # one copy fits, not two

@@ -58,7 +58,7 @@ class FakeEncoder:
     def encode(self, frame: np.ndarray, t: float) -> SimpleNamespace:
         packet = Packet(I if self.seq == 0 else P, self.seq, self.seq, 0, bytes([int(frame[0])]))
         self.seq += 1
-        return SimpleNamespace(packet=packet)
+        return SimpleNamespace(packet=packet, has_face=True)
 
 
 def frames(n: int, interval: float) -> Iterator[tuple[np.ndarray, float]]:

@@ -153,3 +153,13 @@ def test_resume_may_switch_on_later_terms_and_counts_cpu_time(tmp_path: Path) ->
     assert "adv" in trainer.history[-1] and "adv" not in trainer.history[0] and "temporal" in trainer.history[0]
     assert trainer.history[-1]["images"] == 16 and trainer.history[-1]["cpu_hours"] > 0
     assert load_trainer(run / "checkpoint.pt").cpu_seconds == pytest.approx(trainer.cpu_seconds)
+
+
+def test_identity_terms_join_the_joint_loss_and_lower_it() -> None:
+    x = to_tensor(_faces(4))
+    trainer = FaceModelTrainer(TINY, TrainSettings(mode="joint", batch=4, identity_weight=1.0,
+                                                   face_perceptual_weight=1.0, seed=4))
+    out = [trainer.step(x) for _ in range(12)]
+    assert {"identity", "face_perceptual"} <= set(out[0])
+    assert all(p.grad is None or not p.requires_grad for p in trainer.identity.parameters())  # dlib's net stays frozen
+    assert np.mean([o["face_perceptual"] for o in out[-3:]]) < np.mean([o["face_perceptual"] for o in out[:3]])

@@ -7,14 +7,16 @@ import csv
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from sganc_stream.errors import InputError
+from sganc_stream.errors import InputError, InputWarning
 from sganc_stream.video import PacedFrames, VideoReader, VideoWriter, read_frames, write_frames
+from video_data import MATRICES, display_matrix, stored_for_display, truncated_copy, write_stored
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CLIPS = SHARED / "data" / "clips"
@@ -158,8 +160,6 @@ def test_unwritable_destination_is_input_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError):
         VideoWriter(tmp_path / "file" / "out.mp4", 25)
-    with pytest.raises(InputError, match="not available"):
-        VideoWriter(tmp_path / "out.mp4", 25, codec="libaom-av1")  # not in this PyAV wheel
     with pytest.raises(InputError, match="uint8 RGB"):
         with VideoWriter(tmp_path / "out.mp4", 25) as writer:
             writer.write(np.zeros((8, 8, 3), np.float32))
@@ -170,7 +170,7 @@ def test_disk_full_leaves_nothing(tmp_path: Path) -> None:
     """A file-size limit makes writes fail with EFBIG, as a full disk fails them with ENOSPC."""
     script = f"""
 import resource, signal, numpy as np
-from sganc_stream.errors import InputError
+from sganc_stream.errors import InputError, InputWarning
 from sganc_stream.video import VideoWriter
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.RLIM_INFINITY))
@@ -215,3 +215,131 @@ def test_paced_frames_drop_for_a_slow_consumer_and_support_async(tmp_path: Path)
     stamps, dropped = asyncio.run(consume())
     assert dropped > 0 and len(stamps) + dropped == 5
     assert all(step >= 0.02 - 1e-9 for step in np.diff(stamps))  # skipped slots, never queued stale frames
+
+
+# ----------------------------------------------------------------------------------------------------
+# Field cases (../shared/cases): display matrix, variable frame rate, output suffixes, truncated uploads
+
+
+def _pattern(height: int = 24, width: int = 40) -> np.ndarray:
+    """An image with no symmetry: every turn and mirror of it differs."""
+    frame = np.zeros((height, width, 3), np.uint8)
+    frame[..., 0] = np.arange(width)[None] * 6
+    frame[..., 1] = np.arange(height)[:, None] * 10
+    frame[:4, :6, 2] = 255
+    return frame
+
+
+def _ffmpeg_autorotate(stored: np.ndarray, m: list[int]) -> np.ndarray:
+    """What FFmpeg's command line shows for a display matrix (fftools/ffmpeg_filter.c: get_rotation, then
+    transpose=clock/cclock/cclock_flip/clock_flip, hflip, vflip), written as that table, not as matrix algebra."""
+    a, b = m[0] / 65536, m[1] / 65536
+    theta = -round(-np.degrees(np.arctan2(b, a)))  # av_display_rotation_get, then get_rotation's sign and rounding
+    theta -= 360 * np.floor(theta / 360 + 0.9 / 360)
+    clock = lambda x: np.rot90(x, -1)  # noqa: E731  (transpose=clock: 90° clockwise)
+    cclock = lambda x: np.rot90(x, 1)  # noqa: E731
+    if abs(theta - 90) < 1:
+        return stored.transpose(1, 0, 2) if m[3] > 0 else clock(stored)  # cclock_flip is the plain transpose
+    if abs(theta - 180) < 1:
+        out = stored[:, ::-1] if m[0] < 0 else stored
+        return out[::-1] if m[4] < 0 else out
+    if abs(theta - 270) < 1:
+        return clock(stored)[::-1] if m[3] < 0 else cclock(stored)  # clock_flip: clockwise, then vertical flip
+    return stored[::-1] if m[4] < 0 else stored
+
+
+@pytest.mark.parametrize("name", MATRICES)
+def test_display_matrix_is_applied_as_ffmpeg_shows_it(tmp_path: Path, name: str) -> None:
+    matrix = display_matrix(name)
+    stored = [_pattern(), _pattern()[::-1].copy()]
+    write_stored(tmp_path / "phone.mp4", stored, matrix)
+    with VideoReader(tmp_path / "phone.mp4") as reader:
+        shown = list(reader)
+        expected = [_ffmpeg_autorotate(f, matrix) for f in stored]
+        assert reader.size == (expected[0].shape[1], expected[0].shape[0])
+    assert all(np.array_equal(s, e) for s, e in zip(shown, expected, strict=True))
+    assert (name == "identity") == np.array_equal(shown[0], stored[0])
+    upright = _pattern()
+    write_stored(tmp_path / "phone2.mp4", [stored_for_display(upright, name)], matrix)
+    assert np.array_equal(read_frames(tmp_path / "phone2.mp4")[0], upright)  # the test helper agrees too
+
+
+def test_display_matrix_at_an_odd_angle_warns_and_reads_as_stored(tmp_path: Path) -> None:
+    c45 = round(65536 * np.sqrt(0.5))
+    write_stored(tmp_path / "tilted.mp4", [_pattern()], [c45, c45, 0, -c45, c45, 0, 0, 0, 1 << 30])
+    with pytest.warns(InputWarning, match="turns by -45.0°"):
+        reader = VideoReader(tmp_path / "tilted.mp4")
+    with reader:
+        assert np.array_equal(next(iter(reader)), _pattern())
+
+
+def test_variable_frame_rate_keeps_every_presentation_time(tmp_path: Path) -> None:
+    times_ms = [0, 40, 80, 200, 320, 440, 480]  # 40 ms apart, then 120 ms, then 40 ms again
+    frames = random_frames(len(times_ms), 16, 24)
+    write_stored(tmp_path / "vfr.mp4", frames, None, times_ms)
+    with VideoReader(tmp_path / "vfr.mp4") as reader:
+        got = list(reader.timed())
+    assert [round(t * 1000) for _, t in got] == times_ms
+    for suffix in (".mp4", ".mkv", ".webm", ".png", ".gif"):  # and a written video keeps them
+        out = tmp_path / f"out{suffix}"
+        write_frames(out, [f for f, _ in got], 25, times=[t for _, t in got], lossless=suffix != ".gif")
+        with VideoReader(out) as back:
+            assert [round(t * 1000) for _, t in back.timed()] == times_ms, suffix
+
+
+def test_paced_frames_follow_presentation_times(tmp_path: Path) -> None:
+    times_ms = [0, 20, 100, 120]
+    write_frames(tmp_path / "vfr.mkv", random_frames(4, 16, 16), 25, lossless=True, times=[t / 1000 for t in times_ms])
+    with PacedFrames(tmp_path / "vfr.mkv", loop=False) as camera:
+        stamps = [due for _, due in camera]
+    assert camera.dropped == 0 and [round((s - stamps[0]) * 1000) for s in stamps] == times_ms
+
+
+@pytest.mark.parametrize("suffix,fmt,codec,exact", [(".mp4", "mov", "h264", True), (".mov", "mov", "h264", True),
+                                                    (".m4v", "mov", "h264", True), (".mkv", "matroska", "h264", True),
+                                                    (".webm", "matroska", "vp9", True), (".png", "apng", "apng", True),
+                                                    (".gif", "gif", "gif", False)])
+def test_every_output_suffix_writes_the_format_it_names(tmp_path: Path, suffix: str, fmt: str, codec: str,
+                                                        exact: bool) -> None:
+    import av
+
+    frames = [_pattern(), _pattern()[::-1].copy(), _pattern()[:, ::-1].copy()]
+    path = tmp_path / f"out{suffix}"
+    write_frames(path, frames, 25, lossless=exact)
+    with av.open(str(path)) as container:
+        assert fmt in container.format.name.split(",") and container.streams.video[0].codec_context.name == codec
+    back = read_frames(path)
+    assert len(back) == 3
+    if exact:
+        assert all(np.array_equal(a, b) for a, b in zip(frames, back))
+    else:  # GIF: a palette of at most 256 colours per frame
+        assert max(np.abs(a.astype(int) - b).mean() for a, b in zip(frames, back)) < 4
+    write_frames(path, frames, 25)  # the lossy default writes the same format
+    assert len(read_frames(path)) == 3
+
+
+@pytest.mark.parametrize("name,lossless,match", [("out.avi", False, "unknown suffix '.avi'"),
+                                                 ("out.flv", False, "unknown suffix"), ("out", False, "(none)"),
+                                                 ("out.gif", True, "256 colours")])
+def test_unsupported_output_is_refused_before_anything_is_written(tmp_path: Path, name: str, lossless: bool,
+                                                                  match: str) -> None:
+    with pytest.raises(InputError, match=match) as caught:
+        VideoWriter(tmp_path / name, 25, lossless=lossless)
+    assert "\n" not in str(caught.value) and list(tmp_path.iterdir()) == []
+
+
+def test_truncated_upload_warns_with_decoded_and_declared_counts(tmp_path: Path) -> None:
+    full, cut = tmp_path / "full.mp4", tmp_path / "cut.mp4"
+    write_stored(full, random_frames(40, 32, 32), options={"movflags": "faststart"})  # index first, as uploads are
+    truncated_copy(full, cut)
+    with VideoReader(cut) as reader:
+        assert reader.frame_count == 40
+        with pytest.warns(InputWarning, match=r"cut.mp4 ended early: (\d+) of the 40 frames") as caught:
+            n = sum(1 for _ in reader)
+        assert 0 < n < 40 and reader.frames_decoded == n and f" {n} of the 40" in str(caught[0].message)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert sum(1 for _ in reader) == n  # a looping reader warns once
+    with VideoReader(full) as reader, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sum(1 for _ in reader) == 40 == reader.frames_decoded

@@ -3,6 +3,11 @@
 Files are written atomically (temporary file, then rename) so an interrupted run never leaves a
 file that looks complete. Reading validates magic, version, header fields, every packet and the CRC
 before the caller decodes anything.
+
+Version 2 (written) holds one packet per source frame, a face packet or a no-face packet, so packet ``k``
+is frame ``k`` of the source and a decoded video lines up with it: the frames before the first face, and
+every faceless frame after it, are no-face packets. Its payloads end with a check value (``entropy.rans``).
+Version 1 (read only) holds face packets only, frame ``k`` = packet ``k``, without check values.
 """
 
 from __future__ import annotations
@@ -20,8 +25,17 @@ from sganc_stream.errors import BitstreamError, InputError
 from sganc_stream.fileio import write_bytes_atomic
 
 MAGIC = b"SGNC"
-VERSION = 1
+VERSION = 2  # what this build writes
+READABLE = (1, 2)  # what it reads
 MODES = ("open", "closed", "intra")
+# Frame rates a stream may state. The floor keeps nominal times (frame x 1000 / fps, in ms) finite for every
+# frame index a packet can carry (< 2**40); 1000 fps is far above any camera.
+FPS_MIN, FPS_MAX = 0.001, 1000.0
+
+
+def fps_in_range(fps: float) -> bool:
+    """True for a frame rate a stream header may carry (NaN and infinities are not)."""
+    return FPS_MIN <= fps <= FPS_MAX
 
 
 @dataclass(frozen=True)
@@ -35,40 +49,43 @@ class StreamHeader:
     g: int
     step: float
     fps: float
-    frames: int
+    frames: int  # packets before the end packet (v2: source frames, face or no-face; v1: face frames)
     keyframe_interval: int
+    version: int = VERSION  # bitstream version: the container's version byte, or the call protocol's (not in the map)
 
     def to_map(self) -> dict[str, object]:
         d = asdict(self)
         d["model_id"] = bytes.fromhex(self.model_id)
+        del d["version"]
         return d
 
     @classmethod
-    def from_map(cls, m: object) -> StreamHeader:
+    def from_map(cls, m: object, version: int = VERSION) -> StreamHeader:
+        """Validate a decoded header map: every field present with its wire type (no coercion), none unknown, then
+        in range. ``version`` is the container's version byte (not in the map)."""
         if not isinstance(m, dict):
             raise BitstreamError("malformed header: not a map")
+        fields = cls.__dataclass_fields__
         try:
-            h = cls(
-                model_id=bytes(m["model_id"]).hex(),
-                rows=int(m["rows"]),
-                width=int(m["width"]),
-                mode=str(m["mode"]),
-                g=int(m["g"]),
-                step=float(m["step"]),
-                fps=float(m["fps"]),
-                frames=int(m["frames"]),
-                keyframe_interval=int(m["keyframe_interval"]),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise BitstreamError("malformed header: missing or mistyped field") from None
+            raw = {k: m[k] for k in fields if k != "version"}
+        except KeyError:
+            raise BitstreamError("malformed header: missing field") from None
+        if len(m) != len(raw):
+            raise BitstreamError("malformed header: unknown field")
+        for k, v in raw.items():  # model_id is bytes on the wire; a float field may arrive as an int
+            want = (bytes,) if k == "model_id" else {"str": (str,), "float": (int, float)}.get(fields[k].type, (int,))
+            if type(v) not in want:  # exact types: no bool for an int, no coercion from other types
+                raise BitstreamError(f"malformed header: field {k} has type {type(v).__name__}")
+        raw["model_id"] = raw["model_id"].hex()
+        h = cls(**{k: float(v) if fields[k].type == "float" else v for k, v in raw.items()}, version=version)
         if (
             len(h.model_id) != 64
             or not 1 <= h.rows <= 64
             or not 1 <= h.width <= 4096
             or h.mode not in MODES
             or not 0 <= h.g <= 255
-            or not h.step > 0
-            or not 0 < h.fps <= 1000
+            or not 0 < h.step < float("inf")
+            or not fps_in_range(h.fps)
             or not 0 <= h.frames <= 10_000_000
             or h.keyframe_interval < 0
         ):
@@ -77,12 +94,17 @@ class StreamHeader:
 
 
 def encode_container(header: StreamHeader, packets: list[Packet]) -> bytes:
-    """The whole file as bytes; an END packet carrying the CRC-32 of everything before it is appended."""
-    body = bytearray(MAGIC + bytes([VERSION]))
+    """The whole file as bytes (version ``header.version``, 2 unless asked); an END packet carrying the CRC-32 of
+    everything before it is appended. Packet order and numbering are the caller's (:func:`decode_container`
+    checks them)."""
+    if header.version not in READABLE:
+        raise ValueError(f"cannot write bitstream version {header.version}")
+    body = bytearray(MAGIC + bytes([header.version]))
     body += msgpack.packb(header.to_map(), use_bin_type=True)
     for p in packets:
         body += pack(p, header.fps)
-    end = Packet(PacketType.END, len(packets), header.frames, nominal_ms(header.frames, header.fps), struct.pack("<I", zlib.crc32(body)))
+    faces = sum(p.type.is_frame for p in packets)
+    end = Packet(PacketType.END, faces, header.frames, nominal_ms(header.frames, header.fps), struct.pack("<I", zlib.crc32(body)))
     return bytes(body + pack(end, header.fps))
 
 
@@ -96,8 +118,8 @@ def write_container(path: str | os.PathLike[str], header: StreamHeader, packets:
 @dataclass
 class Container:
     header: StreamHeader
-    packets: list[Packet]  # frame packets only, in order
-    record_bytes: list[int]  # serialized size of each frame packet
+    packets: list[Packet]  # one per source frame, in order: face packets and (v2) no-face packets
+    record_bytes: list[int]  # serialized size of each packet
     header_bytes: int  # magic + version + header map
     total_bytes: int
 
@@ -106,12 +128,14 @@ def decode_container(data: bytes, source: str = "input") -> Container:
     """Parse and validate a whole .sgnc file held in memory."""
     if len(data) < len(MAGIC) + 1 or data[:4] != MAGIC:
         raise BitstreamError(f"{source}: not an .sgnc file (bad magic)")
-    if data[4] != VERSION:
-        raise BitstreamError(f"{source}: unknown bitstream version {data[4]} (this build reads version {VERSION})")
+    version = data[4]
+    if version not in READABLE:
+        raise BitstreamError(f"{source}: unknown bitstream version {version} (this build reads versions "
+                             f"{', '.join(map(str, READABLE))})")
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(data), 1), max_bin_len=MAX_PAYLOAD, max_str_len=64, max_array_len=5, max_map_len=32)
     unpacker.feed(data[5:])
     try:
-        header = StreamHeader.from_map(next(unpacker))
+        header = StreamHeader.from_map(next(unpacker), version)
     except StopIteration:
         raise BitstreamError(f"{source}: truncated (header incomplete)") from None
     except (ValueError, msgpack.FormatError, msgpack.StackError) as exc:
@@ -120,6 +144,7 @@ def decode_container(data: bytes, source: str = "input") -> Container:
     reader = PacketReader(header.fps)
     packets: list[Packet] = []
     sizes: list[int] = []
+    faces = 0  # face packets so far: the next one's sequence number
     pos = header_bytes
     while True:
         try:
@@ -134,7 +159,7 @@ def decode_container(data: bytes, source: str = "input") -> Container:
         except BitstreamError as exc:
             raise BitstreamError(f"{source}: corrupted after {len(packets)} frames ({exc})") from None
         if packet.type == PacketType.END:
-            expected = (len(packets), header.frames, nominal_ms(header.frames, header.fps))
+            expected = (faces, header.frames, nominal_ms(header.frames, header.fps))
             if len(packet.payload) != 4 or struct.unpack("<I", packet.payload)[0] != zlib.crc32(data[:pos]):
                 raise BitstreamError(f"{source}: corrupted (checksum mismatch)")
             if (packet.seq, packet.frame, packet.timestamp_ms) != expected:
@@ -142,10 +167,14 @@ def decode_container(data: bytes, source: str = "input") -> Container:
             if end != len(data):
                 raise BitstreamError(f"{source}: trailing bytes after the end packet")
             break
-        if not packet.type.is_frame:
-            raise BitstreamError(f"{source}: unexpected {packet.type.label} packet in a file")
-        if packet.seq != len(packets):
-            raise BitstreamError(f"{source}: packet {len(packets)} has sequence number {packet.seq}")
+        allowed = packet.type.is_picture if version >= 2 else packet.type in (0, 1, 2)
+        if not allowed:
+            raise BitstreamError(f"{source}: unexpected {packet.type.label} packet in a version {version} file")
+        if packet.seq != faces:
+            raise BitstreamError(f"{source}: packet {len(packets)} has sequence number {packet.seq}, expected {faces}")
+        if version >= 2 and packet.frame != len(packets):
+            raise BitstreamError(f"{source}: packet {len(packets)} has frame index {packet.frame}")
+        faces += packet.type.is_frame
         packets.append(packet)
         sizes.append(end - pos)
         pos = end

@@ -1,10 +1,14 @@
 """Packets: the unit that travels in .sgnc files and over the data channel.
 
-On the wire a packet is one msgpack array ``[type, seq, frame, ts, payload]``. Intra and control packets
-carry absolute ``seq`` and ``frame``; inter packets carry ``seq mod 256`` and ``frame - seq`` so their
+On the wire a packet is one msgpack array ``[type, seq, frame, ts, payload]``. Intra, no-face and control
+packets carry absolute ``seq`` and ``frame``; inter packets carry ``seq mod 256`` and ``frame - seq`` so their
 framing stays within 8 bytes; ``ts`` is the capture time in ms minus the nominal time of the frame
 (``round(frame * 1000 / fps)``). :class:`PacketReader` undoes the compaction and validates every field
 before anything is allocated.
+
+Face packets (intra, inter, inter+residual, new-face intra) each take the next sequence number; a no-face
+packet (bitstream v2) says "no face in this frame", leaves the decoder's state alone and takes no sequence
+number: its ``seq`` is the one the next face packet will have, so losing it never desynchronises a receiver.
 """
 
 from __future__ import annotations
@@ -26,14 +30,27 @@ class PacketType(IntEnum):
     INTER_RESIDUAL = 2
     KEYFRAME_REQUEST = 3
     END = 4
+    NO_FACE = 5  # v2: no face in this frame; empty payload, state unchanged, no sequence number used
+    NEW_FACE = 6  # v2: an intra frame of another person than the previous face packet's (the identity changed)
 
     @property
     def label(self) -> str:
-        return {0: "intra", 1: "inter", 2: "inter+residual", 3: "keyframe_request", 4: "end"}[int(self)]
+        return ("intra", "inter", "inter+residual", "keyframe_request", "end", "no_face", "new_face")[int(self)]
 
     @property
     def is_frame(self) -> bool:
-        return self in (PacketType.INTRA, PacketType.INTER, PacketType.INTER_RESIDUAL)
+        """A coded face: takes a sequence number and updates the decoder's state."""
+        return self in (PacketType.INTRA, PacketType.INTER, PacketType.INTER_RESIDUAL, PacketType.NEW_FACE)
+
+    @property
+    def is_intra(self) -> bool:
+        """A face packet that sets the decoder's state on its own (a keyframe)."""
+        return self in (PacketType.INTRA, PacketType.NEW_FACE)
+
+    @property
+    def is_picture(self) -> bool:
+        """One packet per source frame in a file: a face packet or a no-face packet."""
+        return self.is_frame or self == PacketType.NO_FACE
 
 
 COMPACT = (PacketType.INTER, PacketType.INTER_RESIDUAL)
@@ -76,7 +93,7 @@ def parse_fields(obj: object) -> tuple[PacketType, int, int, int, bytes]:
         raise BitstreamError("malformed packet: not a 5-field record")
     t, seq, frame, ts, payload = obj
     try:
-        ptype = PacketType(_check_int(t, 0, 4, "type"))
+        ptype = PacketType(_check_int(t, 0, max(PacketType), "type"))
     except ValueError:
         raise BitstreamError(f"malformed packet: unknown type {t}") from None
     if not isinstance(payload, bytes) or len(payload) > MAX_PAYLOAD:
@@ -112,5 +129,6 @@ class PacketReader:
             frame = seq + frame
             if frame < 0:
                 raise BitstreamError("malformed packet: negative frame index")
-        self.last_seq = seq
+        if ptype != PacketType.NO_FACE:  # a no-face packet names the next sequence number without using it
+            self.last_seq = seq
         return Packet(ptype, seq, frame, ts + nominal_ms(frame, self.fps), payload)

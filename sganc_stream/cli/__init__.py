@@ -1,7 +1,8 @@
 """`sganc-stream` command line: each sub-module registers its sub-commands.
 
 A sub-module exposes ``register(subparsers)``; each sub-command sets ``func(args) -> int``.
-Errors derived from :class:`SgancError` (and OS errors at file boundaries) become one line on stderr.
+Errors derived from :class:`SgancError` (and OS errors at file boundaries) become one line on stderr, and so does
+each :class:`InputWarning` (the command goes on).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from sganc_stream.errors import SgancError
+from sganc_stream.errors import SgancError, warnings_as_lines
 
 # Sub-command modules, in the order they appear in --help.
 COMMAND_MODULES = ["latents", "train", "weights", "align", "transcode", "demo", "face_model"]
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings_as_lines(f"sganc-stream {args.command}"):
+            return int(args.func(args) or 0)
     except SgancError as exc:
         print(f"sganc-stream {args.command}: error: {exc}", file=sys.stderr)
         return 2

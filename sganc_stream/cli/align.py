@@ -14,9 +14,8 @@ from tqdm import tqdm
 from sganc_stream.errors import InputError
 from sganc_stream.face.landmarks import BACKENDS
 from sganc_stream.face.tracker import REDETECT_EVERY, AlignedFace, FaceFlags, VideoAligner
-from sganc_stream.video import IMAGE_SUFFIXES, VideoReader, VideoWriter
-
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")
+from sganc_stream.fileio import output_stems
+from sganc_stream.video import IMAGE_SUFFIXES, VIDEO_FORMATS, VideoReader, VideoWriter, video_format
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "with no face keeps the last crop and is flagged). A folder of images is aligned image by image "
                     "(faceless images are skipped and flagged) unless --sequence says they are frames of one video.")
     parser.add_argument("input", type=Path, help="video file or folder of .png/.jpg images")
-    parser.add_argument("output", type=Path, help="video file (.mp4/.mkv/...) or folder for .png crops")
+    parser.add_argument("output", type=Path,
+                        help=f"video file ({', '.join(VIDEO_FORMATS)}) or folder (no suffix) for .png crops")
     parser.add_argument("--size", type=int, default=256, help="crop side in pixels (default 256)")
     parser.add_argument("--landmarks", choices=BACKENDS, default="dlib",
                         help="landmark backend: dlib (offline, the FFHQ tool; default) or fan (downloads weights)")
@@ -41,17 +41,21 @@ def run(args: argparse.Namespace) -> int:
     if args.size < 8:
         raise InputError(f"--size must be at least 8, got {args.size}")
     stills = args.input.is_dir() and not args.sequence
+    to_video = bool(args.output.suffix) and not args.output.is_dir()
+    if to_video:
+        video_format(args.output)  # an unknown suffix is refused before any work
+    names = _frame_names(args.input)
+    stems = dict(zip(names, output_stems(names))) if names else {}  # photo.jpg and photo.png: distinct crops
     with VideoReader(args.input) as reader:
-        names = _frame_names(args.input)
         aligner = VideoAligner(args.size, args.landmarks, smoothing=not (stills or args.no_smooth), fps=reader.fps,
                                redetect_every=1 if stills else REDETECT_EVERY)
-        if args.output.suffix.lower() in VIDEO_SUFFIXES:
+        if to_video:
             with VideoWriter(args.output, reader.fps) as writer:
-                records = _align_all(reader, aligner, stills, names, lambda crop, _: writer.write(crop))
+                records = _align_all(reader, aligner, stills, names, lambda crop, _, t: writer.write(crop, t))
         else:
             args.output.mkdir(parents=True, exist_ok=True)
             records = _align_all(reader, aligner, stills, names,
-                                 lambda crop, name: _write_png(args.output / f"{Path(name).stem}.png", crop))
+                                 lambda crop, name, _: _write_png(args.output / f"{stems[name]}.png", crop))
     if args.json:
         payload = {"input": str(args.input), "size": args.size, "landmarks": args.landmarks, "fps": reader.fps,
                    "smoothing": aligner.smoother is not None, "frames": records}
@@ -62,18 +66,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _align_all(reader: VideoReader, aligner: VideoAligner, stills: bool, names: list[str] | None,
-               write: Callable[[np.ndarray, str], None]) -> list[dict]:
-    """Align every frame, hand each crop to ``write`` (with its name for folders); per-frame records for --json."""
+               write: Callable[[np.ndarray, str, float], None]) -> list[dict]:
+    """Align every frame, hand each crop to ``write`` (with its name for folders, and its presentation time);
+    per-frame records for --json."""
     records = []
-    for index, frame in enumerate(tqdm(reader, total=reader.frame_count, unit="frame", desc="align")):
+    timed = tqdm(reader.timed(), total=reader.frame_count, unit="frame", desc="align")
+    for index, (frame, time) in enumerate(timed):
         if stills:
             aligner.reset()
-        face = aligner.align(frame)
+        face = aligner.align(frame, None if stills else time)
         name = names[index] if names else f"{index:06d}"
         records.append(_record(index, name if names else None, face))
         if stills and face.flags & FaceFlags.NO_FACE:
             continue  # a photo without a face has no crop worth keeping
-        write(face.crop, name)
+        write(face.crop, name, time)
     return records
 
 

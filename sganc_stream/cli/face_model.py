@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from sganc_stream.cli.train import add_codec_training_options
 from sganc_stream.errors import InputError
 
 
@@ -43,15 +44,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                              adv_weight=args.adv_weight, augment=args.augment, r1_gamma=args.r1_gamma,
                              ema_kimg=args.ema_kimg, seed=args.seed, max_minutes=args.minutes, lr_ramp_down=args.lr_ramp_down,
                              sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
-                             identity_weight=args.identity_weight, temporal_weight=args.temporal_weight,
+                             identity_weight=args.identity_weight, face_perceptual_weight=args.face_perceptual_weight,
+                             temporal_weight=args.temporal_weight,
                              delta_weight=args.delta_weight, pair_fraction=args.pair_fraction, geometric=args.geometric)
     generator = None
     if args.generator:
-        from sganc_stream.models.checkpoint import load_checkpoint
-        from sganc_stream.training.face_model import load_trainer
+        from sganc_stream.training.face_bundle import load_face_source
 
-        generator = (load_trainer(args.generator).exported()[0] if Path(args.generator).suffix == ".pt"
-                     else load_checkpoint(args.generator).generator)
+        generator = load_face_source(args.generator, need_encoder=False).generator
     preview = data.images[val[np.linspace(0, len(val) - 1, 8).astype(int)]] if len(val) >= 8 else None
     # Consecutive training-clip frames, as rows of the training subset (the temporal term's pairs).
     position = {int(g): k for k, g in enumerate(train)}
@@ -71,18 +71,53 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     from sganc_stream.training.face_bundle import encode_clip_latents
 
-    files = encode_clip_latents(args.model, args.data, args.out, args.split, ema=not args.raw)
-    print(f"encoded {len(files)} {args.split} clips to W+ sequences → {args.out}")
+    files = encode_clip_latents(args.model, args.data, args.out, args.split, ema=not args.raw, progress=not args.quiet)
+    print(f"encoded {len(files)} {args.split} clips to W+ sequences → {args.out} (encoder recorded in "
+          f"{Path(args.out) / 'latents.json'}); next: sganc-stream train-latent-codec {args.out} --out CODEC.safetensors")
     return 0
+
+
+def _precision(args: argparse.Namespace) -> bool | None:
+    return True if args.fp16 else False if args.fp32 else None
+
+
+def _bundle_line(out: Path, model_id: str) -> str:
+    from sganc_stream.cli.latents import bundle_line
+
+    return bundle_line(out, model_id)
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     from sganc_stream.training.face_bundle import build_face_bundle
 
     info = json.loads(Path(args.info).read_text()) if args.info else {}
-    model_id = build_face_bundle(args.model, args.codec, args.out, info=info, fp16=not args.fp32, ema=not args.raw)
-    size = Path(args.out).stat().st_size
-    print(f"face model bundle {model_id[:16]}… ({size / 1e6:.1f} MB) written to {args.out}")
+    model_id = build_face_bundle(args.model, args.codec, args.out, info=info, fp16=_precision(args), ema=not args.raw,
+                                 force=args.force)
+    print(_bundle_line(Path(args.out), model_id))
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    """encode-face-clips → train-latent-codec → build-face-bundle in one resumable run (work files in --work)."""
+    from sganc_stream.cli.train import train_codec
+    from sganc_stream.training.face_bundle import build_face_bundle, encode_clip_latents, load_face_source
+    from sganc_stream.training.face_data import load_prepared
+
+    load_prepared(args.faces)  # the inputs are checked before the (large) model is read
+    work = args.work if args.work is not None else args.out.with_name(args.out.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    loaded = load_face_source(args.model, ema=not args.raw)
+    print(f"1/3 encode {args.split} clips of {args.faces} with the {loaded.config['encoder'].get('type')} encoder "
+          f"{loaded.encoder_id[:12]}… → {work / 'latents'}")
+    files = encode_clip_latents(args.model, args.faces, work / "latents", args.split, ema=not args.raw,
+                                progress=not args.quiet, loaded=loaded)
+    codec = work / "codec.safetensors"
+    print(f"2/3 train the latent codec on {len(files)} sequences → {codec} (checkpoint {codec.name}.ckpt; resumes)")
+    _, line = train_codec([work / "latents"], codec, args, resume=True, progress=not args.quiet)
+    print(f"    {line}")
+    print(f"3/3 bundle generator, encoder and codec → {args.out}")
+    model_id = build_face_bundle(args.model, codec, args.out, fp16=_precision(args), ema=not args.raw, loaded=loaded)
+    print(_bundle_line(args.out, model_id))
     return 0
 
 
@@ -121,6 +156,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(0 = rosinality's table)")
     p.add_argument("--n-mlp", type=int, default=8, help="mapping-network layers (unused by joint training)")
     p.add_argument("--identity-weight", type=float, default=0.0, help="dlib face-descriptor distance loss weight")
+    p.add_argument("--face-perceptual-weight", type=float, default=0.0,
+                   help="LPIPS-style distance of dlib's network's stage features, weight")
     p.add_argument("--temporal-weight", type=float, default=0.0,
                    help="joint mode: weight of mean |E(x_t) - E(x_t+1)| on consecutive clip frames")
     p.add_argument("--delta-weight", type=float, default=0.0, help="joint mode: e4e delta regularisation weight")
@@ -140,19 +177,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("encode-face-clips", help="encode prepared clips to W+ sequences (latent codec training data)")
+    model_help = "train-face-model checkpoint.pt, official pSp/e4e .pt, or a bundle with an encoder"
+    p = sub.add_parser("encode-face-clips", help="encode prepared clips to W+ sequences (latent codec training data)",
+                       description="Encode every clip of a prepare-faces folder with the model's encoder into "
+                                   "LATENT_DIR/<clip>.npy; LATENT_DIR/latents.json records the encoder's content hash, "
+                                   "which train-latent-codec keeps. Faces must be prepared at the encoder's input size "
+                                   "(256 px for pSp/e4e) or larger. Running it again resumes.")
     p.add_argument("data", type=Path, metavar="DATA_DIR")
-    p.add_argument("--model", required=True, metavar="CKPT", help="training checkpoint.pt or bundle")
+    p.add_argument("--model", required=True, metavar="MODEL", help=model_help)
     p.add_argument("--out", type=Path, required=True, metavar="LATENT_DIR")
     p.add_argument("--split", choices=["train", "val"], default="train")
     p.add_argument("--raw", action="store_true", help="a checkpoint's raw weights instead of its EMA copy")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("build-face-bundle", help="merge generator, encoder and latent codec into one model bundle")
-    p.add_argument("--model", required=True, metavar="CKPT", help="training checkpoint.pt (EMA weights) or bundle")
+    def add_precision(p: argparse.ArgumentParser) -> None:
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--fp16", action="store_true", help="store float16 weights (default for training checkpoints)")
+        g.add_argument("--fp32", action="store_true", help="store float32 weights (default for .pt files and bundles)")
+
+    p = sub.add_parser("build-face-bundle", help="merge generator, encoder and latent codec into one model bundle",
+                       description="Write one bundle with the model's generator and encoder and the codec's tables. "
+                                   "The licence is that of the weights given (our data's terms for our checkpoints, "
+                                   "the file's own, e.g. NVIDIA's non-commercial terms, otherwise). A codec trained "
+                                   "on another encoder's latents is refused unless --force.")
+    p.add_argument("--model", required=True, metavar="MODEL", help=model_help)
     p.add_argument("--codec", required=True, metavar="CODEC", help="train-latent-codec output for this encoder")
     p.add_argument("--out", required=True, metavar="BUNDLE")
     p.add_argument("--info", metavar="JSON", help="training facts to store in the bundle config")
-    p.add_argument("--fp32", action="store_true", help="store float32 weights (default float16)")
+    add_precision(p)
+    p.add_argument("--force", action="store_true", help="accept a codec trained for another encoder")
     p.add_argument("--raw", action="store_true", help="a checkpoint's raw weights instead of its EMA copy")
     p.set_defaults(func=cmd_bundle)
+
+    p = sub.add_parser("complete-bundle", help="give a generator+encoder model its latent codec: encode, train, bundle",
+                       description="encode-face-clips, train-latent-codec and build-face-bundle in one run: MODEL (e.g. "
+                                   "the bundle of `weights bundle psp_ffhq_encode.pt`) → a full bundle that transcodes. "
+                                   "Work files go to --work; run the same command again to resume after a stop.")
+    p.add_argument("model", metavar="MODEL", help=model_help)
+    p.add_argument("--faces", type=Path, required=True, metavar="DATA_DIR",
+                   help="prepare-faces folder, aligned at the encoder's input size (256 for pSp/e4e)")
+    p.add_argument("--out", type=Path, required=True, metavar="BUNDLE")
+    p.add_argument("--work", type=Path, metavar="DIR", help="latents and codec checkpoint (default BUNDLE.work)")
+    p.add_argument("--split", choices=["train", "val"], default="train", help="clips whose latents train the codec")
+    add_codec_training_options(p)
+    add_precision(p)
+    p.add_argument("--raw", action="store_true", help="a training checkpoint's raw weights instead of its EMA copy")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_complete)

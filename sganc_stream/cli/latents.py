@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from sganc_stream.assets import default_latent_codec
-from sganc_stream.bitstream.container import decode_container, read_container
+from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, decode_container, fps_in_range, read_container
 from sganc_stream.cli.options import add_stream_arguments, stream_params_from
 from sganc_stream.errors import InputError
-from sganc_stream.fileio import atomic_output, write_bytes_atomic
+from sganc_stream.fileio import load_npy, write_bytes_atomic, write_npy_atomic
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
-from sganc_stream.latent.sequence import decode_sequence, encode_sequence, stream_params, time_coding
+from sganc_stream.latent.sequence import decode_sequence, encode_sequence, no_face_frames, stream_params, time_coding
 from sganc_stream.latent.synthetic import synthetic_latents
 
 
@@ -28,8 +28,8 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_params(model: LatentCodecModel, args: argparse.Namespace) -> StreamParams:
-    if not 0 < args.fps <= 1000:
-        raise InputError("--fps must be in (0, 1000]")
+    if not fps_in_range(args.fps):
+        raise InputError(f"--fps must be in [{FPS_MIN:g}, {FPS_MAX:g}]")
     return stream_params_from(args, model)
 
 
@@ -37,19 +37,6 @@ def load_model(path: str | None) -> LatentCodecModel:
     return load_latent_codec(path or default_latent_codec())
 
 
-def load_npy(path: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{p}: not a readable .npy array ({str(exc).splitlines()[0][:80]})") from None
-
-
-def save_npy(path: str, array: np.ndarray) -> None:
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -57,12 +44,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
     latents = load_npy(args.input)
     res = encode_sequence(model, latents, resolve_params(model, args), args.fps)
     if args.recon:
-        save_npy(args.recon, res.recon)
+        write_npy_atomic(args.recon, res.recon)
     write_bytes_atomic(args.output, res.data)
     n = len(res.frame_types)
+    vs_ideal = (f", rANS {100 * (sum(res.payload_bits) / sum(res.ideal_bits) - 1):+.2f}% vs ideal (check values "
+                "included)" if sum(res.ideal_bits) else "")
     print(f"{n} frames, {len(res.data)} bytes, {8 * len(res.data) / n:.0f} bits/frame, "
-          f"{8 * len(res.data) / n * args.fps / 1000:.2f} kbps at {args.fps:g} fps, "
-          f"rANS {100 * (sum(res.payload_bits) / sum(res.ideal_bits) - 1):+.2f}% vs ideal")
+          f"{8 * len(res.data) / n * args.fps / 1000:.2f} kbps at {args.fps:g} fps{vs_ideal}")
     return 0
 
 
@@ -70,8 +58,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
     container = read_container(args.input)
     model = load_model(args.model)
     stream_params(model, container.header)  # model check before any work
-    save_npy(args.output, decode_sequence(model, container))
-    print(f"{len(container.packets)} frames decoded to {args.output}")
+    latents = decode_sequence(model, container)
+    write_npy_atomic(args.output, latents)
+    empty = int(no_face_frames(latents).sum())
+    print(f"{len(container.packets)} frames decoded to {args.output}"
+          + (f" ({empty} without a face: all-NaN frames)" if empty else ""))
     return 0
 
 
@@ -79,8 +70,8 @@ def inspect_dict(path: str) -> dict:
     c = read_container(path)
     frames = [{"index": p.frame, "type": p.type.label, "bytes": b, "payload_bytes": len(p.payload)} for p, b in zip(c.packets, c.record_bytes)]
     h = c.header
-    header = {"model_id": h.model_id, "rows": h.rows, "width": h.width, "mode": h.mode, "g": h.g, "step": h.step,
-              "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval}
+    header = {"version": h.version, "model_id": h.model_id, "rows": h.rows, "width": h.width, "mode": h.mode,
+              "g": h.g, "step": h.step, "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval}
     per_frame = np.array([f["bytes"] for f in frames], dtype=np.float64)
     return {
         "header": header,
@@ -92,13 +83,55 @@ def inspect_dict(path: str) -> dict:
     }
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def bundle_line(path: Path, model_id: str) -> str:
+    """What the commands that write a bundle print: its path, id, size and what it can do."""
+    from sganc_stream.bundle import bundle_config, usage
+
+    return f"{path}: model id {model_id} ({_mb(path.stat().st_size)}); {usage(bundle_config(path))}"
+
+
+def print_bundle(info: dict) -> None:
+    print(f"{info['file']}: sganc-stream bundle, model id {info['model_id']} ({_mb(info['file_bytes'])})")
+    for name, part in info["parts"].items():
+        cfg = part.get("config") or {}
+        if name == "generator":
+            what = (f"StyleGAN2 {cfg.get('size')} px, W+ {cfg.get('rows')}x{cfg.get('width')}, "
+                    f"channel multiplier {cfg.get('channel_multiplier')}")
+        elif name == "encoder":
+            what = f"{cfg.get('type')} encoder, input {cfg.get('input_size')} px, id {str(part.get('encoder_id'))[:12]}…"
+        elif name == "codec":
+            trained = part.get("trained_for_encoder")
+            what = (f"latent codec {cfg.get('rows')}x{cfg.get('width')}, groups {cfg.get('groups')}, steps "
+                    f"{'/'.join(format(s, 'g') for s in cfg.get('steps', []))}; trained for encoder "
+                    f"{(trained[:12] + '…') if trained else '(not recorded)'}: {part.get('fit')}")
+        else:
+            what = "part not used by this version"
+        print(f"  {name:<9} {what}; {part['parameters'] / 1e6:.2f} M values, {_mb(part['bytes'])} "
+              f"{'/'.join(part['dtypes'])}")
+    print(f"  licence   {info['licence'] or '(none stated)'}")
+    print(f"  use       {info['use']}")
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from sganc_stream.bundle import bundle_info, is_bundle_file
+
+    if is_bundle_file(args.input):
+        info = bundle_info(args.input)
+        if args.json:
+            print(json.dumps(info, indent=1))
+        else:
+            print_bundle(info)
+        return 0
     info = inspect_dict(args.input)
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
     h = info["header"]
-    print(f"{args.input}: bitstream v1, model {h['model_id'][:16]}…, {h['rows']}x{h['width']}, mode {h['mode']}, "
+    print(f"{args.input}: bitstream v{h['version']}, model {h['model_id']}, {h['rows']}x{h['width']}, mode {h['mode']}, "
           f"g={h['g']}, step={h['step']:g}, {h['fps']:g} fps, {h['frames']} frames, keyframe interval {h['keyframe_interval']}")
     for f in info["frames"]:
         print(f"  frame {f['index']:6d}  {f['type']:15s} {f['bytes']:8d} bytes")
@@ -136,7 +169,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for i in range(args.count):
         kind = args.kind if args.kind != "mixed" else ("smooth", "walk")[i % 2]
-        save_npy(str(out / f"{kind}_{i:03d}.npy"), synthetic_latents(kind, args.frames, args.rows, args.width, seed=args.seed + i))
+        write_npy_atomic(str(out / f"{kind}_{i:03d}.npy"), synthetic_latents(kind, args.frames, args.rows, args.width, seed=args.seed + i))
     print(f"{args.count} sequences of ({args.frames}, {args.rows}, {args.width}) written to {out}")
     return 0
 
@@ -174,7 +207,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1000)
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("inspect", help="show an .sgnc file's header and per-frame sizes")
-    p.add_argument("input", metavar="FILE.sgnc")
+    p = sub.add_parser("inspect", help="show an .sgnc file's header and frame sizes, or a bundle's model id and parts",
+                       description="For a stream: its header (with the id of the model it was made with) and per-frame "
+                                   "sizes. For a bundle: its model id (what streams carry), parts with sizes, the "
+                                   "encoder its codec was trained for, licence and what it can do.")
+    p.add_argument("input", metavar="FILE", help=".sgnc stream or .safetensors bundle")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_inspect)

@@ -11,9 +11,14 @@ from tqdm import tqdm
 
 from sganc_stream.assets import default_face_model
 from sganc_stream.cli.options import add_stream_arguments, stream_params_from
-from sganc_stream.dataset import LAYOUTS, Clip, transcode_dataset
+from sganc_stream.dataset import LAYOUTS, Clip, scan_clips, transcode_dataset
+from sganc_stream.engine import ENGINES, RAY_EXTRA, EngineOptions
 from sganc_stream.errors import InputError
-from sganc_stream.pipeline import FaceModel, TranscodeOptions, decode_file, load_face_model, transcode_file
+from sganc_stream.metrics import IDENTITY_EVERY
+from sganc_stream.pipeline import (FaceModel, TranscodeOptions, check_outputs, decode_file, load_face_model,
+                                   transcode_file)
+from sganc_stream.threads import DEFAULT_THREADS, set_threads
+from sganc_stream.video import VIDEO_FORMATS, video_format
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -21,6 +26,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--batch", type=int, default=1,
                    help="frames per network call (default 1; use the same value to decode a file exactly as transcode did)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"torch CPU threads for G and E (default {DEFAULT_THREADS}: the models are small, and extra "
+                        "threads slow them down on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -29,14 +37,35 @@ def add_coding_options(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     add_stream_arguments(p)
     p.add_argument("--max-frames", type=int, help="code at most this many input frames")
-    p.add_argument("--identity-every", type=int, default=1,
-                   help="identity distance on every N-th frame (about 0.1 s a pair on CPU; default 1)")
-    p.add_argument("--lossless", action="store_true", help="write videos bit-exactly (libx264rgb qp 0) instead of H.264 crf 18")
+    p.add_argument("--identity-every", type=int, default=IDENTITY_EVERY,
+                   help=f"identity distance on every N-th frame (about 0.1 s a pair on CPU; default {IDENTITY_EVERY})")
+    p.add_argument("--lossless", action="store_true",
+                   help="write videos bit-exactly (.mp4/.mkv/.mov: libx264rgb qp 0; .webm: VP9 lossless; .png is "
+                        "always exact; not .gif) instead of H.264 crf 18 / VP9 crf 32")
     p.add_argument("--pre-aligned", action="store_true", help="input frames already are FFHQ-aligned faces (no alignment)")
 
 
-def load_model(args: argparse.Namespace) -> FaceModel:
-    return load_face_model(args.model or default_face_model(), args.device)
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """Where per-clip work runs (sganc_stream.engine): this process or a Ray cluster."""
+    p.add_argument("--engine", choices=ENGINES, default="local",
+                   help=f"local: this process, one clip after another; ray: a pool of Ray workers ({RAY_EXTRA})")
+    p.add_argument("--address", help="ray: join this cluster ('auto' or HOST:PORT); default: start Ray on this machine")
+    p.add_argument("--workers", type=int, help="ray: number of workers (default: as many as the cluster holds)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="ray: CPUs reserved per worker; torch runs floor(C) threads in it (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0,
+                   help="ray: GPUs reserved per worker, fractions share one (needs --device cuda; default 0)")
+
+
+def engine_from(args: argparse.Namespace) -> EngineOptions:
+    return EngineOptions(args.engine, args.address, args.workers, args.cpus_per_worker, args.gpus_per_worker,
+                         args.device)
+
+
+def load_model(args: argparse.Namespace, device: str | None = None) -> FaceModel:
+    """The face model of ``--model`` on ``device`` (default ``--device``), run with ``--threads`` torch threads."""
+    set_threads(args.threads)
+    return load_face_model(args.model or default_face_model(), device or args.device)
 
 
 def options_from(args: argparse.Namespace, model: FaceModel, **outputs: Any) -> TranscodeOptions:
@@ -54,40 +83,72 @@ def describe(report: dict[str, Any]) -> str:
     q = (report.get("quality") or {}).get("vs_aligned")
     if q:
         fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
-        line += (f"; vs aligned input: PSNR {fmt(q['psnr'], '.2f')} dB, MS-SSIM {fmt(q['ms_ssim'], '.4f')}, "
-                 f"identity {fmt(q['identity_distance'], '.3f')}")
+        every = "" if q["identity_every"] == 1 else f" (on 1 frame in {q['identity_every']})"
+        line += (f"; vs aligned input at {report['quality']['size']} px: PSNR {fmt(q['psnr'], '.2f')} dB, "
+                 f"MS-SSIM {fmt(q['ms_ssim'], '.4f')}, identity {fmt(q['identity_distance'], '.3f')}{every}")
+    align = report.get("alignment") or {}
+    if (align.get("upscale") or 0) > 1:
+        line += (f"; faces about {align['source_face_px']['median']:.0f} px in the input, enlarged "
+                 f"{align['upscale']:.2f}x to the encoder's {align['size']} px")
     return line
 
 
 def cmd_transcode(args: argparse.Namespace) -> int:
-    model = load_model(args)
     paste = args.output.with_suffix(".pasted.mp4") if args.paste_back else None
-    options = options_from(args, model, recon=args.recon, aligned=args.aligned, report=args.report, paste_back=paste)
+    outputs = {"recon": args.recon, "aligned": args.aligned, "report": args.report, "paste_back": paste}
+    check_outputs(args.output, TranscodeOptions(lossless=args.lossless, **outputs))  # before any work
+    model = load_model(args)
+    options = options_from(args, model, **outputs)
     report = transcode_file(model, args.input, args.output, options)
     print(f"{args.output}: {describe(report)}")
-    if report["skipped_frames"]:
-        print(f"  {report['skipped_frames']} leading frames before the first face were not coded")
+    for line in face_notes(report):
+        print(f"  {line}")
     return 0
 
 
+def face_notes(report: dict[str, Any]) -> list[str]:
+    """Lines on frames without a face and on changes of the coded person (none when neither happened)."""
+    notes = []
+    first, fps = report["first_face_frame"], report["fps"]
+    if report["no_face_frames"]:
+        start = f"; first face at frame {first} ({first / fps:.2f} s), recorded in the stream" if first else ""
+        notes.append(f"{report['no_face_frames']} frames without a face sent as no-face packets (decoded black)"
+                     f"{start}")
+    if report["identity_changes"]:
+        frames = [f["index"] for f in report["per_frame"] if f["type"] == "new_face"]
+        notes.append(f"the coded person changes {report['identity_changes']} times (new-face intra frames at "
+                     f"{', '.join(map(str, frames[:10]))}{'…' if len(frames) > 10 else ''})")
+    return notes
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
+    video_format(args.output, args.lossless)  # before any work
     model = load_model(args)
     info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet)
-    print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded ({info['decode_fps']:.1f} frames/s)")
+    no_face = f", {info['no_face_frames']} of them without a face (black)" if info["no_face_frames"] else ""
+    print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded{no_face} "
+          f"({info['decode_fps']:.1f} frames/s)")
     return 0
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    model = load_model(args)
-    options = options_from(args, model, quality=not args.no_quality)
+    engine = engine_from(args)
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
+    clips, unmatched = scan_clips(args.root, args.layout)  # the input tree is checked before the model is read
+    if unmatched:
+        shown = ", ".join(unmatched[:5]) + (f", … {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
+        print(f"{len(unmatched)} video file(s) under {args.root} fit no {args.layout} layout and are not coded "
+              f"(listed in {args.outdir / 'summary.json'}): {shown}", file=sys.stderr)
+    model = load_model(args, engine.driver_device())
+    options = options_from(args, model, quality=not args.no_quality)
 
     def told(clip: Clip, status: str) -> None:
         if status.startswith("failed") or not args.quiet:
             tqdm.write(f"{clip.rel}: {status}", file=sys.stderr)
 
-    summary = transcode_dataset(model, args.root, args.outdir, args.layout, options, limit=args.limit, on_clip=told)
+    summary = transcode_dataset(model, args.root, args.outdir, args.layout, options, limit=args.limit, on_clip=told,
+                                engine=engine)
     kbps = "n/a" if summary["kbps"] is None else f"{summary['kbps']:.2f}"
     psnr = "n/a" if summary["psnr_vs_aligned"] is None else f"{summary['psnr_vs_aligned']:.2f} dB"
     print(f"{args.outdir}: {summary['done']}/{summary['clips']} clips done ({summary['this_run']['skipped']} already "
@@ -113,19 +174,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Decode IN.sgnc with the model it was made with (the model id must match). On the "
                                    "same machine with the same --device and --batch the frames equal transcode --recon's.")
     add_model_options(p)
-    p.add_argument("--lossless", action="store_true", help="write the video bit-exactly (libx264rgb qp 0)")
+    p.add_argument("--lossless", action="store_true", help="write the video bit-exactly (see transcode --lossless)")
     p.add_argument("input", type=Path, metavar="IN.sgnc")
-    p.add_argument("output", type=Path, metavar="OUT.mp4")
+    p.add_argument("output", type=Path, metavar="OUT.mp4",
+                   help=f"the video, in the format its suffix names ({', '.join(VIDEO_FORMATS)})")
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("transcode-dataset", help="transcode a MEAD / FILMPAC / folder tree, resumably",
                        description="Transcode every clip of ROOT into OUTDIR (mirroring the tree): <clip>.sgnc, "
                                    "<clip>.report.json, then clips.csv and summary.json. Finished clips are skipped when "
-                                   "run again with the same settings; failed ones are retried. Exit status 1 if any failed.")
+                                   "run again with the same settings; failed ones are retried. Exit status 1 if any failed. "
+                                   "With --engine ray, clips are spread over Ray workers (ROOT must be readable at the "
+                                   "same path on every node; this process writes OUTDIR).")
     add_coding_options(p)
+    add_engine_options(p)
     p.add_argument("--layout", choices=LAYOUTS, default="folder",
-                   help="mead: <actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4; filmpac: clips named like "
-                        "FP006734MD02; folder: every video file (default)")
+                   help="mead: <actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4 or flat MEAD names like "
+                        "M030_front_angry_level3_001.mp4; filmpac: clips named like FP006734MD02; folder: every video "
+                        "file (default). Video files fitting no layout are listed, not coded")
     p.add_argument("--limit", type=int, help="only the first N clips (sorted by path)")
     p.add_argument("--no-quality", action="store_true", help="rate only: skip decoding and quality metrics")
     p.add_argument("root", type=Path, metavar="ROOT")

@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bundle", help="convert a .pt checkpoint (or bundle) into a sganc-stream bundle")
     p.add_argument("source", type=Path, help="rosinality / pSp / e4e .pt, or a bundle")
     p.add_argument("output", type=Path, help="bundle file to write (.safetensors)")
-    p.add_argument("--encoder-type", choices=["psp", "e4e"], default=None, help="override the file's opts encoder_type")
+    p.add_argument("--encoder-type", choices=["psp", "e4e"], default=None,
+                   help="encoder type for pSp-family files whose opts lack encoder_type (a contradiction is an error)")
     p.set_defaults(func=_bundle)
 
 
@@ -66,7 +67,9 @@ def _verify(args: argparse.Namespace) -> int:
 def _bundle(args: argparse.Namespace) -> int:
     from sganc_stream.models import load_checkpoint
 
+    from sganc_stream.cli.latents import bundle_line
+
     model = load_checkpoint(args.source, encoder_type=args.encoder_type)
     model_id = model.save(args.output)
-    print(f"{args.output}: model id {model_id}")
+    print(bundle_line(args.output, model_id))
     return 0

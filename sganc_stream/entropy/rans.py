@@ -5,10 +5,21 @@ its table. Decode order inside a payload: part 1 symbols, part 1 escapes, part 2
 value is its zig-zag code as an unsigned 32-bit integer, sent as two uniform 16-bit symbols (low, high).
 Payload bytes are the coder's 32-bit words, little-endian. A payload must decode to exactly the coder's
 initial state; anything else is reported as corruption.
+
+That end check alone misses most alterations of the words decoded last: rANS (constriction's coder starts
+from an empty state) has almost no redundancy, so nearly any word sequence is some valid message, and an
+altered escape value (two uniform 16-bit symbols) always is. So bitstream v2 ends every payload (decoded
+last, after all parts) with one more uniform 16-bit symbol, the **check value**: the low 16 bits of the
+CRC-32 (zlib's) of all decoded values, part after part, each as a little-endian int32. An altered payload
+that still decodes passes it with probability 2^-16 (bitstream_spec/SPEC.md §4). Cost: pushed first onto the
+empty coder, the value fills bits that the first symbol's interval leaves unused (there are 16 whenever that
+symbol's probability is at least 2^-8), so it is nearly free: +0.74 bytes per packet on the conformance vectors
+(benchmarks/payload_alterations.py).
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Sequence
 
 import constriction
@@ -37,13 +48,24 @@ def _model(table: CodingTable) -> object:
     return constriction.stream.model.Categorical(table.probs[0], perfect=False) if table.shared else _FAMILY
 
 
+def check_value(values: Sequence[np.ndarray]) -> int:
+    """The v2 payload check: low 16 bits of the CRC-32 of the parts' values as little-endian int32, in order."""
+    crc = 0
+    for v in values:
+        crc = zlib.crc32(np.asarray(v).astype("<i4").tobytes(), crc)
+    return crc & 0xFFFF
+
+
 def encode_parts(parts: Sequence[tuple[np.ndarray, CodingTable]]) -> bytes:
-    """Code each (values (C,), table) part into one payload; values must fit in int32."""
-    coder = constriction.stream.stack.AnsCoder()
-    # The ANS coder is a stack: push the last-decoded item first.
-    for values, table in reversed(parts):
+    """Code each (values (C,), table) part into one v2 payload, check value included; values must fit in int32
+    (ValueError otherwise)."""
+    for values, _ in parts:
         if values.size and (values.min() < _INT32_MIN or values.max() > _INT32_MAX):
             raise ValueError("latent symbol out of the int32 range")
+    coder = constriction.stream.stack.AnsCoder()
+    # The ANS coder is a stack: push the last-decoded item first.
+    coder.encode_reverse(np.array([check_value([v for v, _ in parts])], dtype=np.int32), _UNIFORM16)
+    for values, table in reversed(parts):
         sym, esc = table.symbols(values)
         z = _zigzag(values[esc])
         raw = np.stack([z & 0xFFFF, z >> 16], axis=1).reshape(-1).astype(np.int32)
@@ -56,8 +78,12 @@ def encode_parts(parts: Sequence[tuple[np.ndarray, CodingTable]]) -> bytes:
     return coder.get_compressed().astype("<u4").tobytes()
 
 
-def decode_parts(payload: bytes, tables: Sequence[tuple[CodingTable, int]]) -> list[np.ndarray]:
-    """Inverse of :func:`encode_parts` for parts (table, C); raises BitstreamError on corrupt data."""
+def decode_parts(payload: bytes, tables: Sequence[tuple[CodingTable, int]], *, check: bool = True) -> list[np.ndarray]:
+    """Inverse of :func:`encode_parts` for parts (table, C): int64 arrays (C,).
+
+    Raises BitstreamError on corrupt data: words left over or a non-empty coder after the last symbol, and (with
+    ``check``, bitstream v2; False reads a v1 payload) a check value that differs from the decoded values'.
+    """
     if len(payload) % 4:
         raise BitstreamError("corrupted payload: length is not a whole number of 32-bit words")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
@@ -74,8 +100,11 @@ def decode_parts(payload: bytes, tables: Sequence[tuple[CodingTable, int]]) -> l
                 raw = np.asarray(coder.decode(_UNIFORM16, 2 * n_esc), dtype=np.int64).reshape(-1, 2)
                 values[esc] = _unzigzag(raw[:, 0] | (raw[:, 1] << 16))
             out.append(values)
+        stored = int(coder.decode(_UNIFORM16, 1)[0]) if check else None
     except ValueError as exc:
         raise BitstreamError(f"corrupted payload ({exc})") from None
     if not coder.is_empty():
         raise BitstreamError("corrupted payload: rANS data does not end where the symbols do")
+    if check and stored != check_value(out):
+        raise BitstreamError("corrupted payload: check value mismatch")
     return out

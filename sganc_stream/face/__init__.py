@@ -1,7 +1,8 @@
 """Face geometry: landmarks, FFHQ alignment, tracking and paste-back.
 
 Read in pipeline order: landmarks.py (68 points) → ffhq_quad.py (the FFHQ recipe's quad) → smoothing.py (One-Euro on
-the quad) → crop.py (cut and resample) → tracker.py (per-frame driver) → paste_back.py (inverse, feathered).
+the quad) → crop.py (cut and resample) → tracker.py (per-frame driver; identity.py tells faces apart) → paste_back.py
+(inverse, feathered).
 """
 
 from sganc_stream.face.crop import FaceCropper

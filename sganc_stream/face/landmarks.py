@@ -13,7 +13,6 @@ import warnings
 from typing import Protocol
 
 import cv2
-import dlib
 import numpy as np
 
 from sganc_stream.errors import InputError
@@ -44,6 +43,8 @@ class DlibDetector:
     """
 
     def __init__(self, detect_side: int = DETECT_SIDE) -> None:
+        import dlib  # here, not at module level: decoding never needs it
+
         self._detector = dlib.get_frontal_face_detector()
         self.detect_side = detect_side
 
@@ -70,12 +71,15 @@ class DlibLandmarks:
     name = "dlib"
 
     def __init__(self, detect_side: int = DETECT_SIDE) -> None:
+        import dlib
+
         self.detect = DlibDetector(detect_side)
         self._predictor = dlib.shape_predictor(str(model_path(SHAPE_PREDICTOR_68)))
+        self._rectangle = dlib.rectangle
         self._points = np.empty((68, 2), dtype=np.float32)
 
     def landmarks(self, frame: np.ndarray, box: Box) -> np.ndarray:
-        rect = dlib.rectangle(*(int(round(v)) for v in box))
+        rect = self._rectangle(*(int(round(v)) for v in box))
         shape = self._predictor(frame, rect)
         for i, part in enumerate(shape.parts()):
             self._points[i] = part.x, part.y

@@ -6,6 +6,14 @@ frame's landmarks are fitted in a box derived from the previous frame's landmark
 beyond a similarity, from the previous frame's — a fit that slid onto background or another face. A frame with no
 face keeps the last quad and is flagged NO_FACE; before any face has been seen, the quad is the centred square of
 the frame (flag DEFAULT_QUAD too).
+
+Which face, when there are several: the **main face** is the first one followed (the largest, by landmark
+radius, at the first detection). The aligner stays on it while it is there. When it is gone and another face is
+in view, the aligner follows that one (the largest) and looks for the main face again every ``SEEK_MAIN_EVERY``
+frames, returning to it as soon as it is back. Faces are told apart by dlib's face descriptor
+(:mod:`sganc_stream.face.identity`), computed only when a detection does not simply continue the track. A frame
+from which on another person is followed than before carries the flag NEW_IDENTITY (a face that leaves and comes
+back is the same person: no flag).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import numpy as np
 from sganc_stream.errors import InputError
 from sganc_stream.face.crop import FaceCropper
 from sganc_stream.face.ffhq_quad import Quad, quad_from_landmarks
+from sganc_stream.face.identity import chip_descriptor, face_chip
 from sganc_stream.face.landmarks import Box, LandmarkBackend, make_landmarks
 from sganc_stream.face.smoothing import QuadSmoother
 from sganc_stream.video import check_frame
@@ -25,6 +34,11 @@ from sganc_stream.video import check_frame
 RIGID = slice(17, 48)  # brows, nose, eyes: stable under expression, so their fit error flags a lost track
 MAX_FIT_ERROR = 0.08  # rigid-point RMS change frame to frame beyond a similarity, in shape radii (real tracks: p99)
 REDETECT_EVERY = 30  # frames
+SEEK_MAIN_EVERY = 5  # frames between detections while another face than the main one is followed
+# Descriptor distance below which a face found again is the person followed before. benchmarks/tracking_identity.py
+# on 20 shared clips of 10 people: frames of one clip 0.10-0.41 apart, different people 0.48-1.03 (dlib's photo
+# threshold 0.6 would call 10 % of the different-people pairs the same person).
+SAME_TRACKED_PERSON = 0.44
 
 
 class FaceFlags(enum.IntFlag):
@@ -34,6 +48,24 @@ class FaceFlags(enum.IntFlag):
     TRACKED = 2  # landmarks fitted in the box from the previous frame
     NO_FACE = 4  # no face found: quad held from the last face
     DEFAULT_QUAD = 8  # no face seen yet: quad is the centred square of the frame
+    NEW_IDENTITY = 16  # from this frame on another person is followed than before (not on the first face)
+
+
+class _Track:
+    """The person a track follows: a face chip from its first detection, its descriptor once needed."""
+
+    def __init__(self, chip: np.ndarray) -> None:
+        self.chip = chip
+        self._descriptor: np.ndarray | None = None
+
+    @property
+    def descriptor(self) -> np.ndarray:
+        if self._descriptor is None:
+            self._descriptor = chip_descriptor(self.chip)
+        return self._descriptor
+
+    def same_person(self, other: _Track) -> bool:
+        return float(np.linalg.norm(self.descriptor - other.descriptor)) < SAME_TRACKED_PERSON
 
 
 @dataclass(frozen=True)
@@ -89,7 +121,10 @@ class VideoAligner:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the track, the held quad and the smoother state (next frame starts afresh)."""
+        """Forget the track, the main face, the held quad and the smoother state (next frame starts afresh)."""
+        self._main: _Track | None = None  # the first face followed
+        self._track: _Track | None = None  # the face followed now (or last)
+        self._others: list[Box] = []  # faces found at the last detection that are not the main one
         self._box: Box | None = None
         self._box_offsets = np.zeros(4)
         self._reference: np.ndarray | None = None
@@ -124,24 +159,31 @@ class VideoAligner:
             self._quad, self._lost, self._quad_is_default = quad, False, False
         return AlignedFace(self.cropper(frame, self._quad), self._quad, flags, landmarks)
 
+    @property
+    def on_main(self) -> bool:
+        """Whether the face followed now is the main face (True before any face)."""
+        return self._track is self._main
+
     def _find_landmarks(self, frame: np.ndarray) -> tuple[np.ndarray | None, FaceFlags]:
         """Track if possible and trusted, otherwise detect; (None, 0) when neither finds a face."""
-        due = self._since_detect + 1 >= self.redetect_every
+        every = self.redetect_every if self.on_main else min(self.redetect_every, SEEK_MAIN_EVERY)
+        due = self._since_detect + 1 >= every
         if self._box is not None and not due:
-            tracked = self._track(frame)
+            tracked = self._follow(frame)
             if tracked is not None:
                 return tracked, FaceFlags.TRACKED
-        detected = self._detect(frame)
+        detected, switched = self._detect(frame)
         if detected is not None:
-            return detected, FaceFlags.DETECTED
+            return detected, FaceFlags.DETECTED | (FaceFlags.NEW_IDENTITY if switched else FaceFlags(0))
         if self._box is not None and due:  # the detector missed a face the tracker still holds (e.g. turned head)
-            tracked = self._track(frame)
+            tracked = self._follow(frame)
             if tracked is not None:
                 self._since_detect = 0  # ask the detector again in redetect_every frames, not every frame
                 return tracked, FaceFlags.TRACKED
         return None, FaceFlags(0)
 
-    def _track(self, frame: np.ndarray) -> np.ndarray | None:
+    def _follow(self, frame: np.ndarray) -> np.ndarray | None:
+        """Landmarks in the box from the previous frame; None when the fit is not trusted."""
         assert self._box is not None and self._reference is not None
         landmarks = self.backend.landmarks(frame, self._box)
         self._since_detect += 1
@@ -150,21 +192,52 @@ class VideoAligner:
         self._reference = landmarks[RIGID].astype(np.float64)
         return landmarks
 
-    def _detect(self, frame: np.ndarray) -> np.ndarray | None:
+    def _detect(self, frame: np.ndarray) -> tuple[np.ndarray | None, bool]:
+        """Detect, choose the face to follow (module doc); returns its landmarks and whether the person changed."""
         boxes = self.backend.detect(frame)
         if not boxes:
-            return None
-        if self._box is not None and max(_iou(b, self._box) for b in boxes) > 0:
-            box = max(boxes, key=lambda b: _iou(b, self._box))  # stay on the face we were following
-        else:
-            box = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+            return None, False
+        fits = [self.backend.landmarks(frame, b) for b in boxes]
+        here = [_iou(b, self._box) if self._box is not None else 0.0 for b in boxes]
+        stay = int(np.argmax(here)) if max(here) > 0 else None  # the face we were following, still there
+        pick, track = self._choose(frame, boxes, fits, stay)
+        switched = track is not self._track and self._track is not None and not self._track.same_person(track)
+        if pick != stay:
             self._lost = True  # a face somewhere else: start its quad afresh instead of sliding over
-        landmarks = self.backend.landmarks(frame, box)
+        self._track = track
+        box, landmarks = boxes[pick], fits[pick]
         centre, radius = self._frame_of(landmarks)
         self._box_offsets = (np.asarray(box) - np.tile(centre, 2)) / radius
         self._reference = landmarks[RIGID].astype(np.float64)
         self._since_detect = 0
-        return landmarks
+        return landmarks, switched
+
+    def _choose(self, frame: np.ndarray, boxes: list[Box], fits: list[np.ndarray], stay: int | None
+                ) -> tuple[int, _Track]:
+        """Index of the face to follow and its track: the main face if it is there, else the one followed, else the
+        largest. Descriptors are computed only for faces that may be the main one and are not known not to be."""
+        if self._main is None:  # the first face: the largest becomes the main face
+            pick = max(range(len(boxes)), key=lambda i: self._frame_of(fits[i])[1])
+            self._main = _Track(face_chip(frame, fits[pick]))
+            return pick, self._main
+        if stay is not None and self.on_main:
+            self._others = []  # what is known of other faces is only kept from one detection to the next
+            return stay, self._main
+        known = self._others + ([] if stay is None or self.on_main else [boxes[stay]])
+        tracks: dict[int, _Track] = {}
+        for i, b in enumerate(boxes):
+            if any(_iou(b, k) > 0 for k in known):
+                continue  # a face the last detection found not to be the main one
+            tracks[i] = _Track(face_chip(frame, fits[i]))
+            if tracks[i].same_person(self._main):
+                self._others = [boxes[j] for j in range(len(boxes)) if j != i]
+                return i, self._main
+        self._others = list(boxes)
+        if stay is not None:
+            assert self._track is not None
+            return stay, self._track
+        pick = max(range(len(boxes)), key=lambda i: self._frame_of(fits[i])[1])
+        return pick, tracks.get(pick) or _Track(face_chip(frame, fits[pick]))
 
     @staticmethod
     def _frame_of(landmarks: np.ndarray) -> tuple[np.ndarray, float]:

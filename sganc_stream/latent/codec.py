@@ -1,14 +1,18 @@
 """Per-stream latent coding: intra frames, differences, periodic residuals, keyframes.
 
 Units: the proxy value y = T(w) divided by the step Δ. The decoder's state ŷ is an integer vector; it is
-the only thing that persists between frames, so decoding is exact on any machine.
+the only thing that persists between frames, so the state is exact on any machine (the float W+ after T⁻¹ agrees
+within the tolerance of :mod:`sganc_stream.latent.model`). The encoder's integers come from T in float: they are
+exact for one machine and thread count, and may differ by one where y lies within float error of a rounding tie.
 
 * intra:  q = round(y_t)                      ŷ_t = q
 * open:   v_t = round(y_t - y_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (the paper's open loop; drifts)
           every g-th frame after an intra:  r_t = round(y_t - ŷ_t),  ŷ_t += r_t  (Irwin-Hall table)
 * closed: v_t = round(y_t - ŷ_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (no drift, no residual)
 
-An intra frame is sent first, every ``keyframe_interval`` frames (0 = never again) and on request.
+An intra frame is sent first, every ``keyframe_interval`` frames (0 = never again), on request, and when the
+coded identity changes (a new-face intra frame, bitstream v2). No-face frames (v2) never reach this level: they
+leave the state alone and are handled by whoever reads packets.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sganc_stream.bitstream.container import VERSION
 from sganc_stream.bitstream.packet import PacketType
 from sganc_stream.entropy.irwin_hall import MAX_G, residual_table
 from sganc_stream.entropy.rans import decode_parts, encode_parts
@@ -76,18 +81,25 @@ class LatentStreamEncoder:
     def request_keyframe(self) -> None:
         self._force_intra = True
 
-    def encode(self, wplus: np.ndarray) -> CodedFrame:
+    def encode(self, wplus: np.ndarray, *, new_face: bool = False) -> CodedFrame:
+        """One W+ frame (rows, width) → a coded frame; ``new_face``: the identity changed, send a NEW_FACE intra frame.
+
+        Raises InputError for a frame of the wrong shape, with NaN/infinity, or out of the model's range.
+        """
         m, p = self.model, self.params
         if wplus.shape != (m.rows, m.width):
             raise InputError(f"latent frame has shape {wplus.shape}, this model codes ({m.rows}, {m.width})")
         if not np.isfinite(wplus).all():
             raise InputError("latent frame contains NaN or infinity")
         y = m.to_proxy(wplus) / self.step
-        intra = self._force_intra or p.mode == "intra" or (p.keyframe_interval and self._since_intra + 1 >= p.keyframe_interval)
+        if np.abs(y).max(initial=0) >= STATE_LIMIT:  # checked in float: a cast of a huge value to int64 wraps
+            raise InputError("latent values too large for this model's step (proxy state out of range)")
+        intra = new_face or self._force_intra or p.mode == "intra" or (p.keyframe_interval and self._since_intra + 1 >= p.keyframe_interval)
         if intra:
             q = np.rint(y).astype(np.int64)
             parts = [(q, self.intra_table)]
-            ptype, self._state, self._since_intra, self._force_intra = PacketType.INTRA, q, 0, False
+            ptype = PacketType.NEW_FACE if new_face and self._state is not None else PacketType.INTRA
+            self._state, self._since_intra, self._force_intra = q, 0, False
         else:
             assert self._state is not None and self._prev_y is not None
             self._since_intra += 1
@@ -110,10 +122,13 @@ class LatentStreamEncoder:
 
 
 class LatentStreamDecoder:
-    """Stateful decoder: integer state in, W+ frame out. Inter frames need a preceding intra frame."""
+    """Stateful decoder: integer state in, W+ frame out. Inter frames need a preceding intra frame.
 
-    def __init__(self, model: LatentCodecModel, params: StreamParams) -> None:
-        self.model, self.params = model, params
+    ``version``: the stream's bitstream version (v2 payloads end with a check value, v1 payloads do not).
+    """
+
+    def __init__(self, model: LatentCodecModel, params: StreamParams, version: int = VERSION) -> None:
+        self.model, self.params, self.version = model, params, version
         self.intra_table = model.tables["intra"][params.step_index]
         self.diff_table = model.tables["diff"][params.step_index]
         self.res_table = residual_table(params.g) if params.mode == "open" and params.g > 0 else None
@@ -133,18 +148,19 @@ class LatentStreamDecoder:
         self._state = None
 
     def decode(self, ptype: PacketType, payload: bytes) -> np.ndarray:
-        c = self.model.channels
-        if ptype == PacketType.INTRA:
-            (state,) = decode_parts(payload, [(self.intra_table, c)])
+        """One face packet → the (rows, width) float32 W+ frame; BitstreamError for corrupt or misplaced data."""
+        c, check = self.model.channels, self.version >= 2
+        if ptype.is_intra:
+            (state,) = decode_parts(payload, [(self.intra_table, c)], check=check)
         elif ptype in (PacketType.INTER, PacketType.INTER_RESIDUAL):
             if self._state is None:
                 raise BitstreamError("inter frame without a preceding intra frame")
             if ptype == PacketType.INTER_RESIDUAL and self.res_table is None:
                 raise BitstreamError("residual frame in a stream without residuals")
             tables = [(self.diff_table, c)] + ([(self.res_table, c)] if ptype == PacketType.INTER_RESIDUAL else [])
-            state = self._state + sum(decode_parts(payload, tables))
+            state = self._state + sum(decode_parts(payload, tables, check=check))
         else:
-            raise BitstreamError(f"{ptype.label} packet is not a frame")
+            raise BitstreamError(f"{ptype.label} packet is not a face frame")
         if np.abs(state).max(initial=0) >= STATE_LIMIT:
             raise BitstreamError("corrupted payload: latent state out of range")
         self._state = state

@@ -20,6 +20,13 @@ from sganc_stream.latent.flow import RealNVP
 from sganc_stream.threads import single_thread
 
 TABLE_KINDS = ("intra", "diff")
+# T⁻¹ runs in float32, so its output may differ in the last bits between machines, BLAS/ATen code paths and devices;
+# the integer state it starts from never does. Two conforming decoders agree within
+# |a − b| ≤ DECODED_ATOL + DECODED_RTOL·|b| (SPEC §7). Largest gap |a − b| / (1 + |b|) measured by
+# benchmarks/float_agreement.py: 6.7e-7 (the numpy reference decoder against this library; up to 1.0e-6 seen on
+# other 18×512 streams), so the bound has a margin of about 10×.
+DECODED_RTOL = 1e-5
+DECODED_ATOL = 1e-5
 
 
 @dataclass
@@ -60,7 +67,8 @@ class LatentCodecModel:
     def from_state(self, state: np.ndarray, step_index: int) -> np.ndarray:
         """T⁻¹ of the integer state times the step: flat (C,) int → (rows, width) float32 W+ frame.
 
-        The only float computation on the decoder side; it depends on nothing but the integers.
+        The only float computation on the decoder side; it depends on nothing but the integers. Exact on one machine
+        and code path; elsewhere within :data:`DECODED_RTOL` / :data:`DECODED_ATOL` (SPEC §6–7).
         """
         y = torch.from_numpy(state.astype(np.float32) * np.float32(self.steps[step_index])).reshape(self.rows, self.width)
         with single_thread():
@@ -100,17 +108,32 @@ class LatentCodecModel:
     def from_bundle(cls, bundle: Bundle, source: str = "model") -> LatentCodecModel:
         cfg = bundle.config.get("codec")
         if not isinstance(cfg, dict):
-            raise CheckpointError(f"{source}: bundle has no latent codec")
+            raise no_codec_error(source)
         try:
-            rows, width = int(cfg["rows"]), int(cfg["width"])
-            groups = [(int(a), int(b)) for a, b in cfg["groups"]]
+            rows, width, couplings, hidden = cfg["rows"], cfg["width"], cfg["flow"]["couplings"], cfg["flow"]["hidden"]
+            groups = [(a, b) for a, b in cfg["groups"]]
             steps = [float(s) for s in cfg["steps"]]
-            couplings, hidden = int(cfg["flow"]["couplings"]), int(cfg["flow"]["hidden"])
-            part = bundle.part("codec")
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{source}: malformed latent codec config") from None
+        ints = (rows, width, couplings, hidden, *(v for g in groups for v in g))
+        # Bounds before anything is built: the config decides every size (rows/width as in the stream header).
+        if (any(type(v) is not int for v in ints) or not 1 <= rows <= 64 or not 2 <= width <= 4096
+                or not 0 <= couplings <= 64 or not 0 <= hidden <= 4096 or (couplings and not hidden)
+                or not 1 <= len(steps) <= 64
+                or not all(0 < s < float("inf") for s in steps) or not groups
+                or [a for a, _ in groups] != [0, *(b for _, b in groups[:-1])] or groups[-1][1] != rows
+                or any(b <= a for a, b in groups)):
+            raise CheckpointError(f"{source}: latent codec config out of range (rows, width, groups, steps, flow)")
+        part = bundle.part("codec")
+        try:
             flows = []
             for g in range(len(groups)):
-                flow = RealNVP(width, hidden=hidden, couplings=couplings)
                 sd = {k[len(f"flow.{g}."):]: v.float() for k, v in part.items() if k.startswith(f"flow.{g}.")}
+                if couplings and (sd.get("layers.0.scale.0.weight") is None or sd["layers.0.scale.0.weight"].shape[0] != hidden
+                                  or f"layers.{couplings - 1}.shift.4.bias" not in sd):
+                    raise CheckpointError(f"{source}: latent codec flow {g} does not hold the {couplings} couplings of "
+                                          f"width {hidden} its config states")
+                flow = RealNVP(width, hidden=hidden, couplings=couplings)
                 flow.load_state_dict(sd, strict=True)
                 flows.append(flow.eval())
             tables = {
@@ -125,9 +148,15 @@ class LatentCodecModel:
             }
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{source}: malformed latent codec ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
-        if groups[0][0] != 0 or groups[-1][1] != rows or any(t.freqs.shape[0] != rows * width for ts in tables.values() for t in ts):
-            raise CheckpointError(f"{source}: latent codec groups or tables do not cover {rows}x{width}")
+        if any(t.freqs.shape[0] != rows * width or t.offsets.shape != (rows * width,) for ts in tables.values() for t in ts):
+            raise CheckpointError(f"{source}: latent codec tables do not cover {rows}x{width}")
         return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"))
+
+
+def no_codec_error(source: str) -> CheckpointError:
+    """The error for a bundle without a ``codec`` part, naming the command that adds one."""
+    return CheckpointError(f"{source}: bundle has no latent codec (a generator+encoder bundle such as `weights bundle` "
+                           "writes); add one with `sganc-stream complete-bundle`")
 
 
 def load_latent_codec(path: str | Path) -> LatentCodecModel:

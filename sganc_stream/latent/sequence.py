@@ -1,4 +1,9 @@
-"""Whole latent sequences ↔ .sgnc bytes: the file-level face of the latent codec."""
+"""Whole latent sequences ↔ .sgnc bytes: the file-level face of the latent codec.
+
+A latent sequence is a float array (frames, rows, width). A frame that is all NaN stands for a frame without a
+face: it is coded as a no-face packet (bitstream v2) and decodes back to an all-NaN frame, so a sequence and its
+stream line up frame for frame. Any other NaN or infinity is an error.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sganc_stream.bitstream.container import Container, StreamHeader, decode_container, encode_container
-from sganc_stream.bitstream.packet import Packet
+from collections.abc import Collection
+
+from sganc_stream.bitstream.packet import Packet, PacketType
 from sganc_stream.errors import InputError, ModelMismatchError
 from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams
 from sganc_stream.latent.model import LatentCodecModel
@@ -17,7 +24,7 @@ from sganc_stream.latent.model import LatentCodecModel
 @dataclass
 class EncodeResult:
     data: bytes
-    recon: np.ndarray  # (frames, rows, width) float32, the decoder's output
+    recon: np.ndarray  # (frames, rows, width) float32, the decoder's output (all NaN for no-face frames)
     frame_types: list[str] = field(default_factory=list)
     ideal_bits: list[float] = field(default_factory=list)
     payload_bits: list[int] = field(default_factory=list)
@@ -34,14 +41,33 @@ def check_latents(latents: np.ndarray, model: LatentCodecModel) -> np.ndarray:
     return np.ascontiguousarray(latents, dtype=np.float32)
 
 
-def encode_sequence(model: LatentCodecModel, latents: np.ndarray, params: StreamParams, fps: float = 25.0) -> EncodeResult:
+def no_face_frames(latents: np.ndarray) -> np.ndarray:
+    """(frames,) bool: the all-NaN frames of a (frames, rows, width) sequence, which stand for no face."""
+    return np.isnan(latents).reshape(len(latents), -1).all(axis=1)
+
+
+def encode_sequence(model: LatentCodecModel, latents: np.ndarray, params: StreamParams, fps: float = 25.0,
+                    new_faces: Collection[int] = ()) -> EncodeResult:
+    """Code (frames, rows, width) latents into a whole .sgnc file (bitstream v2).
+
+    All-NaN frames become no-face packets; ``new_faces``: indices of frames where another person's face starts
+    (coded as new-face intra frames). InputError for bad latents.
+    """
     latents = check_latents(latents, model)
     enc = LatentStreamEncoder(model, params)
-    packets, recon = [], np.empty_like(latents)
+    packets, recon = [], np.full_like(latents, np.nan)
     res = EncodeResult(b"", recon)
-    for t, w in enumerate(latents):
-        coded = enc.encode(w)
-        packets.append(Packet(coded.type, t, t, round(t * 1000 / fps), coded.payload))
+    seq = 0
+    for t, (w, empty) in enumerate(zip(latents, no_face_frames(latents))):
+        if empty:
+            packets.append(Packet(PacketType.NO_FACE, seq, t, round(t * 1000 / fps)))
+            res.frame_types.append(PacketType.NO_FACE.label)
+            res.ideal_bits.append(0.0)
+            res.payload_bits.append(0)
+            continue
+        coded = enc.encode(w, new_face=t in new_faces)
+        packets.append(Packet(coded.type, seq, t, round(t * 1000 / fps), coded.payload))
+        seq += 1
         recon[t] = coded.recon
         res.frame_types.append(coded.type.label)
         res.ideal_bits.append(coded.ideal_bits)
@@ -54,17 +80,21 @@ def encode_sequence(model: LatentCodecModel, latents: np.ndarray, params: Stream
 def stream_params(model: LatentCodecModel, header: StreamHeader) -> StreamParams:
     """Check that a stream was made with ``model`` and return its parameters."""
     if header.model_id != model.model_id:
-        raise ModelMismatchError(f"stream was made with model {header.model_id[:12]}…, the loaded model is {model.model_id[:12]}…")
+        raise ModelMismatchError(f"stream was made with model {header.model_id[:16]}…, the loaded model is "
+                                 f"{model.model_id[:16]}…; pass that model's bundle with --model (`sganc-stream inspect "
+                                 "FILE` prints the model id of a stream or a bundle)")
     if (header.rows, header.width) != (model.rows, model.width):
         raise ModelMismatchError("stream latent shape differs from the model's")
     return StreamParams(header.mode, header.g, model.step_index(header.step), header.keyframe_interval)
 
 
 def decode_sequence(model: LatentCodecModel, container: Container) -> np.ndarray:
-    dec = LatentStreamDecoder(model, stream_params(model, container.header))
-    out = np.empty((len(container.packets), model.rows, model.width), dtype=np.float32)
+    """(frames, rows, width) float32 latents of a stream, all NaN for its no-face frames; BitstreamError if corrupt."""
+    dec = LatentStreamDecoder(model, stream_params(model, container.header), container.header.version)
+    out = np.full((len(container.packets), model.rows, model.width), np.nan, dtype=np.float32)
     for i, p in enumerate(container.packets):
-        out[i] = dec.decode(p.type, p.payload)
+        if p.type.is_frame:
+            out[i] = dec.decode(p.type, p.payload)
     return out
 
 

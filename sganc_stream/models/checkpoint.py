@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-from sganc_stream.bundle import Bundle, load_bundle
+from sganc_stream.bundle import Bundle, encoder_id, is_bundle_file, load_bundle
 from sganc_stream.errors import CheckpointError
 from sganc_stream.models.encoders import Encoder4Editing, GradualStyleEncoder
 from sganc_stream.models.fast_encoder import FastEncoder, FastEncoderConfig
@@ -74,6 +75,14 @@ class LoadedModel:
     def model_id(self) -> str:
         return self.to_bundle().model_id
 
+    @cached_property
+    def encoder_id(self) -> str | None:
+        """Content hash of the encoder alone (:func:`sganc_stream.bundle.encoder_id`); None without an encoder."""
+        if self.encoder is None:
+            return None
+        tensors = {k[len("encoder."):]: v for k, v in self.tensors().items() if k.startswith("encoder.")}
+        return encoder_id(tensors, self.config["encoder"])
+
     def save(self, path: str | os.PathLike[str]) -> str:
         """Write as a bundle; returns its model id."""
         bundle = self.to_bundle()
@@ -96,14 +105,20 @@ def encoder_config_dict(e: nn.Module) -> dict[str, Any]:
 
 def save_model_bundle(path: str | os.PathLike[str], generator: Generator, encoder: nn.Module | None = None, *,
                       alignment: dict[str, Any] | None = None, licence: str = "", extra_config: dict[str, Any] | None = None,
-                      extra_tensors: dict[str, torch.Tensor] | None = None) -> str:
-    """Write generator (+ encoder, + e.g. ``codec.*`` tensors and config) as one bundle; returns the model id."""
+                      extra_tensors: dict[str, torch.Tensor] | None = None, encoder_weights_id: str | None = None) -> str:
+    """Write generator (+ encoder, + e.g. ``codec.*`` tensors and config) as one bundle; returns the model id.
+
+    ``encoder_weights_id``: the encoder id of the weights ``encoder`` was cast from (float16 storage), recorded as
+    ``encoder.weights_id`` so codec fit checks still recognise it.
+    """
     if encoder is not None and encoder.n_latent != generator.n_latent:
         raise CheckpointError(f"encoder gives {encoder.n_latent} W+ rows but the generator takes {generator.n_latent}")
     config: dict[str, Any] = {"generator": generator_config_dict(generator), "licence": licence,
                               "alignment": alignment if alignment is not None else FFHQ_ALIGNMENT}
     if encoder is not None:
         config["encoder"] = encoder_config_dict(encoder)
+        if encoder_weights_id:
+            config["encoder"]["weights_id"] = encoder_weights_id
     config.update(extra_config or {})
     model = LoadedModel(generator, encoder, config, "bundle", extra_tensors=dict(extra_tensors or {}))
     return model.save(path)
@@ -113,12 +128,10 @@ def save_model_bundle(path: str | os.PathLike[str], generator: Generator, encode
 # Reading files
 
 
-def _is_safetensors(head: bytes) -> bool:
-    return len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1
-
-
 def _pickle_imports(path: Path) -> list[str]:
     """Globals a pickle would import, found by reading its opcodes (nothing is executed)."""
+    found: list[str] = []
+    strings: list[str] = []
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
@@ -126,8 +139,6 @@ def _pickle_imports(path: Path) -> list[str]:
                 data = zf.read(name) if name else b""
         else:
             data = path.read_bytes()
-        found: list[str] = []
-        strings: list[str] = []
         for op, arg, _pos in pickletools.genops(io.BytesIO(data)):
             if op.name == "GLOBAL":
                 found.append(str(arg).replace(" ", "."))
@@ -144,15 +155,26 @@ def _pickle_imports(path: Path) -> list[str]:
     return list(dict.fromkeys(g for g in found if not g.startswith(safe)))
 
 
-def _torch_load(path: Path) -> Any:
+def read_torch_file(path: str | os.PathLike[str], *, keys: tuple[str, ...] = (), what: str = "PyTorch checkpoint") -> Any:
+    """The one safe reader of ``.pt`` files: ``torch.load(weights_only=True)`` on the CPU, one-line errors.
+
+    A pickle that would run code is refused (the error names what it would import), never executed, and no error
+    suggests turning the safety off. ``keys``: top-level dict keys the file must have (``what`` names the
+    expected kind in the error). Raises :class:`CheckpointError` for missing, empty, damaged or foreign files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such {what} file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file")
     try:
         with warnings.catch_warnings():  # protocol notices from the weights-only unpickler are not the user's concern
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         imports = _pickle_imports(path)
         if not imports:  # nothing importable: a damaged or foreign file rather than a code-running pickle
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt (unsupported pickle data)") from None
+            raise CheckpointError(f"{path}: not a readable {what}, truncated or corrupt (unsupported pickle data)") from None
         raise CheckpointError(
             f"{path}: refused: unpickling this file would run code (it imports {', '.join(imports[:SHOWN])}); only tensor "
             "checkpoints and bundles are accepted (convert NVIDIA .pkl networks to rosinality .pt on a trusted machine first)"
@@ -160,7 +182,12 @@ def _torch_load(path: Path) -> Any:
     except Exception as exc:  # torch raises RuntimeError, KeyError, EOFError... for damaged files
         reason = (str(exc).splitlines() or [""])[0].split(". ")[0][:100]
         reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({reason})") from None
+        raise CheckpointError(f"{path}: not a readable {what}, truncated or corrupt ({reason})") from None
+    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        top = ", ".join(map(str, list(obj)[:5])) if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path}: not a {what} (no {', '.join(missing[:SHOWN])}; top level: {top})")
+    return obj
 
 
 def _state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, Any]) -> str:
@@ -181,9 +208,30 @@ def _state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, Any]) -> s
     return "; ".join(parts)
 
 
+class _SkipRandomInit(TorchFunctionMode):
+    """While a module is built only to adopt a file's tensors: random initial weights are left uninitialised.
+
+    ``torch.randn``/``rand`` give ``torch.empty`` and in-place ``uniform_``/``normal_`` do nothing, so the initial
+    weights cost neither time nor touched memory (a forged config cannot make the loader fill gigabytes first), and
+    nothing runs on the meta device, whose Python reference kernels import sympy and torch._dynamo (~2 s and
+    ~100 MB for a decode-only process) and build ~10x slower.
+    """
+
+    _EMPTY = {torch.randn, torch.rand}
+    _NOOP = {torch.Tensor.uniform_, torch.Tensor.normal_}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in self._EMPTY:
+            return torch.empty(*args, **{k: v for k, v in kwargs.items() if k != "generator"})
+        if func in self._NOOP:
+            return args[0]
+        return func(*args, **kwargs)
+
+
 def _load_module(module_factory, state: dict[str, Any], path: Path, what: str) -> nn.Module:
-    """Build on the meta device (no random init, no second copy), check the layout, then adopt the tensors."""
-    with torch.device("meta"):
+    """Build (without random init, see :class:`_SkipRandomInit`), check the layout, then adopt the tensors."""
+    with _SkipRandomInit():
         module = module_factory()
     expected = module.state_dict()
     state = {**{k: torch.zeros((), dtype=torch.long) for k in expected if k.endswith(COUNTER)}, **state}
@@ -235,14 +283,22 @@ def _from_psp(ckpt: dict, path: Path, encoder_type: str | None) -> LoadedModel:
     if not isinstance(sd, dict) or not isinstance(opts, dict):
         raise CheckpointError(f"{path}: 'state_dict' / 'opts' are not dictionaries")
     # Released files predate some options: default what is missing, as pSp's inference script does.
-    kind = encoder_type or OPTS_ENCODER_TYPES.get(opts.get("encoder_type", "GradualStyleEncoder"))
-    if kind not in ENCODER_CLASSES:
-        raise CheckpointError(f"{path}: unsupported encoder_type {opts.get('encoder_type')!r} (GradualStyleEncoder or Encoder4Editing)")
+    stated = opts.get("encoder_type")
+    if stated is not None and (not isinstance(stated, str) or stated not in OPTS_ENCODER_TYPES):
+        raise CheckpointError(f"{path}: unsupported encoder_type {str(stated)[:40]!r} (GradualStyleEncoder or Encoder4Editing)")
+    if encoder_type is not None and encoder_type not in ENCODER_CLASSES:
+        raise CheckpointError(f"{path}: unknown encoder type {encoder_type!r} (psp or e4e)")
+    if stated is not None and encoder_type is not None and OPTS_ENCODER_TYPES[stated] != encoder_type:
+        raise CheckpointError(f"{path}: the file's opts say encoder_type {stated!r} ({OPTS_ENCODER_TYPES[stated]}), "
+                              f"not {encoder_type}; drop --encoder-type (it only fills in files whose opts lack it)")
+    kind = encoder_type or OPTS_ENCODER_TYPES[stated or "GradualStyleEncoder"]
     if opts.get("learn_in_w", False):
         raise CheckpointError(f"{path}: learn_in_w pSp models (a single w) are not supported")
-    if int(opts.get("input_nc", 3)) != 3:
-        raise CheckpointError(f"{path}: input_nc={opts.get('input_nc')} (only RGB encoders are supported)")
-    size = int(opts.get("stylegan_size" if kind == "e4e" else "output_size", 1024))
+    size, input_nc = opts.get("stylegan_size" if kind == "e4e" else "output_size", 1024), opts.get("input_nc", 3)
+    if type(input_nc) is not int or type(size) is not int:
+        raise CheckpointError(f"{path}: opts input_nc / output size are not integers")
+    if input_nc != 3:
+        raise CheckpointError(f"{path}: input_nc={input_nc} (only RGB encoders are supported)")
     decoder = {k[len("decoder."):]: v for k, v in sd.items() if k.startswith("decoder.")}
     encoder = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
     other = [k for k in sd if not k.startswith(("encoder.", "decoder."))]
@@ -282,6 +338,8 @@ def _from_bundle(path: Path) -> LoadedModel:
     e = None
     if "encoder" in config:
         ecfg = config["encoder"]
+        if not isinstance(ecfg, dict):
+            raise CheckpointError(f"{path}: bad encoder config (not an object)")
         kind = ecfg.get("type")
         if kind == "fast":
             try:
@@ -305,18 +363,22 @@ def _from_bundle(path: Path) -> LoadedModel:
 def load_checkpoint(path: str | os.PathLike[str], *, encoder_type: str | None = None) -> LoadedModel:
     """Load a rosinality / pSp / e4e ``.pt`` or a sganc-stream bundle.
 
-    ``encoder_type`` ('psp' or 'e4e') overrides a pSp-family file's ``opts['encoder_type']``.
+    The encoder type of a pSp-family file is its ``opts['encoder_type']``; ``encoder_type`` ('psp' or 'e4e') only
+    fills it in for files whose opts lack it, and a value contradicting the opts is a :class:`CheckpointError`.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    with path.open("rb") as f:
-        head = f.read(16)
-    if not head:
+    if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
-    if _is_safetensors(head):
+    if is_bundle_file(path):
         return _from_bundle(path)
-    ckpt = _torch_load(path)
+    return model_from_object(read_torch_file(path), path, encoder_type=encoder_type)
+
+
+def model_from_object(ckpt: Any, path: str | os.PathLike[str], *, encoder_type: str | None = None) -> LoadedModel:
+    """A rosinality or pSp/e4e checkpoint already read by :func:`read_torch_file` → its models."""
+    path = Path(path)
     if isinstance(ckpt, dict) and "g_ema" in ckpt:
         return _from_rosinality(ckpt, path)
     if isinstance(ckpt, dict) and "state_dict" in ckpt:

@@ -29,18 +29,22 @@ class FastEncoderConfig:
     head_pool: int = 2
 
     def __post_init__(self) -> None:
+        if any(type(v) is not int for v in asdict(self).values()):
+            raise ValueError("fast encoder config values must be integers")
         log = math.log2(self.input_size) if self.input_size > 0 else 0.5
         if not (log.is_integer() and 5 <= log <= 10):
             raise ValueError(f"fast encoder input_size must be a power of two in 32..1024, got {self.input_size}")
-        if self.n_latent < 1 or self.width < 1 or self.base_channels < 1 or self.head_pool < 1:
-            raise ValueError("n_latent, width, base_channels and head_pool must be positive")
+        if not (1 <= self.n_latent <= 64 and 1 <= self.width <= 4096 and 1 <= self.base_channels <= 1024
+                and 1 <= self.max_channels <= 4096 and 1 <= self.head_pool <= 64):
+            raise ValueError("n_latent (1..64), width (1..4096), base_channels (1..1024), max_channels (1..4096) and "
+                             "head_pool (1..64) out of range")
 
     def to_dict(self) -> dict:
         return {"type": "fast", **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FastEncoderConfig":
-        return cls(**{k: int(d[k]) for k in cls.__dataclass_fields__ if k in d})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def conv_bn(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:

@@ -68,18 +68,39 @@ def weights_sha256(tensors: Iterable[torch.Tensor | np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def psp_checkpoint(layout_dir: str | os.PathLike[str], seed: int, encoder_type: str = "GradualStyleEncoder") -> dict:
+STYLE_KEY = re.compile(r"^encoder\.styles\.(\d+)\.")
+
+
+def _style_index(key: str) -> int:
+    """The style head a pSp encoder key belongs to (-1 for the shared backbone and laterals)."""
+    m = STYLE_KEY.match(key)
+    return -1 if m is None else int(m.group(1))
+
+
+def psp_checkpoint(layout_dir: str | os.PathLike[str], seed: int, encoder_type: str = "GradualStyleEncoder",
+                   size: int = 1024) -> dict:
     """A pSp/e4e ``.pt`` dict (``state_dict``, ``opts``, ``latent_avg``) filled by the recipe.
 
-    ``opts`` holds only the keys the released files are known to carry for model construction,
-    so loaders are exercised on the minimal, older form.
+    ``opts`` holds only the keys the released files are known to carry for model construction, so loaders are
+    exercised on the minimal, older form. ``size`` < 1024 gives a small checkpoint of the same format, as pSp's own
+    code builds it for ``output_size`` (e4e: ``stylegan_size``) = size: the IR-SE50 encoder with the
+    2·log2(size) − 2 style heads that size has, then the channel-multiplier-2 generator of that size
+    (``stylegan2_generator_{size}_cm2.json``), in the official key order; the recipe indexes that list.
     """
-    entries = load_layout(Path(layout_dir) / "psp_ffhq_encode.state_dict.json")
-    weights = make_weights([*entries, ("latent_avg", [18, 512], "float32")], seed)
+    layout_dir = Path(layout_dir)
+    entries = load_layout(layout_dir / "psp_ffhq_encode.state_dict.json")
+    n_styles = 2 * int(np.log2(size)) - 2
+    if size != 1024:
+        generator = load_layout(layout_dir / f"stylegan2_generator_{size}_cm2.json")
+        entries = [e for e in entries if e[0].startswith("encoder.") and _style_index(e[0]) < n_styles]
+        entries += [(f"decoder.{k}", shape, dtype) for k, shape, dtype in generator]
+    weights = make_weights([*entries, ("latent_avg", [n_styles, 512], "float32")], seed)
     latent_avg = weights.pop("latent_avg")
-    opts = {"encoder_type": encoder_type, "input_nc": 3, "start_from_latent_avg": True}
+    opts: dict = {"encoder_type": encoder_type, "input_nc": 3, "start_from_latent_avg": True}
     if encoder_type == "Encoder4Editing":
-        opts["stylegan_size"] = 1024
+        opts["stylegan_size"] = size
+    elif size != 1024:
+        opts["output_size"] = size
     return {"state_dict": weights, "opts": opts, "latent_avg": latent_avg}
 
 

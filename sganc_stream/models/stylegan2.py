@@ -38,13 +38,23 @@ class GeneratorConfig:
     channel_base: int = 0
 
     def __post_init__(self) -> None:
+        ints = (self.size, self.style_dim, self.n_mlp, self.channel_multiplier, self.channel_max)
+        if any(type(v) is not int for v in ints) or type(self.lr_mlp) not in (int, float) or not 0 < self.lr_mlp <= 1:
+            raise ValueError("generator config: size, style_dim, n_mlp, channel_multiplier, channel_max must be "
+                             "integers and lr_mlp a number in (0, 1]")
+        if not 1 <= len(self.blur_kernel) <= 8 or any(type(v) is not int or not 0 < v <= 1024 for v in self.blur_kernel):
+            raise ValueError("generator config: blur_kernel must be 1 to 8 positive integers")
         log = math.log2(self.size) if self.size > 0 else 0.5
         if not (log.is_integer() and 6 <= log <= 10):
             raise ValueError(f"generator size must be a power of two in 64..1024, got {self.size}")
-        if self.channel_multiplier < 1 or self.style_dim < 1 or self.n_mlp < 1 or self.channel_max < 1:
-            raise ValueError("channel_multiplier, style_dim, n_mlp and channel_max must be positive")
-        if self.channel_base < 0 or (self.channel_base and self.channel_base // self.size < 1):
-            raise ValueError(f"channel_base must be 0 or at least the size ({self.size}), got {self.channel_base}")
+        # Upper bounds above every published layout (512, 8, 2, 512): a config read from a file decides sizes.
+        if not (1 <= self.channel_multiplier <= 4 and 1 <= self.style_dim <= 1024 and 1 <= self.n_mlp <= 16
+                and 1 <= self.channel_max <= 1024):
+            raise ValueError("channel_multiplier (1..4), style_dim (1..1024), n_mlp (1..16) and channel_max (1..1024) "
+                             "out of range")
+        if type(self.channel_base) is not int or self.channel_base < 0 or self.channel_base > 1 << 20 or (
+                self.channel_base and self.channel_base // self.size < 1):
+            raise ValueError(f"channel_base must be 0 or an integer from the size ({self.size}) to 2^20, got {self.channel_base}")
 
     @property
     def log_size(self) -> int:
@@ -78,7 +88,8 @@ class GeneratorConfig:
         known = {k: d[k] for k in ("size", "style_dim", "n_mlp", "channel_multiplier", "lr_mlp", "channel_max", "channel_base")
                  if k in d}
         if "blur_kernel" in d:
-            known["blur_kernel"] = tuple(int(v) for v in d["blur_kernel"])
+            kernel = d["blur_kernel"]
+            known["blur_kernel"] = tuple(kernel) if isinstance(kernel, (list, tuple)) else kernel
         return cls(**known)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from aiortc import RTCDataChannel
 
 from sganc_stream.errors import SgancError
+from sganc_stream.rtc.transport import DEFAULT_PEER_MAX_MESSAGE
 
 MessageHandler = Callable[[bytes | str], None]
 CloseHandler = Callable[[str], None]
@@ -37,6 +38,11 @@ class Channel:
     @property
     def buffered_amount(self) -> int:
         """Bytes accepted by ``send`` and not yet handed to the network."""
+        return 0
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest message the other side accepts, in bytes (0: no limit)."""
         return 0
 
     def send(self, data: bytes) -> None:
@@ -59,6 +65,7 @@ class DataChannel(Channel):
     def __init__(self, channel: RTCDataChannel) -> None:
         super().__init__()
         self.channel = channel
+        self.max_message = DEFAULT_PEER_MAX_MESSAGE  # the other side's SDP max-message-size, once known (pairing)
         channel.on("message", self._deliver)
         channel.on("close", lambda: self._closed("channel closed"))
 
@@ -69,6 +76,10 @@ class DataChannel(Channel):
     @property
     def buffered_amount(self) -> int:
         return self.channel.bufferedAmount
+
+    @property
+    def max_message_size(self) -> int:
+        return self.max_message
 
     def send(self, data: bytes) -> None:
         if self.is_open:
@@ -126,6 +137,10 @@ class LossyChannel(Channel):
     def buffered_amount(self) -> int:
         return self.inner.buffered_amount
 
+    @property
+    def max_message_size(self) -> int:
+        return self.inner.max_message_size
+
     def send(self, data: bytes) -> None:
         if not self.drop(data):
             self.inner.send(data)
@@ -139,10 +154,15 @@ class MemoryChannel(Channel):
         self.peer: MemoryChannel | None = None
         self.delay_s, self.jitter_s, self.rng = delay_s, jitter_s, rng
         self.open = True
+        self.max_message = 0  # what the other end accepts (tests set a limit)
 
     @property
     def is_open(self) -> bool:
         return self.open
+
+    @property
+    def max_message_size(self) -> int:
+        return self.max_message
 
     def send(self, data: bytes) -> None:
         if not self.open or self.peer is None:

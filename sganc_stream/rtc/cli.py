@@ -19,16 +19,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from sganc_stream.assets import default_face_model
 from sganc_stream.cli.options import add_stream_arguments, check_stream_arguments, stream_params_from
-from sganc_stream.errors import InputError, SgancError
+from sganc_stream.errors import InputError, SgancError, warnings_as_lines
 from sganc_stream.pipeline import load_face_model
 from sganc_stream.rtc.loopback import enable_loopback, loopback_requested
 from sganc_stream.rtc.pairing import create_signaling
 from sganc_stream.rtc.session import Peer, PeerOptions
 from sganc_stream.rtc.transport import DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, MAX_REDUNDANCY
+from sganc_stream.threads import DEFAULT_THREADS, set_threads
+from sganc_stream.video import video_format
 
 
 def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParser:
@@ -82,7 +82,8 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
                       help=f"end the call when the other side sends no hello for S seconds (default {HELLO_TIMEOUT_S:g})")
     p.add_argument("--model", help="face model bundle (default: the embedded face model); both sides need the same")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"torch CPU threads for G and E (default {DEFAULT_THREADS})")
     p.add_argument("--duration", type=float, help="leave after this many seconds (default: until interrupted)")
     p.add_argument("--log", type=Path, metavar="STATS.jsonl", help="write per-frame and per-second stats")
     p.add_argument("--name", default=prog, help="name in messages and logs")
@@ -113,11 +114,14 @@ def options_from(args: argparse.Namespace, send: bool, receive: bool) -> PeerOpt
 async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str, Any]:
     signaling = create_signaling(signal=args.signal, room=args.room, token=args.token, serverless=args.serverless)
     options = options_from(args, send, receive)
-    if args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}")
     if loopback_requested(args.loopback):
         enable_loopback()
-    torch.set_num_threads(args.threads)
+    if send and args.video is not None and not args.video.is_file():
+        raise InputError(f"video file not found: {args.video}")
+    for record in (getattr(args, "record", None), getattr(args, "self_record", None)):
+        if record is not None:
+            video_format(record)  # an unwritable suffix fails now, not when the call ends
+    set_threads(args.threads)
     model = load_face_model(args.model or default_face_model(), args.device)
     if send:
         options = replace(options, params=stream_params_from(args, model.codec))
@@ -145,7 +149,8 @@ def main(prog: str, send: bool, receive: bool, argv: list[str] | None = None) ->
     args = build_parser(prog, send, receive).parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        summary = run_bounded(_run(args, send, receive))
+        with warnings_as_lines(prog):
+            summary = run_bounded(_run(args, send, receive))
     except SgancError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

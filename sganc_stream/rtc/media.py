@@ -6,8 +6,8 @@ slow consumer gets the newest frame. A video file is a fake camera looped and pa
 read in the call's capture thread (``rtc.worker``), never on the event loop.
 
 :class:`FrameSink` shows frames in an OpenCV window with an overlay (needs a display) and/or records them to a
-video file (the decoded frames as they are, without overlay, so recordings can be measured); ``headless`` turns
-the window off.
+video file (the decoded frames as they are, without overlay, so recordings can be measured), each at its capture
+time, so dropped or late frames keep the call's timing; ``headless`` turns the window off.
 """
 
 from __future__ import annotations
@@ -88,10 +88,13 @@ class FrameSink:
         self.title, self.headless = title, headless
         self.writer = VideoWriter(record, fps) if record is not None else None
         self.frames = 0
+        self._first_ms: float | None = None
 
-    def show(self, frame: np.ndarray, lines: list[str]) -> None:
+    def show(self, frame: np.ndarray, lines: list[str], capture_ms: float) -> None:
+        """Display ``frame`` and record it at its capture time (``capture_ms``, any clock; the first frame is 0)."""
         if self.writer is not None:
-            self.writer.write(frame)
+            self._first_ms = capture_ms if self._first_ms is None else self._first_ms
+            self.writer.write(frame, (capture_ms - self._first_ms) / 1000)
         if not self.headless:
             cv2.imshow(self.title, overlay(frame, lines))
             cv2.waitKey(1)

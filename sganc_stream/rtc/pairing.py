@@ -26,7 +26,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from sganc_stream.rtc.channel import Channel, DataChannel
 from sganc_stream.rtc.signaling import (SignalingClient, SignalingError, description_from_line, description_to_line,
                                         read_line)
-from sganc_stream.rtc.transport import CHANNEL_LABEL, CHANNEL_OPTIONS
+from sganc_stream.rtc.transport import CHANNEL_LABEL, CHANNEL_OPTIONS, peer_max_message
 
 
 @dataclass(frozen=True)
@@ -167,11 +167,13 @@ class Connection:
 
     async def answer(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         await self.pc.setRemoteDescription(offer)
+        self.channel.max_message = peer_max_message(offer.sdp)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self.pc.localDescription
 
     async def accept(self, answer: RTCSessionDescription) -> None:
         await self.pc.setRemoteDescription(answer)
+        self.channel.max_message = peer_max_message(answer.sdp)
 
     async def close(self) -> None:
         await self.pc.close()

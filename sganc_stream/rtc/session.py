@@ -32,9 +32,10 @@ from sganc_stream.rtc.media import FrameSink, open_source, require_display
 from sganc_stream.rtc.pairing import Signaling, consume_signaling
 from sganc_stream.rtc.stats import StatsLog, percentile, process_age
 from sganc_stream.rtc.transport import (DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, Delivery,
-                                        FrameMessage, Handshake, Hello, HelloAck, IncompatibleError, Late, Pacer,
-                                        PROTOCOL_VERSION, Redundancy, RefusedError, StreamReceiver, check_models,
-                                        parse_message, refusal, restamp)
+                                        FrameMessage, Handshake, Hello, HelloAck, IncompatibleError, Late,
+                                        MessageTooLarge, Pacer, PROTOCOL_VERSION, Redundancy, RefusedError,
+                                        StreamReceiver, check_message_size, check_models, parse_message, refusal,
+                                        restamp)
 from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown
 
 TICK_S = 0.05  # hello retransmission check and event-loop lag probe
@@ -290,7 +291,7 @@ class Peer:
         lost = self.link.receiver.lost if self.link and self.link.receiver else 0
         self.sink.show(image, [f"{last.get('rx_wire_kbps', 0):.1f} kbps wire ({last.get('rx_payload_kbps', 0):.1f} payload)",
                                f"{last.get('display_fps', 0):.1f} fps  {last.get('latency_ms') or 0:.0f} ms",
-                               f"lost {lost}  {delivery.packet.type.label}"])
+                               f"lost {lost}  {delivery.packet.type.label}"], delivery.capture_ms)
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -311,11 +312,19 @@ class Peer:
         link.frame = max(round(ts_ms * self.send_fps / 1000), link.frame + 1)  # strictly increasing camera slot
         packet = restamp(enc.frame.packet, link.frame, ts_ms)
         carried = link.redundancy.carried
-        data = link.redundancy.message(packet, self.send_fps)
-        link.send(data)
+        limit = link.channel.max_message_size
+        data = link.redundancy.message(packet, self.send_fps, limit)
         n = len(data)
-        self.stats.add(tx_frames=1, tx_intra=int(packet.type == PacketType.INTRA),
-                       tx_redundant=link.redundancy.carried - carried)
+        try:
+            check_message_size(n, limit)
+        except MessageTooLarge as exc:  # aiortc would raise inside send: not sent; the receiver asks for a keyframe
+            self.stats.add(tx_oversize=1)
+            self.stats.event("oversize", seq=packet.seq, type=packet.type.label, bytes=n, limit=limit)
+            if self.stats.total["tx_oversize"] == 1:
+                self.stats.say(f"{exc}: not sent (each one is counted as tx_oversize in the log)")
+            return
+        link.send(data)
+        self.stats.add(tx_frames=1, tx_intra=int(packet.type.is_intra), tx_redundant=link.redundancy.carried - carried)
         self.stats.message("tx", n)
         self.stats.event("tx", seq=packet.seq, frame=packet.frame, type=packet.type.label, bytes=n,
                          packet_bytes=len(pack(packet, self.send_fps)), redundant=link.redundancy.carried - carried,
@@ -335,7 +344,7 @@ class Peer:
         if self.self_view is None:
             self.self_view = FrameSink(record=self.opt.self_record, fps=self.send_fps, headless=self.opt.headless,
                                        title=f"sganc self view: {self.opt.name}")
-        self.self_view.show(full, [f"self view ({encoded.packet.type.label})"])
+        self.self_view.show(full, [f"self view ({encoded.packet.type.label})"], encoded.packet.timestamp_ms)
 
     def _worker_failed(self, exc: BaseException) -> None:
         self._fail(str(exc) if isinstance(exc, SgancError) else f"internal error in a worker: {type(exc).__name__}: {exc}")
@@ -443,6 +452,7 @@ class Peer:
                 "displayed": int(total.get("displayed", 0)), "restored": int(total.get("rx_restored", 0)),
                 "latency_median_ms": percentile(lat, 0.5), "latency_p95_ms": percentile(lat, 0.95),
                 "keyframe_requests_sent": int(total.get("keyframe_requests_sent", 0)),
+                "tx_oversize": int(total.get("tx_oversize", 0)),
                 "keyframe_requests_received": int(total.get("keyframe_requests_received", 0)),
                 "congestion_skipped": self.pacer.skipped,
                 "recorded": None if self.sink is None or self.opt.record is None else self.sink.frames}

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
-from aiortc import RTCSessionDescription
+from aiortc import RTCSessionDescription, sdp
 
 from sganc_stream.errors import InputError, SgancError
 
@@ -86,11 +86,8 @@ class SignalingServer:
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=5.0)
         await ws.prepare(request)
         try:
-            first = await ws.receive_json(timeout=10.0)
-            room_name, token = str(first.get("room", "")), str(first.get("token", ""))
-            if first.get("type") != "join":
-                raise ValueError
-        except (TimeoutError, ValueError, TypeError, AttributeError):
+            room_name, token = parse_join(await ws.receive_str(timeout=10.0))
+        except (TimeoutError, TypeError, SignalingError):
             await ws.send_json({"type": "refused", "reason": "expected a join message first"})
             await ws.close()
             return ws
@@ -176,11 +173,7 @@ class SignalingClient:
         msg = await self._ws.receive()
         if msg.type != aiohttp.WSMsgType.TEXT:
             return {"type": "closed"}
-        try:
-            data = json.loads(msg.data)
-        except ValueError:
-            raise SignalingError("signaling server sent a malformed message") from None
-        return data if isinstance(data, dict) else {"type": "malformed"}
+        return parse_server_message(msg.data)
 
     async def close(self) -> None:
         if self._ws is not None:
@@ -189,6 +182,53 @@ class SignalingClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def parse_join(text: str) -> tuple[str, str]:
+    """A client's first message: ``(room, token)``; SignalingError unless it is a join (admission is separate)."""
+    try:
+        first = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
+        raise SignalingError("expected a join message first") from None
+    if not isinstance(first, dict) or first.get("type") != "join":
+        raise SignalingError("expected a join message first")
+    return str(first.get("room", "")), str(first.get("token", ""))
+
+
+def parse_server_message(text: str) -> dict[str, Any]:
+    """One JSON message from the server (or relayed verbatim from the other peer); SignalingError if unreadable."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
+        raise SignalingError("signaling server sent a malformed message") from None
+    return data if isinstance(data, dict) else {"type": "malformed"}
+
+
+def check_sdp(text: object, kind: str) -> RTCSessionDescription:
+    """The other side's SDP ``kind`` (offer or answer), checked before aiortc applies it; SignalingError if unusable.
+
+    A call negotiates one data channel only, so the description must parse and hold exactly one
+    ``m=application`` section (``webrtc-datachannel``) with ICE credentials and a DTLS fingerprint (RFC 8841,
+    RFC 8839). aiortc's parser raises assorted exception types on malformed text: all of them mean a bad description.
+    """
+    if not isinstance(text, str) or not text or len(text) > MAX_MESSAGE:
+        raise SignalingError(f"the other side's {kind} carries no usable SDP")
+    try:
+        parsed = sdp.SessionDescription.parse(text)
+    except Exception as exc:  # noqa: BLE001 - third-party parser of outside text: any failure is a malformed SDP
+        raise SignalingError(f"malformed SDP {kind} from the other side ({type(exc).__name__})") from None
+    media = parsed.media
+    if len(media) != 1 or media[0].kind != "application" or media[0].fmt != ["webrtc-datachannel"]:
+        raise SignalingError(f"the other side's SDP {kind} does not offer exactly one data channel")
+    m = media[0]
+    if not (m.ice.usernameFragment and m.ice.password and m.dtls is not None and m.dtls.fingerprints):
+        raise SignalingError(f"the other side's SDP {kind} lacks ICE credentials or a DTLS fingerprint")
+    return RTCSessionDescription(sdp=text, type=kind)
+
+
+def remote_description(msg: dict[str, Any], kind: str) -> RTCSessionDescription:
+    """The other side's ``offer``/``answer`` from a relayed signaling message (see :func:`check_sdp`)."""
+    return check_sdp(msg.get("sdp"), kind)
 
 
 def description_to_line(desc: RTCSessionDescription) -> str:
@@ -200,12 +240,13 @@ def description_from_line(line: str, expected: str) -> RTCSessionDescription:
     """Parse what the other side printed; SignalingError (one line) if it is not a description of ``expected``."""
     try:
         data = json.loads(base64.b64decode(line.strip(), validate=True))
-        desc = RTCSessionDescription(sdp=str(data["sdp"]), type=str(data["type"]))
-    except (ValueError, KeyError, TypeError):
+        kind = str(data["type"])
+        text = data["sdp"]
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise SignalingError(f"pasted text is not an SDP {expected} line printed by sganc (copy the whole line)") from None
-    if desc.type != expected:
-        raise SignalingError(f"pasted an SDP {desc.type}, expected the other side's {expected}")
-    return desc
+    if kind != expected:
+        raise SignalingError(f"pasted an SDP {kind[:20]}, expected the other side's {expected}")
+    return check_sdp(text, expected)
 
 
 async def read_line(stream: TextIO, prompt: str, out: TextIO = sys.stderr) -> str:

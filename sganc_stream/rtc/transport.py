@@ -12,6 +12,12 @@ hello acknowledgement, refusal), a packet (fixarray of 5, 0x95: exactly a .sgnc 
 or the end packet) or a frame message (fixarray of 6, 0x96: the 5 packet fields plus a list of redundant
 ``[type, payload]`` pairs; entry ``k`` (from 1) is the frame packet with sequence number ``seq − k``).
 
+Message size: SCTP peers announce the largest message they accept (SDP ``a=max-message-size``, RFC 8841: 64 KiB
+when absent, 0 for no limit), and aiortc raises inside ``send`` above it. A frame message carries redundancy only
+while it stays within that size, and a packet that alone exceeds it (a large model's intra frame with out-of-range
+latents can reach ~50 KB) is not sent: the sender counts and logs it, the receiver repairs the gap with a keyframe
+request.
+
 Hello: each side repeats ``{"sganc": 2, "model_id": bin32, "stream": StreamHeader map | nil, "epoch_ms": int}``
 every ``HELLO_RETRY_S`` until it receives ``{"sganc": 2, "ack": epoch_ms}`` echoing its epoch; it answers every
 hello it receives with such an acknowledgement. A side with no hello from the other ``HELLO_TIMEOUT_S`` after the
@@ -45,13 +51,35 @@ HELLO_TIMEOUT_S = 5.0
 KEYFRAME_RETRY_MS = 200.0
 MAX_REDUNDANCY = 4
 LATE_RUN_RESYNC = 8  # this many late messages in a row: the 8-bit sequence numbers lost their anchor (a long outage)
-DEFAULT_REDUNDANCY = 2  # benchmarks/call_redundancy.py: the best frames-per-bit of the policies measured
+DEFAULT_REDUNDANCY = 2  # benchmarks/call_redundancy.py: most frames shown of the depths that never add a datagram
+DEFAULT_PEER_MAX_MESSAGE = 65536  # RFC 8841 §6: the max-message-size to assume when the other side's SDP names none
 PACKET_ARRAY, FRAME_ARRAY = 0x95, 0x96
 CONTROL_PREFIX = bytes([PACKET_ARRAY, int(PacketType.KEYFRAME_REQUEST)])  # a keyframe request: fixarray(5), type 3
 
 
 class RefusedError(SgancError):
     """The call was refused: the other side sent a refusal, or it cannot be talked to (its model or protocol)."""
+
+
+class MessageTooLarge(SgancError):
+    """A message is larger than the other side accepts (its SDP max-message-size)."""
+
+
+def peer_max_message(sdp: str) -> int:
+    """The largest message (bytes) the side that wrote ``sdp`` accepts on its data channel: RFC 8841's
+    ``a=max-message-size``; 65536 when absent; 0 means no limit."""
+    for line in sdp.splitlines():
+        if line.startswith("a=max-message-size:"):
+            value = line.split(":", 1)[1].strip()
+            if value.isdigit():
+                return int(value)
+    return DEFAULT_PEER_MAX_MESSAGE
+
+
+def check_message_size(n: int, limit: int) -> None:
+    """MessageTooLarge when an ``n``-byte message exceeds ``limit`` (0 = no limit)."""
+    if limit and n > limit:
+        raise MessageTooLarge(f"a {n}-byte frame message exceeds the other side's max message size ({limit} bytes)")
 
 
 class IncompatibleError(RefusedError):
@@ -270,21 +298,22 @@ class Redundancy:
         self.carried = 0  # redundant packets sent
         self.next_seq = 0
 
-    def message(self, packet: Packet, fps: float) -> bytes:
-        """The frame message for ``packet`` (the next packet of the stream)."""
+    def message(self, packet: Packet, fps: float, limit: int = 0) -> bytes:
+        """The frame message for ``packet`` (the next packet of the stream), carrying redundancy only within
+        ``limit`` bytes (the other side's max message size; 0 = no limit)."""
         if not packet.type.is_frame:
             return pack(packet, fps)
         if packet.seq != self.next_seq:  # the stream restarted or skipped: earlier packets are not its predecessors
             self.history.clear()
         entries: list[tuple[PacketType, bytes]] = []
-        if packet.type != PacketType.INTRA and self.depth:
+        if not packet.type.is_intra and self.depth:
             base = pack(packet, fps)
             for entry in reversed(self.history):
                 trial = frame_message(packet, fps, (*entries, entry))
-                if self.fit and sctp_chunks(len(trial)) > sctp_chunks(len(base)):
+                if (self.fit and sctp_chunks(len(trial)) > sctp_chunks(len(base))) or (limit and len(trial) > limit):
                     break
                 entries.append(entry)
-        if packet.type == PacketType.INTRA:
+        if packet.type.is_intra:
             self.history.clear()
         self.history.append((packet.type, packet.payload))
         self.next_seq = packet.seq + 1
@@ -386,13 +415,13 @@ class StreamReceiver:
         self.highest_seq = packet.seq if self.highest_seq is None else max(self.highest_seq, packet.seq)
         primary = (packet.type, packet.payload)
         redundant = msg.redundant
-        if packet.type == PacketType.INTRA or (self.synced and packet.seq == self.expected):
+        if packet.type.is_intra or (self.synced and packet.seq == self.expected):
             steps, restored = [primary], 0
         elif self.synced and self.expected is not None and packet.seq - self.expected <= len(redundant):
             restored = packet.seq - self.expected
             steps = [*reversed(redundant[:restored]), primary]
         else:
-            intra = [k for k, (t, _) in enumerate(redundant) if t == PacketType.INTRA]
+            intra = [k for k, (t, _) in enumerate(redundant) if t.is_intra]
             if not intra:  # the gap cannot be bridged: wait for a keyframe
                 self._desync(now_ms)
                 return None

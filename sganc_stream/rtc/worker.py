@@ -156,7 +156,7 @@ class SendWorker:
                 self.encoder.request_keyframe()
             started = time.time()
             encoded = self.encoder.encode(frame, t)
-            if encoded is None:  # no face found yet: nothing to code
+            if not encoded.has_face:  # call protocol 2 carries face packets only: nothing to code without a face
                 continue
             timing = dict(self.encoder.timing)
             if self.self_view is not None:

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sganc_stream.errors import InputError
+from sganc_stream.fileio import load_npy
 from sganc_stream.face.tracker import FaceFlags, VideoAligner
 from sganc_stream.video import VideoReader
 
@@ -81,7 +82,7 @@ def load_prepared(folder: str | Path, mmap: bool = True) -> PreparedFaces:
     npy, idx = folder / "faces.npy", folder / "index.csv"
     if not npy.is_file() or not idx.is_file():
         raise InputError(f"{folder}: not a prepared face folder (needs faces.npy and index.csv; run prepare-faces)")
-    images = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
+    images = load_npy(npy, mmap=mmap)
     with idx.open(newline="") as f:
         index = list(csv.DictReader(f))
     if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] != 3 or len(images) != len(index):

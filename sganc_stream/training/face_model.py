@@ -23,6 +23,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -34,10 +35,14 @@ from tqdm import tqdm
 
 from sganc_stream.errors import InputError
 from sganc_stream.metrics import ms_ssim_window
+from sganc_stream.models.checkpoint import read_torch_file
 from sganc_stream.models.fast_encoder import FastEncoder, FastEncoderConfig
 from sganc_stream.models.stylegan2 import Generator, GeneratorConfig
 from sganc_stream.training.augment import diff_augment, parse_policy
 from sganc_stream.training.discriminator import Discriminator
+
+if TYPE_CHECKING:
+    from sganc_stream.training.identity import IdentityLoss
 
 MODES = ("gan", "encoder", "joint")
 CHECKPOINT = "checkpoint.pt"
@@ -89,6 +94,7 @@ class TrainSettings:
     latent_weight: float = 1.0  # encoder mode: W+ MSE on generated images
     code_weight: float = 1e-4  # joint mode: mean square of E's W+ offsets (keeps W+ compact for the codec)
     identity_weight: float = 0.0  # joint / encoder: dlib face-descriptor distance between x and its reconstruction
+    face_perceptual_weight: float = 0.0  # joint / encoder: LPIPS-style distance of dlib's network's stage features
     temporal_weight: float = 0.0  # joint: mean |E(x_t) − E(x_t+1)| on consecutive clip frames (few inter bits)
     delta_weight: float = 0.0  # joint: e4e's delta regularisation, mean square of W+ rows' offsets from row 0
     pair_fraction: float = 0.0  # share of each batch drawn as consecutive clip-frame pairs (for temporal_weight)
@@ -108,7 +114,8 @@ class TrainSettings:
             raise InputError("steps must be >= 1 and batch >= 2")
         if not (0.0 <= self.pair_fraction <= 1.0 and 0.0 <= self.geometric <= 1.0):
             raise InputError("pair fraction and geometric augmentation probability must lie in [0, 1]")
-        if min(self.identity_weight, self.temporal_weight, self.delta_weight, self.adv_weight) < 0:
+        if min(self.identity_weight, self.face_perceptual_weight, self.temporal_weight, self.delta_weight,
+               self.adv_weight) < 0:
             raise InputError("loss weights must be >= 0")
         try:
             parse_policy(self.augment)
@@ -237,9 +244,9 @@ class FaceModelTrainer:
         self.scalers = {k: torch.amp.GradScaler("cuda", enabled=self.amp) for k in self.opts}
         if settings.mode == "joint":
             self.scalers["e"] = self.scalers["g"]  # one backward through E and G: one loss scale
-        self.identity: nn.Module | None = None
-        if settings.identity_weight > 0 and settings.mode != "gan":
-            from sganc_stream.face.dlib_resnet import IdentityLoss
+        self.identity: IdentityLoss | None = None
+        if max(settings.identity_weight, settings.face_perceptual_weight) > 0 and settings.mode != "gan":
+            from sganc_stream.training.identity import IdentityLoss
 
             self.identity = IdentityLoss().to(self.device)
         self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False) if "g" in self.opts else None
@@ -277,6 +284,14 @@ class FaceModelTrainer:
     def _zero(self, *names: str) -> None:
         for n in names:
             self.opts[n].zero_grad(set_to_none=True)
+
+    def _identity_terms(self, rec: torch.Tensor, real: torch.Tensor, out: dict[str, float]) -> torch.Tensor:
+        """Weighted dlib identity distance + face-perceptual distance of reconstructions (logged into ``out``)."""
+        assert self.identity is not None
+        terms = self.identity.compare(rec.float(), real.float())
+        distance, perceptual = terms.distance.mean(), terms.perceptual.mean()
+        out.update(identity=distance.item(), face_perceptual=perceptual.item())
+        return self.s.identity_weight * distance + self.s.face_perceptual_weight * perceptual
 
     def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         assert self.d is not None
@@ -329,9 +344,7 @@ class FaceModelTrainer:
                 rloss, mse, sim = reconstruction_loss(rec, real, s.mse_weight, s.msssim_weight)
                 loss = s.latent_weight * latent + rloss
                 if self.identity is not None:
-                    ident = self.identity(rec, real)
-                    loss = loss + s.identity_weight * ident
-                    out["identity"] = ident.item()
+                    loss = loss + self._identity_terms(rec, real, out)
             self._backward("e", loss)
             self._apply("e")
             out.update(loss=loss.item(), latent=latent.item(), mse=mse.item(), msssim=sim.item())
@@ -347,9 +360,7 @@ class FaceModelTrainer:
                 rloss, mse, sim = reconstruction_loss(rec, real, s.mse_weight, s.msssim_weight)
                 loss = rloss + s.code_weight * codes.float().square().mean()
                 if self.identity is not None:
-                    ident = self.identity(rec, real)
-                    loss = loss + s.identity_weight * ident
-                    out["identity"] = ident.item()
+                    loss = loss + self._identity_terms(rec, real, out)
                 if pairs > 0 and s.temporal_weight > 0:
                     temporal = (codes[:pairs] - codes[pairs:2 * pairs]).float().abs().mean()
                     loss = loss + s.temporal_weight * temporal
@@ -428,7 +439,7 @@ def _known(saved: dict) -> dict:
 
 # Settings a resumed chunk may change: its length and schedule, and the loss recipe (terms switched on later).
 CHUNK_SETTINGS = ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down", "adv_weight",
-                  "identity_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "mse_weight",
+                  "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "mse_weight",
                   "msssim_weight", "code_weight")
 
 
@@ -448,7 +459,7 @@ def load_trainer(path: str | Path, device: str = "cpu") -> FaceModelTrainer:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such training checkpoint")
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = read_torch_file(path, keys=("arch", "settings", "modules"), what="train-face-model checkpoint")
     arch = FaceModelConfig(**json.loads(state["arch"]))
     settings = TrainSettings(**_known(json.loads(state["settings"])))
     trainer = FaceModelTrainer(arch, settings, device)
@@ -499,7 +510,7 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
     ckpt = out_dir / CHECKPOINT
     trainer = FaceModelTrainer(arch, settings, device, generator=generator)
     if resume and ckpt.is_file():
-        trainer.load_state(torch.load(ckpt, map_location=device, weights_only=True), ckpt)
+        trainer.load_state(read_torch_file(ckpt, keys=("arch", "settings", "modules"), what="train-face-model checkpoint"), ckpt)
     elif ckpt.is_file():
         raise InputError(f"{ckpt} exists: pass --resume to continue it, or choose another output folder")
     (out_dir / "config.json").write_text(json.dumps({"arch": asdict(arch), "settings": asdict(settings)}, indent=1))

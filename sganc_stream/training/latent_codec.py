@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -21,9 +21,12 @@ from tqdm import tqdm
 from sganc_stream.entropy.factorized import FactorizedDensity
 from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.errors import InputError
+from sganc_stream.fileio import atomic_output, load_npy
 from sganc_stream.latent.flow import NUM_COUPLINGS, RealNVP
 from sganc_stream.latent.groups import row_weights, stage_groups
 from sganc_stream.latent.model import TABLE_KINDS, LatentCodecModel
+from sganc_stream.models.checkpoint import read_torch_file
+from sganc_stream.training.latent_files import find_latent_files
 
 
 @dataclass
@@ -44,22 +47,10 @@ class TrainConfig:
 
 def load_latent_sequences(paths: Iterable[str | Path]) -> list[np.ndarray]:
     """Read ``.npy`` files (or folders of them) holding (frames, rows, width) arrays of one shape."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(p.rglob("*.npy"))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise InputError(f"{p}: no such file or folder")
-    if not files:
-        raise InputError("no .npy latent files found")
+    files = find_latent_files(paths)
     seqs = []
     for f in files:
-        try:
-            a = np.load(f, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InputError(f"{f}: not a readable .npy array ({str(exc).splitlines()[0][:80]})") from None
+        a = load_npy(f)
         if a.ndim != 3 or a.shape[0] < 2 or not np.issubdtype(a.dtype, np.floating):
             raise InputError(f"{f}: expected a float (frames >= 2, rows, width) array, got {a.dtype} {a.shape}")
         if seqs and a.shape[1:] != seqs[0].shape[1:]:
@@ -141,6 +132,47 @@ def _sample(seqs: list[np.ndarray], cfg: TrainConfig, t: int, rng: np.random.Gen
     return np.stack([seqs[i][(s := rng.integers(0, len(seqs[i]) - t + 1)) : s + t] for i in idx])
 
 
+CHECKPOINT_KEYS = ("trainer", "opt", "aux_opt", "step", "losses", "config", "shape")
+CHECKPOINT_KIND = "train-latent-codec checkpoint"
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    """Where training of ``out`` keeps its checkpoint: ``OUT.ckpt``."""
+    out = Path(out)
+    return out.with_name(out.name + ".ckpt")
+
+
+def _damaged(ckpt: Path, exc: Exception) -> InputError:
+    reason = (str(exc).splitlines() or [""])[0][:100]
+    return InputError(f"{ckpt}: damaged {CHECKPOINT_KIND} ({type(exc).__name__}: {reason}); remove it or drop --resume")
+
+
+def training_history(out: str | Path) -> tuple[list[float], list[float]]:
+    """(loss, bits per frame) of every step so far, from ``OUT.ckpt`` (bits NaN for steps of older checkpoints)."""
+    ckpt = checkpoint_path(out)
+    state = read_torch_file(ckpt, keys=CHECKPOINT_KEYS, what=CHECKPOINT_KIND)
+    try:
+        losses = [float(v) for v in state["losses"]]
+        bits = [float(v) for v in state.get("bits", [])]
+    except (TypeError, ValueError) as exc:
+        raise _damaged(ckpt, exc) from None
+    return losses, bits + [float("nan")] * (len(losses) - len(bits))
+
+
+def describe_history(losses: list[float], bits: list[float]) -> str:
+    """One log phrase: first and last loss and bits/frame, each the mean of up to 20 steps that do not overlap."""
+    n = len(losses)
+    if n == 0:
+        return "no training steps"
+    if n == 1:
+        return f"1 step: loss {losses[0]:.3f}, {bits[0]:.0f} bits/frame"
+    k = max(1, min(20, n // 2))
+    mean = lambda v: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")  # noqa: E731
+    span = (f"step 1 → step {n}" if k == 1 else f"means of steps 1–{k} → {n - k + 1}–{n}")
+    return (f"loss {mean(losses[:k]):.3f} → {mean(losses[-k:]):.3f}, bits/frame {mean(bits[:k]):.0f} → "
+            f"{mean(bits[-k:]):.0f} ({span} of {n})")
+
+
 def train_latent_codec(
     seqs: list[np.ndarray],
     out: str | Path,
@@ -148,15 +180,19 @@ def train_latent_codec(
     device: str = "cpu",
     resume: bool = False,
     progress: bool = True,
+    info: dict[str, Any] | None = None,
 ) -> tuple[LatentCodecModel, list[float]]:
     """Train, checkpoint to ``OUT.ckpt`` as it goes, freeze and save to ``out``; returns (model, losses).
 
-    ``resume`` continues from the checkpoint; only ``steps`` may differ from the checkpoint's settings.
+    ``resume`` continues from the checkpoint; only ``steps`` may differ from the checkpoint's settings; a damaged or
+    foreign checkpoint is a one-line error. ``info`` is merged into the codec's ``info`` (e.g. ``encoder_id``, the
+    content hash of the encoder whose W+ the sequences are). Per-step losses and bits/frame stay in the checkpoint
+    (:func:`training_history`).
     """
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda requested but no CUDA device is available")
     out = Path(out)
-    ckpt = out.with_name(out.name + ".ckpt")
+    ckpt = checkpoint_path(out)
     rows, width = seqs[0].shape[1:]
     t = min(cfg.slice_len, min(len(s) for s in seqs))
     torch.manual_seed(cfg.seed)
@@ -166,26 +202,34 @@ def train_latent_codec(
     main_params = [p for n, p in trainer.named_parameters() if not n.endswith("quantiles")]
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
-    start, losses = 0, []
+    start, losses, bits = 0, [], []
     if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        saved = {k: v for k, v in json.loads(state["config"]).items() if k != "steps"}
-        if saved != {k: v for k, v in asdict(cfg).items() if k != "steps"} or tuple(state["shape"]) != (rows, width):
+        state = read_torch_file(ckpt, keys=CHECKPOINT_KEYS, what=CHECKPOINT_KIND)
+        try:
+            saved = {k: v for k, v in json.loads(state["config"]).items() if k != "steps"}
+            shape = tuple(int(v) for v in state["shape"])
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise _damaged(ckpt, exc) from None
+        if saved != {k: v for k, v in asdict(cfg).items() if k != "steps"} or shape != (rows, width):
             raise InputError(f"{ckpt}: checkpoint was made with other settings; remove it or drop --resume")
-        trainer.load_state_dict(state["trainer"])
-        opt.load_state_dict(state["opt"])
-        aux_opt.load_state_dict(state["aux_opt"])
-        start, losses = int(state["step"]), list(state["losses"])
+        try:
+            trainer.load_state_dict(state["trainer"])
+            opt.load_state_dict(state["opt"])
+            aux_opt.load_state_dict(state["aux_opt"])
+            start, losses = int(state["step"]), [float(v) for v in state["losses"]]
+            bits = [float(v) for v in state.get("bits", [])]
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _damaged(ckpt, exc) from None
+        bits += [float("nan")] * (len(losses) - len(bits))
         rng = np.random.default_rng([cfg.seed, start])
 
     def save_checkpoint(step: int) -> None:
-        tmp = ckpt.with_name(ckpt.name + ".tmp")
-        torch.save(
-            {"trainer": trainer.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(), "step": step,
-             "losses": losses, "config": json.dumps(asdict(cfg), sort_keys=True), "shape": [rows, width]},
-            tmp,
-        )
-        tmp.replace(ckpt)
+        with atomic_output(ckpt) as tmp:
+            torch.save(
+                {"trainer": trainer.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(), "step": step,
+                 "losses": losses, "bits": bits, "config": json.dumps(asdict(cfg), sort_keys=True), "shape": [rows, width]},
+                tmp,
+            )
 
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train latent codec", disable=not progress, unit="step", mininterval=2.0)
     for step in bar:
@@ -200,12 +244,14 @@ def train_latent_codec(
         aux.backward()
         aux_opt.step()
         losses.append(loss.item())
+        bits.append(bpf.item())
         bar.set_postfix(bits_per_frame=f"{bpf.item():.0f}", mse=f"{mse.item():.2e}")
         if (step + 1) % cfg.checkpoint_every == 0:
             save_checkpoint(step + 1)
     save_checkpoint(max(start, cfg.steps))
     info = {"train_steps": cfg.steps, "lambda": cfg.lam, "groups": cfg.groups, "sequences": len(seqs),
-            "frames": int(sum(len(s) for s in seqs)), "final_loss": float(np.mean(losses[-50:])) if losses else None}
+            "frames": int(sum(len(s) for s in seqs)), "final_loss": float(np.mean(losses[-50:])) if losses else None,
+            **(info or {})}
     model = trainer.cpu().freeze(seqs, info)
     model.model_id = model.save(out)
     return model, losses

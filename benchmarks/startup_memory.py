@@ -1,0 +1,128 @@
+"""Start-up and memory of a decode-only process: peak RSS, time to the first decoded frame, modules imported.
+
+    python3 benchmarks/startup_memory.py [--model BUNDLE] [--frames 10] [--repeats 3]
+
+Makes a small stream for the model (synthetic W+ latents coded with its latent codec, no face video needed), then
+runs ``python3 -m sganc_stream decode IN.sgnc OUT.mp4`` in fresh processes. A probe around the CLI records when
+the first decoded frame reaches the video writer (seconds since the process was started) and which modules the
+process imported; peak RSS is the child's ``ru_maxrss`` (os.wait4). The floor, ``python3 -c "import torch"``, is
+measured the same way: a decode process cannot go below it. Medians of ``--repeats`` runs go to
+benchmarks/results/startup_memory.json with the provenance record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Packages a decode-only process has no use for (the call, training, plots, quality metrics, other backends).
+HEAVY = ("aiortc", "aiohttp", "aioice", "matplotlib", "compressai", "scipy", "dlib", "face_alignment", "sympy",
+         "torch._dynamo", "pytorch_msssim", "torchvision", "ray")
+
+PROBE = """
+import json, os, sys, time
+t0 = float(os.environ["SGANC_PROBE_T0"])
+first = []
+from sganc_stream.video import VideoWriter
+write = VideoWriter.write
+def probed(self, frame, *timing):
+    if not first:
+        first.append(time.time() - t0)
+    write(self, frame, *timing)
+VideoWriter.write = probed
+from sganc_stream.cli import main
+status = main(sys.argv[1:])
+json.dump({"first_frame_s": first[0] if first else None, "total_s": time.time() - t0,
+           "modules": sorted(sys.modules)}, open(os.environ["SGANC_PROBE_OUT"], "w"))
+sys.exit(status)
+"""
+
+
+def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[int, float, float]:
+    """(exit status, peak RSS in MB, wall seconds) of a child process."""
+    started = time.time()
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(args[:4])}… exited {code}: {err.strip()[-300:]}")
+    return code, usage.ru_maxrss / 1024, time.time() - started
+
+
+def measure_decode(stream: Path, model: Path | None, workdir: Path) -> dict[str, object]:
+    """One fresh ``sganc-stream decode`` process: peak RSS (MB), first-frame and total seconds, heavy modules."""
+    out = workdir / "probe.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SGANC_PROBE_OUT": str(out),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    cmd = [sys.executable, "-c", PROBE, "decode", "--quiet", *(["--model", str(model)] if model else []),
+           str(stream), str(workdir / "out.mp4")]
+    env["SGANC_PROBE_T0"] = repr(time.time())
+    _, rss, _ = run_measured(cmd, env)
+    probe = json.loads(out.read_text())
+    modules = set(probe["modules"])
+    return {"peak_rss_mb": round(rss, 1), "first_frame_s": round(probe["first_frame_s"], 3),
+            "total_s": round(probe["total_s"], 3), "heavy_modules": [m for m in HEAVY if m in modules],
+            "modules": len(modules)}
+
+
+def make_stream(model: Path | None, frames: int, path: Path) -> None:
+    """A stream the model decodes: synthetic W+ latents through its latent codec (the decoder needs nothing else)."""
+    from sganc_stream.assets import default_face_model
+    from sganc_stream.fileio import write_bytes_atomic
+    from sganc_stream.latent.codec import StreamParams
+    from sganc_stream.latent.sequence import encode_sequence
+    from sganc_stream.latent.synthetic import synthetic_latents
+    from sganc_stream.pipeline import load_face_model
+
+    face = load_face_model(model or default_face_model())
+    latents = synthetic_latents("smooth", frames, face.codec.rows, face.codec.width, seed=0)
+    write_bytes_atomic(path, encode_sequence(face.codec, latents, StreamParams(), 25.0).data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, help="face model bundle (default: the embedded one)")
+    p.add_argument("--frames", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="sganc-startup-") as tmp:
+        work = Path(tmp)
+        stream = work / "small.sgnc"
+        make_stream(args.model, args.frames, stream)
+        floor = [run_measured([sys.executable, "-c", "import torch"]) for _ in range(args.repeats)]
+        runs = [measure_decode(stream, args.model, work) for _ in range(args.repeats)]
+    med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+    from benchmarks.common import write_result
+
+    result = {
+        "settings": {"model": str(args.model or "embedded default"), "frames": args.frames, "repeats": args.repeats,
+                     "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1")},
+        "decode": {"peak_rss_mb": med("peak_rss_mb"), "first_frame_s": med("first_frame_s"), "total_s": med("total_s"),
+                   "heavy_modules": runs[0]["heavy_modules"], "modules": runs[0]["modules"]},
+        "import_torch_floor": {"peak_rss_mb": round(statistics.median(f[1] for f in floor), 1),
+                               "seconds": round(statistics.median(f[2] for f in floor), 3)},
+        "runs": runs,
+    }
+    path = write_result("startup_memory", result)
+    d, f = result["decode"], result["import_torch_floor"]
+    print(f"decode: peak RSS {d['peak_rss_mb']} MB, first frame after {d['first_frame_s']} s, total {d['total_s']} s; "
+          f"heavy modules imported: {d['heavy_modules'] or 'none'}; floor (import torch): {f['peak_rss_mb']} MB, "
+          f"{f['seconds']} s -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
