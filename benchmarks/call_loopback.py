@@ -165,9 +165,7 @@ def run_scenario(name: str, args: argparse.Namespace, url: str, model: Path, wor
         a, b = peer("A", args.video_a, args.duration, 1), peer("B", args.video_b, args.duration, 2)
         finish(a, args.duration + 120)
         finish(b, args.duration + 120)
-        out = summarize(events(logs["A"]), events(logs["B"]))
-        out["recorded_frames"] = {k: _count(work / f"{name}_{k}.mp4") for k in ("A", "B")}
-        return {"loss": loss, **out}
+        return scenario_figures(work, name, loss)
     a = peer("A", args.video_a, args.duration * 2 + 60, 1)
     b = peer("B", args.video_b, args.duration * 10, 2)
     wait_for(logs["A"], "rx", int(args.duration * 2), args.duration + 120)
@@ -196,12 +194,40 @@ def run_scenario(name: str, args: argparse.Namespace, url: str, model: Path, wor
     }
 
 
+def scenario_figures(work: Path, name: str, loss: float) -> dict[str, Any]:
+    """The figures of a two-peer scenario from its logs and recordings in ``work``."""
+    out = summarize(events(work / f"{name}_A.jsonl"), events(work / f"{name}_B.jsonl"))
+    out["recorded_frames"] = {k: _count(work / f"{name}_{k}.mp4") for k in ("A", "B")}
+    return {"loss": loss, **out}
+
+
 def _count(path: Path) -> int | None:
     if not path.exists():
         return None
     from sganc_stream.video import VideoReader
     with VideoReader(path) as r:
         return sum(1 for _ in r)
+
+
+def run_all(args: argparse.Namespace, model: Path, work: Path, scenarios: dict[str, float]) -> dict[str, Any]:
+    server = spawn("signaling", "signal_main", "--port", "0", "--duration", "7200")
+    assert server.stdout is not None
+    url = server.stdout.readline().split()[-1]
+    results: dict[str, Any] = {}
+    try:
+        for name in args.scenarios.split(","):
+            if name == "rejoin":
+                results[name] = run_scenario(name, args, url, model, work, 0.0, rejoin=True)
+            else:
+                results[name] = run_scenario(name, args, url, model, work, scenarios[name])
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # the server may wait for sockets the killed peers left half-open
+            server.kill()
+            server.wait()
+    return results
 
 
 def main() -> int:
@@ -216,11 +242,13 @@ def main() -> int:
     p.add_argument("--redundancy", type=int, help="frame packets carried in each message (default: the peers')")
     p.add_argument("--scenarios", default="loss0,loss5,loss20,rejoin")
     p.add_argument("--out", default="call_loopback", help="results name under benchmarks/results/")
+    p.add_argument("--from-logs", type=Path, metavar="WORK",
+                   help="make no calls: recompute the figures from the logs an earlier run left in WORK")
     args = p.parse_args()
     for clip in (args.video_a, args.video_b):
         if not clip.is_file():
             raise SystemExit(f"call_loopback: clip not found: {clip} (pass --video-a/--video-b)")
-    work = Path(tempfile.mkdtemp(prefix="call-loopback-"))
+    work = args.from_logs or Path(tempfile.mkdtemp(prefix="call-loopback-"))
     if args.micro:
         sys.path.insert(0, str(REPO / "tests"))
         from rtc_data import micro_bundle
@@ -228,20 +256,12 @@ def main() -> int:
     else:
         from sganc_stream.assets import default_face_model
         model = args.model or default_face_model()
-    server = spawn("signaling", "signal_main", "--port", "0", "--duration", "7200")
-    assert server.stdout is not None
-    url = server.stdout.readline().split()[-1]
     scenarios = {"loss0": 0.0, "loss5": 0.05, "loss20": 0.2}
     results: dict[str, Any] = {}
-    try:
-        for name in args.scenarios.split(","):
-            if name == "rejoin":
-                results[name] = run_scenario(name, args, url, model, work, 0.0, rejoin=True)
-            else:
-                results[name] = run_scenario(name, args, url, model, work, scenarios[name])
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=10)
+    if args.from_logs is not None:
+        results = {name: scenario_figures(work, name, scenarios[name]) for name in args.scenarios.split(",")}
+    else:
+        results = run_all(args, model, work, scenarios)
     from sganc_stream.pipeline import load_face_model
     m = load_face_model(model)
     path = write_result(args.out, {

@@ -8,7 +8,7 @@ with the live call's sender (``rtc.transport.Redundancy``) and receives it with 
 ``--rtt-ms`` after it is sent (rounded up to whole frames; one more frame for the encoder's pipeline). Nothing here is
 timed: the figures are counts and bytes, the same on any machine.
 
-Per configuration (mean over seeds): frames shown (the message's own frame decoded on arrival) as a fraction of the
+Per configuration (mean over seeds): the loss the seeded draws realised; frames shown (the message's own frame decoded on arrival) as a fraction of the
 frames sent; frames whose state was restored from redundancy; keyframes sent beyond the first; gaps that needed a
 keyframe and their median recovery (frames from the loss to the repairing intra frame, as ms at the clip's rate);
 message and wire kbps (``rtc.wire.wire_bytes``) and the wire cost relative to no redundancy at the same loss.
@@ -46,13 +46,15 @@ from sganc_stream.rtc.wire import wire_bytes  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CLIP = REPO.parent / "shared" / "data" / "clips" / "mead_eamm" / "happy.mp4"
-POLICIES = {"none": (0, True), "red1": (1, True), "red1_unfit": (1, False), "red2": (2, True)}
+POLICIES = {"none": (0, True), "red1": (1, True), "red1_unfit": (1, False), "red2": (2, True), "red2_unfit": (2, False),
+            "red3": (3, True)}
 CHANNELS = {"loss0": (0.0, None), "loss5": (0.05, None), "loss20": (0.20, None), "loss20_burst3": (0.20, 3.0)}
 
 
 @dataclass
 class Outcome:
     sent: int = 0
+    lost: int = 0  # frame messages dropped
     shown: int = 0
     restored: int = 0
     keyframes: int = 0
@@ -89,7 +91,9 @@ def simulate(codec: LatentCodecModel, latents: np.ndarray, params: StreamParams,
         out.message_bytes += len(data)
         out.wire += wire_bytes(len(data))
         gaps = rx.gaps
-        if not forward(data):
+        if forward(data):
+            out.lost += 1
+        else:
             msg = parse_message(data, rx.reader)
             delivery = rx.on_message(msg, len(data)) if isinstance(msg, FrameMessage) else None
             assert not isinstance(msg, Late)
@@ -114,7 +118,7 @@ def simulate(codec: LatentCodecModel, latents: np.ndarray, params: StreamParams,
 def summarize(runs: list[Outcome], frames: int, fps: float) -> dict[str, Any]:
     mean = (lambda f: round(statistics.mean(f(r) for r in runs), 4))
     rec = [x for r in runs for x in (r.recoveries or [])]
-    return {"shown_fraction": mean(lambda r: r.shown / r.sent), "restored_per_100": mean(lambda r: 100 * r.restored / r.sent),
+    return {"loss_realized": mean(lambda r: r.lost / r.sent), "shown_fraction": mean(lambda r: r.shown / r.sent), "restored_per_100": mean(lambda r: 100 * r.restored / r.sent),
             "keyframes_per_100": mean(lambda r: 100 * r.keyframes / r.sent), "gaps_per_100": mean(lambda r: 100 * r.gaps / r.sent),
             "recovery_median_ms": round(statistics.median(rec) * 1000 / fps, 1) if rec else None,
             "message_kbps": mean(lambda r: r.message_bytes * 8 * fps / r.sent / 1000),
@@ -153,6 +157,8 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--rtt-ms", type=float, default=100.0, help="keyframe request round trip (default 100 ms)")
     p.add_argument("--g", type=int, default=10)
+    p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated subset of {', '.join(POLICIES)}")
+    p.add_argument("--channels", default=",".join(CHANNELS), help=f"comma-separated subset of {', '.join(CHANNELS)}")
     p.add_argument("--out", default="call_redundancy", help="results name under benchmarks/results/")
     args = p.parse_args()
     from sganc_stream.assets import default_face_model
@@ -168,7 +174,11 @@ def main() -> int:
     looped = np.concatenate([latents, latents[::-1]] * math.ceil(args.length / (2 * len(latents))))[:args.length]
     params = StreamParams("open", args.g, len(codec.steps) // 2)
     results: dict[str, Any] = {}
-    jobs = [(c, pol) for c in CHANNELS for pol in POLICIES]
+    policies, channels = args.policies.split(","), args.channels.split(",")
+    unknown = sorted(set(policies) - set(POLICIES) | set(channels) - set(CHANNELS))
+    if unknown or "none" not in policies:
+        raise SystemExit(f"call_redundancy: unknown policy or channel {unknown}, or no 'none' to compare with")
+    jobs = [(c, pol) for c in channels for pol in policies]
     for channel, policy in tqdm(jobs, desc="configurations"):
         loss, burst = CHANNELS[channel]
         depth, fit = POLICIES[policy]
@@ -183,8 +193,9 @@ def main() -> int:
         "model": str(model_path), "model_id": codec.model_id, "source": str(args.latents or args.clip),
         "latent_frames": len(latents), "fps": fps, "params": {"mode": params.mode, "g": params.g,
                                                               "step": codec.steps[params.step_index]},
-        "rtt_ms": args.rtt_ms, "channels": {k: {"loss": v[0], "burst": v[1]} for k, v in CHANNELS.items()},
-        "policies": {k: {"depth": v[0], "fit_in_chunks": v[1]} for k, v in POLICIES.items()}, "results": results})
+        "rtt_ms": args.rtt_ms, "channels": {k: {"loss": CHANNELS[k][0], "burst": CHANNELS[k][1]} for k in channels},
+        "policies": {k: {"depth": POLICIES[k][0], "fit_in_chunks": POLICIES[k][1]} for k in policies},
+        "results": results})
     print(json.dumps(results, indent=1))
     print(f"call_redundancy: wrote {path}", file=sys.stderr)
     return 0

@@ -110,4 +110,5 @@ def test_serverless_copy_paste_one_way(tmp_path: Path) -> None:
     sent, got = events(tmp_path / "S.jsonl", "tx"), events(tmp_path / "R.jsonl", "rx")
     assert len(sent) >= 10 and len(got) >= 0.9 * len(sent)
     assert not events(tmp_path / "R.jsonl", "tx")  # one way: the receiver sends no frames
-    assert len(read_frames(tmp_path / "self.mp4")) == len(sent)  # --paste-back self view, one frame per sent frame
+    # --paste-back self view: one frame per coded frame; the last one may be coded as the call ends, and not sent
+    assert len(sent) <= len(read_frames(tmp_path / "self.mp4")) <= len(sent) + 1

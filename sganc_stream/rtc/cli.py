@@ -59,6 +59,9 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
         media.add_argument("--redundancy", type=int, default=DEFAULT_REDUNDANCY, metavar="N",
                            help=f"previous frame packets carried in each frame message, 0-{MAX_REDUNDANCY}, as far as "
                                 f"they fit without another SCTP chunk (default {DEFAULT_REDUNDANCY})")
+        media.add_argument("--redundancy-any-size", action="store_true",
+                           help="carry them even when that adds an SCTP chunk (more frames shown under loss, about "
+                                "twice the wire rate: see README)")
         media.add_argument("--paste-back", action="store_true",
                            help="self view: show your full camera frame with your decoded face pasted back "
                                 "(only the face travels, so the full frame exists on the sending side only)")
@@ -98,6 +101,7 @@ def options_from(args: argparse.Namespace, send: bool, receive: bool) -> PeerOpt
         max_fps=getattr(args, "max_fps", None),
         align=not getattr(args, "pre_aligned", False), landmarks=getattr(args, "landmarks", "dlib"),
         redundancy=getattr(args, "redundancy", DEFAULT_REDUNDANCY),
+        redundancy_fit=not getattr(args, "redundancy_any_size", False),
         record=getattr(args, "record", None),
         paste_back=getattr(args, "paste_back", False), self_record=getattr(args, "self_record", None),
         headless=args.headless, duration=args.duration, loss=args.loss, loss_burst=args.loss_burst, seed=args.seed,

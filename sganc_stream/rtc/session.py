@@ -55,6 +55,7 @@ class PeerOptions:
     landmarks: str = "dlib"
     params: StreamParams = field(default_factory=StreamParams)
     redundancy: int = DEFAULT_REDUNDANCY  # previous frame packets carried in each frame message
+    redundancy_fit: bool = True  # ... only as far as they fit without another SCTP chunk
     record: Path | None = None
     paste_back: bool = False  # self view: the full camera frame with this side's decoded face pasted back
     self_record: Path | None = None  # record that self view
@@ -94,11 +95,11 @@ class PeerOptions:
 class Link:
     """The call protocol on one channel: the hello exchange, our outgoing stream, the other side's stream."""
 
-    def __init__(self, raw: Channel, channel: Channel, generation: int, hello: Hello, redundancy: int,
+    def __init__(self, raw: Channel, channel: Channel, generation: int, hello: Hello, redundancy: Redundancy,
                  hello_timeout: float) -> None:
         self.raw, self.channel, self.generation = raw, channel, generation
         self.handshake = Handshake(hello, timeout_s=hello_timeout)
-        self.redundancy = Redundancy(redundancy)
+        self.redundancy = redundancy
         self.receiver: StreamReceiver | None = None
         self.frame = -1  # frame index of the last packet sent
 
@@ -145,7 +146,8 @@ class Peer:
             wrapped = LossyChannel(channel, LossModel(self.opt.loss, self.opt.loss_burst, self.opt.seed + self.generation))
         stream = self.encoder.header(0) if self.encoder is not None else None
         hello = Hello(self.model.model_id, stream, round(time.time() * 1000))
-        link = Link(channel, wrapped, self.generation, hello, self.opt.redundancy, self.opt.hello_timeout)
+        link = Link(channel, wrapped, self.generation, hello, Redundancy(self.opt.redundancy, self.opt.redundancy_fit),
+                    self.opt.hello_timeout)
         self.link = link
         wrapped.on_message = lambda data: self._on_message(link, data)
         wrapped.on_close = lambda why: self._on_lost(link, why)
