@@ -5,10 +5,10 @@
 Makes a small stream for the model (synthetic W+ latents coded with its latent codec, no face video needed), then
 runs ``python3 -m sganc_stream decode IN.sgnc OUT.mp4`` in fresh processes. A probe around the CLI records when
 the first decoded frame reaches the video writer (seconds since the process was started) and which modules the
-process imported; peak RSS is the child's own high-water mark (``VmHWM`` read by the probe at exit; Linux's
-``ru_maxrss`` of a child also holds its parent's peak from before the fork, and a test run's parent can be large),
-else ``ru_maxrss`` (os.wait4). The floor, ``python3 -c "import torch"`` (its ``ru_maxrss``), is what a decode
-process cannot go below. Medians of ``--repeats`` runs go to
+process imported; peak RSS is the child's own high-water mark, read by the probe at exit
+(:func:`sganc_stream.peak_memory.peak_rss_mb`: a child's ``ru_maxrss`` also holds its parent's peak from before the
+fork, and a test run's parent can be large). The floor, ``python3 -c "import torch"`` measured the same way, is what
+a decode process cannot go below. Medians of ``--repeats`` runs go to
 benchmarks/results/startup_memory.json with the provenance record.
 """
 
@@ -44,25 +44,23 @@ def probed(self, frame, *timing):
 VideoWriter.write = probed
 from sganc_stream.cli import main
 status = main(sys.argv[1:])
-hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
-json.dump({"first_frame_s": first[0] if first else None, "total_s": time.time() - t0, "vm_hwm_kb": hwm[0] if hwm else None,
+from sganc_stream.peak_memory import peak_rss_mb
+json.dump({"first_frame_s": first[0] if first else None, "total_s": time.time() - t0, "peak_rss_mb": peak_rss_mb(),
            "modules": sorted(sys.modules)}, open(os.environ["SGANC_PROBE_OUT"], "w"))
 sys.exit(status)
 """
 
 
-def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[int, float, float]:
-    """(exit status, peak RSS in MB, wall seconds) of a child process."""
+FLOOR = "import torch; from sganc_stream.peak_memory import peak_rss_mb; print(peak_rss_mb())"
+
+
+def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[str, float]:
+    """(stdout, wall seconds) of a child process; RuntimeError with its stderr's tail if it fails."""
     started = time.time()
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    assert proc.stderr is not None
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"{' '.join(args[:4])}… exited {code}: {err.strip()[-300:]}")
-    return code, usage.ru_maxrss / 1024, time.time() - started
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:4])}… exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    return proc.stdout, time.time() - started
 
 
 def measure_decode(stream: Path, model: Path | None, workdir: Path) -> dict[str, object]:
@@ -73,12 +71,10 @@ def measure_decode(stream: Path, model: Path | None, workdir: Path) -> dict[str,
     cmd = [sys.executable, "-c", PROBE, "decode", "--quiet", *(["--model", str(model)] if model else []),
            str(stream), str(workdir / "out.mp4")]
     env["SGANC_PROBE_T0"] = repr(time.time())
-    _, rss, _ = run_measured(cmd, env)
+    run_measured(cmd, env)
     probe = json.loads(out.read_text())
-    if probe.get("vm_hwm_kb"):  # the process's own peak: ru_maxrss also carries the parent's peak over fork + exec
-        rss = probe["vm_hwm_kb"] / 1024
     modules = set(probe["modules"])
-    return {"peak_rss_mb": round(rss, 1), "first_frame_s": round(probe["first_frame_s"], 3),
+    return {"peak_rss_mb": round(probe["peak_rss_mb"], 1), "first_frame_s": round(probe["first_frame_s"], 3),
             "total_s": round(probe["total_s"], 3), "heavy_modules": [m for m in HEAVY if m in modules],
             "modules": len(modules)}
 
@@ -107,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         stream = work / "small.sgnc"
         make_stream(args.model, args.frames, stream)
-        floor = [run_measured([sys.executable, "-c", "import torch"]) for _ in range(args.repeats)]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        floor = [run_measured([sys.executable, "-c", FLOOR], env) for _ in range(args.repeats)]
         runs = [measure_decode(stream, args.model, work) for _ in range(args.repeats)]
     med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
     from benchmarks.common import write_result
@@ -117,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                      "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1")},
         "decode": {"peak_rss_mb": med("peak_rss_mb"), "first_frame_s": med("first_frame_s"), "total_s": med("total_s"),
                    "heavy_modules": runs[0]["heavy_modules"], "modules": runs[0]["modules"]},
-        "import_torch_floor": {"peak_rss_mb": round(statistics.median(f[1] for f in floor), 1),
-                               "seconds": round(statistics.median(f[2] for f in floor), 3)},
+        "import_torch_floor": {"peak_rss_mb": round(statistics.median(float(f[0]) for f in floor), 1),
+                               "seconds": round(statistics.median(f[1] for f in floor), 3)},
         "runs": runs,
     }
     path = write_result("startup_memory", result)

@@ -7,7 +7,8 @@ over :data:`fuzz.targets.HANG_SECONDS` is a hang), ``-rss_limit_mb``, ``-max_len
 ``-print_final_stats=1`` (the benchmark reads ``stat::number_of_executed_units`` and ``stat::peak_rss_mb``).
 A finding stops the process with libFuzzer's report and the input written under ``--artifacts`` (crash-*,
 timeout-*, oom-*). An input that raises the process's peak RSS by more than ``--input-memory-mb`` also counts as
-a crash (:class:`MemoryBlowup`): a few kB of input must not allocate hundreds of MB.
+a crash (:class:`MemoryBlowup`; the peak is reset before each input): a few kB of input must not allocate
+hundreds of MB.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import resource
 import sys
 import tempfile
 import traceback
 from pathlib import Path
+
+from sganc_stream.peak_memory import peak_rss_mb, reset_peak_rss
 
 # The project's modules that parse outside input, imported under atheris' instrumentation for coverage.
 INSTRUMENTED = [
@@ -39,10 +41,6 @@ CRASH_EXIT = 3
 
 class MemoryBlowup(Exception):
     """One input raised the process's peak RSS by more than the allowed amount."""
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def report_crash(exc: BaseException, data: bytes, prefix: Path) -> None:
@@ -102,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     limit_mb = args.input_memory_mb
 
     def one_input(data: bytes) -> None:
-        before = peak_rss_mb()
+        reset_peak_rss()
+        before = peak_rss_mb()  # the resident size now: the peak was just reset
         try:
             target.run(data)
             grew = peak_rss_mb() - before
