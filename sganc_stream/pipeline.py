@@ -138,6 +138,12 @@ def load_face_model(path: str | os.PathLike[str], device: str = "cpu") -> FaceMo
 NO_FACE_PIXEL = 0  # a no-face frame decodes to this uniform (black) picture
 
 
+def no_face_pictures(n: int, size: int) -> np.ndarray:
+    """What a decoder shows for ``n`` no-face packets: ``(n, size, size, 3)`` uint8, all ``NO_FACE_PIXEL`` (black),
+    never a face (SPEC.md §1: a no-face frame must not show one). Used by file decoding and the live call."""
+    return np.full((n, size, size, 3), NO_FACE_PIXEL, dtype=np.uint8)
+
+
 @dataclass
 class EncodedFrame:
     """What the encoder made of one input frame: a face packet, or a no-face packet (the face fields None)."""
@@ -281,7 +287,7 @@ class FrameDecoder:
         """Consecutive packets → ``(n, size, size, 3)`` uint8; G runs once on all their faces, no-face packets give
         ``NO_FACE_PIXEL`` frames."""
         size = self.model.size
-        out = np.full((len(packets), size, size, 3), NO_FACE_PIXEL, dtype=np.uint8)
+        out = no_face_pictures(len(packets), size)
         faces = [i for i, p in enumerate(packets) if p.type != PacketType.NO_FACE]
         if faces:
             out[faces] = self.model.render(np.stack([self.latents(packets[i]) for i in faces]))
@@ -508,13 +514,9 @@ def _encode_chunk(encoder: FrameEncoder, chunk: list[TimedFrame], packets: list[
                         "face": [f.name for f in FaceFlags if f in e.flags],
                         "face_px": round(e.face_px, 1) if e.has_face else None})
         if "aligned" in writers:
-            writers["aligned"].write(e.crop if e.crop is not None else _no_face_picture(encoder.model.align_size),
+            writers["aligned"].write(e.crop if e.crop is not None else no_face_pictures(1, encoder.model.align_size)[0],
                                      e.packet.timestamp_ms / 1000)
     return [(e, frame) for e, (frame, _) in zip(encoded, chunk)]
-
-
-def _no_face_picture(size: int) -> np.ndarray:
-    return np.full((size, size, 3), NO_FACE_PIXEL, dtype=np.uint8)
 
 
 def _finite(x: float) -> float | None:

@@ -295,3 +295,32 @@ def test_the_other_sides_max_message_size_bounds_every_message() -> None:
     within = red.message(frame(2, P, b"\x02" * 500), FPS, limit=700)  # the redundant copy would not fit in 700
     assert within == pack(frame(2, P, b"\x02" * 500), FPS)
     assert len(red.message(frame(3, P, b"\x03" * 500), FPS, limit=1200)) <= 1200  # one copy fits, not two
+
+
+def test_no_face_packets_are_shown_without_state_and_tell_of_lost_face_packets() -> None:
+    """A no-face packet (SPEC.md §8.5) is a delivery with no steps (show "no face", keep the state); its sequence
+    number is the next face packet's, so it exposes face packets lost before it."""
+    clock = Clock()
+    N = PacketType.NO_FACE
+    rx = StreamReceiver(Hello(MODEL, header(), 0), clock=clock)
+    lead = receive(rx, pack(Packet(N, 0, 0, 0), FPS))  # the stream starts without a face: nothing missed
+    assert lead.steps == [] and lead.packet.type == N and rx.synced  # type: ignore[union-attr]
+    assert not rx.want_keyframe()
+    red = Redundancy(depth=2)
+    sent = [Packet(I, 0, 1, 100, b"i"), Packet(P, 1, 2, 200, b"p1"), Packet(N, 2, 3, 300), Packet(N, 2, 4, 400),
+            Packet(P, 2, 5, 500, b"p2"), Packet(P, 3, 6, 600, b"p3")]
+    msgs = [red.message(p, FPS) for p in sent]
+    assert msgs[2] == pack(sent[2], FPS) and len(msgs[2]) <= 8  # framing only, never redundancy
+    got = [receive(rx, m) for m in msgs[:5]]
+    assert [d.steps for d in got] == [[(I, b"i")], [(P, b"p1")], [], [], [(P, b"p2")]]  # type: ignore[union-attr]
+    assert [d.packet.frame for d in got] == [1, 2, 3, 4, 5]  # type: ignore[union-attr]
+    assert rx.reader.last_seq == 2 and rx.no_face == 3 and rx.gaps == 0  # no-face packets never move the reader
+    assert parse_message(msgs[5], rx.reader).redundant == ((P, b"p2"), (P, b"p1"))  # type: ignore[union-attr]
+    assert receive(rx, msgs[2]) is None and rx.late == 1  # overtaken by face packet 2: late
+    # face packet 3 lost, then the face leaves: the no-face packet names 4, so the loss is known at once
+    clock.t += 1.0
+    shown = receive(rx, pack(Packet(N, 4, 7, 700), FPS))
+    assert shown.steps == [] and not rx.synced and rx.gaps == 1 and rx.lost == 1  # type: ignore[union-attr]
+    assert rx.want_keyframe()  # the sender codes the returning face as an intra frame
+    back = receive(rx, pack(Packet(I, 4, 9, 900, b"i2"), FPS))
+    assert back.steps == [(I, b"i2")] and rx.synced  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -190,5 +191,37 @@ def test_receive_worker_overrun_drops_the_backlog_and_reports_it() -> None:
         await until(lambda: len(dec.applied) == 2)
         await asyncio.to_thread(worker.stop)
         assert dec.applied == [b"a", b"after resync"] and dec.resets == 1
+
+    asyncio.run(body())
+
+
+def test_receive_worker_shows_no_face_without_touching_the_state() -> None:
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        shown: list[Shown] = []
+        rendered: list[np.ndarray | None] = []
+        dec = FakeDecoder()
+
+        def render(latents: np.ndarray | None) -> np.ndarray:
+            rendered.append(latents)
+            return np.zeros(1) if latents is None else latents
+
+        worker = ReceiveWorker(render, lambda image, d: None, shown=shown.append, undecodable=lambda *a: None,
+                               overrun=lambda *a: None, fail=print, loop=loop)
+        worker.start()
+        worker.new_stream(1, lambda: dec)
+        no_face = Delivery([], Packet(PacketType.NO_FACE, 1, 1, 0), 0.0, 5, 0, None, 1)
+        after_failure = replace(no_face, packet=replace(no_face.packet, frame=3))
+        steps = [(delivery(0, [b"a"]), lambda: len(shown) == 1), (no_face, lambda: len(shown) == 2),
+                 (delivery(1, [b"bad"]), lambda: dec.resets == 1), (after_failure, lambda: len(shown) == 3),
+                 (delivery(2, [b"b"], sync_id=2), lambda: len(shown) == 4)]
+        for d, done in steps:  # one at a time, so that each is the newest when the worker renders
+            worker.submit(1, d)
+            await until(done)
+        await asyncio.to_thread(worker.stop)
+        kinds = [s.delivery.packet.type for s in shown]
+        assert kinds == [P, PacketType.NO_FACE, PacketType.NO_FACE, P]  # the failed face frame is not shown
+        assert rendered[1] is None and rendered[2] is None  # the no-face picture, never the last face
+        assert dec.applied == [b"a", b"b"] and dec.resets == 1  # no-face deliveries left the state alone
 
     asyncio.run(body())

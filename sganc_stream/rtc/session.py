@@ -26,7 +26,7 @@ from sganc_stream.errors import BitstreamError, InputError, ModelMismatchError, 
 from sganc_stream.face.paste_back import PasteBack
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
 from sganc_stream.latent.sequence import stream_params
-from sganc_stream.pipeline import EncodedFrame, FaceModel, FrameEncoder
+from sganc_stream.pipeline import EncodedFrame, FaceModel, FrameEncoder, no_face_pictures
 from sganc_stream.rtc.channel import Channel, LossModel, LossyChannel
 from sganc_stream.rtc.media import FrameSink, open_source, require_display
 from sganc_stream.rtc.pairing import Signaling, consume_signaling
@@ -246,7 +246,12 @@ class Peer:
         delivery = receiver.on_message(msg, size)
         if receiver.gaps > gaps:
             self.stats.event("gap", seq=msg.packet.seq, expected=receiver.expected)
-        if delivery is not None:
+        if delivery is not None and delivery.packet.type == PacketType.NO_FACE:
+            assert self.receiver is not None
+            self.stats.add(rx_no_face=1)
+            self.stats.event("rx_no_face", seq=delivery.packet.seq, frame=delivery.packet.frame, bytes=size)
+            self.receiver.submit(link.generation, delivery)
+        elif delivery is not None:
             assert self.receiver is not None
             packet = delivery.packet
             self.stats.add(rx_frames=1, rx_restored=delivery.recovered)
@@ -273,9 +278,13 @@ class Peer:
 
     def _shown(self, shown: Shown) -> None:
         latency = shown.shown_at * 1000 - shown.delivery.capture_ms
+        packet = shown.delivery.packet
+        if packet.type == PacketType.NO_FACE:  # no G pass: kept out of the face frames' latency figures
+            self.stats.add(displayed_no_face=1)
+            self.stats.event("display_no_face", seq=packet.seq, latency_ms=round(latency, 1))
+            return
         self.stats.latency(latency)
         self.stats.add(displayed=1)
-        packet = shown.delivery.packet
         self.stats.event("display", seq=packet.seq, type=packet.type.label, latency_ms=round(latency, 1),
                          decode_ms=round(shown.decode_ms, 1), render_ms=round(shown.render_ms, 1),
                          waiting=shown.waiting)
@@ -289,9 +298,11 @@ class Peer:
                                   title=f"sganc call: {self.opt.name}")
         last = self.stats.last
         lost = self.link.receiver.lost if self.link and self.link.receiver else 0
+        kind = "no face in the other side's camera" if delivery.packet.type == PacketType.NO_FACE else \
+            delivery.packet.type.label
         self.sink.show(image, [f"{last.get('rx_wire_kbps', 0):.1f} kbps wire ({last.get('rx_payload_kbps', 0):.1f} payload)",
                                f"{last.get('display_fps', 0):.1f} fps  {last.get('latency_ms') or 0:.0f} ms",
-                               f"lost {lost}  {delivery.packet.type.label}"], delivery.capture_ms)
+                               f"lost {lost}  {kind}"], delivery.capture_ms)
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -324,8 +335,13 @@ class Peer:
                 self.stats.say(f"{exc}: not sent (each one is counted as tx_oversize in the log)")
             return
         link.send(data)
-        self.stats.add(tx_frames=1, tx_intra=int(packet.type.is_intra), tx_redundant=link.redundancy.carried - carried)
         self.stats.message("tx", n)
+        if packet.type == PacketType.NO_FACE:
+            self.stats.add(tx_no_face=1)
+            self.stats.event("tx_no_face", seq=packet.seq, frame=packet.frame, bytes=n, capture_ms=link.epoch_ms + ts_ms,
+                             align_ms=round(enc.timing.get("align", 0.0), 1))
+            return
+        self.stats.add(tx_frames=1, tx_intra=int(packet.type.is_intra), tx_redundant=link.redundancy.carried - carried)
         self.stats.event("tx", seq=packet.seq, frame=packet.frame, type=packet.type.label, bytes=n,
                          packet_bytes=len(pack(packet, self.send_fps)), redundant=link.redundancy.carried - carried,
                          capture_ms=link.epoch_ms + ts_ms,
@@ -336,15 +352,22 @@ class Peer:
     def _show_self(self, encoded: EncodedFrame, frame: np.ndarray) -> None:
         """Encode thread, ``--paste-back``: what the other side sees of us, pasted into our full camera frame.
 
-        Only the aligned face travels, so the full frame can be shown on the sending side only.
+        Only the aligned face travels, so the full frame can be shown on the sending side only. Without a face
+        the camera frame is shown as it is (nothing is pasted, as ``paste_back`` in a transcode).
         """
         assert self.paster is not None
+        if not encoded.has_face:
+            self._self_sink().show(frame, ["self view (no face found)"], encoded.packet.timestamp_ms)
+            return
         face = self.model.render(encoded.recon_wplus[None])[0]
         full = face if encoded.quad is None else self.paster(frame, face, encoded.quad)
+        self._self_sink().show(full, [f"self view ({encoded.packet.type.label})"], encoded.packet.timestamp_ms)
+
+    def _self_sink(self) -> FrameSink:
         if self.self_view is None:
             self.self_view = FrameSink(record=self.opt.self_record, fps=self.send_fps, headless=self.opt.headless,
                                        title=f"sganc self view: {self.opt.name}")
-        self.self_view.show(full, [f"self view ({encoded.packet.type.label})"], encoded.packet.timestamp_ms)
+        return self.self_view
 
     def _worker_failed(self, exc: BaseException) -> None:
         self._fail(str(exc) if isinstance(exc, SgancError) else f"internal error in a worker: {type(exc).__name__}: {exc}")
@@ -385,10 +408,16 @@ class Peer:
                                      self_view=self._show_self if self.paster is not None else None)
             self.sender.start()
         if self.opt.receive:
-            self.receiver = ReceiveWorker(lambda w: self.model.render(w[None])[0], self._show, shown=self._shown,
+            self.receiver = ReceiveWorker(self._render, self._show, shown=self._shown,
                                           undecodable=self._undecodable, overrun=self._overrun,
                                           fail=self._worker_failed, loop=loop)
             self.receiver.start()
+
+    def _render(self, latents: np.ndarray | None) -> np.ndarray:
+        """Receive worker thread: G on one W+ frame, or the library's no-face picture (never the last face)."""
+        if latents is None:
+            return no_face_pictures(1, self.model.size)[0]
+        return self.model.render(latents[None])[0]
 
     def _overrun(self, generation: int, sync_id: int) -> None:
         self.stats.add(rx_overrun=1)
@@ -450,6 +479,8 @@ class Peer:
         total, lat = self.stats.total, self.stats.latencies
         return {"tx_frames": int(total.get("tx_frames", 0)), "rx_frames": int(total.get("rx_frames", 0)),
                 "displayed": int(total.get("displayed", 0)), "restored": int(total.get("rx_restored", 0)),
+                "tx_no_face": int(total.get("tx_no_face", 0)), "rx_no_face": int(total.get("rx_no_face", 0)),
+                "displayed_no_face": int(total.get("displayed_no_face", 0)),
                 "latency_median_ms": percentile(lat, 0.5), "latency_p95_ms": percentile(lat, 0.95),
                 "keyframe_requests_sent": int(total.get("keyframe_requests_sent", 0)),
                 "tx_oversize": int(total.get("tx_oversize", 0)),

@@ -1,12 +1,14 @@
 """The live call's figures: counters, one-second windows, and the JSON-lines log (``--log``).
 
-One line per event: ``tx`` (a sent frame, with per-stage encode times), ``rx`` (a frame message used), ``display``
-(a shown frame, with capture-to-display latency and decode/render times), ``gap`` (a loss that needs a keyframe),
-``sync`` (the keyframe that ended it, with the recovery time), ``fec`` (frames restored from redundancy), connection
-events (``joined`` with the process age, ``open``, ``hello``, ``left``), and every second ``stats``: rates in kbps
-over the last second (payload = message bytes, channel = with SCTP DATA chunk framing, wire = estimated IP packets;
-see ``rtc.wire``), frame rates, median latency, and the event loop's worst scheduling lag (what a blocked loop
-would show first).
+One line per event: ``tx`` (a sent frame, with per-stage encode times), ``rx`` (a frame message used; ``restored``:
+frames restored from its redundancy), ``display`` (a shown frame, with capture-to-display latency and decode/render
+times), ``gap`` (a loss that needs a keyframe), ``sync`` (the keyframe that ended it, with the recovery time),
+``tx_no_face`` / ``rx_no_face`` / ``display_no_face`` (no-face packets: the sender's camera shows no face, the
+receiver shows the no-face picture; counted apart, so ``tx``/``rx``/``display`` and the latency figures are face
+frames only), connection events (``joined`` with the process age, ``open``, ``hello``, ``left``), and every second
+``stats``: rates in kbps over the last second (payload = message bytes, channel = with SCTP DATA chunk framing, wire
+= estimated IP packets; see ``rtc.wire``), frame rates, median latency, and the event loop's worst scheduling lag
+(what a blocked loop would show first).
 """
 
 from __future__ import annotations

@@ -325,8 +325,8 @@ class Redundancy:
 class Delivery:
     """What the decoder applies for one frame message, in order, and the frame it then shows."""
 
-    steps: list[tuple[PacketType, bytes]]  # oldest first; the message's own packet last
-    packet: Packet
+    steps: list[tuple[PacketType, bytes]]  # oldest first; the message's own packet last; none for a no-face packet
+    packet: Packet  # the packet shown: a face packet, or a no-face packet (show "no face", not the last face)
     capture_ms: float  # sender's wall-clock capture time of ``packet``
     size: int  # message bytes
     recovered: int  # frames restored from redundancy (their state applied, not shown)
@@ -358,6 +358,7 @@ class StreamReceiver:
         self.frames = 0  # frame packets whose state was applied (shown or restored)
         self.recovered = 0  # ... of which restored from redundancy
         self.late = 0
+        self.no_face = 0  # no-face packets taken (each shown as "no face")
         self.ended = False
         self.gaps = 0  # losses that needed a keyframe
         self.lost_since_ms: float | None = None  # wall ms when sync was lost (None: in sync or never synced)
@@ -406,6 +407,8 @@ class StreamReceiver:
         if packet.type == PacketType.END:
             self.ended = True
             return None
+        if packet.type == PacketType.NO_FACE:
+            return self._no_face(packet, size, now_ms)
         if not packet.type.is_frame:
             return None
         if self.synced and self.expected is not None and packet.seq < self.expected:
@@ -438,6 +441,26 @@ class StreamReceiver:
         self.lost_since_ms = None
         return Delivery(steps, packet, self.hello.epoch_ms + packet.timestamp_ms, size, restored, recovered_ms,
                         self.sync_id)
+
+    def _no_face(self, packet: Packet, size: int, now_ms: float) -> Delivery | None:
+        """A no-face packet: the delivery that shows "no face" (no steps: the decoder's state stays), or None when
+        it is late. Its sequence number is the next face packet's, so it also tells of face packets lost before it:
+        then the receiver is out of sync at once (and asks for a keyframe, which the sender codes when the face is
+        back) instead of finding out from the face's return a round trip too late."""
+        if self.synced and self.expected is not None:
+            if packet.seq < self.expected:  # a face packet after it already arrived
+                self.on_late()
+                return None
+            if packet.seq > self.expected:
+                self._desync(now_ms)
+        elif self.expected is None and packet.seq == 0:  # the stream starts without a face: nothing missed yet
+            self.synced, self.expected = True, 0
+            self.sync_id += 1
+        self._late_run = 0
+        if packet.seq > 0:
+            self.highest_seq = packet.seq - 1 if self.highest_seq is None else max(self.highest_seq, packet.seq - 1)
+        self.no_face += 1
+        return Delivery([], packet, self.hello.epoch_ms + packet.timestamp_ms, size, 0, None, self.sync_id)
 
     def on_undecodable(self, sync_id: int | None = None) -> None:
         """A message did not decode (malformed, or its payload failed in the decoder); ``sync_id`` of the delivery

@@ -2,10 +2,14 @@
 
 :class:`SendWorker` (the media source side): a capture thread reads the camera or clip and keeps only the newest
 frame in a one-slot :class:`Latest` mailbox (a slow encoder gets the newest frame, never a queue of stale ones);
-an encode thread takes it, runs align → E → T → quantise → rANS (and the ``--paste-back`` self view), and hands the
-packet to the loop. :class:`ReceiveWorker` (the sink side): applies every delivery in order (the decoder's integer
-state needs each one: rANS and T⁻¹), renders only the newest result with G, and shows/records it. Its queue is
-bounded: when it overflows, the backlog is dropped and the loop is told to ask for a keyframe, so latency cannot grow.
+an encode thread takes it, runs align → E → T → quantise → rANS (and the ``--paste-back`` self view), and
+hands the packet to the loop: a face packet, or a no-face packet when the aligner finds no face (so the other
+side stops showing the face instead of freezing on the last one).
+
+:class:`ReceiveWorker` (the sink side): applies every delivery in order (the decoder's integer state needs each
+one: rANS and T⁻¹), renders only the newest result with G, and shows/records it. Its queue is bounded: when it
+overflows, the backlog is dropped and the loop is told to ask for a keyframe, so latency cannot grow. A no-face
+delivery changes no state and renders no face: ``render(None)`` gives the library's no-face picture.
 
 Results cross to the loop with ``loop.call_soon_threadsafe``. Torch releases the GIL inside its operators, so two
 threads (encode, render) share the process's cores; per-stage times go into the call's log.
@@ -155,9 +159,7 @@ class SendWorker:
                 self._keyframe.clear()
                 self.encoder.request_keyframe()
             started = time.time()
-            encoded = self.encoder.encode(frame, t)
-            if not encoded.has_face:  # call protocol 2 carries face packets only: nothing to code without a face
-                continue
+            encoded = self.encoder.encode(frame, t)  # a face packet, or a no-face packet (SPEC.md §8.5)
             timing = dict(self.encoder.timing)
             if self.self_view is not None:
                 self.self_view(encoded, frame)
@@ -168,7 +170,7 @@ class SendWorker:
 class Shown:
     """A frame the receive worker rendered and showed."""
 
-    delivery: Delivery
+    delivery: Delivery  # its packet is a face packet, or a no-face packet (then the no-face picture was shown)
     decode_ms: float  # rANS and T⁻¹ of this delivery's packets
     render_ms: float  # G
     shown_at: float  # time.time()
@@ -202,11 +204,13 @@ class _Poison:
 class ReceiveWorker:
     """Deliveries → latents → the newest frame rendered and shown, in one thread (see the module doc).
 
-    ``render(latents) -> image`` is G; ``show(image, delivery)`` displays and records (both in the worker);
+    ``render(latents) -> image`` is G, ``render(None)`` the no-face picture; ``show(image, delivery)`` displays and
+    records (both in the worker);
     ``shown(Shown)``, ``undecodable(generation, sync_id, why)`` and ``overrun(generation, sync_id)`` run on ``loop``.
     """
 
-    def __init__(self, render: Callable[[np.ndarray], np.ndarray], show: Callable[[np.ndarray, Delivery], None], *,
+    def __init__(self, render: Callable[[np.ndarray | None], np.ndarray],
+                 show: Callable[[np.ndarray, Delivery], None], *,
                  shown: Callable[[Shown], None], undecodable: Callable[[int, int, str], None],
                  overrun: Callable[[int, int], None], fail: Callable[[BaseException], None],
                  loop: asyncio.AbstractEventLoop, max_pending: int = MAX_PENDING) -> None:
@@ -270,7 +274,7 @@ class ReceiveWorker:
 
     def _run(self) -> None:
         stream: _Stream | None = None
-        newest: tuple[np.ndarray, Delivery, float] | None = None
+        newest: tuple[np.ndarray | None, Delivery, float] | None = None
         for job in self._next():
             if job is None:
                 if newest is not None:
@@ -295,9 +299,13 @@ class ReceiveWorker:
                     stream.failed_sync, newest = job.sync_id, None
                 continue
             generation, delivery = job
-            if (stream is None or stream.decoder is None or generation != stream.generation
-                    or stream.failed_sync == delivery.sync_id):
-                continue  # another connection's, or chained on a state that already failed
+            if stream is None or stream.decoder is None or generation != stream.generation:
+                continue  # another connection's
+            if delivery.packet.type == PacketType.NO_FACE:  # no state to apply, nothing chained on one
+                newest = (None, delivery, 0.0)
+                continue
+            if stream.failed_sync == delivery.sync_id:
+                continue  # chained on a state that already failed
             started = time.perf_counter()
             try:
                 for ptype, payload in delivery.steps:
