@@ -20,14 +20,16 @@ from functools import cache
 from pathlib import Path
 
 import msgpack
+import numpy as np
 import pytest
 
-from rtc_data import clip, micro_model, other_model
+from face_data import STEADY_CLIP, clip_frames
+from rtc_data import CLIP_FPS, clip, micro_model, other_model
 from sganc_stream.pipeline import FaceModel, load_face_model
 from sganc_stream.rtc.channel import Channel, LossyChannel, memory_pair
 from sganc_stream.rtc.session import Peer, PeerOptions
 from sganc_stream.rtc.transport import RefusedError
-from sganc_stream.video import read_frames
+from sganc_stream.video import read_frames, write_frames
 
 
 @cache
@@ -153,6 +155,31 @@ def test_messages_above_the_other_sides_limit_are_refused_cleanly(tmp_path: Path
     assert all(e["limit"] == 16 and e["bytes"] > 16 for e in oversize)
     assert err.getvalue().count("exceeds the other side's max message size (16 bytes): not sent") == 1
     assert not events(tmp_path / "B.jsonl", "rx") and rb["displayed"] == 0
+
+
+def test_a_face_that_leaves_is_not_shown_and_comes_back(tmp_path: Path) -> None:
+    """No ghost face: while the sender's camera shows no face it sends no-face packets, and the receiver shows the
+    no-face picture (black) instead of freezing on the last face; when the face is back, faces are shown again.
+    The camera is a real face clip with a faceless stretch (the real aligner, dlib), looped."""
+    faces = clip_frames(STEADY_CLIP, 12)
+    black = np.zeros_like(faces[0])
+    camera = tmp_path / "leaves.mp4"
+    write_frames(camera, [*faces[:6], *[black] * 6, *faces[6:]], CLIP_FPS)
+    a = Peer(model(), options("A", tmp_path, video=camera, align=True, receive=False, duration=8.0))
+    b = Peer(model(), options("B", tmp_path, send=False, record=tmp_path / "B.mp4", duration=8.0))
+    ra, rb = in_process(a, b, *memory_pair(delay_s=0.005))
+    assert isinstance(ra, dict) and isinstance(rb, dict), (ra, rb)
+    assert ra["tx_no_face"] >= 3 and ra["tx_frames"] >= 6
+    assert rb["rx_no_face"] >= 3 and rb["displayed_no_face"] >= 1
+    log = [r for r in map(json.loads, (tmp_path / "B.jsonl").read_text().splitlines())
+           if r["ev"] in ("display", "display_no_face")]
+    kinds = "".join("F" if r["ev"] == "display" else "n" for r in log)
+    assert "Fn" in kinds and "nF" in kinds[kinds.index("Fn"):], kinds  # the face goes away, then is shown again
+    assert not events(tmp_path / "B.jsonl", "gap")  # a faceless stretch is no loss: no keyframe needed
+    recorded = np.stack(read_frames(tmp_path / "B.mp4"))
+    dark = recorded.reshape(len(recorded), -1).max(axis=1) <= 16  # the no-face picture (H.264 keeps black black)
+    assert dark.any() and not dark.all()
+    assert (~dark[np.argmax(dark):]).any()  # faces again after the first no-face picture
 
 
 # ------------------------------------------------------------------------------------------------
