@@ -12,6 +12,10 @@ hello acknowledgement, refusal), a packet (fixarray of 5, 0x95: exactly a .sgnc 
 or the end packet) or a frame message (fixarray of 6, 0x96: the 5 packet fields plus a list of redundant
 ``[type, payload]`` pairs; entry ``k`` (from 1) is the frame packet with sequence number ``seq − k``).
 
+No face: while the sender's camera shows none it sends §3's no-face packet per coded slot (a plain packet, never
+with redundancy); the receiver shows a picture that is not a face and keeps its state, and a no-face packet naming a
+later sequence number than expected reveals lost face packets (out of sync at once, a keyframe is asked for).
+
 Message size: SCTP peers announce the largest message they accept (SDP ``a=max-message-size``, RFC 8841: 64 KiB
 when absent, 0 for no limit), and aiortc raises inside ``send`` above it. A frame message carries redundancy only
 while it stays within that size, and a packet that alone exceeds it (a large model's intra frame with out-of-range
