@@ -18,6 +18,8 @@ Figures come from the JSON-lines logs the peers write (see ``sganc_stream.rtc.st
 - per-stage ms (medians): align, E, code (T, quantise, rANS) on the sender; decode (rANS, T⁻¹) and render (G) on the
   receiver; the worst event-loop lag seen (the loop must stay free for ICE/DTLS/SCTP).
 - startup: seconds from each process's start to joining the room (everything loaded by then).
+- no face: no-face packets sent while a camera showed no face, and no-face pictures shown; every other figure counts
+  face frames only (the bytes of no-face packets, 7-11 each, are not in the kbps).
 - rejoin: from the restarted B joining the room to A decoding its first frame (signaling + ICE + DTLS + SCTP +
   hello + first intra), and the same for B2 decoding A.
 
@@ -104,6 +106,7 @@ def direction(sender: list[dict[str, Any]], receiver: list[dict[str, Any]]) -> d
         "wire_kbps": kbps(sum(map(wire_bytes, nbytes))),
         "redundancy_share": round(1 - sum(r["packet_bytes"] for r in tx) / sum(nbytes), 3) if nbytes else None,
         "intra_sent": sum(r["type"] == "intra" for r in tx),
+        "no_face_sent": len(ev(sender, "tx_no_face")), "no_face_shown": len(ev(receiver, "display_no_face")),
         "gaps": len(ev(receiver, "gap")), "keyframe_requests": len(ev(receiver, "keyframe_request")),
         "recovery_ms": {"n": len(syncs), "median": median(syncs), "p95": pct(syncs, 0.95),
                         "max": round(max(syncs), 1) if syncs else None},
