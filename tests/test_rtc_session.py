@@ -251,7 +251,12 @@ def test_call_both_sides_receive_and_record(signal_url: str, tmp_path: Path) -> 
         assert len(sent) >= 20
         assert len(got) >= 0.9 * len(sent), (me, len(got), len(sent))
         shown = events(tmp_path / f"{me}.jsonl", "display")
-        assert len(read_frames(tmp_path / f"{me}.mp4")) == len(shown) >= 0.9 * len(got)
+        assert len(read_frames(tmp_path / f"{me}.mp4")) == len(shown)
+        # every frame received is decoded, then shown or superseded by a newer one that was ready before G was free
+        # (this CPU is shared, so how many is the load's); only the last few can be in the queue when the call ends
+        superseded = events(tmp_path / f"{me}.jsonl", "summary")[0]["superseded"]
+        assert len(got) - 5 <= len(shown) + superseded <= len(got), (len(got), len(shown), superseded)
+        assert len(shown) >= 0.5 * len(got)
         assert all(d["latency_ms"] > 0 for d in shown)
         stats = events(tmp_path / f"{me}.jsonl", "stats")
         assert max(s["rx_wire_kbps"] for s in stats) > max(s["rx_payload_kbps"] for s in stats) > 0

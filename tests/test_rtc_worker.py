@@ -161,6 +161,7 @@ def test_receive_worker_applies_every_delivery_and_renders_the_newest() -> None:
         await until(lambda: len(shown) == 2)
         assert dec.applied == [b"a", b"b", b"c", b"d", b"e"]  # every packet's state, in order
         assert [s.delivery.packet.seq for s in shown] == [0, 4]  # rendered: the first, then only the newest
+        assert worker.superseded == 2  # 2 and 3: decoded, not shown
         worker.submit(1, delivery(5, [b"bad"], sync_id=1))
         worker.submit(1, delivery(6, [b"f"], sync_id=1))  # chained on the failed state: skipped
         worker.submit(1, delivery(7, [b"g"], sync_id=2))  # after a resync: applied

@@ -399,7 +399,8 @@ class Peer:
                          "rx_lost": receiver.lost if receiver else None,
                          "rx_synced": receiver.synced if receiver else None,
                          "congestion_skipped": self.pacer.skipped,
-                         "camera_dropped": self.sender.camera_dropped if self.sender else 0})
+                         "camera_dropped": self.sender.camera_dropped if self.sender else 0,
+                         "rx_superseded": self.receiver.superseded if self.receiver else 0})
 
     def _start_workers(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.encoder is not None and self.source is not None:
@@ -481,6 +482,7 @@ class Peer:
                 "displayed": int(total.get("displayed", 0)), "restored": int(total.get("rx_restored", 0)),
                 "tx_no_face": int(total.get("tx_no_face", 0)), "rx_no_face": int(total.get("rx_no_face", 0)),
                 "displayed_no_face": int(total.get("displayed_no_face", 0)),
+                "superseded": self.receiver.superseded if self.receiver else 0,
                 "latency_median_ms": percentile(lat, 0.5), "latency_p95_ms": percentile(lat, 0.95),
                 "keyframe_requests_sent": int(total.get("keyframe_requests_sent", 0)),
                 "tx_oversize": int(total.get("tx_oversize", 0)),

@@ -221,6 +221,7 @@ class ReceiveWorker:
         self._jobs: deque[tuple[int, Delivery] | _Stream | _Poison] = deque()
         self._stop = False
         self.dropped = 0  # deliveries dropped by overruns
+        self.superseded = 0  # deliveries decoded but not shown: a newer one was ready before G was free
         self._thread = threading.Thread(target=self._guarded, name="sganc-receive", daemon=True)
 
     def start(self) -> None:
@@ -302,6 +303,7 @@ class ReceiveWorker:
             if stream is None or stream.decoder is None or generation != stream.generation:
                 continue  # another connection's
             if delivery.packet.type == PacketType.NO_FACE:  # no state to apply, nothing chained on one
+                self.superseded += newest is not None
                 newest = (None, delivery, 0.0)
                 continue
             if stream.failed_sync == delivery.sync_id:
@@ -315,4 +317,5 @@ class ReceiveWorker:
                 stream.failed_sync, newest = delivery.sync_id, None
                 self.loop.call_soon_threadsafe(self.undecodable, generation, delivery.sync_id, str(exc))
                 continue
+            self.superseded += newest is not None
             newest = (latents, delivery, (time.perf_counter() - started) * 1000)
