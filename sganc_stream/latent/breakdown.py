@@ -141,7 +141,7 @@ def bit_breakdown(container: Container, model: LatentCodecModel | None = None, *
     h = container.header
     b = BitBreakdown(8 * container.total_bytes, 8 * container.header_bytes,
                      8 * (container.total_bytes - container.header_bytes - sum(container.record_bytes)),
-                     h.frames, h.fps, list(model.groups) if model is not None else [])
+                     h.frames, h.fps, list(model.groups) if model is not None else [], transport=transport)
     decoder = LatentStreamDecoder(model, stream_params(model, h), h.version) if model is not None else None
     if model is not None:
         b.rows_bits = {p: np.zeros(model.rows, dtype=np.int64) for p in PARTS}
