@@ -112,3 +112,17 @@ def test_parts_constant_matches_what_is_reported(tiny_codec):
     d = bit_breakdown(decode_container(res.data), tiny_codec).to_dict()
     assert list(d["by_part"]) == list(PARTS)
     assert d["by_part"]["intra"]["bits"] == d["payload_bits"] and d["by_part"]["difference"]["bits"] == 0
+
+
+def test_breakdowns_add_up(tiny_codec):
+    a = _stream(tiny_codec, StreamParams("open", 5, 1), frames=12)
+    b = _stream(tiny_codec, StreamParams("open", 5, 1), frames=9, no_face=(2,))
+    ba, bb = (bit_breakdown(decode_container(r.data), tiny_codec, transport=True) for r in (a, b))
+    pooled = (ba + bb).to_dict()
+    assert pooled["total_bits"] == 8 * (len(a.data) + len(b.data)) and pooled["frames"] == 21
+    assert pooled["kbps"] == pytest.approx(8 * (len(a.data) + len(b.data)) / (21 / 25) / 1000)
+    assert pooled["by_packet_type"]["no_face"]["packets"] == 1
+    assert [r["bits"] for r in pooled["by_row"]] == [x["bits"] + y["bits"] for x, y in
+                                                     zip(ba.to_dict()["by_row"], bb.to_dict()["by_row"])]
+    with pytest.raises(ValueError):
+        ba + bit_breakdown(decode_container(a.data), tiny_codec)  # with and without transport

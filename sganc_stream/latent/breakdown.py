@@ -70,22 +70,38 @@ class TypeTally:
     def record_bits(self) -> int:
         return self.payload_bits + self.framing_bits
 
+    def __add__(self, other: TypeTally) -> TypeTally:
+        return TypeTally(self.packets + other.packets, self.payload_bits + other.payload_bits,
+                         self.framing_bits + other.framing_bits, self.transport_bits + other.transport_bits)
+
 
 @dataclass
 class BitBreakdown:
     """A stream's bits, split exactly (see the module doc). ``rows_bits[part]`` is (rows,) int64 attributed bits;
-    ``ideal_bits[part]`` the unscaled information content (float)."""
+    ``ideal_bits[part]`` the unscaled information content (float). Breakdowns of streams with the same groups add
+    up (``a + b``: the pooled figures of several clips)."""
 
     total_bits: int  # 8 × file size
     header_bits: int  # magic + version byte + header map
     end_bits: int  # the END packet record (CRC-32)
     frames: int
-    fps: float
+    seconds: float  # frames / fps, so pooled streams of different frame rates give the right kbps
     groups: list[tuple[int, int]]  # stage groups, half-open W+ row ranges
     by_type: dict[str, TypeTally] = field(default_factory=dict)
     rows_bits: dict[str, np.ndarray] = field(default_factory=dict)
     ideal_bits: dict[str, float] = field(default_factory=dict)
     transport: bool = False
+
+    def __add__(self, other: BitBreakdown) -> BitBreakdown:
+        if self.groups != other.groups or self.transport != other.transport or set(self.rows_bits) != set(other.rows_bits):
+            raise ValueError("cannot add breakdowns of different row layouts or with and without transport")
+        return BitBreakdown(
+            self.total_bits + other.total_bits, self.header_bits + other.header_bits, self.end_bits + other.end_bits,
+            self.frames + other.frames, self.seconds + other.seconds, self.groups,
+            {k: self.by_type.get(k, TypeTally()) + other.by_type.get(k, TypeTally())
+             for k in {**self.by_type, **other.by_type}},
+            {p: self.rows_bits[p] + other.rows_bits[p] for p in self.rows_bits},
+            {p: self.ideal_bits[p] + other.ideal_bits[p] for p in self.ideal_bits}, self.transport)
 
     @property
     def payload_bits(self) -> int:
@@ -99,7 +115,7 @@ class BitBreakdown:
         """JSON-ready: bits and share of the file for each split; kbps at the stream's frame rate."""
         total = self.total_bits
         share = lambda b: b / total if total else 0.0  # noqa: E731
-        kbps = lambda b: b / self.frames * self.fps / 1000 if self.frames else 0.0  # noqa: E731
+        kbps = lambda b: b / self.seconds / 1000 if self.seconds else 0.0  # noqa: E731
         out: dict[str, Any] = {
             "attribution": "payload bits of each packet split over its channels in proportion to −log2 p under the "
                            "table that coded them (+32 per escape), integers by largest remainder: exact sums",
@@ -141,7 +157,7 @@ def bit_breakdown(container: Container, model: LatentCodecModel | None = None, *
     h = container.header
     b = BitBreakdown(8 * container.total_bytes, 8 * container.header_bytes,
                      8 * (container.total_bytes - container.header_bytes - sum(container.record_bytes)),
-                     h.frames, h.fps, list(model.groups) if model is not None else [], transport=transport)
+                     h.frames, h.frames / h.fps, list(model.groups) if model is not None else [], transport=transport)
     decoder = LatentStreamDecoder(model, stream_params(model, h), h.version) if model is not None else None
     if model is not None:
         b.rows_bits = {p: np.zeros(model.rows, dtype=np.int64) for p in PARTS}
