@@ -155,7 +155,7 @@ class Coding:
     payload: np.ndarray  # (frames,) bytes of coded data
     record: np.ndarray  # (frames,) bytes as carried
     wire: np.ndarray  # (frames,) estimated bytes on the wire
-    file_bytes: int = 0  # the whole file (sganc .sgnc); 0 where there is none
+    file_bytes: int = 0  # the whole file (sganc: the .sgnc; naive: the clip compressed at once); 0: none
     wplus: np.ndarray | None = None  # (n, rows, width) decoded W+ (latent systems)
     pixels: np.ndarray | None = None  # (n, S, S, 3) uint8 decoded frames (pixel codecs)
     data: bytes = b""  # the file to keep, if the system keeps this point
@@ -262,7 +262,7 @@ class PixelCodec(System):
 
 class NaiveLatents(System):
     """W+ rounded to each step and compressed frame by frame (streamable) with each general-purpose compressor;
-    ``notes['clip_bytes']`` is the whole clip compressed at once (a bound, not streamable). Not rendered."""
+    ``file_bytes`` is the whole clip compressed at once (a bound, not streamable). Not rendered."""
 
     name = "naive"
     scored = False
@@ -278,5 +278,5 @@ class NaiveLatents(System):
         assert point.step is not None
         r = naive_code(clip.wplus, point.step, point.mode)
         per_frame = np.asarray(r["frame_bytes"])
-        return Coding(per_frame, per_frame, np.array([wire_bytes(int(b)) for b in per_frame]), wplus=r["recon"],
-                      notes={"clip_bytes": r["clip_bytes"], "dtype": r["dtype"]})
+        return Coding(per_frame, per_frame, np.array([wire_bytes(int(b)) for b in per_frame]), r["clip_bytes"],
+                      wplus=r["recon"], notes={"dtype": r["dtype"]})

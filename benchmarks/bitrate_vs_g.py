@@ -282,7 +282,7 @@ def measure(w: Worker, clip: Clip, system: System, point: Point, c: Coding) -> R
         decoded = c.pixels[clip.scored] if c.pixels is not None else render(w.model, c.wplus[clip.scored])
         values["quality"] = w.scorer.score(clip, decoded)
     return Record(point.key(), values, c.breakdown,
-                  {k: v for k, v in c.notes.items() if k in ("clip_bytes", "dtype")})
+                  {k: v for k, v in c.notes.items() if k == "dtype"})
 
 
 def clip_work(w: Worker, item: tuple[Path, str, str], s: Settings) -> ClipOutcome:

@@ -137,7 +137,7 @@ def test_naive_system_matches_naive_code():
     for p in points:
         c = system.code(clip, p)
         ref = naive_code(clip.wplus, p.step, p.mode)
-        assert c.payload.mean() == pytest.approx(ref["bytes_per_frame"]) and c.notes["clip_bytes"] == ref["clip_bytes"]
+        assert c.payload.mean() == pytest.approx(ref["bytes_per_frame"]) and c.file_bytes == ref["clip_bytes"]
         assert np.mean((c.wplus - clip.wplus) ** 2) == pytest.approx(ref["latent_mse"])
 
 
