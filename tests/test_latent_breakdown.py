@@ -56,6 +56,7 @@ def test_sums_match_file_and_packets_exactly(tiny_codec):
         assert t.payload_bits == 8 * sum(len(p.payload) for p, _ in got)
         assert t.transport_bits == 8 * sum(wire_bytes(r) - r for _, r in got)
     assert d["transport"]["bits"] == 8 * sum(wire_bytes(r) - r for r in c.record_bytes)
+    assert d["transport"]["wire_bits"] == 8 * sum(wire_bytes(r) for r in c.record_bytes)
     # parts, groups and rows each sum to the face packets' payloads
     assert sum(v["bits"] for v in d["by_part"].values()) == b.payload_bits
     assert sum(g["bits"] for g in d["by_group"]) == b.payload_bits

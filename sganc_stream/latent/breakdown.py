@@ -142,7 +142,8 @@ class BitBreakdown:
                               "by_part": {p: int(v[i]) for p, v in self.rows_bits.items()}} for i in range(len(rows))]
         if self.transport:
             tb = sum(t.transport_bits for t in self.by_type.values())
-            out["transport"] = {"bits": tb, "kbps": kbps(tb), "per_file_bits": tb + total,
+            wire = tb + self.payload_bits + self.framing_bits  # a call sends the packets, not the file's header and end
+            out["transport"] = {"bits": tb, "kbps": kbps(tb), "wire_bits": wire, "wire_kbps": kbps(wire),
                                 "formula": "rtc.wire.wire_bytes per packet record sent as one data-channel message"}
         return out
 
