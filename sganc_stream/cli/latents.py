@@ -107,10 +107,10 @@ def print_breakdown(b: dict) -> None:
     print(f"where the bits go ({b['total_bits']} bits; payload attributed to parts and rows by -log2 p):")
     print(f"  container header + end  {b['container']['header_bits'] + b['container']['end_bits']:10d}  "
           f"{pct(b['container']['share'])}")
-    print(f"  packet framing          {b['framing_bits']:10d}  {pct(b['framing_share'])}")
     for label, t in b["by_packet_type"].items():
         print(f"  {label:15s} x{t['packets']:<6d} {t['record_bits']:10d}  {pct(t['share'])}  "
               f"({t['bits_per_packet']:.0f} bits/packet, framing included)")
+    print(f"    of which packet framing {b['framing_bits']:8d}  {pct(b['framing_share'])}")
     for part, v in b.get("by_part", {}).items():
         if v["bits"]:
             print(f"  part {part:18s} {v['bits']:10d}  {pct(v['share'])}")
