@@ -16,6 +16,7 @@ import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -106,14 +107,15 @@ def keep_stream(result: PixelResult, codec: str, stem: Path) -> Path | None:
 COMPRESSORS = {"zlib": lambda b: zlib.compress(b, 9), "bzip2": lambda b: bz2.compress(b, 9)}
 
 
-def naive_code(latents: np.ndarray, step: float, compressor: str) -> dict[str, float | str]:
-    """Naive coding of W+ ``(n, rows, width)``: bytes per frame and per clip, and the latent MSE it leaves."""
+def naive_code(latents: np.ndarray, step: float, compressor: str) -> dict[str, Any]:
+    """Naive coding of W+ ``(n, rows, width)``: bytes of each frame (``frame_bytes``) and their mean, bytes of the
+    whole clip at once, the decoded W+ (``recon``, float64) and the latent MSE it leaves."""
     q = quantize_fixed(latents, step)
     dt = smallest_int_dtype(q)
     qi = q.astype(dt)
     compress = COMPRESSORS[compressor]
     per_frame = [len(compress(f.tobytes())) for f in qi]
     recon = q.astype(np.float64) * step
-    return {"step": step, "compressor": compressor, "dtype": dt.name,
+    return {"step": step, "compressor": compressor, "dtype": dt.name, "frame_bytes": per_frame,
             "bytes_per_frame": float(np.mean(per_frame)), "clip_bytes": len(compress(qi.tobytes())),
-            "latent_mse": float(np.mean((recon - latents) ** 2))}
+            "recon": recon, "latent_mse": float(np.mean((recon - latents) ** 2))}

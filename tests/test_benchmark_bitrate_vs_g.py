@@ -82,3 +82,79 @@ def test_empirical_and_entropy_bits():
     assert esc == pytest.approx(-math.log2(1 / 106) + 32)
     assert entropy_bits(np.array([3, 3, 3])) == 0.0
     assert entropy_bits(np.array([0, 1])) == pytest.approx(2.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The systems' one interface (bitrate_systems.py) and the breakdown tables (bitrate_report.py)
+
+
+def _clip(latents):
+    from bitrate_systems import Clip
+
+    n = len(latents)
+    return Clip("test/clip", "someone", 25.0, np.zeros((n, 8, 8, 3), np.uint8), latents.astype(np.float32), [])
+
+
+def test_sganc_system_codes_a_file_and_breaks_its_bits_down(tiny_codec):
+    from types import SimpleNamespace
+
+    from bitrate_systems import HEADLINE_G, Sganc
+    from sganc_stream.bitstream.container import decode_container
+    from sganc_stream.latent.codec import StreamParams
+    from sganc_stream.latent.sequence import decode_sequence
+    from sganc_stream.latent.synthetic import synthetic_latents
+
+    from conftest import TINY_ROWS, TINY_WIDTH
+
+    clip = _clip(synthetic_latents("walk", 23, TINY_ROWS, TINY_WIDTH, seed=3))
+    system = Sganc(SimpleNamespace(codec=tiny_codec, model_id=tiny_codec.model_id),  # type: ignore[arg-type]
+                   [StreamParams("open", HEADLINE_G, 1), StreamParams("closed", 0, 2)])
+    points = system.points()
+    assert [p.key()["g"] for p in points] == [str(HEADLINE_G), None] and points[1].step == tiny_codec.steps[2]
+    for point in points:
+        c = system.code(clip, point)
+        container = decode_container(c.data)
+        assert c.file_bytes == len(c.data) and c.record.tolist() == container.record_bytes
+        assert c.payload.tolist() == [len(p.payload) for p in container.packets]
+        assert (c.wire > c.record).all()
+        assert np.array_equal(decode_sequence(tiny_codec, container), c.wplus)  # what a decoder outputs
+        b = c.breakdown.to_dict()
+        assert b["total_bits"] == 8 * c.file_bytes and b["payload_bits"] == 8 * c.payload.sum()
+        assert sum(r["bits"] for r in b["by_row"]) == 8 * c.payload.sum()
+        assert b["framing_bits"] == 8 * (c.record.sum() - c.payload.sum())
+    assert system.keeps(points[0]) and system.file_name(clip, points[0], c).endswith(f"open_g{HEADLINE_G}_step{tiny_codec.steps[1]:g}.sgnc")
+
+
+def test_naive_system_matches_naive_code():
+    from bitrate_systems import NaiveLatents
+
+    rng = np.random.default_rng(1)
+    clip = _clip(rng.normal(size=(5, 3, 16)))
+    system = NaiveLatents((0.5, 0.1))
+    points = system.points()
+    assert [(p.mode, p.step) for p in points] == [("zlib", 0.5), ("bzip2", 0.5), ("zlib", 0.1), ("bzip2", 0.1)]
+    assert not system.scored and not system.keeps(points[0])
+    for p in points:
+        c = system.code(clip, p)
+        ref = naive_code(clip.wplus, p.step, p.mode)
+        assert c.payload.mean() == pytest.approx(ref["bytes_per_frame"]) and c.file_bytes == ref["clip_bytes"]
+        assert np.mean((c.wplus - clip.wplus) ** 2) == pytest.approx(ref["latent_mse"])
+
+
+def test_breakdown_tables_come_from_the_result():
+    from bitrate_report import breakdown_markdown
+
+    by_part = {p: {"bits": b, "share": b / 1000, "ideal_bits": b} for p, b in
+               (("intra", 300), ("new_face", 0), ("difference", 400), ("residual", 200))}
+    entry = {"system": "sganc", "mode": "open", "g": "10", "step": 1.0, "target_kbps": None, "total_bits": 1000,
+             "frames": 10, "bits_per_frame": 100.0, "kbps": 2.5, "container": {"header_bits": 40, "end_bits": 20, "share": 0.06},
+             "payload_bits": 900, "framing_bits": 40, "by_part": by_part, "transport": {"bits": 500, "kbps": 1.25},
+             "by_packet_type": {"intra": {"packets": 1, "bits_per_packet": 310.0, "share": 0.31}},
+             "by_group": [{"rows": [0, 2], "bits": 900, "share": 0.9, "by_part": {"difference": 400, "residual": 200}}],
+             "by_row": [{"row": 0, "bits": 500, "share": 0.5, "by_part": {"intra": 150, "difference": 250, "residual": 100}},
+                        {"row": 1, "bits": 400, "share": 0.4, "by_part": {"intra": 150, "difference": 150, "residual": 100}}]}
+    text = "\n".join(breakdown_markdown({"breakdown": [entry, {**entry, "g": "2"}]}))
+    assert "| 1 | 100 (2.5 kbps) | 30 (30.0 %) | 0 (0.0 %) | 40 (40.0 %) | 20 (20.0 %) | 4 (4.0 %) | 6 (6.0 %) | 50 (1.2 kbps) |" in text
+    assert "| 0 | 50 | 50.0 % | 15 | 25 | 10 |" in text
+    assert text.count("| 1 | intra |") == 1  # g = 2 is not a headline row
+    assert breakdown_markdown({"breakdown": []}) == [] and breakdown_markdown({}) == []

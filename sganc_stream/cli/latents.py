@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sganc_stream.assets import default_latent_codec
-from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, decode_container, fps_in_range, read_container
+from sganc_stream.assets import default_face_model, default_latent_codec
+from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, Container, decode_container, fps_in_range, read_container
 from sganc_stream.cli.options import add_stream_arguments, stream_params_from
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import load_npy, write_bytes_atomic, write_npy_atomic
+from sganc_stream.latent.breakdown import bit_breakdown
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
 from sganc_stream.latent.sequence import decode_sequence, encode_sequence, no_face_frames, stream_params, time_coding
@@ -66,13 +67,29 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def inspect_dict(path: str) -> dict:
+def breakdown_model(container: Container, path: str | None) -> LatentCodecModel | None:
+    """The latent codec to split a stream's payload by part, group and row: ``--model`` (an error if it is not the
+    stream's), else whichever shipped model made the stream, else None (packet types and framing only)."""
+    if path is not None:
+        return load_model(path)
+    for candidate in (default_face_model, default_latent_codec):
+        model = load_latent_codec(candidate())
+        if model.model_id == container.header.model_id:
+            return model
+    return None
+
+
+def inspect_dict(path: str, model_path: str | None = None) -> dict:
     c = read_container(path)
     frames = [{"index": p.frame, "type": p.type.label, "bytes": b, "payload_bytes": len(p.payload)} for p, b in zip(c.packets, c.record_bytes)]
     h = c.header
     header = {"version": h.version, "model_id": h.model_id, "rows": h.rows, "width": h.width, "mode": h.mode,
               "g": h.g, "step": h.step, "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval}
     per_frame = np.array([f["bytes"] for f in frames], dtype=np.float64)
+    model = breakdown_model(c, model_path)
+    breakdown = bit_breakdown(c, model, transport=True).to_dict()
+    if model is None:
+        breakdown["by_row_note"] = "no shipped model made this stream: pass its bundle with --model for parts, groups and rows"
     return {
         "header": header,
         "header_bytes": c.header_bytes,
@@ -80,7 +97,27 @@ def inspect_dict(path: str) -> dict:
         "total_bytes": c.total_bytes,
         "bits_per_frame": {"mean": float(8 * per_frame.mean()), "p95": float(8 * np.percentile(per_frame, 95))} if frames else None,
         "kbps": 8 * c.total_bytes / max(len(frames), 1) * h.fps / 1000,
+        "breakdown": breakdown,
     }
+
+
+def print_breakdown(b: dict) -> None:
+    """The breakdown's packet types, parts and groups as a few lines (per-row figures: --json)."""
+    pct = lambda share: f"{100 * share:5.1f} %"  # noqa: E731
+    print(f"where the bits go ({b['total_bits']} bits; payload attributed to parts and rows by -log2 p):")
+    print(f"  container header + end  {b['container']['header_bits'] + b['container']['end_bits']:10d}  "
+          f"{pct(b['container']['share'])}")
+    for label, t in b["by_packet_type"].items():
+        print(f"  {label:15s} x{t['packets']:<6d} {t['record_bits']:10d}  {pct(t['share'])}  "
+              f"({t['bits_per_packet']:.0f} bits/packet, framing included)")
+    print(f"    of which packet framing {b['framing_bits']:8d}  {pct(b['framing_share'])}")
+    for part, v in b.get("by_part", {}).items():
+        if v["bits"]:
+            print(f"  part {part:18s} {v['bits']:10d}  {pct(v['share'])}")
+    for g in b.get("by_group", []):
+        print(f"  rows {g['rows'][0]:2d}-{g['rows'][1] - 1:<2d} (stage group) {g['bits']:10d}  {pct(g['share'])}")
+    if "transport" in b:
+        print(f"  + data-channel transport estimate {b['transport']['bits']} bits ({b['transport']['kbps']:.2f} kbps)")
 
 
 def _mb(n: int) -> str:
@@ -126,7 +163,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         else:
             print_bundle(info)
         return 0
-    info = inspect_dict(args.input)
+    info = inspect_dict(args.input, args.model)
     if args.json:
         print(json.dumps(info, indent=1))
         return 0
@@ -138,6 +175,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     bpf = info["bits_per_frame"] or {"mean": 0, "p95": 0}
     print(f"total {info['total_bytes']} bytes (header {info['header_bytes']}), {bpf['mean']:.0f} bits/frame mean, "
           f"{bpf['p95']:.0f} p95, {info['kbps']:.2f} kbps")
+    print_breakdown(info["breakdown"])
     return 0
 
 
@@ -208,9 +246,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("inspect", help="show an .sgnc file's header and frame sizes, or a bundle's model id and parts",
-                       description="For a stream: its header (with the id of the model it was made with) and per-frame "
-                                   "sizes. For a bundle: its model id (what streams carry), parts with sizes, the "
+                       description="For a stream: its header (with the id of the model it was made with), per-frame "
+                                   "sizes, and where the bits go (packet types, framing, container; with the stream's "
+                                   "model also coded parts, stage groups and W+ rows). For a bundle: its model id (what streams carry), parts with sizes, the "
                                    "encoder its codec was trained for, licence and what it can do.")
     p.add_argument("input", metavar="FILE", help=".sgnc stream or .safetensors bundle")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true", help="machine-readable output (with the per-row breakdown)")
+    p.add_argument("--model", help="the stream's model bundle, for the breakdown by part, stage group and W+ row "
+                                   "(default: the shipped model that made it, if any)")
     p.set_defaults(func=cmd_inspect)

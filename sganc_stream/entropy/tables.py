@@ -74,8 +74,13 @@ class CodingTable:
         esc = (s < 0) | (s >= self.num_symbols - 1)
         return np.where(esc, self.num_symbols - 1, s).astype(np.int32), esc
 
-    def ideal_bits(self, values: np.ndarray) -> float:
-        """Information content of ``values`` under this table, escapes' 32 raw bits included."""
+    def channel_bits(self, values: np.ndarray) -> np.ndarray:
+        """(C,) float64: each value's information content under this table, ``PRECISION - log2(freq)`` bits, plus
+        32 raw bits where it escapes."""
         sym, esc = self.symbols(values)
         f = self.freqs[0, sym] if self.shared else np.take_along_axis(self.freqs, sym[:, None].astype(np.int64), 1)[:, 0]
-        return float(np.sum(PRECISION - np.log2(f.astype(np.float64))) + 32 * esc.sum())
+        return PRECISION - np.log2(f.astype(np.float64)) + 32.0 * esc
+
+    def ideal_bits(self, values: np.ndarray) -> float:
+        """Information content of ``values`` under this table, escapes' 32 raw bits included."""
+        return float(self.channel_bits(values).sum())

@@ -25,6 +25,7 @@ from sganc_stream.bitstream.container import VERSION
 from sganc_stream.bitstream.packet import PacketType
 from sganc_stream.entropy.irwin_hall import MAX_G, residual_table
 from sganc_stream.entropy.rans import decode_parts, encode_parts
+from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.errors import BitstreamError, InputError
 from sganc_stream.latent.model import LatentCodecModel
 
@@ -147,20 +148,25 @@ class LatentStreamDecoder:
         """Forget the state (after a lost packet): the next decodable frame is an intra frame."""
         self._state = None
 
+    def parts(self, ptype: PacketType, payload: bytes) -> list[tuple[np.ndarray, CodingTable]]:
+        """The coded parts of one face packet, in coding order, each (values (C,) int64, its table): the intra
+        values, or the latent difference then (inter+residual) the residual. Needs no state; BitstreamError for
+        corrupt data or a packet this stream cannot hold."""
+        if not ptype.is_frame:
+            raise BitstreamError(f"{ptype.label} packet is not a face frame")
+        if ptype == PacketType.INTER_RESIDUAL and self.res_table is None:
+            raise BitstreamError("residual frame in a stream without residuals")
+        tables = ([self.intra_table] if ptype.is_intra else
+                  [self.diff_table] + ([self.res_table] if ptype == PacketType.INTER_RESIDUAL else []))
+        values = decode_parts(payload, [(t, self.model.channels) for t in tables], check=self.version >= 2)
+        return list(zip(values, tables))
+
     def decode(self, ptype: PacketType, payload: bytes) -> np.ndarray:
         """One face packet → the (rows, width) float32 W+ frame; BitstreamError for corrupt or misplaced data."""
-        c, check = self.model.channels, self.version >= 2
-        if ptype.is_intra:
-            (state,) = decode_parts(payload, [(self.intra_table, c)], check=check)
-        elif ptype in (PacketType.INTER, PacketType.INTER_RESIDUAL):
-            if self._state is None:
-                raise BitstreamError("inter frame without a preceding intra frame")
-            if ptype == PacketType.INTER_RESIDUAL and self.res_table is None:
-                raise BitstreamError("residual frame in a stream without residuals")
-            tables = [(self.diff_table, c)] + ([(self.res_table, c)] if ptype == PacketType.INTER_RESIDUAL else [])
-            state = self._state + sum(decode_parts(payload, tables, check=check))
-        else:
-            raise BitstreamError(f"{ptype.label} packet is not a face frame")
+        if ptype.is_frame and not ptype.is_intra and self._state is None:
+            raise BitstreamError("inter frame without a preceding intra frame")
+        parts = self.parts(ptype, payload)
+        state = parts[0][0] if ptype.is_intra else self._state + sum(v for v, _ in parts)
         if np.abs(state).max(initial=0) >= STATE_LIMIT:
             raise BitstreamError("corrupted payload: latent state out of range")
         self._state = state
