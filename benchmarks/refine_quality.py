@@ -32,7 +32,8 @@ from sganc_stream.threads import set_threads  # noqa: E402
 
 CLIPS = [ROOT.parent / "shared" / "data" / "clips" / "dreamtalk_mead" / name
          for name in ("M030_front_neutral_level1_001.mp4", "M030_front_happy_level3_001.mp4")]
-CONFIGS = [RefineOptions(0), RefineOptions(10), RefineOptions(25), RefineOptions(25, temporal_weight=10.0)]
+CONFIGS = [RefineOptions(0), RefineOptions(10, temporal_weight=1.0), RefineOptions(25, temporal_weight=1.0),
+           RefineOptions(25, temporal_weight=10.0)]
 
 
 def main(argv: list[str] | None = None) -> int:
