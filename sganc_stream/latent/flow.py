@@ -71,8 +71,9 @@ class RealNVP(nn.Module):
 
     The composition splits the vector into its even and odd coordinates once, lets each coupling update one half in
     place of interleaving and splitting at every layer, and interleaves once at the end: the same arithmetic on the
-    same values as applying each :class:`AffineCoupling` in turn (bit for bit, tests/test_flow.py), with 2 copies per
-    pass instead of 3 per layer — and an exported graph of plain Gemm/Exp/Mul/Add instead of a scatter per layer.
+    same values as applying each :class:`AffineCoupling` in turn (bit for bit on a ``(rows, width)`` frame, the latent
+    codec's input; to float rounding on batched input, where BLAS may block differently: tests/test_latent_flow.py),
+    with 2 copies per pass instead of 3 per layer, and an exported graph of plain Gemm/Exp/Mul/Add with no scatter.
     """
 
     def __init__(self, width: int, hidden: int = 128, couplings: int = NUM_COUPLINGS) -> None:

@@ -1,9 +1,8 @@
 """Export the model parts of a face model to ONNX (needs torch; the runtime side is :mod:`sganc_stream.onnx_runtime`).
 
-Four graphs, each with batch 1 and fixed shapes (what the streaming pipeline runs):
-
-The graphs of a bundle are written once into a cache folder named by its model id
-(:func:`sganc_stream.onnx_runtime.graph_dir`), by :func:`export_bundle`, which the decoder calls on first use.
+Graphs with batch 1 and fixed shapes (what the streaming pipeline runs). :func:`export_bundle` writes the first three
+once into a cache folder named by the bundle's model id (:func:`sganc_stream.onnx_runtime.graph_dir`; the decoder
+calls it on first use); ``benchmarks/runtime_speed.py`` times all four:
 
 * ``flow_forward``  T:   W+ ``(rows, width)`` float32 → proxy ``(rows, width)`` float32, every stage group's flow
   in one graph (3 × 13 coupling layers for the default model);
@@ -60,7 +59,7 @@ def to_onnx(module: nn.Module, example: torch.Tensor, input_name: str, output_na
 def export_bundle(path: str | os.PathLike[str], directory: str | os.PathLike[str]) -> list[str]:
     """Write the graphs of bundle ``path`` into ``directory`` (created if needed), each file atomically; returns their
     names. Every bundle with a latent codec gets ``flow_forward`` and ``flow_inverse``; one with a generator also
-    ``generator``, one with an encoder also ``encoder``. Errors as :func:`sganc_stream.models.checkpoint.load_checkpoint`.
+    ``generator`` (E is not exported: encoding runs in PyTorch, see README "Runtimes"). Errors as :func:`sganc_stream.models.checkpoint.load_checkpoint`.
     """
     from sganc_stream.bundle import bundle_config, load_bundle
     from sganc_stream.latent.model import LatentCodecModel
@@ -73,9 +72,6 @@ def export_bundle(path: str | os.PathLike[str], directory: str | os.PathLike[str
         bundle = Bundle(loaded.extra_tensors, loaded.config)
         g = loaded.generator.eval()
         graphs["generator"] = (Render(g), torch.zeros(1, g.n_latent, g.config.style_dim))
-        if loaded.encoder is not None:
-            side = int(loaded.config["encoder"]["input_size"])
-            graphs["encoder"] = (loaded.encoder.eval(), torch.zeros(1, 3, side, side))
     else:
         bundle = load_bundle(path)
     codec = LatentCodecModel.from_bundle(bundle, source=str(path))
