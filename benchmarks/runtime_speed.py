@@ -35,15 +35,19 @@ from sganc_stream.onnx_runtime import session_options  # noqa: E402
 from sganc_stream.pipeline import load_face_model  # noqa: E402
 
 
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 10) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def median_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 10) -> dict[str, float]:
+    """Median ms per call of each function; the calls alternate (round robin), so that on a shared machine every
+    runtime sees the same load and the ratios hold even when the absolute figures drift."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
 def gap(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -81,32 +85,34 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, object]] = {}
     for name, (module, x) in stages.items():
         module.eval()
+        row: dict[str, object] = {"input_shape": list(x.shape)}
+        fns: dict[str, Callable[[], object]] = {}
         with torch.inference_mode():
             ref = module(x).numpy()
-            row: dict[str, object] = {"input_shape": list(x.shape),
-                                      "eager_ms": median_ms(lambda: module(x), args.repeats)}
+        fns["eager"] = torch.inference_mode()(lambda m=module, x=x: m(x))
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traced = torch.jit.freeze(torch.jit.trace(module, (x,)))
             traced(x), traced(x)  # the profiling executor specialises on the first calls
-            row["torchscript_ms"] = median_ms(lambda: traced(x), args.repeats)
             row["torchscript_gap"] = gap(traced(x).numpy(), ref)
+        fns["torchscript"] = torch.no_grad()(lambda t=traced, x=x: t(x))
         if args.compile:
             compiled = torch.compile(module)
             with torch.inference_mode():
                 t0 = time.perf_counter()
                 compiled(x)
                 row["compile_s"] = time.perf_counter() - t0
-                row["compile_ms"] = median_ms(lambda: compiled(x), args.repeats)
                 row["compile_gap"] = gap(compiled(x).numpy(), ref)
+            fns["compile"] = torch.inference_mode()(lambda c=compiled, x=x: c(x))
         t0 = time.perf_counter()
         data = to_onnx(module, x, "x", "y")
         row["onnx_export_s"] = time.perf_counter() - t0
         row["onnx_bytes"] = len(data)
         sess = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
         xn = x.numpy()
-        row["onnxruntime_ms"] = median_ms(lambda: sess.run(None, {"x": xn}), args.repeats)
         row["onnxruntime_gap"] = gap(sess.run(None, {"x": xn})[0], ref)
+        fns["onnxruntime"] = lambda s=sess, xn=xn: s.run(None, {"x": xn})
+        row.update({f"{k}_ms": v for k, v in median_ms(fns, args.repeats).items()})
         results[name] = row
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith("_ms")), flush=True)
     runtimes = ["eager", "torchscript", *(["compile"] if args.compile else []), "onnxruntime"]
