@@ -17,13 +17,11 @@ from sganc_stream.errors import InputError
 
 @contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block finishes."""
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block finishes. InputError (one
+    line, before anything is written) as :func:`check_writable`."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory")
+    check_writable(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{parent}: output folder does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=parent)
     os.close(fd)
     try:
@@ -35,7 +33,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:
-    """Fail before any work if an output cannot be created where asked."""
+    """Fail before any work if an output cannot be created where asked: InputError for a directory, a missing or a
+    read-only folder."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"cannot write {path}: it is a directory")
