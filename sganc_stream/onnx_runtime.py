@@ -86,16 +86,24 @@ class Graph:
 
 
 class OnnxFlows:
-    """T and T⁻¹ as ONNX graphs (a :class:`sganc_stream.latent.model.FlowRunner`): float32 ``(rows, width)`` both ways."""
+    """T and T⁻¹ as ONNX graphs (a :class:`sganc_stream.latent.model.FlowRunner`): float32 ``(rows, width)`` both ways.
 
-    def __init__(self, forward: Graph, inverse: Graph) -> None:
-        self._forward, self._inverse = forward, inverse
+    Each graph is loaded on its first call: a decoder never loads T (a session costs start-up time and memory)."""
+
+    def __init__(self, folder: Path, threads: int) -> None:
+        self._folder, self._threads = folder, threads
+        self._graphs: dict[str, Graph] = {}
+
+    def _run(self, name: str, x: np.ndarray) -> np.ndarray:
+        if name not in self._graphs:
+            self._graphs[name] = Graph(self._folder / f"{name}.onnx", self._threads)
+        return self._graphs[name].run(np.ascontiguousarray(x, dtype=np.float32))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return self._forward.run(np.ascontiguousarray(x, dtype=np.float32))
+        return self._run("flow_forward", x)
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        return self._inverse.run(np.ascontiguousarray(y, dtype=np.float32))
+        return self._run("flow_inverse", y)
 
 
 def ensure_graphs(path: str | os.PathLike[str], model_id: str, names: tuple[str, ...], *, quiet: bool = False) -> Path:
@@ -122,7 +130,7 @@ def load_onnx_codec(path: str | os.PathLike[str], *, threads: int = 1, bundle: B
     bundle = bundle if bundle is not None else load_bundle(path, framework="numpy")
     model_id = bundle.model_id
     folder = ensure_graphs(path, model_id, ("flow_forward", "flow_inverse"), quiet=quiet)
-    runner = OnnxFlows(Graph(folder / "flow_forward.onnx", threads), Graph(folder / "flow_inverse.onnx", threads))
+    runner = OnnxFlows(folder, threads)
     codec = LatentCodecModel.from_bundle(bundle, source=str(path), runner=runner)
     codec.model_id = model_id  # the whole file's content hash, which every stream header carries
     return codec
