@@ -8,7 +8,9 @@ one ``python3 -m fuzz.run`` process (libFuzzer through atheris, coverage-guided,
 chunks), ``--jobs`` chunks at a time. A chunk that finds something stops there; the rest of its inputs run in a new
 process (at most ``--max-findings`` per target). Reported per target and in total: inputs run, findings by kind
 (``crash``: an exception other than the documented SgancError family, or an input raising peak RSS by more than
-256 MB; ``hang``: an input over 1 s, libFuzzer's ``-timeout``; ``memory``: the process over ``--rss-limit-mb``),
+256 MB; ``hang``: an input over 1 s, libFuzzer's ``-timeout``, confirmed by replaying it in a fresh process
+(``fuzz.replay``: over 1 CPU second there; a timeout that replays faster was the machine's load, not the input,
+and is listed as ``load`` without counting as a finding); ``memory``: the process over ``--rss-limit-mb``),
 inputs per second (chunk wall time, process start-up included), peak RSS of the fuzzing processes, and the
 slowest input. Results go to benchmarks/results/<out>.json with the provenance record; the exit status is 1 when
 anything was found. Found inputs stay in ``<workdir>/artifacts`` (replay: ``python3 -m fuzz.replay TARGET FILE``).
@@ -33,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import write_result  # noqa: E402
-from fuzz.targets import TARGETS  # noqa: E402
+from fuzz.targets import HANG_SECONDS, TARGETS  # noqa: E402
 
 
 @dataclass
@@ -47,6 +49,7 @@ class TargetRun:
     slowest_s: float = 0.0
     chunks: int = 0
     findings: list[dict[str, object]] = field(default_factory=list)
+    load_timeouts: list[dict[str, object]] = field(default_factory=list)  # timeouts that replay fast: machine load
 
 
 def parse_output(text: str) -> dict[str, object]:
@@ -68,6 +71,19 @@ def parse_output(text: str) -> dict[str, object]:
         art = re.search(r"Test unit written to (\S+)", text)
         finding["what"] = f"{finding['what']} | input {art.group(1) if art else '?'}"
     return {"executed": executed, "slowest_s": float(stat.get("slowest_unit_time_sec", 0)), "finding": finding}
+
+
+def confirm_hang(name: str, finding: dict[str, object]) -> dict[str, object]:
+    """A libFuzzer timeout (wall clock) replayed in a fresh process: still a hang only over HANG_SECONDS CPU time."""
+    art = re.search(r"input (\S+)", str(finding["what"]))
+    if art is None or not Path(art.group(1)).is_file():
+        return finding
+    out = subprocess.run([sys.executable, "-m", "fuzz.replay", name, art.group(1)], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+    cpu = re.search(r": ([0-9.]+) CPU s$", out.stdout.strip())
+    if cpu is None or float(cpu.group(1)) > HANG_SECONDS:
+        return finding
+    return {**finding, "kind": "load", "what": f"{finding['what']} | replayed in {float(cpu.group(1)):.4f} CPU s"}
 
 
 def run_chunk(name: str, runs: int, seconds: float, workdir: Path, seed: int, rss_limit_mb: int,
@@ -151,7 +167,12 @@ def main(argv: list[str] | None = None) -> int:
                 run.peak_rss_mb = max(run.peak_rss_mb, rss)
                 run.slowest_s = max(run.slowest_s, float(result["slowest_s"]))  # type: ignore[arg-type]
                 finding = result["finding"]
-                if finding is not None:
+                if finding is not None and finding["kind"] == "hang":  # type: ignore[index]
+                    finding = confirm_hang(name, finding)  # type: ignore[arg-type]
+                if finding is not None and finding["kind"] == "load":  # type: ignore[index]
+                    run.load_timeouts.append({**finding, "log": log})  # type: ignore[dict-item]
+                    print(f"{name}: timeout under load, not a hang: {finding['what']}", flush=True)  # type: ignore[index]
+                elif finding is not None:
                     run.findings.append({**finding, "log": log})  # type: ignore[dict-item]
                     print(f"{name}: {finding['kind']}: {finding['what']}", flush=True)  # type: ignore[index]
                 print(f"{name}: {run.inputs}/{run.planned} inputs, {run.inputs / max(run.wall_s, 1e-9):.0f}/s "
@@ -173,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         kinds = {k: sum(1 for f in r.findings if f["kind"] == k) for k in ("crash", "hang", "memory", "harness")}
         targets[name] = {"inputs": r.inputs, "planned": r.planned, "processes": r.chunks, "seconds": round(r.wall_s, 1),
                          "inputs_per_s": round(r.inputs / max(r.wall_s, 1e-9), 1), "peak_rss_mb": round(r.peak_rss_mb),
-                         "slowest_input_s": r.slowest_s, **kinds, "findings": r.findings}
+                         "slowest_input_s": r.slowest_s, **kinds, "findings": r.findings,
+                         "timeouts_under_load": r.load_timeouts}
     total = sum(r.inputs for r in runs.values())
     found = sum(len(r.findings) for r in runs.values())
     summary = {"inputs": total, "findings": found,

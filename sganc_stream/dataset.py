@@ -21,7 +21,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -135,7 +135,8 @@ def _settings(model: FaceModel, options: TranscodeOptions) -> dict[str, Any]:
     p = options.params
     return {"model_id": model.model_id, "mode": p.mode, "g": p.g, "step_index": p.step_index,
             "keyframe_interval": p.keyframe_interval, "max_frames": options.max_frames,
-            "quality": options.quality, "identity_every": options.identity_every}
+            "quality": options.quality, "identity_every": options.identity_every,
+            "refine": None if options.refine is None else asdict(options.refine)}
 
 
 def _done(report_path: Path, sgnc: Path, settings: dict[str, Any]) -> dict[str, Any] | None:

@@ -52,6 +52,7 @@ from sganc_stream.models.checkpoint import load_checkpoint
 from sganc_stream.models.encoders import images_to_tensor
 from sganc_stream.models.stylegan2 import Generator, to_uint8_images
 from sganc_stream.metrics import IDENTITY_EVERY
+from sganc_stream.refine import LatentRefiner, RefineOptions
 from sganc_stream.report import QualityMeter, stream_report, write_json
 from sganc_stream.video import VideoReader, VideoWriter, check_frame, resize_square, video_format
 
@@ -160,18 +161,23 @@ class FrameEncoder:
     them to that size. A frame in which the aligner finds no face yields a no-face packet; a frame from which on the
     aligner follows another person yields a new-face intra packet. Packet frame indices count input frames from 0,
     sequence numbers count face packets.
+
+    ``refine`` (offline quality mode, :mod:`sganc_stream.refine`): E's W+ of each batch of faces is refined by
+    gradient descent before coding, each frame pulled toward the previous one (not across a new face).
     """
 
     def __init__(self, model: FaceModel, params: StreamParams, *, fps: float = 25.0, align: bool = True,
-                 landmarks: str | LandmarkBackend = "dlib") -> None:
+                 landmarks: str | LandmarkBackend = "dlib", refine: RefineOptions | None = None) -> None:
         if model.encoder is None:
             raise CheckpointError(f"{model.source}: model has no encoder, it can decode but not encode")
         self.model, self.params, self.fps = model, params, fps
         self.aligner = VideoAligner(model.align_size, landmarks, fps=fps) if align else None
+        self.refiner = LatentRefiner(model, refine) if refine is not None and refine.steps > 0 else None
+        self._refined: np.ndarray | None = None  # the last refined W+ (rows, width): the next frame's temporal anchor
         self.latent = LatentStreamEncoder(model.codec, params)
         self.frames_coded = 0  # face packets so far: the next one's sequence number
         self.frames_seen = 0  # input frames so far: the next packet's frame index
-        self.timing: dict[str, float] = {}  # ms per stage of the last encode_batch: align, E, code (T, quantise, rANS)
+        self.timing: dict[str, float] = {}  # ms per stage of the last encode_batch: align, E, [refine,] code (T, quantise, rANS)
         self._t0: float | None = None
 
     def restart(self) -> None:
@@ -183,6 +189,7 @@ class FrameEncoder:
         self.frames_coded = 0
         self.frames_seen = 0
         self._t0 = None
+        self._refined = None
 
     def request_keyframe(self) -> None:
         """Make the next packet an intra frame (a receiver lost sync)."""
@@ -207,7 +214,11 @@ class FrameEncoder:
         t1 = time.perf_counter()
         wplus = dict(zip(kept, self.model.project(np.stack([faces[i][0] for i in kept])))) if kept else {}
         t2 = time.perf_counter()
-        self.timing = {"align": (t1 - t0) * 1000}
+        self.timing = {"align": (t1 - t0) * 1000, "E": (t2 - t1) * 1000}
+        if self.refiner is not None and kept:
+            wplus = self._refine(faces, kept, wplus)
+            self.timing["refine"] = (time.perf_counter() - t2) * 1000
+            t2 = time.perf_counter()
         out = []
         for i, face in enumerate(faces):
             n = self.frames_seen
@@ -226,7 +237,24 @@ class FrameEncoder:
             packet = Packet(coded.type, self.frames_coded, n, ts_ms, coded.payload)
             out.append(EncodedFrame(packet, crop, flags, quad, wplus[i], coded.recon, face_px))
             self.frames_coded += 1
-        self.timing.update(E=(t2 - t1) * 1000, code=(time.perf_counter() - t2) * 1000)
+        self.timing["code"] = (time.perf_counter() - t2) * 1000
+        return out
+
+    def _refine(self, faces: list[Any], kept: list[int], wplus: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Refine the kept faces' W+ in runs that start at a new face (no temporal pull across a change of person)."""
+        assert self.refiner is not None
+        runs: list[list[int]] = []
+        for i in kept:
+            if not runs or faces[i][1] & FaceFlags.NEW_IDENTITY:
+                runs.append([])
+            runs[-1].append(i)
+        out = {}
+        for run in runs:
+            previous = None if faces[run[0]][1] & FaceFlags.NEW_IDENTITY else self._refined
+            refined = self.refiner.refine(np.stack([faces[i][0] for i in run]), np.stack([wplus[i] for i in run]),
+                                          previous)
+            out.update(zip(run, refined))
+            self._refined = refined[-1]
         return out
 
     def _align(self, frame: np.ndarray, timestamp: float | None
@@ -264,6 +292,7 @@ class TranscodeOptions:
     identity_every: int = IDENTITY_EVERY  # identity distance on every N-th frame (about 0.1 s a pair on CPU)
     progress: bool = True
     landmarks: str | LandmarkBackend = "dlib"
+    refine: RefineOptions | None = None  # offline quality mode: W+ refined by gradient descent before coding
 
 
 def _limited(frames: Iterable[TimedFrame], limit: int | None) -> Iterator[TimedFrame]:
@@ -308,7 +337,8 @@ def transcode_frames(model: FaceModel, frames: Iterable[TimedFrame], fps: float,
     videos = {k: getattr(options, k) for k in VIDEO_OUTPUTS}
     quality = options.quality or options.report is not None
     decode = quality or any(videos[k] is not None for k in ("recon", "paste_back", "side_by_side", "comparison"))
-    encoder = FrameEncoder(model, options.params, fps=fps, align=options.align, landmarks=options.landmarks)
+    encoder = FrameEncoder(model, options.params, fps=fps, align=options.align, landmarks=options.landmarks,
+                           refine=options.refine)
     decoder = FrameDecoder(model, options.params)
     meters = {"vs_aligned": QualityMeter(options.identity_every), "vs_projected": QualityMeter(options.identity_every)}
     paster = PasteBack(model.size) if options.paste_back is not None or options.comparison is not None else None

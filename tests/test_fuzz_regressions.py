@@ -235,3 +235,18 @@ def test_npy_bytes_of_a_pickle_through_the_target() -> None:
     buf = io.BytesIO()
     np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     TARGETS["npy"].run(buf.getvalue())  # InputError inside: the target swallows documented errors only
+
+
+def test_a_timeout_that_replays_fast_is_machine_load_not_a_hang(tmp_path: Path) -> None:
+    """libFuzzer's -timeout is wall clock: on a loaded machine a 3 ms input timed out (packet target, 1M run)."""
+    from benchmarks.fuzz_campaign import confirm_hang, parse_output
+
+    art = tmp_path / "packet-timeout-1"
+    art.write_bytes(bytes(100))
+    log = f"==1== ERROR: libFuzzer: timeout after 1 seconds\nTest unit written to {art}\n"
+    finding = parse_output(log)["finding"]
+    assert finding is not None and finding["kind"] == "hang"
+    confirmed = confirm_hang("packet", finding)
+    assert confirmed["kind"] == "load" and "CPU s" in str(confirmed["what"])
+    gone = {**finding, "what": "1 s | input " + str(tmp_path / "missing")}
+    assert confirm_hang("packet", gone) == gone  # nothing to replay: the hang stands

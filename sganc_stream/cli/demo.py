@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sganc_stream.cli.transcode import add_coding_options, describe, face_notes, load_model, options_from
+from sganc_stream.cli.transcode import (add_coding_options, check_coding_options, describe, face_notes, load_model,
+                                        options_from)
 from sganc_stream.demo import run_demo
 from sganc_stream.errors import InputError
 
@@ -15,6 +16,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise InputError("give --input or --webcam, not both")
     if args.frames is not None and args.frames < 1:
         raise InputError("--frames must be at least 1")
+    check_coding_options(args)
     model = load_model(args)
     options = options_from(args, model)
     report = run_demo(model, args.out, options, input=args.input, camera=args.webcam, frames=args.frames)

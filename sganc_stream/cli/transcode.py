@@ -11,12 +11,13 @@ from typing import Any
 from tqdm import tqdm
 
 from sganc_stream.cli.decode import add_model_options, load_model
-from sganc_stream.cli.options import add_stream_arguments, stream_params_from
+from sganc_stream.cli.options import add_stream_arguments, check_stream_arguments, stream_params_from
 from sganc_stream.dataset import LAYOUTS, Clip, scan_clips, transcode_dataset
 from sganc_stream.engine import ENGINES, RAY_EXTRA, EngineOptions
 from sganc_stream.errors import InputError
 from sganc_stream.metrics import IDENTITY_EVERY
 from sganc_stream.pipeline import FaceModel, TranscodeOptions, check_outputs, transcode_file
+from sganc_stream.refine import RefineOptions
 
 
 def add_coding_options(p: argparse.ArgumentParser) -> None:
@@ -30,6 +31,9 @@ def add_coding_options(p: argparse.ArgumentParser) -> None:
                    help="write videos bit-exactly (.mp4/.mkv/.mov: libx264rgb qp 0; .webm: VP9 lossless; .png is "
                         "always exact; not .gif) instead of H.264 crf 18 / VP9 crf 32")
     p.add_argument("--pre-aligned", action="store_true", help="input frames already are FFHQ-aligned faces (no alignment)")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="quality mode, offline: refine each frame's W+ by STEPS gradient-descent steps on reconstruction "
+                        "+ identity loss, each frame pulled toward the previous one (default 0: off; see README)")
 
 
 def add_engine_options(p: argparse.ArgumentParser) -> None:
@@ -49,10 +53,17 @@ def engine_from(args: argparse.Namespace) -> EngineOptions:
                          args.device)
 
 
-def options_from(args: argparse.Namespace, model: FaceModel, **outputs: Any) -> TranscodeOptions:
+def check_coding_options(args: argparse.Namespace) -> RefineOptions | None:
+    """Validate what needs no model (one line, InputError) before it is loaded; the refinement options or None."""
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError("--max-frames must be at least 1")
-    return TranscodeOptions(params=stream_params_from(args, model.codec), lossless=args.lossless,
+    check_stream_arguments(args)
+    return RefineOptions(args.refine) if args.refine else None
+
+
+def options_from(args: argparse.Namespace, model: FaceModel, **outputs: Any) -> TranscodeOptions:
+    refine = check_coding_options(args)
+    return TranscodeOptions(params=stream_params_from(args, model.codec), lossless=args.lossless, refine=refine,
                             align=not args.pre_aligned, batch=args.batch, max_frames=args.max_frames, identity_every=args.identity_every,
                             progress=not args.quiet, **outputs)
 
@@ -78,6 +89,7 @@ def cmd_transcode(args: argparse.Namespace) -> int:
     paste = args.output.with_suffix(".pasted.mp4") if args.paste_back else None
     outputs = {"recon": args.recon, "aligned": args.aligned, "report": args.report, "paste_back": paste}
     check_outputs(args.output, TranscodeOptions(lossless=args.lossless, **outputs))  # before any work
+    check_coding_options(args)
     model = load_model(args)
     options = options_from(args, model, **outputs)
     report = transcode_file(model, args.input, args.output, options)
@@ -106,6 +118,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     engine = engine_from(args)
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
+    check_coding_options(args)
     clips, unmatched = scan_clips(args.root, args.layout)  # the input tree is checked before the model is read
     if unmatched:
         shown = ", ".join(unmatched[:5]) + (f", … {len(unmatched) - 5} more" if len(unmatched) > 5 else "")
