@@ -172,6 +172,6 @@ def load_onnx_face_model(path: str | os.PathLike[str], *, threads: int = 1, quie
     folder = ensure_graphs(path, codec.model_id, ("generator",), quiet=quiet)
     graph = Graph(folder / "generator.onnx", threads)
     shape = graph.session.get_outputs()[0].shape  # (batch, size, size, 3)
-    if shape[1:3] != [shape[1], shape[1]] or not isinstance(shape[1], int) or shape[3] != 3:
+    if len(shape) != 4 or not isinstance(shape[1], int) or shape[2] != shape[1] or shape[3] != 3:
         raise CheckpointError(f"{folder / 'generator.onnx'}: output shape {shape} is not (n, size, size, 3)")
     return OnnxFaceModel(graph, codec, bundle.config, codec.model_id, str(path), int(shape[1]))
