@@ -1,9 +1,10 @@
 """Latent codec figures: bits/frame, rANS vs ideal bits, and per-frame time, on held-out synthetic sequences.
 
-    python benchmarks/latent_codec.py [--model M] [--frames 100] [--threads 1]
+    python benchmarks/latent_codec.py [--model M] [--frames 100] [--threads 1] [--runtime torch|onnx]
 
 Held-out sequences use seeds the default codec never saw in training (its training set is
-`sganc-stream latents synth` with seeds 1000+). Writes benchmarks/results/latent_codec.json and prints a Markdown table.
+`sganc-stream latents synth` with seeds 1000+). Writes benchmarks/results/latent_codec.json (latent_codec_onnx.json with
+``--runtime onnx``: T and T⁻¹ in ONNX Runtime, sganc_stream.onnx_runtime) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -49,9 +50,15 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fps", type=float, default=25.0)
+    ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="where T and T⁻¹ run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_latent_codec(args.model or default_latent_codec())
+    if args.runtime == "onnx":
+        from sganc_stream.onnx_runtime import load_onnx_codec
+
+        model = load_onnx_codec(args.model or default_latent_codec(), threads=args.threads)
+    else:
+        model = load_latent_codec(args.model or default_latent_codec())
     seqs = {k: synthetic_latents(k, args.frames, model.rows, model.width, seed=s) for k, s in (("smooth", 7), ("walk", 8))}
     rows = []
     for kind, latents in seqs.items():
@@ -74,8 +81,8 @@ def main() -> int:
     base = StreamParams("open", 10, len(model.steps) // 2)
     speed = time_coding(model, seqs["walk"], base)
     r_enc, r_dec = rans_ms(model, seqs["walk"], base)
-    speed.update({"rans_encode_ms": r_enc, "rans_decode_ms": r_dec, "threads": args.threads})
-    path = write_result("latent_codec", {"model_id": model.model_id, "shape": [model.rows, model.width], "rows": rows, "speed_ms_per_frame": speed})
+    speed.update({"rans_encode_ms": r_enc, "rans_decode_ms": r_dec, "threads": args.threads, "runtime": args.runtime})
+    path = write_result("latent_codec" if args.runtime == "torch" else "latent_codec_onnx", {"model_id": model.model_id, "shape": [model.rows, model.width], "rows": rows, "speed_ms_per_frame": speed})
     print(f"model {model.model_id[:12]}… ({model.rows}x{model.width}); results in {path}\n")
     print("| sequence | mode | g | step | bits/frame | kbps @25 | rANS vs ideal | file vs ideal | latent MSE |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -1,6 +1,6 @@
 """Start-up and memory of a decode-only process: peak RSS, time to the first decoded frame, modules imported.
 
-    python3 benchmarks/startup_memory.py [--model BUNDLE] [--frames 10] [--repeats 3]
+    python3 benchmarks/startup_memory.py [--model BUNDLE] [--frames 10] [--repeats 3] [--runtime torch onnx]
 
 Makes a small stream for the model (synthetic W+ latents coded with its latent codec, no face video needed), then
 runs ``python3 -m sganc_stream decode IN.sgnc OUT.mp4`` in fresh processes. A probe around the CLI records when
@@ -8,7 +8,8 @@ the first decoded frame reaches the video writer (seconds since the process was 
 process imported; peak RSS is the child's own high-water mark, read by the probe at exit
 (:func:`sganc_stream.peak_memory.peak_rss_mb`: a child's ``ru_maxrss`` also holds its parent's peak from before the
 fork, and a test run's parent can be large). The floor, ``python3 -c "import torch"`` measured the same way, is what
-a decode process cannot go below. Medians of ``--repeats`` runs go to
+a decode process on PyTorch cannot go below; ``--runtime onnx`` (``decode --runtime onnx``, T⁻¹ and G in ONNX Runtime)
+never imports torch: its graphs are exported into the cache before the measured runs. Medians of ``--repeats`` runs go to
 benchmarks/results/startup_memory.json with the provenance record.
 """
 
@@ -63,12 +64,13 @@ def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[st
     return proc.stdout, time.time() - started
 
 
-def measure_decode(stream: Path, model: Path | None, workdir: Path) -> dict[str, object]:
-    """One fresh ``sganc-stream decode`` process: peak RSS (MB), first-frame and total seconds, heavy modules."""
+def measure_decode(stream: Path, model: Path | None, workdir: Path, runtime: str = "torch") -> dict[str, object]:
+    """One fresh ``sganc-stream decode --runtime RUNTIME`` process: peak RSS (MB), first-frame and total seconds,
+    heavy modules, and whether it imported torch."""
     out = workdir / "probe.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SGANC_PROBE_OUT": str(out),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    cmd = [sys.executable, "-c", PROBE, "decode", "--quiet", *(["--model", str(model)] if model else []),
+    cmd = [sys.executable, "-c", PROBE, "decode", "--quiet", "--runtime", runtime, *(["--model", str(model)] if model else []),
            str(stream), str(workdir / "out.mp4")]
     env["SGANC_PROBE_T0"] = repr(time.time())
     run_measured(cmd, env)
@@ -76,7 +78,7 @@ def measure_decode(stream: Path, model: Path | None, workdir: Path) -> dict[str,
     modules = set(probe["modules"])
     return {"peak_rss_mb": round(probe["peak_rss_mb"], 1), "first_frame_s": round(probe["first_frame_s"], 3),
             "total_s": round(probe["total_s"], 3), "heavy_modules": [m for m in HEAVY if m in modules],
-            "modules": len(modules)}
+            "torch_imported": "torch" in modules, "modules": len(modules)}
 
 
 def make_stream(model: Path | None, frames: int, path: Path) -> None:
@@ -98,31 +100,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, help="face model bundle (default: the embedded one)")
     p.add_argument("--frames", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--runtime", nargs="+", choices=("torch", "onnx"), default=["torch", "onnx"],
+                   help="decode runtimes to measure (default both)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sganc-startup-") as tmp:
         work = Path(tmp)
         stream = work / "small.sgnc"
         make_stream(args.model, args.frames, stream)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if "onnx" in args.runtime:  # the graphs are exported (with torch) once, before the measured runs
+            from sganc_stream.assets import default_face_model
+            from sganc_stream.onnx_runtime import load_onnx_face_model
+
+            load_onnx_face_model(args.model or default_face_model())
         floor = [run_measured([sys.executable, "-c", FLOOR], env) for _ in range(args.repeats)]
-        runs = [measure_decode(stream, args.model, work) for _ in range(args.repeats)]
-    med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+        # runtimes alternate, so that both see the same load on a shared machine
+        runs = {r: [] for r in args.runtime}
+        for _ in range(args.repeats):
+            for r in args.runtime:
+                runs[r].append(measure_decode(stream, args.model, work, r))
     from benchmarks.common import write_result
+
+    def summary(rs: list[dict[str, object]]) -> dict[str, object]:
+        med = lambda key: statistics.median(r[key] for r in rs)  # noqa: E731
+        return {"peak_rss_mb": med("peak_rss_mb"), "first_frame_s": med("first_frame_s"), "total_s": med("total_s"),
+                "heavy_modules": rs[0]["heavy_modules"], "torch_imported": rs[0]["torch_imported"],
+                "modules": rs[0]["modules"]}
 
     result = {
         "settings": {"model": str(args.model or "embedded default"), "frames": args.frames, "repeats": args.repeats,
-                     "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1")},
-        "decode": {"peak_rss_mb": med("peak_rss_mb"), "first_frame_s": med("first_frame_s"), "total_s": med("total_s"),
-                   "heavy_modules": runs[0]["heavy_modules"], "modules": runs[0]["modules"]},
+                     "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1"), "runtimes": args.runtime},
+        "decode": {r: summary(rs) for r, rs in runs.items()},
         "import_torch_floor": {"peak_rss_mb": round(statistics.median(float(f[0]) for f in floor), 1),
                                "seconds": round(statistics.median(f[1] for f in floor), 3)},
         "runs": runs,
     }
     path = write_result("startup_memory", result)
-    d, f = result["decode"], result["import_torch_floor"]
-    print(f"decode: peak RSS {d['peak_rss_mb']} MB, first frame after {d['first_frame_s']} s, total {d['total_s']} s; "
-          f"heavy modules imported: {d['heavy_modules'] or 'none'}; floor (import torch): {f['peak_rss_mb']} MB, "
-          f"{f['seconds']} s -> {path}")
+    f = result["import_torch_floor"]
+    for r, d in result["decode"].items():
+        print(f"decode --runtime {r}: peak RSS {d['peak_rss_mb']} MB, first frame after {d['first_frame_s']} s, "
+              f"total {d['total_s']} s; torch imported: {d['torch_imported']}; heavy modules imported: "
+              f"{d['heavy_modules'] or 'none'}")
+    print(f"floor (import torch): {f['peak_rss_mb']} MB, {f['seconds']} s -> {path}")
     return 0
 
 

@@ -4,7 +4,9 @@ A bundle stores every tensor a stream needs under a part prefix (``generator.``,
 ``codec.``) and a JSON document in the safetensors metadata under the key ``sganc``. Its model id is
 a SHA-256 over the config and every tensor (name, dtype, shape, bytes) in sorted name order, so it
 does not depend on how the file was serialised; the bitstream header carries it.
-Loading never unpickles anything: safetensors holds raw arrays only.
+Loading never unpickles anything: safetensors holds raw arrays only. Tensors are torch tensors, or numpy arrays
+for :func:`load_bundle` ``(framework="numpy")``, which the torch-free decoder (:mod:`sganc_stream.onnx_runtime`)
+uses; the model id is the same either way.
 """
 
 from __future__ import annotations
@@ -14,18 +16,27 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from sganc_stream.errors import CheckpointError
 from sganc_stream.fileio import atomic_output
 
+if TYPE_CHECKING:
+    import torch
+
 FORMAT = "sganc-bundle"
 FORMAT_VERSION = 1
 META_KEY = "sganc"
+
+
+# numpy dtype name → torch dtype name, for hashing numpy arrays as their torch counterparts (bfloat16 has no numpy
+# dtype: safetensors' numpy reader refuses such files, and the torch path hashes them)
+_TORCH_NAMES = {"float64": "float64", "float32": "float32", "float16": "float16", "int64": "int64", "int32": "int32",
+                "int16": "int16", "int8": "int8", "uint8": "uint8", "uint16": "uint16", "uint32": "uint32",
+                "uint64": "uint64", "bool": "bool"}
 
 
 class ContentHasher:
@@ -34,10 +45,20 @@ class ContentHasher:
     def __init__(self, config: dict[str, Any]) -> None:
         self._h = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
 
-    def add(self, name: str, tensor: torch.Tensor) -> None:
-        t = tensor.detach().contiguous().cpu()
-        self._h.update(name.encode() + b"\0" + str(t.dtype).encode() + b"\0" + str(tuple(t.shape)).encode() + b"\0")
-        self._h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    def add(self, name: str, tensor: torch.Tensor | np.ndarray) -> None:
+        """Hash one tensor: its name, dtype (torch's name, e.g. ``torch.float16``, for numpy arrays too), shape and
+        bytes (little-endian, C order)."""
+        if isinstance(tensor, np.ndarray):
+            if tensor.dtype.byteorder == ">":
+                tensor = tensor.astype(tensor.dtype.newbyteorder("<"))
+            dtype, shape, data = f"torch.{_TORCH_NAMES[tensor.dtype.name]}", tuple(tensor.shape), np.ascontiguousarray(tensor)
+        else:
+            import torch
+
+            t = tensor.detach().contiguous().cpu()
+            dtype, shape, data = str(t.dtype), tuple(t.shape), t.reshape(-1).view(torch.uint8).numpy()
+        self._h.update(name.encode() + b"\0" + dtype.encode() + b"\0" + str(shape).encode() + b"\0")
+        self._h.update(data.tobytes())
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
@@ -78,7 +99,7 @@ def _as_f32(t: torch.Tensor) -> torch.Tensor:
 class Bundle:
     """Tensors by full name and the config dict; ``part(name)`` gives one part without its prefix."""
 
-    tensors: dict[str, torch.Tensor]
+    tensors: dict[str, torch.Tensor] | dict[str, np.ndarray]
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -104,6 +125,8 @@ class Bundle:
         """Write atomically: a crash or full disk never leaves a half-written bundle under ``path``."""
         config = {"format": FORMAT, "version": FORMAT_VERSION, **self.config}
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}
+        from safetensors.torch import save_file
+
         with atomic_output(path) as tmp:
             save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(config, sort_keys=True)})
 
@@ -176,9 +199,10 @@ def bundle_info(path: str | os.PathLike[str]) -> dict[str, Any]:
             "alignment": cfg.get("alignment"), "training": cfg.get("training")}
 
 
-def load_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """Read a bundle; any unreadable or foreign file raises :class:`CheckpointError` in one line."""
-    return _read(Path(path), with_tensors=True)
+def load_bundle(path: str | os.PathLike[str], framework: str = "pt") -> Bundle:
+    """Read a bundle, as torch tensors (``framework="pt"``) or numpy arrays (``"numpy"``: no torch import); any
+    unreadable or foreign file raises :class:`CheckpointError` in one line."""
+    return _read(Path(path), with_tensors=True, framework=framework)
 
 
 def bundle_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -186,11 +210,11 @@ def bundle_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return _read(Path(path), with_tensors=False).config
 
 
-def _read(path: Path, with_tensors: bool) -> Bundle:
+def _read(path: Path, with_tensors: bool, framework: str = "numpy") -> Bundle:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework=framework) as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except Exception as exc:  # safetensors raises several types for damaged headers

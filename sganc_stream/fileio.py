@@ -17,13 +17,11 @@ from sganc_stream.errors import InputError
 
 @contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block finishes."""
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block finishes. InputError (one
+    line, before anything is written) as :func:`check_writable`."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory")
+    check_writable(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{parent}: output folder does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=parent)
     os.close(fd)
     try:
@@ -32,6 +30,19 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Fail before any work if an output cannot be created where asked: InputError for a directory, a missing or a
+    read-only folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {path}: folder {parent} is not writable")
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

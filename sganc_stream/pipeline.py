@@ -1,12 +1,13 @@
 """Frame in → packets out → frame out: the streaming pipeline that the CLI, the sender and the receiver all run.
 
 :class:`FrameEncoder` turns one camera/clip frame at a time into one packet (align → E → T → quantize → rANS);
-:class:`FrameDecoder` turns packets back into frames (rANS → T⁻¹ → G). Neither does file I/O, so a live sender and
+:class:`FrameDecoder` (:mod:`sganc_stream.decoding`, which imports no torch) turns packets back into frames
+(rANS → T⁻¹ → G). Neither does file I/O, so a live sender and
 receiver use exactly the objects that offline transcoding uses. ``encode_batch`` / ``decode_batch`` run the networks
 on several frames at once (the point of a GPU); the latent coding itself stays sequential because it is stateful.
 
 File-level work (read a clip, write .sgnc / videos / report) is :func:`transcode_frames`, :func:`transcode_file` and
-:func:`decode_file`. Timing: every input frame comes with its presentation (or capture) time, which its packet
+:func:`sganc_stream.decoding.decode_file`. Timing: every input frame comes with its presentation (or capture) time, which its packet
 carries (``timestamp_ms``, from the first input frame); every video written here places each frame at its packet's
 time, so a variable-frame-rate clip stays in sync with its audio.
 
@@ -35,21 +36,21 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from sganc_stream.bitstream.container import (FPS_MAX, FPS_MIN, VERSION, StreamHeader, fps_in_range, read_container,
-                                              write_container)
+from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, StreamHeader, fps_in_range, write_container
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.bundle import Bundle, bundle_config, is_bundle_file
+from sganc_stream.decoding import NO_FACE_PIXEL, FrameDecoder, no_face_pictures
 from sganc_stream.errors import CheckpointError, InputError
 from sganc_stream.face.ffhq_quad import Quad
 from sganc_stream.face.landmarks import LandmarkBackend
 from sganc_stream.face.paste_back import PasteBack
 from sganc_stream.face.tracker import FaceFlags, VideoAligner
-from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams
+from sganc_stream.fileio import check_writable
+from sganc_stream.latent.codec import LatentStreamEncoder, StreamParams
 from sganc_stream.latent.model import LatentCodecModel, no_codec_error
-from sganc_stream.latent.sequence import stream_params
 from sganc_stream.models.checkpoint import load_checkpoint
 from sganc_stream.models.encoders import images_to_tensor
-from sganc_stream.models.stylegan2 import Generator
+from sganc_stream.models.stylegan2 import Generator, to_uint8_images
 from sganc_stream.metrics import IDENTITY_EVERY
 from sganc_stream.refine import LatentRefiner, RefineOptions
 from sganc_stream.report import QualityMeter, stream_report, write_json
@@ -105,8 +106,7 @@ class FaceModel:
     def render(self, wplus: np.ndarray) -> np.ndarray:
         """W+ ``(n, rows, width)`` → uint8 RGB ``(n, size, size, 3)`` (G output clamped to [-1, 1])."""
         w = torch.from_numpy(np.ascontiguousarray(wplus, dtype=np.float32)).to(self.device)
-        x = self.generator(w).clamp_(-1.0, 1.0).add_(1.0).mul_(127.5).round_()
-        return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        return to_uint8_images(self.generator(w)).contiguous().cpu().numpy()
 
     @torch.inference_mode()
     def project(self, crops: np.ndarray) -> np.ndarray:
@@ -134,15 +134,6 @@ def load_face_model(path: str | os.PathLike[str], device: str = "cpu") -> FaceMo
                               f"{g.n_latent}x{g.config.style_dim}")
     encoder = None if loaded.encoder is None else loaded.encoder.to(dev).eval()
     return FaceModel(g.to(dev).eval(), encoder, codec, loaded.config, codec.model_id, str(path), dev)
-
-
-NO_FACE_PIXEL = 0  # a no-face frame decodes to this uniform (black) picture
-
-
-def no_face_pictures(n: int, size: int) -> np.ndarray:
-    """What a decoder shows for ``n`` no-face packets: ``(n, size, size, 3)`` uint8, all ``NO_FACE_PIXEL`` (black),
-    never a face (SPEC.md §1: a no-face frame must not show one). Used by file decoding and the live call."""
-    return np.full((n, size, size, 3), NO_FACE_PIXEL, dtype=np.uint8)
 
 
 @dataclass
@@ -278,50 +269,6 @@ class FrameEncoder:
         return face.crop, face.flags, face.quad, 2.0 * face.quad.half
 
 
-class FrameDecoder:
-    """Packets → frames (uint8 RGB, the generator's side), one stream; stateless apart from the latent state.
-
-    ``version``: the stream's bitstream version (``StreamHeader.version``).
-    """
-
-    def __init__(self, model: FaceModel, params: StreamParams, version: int = VERSION) -> None:
-        self.model, self.params = model, params
-        self.latent = LatentStreamDecoder(model.codec, params, version)
-
-    @classmethod
-    def for_header(cls, model: FaceModel, header: StreamHeader) -> FrameDecoder:
-        """A decoder for a stream; ModelMismatchError if the stream was made with another model."""
-        return cls(model, stream_params(model.codec, header), header.version)
-
-    @property
-    def synchronized(self) -> bool:
-        return self.latent.synchronized
-
-    def reset(self) -> None:
-        """Drop the state after a loss: the next decodable packet is an intra frame."""
-        self.latent.reset()
-
-    def latents(self, packet: Packet) -> np.ndarray:
-        """rANS and T⁻¹ only: the (rows, width) W+ frame of one face packet (updates the stream state).
-
-        BitstreamError for a corrupt payload, an inter packet without state, or a packet that is not a face."""
-        return self.latent.decode(packet.type, packet.payload)
-
-    def decode(self, packet: Packet) -> np.ndarray:
-        """One packet → one (size, size, 3) uint8 frame."""
-        return self.decode_batch([packet])[0]
-
-    def decode_batch(self, packets: Sequence[Packet]) -> np.ndarray:
-        """Consecutive packets → ``(n, size, size, 3)`` uint8; G runs once on all their faces, no-face packets give
-        ``NO_FACE_PIXEL`` frames."""
-        size = self.model.size
-        out = no_face_pictures(len(packets), size)
-        faces = [i for i, p in enumerate(packets) if p.type != PacketType.NO_FACE]
-        if faces:
-            out[faces] = self.model.render(np.stack([self.latents(packets[i]) for i in faces]))
-        return out
-
-
 # ----------------------------------------------------------------------------------------------------
 # Files
 
@@ -348,17 +295,6 @@ class TranscodeOptions:
     refine: RefineOptions | None = None  # offline quality mode: W+ refined by gradient descent before coding
 
 
-def _writable(path: Path) -> None:
-    """Fail before any work if an output cannot be created where asked."""
-    if path.is_dir():
-        raise InputError(f"cannot write {path}: it is a directory")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"cannot write {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write {path}: folder {parent} is not writable")
-
-
 def _limited(frames: Iterable[TimedFrame], limit: int | None) -> Iterator[TimedFrame]:
     for i, frame in enumerate(frames):
         if limit is not None and i >= limit:
@@ -376,7 +312,7 @@ def check_outputs(output: str | os.PathLike[str], options: TranscodeOptions) -> 
     videos = [getattr(options, k) for k in VIDEO_OUTPUTS]
     for path in [output, options.report, *videos]:
         if path is not None:
-            _writable(Path(path))
+            check_writable(Path(path))
     for path in videos:
         if path is not None:
             video_format(path, options.lossless)
@@ -559,27 +495,3 @@ def transcode_file(model: FaceModel, input: str | os.PathLike[str], output: str 
     with VideoReader(input) as reader:
         return transcode_frames(model, reader.timed(), reader.fps, output, options, name=str(input),
                                 total=reader.frame_count)
-
-
-def decode_file(model: FaceModel, input: str | os.PathLike[str], output: str | os.PathLike[str], *,
-                lossless: bool = False, batch: int = 1, progress: bool = True) -> dict[str, Any]:
-    """Regenerate a video from an .sgnc file alone, one frame per packet (no-face frames black) at its packet's time;
-    returns frames, no-face frames, fps and decode speed."""
-    if batch < 1:
-        raise InputError(f"--batch must be at least 1, got {batch}")
-    _writable(Path(output))
-    video_format(output, lossless)
-    container = read_container(input)
-    decoder = FrameDecoder.for_header(model, container.header)  # model check before any work
-    packets = container.packets
-    t0 = time.perf_counter()
-    with VideoWriter(output, container.header.fps, lossless=lossless) as writer, \
-            tqdm(total=len(packets), unit="frame", desc="decode", mininterval=1.0, disable=not progress) as bar:
-        for start in range(0, len(packets), batch):
-            group = packets[start:start + batch]
-            for frame, packet in zip(decoder.decode_batch(group), group):
-                writer.write(frame, packet.timestamp_ms / 1000)
-            bar.update(min(batch, len(packets) - start))
-    seconds = time.perf_counter() - t0
-    return {"frames": len(packets), "no_face_frames": sum(p.type == PacketType.NO_FACE for p in packets),
-            "fps": container.header.fps, "decode_fps": len(packets) / max(seconds, 1e-9)}

@@ -1,11 +1,12 @@
-"""Torch thread control: one default for the networks on CPU, and one thread for small per-frame work."""
+"""Torch thread control: one default for the networks on CPU, and one thread for small per-frame work.
+
+torch is imported when a function here runs, not with the module: the CLI reads ``DEFAULT_THREADS`` at start-up, and
+a decode on ONNX Runtime never imports torch."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Iterator
-
-import torch
 
 from sganc_stream.errors import InputError
 
@@ -21,6 +22,8 @@ def set_threads(threads: int) -> None:
     """Use ``threads`` torch intra-op threads from now on; InputError (one line) below 1."""
     if threads < 1:
         raise InputError(f"--threads must be at least 1, got {threads}")
+    import torch
+
     torch.set_num_threads(threads)
 
 
@@ -32,6 +35,8 @@ def single_thread() -> Iterator[None]:
     threads, and on a loaded 2-core machine every parallel region waits for a descheduled thread: measured here,
     the 18x512 flow took 519 ms with 2 threads vs 24 ms with 1, MS-SSIM on 256 px 2.2 s vs 0.04 s.
     """
+    import torch
+
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -18,7 +18,8 @@ from sganc_stream.bitstream.packet import PacketType, pack
 from sganc_stream.errors import CheckpointError, InputError, InputWarning, ModelMismatchError
 from sganc_stream.face.tracker import FaceFlags
 from sganc_stream.latent.codec import StreamParams
-from sganc_stream.pipeline import (NO_FACE_PIXEL, FaceModel, FrameDecoder, FrameEncoder, TranscodeOptions, decode_file,
+from sganc_stream.decoding import decode_file
+from sganc_stream.pipeline import (NO_FACE_PIXEL, FaceModel, FrameDecoder, FrameEncoder, TranscodeOptions,
                                    load_face_model, nominal_times, quality_side, resolve_device, transcode_file,
                                    transcode_frames)
 from sganc_stream.video import VideoReader, read_frames

@@ -14,19 +14,24 @@ import sys
 from sganc_stream.errors import SgancError, warnings_as_lines
 
 # Sub-command modules, in the order they appear in --help.
-COMMAND_MODULES = ["latents", "train", "weights", "align", "transcode", "demo", "face_model"]
+COMMAND_MODULES = ["latents", "train", "weights", "align", "transcode", "decode", "demo", "face_model"]
+# Commands whose module is light to import: run as the first argument, only that module's parser is built, so a
+# decode-only process does not pay for the imports of the other commands (torch, dlib; issue #13 point 4).
+LIGHT_COMMANDS = {"decode": "decode"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or only the one of ``command`` when it is in :data:`LIGHT_COMMANDS`."""
     parser = argparse.ArgumentParser(prog="sganc-stream", description="sganc-stream: generative face-video codec (StyleGAN2 W+ latents, learned flow, rANS)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in [LIGHT_COMMANDS[command]] if command in LIGHT_COMMANDS else COMMAND_MODULES:
         importlib.import_module(f"sganc_stream.cli.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         with warnings_as_lines(f"sganc-stream {args.command}"):

@@ -1,4 +1,5 @@
-"""`sganc-stream transcode | decode | transcode-dataset`: face video ↔ .sgnc through the streaming pipeline."""
+"""`sganc-stream transcode | transcode-dataset`: face video → .sgnc through the streaming pipeline (`decode` is in
+:mod:`sganc_stream.cli.decode`)."""
 
 from __future__ import annotations
 
@@ -9,28 +10,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from sganc_stream.assets import default_face_model
+from sganc_stream.cli.decode import add_model_options, load_model
 from sganc_stream.cli.options import add_stream_arguments, check_stream_arguments, stream_params_from
 from sganc_stream.dataset import LAYOUTS, Clip, scan_clips, transcode_dataset
 from sganc_stream.engine import ENGINES, RAY_EXTRA, EngineOptions
 from sganc_stream.errors import InputError
 from sganc_stream.metrics import IDENTITY_EVERY
-from sganc_stream.pipeline import (FaceModel, TranscodeOptions, check_outputs, decode_file, load_face_model,
-                                   transcode_file)
+from sganc_stream.pipeline import FaceModel, TranscodeOptions, check_outputs, transcode_file
 from sganc_stream.refine import RefineOptions
-from sganc_stream.threads import DEFAULT_THREADS, set_threads
-from sganc_stream.video import VIDEO_FORMATS, video_format
-
-
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="face model bundle (default: the embedded face model)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--batch", type=int, default=1,
-                   help="frames per network call (default 1; use the same value to decode a file exactly as transcode did)")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                   help=f"torch CPU threads for G and E (default {DEFAULT_THREADS}: the models are small, and extra "
-                        "threads slow them down on a busy machine)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_coding_options(p: argparse.ArgumentParser) -> None:
@@ -64,12 +51,6 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
 def engine_from(args: argparse.Namespace) -> EngineOptions:
     return EngineOptions(args.engine, args.address, args.workers, args.cpus_per_worker, args.gpus_per_worker,
                          args.device)
-
-
-def load_model(args: argparse.Namespace, device: str | None = None) -> FaceModel:
-    """The face model of ``--model`` on ``device`` (default ``--device``), run with ``--threads`` torch threads."""
-    set_threads(args.threads)
-    return load_face_model(args.model or default_face_model(), device or args.device)
 
 
 def check_coding_options(args: argparse.Namespace) -> RefineOptions | None:
@@ -133,16 +114,6 @@ def face_notes(report: dict[str, Any]) -> list[str]:
     return notes
 
 
-def cmd_decode(args: argparse.Namespace) -> int:
-    video_format(args.output, args.lossless)  # before any work
-    model = load_model(args)
-    info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet)
-    no_face = f", {info['no_face_frames']} of them without a face (black)" if info["no_face_frames"] else ""
-    print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded{no_face} "
-          f"({info['decode_fps']:.1f} frames/s)")
-    return 0
-
-
 def cmd_dataset(args: argparse.Namespace) -> int:
     engine = engine_from(args)
     if args.limit is not None and args.limit < 1:
@@ -182,16 +153,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, metavar="INPUT", help="video file or folder of images")
     p.add_argument("output", type=Path, metavar="OUT.sgnc")
     p.set_defaults(func=cmd_transcode)
-
-    p = sub.add_parser("decode", help="regenerate the video of an .sgnc file",
-                       description="Decode IN.sgnc with the model it was made with (the model id must match). On the "
-                                   "same machine with the same --device and --batch the frames equal transcode --recon's.")
-    add_model_options(p)
-    p.add_argument("--lossless", action="store_true", help="write the video bit-exactly (see transcode --lossless)")
-    p.add_argument("input", type=Path, metavar="IN.sgnc")
-    p.add_argument("output", type=Path, metavar="OUT.mp4",
-                   help=f"the video, in the format its suffix names ({', '.join(VIDEO_FORMATS)})")
-    p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("transcode-dataset", help="transcode a MEAD / FILMPAC / folder tree, resumably",
                        description="Transcode every clip of ROOT into OUTDIR (mirroring the tree): <clip>.sgnc, "

@@ -2,22 +2,27 @@
 
 This is what encoder and decoder load. It is stored in a bundle under the ``codec.`` prefix (flow weights
 as float16, table offsets int32, frequencies uint16) with a ``codec`` config entry; the bundle's content hash is the model id.
+T and T⁻¹ run through a :class:`FlowRunner`: PyTorch eager by default (:class:`sganc_stream.latent.flow.TorchFlows`),
+or ONNX Runtime (:mod:`sganc_stream.onnx_runtime`), which needs no torch: this module imports torch only when the
+PyTorch flows are built or used.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from sganc_stream.bundle import Bundle, load_bundle
 from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.errors import CheckpointError, InputError
-from sganc_stream.latent.flow import RealNVP
-from sganc_stream.threads import single_thread
+
+if TYPE_CHECKING:
+    import torch
+
+    from sganc_stream.latent.flow import RealNVP
 
 TABLE_KINDS = ("intra", "diff")
 # T⁻¹ runs in float32, so its output may differ in the last bits between machines, BLAS/ATen code paths and devices;
@@ -29,9 +34,21 @@ DECODED_RTOL = 1e-5
 DECODED_ATOL = 1e-5
 
 
+class FlowRunner(Protocol):
+    """T and T⁻¹ over a whole W+ frame: float32 ``(rows, width)`` → float32 ``(rows, width)``, every stage group."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray: ...
+
+    def inverse(self, y: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass
 class LatentCodecModel:
-    """Flows (one per group), tables[kind][step index], and the config that describes them."""
+    """Flows (one per group), tables[kind][step index], and the config that describes them.
+
+    ``runner``: how T and T⁻¹ run; None runs ``flows`` in PyTorch eager on one thread. A model loaded for ONNX Runtime
+    has a runner and no PyTorch flows (``flows == []``: it cannot be saved or trained).
+    """
 
     rows: int
     width: int
@@ -41,6 +58,7 @@ class LatentCodecModel:
     tables: dict[str, list[CodingTable]]
     model_id: str = ""
     info: dict[str, Any] | None = None
+    runner: FlowRunner | None = None
 
     @property
     def channels(self) -> int:
@@ -55,28 +73,32 @@ class LatentCodecModel:
                 return i
         raise InputError(f"step {step} is not a preset of this model (presets: {', '.join(map(str, self.steps))})")
 
-    @torch.no_grad()
+    def _runner(self) -> FlowRunner:
+        if self.runner is None:  # built on first use, so that a model made for ONNX Runtime never imports torch
+            from sganc_stream.latent.flow import TorchFlows
+
+            self.runner = TorchFlows(self.flows, self.groups)
+        return self.runner
+
     def to_proxy(self, wplus: np.ndarray) -> np.ndarray:
         """T applied per group: (rows, width) float → flat (C,) float64 proxy vector."""
-        w = torch.from_numpy(np.ascontiguousarray(wplus, dtype=np.float32))
-        with single_thread():
-            parts = [flow(w[a:b]) for flow, (a, b) in zip(self.flows, self.groups)]
-        return torch.cat(parts, 0).reshape(-1).double().numpy()
+        return self._runner().forward(np.ascontiguousarray(wplus, dtype=np.float32)).reshape(-1).astype(np.float64)
 
-    @torch.no_grad()
     def from_state(self, state: np.ndarray, step_index: int) -> np.ndarray:
         """T⁻¹ of the integer state times the step: flat (C,) int → (rows, width) float32 W+ frame.
 
         The only float computation on the decoder side; it depends on nothing but the integers. Exact on one machine
         and code path; elsewhere within :data:`DECODED_RTOL` / :data:`DECODED_ATOL` (SPEC §6–7).
         """
-        y = torch.from_numpy(state.astype(np.float32) * np.float32(self.steps[step_index])).reshape(self.rows, self.width)
-        with single_thread():
-            parts = [flow.inverse(y[a:b]) for flow, (a, b) in zip(self.flows, self.groups)]
-        return torch.cat(parts, 0).numpy()
+        y = (state.astype(np.float32) * np.float32(self.steps[step_index])).reshape(self.rows, self.width)
+        return self._runner().inverse(y)
 
     def to_bundle_part(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(tensors under ``codec.``, the ``codec`` config entry)."""
+        import torch
+
+        if not self.flows:
+            raise ValueError("this latent codec was loaded without its PyTorch flows (ONNX Runtime): it cannot be saved")
         tensors: dict[str, torch.Tensor] = {}
         for g, flow in enumerate(self.flows):
             for k, v in flow.state_dict().items():
@@ -105,7 +127,9 @@ class LatentCodecModel:
         return bundle.model_id
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, source: str = "model") -> LatentCodecModel:
+    def from_bundle(cls, bundle: Bundle, source: str = "model", runner: FlowRunner | None = None) -> LatentCodecModel:
+        """The codec part of a bundle (torch tensors or numpy arrays). With ``runner`` (made from this bundle's flows,
+        e.g. its ONNX graphs) the PyTorch flows are not built and torch is not imported."""
         cfg = bundle.config.get("codec")
         if not isinstance(cfg, dict):
             raise no_codec_error(source)
@@ -127,7 +151,9 @@ class LatentCodecModel:
         part = bundle.part("codec")
         try:
             flows = []
-            for g in range(len(groups)):
+            for g in range(len(groups) if runner is None else 0):
+                from sganc_stream.latent.flow import RealNVP
+
                 sd = {k[len(f"flow.{g}."):]: v.float() for k, v in part.items() if k.startswith(f"flow.{g}.")}
                 if couplings and (sd.get("layers.0.scale.0.weight") is None or sd["layers.0.scale.0.weight"].shape[0] != hidden
                                   or f"layers.{couplings - 1}.shift.4.bias" not in sd):
@@ -139,8 +165,8 @@ class LatentCodecModel:
             tables = {
                 kind: [
                     CodingTable(
-                        offsets=part[f"tables.{kind}.{i}.offsets"].numpy().astype(np.int64),
-                        freqs=part[f"tables.{kind}.{i}.freqs"].numpy().astype(np.int32),
+                        offsets=np.asarray(part[f"tables.{kind}.{i}.offsets"]).astype(np.int64),
+                        freqs=np.asarray(part[f"tables.{kind}.{i}.freqs"]).astype(np.int32),
                     )
                     for i in range(len(steps))
                 ]
@@ -150,7 +176,7 @@ class LatentCodecModel:
             raise CheckpointError(f"{source}: malformed latent codec ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
         if any(t.freqs.shape[0] != rows * width or t.offsets.shape != (rows * width,) for ts in tables.values() for t in ts):
             raise CheckpointError(f"{source}: latent codec tables do not cover {rows}x{width}")
-        return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"))
+        return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"), runner=runner)
 
 
 def no_codec_error(source: str) -> CheckpointError:

@@ -100,6 +100,13 @@ def fir_kernel(taps: tuple[int, ...], gain: float) -> torch.Tensor:
     return k / k.sum() * gain
 
 
+def to_uint8_images(x: torch.Tensor) -> torch.Tensor:
+    """G's output ``(n, 3, H, W)`` float, nominally in [-1, 1] → uint8 RGB ``(n, H, W, 3)``: clamp to [-1, 1], then
+    ``round((x + 1) · 127.5)`` (round half to even). The one image conversion of decoded frames (the PyTorch path
+    and the exported ONNX generator graph both run it)."""
+    return x.clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
 class PixelNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.rsqrt(torch.mean(x * x, dim=1, keepdim=True) + 1e-8)

@@ -26,7 +26,8 @@ from sganc_stream.errors import BitstreamError, InputError, ModelMismatchError, 
 from sganc_stream.face.paste_back import PasteBack
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
 from sganc_stream.latent.sequence import stream_params
-from sganc_stream.pipeline import EncodedFrame, FaceModel, FrameEncoder, no_face_pictures
+from sganc_stream.decoding import no_face_pictures
+from sganc_stream.pipeline import EncodedFrame, FaceModel, FrameEncoder
 from sganc_stream.rtc.channel import Channel, LossModel, LossyChannel
 from sganc_stream.rtc.media import FrameSink, open_source, require_display
 from sganc_stream.rtc.pairing import Signaling, consume_signaling

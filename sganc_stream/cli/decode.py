@@ -1,0 +1,78 @@
+"""`sganc-stream decode`: regenerate the video of an .sgnc file; and the model options every video command shares.
+
+This module imports nothing heavy when the parser is built, so that ``decode --runtime onnx`` runs in a process that
+never imports torch (the CLI builds only this command's parser for ``decode``: :data:`sganc_stream.cli.LIGHT_COMMANDS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sganc_stream.assets import default_face_model
+from sganc_stream.decoding import DecodeModel, decode_file
+from sganc_stream.errors import InputError
+from sganc_stream.onnx_runtime import ONNX_EXTRA, RUNTIMES, load_onnx_face_model
+from sganc_stream.threads import DEFAULT_THREADS, set_threads
+from sganc_stream.video import VIDEO_FORMATS, video_format
+
+if TYPE_CHECKING:
+    from sganc_stream.pipeline import FaceModel
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="face model bundle (default: the embedded face model)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="frames per network call (default 1; use the same value to decode a file exactly as transcode did)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"CPU threads for G and E (default {DEFAULT_THREADS}: the models are small, and extra "
+                        "threads slow them down on a busy machine)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def load_model(args: argparse.Namespace, device: str | None = None) -> FaceModel:
+    """The face model of ``--model`` on ``device`` (default ``--device``), run with ``--threads`` torch threads."""
+    from sganc_stream.pipeline import load_face_model
+
+    set_threads(args.threads)
+    return load_face_model(args.model or default_face_model(), device or args.device)
+
+
+def load_decode_model(args: argparse.Namespace) -> DecodeModel:
+    """The model ``decode`` runs: PyTorch (:func:`load_model`) or, with ``--runtime onnx``, ONNX Runtime (no torch)."""
+    if args.runtime == "torch":
+        return load_model(args)
+    if args.device != "cpu":
+        raise InputError(f"--runtime onnx runs on the CPU (--device {args.device} needs --runtime torch)")
+    if args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    return load_onnx_face_model(args.model or default_face_model(), threads=args.threads, quiet=args.quiet)
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    video_format(args.output, args.lossless)  # before any work
+    model = load_decode_model(args)
+    info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet)
+    no_face = f", {info['no_face_frames']} of them without a face (black)" if info["no_face_frames"] else ""
+    print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded{no_face} "
+          f"({info['decode_fps']:.1f} frames/s)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("decode", help="regenerate the video of an .sgnc file",
+                       description="Decode IN.sgnc with the model it was made with (the model id must match). On the "
+                                   "same machine with the same --device, --batch and --runtime the frames equal "
+                                   "transcode --recon's (which runs PyTorch).")
+    add_model_options(p)
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                   help="torch: PyTorch, the reference (default); onnx: T⁻¹ and G in ONNX Runtime on the CPU, without "
+                        "importing torch (less memory, faster start; pixels within a few levels of torch's; the graphs "
+                        f"are exported from the bundle with torch on first use and cached; {ONNX_EXTRA})")
+    p.add_argument("--lossless", action="store_true", help="write the video bit-exactly (see transcode --lossless)")
+    p.add_argument("input", type=Path, metavar="IN.sgnc")
+    p.add_argument("output", type=Path, metavar="OUT.mp4",
+                   help=f"the video, in the format its suffix names ({', '.join(VIDEO_FORMATS)})")
+    p.set_defaults(func=cmd_decode)
