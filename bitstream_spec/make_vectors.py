@@ -6,7 +6,9 @@ Trains the small vector model once (if absent), then encodes each case. Existing
 left alone unless --force is given, so a code change that alters the bitstream shows up as a failing test
 rather than silently rewritten vectors.
 
-This build writes bitstream v2 (``v2_*`` cases). The version 1 vectors (the other cases) were made by the v1
+This build writes bitstream v2 (``v2_*`` cases), and v3 for streams coded with a model's empirical residual tables
+(``v3_*`` cases, with ``model_empirical.safetensors``: the vector model plus empirical residual tables fitted on its
+training sequences, stored packed, bundle format v2). The version 1 vectors (the other cases) were made by the v1
 encoder (commit c6daa32) and are kept frozen: they check that v1 streams still decode.
 """
 
@@ -25,7 +27,7 @@ from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
 from sganc_stream.latent.model import load_latent_codec
 from sganc_stream.latent.sequence import encode_sequence, stream_params
 from sganc_stream.latent.synthetic import synthetic_latents
-from sganc_stream.training.latent_codec import TrainConfig, train_latent_codec
+from sganc_stream.training.latent_codec import TrainConfig, fit_empirical_residuals, train_latent_codec
 
 HERE = Path(__file__).resolve().parent / "vectors"
 ROWS, WIDTH = 6, 32
@@ -50,7 +52,19 @@ def cases() -> dict[str, tuple[np.ndarray, StreamParams, tuple[int, ...]]]:
         "v2_open_g3_keyint8_escapes": (jumpy, StreamParams("open", 3, 1, keyframe_interval=8), ()),
         "v2_no_face_lead_in_and_gap": (gaps, StreamParams("open", 4, 1), ()),
         "v2_new_face_after_no_face": (switch, StreamParams("closed", 0, 1), (10, 20)),
+        "v3_open_g2_empirical_step0.5": (jumpy, StreamParams("open", 2, 1, residual="empirical"), ()),
+        "v3_open_g5_empirical_no_face_gap": (gaps, StreamParams("open", 5, 0, residual="empirical"), ()),
     }
+
+
+def model_file(case: str) -> str:
+    """The model a case is coded with."""
+    return "model_empirical.safetensors" if case.startswith("v3_") else "model.safetensors"
+
+
+def training_sequences() -> list[np.ndarray]:
+    """What the vector model was trained on (and its empirical residual tables fitted on)."""
+    return [synthetic_latents(k, 40, ROWS, WIDTH, seed=i) for i, k in enumerate(["smooth", "walk"] * 3)]
 
 
 def decode_states(model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -87,11 +101,17 @@ def main() -> int:
     HERE.mkdir(exist_ok=True)
     model_path = HERE / "model.safetensors"
     if not model_path.exists():
-        seqs = [synthetic_latents(k, 40, ROWS, WIDTH, seed=i) for i, k in enumerate(["smooth", "walk"] * 3)]
-        train_latent_codec(seqs, model_path, TrainConfig(steps=60, batch=8, hidden=16, step_presets=[0.25, 0.5, 1.0]), progress=False)
+        train_latent_codec(training_sequences(), model_path, TrainConfig(steps=60, batch=8, hidden=16, step_presets=[0.25, 0.5, 1.0]),
+                           progress=False)
         model_path.with_name(model_path.name + ".ckpt").unlink()
-    model = load_latent_codec(model_path)
+    empirical_path = HERE / model_file("v3_")
+    if not empirical_path.exists():
+        base = load_latent_codec(model_path)
+        base.empirical_residuals = fit_empirical_residuals(base, training_sequences())
+        base.save(empirical_path)
+    models = {f: load_latent_codec(HERE / f) for f in ("model.safetensors", empirical_path.name)}
     for name, (latents, params, new_faces) in cases().items():
+        model = models[model_file(name)]
         res = encode_sequence(model, latents, params, fps=25.0, new_faces=new_faces)
         states, decoded = decode_states(model, res.data)
         assert np.array_equal(decoded, res.recon, equal_nan=True)

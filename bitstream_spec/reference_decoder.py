@@ -1,4 +1,4 @@
-"""Independent decoder for sganc-stream bitstreams v1 and v2, written from SPEC.md alone.
+"""Independent decoder for sganc-stream bitstreams v1, v2 and v3, written from SPEC.md alone.
 
 It uses numpy, msgpack and safetensors' numpy reader only: no sganc_stream and no constriction code, so
 agreement with the library on the conformance vectors checks the specification, not the implementation
@@ -32,7 +32,11 @@ class Model:
         with safe_open(path, framework="np") as f:
             meta = json.loads(f.metadata()["sganc"])
             self.tensors = {k: f.get_tensor(k) for k in f.keys()}
-        cfg = {k: v for k, v in meta.items() if k not in ("format", "version")}
+        if meta["version"] not in (1, 2):
+            raise ValueError(f"unsupported model file version {meta['version']}")
+        for name, entry in (meta.get("packed", {}) if meta["version"] == 2 else {}).items():
+            self.tensors[name] = unpack(self.tensors[name], entry["dtype"], entry["shape"])
+        cfg = {k: v for k, v in meta.items() if k not in ("format", "version", "packed")}
         codec = cfg["codec"]
         self.rows, self.width = codec["rows"], codec["width"]
         self.groups = [tuple(g) for g in codec["groups"]]
@@ -75,6 +79,18 @@ class Model:
             if i < 4:
                 x = np.where(x >= 0, x, np.float32(0.2) * x)
         return np.tanh(x) if tanh else x
+
+
+def unpack(stored: np.ndarray, dtype: str, shape: list[int]) -> np.ndarray:
+    """A packed tensor (SPEC §5): inflate, then byte j of element e is at position j·n + e (n elements)."""
+    dt = np.dtype(dtype).newbyteorder("<")
+    n = int(np.prod(shape, dtype=np.int64))
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(stored.astype(np.uint8).tobytes())
+    if len(data) != n * dt.itemsize or not inflater.eof or inflater.unused_data:
+        raise ValueError("packed tensor does not inflate to its stated size")
+    planes = np.frombuffer(data, dtype=np.uint8).reshape(dt.itemsize, n)
+    return np.ascontiguousarray(planes.T).view(dt).reshape(shape)
 
 
 def integer_frequencies(probs: list[Fraction]) -> list[int]:
@@ -171,23 +187,28 @@ def require(condition: bool, message: str) -> None:
 def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Returns (integer states after each face packet (faces, C), decoded W+ (frames, rows, width) float32, all
     NaN for no-face frames)."""
-    require(data[:4] == b"SGNC" and data[4] in (1, 2), "not an sgnc v1 or v2 file")
+    require(data[:4] == b"SGNC" and data[4] in (1, 2, 3), "not an sgnc v1, v2 or v3 file")
     version = data[4]
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(data[5:])
     header = next(unpacker)
-    require(len(header) == 9, "unknown header field")
+    require(len(header) == (10 if version == 3 else 9), "unknown header field")
+    residual = header["residual"] if version == 3 else "irwin_hall"
+    require(residual in ("irwin_hall", "empirical"), "unknown residual table")
     require(bytes(header["model_id"]).hex() == model.model_id, "model mismatch")
     g, mode = header["g"], header["mode"]
     step_index = model.steps.index(header["step"])
     intra_t, diff_t = model.table("intra", step_index), model.table("diff", step_index)
     intra_i, diff_i = model_intervals(intra_t[1]), model_intervals(diff_t[1])
     res_t = None
-    if mode == "open" and g > 0:
+    if mode == "open" and g > 0 and residual == "empirical":
+        off, freqs = model.table(f"residual.{g}", step_index)
+        res_t = (off, model_intervals(freqs))
+    elif mode == "open" and g > 0:
         off, freqs = irwin_hall_table(g)
         res_t = (np.array([off]), model_intervals(np.array([freqs], dtype=np.int64)))
     c = model.rows * model.width
-    types = (0, 1, 2, 5, 6) if version == 2 else (0, 1, 2)
+    types = (0, 1, 2, 5, 6) if version >= 2 else (0, 1, 2)
     states, decoded, state, last_seq, faces = [], [], None, None, 0
     for k in range(header["frames"] + 1):
         pos = 5 + unpacker.tell()
@@ -216,7 +237,7 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
                 require(res_t is not None, "residual frame in a stream without residuals")
                 parts.append(decode_part(reader, res_t[0], *res_t[1], c))
             state = state + sum(parts)
-        if version == 2:
+        if version >= 2:
             require(reader.decode(*UNIFORM16) == check_value(parts), "corrupted payload: check value mismatch")
         reader.finish()
         require(np.abs(state).max() < 2**30, "state out of range")

@@ -136,7 +136,8 @@ def _settings(model: FaceModel, options: TranscodeOptions) -> dict[str, Any]:
     return {"model_id": model.model_id, "mode": p.mode, "g": p.g, "step_index": p.step_index,
             "keyframe_interval": p.keyframe_interval, "max_frames": options.max_frames,
             "quality": options.quality, "identity_every": options.identity_every,
-            "refine": None if options.refine is None else asdict(options.refine)}
+            "refine": None if options.refine is None else asdict(options.refine),
+            **({"residual": p.residual} if p.residual != "irwin_hall" else {})}  # absent: earlier runs still resume
 
 
 def _done(report_path: Path, sgnc: Path, settings: dict[str, Any]) -> dict[str, Any] | None:

@@ -36,7 +36,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, StreamHeader, fps_in_range, write_container
+from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, StreamHeader, fps_in_range, stream_version, write_container
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.bundle import Bundle, bundle_config, is_bundle_file
 from sganc_stream.decoding import NO_FACE_PIXEL, FrameDecoder, no_face_pictures
@@ -199,7 +199,7 @@ class FrameEncoder:
         """The stream header for ``frames`` coded frames (the live call sends the same fields at set-up)."""
         c, p = self.model.codec, self.params
         return StreamHeader(self.model.model_id, c.rows, c.width, p.mode, p.g, c.steps[p.step_index], self.fps,
-                            frames, p.keyframe_interval)
+                            frames, p.keyframe_interval, p.residual, stream_version(p.residual))
 
     def encode(self, frame: np.ndarray, timestamp: float | None = None) -> EncodedFrame:
         """One frame (``timestamp``: capture time in seconds; None = nominal 1/fps spacing)."""

@@ -85,3 +85,21 @@ def test_version_1_files_still_read_and_hold_face_packets_only() -> None:
 def test_unknown_header_field_is_an_error() -> None:
     with pytest.raises(BitstreamError, match="unknown field"):
         StreamHeader.from_map({**HEADER.to_map(), "extra": 1})
+
+
+def test_version_3_names_the_residual_table_and_only_it_may() -> None:
+    v3 = replace(HEADER, residual="empirical", version=3)
+    c = decode_container(encode_container(v3, PACKETS))
+    assert c.header == v3 and c.header.residual == "empirical" and c.packets == PACKETS
+    assert v3.to_map()["residual"] == "empirical" and "residual" not in HEADER.to_map()  # v2 maps are unchanged
+    assert decode_container(encode_container(replace(v3, residual="irwin_hall"), PACKETS)).header.residual == "irwin_hall"
+    with pytest.raises(BitstreamError, match="missing field"):
+        StreamHeader.from_map(HEADER.to_map(), version=3)
+    with pytest.raises(BitstreamError, match="unknown field"):  # a v2 (or call protocol 2) header cannot carry it
+        StreamHeader.from_map(v3.to_map(), version=2)
+    with pytest.raises(BitstreamError, match="out of range"):
+        StreamHeader.from_map({**v3.to_map(), "residual": "laplace"}, version=3)
+    with pytest.raises(BitstreamError, match="has type int"):
+        StreamHeader.from_map({**v3.to_map(), "residual": 1}, version=3)
+    with pytest.raises(ValueError, match="bitstream version 2 cannot name the empirical residual table"):
+        replace(HEADER, residual="empirical").to_map()

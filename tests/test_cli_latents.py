@@ -135,7 +135,8 @@ def test_inspect_a_bundle(tiny_codec_path, encoded, capsys):
     assert info["model_id"] == bundle.model_id and info["use"] == "transcode and decode"
     assert set(info["parts"]) == {"generator", "encoder", "codec"}
     assert info["parts"]["encoder"]["encoder_id"] == bundle.encoder_id
-    assert sum(p["bytes"] for p in info["parts"].values()) < info["file_bytes"]
+    assert sum(p["stored_bytes"] for p in info["parts"].values()) < info["file_bytes"]
+    assert info["parts"]["codec"]["stored_bytes"] < info["parts"]["codec"]["bytes"]  # packed (bundle format v2)
     r = run_cli("latents", "decode", "--model", str(face), str(encoded / "a.sgnc"), str(encoded / "o.npy"))
     _one_line_error(r, f"stream was made with model {load_bundle(tiny_codec_path).model_id[:16]}…")
     assert "--model" in r.stderr and "sganc-stream inspect" in r.stderr
@@ -151,3 +152,20 @@ def test_npy_header_claiming_terabytes_is_one_line_before_any_allocation(tiny_co
     assert r.returncode == 2
     _one_line_error(r, "header claims a float32 array of shape (100000000")
     assert not (tmp_path / "w.sgnc").exists()
+
+
+def test_empirical_residual_table_option(encoded, tiny_codec_path, capsys):
+    """--residual-table empirical writes a v3 stream that decodes to the recon; a period without a table is one line."""
+    d = encoded
+    assert main(["latents", "encode", "--model", str(tiny_codec_path), "--g", "5", "--residual-table", "empirical",
+                 "--recon", str(d / "emp_recon.npy"), str(d / "in.npy"), str(d / "emp.sgnc")]) == 0
+    assert main(["latents", "decode", "--model", str(tiny_codec_path), str(d / "emp.sgnc"), str(d / "emp_out.npy")]) == 0
+    assert np.array_equal(np.load(d / "emp_out.npy"), np.load(d / "emp_recon.npy"))
+    capsys.readouterr()
+    assert main(["inspect", str(d / "emp.sgnc")]) == 0
+    out = capsys.readouterr().out
+    assert "bitstream v3" in out and "residual table empirical" in out
+    r = run_cli("latents", "encode", "--model", str(tiny_codec_path), "--g", "7", "--residual-table", "empirical",
+                str(d / "in.npy"), str(d / "bad.sgnc"))
+    _one_line_error(r, "no empirical residual table for g = 7")
+    assert r.returncode == 2 and not (d / "bad.sgnc").exists()

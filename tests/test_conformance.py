@@ -9,6 +9,7 @@ ATEN_CPU_CAPABILITY=default).
 
 import copy
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -17,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
-from sganc_stream.bitstream.container import VERSION, decode_container, encode_container
+from sganc_stream.bitstream.container import VERSION, VERSION_RESIDUAL, decode_container, encode_container
 from sganc_stream.bitstream.packet import Packet, PacketType
+from sganc_stream.bundle import load_bundle
 from sganc_stream.errors import BitstreamError
 from sganc_stream.latent.codec import LatentStreamDecoder
 from sganc_stream.latent.model import DECODED_ATOL, DECODED_RTOL, load_latent_codec
@@ -32,8 +35,27 @@ import reference_decoder  # noqa: E402
 
 VECTORS = SPEC / "vectors"
 CASES = sorted(p.name[: -len(".sgnc")] for p in VECTORS.glob("*.sgnc"))
-# This build writes VERSION only: its encoder is checked against the vectors of that version.
-WRITTEN = [c for c in CASES if (VECTORS / f"{c}.sgnc").read_bytes()[4] == VERSION]
+# This build writes VERSION, and VERSION_RESIDUAL with empirical residual tables: its encoder is checked against those.
+WRITTEN = [c for c in CASES if (VECTORS / f"{c}.sgnc").read_bytes()[4] in (VERSION, VERSION_RESIDUAL)]
+# Model files of the vectors: model.safetensors (version 1 file), model_empirical.safetensors (the same model plus
+# empirical residual tables, packed: bundle format v2). A case's header names its model by id.
+MODEL_FILES = sorted(p.name for p in VECTORS.glob("model*.safetensors"))
+
+
+def model_file(case: str) -> str:
+    """The vectors' model file whose id the case's stream header carries."""
+    wanted = decode_container((VECTORS / f"{case}.sgnc").read_bytes()).header.model_id
+    (name,) = [f for f in MODEL_FILES if _models()[f].model_id == wanted]
+    return name
+
+
+_LOADED: dict[str, object] = {}
+
+
+def _models() -> dict[str, object]:
+    if not _LOADED:
+        _LOADED.update({f: load_latent_codec(VECTORS / f) for f in MODEL_FILES})
+    return _LOADED
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +69,7 @@ def test_vectors_present():
 
 def test_vectors_of_both_versions_present():
     versions = [(VECTORS / f"{case}.sgnc").read_bytes()[4] for case in CASES]
-    assert versions.count(1) >= 5 and versions.count(2) >= 7
+    assert versions.count(1) >= 5 and versions.count(2) >= 7 and versions.count(3) >= 2
     kinds = {p.type for case in CASES for p in decode_container((VECTORS / f"{case}.sgnc").read_bytes()).packets}
     assert {PacketType.NO_FACE, PacketType.NEW_FACE} <= kinds
 
@@ -75,19 +97,34 @@ def assert_floats_conform(decoded: np.ndarray, expected: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_library_decodes_vectors(model, case):
-    states, decoded = _states_and_floats(model, (VECTORS / f"{case}.sgnc").read_bytes())
+def test_library_decodes_vectors(case):
+    states, decoded = _states_and_floats(_models()[model_file(case)], (VECTORS / f"{case}.sgnc").read_bytes())
     assert np.array_equal(states, np.load(VECTORS / f"{case}.states.npy"))  # integers: exact everywhere
     assert_floats_conform(decoded, np.load(VECTORS / f"{case}.decoded.npy"))
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_reference_decoder_agrees(case):
-    ref_model = reference_decoder.Model(str(VECTORS / "model.safetensors"))
-    assert ref_model.model_id == load_latent_codec(VECTORS / "model.safetensors").model_id
+    ref_model = reference_decoder.Model(str(VECTORS / model_file(case)))
+    assert ref_model.model_id == _models()[model_file(case)].model_id
     states, decoded = reference_decoder.decode_file(ref_model, (VECTORS / f"{case}.sgnc").read_bytes())
     assert np.array_equal(states, np.load(VECTORS / f"{case}.states.npy"))
     assert_floats_conform(decoded, np.load(VECTORS / f"{case}.decoded.npy"))
+
+
+def test_reference_decoder_reads_a_packed_model(tmp_path):
+    """A model file written packed by the library (format v2, SPEC §5) reads, in the reference decoder, as the same
+    tensors and model id as the vectors' version 1 file, and decodes a vector to the same integer states."""
+    packed = tmp_path / "packed.safetensors"
+    load_bundle(VECTORS / "model.safetensors").save(packed)
+    meta = json.loads(safe_open(str(packed), framework="np").metadata()["sganc"])
+    assert meta["version"] == 2 and any(k.startswith("codec.tables.") for k in meta["packed"])
+    raw, ref = reference_decoder.Model(str(VECTORS / "model.safetensors")), reference_decoder.Model(str(packed))
+    assert ref.model_id == raw.model_id == load_latent_codec(packed).model_id
+    assert all(np.array_equal(ref.tensors[k], t) and ref.tensors[k].dtype == t.dtype for k, t in raw.tensors.items())
+    case = "v2_open_g3_keyint8_escapes"
+    states, _ = reference_decoder.decode_file(ref, (VECTORS / f"{case}.sgnc").read_bytes())
+    assert np.array_equal(states, np.load(VECTORS / f"{case}.states.npy"))
 
 
 def _new_faces(data: bytes) -> list[int]:
@@ -104,8 +141,9 @@ from sganc_stream.latent.model import load_latent_codec
 from sganc_stream.latent.sequence import encode_sequence, stream_params
 torch.set_num_threads(1)
 v = Path(sys.argv[1])
-m = load_latent_codec(v / "model.safetensors")
-for case in sys.argv[2:]:
+for arg in sys.argv[2:]:
+    case, model_file = arg.split("=")
+    m = load_latent_codec(v / model_file)
     container = decode_container((v / f"{case}.sgnc").read_bytes())
     new_faces = [p.frame for p in container.packets if p.type == PacketType.NEW_FACE]
     params = stream_params(m, container.header)
@@ -114,7 +152,7 @@ for case in sys.argv[2:]:
 """
 
 
-def test_encoder_is_deterministic_on_one_machine(model):
+def test_encoder_is_deterministic_on_one_machine():
     """The bytes of an encoder run are exact for one machine and thread count: again in this process, and in
     another process, they are the same, and they decode to exactly what the encoder reconstructed."""
     threads = torch.get_num_threads()
@@ -122,6 +160,7 @@ def test_encoder_is_deterministic_on_one_machine(model):
     try:
         digests = {}
         for case in WRITTEN:
+            model = _models()[model_file(case)]
             data = (VECTORS / f"{case}.sgnc").read_bytes()
             params = stream_params(model, decode_container(data).header)
             latents = np.load(VECTORS / f"{case}.input.npy")
@@ -134,7 +173,8 @@ def test_encoder_is_deterministic_on_one_machine(model):
     finally:
         torch.set_num_threads(threads)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", ENCODE_ALL, str(VECTORS), *WRITTEN], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", ENCODE_ALL, str(VECTORS), *(f"{c}={model_file(c)}" for c in WRITTEN)],
+                         capture_output=True, text=True,
                          timeout=300, env=env, check=True, cwd=SPEC.parent).stdout
     assert dict(line.split() for line in out.splitlines()) == digests
 

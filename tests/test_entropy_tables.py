@@ -3,7 +3,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from sganc_stream.entropy.tables import TOTAL, CodingTable, quantize_pmf, quantize_pmf_exact
+from sganc_stream.entropy.tables import TOTAL, CodingTable, histogram_freqs, quantize_pmf, quantize_pmf_exact
 
 
 def test_quantized_pmf_is_valid_and_close():
@@ -31,3 +31,14 @@ def test_symbols_and_escapes():
 def test_invalid_table_rejected():
     with pytest.raises(ValueError):
         CodingTable(np.array([0]), np.array([[TOTAL, 0]], dtype=np.int32))
+
+
+def test_histogram_freqs_is_the_exact_add_one_rule():
+    values = np.array([0, 0, 0, 1, -1, 5, 9, -7])  # 5, 9 and -7 fall outside -1 … 1: escapes
+    f = histogram_freqs(values, offset=-1, n_data=3)
+    counts = [1 + 1, 3 + 1, 1 + 1, 3 + 1]  # add-one counts of -1, 0, 1 and the escape
+    assert f == quantize_pmf_exact([Fraction(k, sum(counts)) for k in counts])
+    assert sum(f) == TOTAL and min(f) >= 1 and f[1] == f[3] == max(f)
+    assert histogram_freqs(values[::-1], -1, 3) == f  # a histogram: order does not matter
+    empty = histogram_freqs(np.empty(0, np.int64), 0, 3)
+    assert sum(empty) == TOTAL and max(empty) - min(empty) <= 4  # no data: nearly uniform

@@ -96,7 +96,37 @@ def test_encoder_rejects_bad_frames(tiny_codec):
     ({"g": -1}, "residual period g must be between 0 and 255"),
     ({"keyframe_interval": -2}, "keyframe interval must be >= 0"),
     ({"step_index": -1}, "step index must be a non-negative integer"),
+    ({"residual": "laplace"}, "residual table must be one of irwin_hall, empirical, got 'laplace'"),
+    ({"residual": "empirical", "mode": "closed", "g": 0}, "empirical residual table needs residuals: open mode with g > 0"),
+    ({"residual": "empirical", "g": 0}, "empirical residual table needs residuals"),
 ])
 def test_stream_params_reject_bad_options(kwargs: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         StreamParams(**kwargs)
+
+
+def test_empirical_residual_tables_code_and_fit_the_training_residuals(tiny_codec):
+    """The training run fitted empirical residual tables; a stream coded with one decodes exactly, differs from the
+    Irwin–Hall stream only in its residual frames, and a period without a table is one InputError."""
+    from sganc_stream.entropy.irwin_hall import residual_table
+    from sganc_stream.training.latent_codec import EMPIRICAL_RESIDUAL_G
+
+    assert sorted(tiny_codec.empirical_residuals) == sorted(EMPIRICAL_RESIDUAL_G)
+    lat = synthetic_latents("walk", 21, TINY_ROWS, TINY_WIDTH, seed=1)  # training used seeds 0-5 (conftest)
+    ih, types_ih, emp = [], [], []
+    for residual, out in (("irwin_hall", ih), ("empirical", emp)):
+        params = StreamParams("open", 10, 1, residual=residual)
+        enc, dec = LatentStreamEncoder(tiny_codec, params), LatentStreamDecoder(tiny_codec, params)
+        assert enc.res_table is tiny_codec.residual_table(10, 1, residual)
+        for w in lat:
+            coded = enc.encode(w)
+            assert np.array_equal(dec.decode(coded.type, coded.payload), coded.recon)
+            out.append(coded.payload)
+            types_ih.append(coded.type)
+    assert residual_table(10) is tiny_codec.residual_table(10, 1, "irwin_hall")
+    assert tiny_codec.empirical_residuals[10][1].freqs.tolist() != residual_table(10).freqs.tolist()
+    res = [i for i, t in enumerate(types_ih[:21]) if t == PacketType.INTER_RESIDUAL]
+    assert res == [10, 20]
+    assert all((a == b) == (i not in res) for i, (a, b) in enumerate(zip(ih, emp)))
+    with pytest.raises(InputError, match=r"no empirical residual table for g = 7 \(periods it has: 1, 2, 5, 10, 20, 40, 80\)"):
+        LatentStreamEncoder(tiny_codec, StreamParams("open", 7, 1, residual="empirical"))

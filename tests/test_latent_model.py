@@ -53,3 +53,32 @@ def test_malformed_codec_rejected(tiny_codec_path, tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(CheckpointError):
         load_latent_codec(tmp_path / "junk.safetensors")
+
+
+def test_empirical_residual_tables_are_stored_and_checked(tiny_codec, tiny_codec_path, tmp_path):
+    again = load_latent_codec(tiny_codec_path)
+    assert sorted(again.empirical_residuals) == sorted(tiny_codec.empirical_residuals) != []
+    for g, tables in tiny_codec.empirical_residuals.items():
+        for a, b in zip(again.empirical_residuals[g], tables):
+            assert a.shared and np.array_equal(a.freqs, b.freqs) and np.array_equal(a.offsets, b.offsets)
+    b = load_bundle(tiny_codec_path)
+    assert b.config["codec"]["empirical_residual_g"] == sorted(tiny_codec.empirical_residuals)
+    cases = [  # (tensors, codec config changes, message)
+        ({k: v for k, v in b.tensors.items() if "tables.residual.10.1." not in k}, {}, "malformed latent codec"),
+        (b.tensors, {"empirical_residual_g": [10, 10]}, "config out of range"),
+        (b.tensors, {"empirical_residual_g": [0]}, "config out of range"),
+        (b.tensors, {"empirical_residual_g": "10"}, "config out of range"),
+        ({**b.tensors, "codec.tables.residual.10.1.offsets": torch.tensor([-3], dtype=torch.int32)}, {},
+         "does not have its period's support"),
+    ]
+    for i, (tensors, change, message) in enumerate(cases):
+        Bundle(tensors, {**b.config, "codec": {**b.config["codec"], **change}}).save(tmp_path / f"{i}.safetensors")
+        with pytest.raises(CheckpointError, match=message):
+            load_latent_codec(tmp_path / f"{i}.safetensors")
+    without = {k: v for k, v in b.tensors.items() if ".residual." not in k}
+    config = {**b.config, "codec": {k: v for k, v in b.config["codec"].items() if k != "empirical_residual_g"}}
+    Bundle(without, config).save(tmp_path / "none.safetensors")
+    plain = load_latent_codec(tmp_path / "none.safetensors")
+    assert plain.empirical_residuals == {}
+    with pytest.raises(InputError, match=r"no empirical residual table for g = 10 \(periods it has: none\)"):
+        plain.residual_table(10, 1, "empirical")

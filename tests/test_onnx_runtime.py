@@ -62,12 +62,13 @@ def test_numpy_bundle_has_the_torch_model_id() -> None:
 
 def test_vectors_decode_to_exact_states_and_conforming_floats(cache: Path) -> None:
     """The conformance contract (SPEC §7) holds with T⁻¹ in ONNX Runtime."""
-    from tests.test_conformance import CASES, _states_and_floats, assert_floats_conform
+    from tests.test_conformance import CASES, MODEL_FILES, _states_and_floats, assert_floats_conform, model_file
 
-    model = load_onnx_codec(VECTORS / "model.safetensors", quiet=True)
-    assert model.flows == [] and model.model_id == load_latent_codec(VECTORS / "model.safetensors").model_id
+    models = {f: load_onnx_codec(VECTORS / f, quiet=True) for f in MODEL_FILES}  # packed (bundle v2) ones included
+    for f, model in models.items():
+        assert model.flows == [] and model.model_id == load_latent_codec(VECTORS / f).model_id
     for case in CASES:
-        states, decoded = _states_and_floats(model, (VECTORS / f"{case}.sgnc").read_bytes())
+        states, decoded = _states_and_floats(models[model_file(case)], (VECTORS / f"{case}.sgnc").read_bytes())
         assert np.array_equal(states, np.load(VECTORS / f"{case}.states.npy")), case
         assert_floats_conform(decoded, np.load(VECTORS / f"{case}.decoded.npy"))
 

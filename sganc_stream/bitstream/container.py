@@ -8,6 +8,8 @@ Version 2 (written) holds one packet per source frame, a face packet or a no-fac
 is frame ``k`` of the source and a decoded video lines up with it: the frames before the first face, and
 every faceless frame after it, are no-face packets. Its payloads end with a check value (``entropy.rans``).
 Version 1 (read only) holds face packets only, frame ``k`` = packet ``k``, without check values.
+Version 3 is version 2 plus the header field ``residual`` (which residual table the stream codes with); it is
+written only for streams that use the model's empirical residual tables, so every other stream stays version 2.
 """
 
 from __future__ import annotations
@@ -25,12 +27,19 @@ from sganc_stream.errors import BitstreamError, InputError
 from sganc_stream.fileio import write_bytes_atomic
 
 MAGIC = b"SGNC"
-VERSION = 2  # what this build writes
-READABLE = (1, 2)  # what it reads
+VERSION = 2  # what this build writes (VERSION_RESIDUAL for streams with empirical residual tables)
+VERSION_RESIDUAL = 3  # adds the header field ``residual``
+READABLE = (1, 2, 3)  # what it reads
 MODES = ("open", "closed", "intra")
+RESIDUALS = ("irwin_hall", "empirical")  # residual tables a v3 header may name (versions 1 and 2: irwin_hall)
 # Frame rates a stream may state. The floor keeps nominal times (frame x 1000 / fps, in ms) finite for every
 # frame index a packet can carry (< 2**40); 1000 fps is far above any camera.
 FPS_MIN, FPS_MAX = 0.001, 1000.0
+
+
+def stream_version(residual: str) -> int:
+    """The bitstream version a stream with residual table ``residual`` is written as."""
+    return VERSION if residual == "irwin_hall" else VERSION_RESIDUAL
 
 
 def fps_in_range(fps: float) -> bool:
@@ -51,12 +60,17 @@ class StreamHeader:
     fps: float
     frames: int  # packets before the end packet (v2: source frames, face or no-face; v1: face frames)
     keyframe_interval: int
+    residual: str = "irwin_hall"  # residual table (in the map from version 3 on; before: irwin_hall)
     version: int = VERSION  # bitstream version: the container's version byte, or the call protocol's (not in the map)
 
     def to_map(self) -> dict[str, object]:
         d = asdict(self)
         d["model_id"] = bytes.fromhex(self.model_id)
         del d["version"]
+        if self.version < VERSION_RESIDUAL:
+            if self.residual != "irwin_hall":
+                raise ValueError(f"bitstream version {self.version} cannot name the {self.residual} residual table")
+            del d["residual"]
         return d
 
     @classmethod
@@ -67,7 +81,7 @@ class StreamHeader:
             raise BitstreamError("malformed header: not a map")
         fields = cls.__dataclass_fields__
         try:
-            raw = {k: m[k] for k in fields if k != "version"}
+            raw = {k: m[k] for k in fields if k != "version" and (k != "residual" or version >= VERSION_RESIDUAL)}
         except KeyError:
             raise BitstreamError("malformed header: missing field") from None
         if len(m) != len(raw):
@@ -88,6 +102,7 @@ class StreamHeader:
             or not fps_in_range(h.fps)
             or not 0 <= h.frames <= 10_000_000
             or h.keyframe_interval < 0
+            or h.residual not in RESIDUALS
         ):
             raise BitstreamError("malformed header: field out of range")
         return h

@@ -11,7 +11,7 @@ import numpy as np
 
 from sganc_stream.assets import default_face_model, default_latent_codec
 from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, Container, decode_container, fps_in_range, read_container
-from sganc_stream.cli.options import add_stream_arguments, stream_params_from
+from sganc_stream.cli.options import add_residual_argument, add_stream_arguments, stream_params_from
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import load_npy, write_bytes_atomic, write_npy_atomic
 from sganc_stream.latent.breakdown import bit_breakdown
@@ -25,6 +25,7 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
     """Coding options shared by every command that encodes."""
     p.add_argument("--model", help="model bundle or latent codec file (default: the shipped model)")
     add_stream_arguments(p)
+    add_residual_argument(p)
     p.add_argument("--fps", type=float, default=25.0, help="frame rate recorded in the header (default: 25)")
 
 
@@ -84,7 +85,8 @@ def inspect_dict(path: str, model_path: str | None = None) -> dict:
     frames = [{"index": p.frame, "type": p.type.label, "bytes": b, "payload_bytes": len(p.payload)} for p, b in zip(c.packets, c.record_bytes)]
     h = c.header
     header = {"version": h.version, "model_id": h.model_id, "rows": h.rows, "width": h.width, "mode": h.mode,
-              "g": h.g, "step": h.step, "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval}
+              "g": h.g, "step": h.step, "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval,
+              "residual": h.residual}
     per_frame = np.array([f["bytes"] for f in frames], dtype=np.float64)
     model = breakdown_model(c, model_path)
     breakdown = bit_breakdown(c, model, transport=True).to_dict()
@@ -147,7 +149,7 @@ def print_bundle(info: dict) -> None:
                     f"{(trained[:12] + '…') if trained else '(not recorded)'}: {part.get('fit')}")
         else:
             what = "part not used by this version"
-        print(f"  {name:<9} {what}; {part['parameters'] / 1e6:.2f} M values, {_mb(part['bytes'])} "
+        print(f"  {name:<9} {what}; {part['parameters'] / 1e6:.2f} M values, {_mb(part['bytes'])} ({_mb(part['stored_bytes'])} stored) "
               f"{'/'.join(part['dtypes'])}")
     print(f"  licence   {info['licence'] or '(none stated)'}")
     print(f"  use       {info['use']}")
@@ -169,7 +171,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     h = info["header"]
     print(f"{args.input}: bitstream v{h['version']}, model {h['model_id']}, {h['rows']}x{h['width']}, mode {h['mode']}, "
-          f"g={h['g']}, step={h['step']:g}, {h['fps']:g} fps, {h['frames']} frames, keyframe interval {h['keyframe_interval']}")
+          f"g={h['g']}, step={h['step']:g}, {h['fps']:g} fps, {h['frames']} frames, keyframe interval {h['keyframe_interval']}, "
+          f"residual table {h['residual']}")
     for f in info["frames"]:
         print(f"  frame {f['index']:6d}  {f['type']:15s} {f['bytes']:8d} bytes")
     bpf = info["bits_per_frame"] or {"mean": 0, "p95": 0}

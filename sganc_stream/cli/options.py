@@ -1,7 +1,8 @@
 """Coding options shared by every command that encodes: ``sganc-stream transcode/demo/latents`` and the live call.
 
-One definition of ``--mode --g --step --keyframe-interval``; validation is :class:`StreamParams`' (one place), so
-``--g 300`` is the same one-line error in every command, before any model work or network set-up.
+One definition of ``--mode --g --step --keyframe-interval`` (and, for commands that write files, ``--residual-table``);
+validation is :class:`StreamParams`' (one place), so ``--g 300`` is the same one-line error in every command, before
+any model work or network set-up.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from sganc_stream.latent.codec import MODES, StreamParams
-from sganc_stream.latent.model import LatentCodecModel
+from sganc_stream.latent.model import RESIDUAL_TABLES, LatentCodecModel
 
 
 def add_stream_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -21,11 +22,25 @@ def add_stream_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
                    help="intra refresh period in frames; 0 = the first frame and on request only (default: 0)")
 
 
+def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--residual-table`` (file streams only: the call protocol's header has no such field)."""
+    p.add_argument("--residual-table", choices=RESIDUAL_TABLES, default="irwin_hall",
+                   help="residual table in open mode: irwin_hall (the paper's, default) or empirical (the model's "
+                        "histogram of training residuals, for the periods g it was fitted for; writes bitstream v3)")
+
+
 def check_stream_arguments(args: argparse.Namespace) -> None:
     """Validate all but ``--step`` (a preset of the model) before a model is loaded: StreamParams with step index 0."""
-    StreamParams(args.mode, args.g, 0, args.keyframe_interval)
+    StreamParams(args.mode, args.g, 0, args.keyframe_interval, _residual(args))
 
 
 def stream_params_from(args: argparse.Namespace, codec: LatentCodecModel) -> StreamParams:
     """The validated StreamParams of parsed arguments (InputError, one line, for a bad value)."""
-    return StreamParams(args.mode, args.g, codec.step_index(args.step), args.keyframe_interval)
+    params = StreamParams(args.mode, args.g, codec.step_index(args.step), args.keyframe_interval, _residual(args))
+    params.residual_table(codec)  # a period the model has no empirical table for: InputError now, not mid-stream
+    return params
+
+
+def _residual(args: argparse.Namespace) -> str:
+    """``--residual-table``; the call has no such option (its headers cannot name one): Irwin–Hall."""
+    return getattr(args, "residual_table", "irwin_hall")

@@ -35,16 +35,24 @@ def centred_cdf(x: Fraction, n: int) -> Fraction:
     return total / factorial(n)
 
 
+def residual_support(g: int) -> tuple[int, int]:
+    """(offset, number of data symbols) of the residual tables for period g: the values −h … h,
+    h = min(⌊(n+1)/2⌋, 127). Empirical residual tables (:func:`~sganc_stream.entropy.tables.histogram_freqs`) use the
+    same support."""
+    if not 1 <= g <= MAX_G:
+        raise ValueError(f"residual period g must be in 1..{MAX_G}")
+    half = min((irwin_hall_n(g) + 1) // 2, (MAX_SYMBOLS - 2) // 2)
+    return -half, 2 * half + 1
+
+
 @lru_cache(maxsize=64)
 def residual_pmf(g: int) -> tuple[int, tuple[Fraction, ...]]:
     """(offset, exact probabilities) of the rounded residual for period g; last entry is the escape mass."""
-    if not 1 <= g <= MAX_G:
-        raise ValueError(f"residual period g must be in 1..{MAX_G}")
+    offset, n_data = residual_support(g)
     n = irwin_hall_n(g)
-    half = min((n + 1) // 2, (MAX_SYMBOLS - 2) // 2)
-    values = range(-half, half + 1)
+    values = range(offset, offset + n_data)
     probs = [centred_cdf(Fraction(2 * k + 1, 2), n) - centred_cdf(Fraction(2 * k - 1, 2), n) for k in values]
-    return -half, (*probs, 1 - sum(probs))
+    return offset, (*probs, 1 - sum(probs))
 
 
 @lru_cache(maxsize=64)

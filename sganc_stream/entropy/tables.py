@@ -44,6 +44,17 @@ def quantize_pmf_exact(p: Sequence[Fraction]) -> list[int]:
     return f
 
 
+def histogram_freqs(values: np.ndarray, offset: int, n_data: int) -> list[int]:
+    """Integer frequencies (``n_data`` data symbols + escape) of a histogram of integer ``values``: add-one counts
+    ``k_i + 1`` over the values ``offset … offset + n_data − 1`` and the escape (every other value), then
+    :func:`quantize_pmf_exact` on the exact ratios. Integers in, integers out: every machine gets the same row."""
+    v = np.asarray(values, dtype=np.int64).reshape(-1) - offset
+    v = np.where((v < 0) | (v >= n_data), n_data, v)
+    counts = np.bincount(v, minlength=n_data + 1).astype(np.int64) + 1
+    total = int(counts.sum())
+    return quantize_pmf_exact([Fraction(int(k), total) for k in counts])
+
+
 @dataclass(frozen=True)
 class CodingTable:
     """Per-channel frozen frequencies ``freqs`` (C, L) int32 and value offsets ``offsets`` (C,) int64.

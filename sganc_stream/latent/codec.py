@@ -7,7 +7,8 @@ exact for one machine and thread count, and may differ by one where y lies withi
 
 * intra:  q = round(y_t)                      ŷ_t = q
 * open:   v_t = round(y_t - y_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (the paper's open loop; drifts)
-          every g-th frame after an intra:  r_t = round(y_t - ŷ_t),  ŷ_t += r_t  (Irwin-Hall table)
+          every g-th frame after an intra:  r_t = round(y_t - ŷ_t),  ŷ_t += r_t  (Irwin-Hall table, or the
+          model's empirical residual table for g: ``StreamParams.residual``, bitstream v3)
 * closed: v_t = round(y_t - ŷ_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (no drift, no residual)
 
 An intra frame is sent first, every ``keyframe_interval`` frames (0 = never again), on request, and when the
@@ -23,11 +24,11 @@ import numpy as np
 
 from sganc_stream.bitstream.container import VERSION
 from sganc_stream.bitstream.packet import PacketType
-from sganc_stream.entropy.irwin_hall import MAX_G, residual_table
+from sganc_stream.entropy.irwin_hall import MAX_G
 from sganc_stream.entropy.rans import decode_parts, encode_parts
 from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.errors import BitstreamError, InputError
-from sganc_stream.latent.model import LatentCodecModel
+from sganc_stream.latent.model import RESIDUAL_TABLES, LatentCodecModel
 
 STATE_LIMIT = 1 << 30  # a state beyond this can only come from corrupted data
 
@@ -45,6 +46,7 @@ class StreamParams:
     g: int = 10  # residual period in open mode; 0 = never
     step_index: int = 1
     keyframe_interval: int = 0
+    residual: str = "irwin_hall"  # residual table: irwin_hall (the paper's, derived) | empirical (stored in the model)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -55,6 +57,16 @@ class StreamParams:
             raise InputError(f"keyframe interval must be >= 0 (0 = first frame only), got {self.keyframe_interval}")
         if not (isinstance(self.step_index, int) and self.step_index >= 0):
             raise InputError(f"step index must be a non-negative integer, got {self.step_index}")
+        if self.residual not in RESIDUAL_TABLES:
+            raise InputError(f"residual table must be one of {', '.join(RESIDUAL_TABLES)}, got {self.residual!r}")
+        if self.residual != "irwin_hall" and not (self.mode == "open" and self.g > 0):
+            raise InputError("an empirical residual table needs residuals: open mode with g > 0")
+
+    def residual_table(self, model: LatentCodecModel) -> CodingTable | None:
+        """The residual table these parameters code with (None without residuals); InputError if ``model`` lacks it."""
+        if self.mode != "open" or self.g == 0:
+            return None
+        return model.residual_table(self.g, self.step_index, self.residual)
 
 
 @dataclass
@@ -73,7 +85,7 @@ class LatentStreamEncoder:
         self.step = model.steps[params.step_index]
         self.intra_table = model.tables["intra"][params.step_index]
         self.diff_table = model.tables["diff"][params.step_index]
-        self.res_table = residual_table(params.g) if params.mode == "open" and params.g > 0 else None
+        self.res_table = params.residual_table(model)
         self._state: np.ndarray | None = None
         self._prev_y: np.ndarray | None = None
         self._since_intra = 0
@@ -132,7 +144,7 @@ class LatentStreamDecoder:
         self.model, self.params, self.version = model, params, version
         self.intra_table = model.tables["intra"][params.step_index]
         self.diff_table = model.tables["diff"][params.step_index]
-        self.res_table = residual_table(params.g) if params.mode == "open" and params.g > 0 else None
+        self.res_table = params.residual_table(model)
         self._state: np.ndarray | None = None
 
     @property

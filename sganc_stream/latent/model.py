@@ -5,17 +5,21 @@ as float16, table offsets int32, frequencies uint16) with a ``codec`` config ent
 T and T⁻¹ run through a :class:`FlowRunner`: PyTorch eager by default (:class:`sganc_stream.latent.flow.TorchFlows`),
 or ONNX Runtime (:mod:`sganc_stream.onnx_runtime`), which needs no torch: this module imports torch only when the
 PyTorch flows are built or used.
+In the file these tensors are packed losslessly (:mod:`sganc_stream.bundle`, bitstream_spec/SPEC.md §5): the tables
+load bit-identical, so nothing here depends on the storage.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from sganc_stream.bundle import Bundle, load_bundle
+from sganc_stream.entropy.irwin_hall import MAX_G, residual_support
+from sganc_stream.entropy.irwin_hall import residual_table as irwin_hall_table
 from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.errors import CheckpointError, InputError
 
@@ -25,6 +29,9 @@ if TYPE_CHECKING:
     from sganc_stream.latent.flow import RealNVP
 
 TABLE_KINDS = ("intra", "diff")
+# Residual (drift refresh) tables: the paper's Irwin–Hall law, derived (the default), or a histogram of training
+# residuals stored in the model for some periods g (bitstream v3 names the choice in the stream header).
+RESIDUAL_TABLES = ("irwin_hall", "empirical")
 # T⁻¹ runs in float32, so its output may differ in the last bits between machines, BLAS/ATen code paths and devices;
 # the integer state it starts from never does. Two conforming decoders agree within
 # |a − b| ≤ DECODED_ATOL + DECODED_RTOL·|b| (SPEC §7). Largest gap |a − b| / (1 + |b|) measured by
@@ -48,6 +55,8 @@ class LatentCodecModel:
 
     ``runner``: how T and T⁻¹ run; None runs ``flows`` in PyTorch eager on one thread. A model loaded for ONNX Runtime
     has a runner and no PyTorch flows (``flows == []``: it cannot be saved or trained).
+    ``empirical_residuals[g][step index]``: frozen empirical residual tables (one shared row each) for the periods g
+    the model was fitted for; empty for models without them.
     """
 
     rows: int
@@ -58,6 +67,7 @@ class LatentCodecModel:
     tables: dict[str, list[CodingTable]]
     model_id: str = ""
     info: dict[str, Any] | None = None
+    empirical_residuals: dict[int, list[CodingTable]] = field(default_factory=dict)
     runner: FlowRunner | None = None
 
     @property
@@ -79,6 +89,18 @@ class LatentCodecModel:
 
             self.runner = TorchFlows(self.flows, self.groups)
         return self.runner
+
+    def residual_table(self, g: int, step_index: int, residual: str) -> CodingTable:
+        """The residual table of period ``g`` (1 … 255) at a step preset: ``irwin_hall`` or ``empirical``.
+
+        InputError when the model holds no empirical table for ``g`` (it names the periods it has)."""
+        if residual == "irwin_hall":
+            return irwin_hall_table(g)
+        if g not in self.empirical_residuals:
+            have = ", ".join(map(str, sorted(self.empirical_residuals))) or "none"
+            raise InputError(f"this model has no empirical residual table for g = {g} (periods it has: {have}); "
+                             "use the Irwin–Hall table or one of those periods")
+        return self.empirical_residuals[g][step_index]
 
     def to_proxy(self, wplus: np.ndarray) -> np.ndarray:
         """T applied per group: (rows, width) float → flat (C,) float64 proxy vector."""
@@ -108,6 +130,10 @@ class LatentCodecModel:
                 tensors[f"codec.tables.{kind}.{i}.offsets"] = torch.from_numpy(t.offsets.astype(np.int32))
                 # every frequency is in 1..65535 (>= 1 each, 2**16 in total, >= 2 symbols): uint16 halves the file
                 tensors[f"codec.tables.{kind}.{i}.freqs"] = torch.from_numpy(t.freqs.astype(np.uint16))
+        for g, per_step in self.empirical_residuals.items():
+            for i, t in enumerate(per_step):
+                tensors[f"codec.tables.residual.{g}.{i}.offsets"] = torch.from_numpy(t.offsets.astype(np.int32))
+                tensors[f"codec.tables.residual.{g}.{i}.freqs"] = torch.from_numpy(t.freqs.astype(np.uint16))
         hidden = self.flows[0].layers[0].scale[0].out_features if self.flows[0].layers else 0
         config = {
             "rows": self.rows,
@@ -117,6 +143,8 @@ class LatentCodecModel:
             "flow": {"couplings": len(self.flows[0].layers), "hidden": hidden},
             "info": self.info or {},
         }
+        if self.empirical_residuals:  # absent otherwise, so models without them keep their config (and model id)
+            config["empirical_residual_g"] = sorted(self.empirical_residuals)
         return tensors, config
 
     def save(self, path: str | Path) -> str:
@@ -137,6 +165,7 @@ class LatentCodecModel:
             rows, width, couplings, hidden = cfg["rows"], cfg["width"], cfg["flow"]["couplings"], cfg["flow"]["hidden"]
             groups = [(a, b) for a, b in cfg["groups"]]
             steps = [float(s) for s in cfg["steps"]]
+            residual_gs = list(cfg.get("empirical_residual_g", []))
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{source}: malformed latent codec config") from None
         ints = (rows, width, couplings, hidden, *(v for g in groups for v in g))
@@ -146,8 +175,10 @@ class LatentCodecModel:
                 or not 1 <= len(steps) <= 64
                 or not all(0 < s < float("inf") for s in steps) or not groups
                 or [a for a, _ in groups] != [0, *(b for _, b in groups[:-1])] or groups[-1][1] != rows
-                or any(b <= a for a, b in groups)):
-            raise CheckpointError(f"{source}: latent codec config out of range (rows, width, groups, steps, flow)")
+                or any(b <= a for a, b in groups)
+                or len(residual_gs) > MAX_G or len(set(residual_gs)) != len(residual_gs)
+                or any(type(g) is not int or not 1 <= g <= MAX_G for g in residual_gs)):
+            raise CheckpointError(f"{source}: latent codec config out of range (rows, width, groups, steps, flow, empirical_residual_g)")
         part = bundle.part("codec")
         try:
             flows = []
@@ -172,11 +203,20 @@ class LatentCodecModel:
                 ]
                 for kind in TABLE_KINDS
             }
+            empirical = {g: [CodingTable(offsets=np.asarray(part[f"tables.residual.{g}.{i}.offsets"]).astype(np.int64),
+                                         freqs=np.asarray(part[f"tables.residual.{g}.{i}.freqs"]).astype(np.int32),
+                                         shared=True)
+                             for i in range(len(steps))]
+                         for g in residual_gs}
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{source}: malformed latent codec ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
         if any(t.freqs.shape[0] != rows * width or t.offsets.shape != (rows * width,) for ts in tables.values() for t in ts):
             raise CheckpointError(f"{source}: latent codec tables do not cover {rows}x{width}")
-        return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"), runner=runner)
+        if any(t.offsets.tolist() != [residual_support(g)[0]] or t.freqs.shape != (1, residual_support(g)[1] + 1)
+               for g, ts in empirical.items() for t in ts):
+            raise CheckpointError(f"{source}: an empirical residual table does not have its period's support")
+        return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"),
+                   empirical_residuals=empirical, runner=runner)
 
 
 def no_codec_error(source: str) -> CheckpointError:

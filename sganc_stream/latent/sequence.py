@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sganc_stream.bitstream.container import Container, StreamHeader, decode_container, encode_container
+from sganc_stream.bitstream.container import Container, StreamHeader, decode_container, encode_container, stream_version
 from collections.abc import Collection
 
 from sganc_stream.bitstream.packet import Packet, PacketType
@@ -72,7 +72,8 @@ def encode_sequence(model: LatentCodecModel, latents: np.ndarray, params: Stream
         res.frame_types.append(coded.type.label)
         res.ideal_bits.append(coded.ideal_bits)
         res.payload_bits.append(8 * len(coded.payload))
-    header = StreamHeader(model.model_id, model.rows, model.width, params.mode, params.g, model.steps[params.step_index], fps, len(latents), params.keyframe_interval)
+    header = StreamHeader(model.model_id, model.rows, model.width, params.mode, params.g, model.steps[params.step_index], fps,
+                          len(latents), params.keyframe_interval, params.residual, stream_version(params.residual))
     res.data = encode_container(header, packets)
     return res
 
@@ -85,7 +86,7 @@ def stream_params(model: LatentCodecModel, header: StreamHeader) -> StreamParams
                                  "FILE` prints the model id of a stream or a bundle)")
     if (header.rows, header.width) != (model.rows, model.width):
         raise ModelMismatchError("stream latent shape differs from the model's")
-    return StreamParams(header.mode, header.g, model.step_index(header.step), header.keyframe_interval)
+    return StreamParams(header.mode, header.g, model.step_index(header.step), header.keyframe_interval, header.residual)
 
 
 def decode_sequence(model: LatentCodecModel, container: Container) -> np.ndarray:

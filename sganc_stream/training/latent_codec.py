@@ -19,7 +19,8 @@ from torch import nn
 from tqdm import tqdm
 
 from sganc_stream.entropy.factorized import FactorizedDensity
-from sganc_stream.entropy.tables import CodingTable
+from sganc_stream.entropy.irwin_hall import residual_support
+from sganc_stream.entropy.tables import CodingTable, histogram_freqs
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import atomic_output, load_npy
 from sganc_stream.latent.flow import NUM_COUPLINGS, RealNVP
@@ -124,6 +125,50 @@ class LatentCodecTrainer(nn.Module):
             g.load_state_dict({k: v.detach().cpu().half().float() for k, v in f.state_dict().items()})
             flows.append(g.eval())
         return LatentCodecModel(self.rows, self.width, list(self.groups), list(self.cfg.step_presets), flows, tables, info=info)
+
+
+# Periods g for which training fits empirical residual tables (the benchmarks' g grid; other g use Irwin–Hall only).
+EMPIRICAL_RESIDUAL_G = (1, 2, 5, 10, 20, 40, 80)
+
+
+@torch.no_grad()
+def fit_empirical_residuals(model: LatentCodecModel, seqs: list[np.ndarray], gs: Iterable[int] = EMPIRICAL_RESIDUAL_G,
+                            max_frames: int = 4000) -> dict[int, list[CodingTable]]:
+    """Empirical residual tables ``{g: [table per step preset]}``: histograms (:func:`histogram_freqs`, on the
+    Irwin–Hall support of g) of the residual symbols an open-loop encode of ``seqs`` (frames, rows, width) sends
+    with period g, at each step. Uses up to ``max_frames`` frames, whole sequences first to last.
+
+    The encode is simulated on the integers (intra first frame, then v_t = round(y_t − y_{t−1}), and every g-th frame
+    r_t = round(y_t − ŷ_t)), with T run on whole sequences at once: a fit, so the last float bit of T does not matter.
+    """
+    proxies, used = [], 0
+    for seq in seqs:
+        if used >= max_frames:
+            break
+        seq = seq[: max_frames - used]
+        w = torch.from_numpy(np.ascontiguousarray(seq, dtype=np.float32))
+        parts = [flow(w[:, a:b].reshape(-1, model.width)).reshape(len(seq), -1) for flow, (a, b) in zip(model.flows, model.groups)]
+        proxies.append(torch.cat(parts, 1).double().numpy())
+        used += len(seq)
+    out: dict[int, list[CodingTable]] = {}
+    for g in gs:
+        offset, n_data = residual_support(g)
+        per_step = []
+        for step in model.steps:
+            symbols = []
+            for p in proxies:
+                y = p / step
+                state = np.rint(y[0])
+                for t in range(1, len(y)):
+                    state = state + np.rint(y[t] - y[t - 1])
+                    if t % g == 0:
+                        r = np.rint(y[t] - state)
+                        state = state + r
+                        symbols.append(r.astype(np.int64))
+            freqs = histogram_freqs(np.concatenate(symbols) if symbols else np.empty(0, np.int64), offset, n_data)
+            per_step.append(CodingTable(np.array([offset], np.int64), np.array([freqs], np.int32), shared=True))
+        out[g] = per_step
+    return out
 
 
 def _sample(seqs: list[np.ndarray], cfg: TrainConfig, t: int, rng: np.random.Generator) -> np.ndarray:
@@ -253,5 +298,6 @@ def train_latent_codec(
             "frames": int(sum(len(s) for s in seqs)), "final_loss": float(np.mean(losses[-50:])) if losses else None,
             **(info or {})}
     model = trainer.cpu().freeze(seqs, info)
+    model.empirical_residuals = fit_empirical_residuals(model, seqs)
     model.model_id = model.save(out)
     return model, losses
