@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sganc_stream.peak_memory import peak_rss_mb, reset_peak_rss
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = "from sganc_stream.peak_memory import peak_rss_mb; print(peak_rss_mb())"
@@ -20,20 +20,30 @@ def _touch(mb: int) -> np.ndarray:
     return np.ones(mb * 1024 * 1024 // 8)  # written, so resident
 
 
+RESET_PROBE = """
+import json, numpy as np
+ok = reset_peak_rss()
+base = peak_rss_mb()
+big = np.ones(400 * 1024 * 1024 // 8)
+high = peak_rss_mb()
+del big
+reset_peak_rss()
+after = peak_rss_mb()
+small = np.ones(100 * 1024 * 1024 // 8)
+print(json.dumps({"ok": ok, "base": base, "high": high, "after": after, "small": peak_rss_mb()}))
+"""
+
+
 def test_reset_makes_a_smaller_peak_visible() -> None:
-    if not reset_peak_rss():
+    # in a fresh process: a long test run's heap need not give freed memory back to the OS
+    out = subprocess.run([sys.executable, "-c", RESET_PROBE], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    r = json.loads(out.stdout)
+    if not r["ok"]:
         pytest.skip("this OS cannot reset a process's peak memory (/proc/self/clear_refs)")
-    base = peak_rss_mb()  # the resident size now, however large the process already is
-    big = _touch(400)
-    high = peak_rss_mb()
-    assert high - base > 350
-    del big  # 400 MB is far above malloc's mmap threshold: freeing it returns it to the OS
-    assert reset_peak_rss()
-    after = peak_rss_mb()
-    assert after < high - 300  # the 400 MB peak is forgotten
-    small = _touch(100)
-    assert 90 < peak_rss_mb() - after < 200
-    del small
+    assert r["high"] - r["base"] > 350
+    assert r["after"] < r["high"] - 300  # the 400 MB peak is forgotten
+    assert 90 < r["small"] - r["after"] < 200
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM and wait4's inherited peak are Linux's")
