@@ -22,6 +22,7 @@ def _touch(mb: int) -> np.ndarray:
 
 RESET_PROBE = """
 import json, numpy as np
+from sganc_stream.peak_memory import peak_rss_mb, reset_peak_rss
 ok = reset_peak_rss()
 base = peak_rss_mb()
 big = np.ones(400 * 1024 * 1024 // 8)
