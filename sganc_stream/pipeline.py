@@ -309,11 +309,10 @@ def nominal_times(frames: Iterable[np.ndarray], fps: float) -> Iterator[TimedFra
 
 def check_outputs(output: str | os.PathLike[str], options: TranscodeOptions) -> None:
     """Every output of a transcode can be written (folder, video format): a one-line InputError before any work."""
-    videos = [getattr(options, k) for k in VIDEO_OUTPUTS]
-    for path in [output, options.report, *videos]:
+    for path in (output, options.report):
         if path is not None:
             check_writable(Path(path))
-    for path in videos:
+    for path in (getattr(options, k) for k in VIDEO_OUTPUTS):
         if path is not None:
             video_format(path, options.lossless)
 

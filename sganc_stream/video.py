@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from sganc_stream.errors import InputError, InputWarning
+from sganc_stream.fileio import check_writable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_INPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm")  # what folder walks pick up as clips
@@ -65,12 +66,14 @@ VIDEO_FORMATS: dict[str, VideoFormat] = {
 
 
 def video_format(path: str | os.PathLike[str], lossless: bool = False) -> VideoFormat:
-    """The format ``path``'s suffix names; a one-line InputError, before any work, when it cannot be written.
+    """The format ``path``'s suffix names: the one check of a video output, before any work.
 
-    Raised for a suffix that is not in :data:`VIDEO_FORMATS`, ``lossless`` for a format that cannot hold frames
-    exactly (.gif), and an encoder missing from this PyAV build.
+    A one-line InputError for a folder that is missing or read-only, or a directory at ``path``
+    (:func:`~sganc_stream.fileio.check_writable`), a suffix that is not in :data:`VIDEO_FORMATS`, ``lossless`` for a
+    format that cannot hold frames exactly (.gif), and an encoder missing from this PyAV build.
     """
     path = Path(path)
+    check_writable(path)
     fmt = VIDEO_FORMATS.get(path.suffix.lower())
     if fmt is None:
         names = ", ".join(VIDEO_FORMATS)

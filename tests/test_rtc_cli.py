@@ -84,6 +84,17 @@ def test_argument_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_pa
         send_main(["--serverless", "offer"])  # a camera is required
 
 
+@pytest.mark.parametrize("option", ["--record", "--self-record", "--log"])
+def test_every_output_is_checked_before_the_model_or_pairing(option: str, capsys: pytest.CaptureFixture[str],
+                                                              tmp_path: Path) -> None:
+    """An output in a missing folder is one line before the model loads or the room is joined (port 9: nobody)."""
+    out = tmp_path / "nodir" / ("stats.jsonl" if option == "--log" else "a.mp4")
+    assert call_main(["--signal", "ws://127.0.0.1:9", "--video", str(clip()), "--model", "/nonexistent.safetensors",
+                      "--headless", "--paste-back", option, str(out)]) == 2
+    assert capsys.readouterr().err == f"sganc-call: error: cannot write {out}: folder {out.parent} does not exist\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_coding_options_fail_before_any_model_or_network_work(capsys: pytest.CaptureFixture[str]) -> None:
     """Validated where sganc-stream validates them (StreamParams), before the model loads or pairing starts."""
     base = ["--signal", "ws://127.0.0.1:9", "--video", str(clip()), "--model", "/nonexistent.safetensors"]

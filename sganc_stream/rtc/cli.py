@@ -26,7 +26,6 @@ from sganc_stream.errors import InputError, SgancError, import_extra, warnings_a
 from sganc_stream.pipeline import load_face_model
 from sganc_stream.rtc.transport import DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, MAX_REDUNDANCY
 from sganc_stream.threads import DEFAULT_THREADS, set_threads
-from sganc_stream.video import video_format
 
 if TYPE_CHECKING:
     from sganc_stream.rtc.session import PeerOptions
@@ -135,11 +134,6 @@ async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str,
     options = options_from(args, send, receive)
     if loopback_requested(args.loopback):
         enable_loopback()
-    if send and args.video is not None and not args.video.is_file():
-        raise InputError(f"video file not found: {args.video}")
-    for record in (getattr(args, "record", None), getattr(args, "self_record", None)):
-        if record is not None:
-            video_format(record)  # an unwritable suffix fails now, not when the call ends
     set_threads(args.threads)
     model = load_face_model(args.model or default_face_model(), args.device)
     if send:

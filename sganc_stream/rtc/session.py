@@ -24,6 +24,7 @@ import numpy as np
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.errors import BitstreamError, InputError, ModelMismatchError, SgancError
 from sganc_stream.face.paste_back import PasteBack
+from sganc_stream.fileio import check_writable
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
 from sganc_stream.latent.sequence import stream_params
 from sganc_stream.decoding import no_face_pictures
@@ -38,6 +39,7 @@ from sganc_stream.rtc.transport import (DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY
                                         StreamReceiver, check_message_size, check_models, parse_message, refusal,
                                         restamp)
 from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown
+from sganc_stream.video import video_format
 
 TICK_S = 0.05  # hello retransmission check and event-loop lag probe
 
@@ -91,6 +93,11 @@ class PeerOptions:
         LossModel(self.loss, self.loss_burst)
         Redundancy(self.redundancy)
         Pacer(self.max_buffered)
+        for video in (self.record, self.self_record):  # every output, before pairing: not when the call ends
+            if video is not None:
+                video_format(video)
+        if self.log is not None:
+            check_writable(self.log)
 
 
 class Link:
