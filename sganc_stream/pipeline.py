@@ -45,7 +45,7 @@ from sganc_stream.face.ffhq_quad import Quad
 from sganc_stream.face.landmarks import LandmarkBackend
 from sganc_stream.face.paste_back import PasteBack
 from sganc_stream.face.tracker import FaceFlags, VideoAligner
-from sganc_stream.fileio import check_writable
+from sganc_stream.fileio import check_stream_output, check_writable
 from sganc_stream.latent.codec import LatentStreamEncoder, StreamParams
 from sganc_stream.latent.model import LatentCodecModel, no_codec_error
 from sganc_stream.models.checkpoint import load_checkpoint
@@ -308,10 +308,11 @@ def nominal_times(frames: Iterable[np.ndarray], fps: float) -> Iterator[TimedFra
 
 
 def check_outputs(output: str | os.PathLike[str], options: TranscodeOptions) -> None:
-    """Every output of a transcode can be written (folder, video format): a one-line InputError before any work."""
-    for path in (output, options.report):
-        if path is not None:
-            check_writable(Path(path))
+    """Every output of a transcode can be written (``output`` ends in .sgnc, folders, video formats): a one-line
+    InputError before any work."""
+    check_stream_output(output, f"for a video of the decoded faces pass --recon {Path(output).name}")
+    if options.report is not None:
+        check_writable(Path(options.report))
     for path in (getattr(options, k) for k in VIDEO_OUTPUTS):
         if path is not None:
             video_format(path, options.lossless)

@@ -90,6 +90,17 @@ def test_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert rc == 2 and "does not exist" in _one_line_error(capsys, "transcode")
 
 
+def test_a_stream_must_be_named_sgnc_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``transcode clip.mp4 out.mp4`` would write an SGNC stream named like a video: refused before the model loads."""
+    clip = shared_path(CLIPS, STEADY_CLIP)
+    rc = main(["transcode", "--model", str(tmp_path / "none.safetensors"), "--quiet", str(clip),
+               str(tmp_path / "out.mp4")])
+    assert rc == 2 and _one_line_error(capsys, "transcode") == (
+        f"sganc-stream transcode: error: cannot write {tmp_path / 'out.mp4'}: an SGNC stream's name must end in .sgnc; "
+        "for a video of the decoded faces pass --recon out.mp4")
+    assert os.listdir(tmp_path) == []
+
+
 def test_disk_full(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     clip = shared_path(CLIPS, STEADY_CLIP)
 
