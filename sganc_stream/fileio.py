@@ -45,6 +45,32 @@ def check_writable(path: str | os.PathLike[str]) -> None:
         raise InputError(f"cannot write {path}: folder {parent} is not writable")
 
 
+@contextmanager
+def output_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Create the output folder ``path`` (and missing parents) for the block. If the block raises, the folders this
+    call created are removed again while empty, so a refused run (an unreadable input, no face) leaves nothing
+    behind; a folder that existed before, or holds files, is kept. InputError (one line) if it cannot be created."""
+    path = Path(path)
+    created = []  # the folders this call makes, deepest first
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create folder {path}: {exc.strerror or exc}") from None
+    try:
+        yield path
+    except BaseException:
+        for made in created:
+            try:
+                made.rmdir()
+            except OSError:  # not empty: keep it and its parents
+                break
+        raise
+
+
 STREAM_SUFFIX = ".sgnc"
 
 

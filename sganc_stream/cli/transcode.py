@@ -74,6 +74,9 @@ def describe(report: dict[str, Any]) -> str:
     """One line of figures for the terminal."""
     line = (f"{report['frames']} frames, {report['bytes']} bytes, {report['kbps']:.2f} kbps at {report['fps']:g} fps, "
             f"{report['bits_per_frame']['mean']:.0f} bits/frame (p95 {report['bits_per_frame']['p95']:.0f})")
+    refine = report["stream"].get("refine")
+    if refine:
+        line += f"; quality mode: W+ refined by {refine['steps']} steps a frame (--refine)"
     q = (report.get("quality") or {}).get("vs_aligned")
     if q:
         fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
