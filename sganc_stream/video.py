@@ -54,7 +54,7 @@ class VideoFormat:
 
 _H264 = VideoFormat("H.264", "libx264", "yuv420p", {"crf": "18"}, ("libx264rgb", "rgb24", {"qp": "0"}))
 VIDEO_FORMATS: dict[str, VideoFormat] = {
-    ".mp4": _H264, ".m4v": _H264, ".mov": _H264, ".mkv": _H264,  # not .avi: it cannot hold presentation times
+    ".mp4": _H264, ".m4v": _H264, ".mov": _H264, ".mkv": _H264,  # not .avi: REFUSED_OUTPUTS
     # VP9 as browsers record and play it; lossless: VP9 profile 1 in planar RGB, which converts back exactly
     ".webm": VideoFormat("VP9", "libvpx-vp9", "yuv420p",
                          {"crf": "32", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"},
@@ -63,6 +63,9 @@ VIDEO_FORMATS: dict[str, VideoFormat] = {
     ".gif": VideoFormat("GIF", "gif", "pal8"),
     ".png": VideoFormat("animated PNG", "apng", "rgb24", lossless=("apng", "rgb24", {}), container="apng"),
 }
+
+# output suffixes that are video formats, refused with the reason (readable as inputs all the same)
+REFUSED_OUTPUTS = {".avi": "AVI cannot hold presentation times, so variable frame timing would be lost"}
 
 
 def video_format(path: str | os.PathLike[str], lossless: bool = False) -> VideoFormat:
@@ -77,7 +80,8 @@ def video_format(path: str | os.PathLike[str], lossless: bool = False) -> VideoF
     fmt = VIDEO_FORMATS.get(path.suffix.lower())
     if fmt is None:
         names = ", ".join(VIDEO_FORMATS)
-        raise InputError(f"cannot write video {path}: unknown suffix {path.suffix or '(none)'!r} (use one of {names})")
+        why = REFUSED_OUTPUTS.get(path.suffix.lower(), f"unknown suffix {path.suffix or '(none)'!r}")
+        raise InputError(f"cannot write video {path}: {why} (use one of {names})")
     if lossless and fmt.lossless is None:
         raise InputError(f"cannot write {path} losslessly: {fmt.name} holds at most 256 colours a frame "
                          f"(use .png, .mkv, .mp4 or .webm)")
@@ -90,8 +94,10 @@ def video_format(path: str | os.PathLike[str], lossless: bool = False) -> VideoF
 
 
 def _one_line(error: BaseException) -> str:
-    """Error text without newlines, so an InputError stays one line."""
-    return " ".join(str(error).split()) or type(error).__name__
+    """Error text without newlines, so an InputError stays one line; for an OSError or FFmpegError only its reason
+    (``Invalid data found when processing input``), without the errno and file name the message already gives."""
+    text = getattr(error, "strerror", None) or str(error)
+    return " ".join(text.split()) or type(error).__name__
 
 
 def _read_image(path: Path) -> np.ndarray:
