@@ -75,14 +75,14 @@ STREAM_SUFFIX = ".sgnc"
 
 
 def check_stream_output(path: str | os.PathLike[str], suggestion: str = "") -> None:
-    """The one check of an output that receives an SGNC stream, before any work: its name ends in ``.sgnc`` (a
-    stream named ``out.mp4`` would pass for a video no player can open) and :func:`check_writable`. InputError, one
+    """The one check of an output that receives an SGNC stream, before any work: :func:`check_writable`, and its name
+    ends in ``.sgnc`` (a stream named ``out.mp4`` would pass for a video no player can open). InputError, one
     line, ending in ``suggestion`` when given (what to pass instead, e.g. ``--recon out.mp4`` for a video)."""
     path = Path(path)
+    check_writable(path)
     if path.suffix.lower() != STREAM_SUFFIX:
         hint = f"; {suggestion}" if suggestion else ""
         raise InputError(f"cannot write {path}: an SGNC stream's name must end in {STREAM_SUFFIX}{hint}")
-    check_writable(path)
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
