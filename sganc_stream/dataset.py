@@ -21,7 +21,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from sganc_stream.errors import InputError
 from sganc_stream.face.landmarks import make_landmarks
 from sganc_stream.fileio import output_stems, write_bytes_atomic
 from sganc_stream.pipeline import FaceModel, TranscodeOptions, transcode_file
+from sganc_stream.refine import refine_settings
 from sganc_stream.report import write_json
 from sganc_stream.video import VIDEO_INPUT_SUFFIXES
 
@@ -136,7 +137,7 @@ def _settings(model: FaceModel, options: TranscodeOptions) -> dict[str, Any]:
     return {"model_id": model.model_id, "mode": p.mode, "g": p.g, "step_index": p.step_index,
             "keyframe_interval": p.keyframe_interval, "max_frames": options.max_frames,
             "quality": options.quality, "identity_every": options.identity_every,
-            "refine": None if options.refine is None else asdict(options.refine),
+            "refine": refine_settings(options.refine),
             **({"residual": p.residual} if p.residual != "irwin_hall" else {})}  # absent: earlier runs still resume
 
 

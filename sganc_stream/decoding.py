@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,7 +19,6 @@ from tqdm import tqdm
 from sganc_stream.bitstream.container import VERSION, StreamHeader, read_container
 from sganc_stream.bitstream.packet import Packet, PacketType
 from sganc_stream.errors import InputError
-from sganc_stream.fileio import check_writable
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
 from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.sequence import stream_params
@@ -99,7 +97,6 @@ def decode_file(model: DecodeModel, input: str | os.PathLike[str], output: str |
     returns frames, no-face frames, fps and decode speed."""
     if batch < 1:
         raise InputError(f"--batch must be at least 1, got {batch}")
-    check_writable(Path(output))
     video_format(output, lossless)
     container = read_container(input)
     decoder = FrameDecoder.for_header(model, container.header)  # model check before any work

@@ -22,7 +22,7 @@ import numpy as np
 from sganc_stream.assets import demo_clip
 from sganc_stream.bitstream.container import fps_in_range
 from sganc_stream.errors import InputError
-from sganc_stream.fileio import atomic_output
+from sganc_stream.fileio import atomic_output, output_folder
 from sganc_stream.pipeline import FaceModel, TimedFrame, TranscodeOptions, transcode_file, transcode_frames
 from sganc_stream.video import VideoReader
 
@@ -64,15 +64,15 @@ def _fit_height(image: np.ndarray, height: int) -> np.ndarray:
     return cv2.resize(image, (round(image.shape[1] * height / image.shape[0]), height), interpolation=interp)
 
 
-def contact_sheet(comparison: Path, aligned_vs_decoded: Path, out: Path, rows: int = SHEET_FRAMES) -> None:
+def contact_sheet(side_by_side: Path, aligned_vs_decoded: Path, out: Path, rows: int = SHEET_FRAMES) -> None:
     """PNG of ``rows`` evenly spaced frames: original | aligned input | decoded crop | pasted back.
 
     Reads the two side-by-side videos a demo transcode wrote (frame | pasted, aligned | decoded).
     """
-    with VideoReader(comparison) as a, VideoReader(aligned_vs_decoded) as b:
+    with VideoReader(side_by_side) as a, VideoReader(aligned_vs_decoded) as b:
         pairs = list(zip(a, b))
     if not pairs:
-        raise InputError(f"{comparison}: no frames to show")
+        raise InputError(f"{side_by_side}: no frames to show")
     picks = np.unique(np.linspace(0, len(pairs) - 1, min(rows, len(pairs))).round().astype(int))
     lines = []
     for k in picks:
@@ -96,16 +96,15 @@ def run_demo(model: FaceModel, outdir: str | os.PathLike[str], options: Transcod
     ``input``: a video (default: the bundled demo clip); ``camera``: a camera index instead; ``frames``: at most this
     many frames (default: the whole clip; 100 from a camera). Raises InputError for unreadable input or no face.
     """
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    aligned_vs_decoded = out / "aligned_vs_decoded.mp4"
-    opts = replace(options, comparison=out / "side_by_side.mp4", side_by_side=aligned_vs_decoded,
-                   report=out / "report.json", quality=True, max_frames=frames)
-    if camera is not None:
-        source, cam_fps = camera_frames(camera, frames or 100)
-        report = transcode_frames(model, source, cam_fps, out / "demo.sgnc", opts, name=f"camera {camera}",
-                                  total=frames or 100)
-    else:
-        report = transcode_file(model, input if input is not None else demo_clip(), out / "demo.sgnc", opts)
-    contact_sheet(out / "side_by_side.mp4", aligned_vs_decoded, out / "contact_sheet.png")
+    with output_folder(outdir) as out:  # removed again if this run made it and fails before writing anything
+        aligned_vs_decoded = out / "aligned_vs_decoded.mp4"
+        opts = replace(options, side_by_side=out / "side_by_side.mp4", aligned_vs_decoded=aligned_vs_decoded,
+                       report=out / "report.json", quality=True, max_frames=frames)
+        if camera is not None:
+            source, cam_fps = camera_frames(camera, frames or 100)
+            report = transcode_frames(model, source, cam_fps, out / "demo.sgnc", opts, name=f"camera {camera}",
+                                      total=frames or 100)
+        else:
+            report = transcode_file(model, input if input is not None else demo_clip(), out / "demo.sgnc", opts)
+        contact_sheet(out / "side_by_side.mp4", aligned_vs_decoded, out / "contact_sheet.png")
     return report

@@ -34,12 +34,12 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-from sganc_stream.errors import CheckpointError, InputError, SgancError
+from sganc_stream.errors import CheckpointError, InputError, SgancError, extra_hint, import_extra
 from sganc_stream.pipeline import FaceModel, load_face_model
 
 S = TypeVar("S")
 ENGINES = ("local", "ray")
-RAY_EXTRA = "pip install 'sganc-stream[ray]'"
+RAY_EXTRA = extra_hint("ray")
 ATTEMPTS = 2  # worker deaths an item may cause before it is reported as failed
 START_ATTEMPTS = 3  # deaths of a worker slot before it ever became ready, before the run gives up
 START_NOTE_S = 120.0  # no worker ready after this long: say what the cluster has free (workers queue for resources)
@@ -154,11 +154,7 @@ def open_pool(options: EngineOptions, model: FaceModel, setup: Callable[[FaceMod
 
 
 def import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise InputError(f"--engine ray needs Ray, which is not installed: {RAY_EXTRA}") from None
-    return ray
+    return import_extra("ray", "--engine ray", "ray")
 
 
 @cache

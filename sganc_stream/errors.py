@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import ModuleType
 from typing import Any
 
 from tqdm import tqdm
@@ -30,6 +32,26 @@ class ModelMismatchError(SgancError):
 
 class CheckpointError(SgancError):
     """A checkpoint or bundle is missing keys, has wrong shapes, or would run code to load."""
+
+
+def extra_hint(extra: str) -> str:
+    """How to install the optional extra ``extra`` (pyproject.toml ``[project.optional-dependencies]``)."""
+    return f"pip install 'sganc-stream[{extra}]'"
+
+
+def import_extra(extra: str, needed_by: str, *modules: str) -> ModuleType:
+    """Import the modules of an optional extra and return the first; the one check for a missing extra.
+
+    ``needed_by`` names what asked for it (``--engine ray``, ``sganc-call``). Raises InputError, one line naming the
+    extra (``sganc-call needs aiohttp, which is not installed: pip install 'sganc-stream[call]'``), when any of
+    ``modules`` cannot be imported."""
+    loaded = []
+    for name in modules:
+        try:
+            loaded.append(importlib.import_module(name))
+        except ImportError:
+            raise InputError(f"{needed_by} needs {name}, which is not installed: {extra_hint(extra)}") from None
+    return loaded[0]
 
 
 class InputWarning(UserWarning):

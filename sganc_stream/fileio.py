@@ -45,6 +45,46 @@ def check_writable(path: str | os.PathLike[str]) -> None:
         raise InputError(f"cannot write {path}: folder {parent} is not writable")
 
 
+@contextmanager
+def output_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Create the output folder ``path`` (and missing parents) for the block. If the block raises, the folders this
+    call created are removed again while empty, so a refused run (an unreadable input, no face) leaves nothing
+    behind; a folder that existed before, or holds files, is kept. InputError (one line) if it cannot be created."""
+    path = Path(path)
+    created = []  # the folders this call makes, deepest first
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create folder {path}: {exc.strerror or exc}") from None
+    try:
+        yield path
+    except BaseException:
+        for made in created:
+            try:
+                made.rmdir()
+            except OSError:  # not empty: keep it and its parents
+                break
+        raise
+
+
+STREAM_SUFFIX = ".sgnc"
+
+
+def check_stream_output(path: str | os.PathLike[str], suggestion: str = "") -> None:
+    """The one check of an output that receives an SGNC stream, before any work: :func:`check_writable`, and its name
+    ends in ``.sgnc`` (a stream named ``out.mp4`` would pass for a video no player can open). InputError, one
+    line, ending in ``suggestion`` when given (what to pass instead, e.g. ``--recon out.mp4`` for a video)."""
+    path = Path(path)
+    check_writable(path)
+    if path.suffix.lower() != STREAM_SUFFIX:
+        hint = f"; {suggestion}" if suggestion else ""
+        raise InputError(f"cannot write {path}: an SGNC stream's name must end in {STREAM_SUFFIX}{hint}")
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_output(path) as tmp:
         tmp.write_bytes(data)

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from sganc_stream.bundle import Bundle, load_bundle
-from sganc_stream.errors import CheckpointError, InputError
+from sganc_stream.errors import CheckpointError, InputError, extra_hint, import_extra
 from sganc_stream.latent.model import LatentCodecModel
 
 RUNTIMES = ("torch", "onnx")
-ONNX_EXTRA = "pip install 'sganc-stream[onnx]'"
+ONNX_EXTRA = extra_hint("onnx")
 GRAPH_FORMAT = "v1"  # bump when the exported graphs change, so that old caches are not used
 
 
@@ -45,11 +45,7 @@ def graph_dir(model_id: str) -> Path:
 
 
 def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise InputError(f"--runtime onnx needs ONNX Runtime: {ONNX_EXTRA}") from None
-    return onnxruntime
+    return import_extra("onnx", "--runtime onnx", "onnxruntime")
 
 
 def session_options(threads: int = 1) -> Any:

@@ -45,21 +45,21 @@ from sganc_stream.face.ffhq_quad import Quad
 from sganc_stream.face.landmarks import LandmarkBackend
 from sganc_stream.face.paste_back import PasteBack
 from sganc_stream.face.tracker import FaceFlags, VideoAligner
-from sganc_stream.fileio import check_writable
+from sganc_stream.fileio import check_stream_output, check_writable
 from sganc_stream.latent.codec import LatentStreamEncoder, StreamParams
 from sganc_stream.latent.model import LatentCodecModel, no_codec_error
 from sganc_stream.models.checkpoint import load_checkpoint
 from sganc_stream.models.encoders import images_to_tensor
 from sganc_stream.models.stylegan2 import Generator, to_uint8_images
 from sganc_stream.metrics import IDENTITY_EVERY
-from sganc_stream.refine import LatentRefiner, RefineOptions
+from sganc_stream.refine import LatentRefiner, RefineOptions, refine_settings
 from sganc_stream.report import QualityMeter, stream_report, write_json
 from sganc_stream.video import VideoReader, VideoWriter, check_frame, resize_square, video_format
 
 
 TimedFrame = tuple[np.ndarray, float]  # (uint8 RGB (H, W, 3), presentation time in seconds)
 # the TranscodeOptions fields that are videos
-VIDEO_OUTPUTS = ("recon", "aligned", "paste_back", "side_by_side", "comparison")
+VIDEO_OUTPUTS = ("recon", "aligned", "paste_back", "aligned_vs_decoded", "side_by_side")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -281,8 +281,8 @@ class TranscodeOptions:
     recon: Path | None = None  # decoded crops
     aligned: Path | None = None  # aligned input crops
     paste_back: Path | None = None  # input frames with the decoded face composited back
-    side_by_side: Path | None = None  # aligned input | decoded
-    comparison: Path | None = None  # input frame | input frame with the decoded face pasted back
+    aligned_vs_decoded: Path | None = None  # aligned input | decoded
+    side_by_side: Path | None = None  # input frame | input frame with the decoded face pasted back
     report: Path | None = None
     quality: bool = False  # measure quality (implied by report)
     lossless: bool = False  # bit-exact video outputs (libx264rgb qp 0)
@@ -308,12 +308,12 @@ def nominal_times(frames: Iterable[np.ndarray], fps: float) -> Iterator[TimedFra
 
 
 def check_outputs(output: str | os.PathLike[str], options: TranscodeOptions) -> None:
-    """Every output of a transcode can be written (folder, video format): a one-line InputError before any work."""
-    videos = [getattr(options, k) for k in VIDEO_OUTPUTS]
-    for path in [output, options.report, *videos]:
-        if path is not None:
-            check_writable(Path(path))
-    for path in videos:
+    """Every output of a transcode can be written (``output`` ends in .sgnc, folders, video formats): a one-line
+    InputError before any work."""
+    check_stream_output(output, f"for a video of the decoded faces pass --recon {Path(output).name}")
+    if options.report is not None:
+        check_writable(Path(options.report))
+    for path in (getattr(options, k) for k in VIDEO_OUTPUTS):
         if path is not None:
             video_format(path, options.lossless)
 
@@ -336,12 +336,12 @@ def transcode_frames(model: FaceModel, frames: Iterable[TimedFrame], fps: float,
     check_outputs(output, options)
     videos = {k: getattr(options, k) for k in VIDEO_OUTPUTS}
     quality = options.quality or options.report is not None
-    decode = quality or any(videos[k] is not None for k in ("recon", "paste_back", "side_by_side", "comparison"))
+    decode = quality or any(videos[k] is not None for k in ("recon", "paste_back", "aligned_vs_decoded", "side_by_side"))
     encoder = FrameEncoder(model, options.params, fps=fps, align=options.align, landmarks=options.landmarks,
                            refine=options.refine)
     decoder = FrameDecoder(model, options.params)
     meters = {"vs_aligned": QualityMeter(options.identity_every), "vs_projected": QualityMeter(options.identity_every)}
-    paster = PasteBack(model.size) if options.paste_back is not None or options.comparison is not None else None
+    paster = PasteBack(model.size) if options.paste_back is not None or options.side_by_side is not None else None
     packets: list[Packet] = []
     records: list[dict[str, Any]] = []
     timing = {"encode": 0.0, "decode": 0.0}
@@ -374,15 +374,15 @@ def transcode_frames(model: FaceModel, frames: Iterable[TimedFrame], fps: float,
                 t = e.packet.timestamp_ms / 1000
                 if "recon" in writers:
                     writers["recon"].write(recon[i], t)
-                if "side_by_side" in writers:
+                if "aligned_vs_decoded" in writers:
                     shown = recon[i] if e.crop is None else resize_square(e.crop, model.size)
-                    writers["side_by_side"].write(np.hstack([shown, recon[i]]), t)
+                    writers["aligned_vs_decoded"].write(np.hstack([shown, recon[i]]), t)
                 if paster is not None:
                     pasted = frame if e.quad is None else paster(frame, recon[i], e.quad)
                     if "paste_back" in writers:
                         writers["paste_back"].write(pasted, t)
-                    if "comparison" in writers:
-                        writers["comparison"].write(np.hstack([frame, pasted]), t)
+                    if "side_by_side" in writers:
+                        writers["side_by_side"].write(np.hstack([frame, pasted]), t)
 
         chunk: list[TimedFrame] = []
         for last, frame in _with_last(_limited(frames, options.max_frames)):
@@ -404,6 +404,7 @@ def transcode_frames(model: FaceModel, frames: Iterable[TimedFrame], fps: float,
         size = write_container(output, header, packets)
     report = stream_report(header, size, records, timing=timing, decoded=decode,
                            quality={k: m.summary() for k, m in meters.items()} if quality else None)
+    report["stream"]["refine"] = refine_settings(options.refine)  # None: E's W+ coded as is
     report["input"] = name
     report["alignment"] = alignment_summary(records, model)
     if quality:

@@ -18,7 +18,7 @@ the smaller of the crop's and the generator's side (the larger is area-downsampl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,6 +51,11 @@ class RefineOptions:
             raise InputError(f"refinement learning rate must be positive, got {self.lr}")
         if self.identity_weight < 0 or self.temporal_weight < 0:
             raise InputError("refinement loss weights must be 0 or more")
+
+
+def refine_settings(refine: RefineOptions | None) -> dict[str, float] | None:
+    """The refinement settings as a report and the resume check record them: None when refinement is off."""
+    return None if refine is None or refine.steps == 0 else asdict(refine)
 
 
 class LatentRefiner:

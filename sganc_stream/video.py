@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from sganc_stream.errors import InputError, InputWarning
+from sganc_stream.fileio import check_writable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VIDEO_INPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm")  # what folder walks pick up as clips
@@ -53,7 +54,7 @@ class VideoFormat:
 
 _H264 = VideoFormat("H.264", "libx264", "yuv420p", {"crf": "18"}, ("libx264rgb", "rgb24", {"qp": "0"}))
 VIDEO_FORMATS: dict[str, VideoFormat] = {
-    ".mp4": _H264, ".m4v": _H264, ".mov": _H264, ".mkv": _H264,  # not .avi: it cannot hold presentation times
+    ".mp4": _H264, ".m4v": _H264, ".mov": _H264, ".mkv": _H264,  # not .avi: REFUSED_OUTPUTS
     # VP9 as browsers record and play it; lossless: VP9 profile 1 in planar RGB, which converts back exactly
     ".webm": VideoFormat("VP9", "libvpx-vp9", "yuv420p",
                          {"crf": "32", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"},
@@ -63,18 +64,24 @@ VIDEO_FORMATS: dict[str, VideoFormat] = {
     ".png": VideoFormat("animated PNG", "apng", "rgb24", lossless=("apng", "rgb24", {}), container="apng"),
 }
 
+# output suffixes that are video formats, refused with the reason (readable as inputs all the same)
+REFUSED_OUTPUTS = {".avi": "AVI cannot hold presentation times, so variable frame timing would be lost"}
+
 
 def video_format(path: str | os.PathLike[str], lossless: bool = False) -> VideoFormat:
-    """The format ``path``'s suffix names; a one-line InputError, before any work, when it cannot be written.
+    """The format ``path``'s suffix names: the one check of a video output, before any work.
 
-    Raised for a suffix that is not in :data:`VIDEO_FORMATS`, ``lossless`` for a format that cannot hold frames
-    exactly (.gif), and an encoder missing from this PyAV build.
+    A one-line InputError for a folder that is missing or read-only, or a directory at ``path``
+    (:func:`~sganc_stream.fileio.check_writable`), a suffix that is not in :data:`VIDEO_FORMATS`, ``lossless`` for a
+    format that cannot hold frames exactly (.gif), and an encoder missing from this PyAV build.
     """
     path = Path(path)
+    check_writable(path)
     fmt = VIDEO_FORMATS.get(path.suffix.lower())
     if fmt is None:
         names = ", ".join(VIDEO_FORMATS)
-        raise InputError(f"cannot write video {path}: unknown suffix {path.suffix or '(none)'!r} (use one of {names})")
+        why = REFUSED_OUTPUTS.get(path.suffix.lower(), f"unknown suffix {path.suffix or '(none)'!r}")
+        raise InputError(f"cannot write video {path}: {why} (use one of {names})")
     if lossless and fmt.lossless is None:
         raise InputError(f"cannot write {path} losslessly: {fmt.name} holds at most 256 colours a frame "
                          f"(use .png, .mkv, .mp4 or .webm)")
@@ -87,8 +94,10 @@ def video_format(path: str | os.PathLike[str], lossless: bool = False) -> VideoF
 
 
 def _one_line(error: BaseException) -> str:
-    """Error text without newlines, so an InputError stays one line."""
-    return " ".join(str(error).split()) or type(error).__name__
+    """Error text without newlines, so an InputError stays one line; for an OSError or FFmpegError only its reason
+    (``Invalid data found when processing input``), without the errno and file name the message already gives."""
+    text = getattr(error, "strerror", None) or str(error)
+    return " ".join(text.split()) or type(error).__name__
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -105,7 +105,10 @@ def test_bad_inputs_give_one_line(encoded, tiny_codec_path, tmp_path):
     _one_line_error(run_cli("latents", "encode", *m, str(tmp_path / "wrong.npy"), str(tmp_path / "w.sgnc")), "shape")
     _one_line_error(run_cli("latents", "encode", *m, "--step", "0.3", str(encoded / "in.npy"), str(tmp_path / "w.sgnc")), "preset")
     _one_line_error(run_cli("inspect", str(tmp_path / "missing.sgnc")), "no such file")
+    _one_line_error(run_cli("latents", "encode", "--model", str(tmp_path / "none.safetensors"), str(encoded / "in.npy"),
+                            str(tmp_path / "w.mp4")), "an SGNC stream's name must end in .sgnc")  # before the model
     assert not (tmp_path / "o.npy").exists() and not (tmp_path / "w.sgnc").exists()
+    assert not (tmp_path / "w.mp4").exists()
 
 
 def test_model_mismatch(encoded, tiny_codec_path, tmp_path):

@@ -71,7 +71,8 @@ def test_unreadable_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
     assert main(["transcode", "--model", str(tiny_bundle()), "--quiet", str(bad), str(tmp_path / "x.sgnc")]) == 2
-    assert "cannot read video" in _one_line_error(capsys, "transcode")
+    assert _one_line_error(capsys, "transcode") == (  # the reason alone: no errno, no second copy of the name
+        f"sganc-stream transcode: error: cannot read video {bad}: Invalid data found when processing input")
     assert sorted(os.listdir(tmp_path)) == ["bad.mp4"]
 
 
@@ -88,6 +89,24 @@ def test_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     clip = shared_path(CLIPS, STEADY_CLIP)
     rc = main(["transcode", "--model", str(tiny_bundle()), "--quiet", str(clip), str(tmp_path / "no" / "x.sgnc")])
     assert rc == 2 and "does not exist" in _one_line_error(capsys, "transcode")
+
+
+def test_a_stream_must_be_named_sgnc_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``transcode clip.mp4 out.mp4`` would write an SGNC stream named like a video: refused before the model loads."""
+    clip = shared_path(CLIPS, STEADY_CLIP)
+    rc = main(["transcode", "--model", str(tmp_path / "none.safetensors"), "--quiet", str(clip),
+               str(tmp_path / "out.mp4")])
+    assert rc == 2 and _one_line_error(capsys, "transcode") == (
+        f"sganc-stream transcode: error: cannot write {tmp_path / 'out.mp4'}: an SGNC stream's name must end in .sgnc; "
+        "for a video of the decoded faces pass --recon out.mp4")
+    assert os.listdir(tmp_path) == []
+
+
+def test_help_says_faceless_frames_are_no_face_packets(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["transcode", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "coded as a no-face packet" in text and "are not coded" not in text
 
 
 def test_disk_full(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,7 +142,7 @@ def test_dataset_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 @pytest.mark.parametrize("command,output,match", [
-    ("transcode", ["--recon", "r.avi"], "unknown suffix '.avi'"),
+    ("transcode", ["--recon", "r.avi"], "AVI cannot hold presentation times"),
     ("transcode", ["--aligned", "a.gif", "--lossless"], "256 colours"),
     ("decode", ["d.flv"], "unknown suffix '.flv'"),
 ])

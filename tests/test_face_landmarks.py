@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -58,3 +60,11 @@ def test_small_face_in_a_full_hd_frame_is_found_by_the_larger_search() -> None:
     assert len(boxes) == 1
     left, top, right, bottom = boxes[0]
     assert 300 < left < right < 556 and 100 < top < bottom < 356
+
+
+def test_fan_without_its_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "face_alignment", None)  # what Python does for a module that is not installed
+    with pytest.raises(InputError) as caught:
+        make_landmarks("fan")
+    assert str(caught.value) == ("--landmarks fan needs face_alignment, which is not installed: "
+                                 "pip install 'sganc-stream[align-fan]'")

@@ -24,6 +24,7 @@ pytest.importorskip("onnxruntime")
 from sganc_stream.assets import default_face_model  # noqa: E402
 from sganc_stream.bitstream.container import decode_container  # noqa: E402
 from sganc_stream.bundle import load_bundle  # noqa: E402
+from sganc_stream.cli import main  # noqa: E402
 from sganc_stream.errors import CheckpointError  # noqa: E402
 from sganc_stream.latent.model import DECODED_ATOL, DECODED_RTOL, load_latent_codec  # noqa: E402
 from sganc_stream.latent.synthetic import synthetic_latents  # noqa: E402
@@ -135,3 +136,13 @@ def test_damaged_cached_graph_is_one_clear_error(face) -> None:
 def test_codec_only_bundle_is_not_a_face_model(cache: Path) -> None:
     with pytest.raises(CheckpointError, match="not a face model"):
         load_onnx_face_model(VECTORS / "model.safetensors", quiet=True)
+
+
+def test_without_onnxruntime_decode_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what Python does for a module that is not installed
+    assert main(["decode", "--runtime", "onnx", "--model", str(tmp_path / "none.safetensors"), str(tmp_path / "x.sgnc"),
+                 str(tmp_path / "d.mp4")]) == 2
+    assert capsys.readouterr().err == ("sganc-stream decode: error: --runtime onnx needs onnxruntime, which is not "
+                                       "installed: pip install 'sganc-stream[onnx]'\n")
+    assert list(tmp_path.iterdir()) == []

@@ -255,7 +255,7 @@ def test_truncated_input_warns_and_the_report_says_how_much_was_read(model: Face
     assert report["input_frames"] == {"read": 20, "declared": 20}
 
 
-@pytest.mark.parametrize("field,name", [("recon", "r.avi"), ("aligned", "a.flv"), ("side_by_side", "s")])
+@pytest.mark.parametrize("field,name", [("recon", "r.mpg"), ("aligned", "a.flv"), ("aligned_vs_decoded", "s")])
 def test_unsupported_video_outputs_are_refused_before_any_work(model: FaceModel, tmp_path: Path, field: str,
                                                               name: str) -> None:
     def never() -> Iterator[tuple[np.ndarray, float]]:

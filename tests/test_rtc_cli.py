@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +84,17 @@ def test_argument_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_pa
         send_main(["--serverless", "offer"])  # a camera is required
 
 
+@pytest.mark.parametrize("option", ["--record", "--self-record", "--log"])
+def test_every_output_is_checked_before_the_model_or_pairing(option: str, capsys: pytest.CaptureFixture[str],
+                                                              tmp_path: Path) -> None:
+    """An output in a missing folder is one line before the model loads or the room is joined (port 9: nobody)."""
+    out = tmp_path / "nodir" / ("stats.jsonl" if option == "--log" else "a.mp4")
+    assert call_main(["--signal", "ws://127.0.0.1:9", "--video", str(clip()), "--model", "/nonexistent.safetensors",
+                      "--headless", "--paste-back", option, str(out)]) == 2
+    assert capsys.readouterr().err == f"sganc-call: error: cannot write {out}: folder {out.parent} does not exist\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_coding_options_fail_before_any_model_or_network_work(capsys: pytest.CaptureFixture[str]) -> None:
     """Validated where sganc-stream validates them (StreamParams), before the model loads or pairing starts."""
     base = ["--signal", "ws://127.0.0.1:9", "--video", str(clip()), "--model", "/nonexistent.safetensors"]
@@ -112,3 +126,18 @@ def test_serverless_copy_paste_one_way(tmp_path: Path) -> None:
     assert not events(tmp_path / "R.jsonl", "tx")  # one way: the receiver sends no frames
     # --paste-back self view: one frame per coded frame; the last one may be coded as the call ends, and not sent
     assert len(sent) <= len(read_frames(tmp_path / "self.mp4")) <= len(sent) + 1
+
+
+@pytest.mark.parametrize("main", ["call_main", "send_main", "recv_main", "signal_main"])
+@pytest.mark.parametrize("missing", ["aiohttp", "aioice"])
+def test_without_the_call_extra_each_script_is_one_line_naming_it(main: str, missing: str, tmp_path: Path) -> None:
+    """As after ``pip install -e .`` without ``[call]``: a script (even ``--help``) says which extra, exit 2."""
+    code = (f"import sys; sys.modules[{missing!r}] = None\n"  # what Python does for a module that is not installed
+            f"from sganc_stream.rtc.cli import {main}\n"
+            f"sys.exit({main}(['--help']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    script = "sganc-" + main.removesuffix("_main")
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr == (
+        f"{script}: error: {script} needs {missing}, which is not installed: pip install 'sganc-stream[call]'\n")
+    assert list(tmp_path.iterdir()) == []

@@ -66,6 +66,20 @@ def test_two_way_call_over_the_test_transport(tmp_path: Path) -> None:
     assert ra["displayed"] > 0 and rb["displayed"] > 0  # type: ignore[index]
 
 
+def test_a_call_that_reaches_its_duration_says_so_once(tmp_path: Path) -> None:
+    """A normal end is one line per side, not the lines of a lost connection (the teardown's own closes)."""
+    errs = {n: io.StringIO() for n in "AB"}
+    a = Peer(model(), options("A", tmp_path, duration=3.0, quiet=False), err=errs["A"])
+    b = Peer(model(), options("B", tmp_path, duration=6.0, quiet=False), err=errs["B"])
+    ra, rb = in_process(a, b, *memory_pair(delay_s=0.005))
+    assert isinstance(ra, dict) and isinstance(rb, dict), (ra, rb)
+    for name, err in errs.items():
+        lines = err.getvalue().splitlines()
+        ended = [line for line in lines if "call ended" in line]
+        assert ended == [f"{name}: call ended after --duration {3 if name == 'A' else 6} s"], lines
+        assert not any("connection lost" in line or "went away" in line for line in lines), lines
+
+
 def test_a_lost_hello_is_repeated_and_the_call_goes_on(tmp_path: Path) -> None:
     lost: list[bytes] = []
 
@@ -244,7 +258,11 @@ def test_call_both_sides_receive_and_record(signal_url: str, tmp_path: Path) -> 
     clip(), micro_model()  # build fixtures before timing anything
     a = call(signal_url, "call", "A", tmp_path, 8, "--record", tmp_path / "A.mp4")
     b = call(signal_url, "call", "B", tmp_path, 8, "--record", tmp_path / "B.mp4")
-    assert finish(a)[0] == 0 and finish(b)[0] == 0
+    (code_a, err_a), (code_b, err_b) = finish(a), finish(b)
+    assert code_a == 0 and code_b == 0
+    for name, err in (("A", err_a), ("B", err_b)):  # a normal end: said once, no lost-connection lines
+        assert f"{name}: call ended after --duration 8 s" in err.splitlines(), err
+        assert "went away" not in err and "connection lost" not in err, err
     for me, other in (("A", "B"), ("B", "A")):
         sent = events(tmp_path / f"{other}.jsonl", "tx")
         got = events(tmp_path / f"{me}.jsonl", "rx")

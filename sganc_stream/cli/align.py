@@ -14,7 +14,7 @@ from tqdm import tqdm
 from sganc_stream.errors import InputError
 from sganc_stream.face.landmarks import BACKENDS
 from sganc_stream.face.tracker import REDETECT_EVERY, AlignedFace, FaceFlags, VideoAligner
-from sganc_stream.fileio import output_stems
+from sganc_stream.fileio import output_folder, output_stems
 from sganc_stream.video import IMAGE_SUFFIXES, VIDEO_FORMATS, VideoReader, VideoWriter, video_format
 
 
@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
             with VideoWriter(args.output, reader.fps) as writer:
                 records = _align_all(reader, aligner, stills, names, lambda crop, _, t: writer.write(crop, t))
         else:
-            args.output.mkdir(parents=True, exist_ok=True)
-            records = _align_all(reader, aligner, stills, names,
-                                 lambda crop, name, _: _write_png(args.output / f"{stems[name]}.png", crop))
+            with output_folder(args.output):  # removed again if this run made it and fails before any crop
+                records = _align_all(reader, aligner, stills, names,
+                                     lambda crop, name, _: _write_png(args.output / f"{stems[name]}.png", crop))
     if args.json:
         payload = {"input": str(args.input), "size": args.size, "landmarks": args.landmarks, "fps": reader.fps,
                    "smoothing": aligner.smoother is not None, "frames": records}

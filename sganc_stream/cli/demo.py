@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sganc_stream.cli.transcode import (add_coding_options, check_coding_options, describe, face_notes, load_model,
-                                        options_from)
+from sganc_stream.cli.decode import load_model
+from sganc_stream.cli.transcode import add_coding_options, check_coding_options, describe, face_notes, options_from
 from sganc_stream.demo import run_demo
 from sganc_stream.errors import InputError
 

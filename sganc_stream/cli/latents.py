@@ -13,7 +13,7 @@ from sganc_stream.assets import default_face_model, default_latent_codec
 from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, Container, decode_container, fps_in_range, read_container
 from sganc_stream.cli.options import add_residual_argument, add_stream_arguments, stream_params_from
 from sganc_stream.errors import InputError
-from sganc_stream.fileio import load_npy, write_bytes_atomic, write_npy_atomic
+from sganc_stream.fileio import check_stream_output, check_writable, load_npy, write_bytes_atomic, write_npy_atomic
 from sganc_stream.latent.breakdown import bit_breakdown
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
@@ -42,6 +42,9 @@ def load_model(path: str | None) -> LatentCodecModel:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    check_stream_output(args.output)  # before any work
+    if args.recon:
+        check_writable(args.recon)
     model = load_model(args.model)
     latents = load_npy(args.input)
     res = encode_sequence(model, latents, resolve_params(model, args), args.fps)

@@ -74,6 +74,9 @@ def describe(report: dict[str, Any]) -> str:
     """One line of figures for the terminal."""
     line = (f"{report['frames']} frames, {report['bytes']} bytes, {report['kbps']:.2f} kbps at {report['fps']:g} fps, "
             f"{report['bits_per_frame']['mean']:.0f} bits/frame (p95 {report['bits_per_frame']['p95']:.0f})")
+    refine = report["stream"].get("refine")
+    if refine:
+        line += f"; quality mode: W+ refined by {refine['steps']} steps a frame (--refine)"
     q = (report.get("quality") or {}).get("vs_aligned")
     if q:
         fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
@@ -145,7 +148,9 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transcode", help="encode a face video into .sgnc (and optionally its reconstruction and report)",
                        description="Align the face in every frame, encode it to W+, code the latents into OUT.sgnc. "
-                                   "Frames before the first face are not coded; a clip without any face is an error.")
+                                   "A frame without a face (before the first face or later) is coded as a no-face "
+                                   "packet (a few bytes, decoded black), so the stream keeps one packet per frame; a "
+                                   "clip without any face is an error.")
     add_coding_options(p)
     p.add_argument("--recon", type=Path, metavar="RECON.mp4", help="write the decoded frames (what `decode` gives)")
     p.add_argument("--aligned", type=Path, metavar="ALIGNED.mp4", help="write the aligned input crops")

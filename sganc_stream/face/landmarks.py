@@ -15,7 +15,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from sganc_stream.errors import InputError
+from sganc_stream.errors import InputError, import_extra
 from sganc_stream.face.dlib_models import SHAPE_PREDICTOR_68, model_path
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom in frame pixels
@@ -93,9 +93,8 @@ class FanLandmarks:
 
     def __init__(self, device: str = "cpu", detect_side: int = DETECT_SIDE) -> None:
         self.detect = DlibDetector(detect_side)
+        face_alignment = import_extra("align-fan", "--landmarks fan", "face_alignment")
         try:
-            import face_alignment
-
             # quiet: its dlib detector warns it is deprecated (we only use its landmarks), and torch.hub announces the
             # download on stderr, which would make an offline failure two lines
             with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):

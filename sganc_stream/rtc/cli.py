@@ -4,7 +4,8 @@
 All three run a :class:`~sganc_stream.rtc.session.Peer`; they differ only in the directions it carries. Every
 option is checked, and the model, the landmark models and the encoder are loaded, before pairing starts. Errors are
 one line on stderr and exit status 2 (a refused call included: a wrong token, a full room, a model mismatch, a peer
-that never says hello).
+that never says hello). The call's libraries are the optional extra ``call``: each script checks for them first (even
+before ``--help``) and imports the modules that need them only then, so that without them it says so in one line.
 """
 
 from __future__ import annotations
@@ -17,18 +18,19 @@ import sys
 from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sganc_stream.assets import default_face_model
 from sganc_stream.cli.options import add_stream_arguments, check_stream_arguments, stream_params_from
-from sganc_stream.errors import InputError, SgancError, warnings_as_lines
+from sganc_stream.errors import InputError, SgancError, import_extra, warnings_as_lines
 from sganc_stream.pipeline import load_face_model
-from sganc_stream.rtc.loopback import enable_loopback, loopback_requested
-from sganc_stream.rtc.pairing import create_signaling
-from sganc_stream.rtc.session import Peer, PeerOptions
 from sganc_stream.rtc.transport import DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, MAX_REDUNDANCY
 from sganc_stream.threads import DEFAULT_THREADS, set_threads
-from sganc_stream.video import video_format
+
+if TYPE_CHECKING:
+    from sganc_stream.rtc.session import PeerOptions
+
+CALL_MODULES = ("aiohttp", "aioice", "aiortc")  # the extra ``call`` (pyproject.toml); aiortc imports aioice
 
 
 def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParser:
@@ -91,8 +93,20 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
     return p
 
 
+def call_extra_missing(prog: str) -> bool:
+    """True, after one line on stderr naming the extra, when the call's libraries are not installed."""
+    try:
+        import_extra("call", prog, *CALL_MODULES)
+    except InputError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return True
+    return False
+
+
 def options_from(args: argparse.Namespace, send: bool, receive: bool) -> PeerOptions:
     """The peer's options, checked (all but the step preset, which needs the model)."""
+    from sganc_stream.rtc.session import PeerOptions  # the call extra, checked by main
+
     if send:
         check_stream_arguments(args)
     options = PeerOptions(
@@ -112,15 +126,14 @@ def options_from(args: argparse.Namespace, send: bool, receive: bool) -> PeerOpt
 
 
 async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str, Any]:
+    from sganc_stream.rtc.loopback import enable_loopback, loopback_requested  # the call extra, checked by main
+    from sganc_stream.rtc.pairing import create_signaling
+    from sganc_stream.rtc.session import Peer
+
     signaling = create_signaling(signal=args.signal, room=args.room, token=args.token, serverless=args.serverless)
     options = options_from(args, send, receive)
     if loopback_requested(args.loopback):
         enable_loopback()
-    if send and args.video is not None and not args.video.is_file():
-        raise InputError(f"video file not found: {args.video}")
-    for record in (getattr(args, "record", None), getattr(args, "self_record", None)):
-        if record is not None:
-            video_format(record)  # an unwritable suffix fails now, not when the call ends
     set_threads(args.threads)
     model = load_face_model(args.model or default_face_model(), args.device)
     if send:
@@ -146,6 +159,8 @@ def run_bounded(coro: Coroutine[Any, Any, dict[str, Any]], grace: float = 20.0) 
 
 
 def main(prog: str, send: bool, receive: bool, argv: list[str] | None = None) -> int:
+    if call_extra_missing(prog):
+        return 2
     args = build_parser(prog, send, receive).parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
@@ -172,6 +187,16 @@ def send_main(argv: list[str] | None = None) -> int:
 def recv_main(argv: list[str] | None = None) -> int:
     """``sganc-recv``: data channel → decode → window or recording."""
     return main("sganc-recv", False, True, argv)
+
+
+def signal_main(argv: list[str] | None = None) -> int:
+    """``sganc-signal``: the pairing server (:func:`sganc_stream.rtc.signaling.signal_main`), once the call extra is
+    known to be installed."""
+    if call_extra_missing("sganc-signal"):
+        return 2
+    from sganc_stream.rtc import signaling
+
+    return signaling.signal_main(argv)
 
 
 def call_main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ import numpy as np
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.errors import BitstreamError, InputError, ModelMismatchError, SgancError
 from sganc_stream.face.paste_back import PasteBack
+from sganc_stream.fileio import check_writable
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
 from sganc_stream.latent.sequence import stream_params
 from sganc_stream.decoding import no_face_pictures
@@ -38,6 +39,7 @@ from sganc_stream.rtc.transport import (DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY
                                         StreamReceiver, check_message_size, check_models, parse_message, refusal,
                                         restamp)
 from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown
+from sganc_stream.video import video_format
 
 TICK_S = 0.05  # hello retransmission check and event-loop lag probe
 
@@ -91,6 +93,11 @@ class PeerOptions:
         LossModel(self.loss, self.loss_burst)
         Redundancy(self.redundancy)
         Pacer(self.max_buffered)
+        for video in (self.record, self.self_record):  # every output, before pairing: not when the call ends
+            if video is not None:
+                video_format(video)
+        if self.log is not None:
+            check_writable(self.log)
 
 
 class Link:
@@ -123,6 +130,7 @@ class Peer:
         self.link: Link | None = None
         self.generation = 0
         self.fatal: asyncio.Future[str] | None = None
+        self.ending = False  # the duration is over: this side hangs up
         self.sender: SendWorker | None = None
         self.receiver: ReceiveWorker | None = None
         self.sink: FrameSink | None = None
@@ -168,8 +176,17 @@ class Peer:
     def _on_lost(self, link: Link, why: str) -> None:
         if link is self.link:
             self.link = None
-            self.stats.say(f"connection lost ({why}); waiting for the other side")
+            if link.receiver is not None and link.receiver.ended:  # its end packet came: the other side hung up
+                self.say("the other side ended the call; waiting for it to rejoin")
+            else:
+                self.say(f"connection lost ({why}); waiting for the other side")
             self.stats.event("left", reason=why)
+
+    def say(self, text: str) -> None:
+        """A line about the call's state on stderr; none once this side is hanging up (its duration is over): the
+        teardown's own signaling and channel closes are no news."""
+        if not self.ending:
+            self.stats.say(text)
 
     def _fail(self, message: str) -> None:
         if self.fatal is not None and not self.fatal.done():
@@ -441,7 +458,7 @@ class Peer:
                 age = process_age()
                 self.stats.event("joined", process_age_s=None if age is None else round(age, 2))
                 tasks.append(asyncio.ensure_future(consume_signaling(signaling, self, ice_servers=self.opt.ice_servers,
-                                                                     say=self.stats.say)))
+                                                                     say=self.say)))
             elif channel is not None:
                 self.attach(channel)
             done, _ = await asyncio.wait([self.fatal, *tasks], timeout=self.opt.duration,
@@ -452,6 +469,9 @@ class Peer:
             if self.fatal.done():
                 await asyncio.sleep(0.2)  # let a refusal reach the other side before the channel goes
                 raise RefusedError(self.fatal.result())
+            if not done:  # the duration ran out: a normal end, said once
+                self.stats.say(f"call ended after --duration {self.opt.duration:g} s")
+                self.ending = True
         finally:
             if signaling is not None:  # first: a cancelled aiohttp receive() may never finish, a closed one does
                 await bounded(signaling.close(), 12.0)
