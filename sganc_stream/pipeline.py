@@ -36,7 +36,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, StreamHeader, fps_in_range, stream_version, write_container
+from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, StreamHeader, fps_in_range, write_container
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.bundle import Bundle, bundle_config, is_bundle_file
 from sganc_stream.decoding import NO_FACE_PIXEL, FrameDecoder, no_face_pictures
@@ -174,7 +174,7 @@ class FrameEncoder:
         self.aligner = VideoAligner(model.align_size, landmarks, fps=fps) if align else None
         self.refiner = LatentRefiner(model, refine) if refine is not None and refine.steps > 0 else None
         self._refined: np.ndarray | None = None  # the last refined W+ (rows, width): the next frame's temporal anchor
-        self.latent = LatentStreamEncoder(model.codec, params)
+        self.latent = LatentStreamEncoder(model.codec, params, fps)
         self.frames_coded = 0  # face packets so far: the next one's sequence number
         self.frames_seen = 0  # input frames so far: the next packet's frame index
         self.timing: dict[str, float] = {}  # ms per stage of the last encode_batch: align, E, [refine,] code (T, quantise, rANS)
@@ -185,7 +185,7 @@ class FrameEncoder:
 
         The aligner keeps its face track (and its loaded landmark models): only the coding state starts afresh.
         """
-        self.latent = LatentStreamEncoder(self.model.codec, self.params)
+        self.latent = LatentStreamEncoder(self.model.codec, self.params, self.fps)
         self.frames_coded = 0
         self.frames_seen = 0
         self._t0 = None
@@ -197,9 +197,7 @@ class FrameEncoder:
 
     def header(self, frames: int) -> StreamHeader:
         """The stream header for ``frames`` coded frames (the live call sends the same fields at set-up)."""
-        c, p = self.model.codec, self.params
-        return StreamHeader(self.model.model_id, c.rows, c.width, p.mode, p.g, c.steps[p.step_index], self.fps,
-                            frames, p.keyframe_interval, p.residual, stream_version(p.residual))
+        return self.params.header(self.model.codec, self.fps, frames)
 
     def encode(self, frame: np.ndarray, timestamp: float | None = None) -> EncodedFrame:
         """One frame (``timestamp``: capture time in seconds; None = nominal 1/fps spacing)."""

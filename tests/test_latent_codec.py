@@ -117,7 +117,7 @@ def test_empirical_residual_tables_code_and_fit_the_training_residuals(tiny_code
     for residual, out in (("irwin_hall", ih), ("empirical", emp)):
         params = StreamParams("open", 10, 1, residual=residual)
         enc, dec = LatentStreamEncoder(tiny_codec, params), LatentStreamDecoder(tiny_codec, params)
-        assert enc.res_table is tiny_codec.residual_table(10, 1, residual)
+        assert enc.steps[0].residual is tiny_codec.residual_table(10, 1, residual)
         for w in lat:
             coded = enc.encode(w)
             assert np.array_equal(dec.decode(coded.type, coded.payload), coded.recon)

@@ -10,6 +10,9 @@ every faceless frame after it, are no-face packets. Its payloads end with a chec
 Version 1 (read only) holds face packets only, frame ``k`` = packet ``k``, without check values.
 Version 3 is version 2 plus the header field ``residual`` (which residual table the stream codes with); it is
 written only for streams that use the model's empirical residual tables, so every other stream stays version 2.
+Version 4 (rate control) is version 3 plus the header field ``steps``: the quantization steps the stream switches
+among, the first being ``step``, the unit of the decoder's state; every face packet's payload names its step
+(``entropy.rans``: the step choice). It is written only for rate-controlled streams (``--target-kbps``).
 """
 
 from __future__ import annotations
@@ -29,17 +32,34 @@ from sganc_stream.fileio import write_bytes_atomic
 MAGIC = b"SGNC"
 VERSION = 2  # what this build writes (VERSION_RESIDUAL for streams with empirical residual tables)
 VERSION_RESIDUAL = 3  # adds the header field ``residual``
-READABLE = (1, 2, 3)  # what it reads
+VERSION_RATE = 4  # adds the header field ``steps`` and a step choice in every face packet's payload
+READABLE = (1, 2, 3, 4)  # what it reads
 MODES = ("open", "closed", "intra")
 RESIDUALS = ("irwin_hall", "empirical")  # residual tables a v3 header may name (versions 1 and 2: irwin_hall)
+MAX_STEPS = 16  # steps a version 4 stream may switch among
+MAX_STEP_MULTIPLE = 1 << 16  # largest ratio of a version 4 step to the stream's unit step
 # Frame rates a stream may state. The floor keeps nominal times (frame x 1000 / fps, in ms) finite for every
 # frame index a packet can carry (< 2**40); 1000 fps is far above any camera.
 FPS_MIN, FPS_MAX = 0.001, 1000.0
 
 
-def stream_version(residual: str) -> int:
-    """The bitstream version a stream with residual table ``residual`` is written as."""
+def stream_version(residual: str, rate_controlled: bool = False) -> int:
+    """The bitstream version a stream with residual table ``residual`` is written as (4 when rate-controlled)."""
+    if rate_controlled:
+        return VERSION_RATE
     return VERSION if residual == "irwin_hall" else VERSION_RESIDUAL
+
+
+def step_multiples(steps: tuple[float, ...]) -> list[int] | None:
+    """``steps[j] / steps[0]`` as integers (binary64 division, exact on every IEEE machine) for a valid version 4
+    step list: 2 … MAX_STEPS finite positive steps, strictly increasing, each an integer multiple (≤ 2^16) of the
+    first; None for any other list."""
+    if not 2 <= len(steps) <= MAX_STEPS or not all(0 < s < float("inf") for s in steps):
+        return None
+    ratios = [s / steps[0] for s in steps]
+    if any(b <= a for a, b in zip(steps, steps[1:])) or any(r != int(r) or r > MAX_STEP_MULTIPLE for r in ratios):
+        return None
+    return [int(r) for r in ratios]
 
 
 def fps_in_range(fps: float) -> bool:
@@ -61,12 +81,19 @@ class StreamHeader:
     frames: int  # packets before the end packet (v2: source frames, face or no-face; v1: face frames)
     keyframe_interval: int
     residual: str = "irwin_hall"  # residual table (in the map from version 3 on; before: irwin_hall)
+    steps: tuple[float, ...] = ()  # version 4: the steps the stream switches among, steps[0] == step; before: none
     version: int = VERSION  # bitstream version: the container's version byte, or the call protocol's (not in the map)
 
     def to_map(self) -> dict[str, object]:
         d = asdict(self)
         d["model_id"] = bytes.fromhex(self.model_id)
         del d["version"]
+        if self.version >= VERSION_RATE:
+            d["steps"] = list(self.steps)
+        elif self.steps:
+            raise ValueError(f"bitstream version {self.version} cannot switch steps")
+        else:
+            del d["steps"]
         if self.version < VERSION_RESIDUAL:
             if self.residual != "irwin_hall":
                 raise ValueError(f"bitstream version {self.version} cannot name the {self.residual} residual table")
@@ -81,14 +108,19 @@ class StreamHeader:
             raise BitstreamError("malformed header: not a map")
         fields = cls.__dataclass_fields__
         try:
-            raw = {k: m[k] for k in fields if k != "version" and (k != "residual" or version >= VERSION_RESIDUAL)}
+            raw = {k: m[k] for k in fields if k != "version" and (k != "residual" or version >= VERSION_RESIDUAL)
+                   and (k != "steps" or version >= VERSION_RATE)}
         except KeyError:
             raise BitstreamError("malformed header: missing field") from None
         if len(m) != len(raw):
             raise BitstreamError("malformed header: unknown field")
         for k, v in raw.items():  # model_id is bytes on the wire; a float field may arrive as an int
             want = (bytes,) if k == "model_id" else {"str": (str,), "float": (int, float)}.get(fields[k].type, (int,))
-            if type(v) not in want:  # exact types: no bool for an int, no coercion from other types
+            if k == "steps":
+                if type(v) is not list or len(v) > MAX_STEPS or any(type(x) not in (int, float) for x in v):
+                    raise BitstreamError("malformed header: field steps is not a list of at most 16 numbers")
+                raw[k] = tuple(float(x) for x in v)
+            elif type(v) not in want:  # exact types: no bool for an int, no coercion from other types
                 raise BitstreamError(f"malformed header: field {k} has type {type(v).__name__}")
         raw["model_id"] = raw["model_id"].hex()
         h = cls(**{k: float(v) if fields[k].type == "float" else v for k, v in raw.items()}, version=version)
@@ -103,6 +135,7 @@ class StreamHeader:
             or not 0 <= h.frames <= 10_000_000
             or h.keyframe_interval < 0
             or h.residual not in RESIDUALS
+            or (version >= VERSION_RATE and (step_multiples(h.steps) is None or h.steps[0] != h.step))
         ):
             raise BitstreamError("malformed header: field out of range")
         return h
@@ -147,7 +180,8 @@ def decode_container(data: bytes, source: str = "input") -> Container:
     if version not in READABLE:
         raise BitstreamError(f"{source}: unknown bitstream version {version} (this build reads versions "
                              f"{', '.join(map(str, READABLE))})")
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(data), 1), max_bin_len=MAX_PAYLOAD, max_str_len=64, max_array_len=5, max_map_len=32)
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(data), 1), max_bin_len=MAX_PAYLOAD, max_str_len=64,
+                                max_array_len=MAX_STEPS, max_map_len=32)
     unpacker.feed(data[5:])
     try:
         header = StreamHeader.from_map(next(unpacker), version)

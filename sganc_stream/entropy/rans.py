@@ -15,17 +15,22 @@ that still decodes passes it with probability 2^-16 (bitstream_spec/SPEC.md §4)
 empty coder, the value fills bits that the first symbol's interval leaves unused (there are 16 whenever that
 symbol's probability is at least 2^-8), so it is nearly free: +0.74 bytes per packet on the conformance vectors
 (benchmarks/payload_alterations.py).
+
+Bitstream v4 (rate control) puts one more symbol in front of the parts, decoded first: the **step choice** ``j``,
+an index into the stream's list of steps, coded with the equal-frequency model of that list's length
+(:func:`sganc_stream.entropy.tables.uniform_freqs`); it names the tables the parts are coded with, and the check
+value covers it (int32 ``j`` before the parts' values).
 """
 
 from __future__ import annotations
 
 import zlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import constriction
 import numpy as np
 
-from sganc_stream.entropy.tables import CodingTable
+from sganc_stream.entropy.tables import CodingTable, uniform_freqs
 from sganc_stream.errors import BitstreamError
 
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
@@ -56,15 +61,21 @@ def check_value(values: Sequence[np.ndarray]) -> int:
     return crc & 0xFFFF
 
 
-def encode_parts(parts: Sequence[tuple[np.ndarray, CodingTable]]) -> bytes:
+def _choice_model(choices: int) -> object:
+    """The equal-frequency model of a v4 step choice among ``choices`` (2 … 16) steps."""
+    return constriction.stream.model.Categorical(np.asarray(uniform_freqs(choices), dtype=np.float32), perfect=False)
+
+
+def encode_parts(parts: Sequence[tuple[np.ndarray, CodingTable]], choice: tuple[int, int] | None = None) -> bytes:
     """Code each (values (C,), table) part into one v2 payload, check value included; values must fit in int32
-    (ValueError otherwise)."""
+    (ValueError otherwise). ``choice``: (j, choices) for a v4 payload, the step choice ``j`` coded first."""
     for values, _ in parts:
         if values.size and (values.min() < _INT32_MIN or values.max() > _INT32_MAX):
             raise ValueError("latent symbol out of the int32 range")
     coder = constriction.stream.stack.AnsCoder()
     # The ANS coder is a stack: push the last-decoded item first.
-    coder.encode_reverse(np.array([check_value([v for v, _ in parts])], dtype=np.int32), _UNIFORM16)
+    checked = [v for v, _ in parts] if choice is None else [np.array([choice[0]]), *(v for v, _ in parts)]
+    coder.encode_reverse(np.array([check_value(checked)], dtype=np.int32), _UNIFORM16)
     for values, table in reversed(parts):
         sym, esc = table.symbols(values)
         z = _zigzag(values[esc])
@@ -75,6 +86,8 @@ def encode_parts(parts: Sequence[tuple[np.ndarray, CodingTable]]) -> bytes:
             coder.encode_reverse(sym, _model(table))
         else:
             coder.encode_reverse(sym, _FAMILY, table.probs)
+    if choice is not None:
+        coder.encode_reverse(np.array([choice[0]], dtype=np.int32), _choice_model(choice[1]))
     return coder.get_compressed().astype("<u4").tobytes()
 
 
@@ -84,13 +97,26 @@ def decode_parts(payload: bytes, tables: Sequence[tuple[CodingTable, int]], *, c
     Raises BitstreamError on corrupt data: words left over or a non-empty coder after the last symbol, and (with
     ``check``, bitstream v2; False reads a v1 payload) a check value that differs from the decoded values'.
     """
+    return _decode(payload, 0, lambda _: tables, check)[1]
+
+
+def decode_chosen(payload: bytes, choices: int,
+                  tables_of: Callable[[int], Sequence[tuple[CodingTable, int]]]) -> tuple[int, list[np.ndarray]]:
+    """A v4 payload: the step choice ``j`` (0 … choices − 1) first, then the parts ``tables_of(j)``; (j, values).
+    BitstreamError as :func:`decode_parts` (the check value covers ``j``)."""
+    return _decode(payload, choices, tables_of, True)
+
+
+def _decode(payload: bytes, choices: int, tables_of: Callable[[int], Sequence[tuple[CodingTable, int]]],
+            check: bool) -> tuple[int, list[np.ndarray]]:
     if len(payload) % 4:
         raise BitstreamError("corrupted payload: length is not a whole number of 32-bit words")
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     try:
         coder = constriction.stream.stack.AnsCoder(words)
+        j = int(coder.decode(_choice_model(choices), 1)[0]) if choices else 0
         out = []
-        for table, count in tables:
+        for table, count in tables_of(j):
             sym = coder.decode(_model(table), count) if table.shared else coder.decode(_FAMILY, table.probs)
             sym = np.asarray(sym, dtype=np.int64)
             values = sym + (table.offsets[0] if table.shared else table.offsets)
@@ -105,6 +131,6 @@ def decode_parts(payload: bytes, tables: Sequence[tuple[CodingTable, int]], *, c
         raise BitstreamError(f"corrupted payload ({exc})") from None
     if not coder.is_empty():
         raise BitstreamError("corrupted payload: rANS data does not end where the symbols do")
-    if check and stored != check_value(out):
+    if check and stored != check_value(out if not choices else [np.array([j]), *out]):
         raise BitstreamError("corrupted payload: check value mismatch")
-    return out
+    return j, out

@@ -44,6 +44,12 @@ def quantize_pmf_exact(p: Sequence[Fraction]) -> list[int]:
     return f
 
 
+def uniform_freqs(n: int) -> list[int]:
+    """Integer frequencies of ``n`` equally likely symbols (:func:`quantize_pmf_exact` on ``1/n`` each): the model of
+    a bitstream v4 step choice (SPEC §4.1)."""
+    return quantize_pmf_exact([Fraction(1, n)] * n)
+
+
 def histogram_freqs(values: np.ndarray, offset: int, n_data: int) -> list[int]:
     """Integer frequencies (``n_data`` data symbols + escape) of a histogram of integer ``values``: add-one counts
     ``k_i + 1`` over the values ``offset … offset + n_data − 1`` and the escape (every other value), then

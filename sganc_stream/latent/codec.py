@@ -14,26 +14,36 @@ exact for one machine and thread count, and may differ by one where y lies withi
 An intra frame is sent first, every ``keyframe_interval`` frames (0 = never again), on request, and when the
 coded identity changes (a new-face intra frame, bitstream v2). No-face frames (v2) never reach this level: they
 leave the state alone and are handled by whoever reads packets.
+
+Rate control (``StreamParams.target_kbps``, bitstream v4): the stream switches among steps ``Δ_j = m_j · Δ_0``, the
+state counts units of Δ_0, and a frame coded with step j adds ``m_j`` times its integers (intra: ŷ = m_j·q). The step
+changes only at a group start (:mod:`sganc_stream.latent.rate`); the first inter frame after a change codes
+``round((y_t − ŷ_{t−1}) / m_j)`` (closed loop for that frame) so the new step starts without the old step's drift.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
-from sganc_stream.bitstream.container import VERSION
-from sganc_stream.bitstream.packet import PacketType
+from sganc_stream.bitstream.container import (MAX_STEPS, VERSION, VERSION_RATE, StreamHeader, step_multiples,
+                                               stream_version)
+from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.entropy.irwin_hall import MAX_G
-from sganc_stream.entropy.rans import decode_parts, encode_parts
+from sganc_stream.entropy.rans import decode_chosen, decode_parts, encode_parts
 from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.errors import BitstreamError, InputError
 from sganc_stream.latent.model import RESIDUAL_TABLES, LatentCodecModel
+from sganc_stream.latent.rate import RATE_GROUP, RateController, StepTables
 
 STATE_LIMIT = 1 << 30  # a state beyond this can only come from corrupted data
 
 
 MODES = ("open", "closed", "intra")
+TARGET_KBPS_RANGE = (1.0, 100_000.0)  # kbit/s a rate-controlled stream may aim at
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,8 @@ class StreamParams:
     step_index: int = 1
     keyframe_interval: int = 0
     residual: str = "irwin_hall"  # residual table: irwin_hall (the paper's, derived) | empirical (stored in the model)
+    target_kbps: float | None = None  # rate control (bitstream v4): packet kbit/s the encoder aims at; None = fixed step
+    step_set: tuple[int, ...] = ()  # a v4 stream's step presets (indices, finest first); () = derived from the model
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -61,6 +73,52 @@ class StreamParams:
             raise InputError(f"residual table must be one of {', '.join(RESIDUAL_TABLES)}, got {self.residual!r}")
         if self.residual != "irwin_hall" and not (self.mode == "open" and self.g > 0):
             raise InputError("an empirical residual table needs residuals: open mode with g > 0")
+        lo, hi = TARGET_KBPS_RANGE
+        if self.target_kbps is not None and not (isinstance(self.target_kbps, (int, float))
+                                                 and not isinstance(self.target_kbps, bool)
+                                                 and lo <= self.target_kbps <= hi):
+            raise InputError(f"target rate must be between {lo:g} and {hi:g} kbit/s, got {self.target_kbps}")
+        if self.step_set and (len(self.step_set) < 2 or self.step_set[0] != self.step_index):
+            raise InputError("a step set holds at least two presets, the first being the stream's step")
+
+    @property
+    def rate_controlled(self) -> bool:
+        """Written as bitstream v4: the step may change per group of frames."""
+        return self.target_kbps is not None or bool(self.step_set)
+
+    @property
+    def group(self) -> int:
+        """Face frames per rate-control group: the residual period in open mode with residuals, else RATE_GROUP."""
+        return self.g if self.mode == "open" and self.g > 0 else RATE_GROUP
+
+    def steps(self, model: LatentCodecModel) -> tuple[int, ...]:
+        """The step presets (indices into ``model.steps``, finest first) this stream codes with: its one step, or for
+        rate control ``step_set``, by default every preset that is an integer multiple of ``step_index``'s (at most
+        16, finest first). InputError when ``model`` cannot rate-control (fewer than two such presets)."""
+        if not self.rate_controlled:
+            return (self.step_index,)
+        if self.step_index >= len(model.steps):
+            raise InputError(f"step index {self.step_index} is not a preset of this model")
+        base = model.steps[self.step_index]
+        chosen = self.step_set or tuple(sorted((i for i, s in enumerate(model.steps) if s >= base
+                                                and step_multiples((base, s)) is not None or i == self.step_index),
+                                               key=lambda i: model.steps[i]))[:MAX_STEPS]
+        if any(i >= len(model.steps) for i in chosen) or step_multiples(tuple(model.steps[i] for i in chosen)) is None:
+            presets = ", ".join(map(str, model.steps))
+            raise InputError(f"rate control needs at least two step presets that are integer multiples of step {base} "
+                             f"(this model's presets: {presets})")
+        return chosen
+
+    def version(self) -> int:
+        """The bitstream version a stream with these parameters is written as."""
+        return stream_version(self.residual, self.rate_controlled)
+
+    def header(self, model: LatentCodecModel, fps: float, frames: int) -> StreamHeader:
+        """The stream header of a stream coded with these parameters by ``model`` (the one place that builds it:
+        files, and the call's hello): version 2, 3 (empirical residual tables) or 4 (rate control)."""
+        steps = tuple(model.steps[i] for i in self.steps(model)) if self.rate_controlled else ()
+        return StreamHeader(model.model_id, model.rows, model.width, self.mode, self.g, model.steps[self.step_index], fps,
+                            frames, self.keyframe_interval, self.residual, steps, self.version())
 
     def residual_table(self, model: LatentCodecModel) -> CodingTable | None:
         """The residual table these parameters code with (None without residuals); InputError if ``model`` lacks it."""
@@ -77,15 +135,31 @@ class CodedFrame:
     recon: np.ndarray  # (rows, width) float32: exactly what the decoder will output
 
 
-class LatentStreamEncoder:
-    """Stateful encoder for one stream; ``encode`` takes one W+ frame (rows, width)."""
+def step_tables(model: LatentCodecModel, params: StreamParams) -> list[StepTables]:
+    """The tables of each step the stream codes with (``params.steps``), finest first; InputError as there."""
+    steps = params.steps(model)
+    multiples = [1] if len(steps) == 1 else step_multiples(tuple(model.steps[i] for i in steps))
+    assert multiples is not None  # params.steps checked it
+    return [StepTables(m, model.tables["intra"][i], model.tables["diff"][i],
+                       None if params.mode != "open" or params.g == 0 else model.residual_table(params.g, i, params.residual))
+            for m, i in zip(multiples, steps)]
 
-    def __init__(self, model: LatentCodecModel, params: StreamParams) -> None:
+
+class LatentStreamEncoder:
+    """Stateful encoder for one stream; ``encode`` takes one W+ frame (rows, width).
+
+    ``fps``: the stream's frame rate (rate control turns ``params.target_kbps`` into bits per frame with it).
+    """
+
+    def __init__(self, model: LatentCodecModel, params: StreamParams, fps: float = 25.0) -> None:
         self.model, self.params = model, params
-        self.step = model.steps[params.step_index]
-        self.intra_table = model.tables["intra"][params.step_index]
-        self.diff_table = model.tables["diff"][params.step_index]
-        self.res_table = params.residual_table(model)
+        self.steps = step_tables(model, params)
+        self.unit = model.steps[params.step_index]
+        self.rate = (RateController(self.steps, params.target_kbps, fps, params.mode == "closed")
+                     if params.target_kbps is not None else None)
+        self.choice = 0  # the step (index into self.steps) of the current group
+        self.choices: list[int] = []  # the step of every face frame coded so far (rate control's record)
+        self.fps = fps
         self._state: np.ndarray | None = None
         self._prev_y: np.ndarray | None = None
         self._since_intra = 0
@@ -104,47 +178,62 @@ class LatentStreamEncoder:
             raise InputError(f"latent frame has shape {wplus.shape}, this model codes ({m.rows}, {m.width})")
         if not np.isfinite(wplus).all():
             raise InputError("latent frame contains NaN or infinity")
-        y = m.to_proxy(wplus) / self.step
+        y = m.to_proxy(wplus) / self.unit
         if np.abs(y).max(initial=0) >= STATE_LIMIT:  # checked in float: a cast of a huge value to int64 wraps
             raise InputError("latent values too large for this model's step (proxy state out of range)")
         intra = new_face or self._force_intra or p.mode == "intra" or (p.keyframe_interval and self._since_intra + 1 >= p.keyframe_interval)
+        since = 0 if intra else self._since_intra + 1
+        residual = not intra and self.steps[0].residual is not None and since % p.g == 0
+        previous = self.choice
+        if self.rate is not None:
+            self.rate.observe(y, intra, residual)
+            if intra or since % p.group == 1 or p.group == 1:
+                self.choice = self.rate.choose(p.group + 1 if intra else p.group, intra)
+        st = self.steps[self.choice]
+        k = st.multiple
         if intra:
-            q = np.rint(y).astype(np.int64)
-            parts = [(q, self.intra_table)]
+            q = np.rint(y / k).astype(np.int64)
+            parts = [(q, st.intra)]
             ptype = PacketType.NEW_FACE if new_face and self._state is not None else PacketType.INTRA
-            self._state, self._since_intra, self._force_intra = q, 0, False
+            self._state, self._force_intra = k * q, False
         else:
             assert self._state is not None and self._prev_y is not None
-            self._since_intra += 1
-            ref = self._prev_y if p.mode == "open" else self._state
-            v = np.rint(y - ref).astype(np.int64)
-            state = self._state + v
-            parts, ptype = [(v, self.diff_table)], PacketType.INTER
-            if self.res_table is not None and self._since_intra % p.g == 0:
-                r = np.rint(y - state).astype(np.int64)
-                state = state + r
-                parts.append((r, self.res_table))
+            # closed mode, and the first frame after a change of step, code against the state (no drift carried over)
+            ref = self._state if p.mode == "closed" or self.choice != previous else self._prev_y
+            v = np.rint((y - ref) / k).astype(np.int64)
+            state = self._state + k * v
+            parts, ptype = [(v, st.diff)], PacketType.INTER
+            if residual:
+                r = np.rint((y - state) / k).astype(np.int64)
+                state = state + k * r
+                parts.append((r, st.residual))
                 ptype = PacketType.INTER_RESIDUAL
             self._state = state
+        self._since_intra = since
         if np.abs(self._state).max(initial=0) >= STATE_LIMIT:
             raise InputError("latent values too large for this model's step (proxy state out of range)")
         self._prev_y = y
-        payload = encode_parts(parts)
-        ideal = sum(t.ideal_bits(v) for v, t in parts)
+        rated = p.rate_controlled
+        payload = encode_parts(parts, (self.choice, len(self.steps)) if rated else None)
+        ideal = sum(t.ideal_bits(v) for v, t in parts) + (math.log2(len(self.steps)) if rated else 0.0)
+        if self.rate is not None:
+            self.rate.spent(8 * len(pack(Packet(ptype, 0, 0, 0, payload), self.fps)), ideal)
+        self.choices.append(self.choice)
         return CodedFrame(ptype, payload, ideal, m.from_state(self._state, p.step_index))
 
 
 class LatentStreamDecoder:
     """Stateful decoder: integer state in, W+ frame out. Inter frames need a preceding intra frame.
 
-    ``version``: the stream's bitstream version (v2 payloads end with a check value, v1 payloads do not).
+    ``version``: the stream's bitstream version (v2 payloads end with a check value, v1 payloads do not; v4 payloads
+    start with the step choice, ``params.step_set`` naming the steps).
     """
 
     def __init__(self, model: LatentCodecModel, params: StreamParams, version: int = VERSION) -> None:
         self.model, self.params, self.version = model, params, version
-        self.intra_table = model.tables["intra"][params.step_index]
-        self.diff_table = model.tables["diff"][params.step_index]
-        self.res_table = params.residual_table(model)
+        if (version >= VERSION_RATE) != params.rate_controlled:
+            raise BitstreamError(f"a version {version} stream {'must' if version >= VERSION_RATE else 'cannot'} switch steps")
+        self.steps = step_tables(model, params)
         self._state: np.ndarray | None = None
 
     @property
@@ -164,21 +253,34 @@ class LatentStreamDecoder:
         """The coded parts of one face packet, in coding order, each (values (C,) int64, its table): the intra
         values, or the latent difference then (inter+residual) the residual. Needs no state; BitstreamError for
         corrupt data or a packet this stream cannot hold."""
+        return self._chosen(ptype, payload)[1]
+
+    def _chosen(self, ptype: PacketType, payload: bytes) -> tuple[int, list[tuple[np.ndarray, CodingTable]]]:
+        """(the packet's step: an index into ``self.steps``, its parts)."""
         if not ptype.is_frame:
             raise BitstreamError(f"{ptype.label} packet is not a face frame")
-        if ptype == PacketType.INTER_RESIDUAL and self.res_table is None:
+        if ptype == PacketType.INTER_RESIDUAL and self.steps[0].residual is None:
             raise BitstreamError("residual frame in a stream without residuals")
-        tables = ([self.intra_table] if ptype.is_intra else
-                  [self.diff_table] + ([self.res_table] if ptype == PacketType.INTER_RESIDUAL else []))
-        values = decode_parts(payload, [(t, self.model.channels) for t in tables], check=self.version >= 2)
-        return list(zip(values, tables))
+
+        def tables(j: int) -> list[CodingTable]:
+            st = self.steps[j]
+            return [st.intra] if ptype.is_intra else [st.diff] + ([st.residual] if ptype == PacketType.INTER_RESIDUAL else [])
+
+        c = self.model.channels
+        if self.version >= VERSION_RATE:
+            j, values = decode_chosen(payload, len(self.steps), lambda j: [(t, c) for t in tables(j)])
+        else:
+            j, values = 0, decode_parts(payload, [(t, c) for t in tables(0)], check=self.version >= 2)
+        return j, list(zip(values, tables(j)))
 
     def decode(self, ptype: PacketType, payload: bytes) -> np.ndarray:
         """One face packet → the (rows, width) float32 W+ frame; BitstreamError for corrupt or misplaced data."""
         if ptype.is_frame and not ptype.is_intra and self._state is None:
             raise BitstreamError("inter frame without a preceding intra frame")
-        parts = self.parts(ptype, payload)
-        state = parts[0][0] if ptype.is_intra else self._state + sum(v for v, _ in parts)
+        j, parts = self._chosen(ptype, payload)
+        k = self.steps[j].multiple
+        coded = sum(v for v, _ in parts)
+        state = k * coded if ptype.is_intra else self._state + k * coded
         if np.abs(state).max(initial=0) >= STATE_LIMIT:
             raise BitstreamError("corrupted payload: latent state out of range")
         self._state = state

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sganc_stream.bitstream.container import Container, StreamHeader, decode_container, encode_container, stream_version
 from collections.abc import Collection
+
+from sganc_stream.bitstream.container import Container, StreamHeader, decode_container, encode_container
 
 from sganc_stream.bitstream.packet import Packet, PacketType
 from sganc_stream.errors import InputError, ModelMismatchError
@@ -28,6 +29,8 @@ class EncodeResult:
     frame_types: list[str] = field(default_factory=list)
     ideal_bits: list[float] = field(default_factory=list)
     payload_bits: list[int] = field(default_factory=list)
+    steps: list[float] = field(default_factory=list)  # the steps the stream codes with (one unless rate-controlled)
+    step_choices: list[int] = field(default_factory=list)  # per face frame: its step, an index into ``steps``
 
 
 def check_latents(latents: np.ndarray, model: LatentCodecModel) -> np.ndarray:
@@ -48,13 +51,14 @@ def no_face_frames(latents: np.ndarray) -> np.ndarray:
 
 def encode_sequence(model: LatentCodecModel, latents: np.ndarray, params: StreamParams, fps: float = 25.0,
                     new_faces: Collection[int] = ()) -> EncodeResult:
-    """Code (frames, rows, width) latents into a whole .sgnc file (bitstream v2).
+    """Code (frames, rows, width) latents into a whole .sgnc file (bitstream v2; v3 with empirical residual tables,
+    v4 with rate control).
 
     All-NaN frames become no-face packets; ``new_faces``: indices of frames where another person's face starts
     (coded as new-face intra frames). InputError for bad latents.
     """
     latents = check_latents(latents, model)
-    enc = LatentStreamEncoder(model, params)
+    enc = LatentStreamEncoder(model, params, fps)
     packets, recon = [], np.full_like(latents, np.nan)
     res = EncodeResult(b"", recon)
     seq = 0
@@ -72,9 +76,9 @@ def encode_sequence(model: LatentCodecModel, latents: np.ndarray, params: Stream
         res.frame_types.append(coded.type.label)
         res.ideal_bits.append(coded.ideal_bits)
         res.payload_bits.append(8 * len(coded.payload))
-    header = StreamHeader(model.model_id, model.rows, model.width, params.mode, params.g, model.steps[params.step_index], fps,
-                          len(latents), params.keyframe_interval, params.residual, stream_version(params.residual))
-    res.data = encode_container(header, packets)
+    res.data = encode_container(params.header(model, fps, len(latents)), packets)
+    res.steps = [model.steps[i] for i in params.steps(model)]
+    res.step_choices = enc.choices
     return res
 
 
@@ -86,7 +90,8 @@ def stream_params(model: LatentCodecModel, header: StreamHeader) -> StreamParams
                                  "FILE` prints the model id of a stream or a bundle)")
     if (header.rows, header.width) != (model.rows, model.width):
         raise ModelMismatchError("stream latent shape differs from the model's")
-    return StreamParams(header.mode, header.g, model.step_index(header.step), header.keyframe_interval, header.residual)
+    return StreamParams(header.mode, header.g, model.step_index(header.step), header.keyframe_interval, header.residual,
+                        step_set=tuple(model.step_index(s) for s in header.steps))
 
 
 def decode_sequence(model: LatentCodecModel, container: Container) -> np.ndarray:
@@ -106,7 +111,7 @@ def decode_bytes(model: LatentCodecModel, data: bytes, source: str = "input") ->
 def time_coding(model: LatentCodecModel, latents: np.ndarray, params: StreamParams) -> dict[str, float]:
     """Median per-frame milliseconds of the full encode and decode of each frame (T, rANS, T⁻¹)."""
     latents = check_latents(latents, model)
-    enc, dec = LatentStreamEncoder(model, params), LatentStreamDecoder(model, params)
+    enc, dec = LatentStreamEncoder(model, params), LatentStreamDecoder(model, params, params.version())
     te, td = [], []
     for w in latents:
         t0 = time.perf_counter()

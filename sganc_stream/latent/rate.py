@@ -1,0 +1,113 @@
+"""Rate control: pick the quantization step of each group of frames so that the stream keeps a target bit rate.
+
+A rate-controlled stream (bitstream v4) switches among a list of step presets ``Δ_j = m_j · Δ_0`` (integer multiples
+``m_j`` of the finest one, the state's unit). The step may change only at the start of a **group**: an intra frame,
+or the frame after a residual frame (open mode, groups of g face frames), or every ``RATE_GROUP`` face frames in
+closed and intra mode and open mode without residuals. So a group in open mode is exactly one drift-refresh period:
+it starts after a residual and ends with the next one, which corrects the group's drift in the group's own step.
+
+The controller is the classic one-pass, buffer-based scheme of video encoders: a virtual buffer (the leaky bucket
+of the hypothetical reference decoder, ITU-T H.264 Annex C; the "virtual buffer" of MPEG-2 Test Model 5, §10) fills
+with the bits each packet actually costs and drains at the target rate; at each group start the encoder picks the
+finest step whose predicted cost for the group fits the group's share of the target minus a fraction of the buffer's
+excess (repaid over ``REPAY_S`` seconds). The prediction is measured, not modelled: for every step of the list the
+encoder keeps a *shadow* quantizer on the same proxy values (integers only: what this stream would have sent had
+it stayed at that step since its last intra frame) and its information content under that step's frozen tables.
+So R(Δ) is known on the current content for every Δ at once, as a multi-pass encoder would know it, without
+look-ahead or latency. Packet framing and the coder's tail word are added as the measured mean of (packet bits −
+information content). With discrete steps the chosen step alternates between the two presets around the target and
+the buffer keeps the average; the buffer is clamped to ±``REPAY_S`` seconds of the target, so a target outside the
+presets' range (cheaper than the coarsest, dearer than the finest) saturates instead of winding up.
+
+What is counted: face packets' payload plus packet framing (what a .sgnc file and a data-channel message carry),
+not the container header or the transport (SCTP/DTLS/UDP/IP) overhead of a call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sganc_stream.entropy.tables import CodingTable
+
+RATE_GROUP = 10  # face frames per group where no residual period sets it (closed, intra, open with g = 0)
+REPAY_S = 2.0  # seconds over which the buffer's excess is repaid; the buffer is clamped to this many seconds of budget
+INTRA_PER_INTER = 8.0  # before any inter frame was measured: an inter frame is predicted at 1/8 of an intra frame
+
+
+@dataclass(frozen=True)
+class StepTables:
+    """The frozen tables of one step of a stream: intra, difference, and residual (None without residuals)."""
+
+    multiple: int  # this step / the stream's unit step
+    intra: CodingTable
+    diff: CodingTable
+    residual: CodingTable | None
+
+
+class RateController:
+    """Chooses a step (an index into ``steps``, finest first) per group; see the module doc.
+
+    ``target_kbps``: packet kbit/s (payload + framing); ``fps``: frame rate, to turn it into bits per frame;
+    ``closed``: the stream's inter frames code ``y − state`` (closed mode) rather than ``y_t − y_{t−1}`` (open).
+    """
+
+    def __init__(self, steps: list[StepTables], target_kbps: float, fps: float, closed: bool) -> None:
+        self.steps, self.closed = steps, closed
+        self.frame_budget = target_kbps * 1000.0 / fps  # bits per frame
+        self.limit = REPAY_S * target_kbps * 1000.0  # buffer clamp, bits
+        self.repay_frames = max(1.0, REPAY_S * fps)
+        self.buffer = 0.0  # bits spent − bits budgeted so far (positive: over budget)
+        self.overhead = 0.0  # mean packet bits − information content, per packet
+        self.packets = 0
+        self._shadow: list[np.ndarray | None] = [None] * len(steps)
+        self._prev_y: np.ndarray | None = None
+        self._group_bits = np.zeros(len(steps))  # shadow inter bits of the current group, per step
+        self._group_frames = 0
+        self.inter_bits: np.ndarray | None = None  # predicted bits of one inter frame at each step (last group's mean)
+        self.intra_bits = np.zeros(len(steps))  # information content of the last intra frame at each step
+
+    def observe(self, y: np.ndarray, intra: bool, residual: bool) -> None:
+        """Run the shadow quantizers on one face frame's proxy ``y`` (C,) float, in units of the unit step, coded as an
+        intra frame or an inter frame (with a residual): per step, the bits it would have cost."""
+        bits = np.zeros(len(self.steps))
+        for j, st in enumerate(self.steps):
+            m, s = st.multiple, self._shadow[j]
+            if intra or s is None:
+                q = np.rint(y / m)
+                bits[j] = st.intra.ideal_bits(q)
+                s = m * q
+            else:
+                v = np.rint((y - (s if self.closed else self._prev_y)) / m)
+                bits[j] = st.diff.ideal_bits(v)
+                s = s + m * v
+                if residual and st.residual is not None:
+                    r = np.rint((y - s) / m)
+                    bits[j] += st.residual.ideal_bits(r)
+                    s = s + m * r
+            self._shadow[j] = s
+        self._prev_y = y
+        if intra:
+            self.intra_bits = bits
+        else:
+            self._group_bits += bits
+            self._group_frames += 1
+
+    def choose(self, frames: int, intra: bool) -> int:
+        """The step for a group of ``frames`` face frames starting now (``intra``: it starts with an intra frame, whose
+        cost at each step :meth:`observe` has just measured): the finest step whose predicted cost fits."""
+        if self._group_frames:  # the group just ended: its mean inter cost predicts the next one
+            self.inter_bits = self._group_bits / self._group_frames
+            self._group_bits[:], self._group_frames = 0.0, 0
+        inter = self.inter_bits if self.inter_bits is not None else self.intra_bits / INTRA_PER_INTER
+        predicted = (frames - intra) * (inter + self.overhead) + (self.intra_bits + self.overhead) * intra
+        allowed = frames * self.frame_budget - self.buffer * frames / self.repay_frames
+        fits = np.flatnonzero(predicted <= allowed)
+        return int(fits[0]) if fits.size else len(self.steps) - 1
+
+    def spent(self, packet_bits: int, ideal_bits: float) -> None:
+        """Account one coded face packet: its bits (payload + framing) and its information content."""
+        self.packets += 1
+        self.overhead += (packet_bits - ideal_bits - self.overhead) / self.packets
+        self.buffer = float(np.clip(self.buffer + packet_bits - self.frame_budget, -self.limit, self.limit))
