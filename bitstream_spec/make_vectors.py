@@ -8,7 +8,8 @@ rather than silently rewritten vectors.
 
 This build writes bitstream v2 (``v2_*`` cases), and v3 for streams coded with a model's empirical residual tables
 (``v3_*`` cases, with ``model_empirical.safetensors``: the vector model plus empirical residual tables fitted on its
-training sequences, stored packed, bundle format v2). The version 1 vectors (the other cases) were made by the v1
+training sequences, stored packed, bundle format v2), and v4 for rate-controlled streams (``v4_*`` cases: the step
+changes between groups of frames; each case's stream uses at least two steps). The version 1 vectors (the other cases) were made by the v1
 encoder (commit c6daa32) and are kept frozen: they check that v1 streams still decode.
 """
 
@@ -44,6 +45,12 @@ def cases() -> dict[str, tuple[np.ndarray, StreamParams, tuple[int, ...]]]:
     gaps[11:15] = np.nan  # the face leaves for four frames and comes back
     other = synthetic_latents("walk", 10, ROWS, WIDTH, seed=104) + 1.5  # another person
     switch = np.concatenate([walk[:8], np.full((2, ROWS, WIDTH), np.nan, np.float32), other, walk[8:12]])
+    long_walk = synthetic_latents("walk", 60, ROWS, WIDTH, seed=105)
+    long_walk[30:] *= 0.5  # calmer second half: the controller moves to a finer step
+    long_gaps = synthetic_latents("walk", 48, ROWS, WIDTH, seed=106)
+    long_gaps[20:24] = np.nan
+    long_switch = np.concatenate([synthetic_latents("walk", 12, ROWS, WIDTH, seed=107),
+                                  synthetic_latents("smooth", 36, ROWS, WIDTH, seed=108) + 1.0])
     return {
         "v2_open_g4_step0.5": (walk, StreamParams("open", 4, 1), ()),
         "v2_open_never_step1": (smooth, StreamParams("open", 0, 2), ()),
@@ -54,12 +61,16 @@ def cases() -> dict[str, tuple[np.ndarray, StreamParams, tuple[int, ...]]]:
         "v2_new_face_after_no_face": (switch, StreamParams("closed", 0, 1), (10, 20)),
         "v3_open_g2_empirical_step0.5": (jumpy, StreamParams("open", 2, 1, residual="empirical"), ()),
         "v3_open_g5_empirical_no_face_gap": (gaps, StreamParams("open", 5, 0, residual="empirical"), ()),
+        "v4_open_g4_rate17": (long_walk, StreamParams("open", 4, 0, target_kbps=17.0), ()),
+        "v4_closed_keyint12_rate15_no_face": (long_gaps, StreamParams("closed", 0, 0, 12, target_kbps=15.0), ()),
+        "v4_open_g2_empirical_rate14_new_face": (long_switch, StreamParams("open", 2, 0, residual="empirical",
+                                                                          target_kbps=14.0), (12,)),
     }
 
 
 def model_file(case: str) -> str:
     """The model a case is coded with."""
-    return "model_empirical.safetensors" if case.startswith("v3_") else "model.safetensors"
+    return "model_empirical.safetensors" if "empirical" in case else "model.safetensors"
 
 
 def training_sequences() -> list[np.ndarray]:
@@ -104,7 +115,7 @@ def main() -> int:
         train_latent_codec(training_sequences(), model_path, TrainConfig(steps=60, batch=8, hidden=16, step_presets=[0.25, 0.5, 1.0]),
                            progress=False)
         model_path.with_name(model_path.name + ".ckpt").unlink()
-    empirical_path = HERE / model_file("v3_")
+    empirical_path = HERE / "model_empirical.safetensors"
     if not empirical_path.exists():
         base = load_latent_codec(model_path)
         base.empirical_residuals = fit_empirical_residuals(base, training_sequences())
@@ -115,11 +126,13 @@ def main() -> int:
         res = encode_sequence(model, latents, params, fps=25.0, new_faces=new_faces)
         states, decoded = decode_states(model, res.data)
         assert np.array_equal(decoded, res.recon, equal_nan=True)
+        assert not params.rate_controlled or len(set(res.step_choices)) >= 2, f"{name}: the step never changes"
         write(HERE / f"{name}.input.npy", npy_bytes(latents), args.force)
         write(HERE / f"{name}.sgnc", res.data, args.force)
         write(HERE / f"{name}.states.npy", npy_bytes(states), args.force)
         write(HERE / f"{name}.decoded.npy", npy_bytes(decoded), args.force)
-        print(f"{name}: {len(latents)} frames, {len(res.data)} bytes, types {sorted(set(res.frame_types))}")
+        print(f"{name}: {len(latents)} frames, {len(res.data)} bytes, types {sorted(set(res.frame_types))}, "
+              f"steps {[res.steps[j] for j in res.step_choices]}")
     return 0
 
 

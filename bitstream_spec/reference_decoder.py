@@ -1,4 +1,4 @@
-"""Independent decoder for sganc-stream bitstreams v1, v2 and v3, written from SPEC.md alone.
+"""Independent decoder for sganc-stream bitstreams v1 to v4, written from SPEC.md alone.
 
 It uses numpy, msgpack and safetensors' numpy reader only: no sganc_stream and no constriction code, so
 agreement with the library on the conformance vectors checks the specification, not the implementation
@@ -167,6 +167,11 @@ def check_value(parts: list[np.ndarray]) -> int:
     return zlib.crc32(data) & 0xFFFF
 
 
+def uniform_row(n: int) -> np.ndarray:
+    """SPEC §4.1 (v4): the step choice's model, n equal probabilities turned into integers by §4.2's rule."""
+    return np.array([integer_frequencies([Fraction(1, n)] * n)], dtype=np.int64)
+
+
 def decode_part(reader: RansReader, offsets: np.ndarray, left: np.ndarray, prob: np.ndarray, count: int) -> np.ndarray:
     shared = left.shape[0] == 1
     esc_symbol = left.shape[1] - 1
@@ -187,26 +192,33 @@ def require(condition: bool, message: str) -> None:
 def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Returns (integer states after each face packet (faces, C), decoded W+ (frames, rows, width) float32, all
     NaN for no-face frames)."""
-    require(data[:4] == b"SGNC" and data[4] in (1, 2, 3), "not an sgnc v1, v2 or v3 file")
+    require(data[:4] == b"SGNC" and data[4] in (1, 2, 3, 4), "not an sgnc v1 to v4 file")
     version = data[4]
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(data[5:])
     header = next(unpacker)
-    require(len(header) == (10 if version == 3 else 9), "unknown header field")
-    residual = header["residual"] if version == 3 else "irwin_hall"
+    require(len(header) == {3: 10, 4: 11}.get(version, 9), "unknown header field")
+    residual = header["residual"] if version >= 3 else "irwin_hall"
     require(residual in ("irwin_hall", "empirical"), "unknown residual table")
     require(bytes(header["model_id"]).hex() == model.model_id, "model mismatch")
     g, mode = header["g"], header["mode"]
-    step_index = model.steps.index(header["step"])
-    intra_t, diff_t = model.table("intra", step_index), model.table("diff", step_index)
-    intra_i, diff_i = model_intervals(intra_t[1]), model_intervals(diff_t[1])
-    res_t = None
-    if mode == "open" and g > 0 and residual == "empirical":
-        off, freqs = model.table(f"residual.{g}", step_index)
-        res_t = (off, model_intervals(freqs))
-    elif mode == "open" and g > 0:
-        off, freqs = irwin_hall_table(g)
-        res_t = (np.array([off]), model_intervals(np.array([freqs], dtype=np.int64)))
+    steps = header["steps"] if version == 4 else [header["step"]]
+    multiples = [s / steps[0] for s in steps]  # SPEC §2 (v4): integers, in binary64
+    require(steps[0] == header["step"] and all(m == int(m) for m in multiples), "bad step list")
+    require(all(b > a for a, b in zip(steps, steps[1:])) and (version < 4 or 2 <= len(steps) <= 16), "bad step list")
+    choice_model = model_intervals(uniform_row(len(steps))) if version == 4 else None
+    step_tables = []  # per step of the stream: its multiple and the (offsets, (L, p)) of intra, difference, residual
+    for step, multiple in zip(steps, multiples):
+        step_index = model.steps.index(step)
+        intra_t, diff_t = model.table("intra", step_index), model.table("diff", step_index)
+        res_t = None
+        if mode == "open" and g > 0 and residual == "empirical":
+            off, freqs = model.table(f"residual.{g}", step_index)
+            res_t = (off, model_intervals(freqs))
+        elif mode == "open" and g > 0:
+            off, freqs = irwin_hall_table(g)
+            res_t = (np.array([off]), model_intervals(np.array([freqs], dtype=np.int64)))
+        step_tables.append((int(multiple), (intra_t[0], model_intervals(intra_t[1])), (diff_t[0], model_intervals(diff_t[1])), res_t))
     c = model.rows * model.width
     types = (0, 1, 2, 5, 6) if version >= 2 else (0, 1, 2)
     states, decoded, state, last_seq, faces = [], [], None, None, 0
@@ -227,22 +239,25 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
             continue
         last_seq, faces = seq, faces + 1
         reader = RansReader(payload)
+        choice = reader.decode(choice_model[0][0], choice_model[1][0]) if version == 4 else 0  # SPEC §4 (v4)
+        multiple, (intra_off, intra_i), (diff_off, diff_i), res_t = step_tables[choice]
         if ptype in (0, 6):
-            parts = [decode_part(reader, intra_t[0], *intra_i, c)]
-            state = parts[0]
+            parts = [decode_part(reader, intra_off, *intra_i, c)]
+            state = multiple * parts[0]
         else:
             require(state is not None, "inter frame before any intra frame")
-            parts = [decode_part(reader, diff_t[0], *diff_i, c)]
+            parts = [decode_part(reader, diff_off, *diff_i, c)]
             if ptype == 2:
                 require(res_t is not None, "residual frame in a stream without residuals")
                 parts.append(decode_part(reader, res_t[0], *res_t[1], c))
-            state = state + sum(parts)
+            state = state + multiple * sum(parts)
         if version >= 2:
-            require(reader.decode(*UNIFORM16) == check_value(parts), "corrupted payload: check value mismatch")
+            checked = ([np.array([choice])] if version == 4 else []) + parts
+            require(reader.decode(*UNIFORM16) == check_value(checked), "corrupted payload: check value mismatch")
         reader.finish()
         require(np.abs(state).max() < 2**30, "state out of range")
         states.append(state)
-        decoded.append(model.inverse(state, model.steps[step_index]))
+        decoded.append(model.inverse(state, steps[0]))
     else:
         raise ValueError("no end packet after the frames the header announces")
     return np.array(states, dtype=np.int64).reshape(len(states), c), np.array(decoded, dtype=np.float32)

@@ -9,6 +9,7 @@ ATEN_CPU_CAPABILITY=default).
 
 import copy
 import hashlib
+from dataclasses import replace
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from sganc_stream.bitstream.container import VERSION, VERSION_RESIDUAL, decode_container, encode_container
+from sganc_stream.bitstream.container import VERSION, VERSION_RATE, VERSION_RESIDUAL, decode_container, encode_container
 from sganc_stream.bitstream.packet import Packet, PacketType
 from sganc_stream.bundle import load_bundle
 from sganc_stream.errors import BitstreamError
@@ -35,8 +36,9 @@ import reference_decoder  # noqa: E402
 
 VECTORS = SPEC / "vectors"
 CASES = sorted(p.name[: -len(".sgnc")] for p in VECTORS.glob("*.sgnc"))
-# This build writes VERSION, and VERSION_RESIDUAL with empirical residual tables: its encoder is checked against those.
-WRITTEN = [c for c in CASES if (VECTORS / f"{c}.sgnc").read_bytes()[4] in (VERSION, VERSION_RESIDUAL)]
+# This build writes VERSION, VERSION_RESIDUAL with empirical residual tables and VERSION_RATE with rate control: its
+# encoder is checked against those.
+WRITTEN = [c for c in CASES if (VECTORS / f"{c}.sgnc").read_bytes()[4] in (VERSION, VERSION_RESIDUAL, VERSION_RATE)]
 # Model files of the vectors: model.safetensors (version 1 file), model_empirical.safetensors (the same model plus
 # empirical residual tables, packed: bundle format v2). A case's header names its model by id.
 MODEL_FILES = sorted(p.name for p in VECTORS.glob("model*.safetensors"))
@@ -69,7 +71,7 @@ def test_vectors_present():
 
 def test_vectors_of_both_versions_present():
     versions = [(VECTORS / f"{case}.sgnc").read_bytes()[4] for case in CASES]
-    assert versions.count(1) >= 5 and versions.count(2) >= 7 and versions.count(3) >= 2
+    assert versions.count(1) >= 5 and versions.count(2) >= 7 and versions.count(3) >= 2 and versions.count(4) >= 3
     kinds = {p.type for case in CASES for p in decode_container((VECTORS / f"{case}.sgnc").read_bytes()).packets}
     assert {PacketType.NO_FACE, PacketType.NEW_FACE} <= kinds
 
@@ -131,6 +133,29 @@ def _new_faces(data: bytes) -> list[int]:
     return [p.frame for p in decode_container(data).packets if p.type == PacketType.NEW_FACE]
 
 
+def _target_kbps(case: str) -> str:
+    """A rate-controlled case's target (not in the stream: only the steps it chose are); "-" for the others."""
+    if (VECTORS / f"{case}.sgnc").read_bytes()[4] != VERSION_RATE:
+        return "-"
+    sys.path.insert(0, str(SPEC))
+    import make_vectors  # noqa: E402 (imports training code: only here)
+
+    return str(make_vectors.cases()[case][1].target_kbps)
+
+
+def test_v4_vectors_switch_steps():
+    """Every rate-controlled vector changes its step at least once, and only where a group starts."""
+    for case in CASES:
+        data = (VECTORS / f"{case}.sgnc").read_bytes()
+        if data[4] != VERSION_RATE:
+            continue
+        model = _models()[model_file(case)]
+        container = decode_container(data)
+        dec = LatentStreamDecoder(model, stream_params(model, container.header), container.header.version)
+        chosen = [dec._chosen(p.type, p.payload)[0] for p in container.packets if p.type.is_frame]
+        assert len(set(chosen)) >= 2
+
+
 ENCODE_ALL = """
 import hashlib, sys
 import numpy as np, torch
@@ -141,12 +166,15 @@ from sganc_stream.latent.model import load_latent_codec
 from sganc_stream.latent.sequence import encode_sequence, stream_params
 torch.set_num_threads(1)
 v = Path(sys.argv[1])
+from dataclasses import replace
 for arg in sys.argv[2:]:
-    case, model_file = arg.split("=")
+    case, model_file, target = arg.split("=")
     m = load_latent_codec(v / model_file)
     container = decode_container((v / f"{case}.sgnc").read_bytes())
     new_faces = [p.frame for p in container.packets if p.type == PacketType.NEW_FACE]
     params = stream_params(m, container.header)
+    if target != "-":
+        params = replace(params, target_kbps=float(target))
     data = encode_sequence(m, np.load(v / f"{case}.input.npy"), params, fps=25.0, new_faces=new_faces).data
     print(case, hashlib.sha256(data).hexdigest())
 """
@@ -163,6 +191,8 @@ def test_encoder_is_deterministic_on_one_machine():
             model = _models()[model_file(case)]
             data = (VECTORS / f"{case}.sgnc").read_bytes()
             params = stream_params(model, decode_container(data).header)
+            if _target_kbps(case) != "-":
+                params = replace(params, target_kbps=float(_target_kbps(case)))
             latents = np.load(VECTORS / f"{case}.input.npy")
             first, second = (encode_sequence(model, latents, params, fps=25.0, new_faces=_new_faces(data))
                              for _ in range(2))
@@ -173,7 +203,7 @@ def test_encoder_is_deterministic_on_one_machine():
     finally:
         torch.set_num_threads(threads)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", ENCODE_ALL, str(VECTORS), *(f"{c}={model_file(c)}" for c in WRITTEN)],
+    out = subprocess.run([sys.executable, "-c", ENCODE_ALL, str(VECTORS), *(f"{c}={model_file(c)}={_target_kbps(c)}" for c in WRITTEN)],
                          capture_output=True, text=True,
                          timeout=300, env=env, check=True, cwd=SPEC.parent).stdout
     assert dict(line.split() for line in out.splitlines()) == digests

@@ -187,7 +187,7 @@ class LatentStreamEncoder:
         previous = self.choice
         if self.rate is not None:
             self.rate.observe(y, intra, residual)
-            if intra or since % p.group == 1 or p.group == 1:
+            if intra or (since > 1 and (since - 1) % p.group == 0):  # an intra frame's group: it and `group` more
                 self.choice = self.rate.choose(p.group + 1 if intra else p.group, intra)
         st = self.steps[self.choice]
         k = st.multiple

@@ -1,9 +1,9 @@
 """Rate control: pick the quantization step of each group of frames so that the stream keeps a target bit rate.
 
 A rate-controlled stream (bitstream v4) switches among a list of step presets ``Δ_j = m_j · Δ_0`` (integer multiples
-``m_j`` of the finest one, the state's unit). The step may change only at the start of a **group**: an intra frame,
-or the frame after a residual frame (open mode, groups of g face frames), or every ``RATE_GROUP`` face frames in
-closed and intra mode and open mode without residuals. So a group in open mode is exactly one drift-refresh period:
+``m_j`` of the finest one, the state's unit). The step may change only at the start of a **group**: an intra frame
+(its group is it and the next g face frames), or the frame after a residual frame (open mode, groups of g face
+frames), or every ``RATE_GROUP`` face frames in closed and intra mode and open mode without residuals. So a group in open mode is exactly one drift-refresh period:
 it starts after a residual and ends with the next one, which corrects the group's drift in the group's own step.
 
 The controller is the classic one-pass, buffer-based scheme of video encoders: a virtual buffer (the leaky bucket
