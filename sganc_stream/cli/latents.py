@@ -11,7 +11,7 @@ import numpy as np
 
 from sganc_stream.assets import default_face_model, default_latent_codec
 from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, Container, decode_container, fps_in_range, read_container
-from sganc_stream.cli.options import add_residual_argument, add_stream_arguments, stream_params_from
+from sganc_stream.cli.options import add_rate_argument, add_residual_argument, add_stream_arguments, stream_params_from
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import check_stream_output, check_writable, load_npy, write_bytes_atomic, write_npy_atomic
 from sganc_stream.latent.breakdown import bit_breakdown
@@ -26,6 +26,7 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model bundle or latent codec file (default: the shipped model)")
     add_stream_arguments(p)
     add_residual_argument(p)
+    add_rate_argument(p)
     p.add_argument("--fps", type=float, default=25.0, help="frame rate recorded in the header (default: 25)")
 
 

@@ -1,6 +1,7 @@
 """Coding options shared by every command that encodes: ``sganc-stream transcode/demo/latents`` and the live call.
 
-One definition of ``--mode --g --step --keyframe-interval`` (and, for commands that write files, ``--residual-table``);
+One definition of ``--mode --g --step --keyframe-interval`` (and, for commands that write files, ``--residual-table``
+and ``--target-kbps``);
 validation is :class:`StreamParams`' (one place), so ``--g 300`` is the same one-line error in every command, before
 any model work or network set-up.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from sganc_stream.errors import InputError
 from sganc_stream.latent.codec import MODES, StreamParams
 from sganc_stream.latent.model import RESIDUAL_TABLES, LatentCodecModel
 
@@ -29,16 +31,36 @@ def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
                         "histogram of training residuals, for the periods g it was fitted for; writes bitstream v3)")
 
 
+def add_rate_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--target-kbps`` (rate control, bitstream v4; file streams: call protocol 2 carries v2 headers only)."""
+    p.add_argument("--target-kbps", type=float, metavar="K",
+                   help="rate control: choose the quantization step per group of frames (g frames in open mode, 10 "
+                        "otherwise) among the model's presets so the packet rate (payload + framing) keeps K kbit/s; "
+                        "writes bitstream v4; excludes --step")
+
+
 def check_stream_arguments(args: argparse.Namespace) -> None:
     """Validate all but ``--step`` (a preset of the model) before a model is loaded: StreamParams with step index 0."""
-    StreamParams(args.mode, args.g, 0, args.keyframe_interval, _residual(args))
+    StreamParams(args.mode, args.g, 0, args.keyframe_interval, _residual(args), _target(args))
+    if _target(args) is not None and args.step is not None:
+        raise InputError("--step and --target-kbps exclude each other: rate control chooses the step")
 
 
 def stream_params_from(args: argparse.Namespace, codec: LatentCodecModel) -> StreamParams:
-    """The validated StreamParams of parsed arguments (InputError, one line, for a bad value)."""
-    params = StreamParams(args.mode, args.g, codec.step_index(args.step), args.keyframe_interval, _residual(args))
+    """The validated StreamParams of parsed arguments (InputError, one line, for a bad value). With ``--target-kbps``
+    the stream's unit step is the model's finest preset and the steps are every preset that is a multiple of it."""
+    check_stream_arguments(args)
+    target = _target(args)
+    step = codec.step_index(min(codec.steps) if target is not None else args.step)
+    params = StreamParams(args.mode, args.g, step, args.keyframe_interval, _residual(args), target)
     params.residual_table(codec)  # a period the model has no empirical table for: InputError now, not mid-stream
+    params.steps(codec)  # rate control with a model that cannot switch steps: InputError now
     return params
+
+
+def _target(args: argparse.Namespace) -> float | None:
+    """``--target-kbps``; commands without the option (the live call) code at a fixed step."""
+    return getattr(args, "target_kbps", None)
 
 
 def _residual(args: argparse.Namespace) -> str:

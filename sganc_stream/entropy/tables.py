@@ -101,3 +101,45 @@ class CodingTable:
     def ideal_bits(self, values: np.ndarray) -> float:
         """Information content of ``values`` under this table, escapes' 32 raw bits included."""
         return float(self.channel_bits(values).sum())
+
+
+
+def channel_histogram_table(values: np.ndarray) -> CodingTable:
+    """A per-channel table fitted to integer ``values`` (N, C): each channel's add-one histogram over the values
+    ``offset[c] … offset[c] + L − 2`` (one symbol count L for all channels, at most MAX_SYMBOLS, centred on each
+    channel's seen range; values outside escape) plus the escape, turned into integers by :func:`quantize_pmf`."""
+    v = np.asarray(values, dtype=np.int64)
+    lo, hi = v.min(axis=0), v.max(axis=0)
+    n_data = int(min((hi - lo + 1).max(), MAX_SYMBOLS - 1))
+    offsets = lo - np.maximum(n_data - (hi - lo + 1), 0) // 2
+    sym = v - offsets
+    sym = np.where((sym < 0) | (sym >= n_data), n_data, sym)
+    counts = np.ones((v.shape[1], n_data + 1))
+    np.add.at(counts, (np.broadcast_to(np.arange(v.shape[1]), sym.shape), sym), 1.0)
+    return CodingTable(offsets, quantize_pmf(counts / counts.sum(axis=1, keepdims=True)))
+
+
+def rebinned(table: CodingTable, factor: int) -> CodingTable:
+    """The table of a step ``factor`` times coarser, derived from this one (per channel, not shared tables).
+
+    A coarse value ``v`` covers the fine values' interval ``[(v − ½)·factor, (v + ½)·factor]``; each fine value's
+    probability (its bin ``[u − ½, u + ½]``, taken as uniform inside) goes to the coarse values in proportion to the
+    overlap, the escape keeps its probability (and takes what falls beyond MAX_SYMBOLS), and the result is turned into
+    integers by :func:`quantize_pmf`. Raises ValueError for ``factor`` < 2 or a shared table.
+    """
+    if factor < 2 or table.shared:
+        raise ValueError("rebinning needs a factor of at least 2 and a per-channel table")
+    f = table.freqs.astype(np.float64) / TOTAL
+    data, escape = f[:, :-1], f[:, -1:]
+    n_fine = data.shape[1]
+    lo = np.floor((table.offsets - 0.5) / factor + 0.5).astype(np.int64)  # coarse value of the lowest fine edge
+    hi = np.floor((table.offsets + n_fine - 0.5) / factor + 0.5).astype(np.int64)
+    n_coarse = int(min((hi - lo + 1).max(), MAX_SYMBOLS - 1))
+    u = table.offsets[:, None] + np.arange(n_fine)[None, :]  # fine values (C, n_fine)
+    out = np.zeros((len(f), n_coarse))
+    for j in range(n_coarse):
+        v = (lo + j)[:, None]
+        overlap = np.clip(np.minimum(u + 0.5, (v + 0.5) * factor) - np.maximum(u - 0.5, (v - 0.5) * factor), 0.0, 1.0)
+        out[:, j] = (data * overlap).sum(axis=1)
+    missing = np.clip(data.sum(axis=1) - out.sum(axis=1), 0.0, None)
+    return CodingTable(lo, quantize_pmf(np.concatenate([out, escape + missing[:, None]], axis=1)))
