@@ -186,9 +186,10 @@ class LatentStreamEncoder:
         residual = not intra and self.steps[0].residual is not None and since % p.g == 0
         previous = self.choice
         if self.rate is not None:
-            self.rate.observe(y, intra, residual)
-            if intra or (since > 1 and (since - 1) % p.group == 0):  # an intra frame's group: it and `group` more
-                self.choice = self.rate.choose(p.group + 1 if intra else p.group, intra)
+            start = intra or (since > 1 and (since - 1) % p.group == 0)  # an intra frame's group: it and `group` more
+            self.rate.observe(y, intra, residual, self._state if start and not intra else None, self.choice)
+            if start:
+                self.choice = self.rate.choose(p.group + 1 if intra else p.group, intra, self.choice)
         st = self.steps[self.choice]
         k = st.multiple
         if intra:

@@ -9,12 +9,15 @@ it starts after a residual and ends with the next one, which corrects the group'
 The controller is the classic one-pass, buffer-based scheme of video encoders: a virtual buffer (the leaky bucket
 of the hypothetical reference decoder, ITU-T H.264 Annex C; the "virtual buffer" of MPEG-2 Test Model 5, §10) fills
 with the bits each packet actually costs and drains at the target rate; at each group start the encoder picks the
-finest step whose predicted cost for the group fits the group's share of the target minus a fraction of the buffer's
-excess (repaid over ``REPAY_S`` seconds). The prediction is measured, not modelled: for every step of the list the
+step whose predicted cost for the group is nearest to the group's share of the target minus a fraction of the
+buffer's excess (repaid over ``REPAY_S`` seconds). The prediction is measured, not modelled: for every step of the list the
 encoder keeps a *shadow* quantizer on the same proxy values (integers only: what this stream would have sent had
 it stayed at that step since its last intra frame) and its information content under that step's frozen tables.
 So R(Δ) is known on the current content for every Δ at once, as a multi-pass encoder would know it, without
-look-ahead or latency. Packet framing and the coder's tail word are added as the measured mean of (packet bits −
+look-ahead or latency. The group's first frame is costed exactly on the frame itself at every step, so the switch
+frame that a change of step needs (coded against the state: from a coarse step to a fine one it carries the whole
+coarse quantization error, up to about an intra frame's bits) weighs on the choice; and, as x264's ``--qpstep``
+limits QP changes, the step moves at most ``MAX_STEP_CHANGE`` presets per group. Packet framing and the coder's tail word are added as the measured mean of (packet bits −
 information content). With discrete steps the chosen step alternates between the two presets around the target and
 the buffer keeps the average; the buffer is clamped to ±``REPAY_S`` seconds of the target, so a target outside the
 presets' range (cheaper than the coarsest, dearer than the finest) saturates instead of winding up.
@@ -34,6 +37,7 @@ from sganc_stream.entropy.tables import CodingTable
 RATE_GROUP = 10  # face frames per group where no residual period sets it (closed, intra, open with g = 0)
 REPAY_S = 2.0  # seconds over which the buffer's excess is repaid; the buffer is clamped to this many seconds of budget
 INTRA_PER_INTER = 8.0  # before any inter frame was measured: an inter frame is predicted at 1/8 of an intra frame
+MAX_STEP_CHANGE = 2  # presets the step may move per group (as x264's --qpstep limits QP changes between frames)
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,17 @@ class RateController:
         self._group_frames = 0
         self.inter_bits: np.ndarray | None = None  # predicted bits of one inter frame at each step (last group's mean)
         self.intra_bits = np.zeros(len(steps))  # information content of the last intra frame at each step
+        self._first = np.zeros(len(steps))  # this inter frame's cost to the stream at each step (switch frames included)
 
-    def observe(self, y: np.ndarray, intra: bool, residual: bool) -> None:
+    def observe(self, y: np.ndarray, intra: bool, residual: bool, state: np.ndarray | None = None,
+                current: int = 0) -> None:
         """Run the shadow quantizers on one face frame's proxy ``y`` (C,) float, in units of the unit step, coded as an
-        intra frame or an inter frame (with a residual): per step, the bits it would have cost."""
+        intra frame or an inter frame (with a residual): per step, the bits it would have cost. With the stream's
+        ``state`` and ``current`` step (an inter frame that may start a group): also what this frame costs the stream
+        itself at each step, a change of step coding it against the state (the encoder's switch frame)."""
+        if state is not None and self._prev_y is not None:
+            self._first = np.array([st.diff.ideal_bits(np.rint((y - (state if self.closed or j != current else self._prev_y))
+                                                               / st.multiple)) for j, st in enumerate(self.steps)])
         bits = np.zeros(len(self.steps))
         for j, st in enumerate(self.steps):
             m, s = st.multiple, self._shadow[j]
@@ -94,17 +105,25 @@ class RateController:
             self._group_bits += bits
             self._group_frames += 1
 
-    def choose(self, frames: int, intra: bool) -> int:
+    def choose(self, frames: int, intra: bool, current: int = 0) -> int:
         """The step for a group of ``frames`` face frames starting now (``intra``: it starts with an intra frame, whose
-        cost at each step :meth:`observe` has just measured): the finest step whose predicted cost fits."""
+        cost at each step :meth:`observe` has just measured; otherwise ``current`` is the step so far and the first frame's
+        cost at each step, a switch frame's where the step changes, is measured too): the step whose predicted cost is
+        nearest the budget, within MAX_STEP_CHANGE presets of ``current`` unless an intra frame starts the group."""
         if self._group_frames:  # the group just ended: its mean inter cost predicts the next one
             self.inter_bits = self._group_bits / self._group_frames
             self._group_bits[:], self._group_frames = 0.0, 0
         inter = self.inter_bits if self.inter_bits is not None else self.intra_bits / INTRA_PER_INTER
-        predicted = (frames - intra) * (inter + self.overhead) + (self.intra_bits + self.overhead) * intra
+        if intra:
+            predicted = (frames - 1) * (inter + self.overhead) + self.intra_bits + self.overhead
+        else:  # a switch frame's extra cost, measured on this frame, is spread over the repayment horizon's groups
+            extra = np.maximum(self._first - inter, 0.0) * frames / self.repay_frames
+            predicted = frames * (inter + self.overhead) + extra
         allowed = frames * self.frame_budget - self.buffer * frames / self.repay_frames
-        fits = np.flatnonzero(predicted <= allowed)
-        return int(fits[0]) if fits.size else len(self.steps) - 1
+        if not intra:  # an intra frame starts afresh; otherwise the step moves by at most MAX_STEP_CHANGE presets
+            far = np.abs(np.arange(len(self.steps)) - current) > MAX_STEP_CHANGE
+            predicted = np.where(far, np.inf, predicted)
+        return int(np.argmin(np.abs(predicted - allowed)))  # the nearest; ties: the finer step
 
     def spent(self, packet_bits: int, ideal_bits: float) -> None:
         """Account one coded face packet: its bits (payload + framing) and its information content."""

@@ -178,26 +178,29 @@ def _proxies(model: LatentCodecModel, seqs: list[np.ndarray], max_frames: int) -
     return proxies
 
 
-def add_coarser_steps(model: LatentCodecModel, seqs: list[np.ndarray], factors: Iterable[int],
+def add_coarser_steps(model: LatentCodecModel, seqs: list[np.ndarray], steps: Iterable[float],
                       max_frames: int = 4000) -> LatentCodecModel:
-    """Add step presets ``factor ×`` the coarsest one to a frozen model, in place (for rate control's low targets);
-    returns the model. Its model id changes once saved.
+    """Add step presets coarser than the model's to a frozen model, in place (for rate control's low targets); returns
+    the model. Its model id changes once saved. Each new step must be an integer multiple (≥ 2) of an existing preset.
 
     Difference tables: per-channel add-one histograms of the frame-to-frame differences of ``seqs`` (frames, rows,
-    width) at the new step (:func:`channel_histogram_table`). Intra tables: the coarsest preset's, rebinned
-    (:func:`rebinned`): intra values need more identities than a few clips hold. Measured on the default face model
-    (held-out Obama clip, Δ = 2 rebuilt from its Δ = 1 / training clips): rebinned intra +0.6 % bits against the
-    trained table, histogram difference +4 %, while a rebinned difference table costs +55 % and a histogram intra
-    table +31 %. Empirical residual tables, where the model has them, are refitted for every step.
+    width) at the new step (:func:`channel_histogram_table`). Intra tables: the intra table of the coarsest preset
+    that divides the new step, rebinned (:func:`rebinned`): intra values need more identities than a few clips hold.
+    Measured on the default face model (held-out Obama clip, its Δ = 2 rebuilt from Δ = 1 / from training clips):
+    rebinned intra +0.6 % bits against the trained table, histogram difference +4 %, while a rebinned difference
+    table costs +55 % and a histogram intra table +31 %. Empirical residual tables, where the model has them, are
+    refitted for every step. InputError for a step that no preset divides.
     """
-    base = int(np.argmax(model.steps))
     proxies = _proxies(model, seqs, max_frames)
-    for factor in factors:
-        step = model.steps[base] * factor
+    for step in sorted(steps):
+        bases = [i for i, s in enumerate(model.steps) if step / s == int(step / s) and step / s >= 2]
+        if not bases:
+            raise InputError(f"step {step} is not an integer multiple (at least 2) of a preset ({model.steps})")
+        base = max(bases, key=lambda i: model.steps[i])
         diffs = np.concatenate([np.rint(np.diff(p / step, axis=0)) for p in proxies])
-        model.steps.append(step)
-        model.tables["intra"].append(rebinned(model.tables["intra"][base], factor))
+        model.tables["intra"].append(rebinned(model.tables["intra"][base], int(step / model.steps[base])))
         model.tables["diff"].append(channel_histogram_table(diffs))
+        model.steps.append(float(step))
     if model.empirical_residuals:
         model.empirical_residuals = fit_empirical_residuals(model, seqs, sorted(model.empirical_residuals), max_frames)
     return model
