@@ -35,7 +35,7 @@ import numpy as np
 from sganc_stream.entropy.tables import CodingTable
 
 RATE_GROUP = 10  # face frames per group where no residual period sets it (closed, intra, open with g = 0)
-REPAY_S = 2.0  # seconds over which the buffer's excess is repaid; the buffer is clamped to this many seconds of budget
+REPAY_S = 1.0  # seconds over which the buffer's excess is repaid; the buffer is clamped to this many seconds of budget
 INTRA_PER_INTER = 8.0  # before any inter frame was measured: an inter frame is predicted at 1/8 of an intra frame
 MAX_STEP_CHANGE = 2  # presets the step may move per group (as x264's --qpstep limits QP changes between frames)
 
