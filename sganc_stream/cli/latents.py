@@ -90,7 +90,7 @@ def inspect_dict(path: str, model_path: str | None = None) -> dict:
     h = c.header
     header = {"version": h.version, "model_id": h.model_id, "rows": h.rows, "width": h.width, "mode": h.mode,
               "g": h.g, "step": h.step, "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval,
-              "residual": h.residual}
+              "residual": h.residual, "steps": list(h.steps)}
     per_frame = np.array([f["bytes"] for f in frames], dtype=np.float64)
     model = breakdown_model(c, model_path)
     breakdown = bit_breakdown(c, model, transport=True).to_dict()
@@ -176,7 +176,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     h = info["header"]
     print(f"{args.input}: bitstream v{h['version']}, model {h['model_id']}, {h['rows']}x{h['width']}, mode {h['mode']}, "
           f"g={h['g']}, step={h['step']:g}, {h['fps']:g} fps, {h['frames']} frames, keyframe interval {h['keyframe_interval']}, "
-          f"residual table {h['residual']}")
+          f"residual table {h['residual']}" + (f", rate-controlled among steps {', '.join(f'{x:g}' for x in h['steps'])}"
+                                               if h["steps"] else ""))
     for f in info["frames"]:
         print(f"  frame {f['index']:6d}  {f['type']:15s} {f['bytes']:8d} bytes")
     bpf = info["bits_per_frame"] or {"mean": 0, "p95": 0}
