@@ -337,7 +337,7 @@ def transcode_frames(model: FaceModel, frames: Iterable[TimedFrame], fps: float,
     decode = quality or any(videos[k] is not None for k in ("recon", "paste_back", "aligned_vs_decoded", "side_by_side"))
     encoder = FrameEncoder(model, options.params, fps=fps, align=options.align, landmarks=options.landmarks,
                            refine=options.refine)
-    decoder = FrameDecoder(model, options.params)
+    decoder = FrameDecoder(model, options.params, options.params.version())
     meters = {"vs_aligned": QualityMeter(options.identity_every), "vs_projected": QualityMeter(options.identity_every)}
     paster = PasteBack(model.size) if options.paste_back is not None or options.side_by_side is not None else None
     packets: list[Packet] = []

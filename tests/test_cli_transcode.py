@@ -237,3 +237,20 @@ def test_altered_payload_is_an_error_not_garbage(tmp_path: Path, capsys: pytest.
     assert main(["decode", "--model", str(tiny_bundle()), "--quiet", str(bad), str(tmp_path / "d.mp4")]) == 2
     assert "corrupted payload" in _one_line_error(capsys, "decode")
     assert not (tmp_path / "d.mp4").exists()
+
+
+def test_transcode_with_a_target_rate_writes_v4_that_decodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--target-kbps: a version 4 stream whose steps are the model's presets; decode reproduces transcode's
+    reconstruction (the pipeline's own decoder reads v4); --step with it is one line, exit 2, nothing written."""
+    clip, out = shared_path(CLIPS, STEADY_CLIP), tmp_path / "rc.sgnc"
+    model = str(tiny_bundle())
+    assert main(["transcode", "--model", model, "--max-frames", "4", "--target-kbps", "20", "--lossless", "--quiet",
+                 "--recon", str(tmp_path / "r.mkv"), str(clip), str(out)]) == 0
+    header = read_container(out).header
+    assert header.version == 4 and len(header.steps) >= 2 and header.step == header.steps[0]
+    assert main(["decode", "--model", model, "--lossless", "--quiet", str(out), str(tmp_path / "d.mkv")]) == 0
+    assert np.array_equal(read_frames(tmp_path / "r.mkv"), read_frames(tmp_path / "d.mkv"))
+    capsys.readouterr()
+    bad = tmp_path / "bad.sgnc"
+    assert main(["transcode", "--model", model, "--target-kbps", "20", "--step", "1", "--quiet", str(clip), str(bad)]) == 2
+    assert "exclude each other" in _one_line_error(capsys, "transcode") and not bad.exists()

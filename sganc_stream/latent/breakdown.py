@@ -12,8 +12,8 @@ The format codes a packet's parts in ONE rANS stream (entropy.rans), so a part o
 own. Its share is **attributed**: each channel's information content under the table that coded it (``−log2 p`` with
 p = freq / 2^16, plus 32 raw bits per escape: ``CodingTable.channel_bits``) weighs how the packet's payload bits
 are split, and the bits are integers by the largest-remainder rule (ties to the lower channel index), so a packet's
-per-channel bits sum exactly to its payload bits. The check value (v2), the step choice (v4) and the coder's tail word are spread in
-proportion; ``ideal_bits`` keeps the unscaled information content, so ``payload − ideal`` is what the coder and the
+per-channel bits sum exactly to its payload bits. The check value (v2), the step choice (v4) and the coder's tail
+word are spread in proportion; ``ideal_bits`` keeps the unscaled information content, so ``payload − ideal`` is what the coder and the
 check value cost on top. Proxy channel ``c`` belongs to W+ row ``c // width`` (T acts on each row; latent.model).
 
 Optionally the transport: each packet record sent as one data-channel message, costed by the call's one formula
