@@ -121,11 +121,12 @@ def _rows(a: np.ndarray) -> np.ndarray:
 
 
 def _grid_exponents(rows: np.ndarray) -> np.ndarray:
-    """(R,) int64: per row the smallest exponent in GRID_EXP_RANGE with max |row| / 2^e <= GRID_CODE_MAX."""
+    """(R,) int64: per row the smallest exponent >= GRID_EXP_RANGE[0] with max |row| / 2^e <= GRID_CODE_MAX (above
+    GRID_EXP_RANGE[1] for a row the grid cannot hold)."""
     m = np.abs(rows).max(axis=1, initial=0.0)
     with np.errstate(divide="ignore"):
         e = np.ceil(np.log2(m / GRID_CODE_MAX))
-    e = np.clip(np.nan_to_num(e, neginf=GRID_EXP_RANGE[0]), *GRID_EXP_RANGE).astype(np.int64)
+    e = np.maximum(np.nan_to_num(e, neginf=GRID_EXP_RANGE[0]), GRID_EXP_RANGE[0]).astype(np.int64)
     e += np.abs(np.round(rows / np.exp2(e)[:, None])).max(axis=1, initial=0.0) > GRID_CODE_MAX  # log2 rounding
     return e
 
@@ -141,9 +142,9 @@ def snap_to_grid8(t: torch.Tensor) -> torch.Tensor:
         raise ValueError("snap_to_grid8 takes finite float16 or float32 tensors")
     rows = _rows(a)
     e = _grid_exponents(rows)
-    codes = np.round(rows / np.exp2(e)[:, None])
-    if np.abs(codes).max(initial=0.0) > GRID_CODE_MAX:
+    if (e > GRID_EXP_RANGE[1]).any():
         raise ValueError(f"values beyond the grid8 range (|x| <= {GRID_CODE_MAX} * 2^{GRID_EXP_RANGE[1]})")
+    codes = np.round(rows / np.exp2(e)[:, None]) + 0.0  # + 0.0: no negative zeros (the grid stores none)
     return torch.from_numpy((codes * np.exp2(e)[:, None]).reshape(a.shape).astype(a.dtype))
 
 
@@ -154,15 +155,14 @@ def grid_pack(t: torch.Tensor) -> torch.Tensor | None:
     if str(t.dtype).removeprefix("torch.") not in _GRID_DTYPES or t.dim() == 0:
         return None
     a = t.detach().cpu().numpy()
-    if not np.isfinite(a).all():
+    if not np.isfinite(a).all() or np.signbit(a[a == 0]).any():  # a negative zero would come back positive
         return None
     rows = _rows(a)
     e = _grid_exponents(rows)
     scaled = rows / np.exp2(e)[:, None]  # exact: a power-of-two scaling of float64
-    codes = np.round(scaled)
-    if not np.array_equal(codes, scaled) or np.abs(codes).max(initial=0.0) > GRID_CODE_MAX:
+    if (e > GRID_EXP_RANGE[1]).any() or not np.array_equal(np.round(scaled), scaled):
         return None
-    data = e.astype(np.int8).tobytes() + codes.astype(np.int8).tobytes()
+    data = e.astype(np.int8).tobytes() + scaled.astype(np.int8).tobytes()
     return torch.frombuffer(bytearray(zlib.compress(data, 9)), dtype=torch.uint8)
 
 
