@@ -93,11 +93,14 @@ def unpack_tensor(packed: torch.Tensor | np.ndarray, dtype: str, shape: list[int
         count *= n
     if form == GRID_FORM:
         n_rows = count // shape[-1] if shape[-1] else 0
+        if count * 4 > _MAX_UNPACKED:  # the float32 values made below
+            raise CheckpointError(f"{name}: packed tensor too large ({count * 4} bytes)")
         out = np.frombuffer(_inflate_exact(data, n_rows + count, name), dtype=np.int8)
-        e, codes = out[:n_rows].astype(np.int64), out[n_rows:].astype(np.float64).reshape(n_rows, -1)
+        e, codes = out[:n_rows], out[n_rows:].reshape(n_rows, shape[-1] if n_rows else 0)
         if (e < GRID_EXP_RANGE[0]).any() or (e > GRID_EXP_RANGE[1]).any() or (codes < -GRID_CODE_MAX).any():
             raise CheckpointError(f"{name}: grid8 exponent or code out of range")
-        arr = (codes * np.exp2(e)[:, None]).astype(dtype).reshape(shape)
+        # c · 2^e is exact in float32 (|c| <= 127, 2^-24 <= 2^e <= 2^8), and so in float16
+        arr = (codes.astype(np.float32) * np.exp2(e.astype(np.float32))[:, None]).astype(dtype).reshape(shape)
         if isinstance(packed, np.ndarray):
             return arr
         import torch
