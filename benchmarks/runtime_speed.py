@@ -1,4 +1,5 @@
-"""Per-stage CPU time of E, T, T⁻¹ and G under each runtime: PyTorch eager, TorchScript, torch.compile, ONNX Runtime.
+"""Per-stage CPU time of E, T, T⁻¹ and G under each runtime: PyTorch eager, TorchScript, torch.compile, ONNX Runtime,
+and for T and T⁻¹ the latent codec's default numpy runner (sganc_stream.latent.numpy_flow, stage groups batched).
 
     OMP_NUM_THREADS=1 python3 benchmarks/runtime_speed.py [--model BUNDLE] [--repeats 200] [--compile]
 
@@ -36,17 +37,19 @@ from sganc_stream.pipeline import load_face_model  # noqa: E402
 
 
 def median_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 10) -> dict[str, float]:
-    """Median ms per call of each function; the calls alternate (round robin), so that on a shared machine every
-    runtime sees the same load and the ratios hold even when the absolute figures drift."""
+    """Median ms per call of each function, wall clock (``{name}``) and process CPU time (``{name}_cpu``: on a loaded
+    machine the wall clock also counts other processes' turns); the calls alternate (round robin), so that on a
+    shared machine every runtime sees the same load and the ratios hold even when the absolute figures drift."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
+    times: dict[str, list[float]] = {k: [] for k in fns} | {f"{k}_cpu": [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             times[k].append(time.perf_counter() - t0)
+            times[f"{k}_cpu"].append(time.process_time() - c0)
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
@@ -112,23 +115,28 @@ def main(argv: list[str] | None = None) -> int:
         xn = x.numpy()
         row["onnxruntime_gap"] = gap(sess.run(None, {"x": xn})[0], ref)
         fns["onnxruntime"] = lambda s=sess, xn=xn: s.run(None, {"x": xn})
+        if name in ("T", "T_inv"):
+            run = codec._runner().inverse if name == "T_inv" else codec._runner().forward
+            row["numpy_gap"] = gap(run(xn), ref)
+            fns["numpy"] = lambda run=run, xn=xn: run(xn)
         row.update({f"{k}_ms": v for k, v in median_ms(fns, args.repeats).items()})
         results[name] = row
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith("_ms")), flush=True)
-    runtimes = ["eager", "torchscript", *(["compile"] if args.compile else []), "onnxruntime"]
+    runtimes = ["eager", "torchscript", *(["compile"] if args.compile else []), "onnxruntime", "numpy"]
     for row in results.values():
-        row["fastest"] = min(runtimes, key=lambda r: row[f"{r}_ms"])
+        row["fastest"] = min((r for r in runtimes if f"{r}_cpu_ms" in row), key=lambda r: row[f"{r}_cpu_ms"])
     path = write_result("runtime_speed", {
         "settings": {"model": str(args.model or "embedded default"), "batch": 1, "threads": 1,
                      "repeats": args.repeats, "onnxruntime": ort.__version__, "torch": torch.__version__},
         "stages": results})
-    print(f"\n| stage | input | {' | '.join(f'{r} ms' for r in runtimes)} | fastest | ORT max gap vs eager |")
+    print(f"\n| stage | input | {' | '.join(f'{r} CPU ms' for r in runtimes)} | fastest | ORT max gap vs eager |")
     print(f"|---|---|{'---|' * len(runtimes)}---|---|")
     for name, row in results.items():
         g = row["onnxruntime_gap"]
         shown = f"{g['max_abs']:.0f} levels" if name == "G" else f"{g['max_rel']:.1e} (rel)"
         print(f"| {name} | {'x'.join(map(str, row['input_shape']))} | "
-              f"{' | '.join(format(row[f'{r}_ms'], '.3f') for r in runtimes)} | {row['fastest']} | {shown} |")
+              f"{' | '.join(format(row[f'{r}_cpu_ms'], '.3f') if f'{r}_cpu_ms' in row else '—' for r in runtimes)} | "
+              f"{row['fastest']} | {shown} |")
     print(f"\n-> {path}")
     return 0
 
