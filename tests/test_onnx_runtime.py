@@ -25,7 +25,7 @@ from sganc_stream.assets import default_face_model  # noqa: E402
 from sganc_stream.bitstream.container import decode_container  # noqa: E402
 from sganc_stream.bundle import load_bundle  # noqa: E402
 from sganc_stream.cli import main  # noqa: E402
-from sganc_stream.errors import CheckpointError  # noqa: E402
+from sganc_stream.errors import CheckpointError, InputError  # noqa: E402
 from sganc_stream.latent.model import DECODED_ATOL, DECODED_RTOL, load_latent_codec  # noqa: E402
 from sganc_stream.latent.synthetic import synthetic_latents  # noqa: E402
 from sganc_stream.models.recipe import tolerance_excess  # noqa: E402
@@ -88,6 +88,32 @@ def test_flows_and_generator_agree_with_pytorch(face) -> None:
     assert oimages.dtype == np.uint8 and oimages.shape == images.shape == (6, torch_model.size, torch_model.size, 3)
     assert np.abs(images.astype(int) - oimages.astype(int)).max() <= MAX_LEVELS
     assert images.std() > 10  # real pictures, not a constant
+
+
+def test_encoder_graph_agrees_and_its_stream_decodes_in_pytorch(cache: Path) -> None:
+    """E in ONNX Runtime: W+ within FORWARD_RTOL of PyTorch's; the packets it codes decode in PyTorch to the W+ the
+    ONNX encoder kept (the states come from the bytes alone, so runtimes may differ across a call)."""
+    from sganc_stream.encoding import FrameEncoder
+    from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
+    from sganc_stream.pipeline import load_face_model
+
+    path = default_face_model()
+    torch_model, onnx_model = load_face_model(path), load_onnx_face_model(path, quiet=True, encode=True)
+    assert onnx_model.align_size == torch_model.align_size
+    crops = torch_model.render(synthetic_latents("walk", 5, torch_model.rows, torch_model.codec.width, seed=4))
+    w, ow = torch_model.project(crops), onnx_model.project(crops)
+    assert ow.shape == w.shape and (np.abs(w - ow) / (1 + np.abs(w))).max() <= FORWARD_RTOL
+    params = StreamParams(g=2)
+    encoder = FrameEncoder(onnx_model, params, align=False)
+    decoder = LatentStreamDecoder(torch_model.codec, params)
+    for crop in crops:
+        coded = encoder.encode(crop)
+        got = decoder.decode(coded.packet.type, coded.packet.payload)
+        assert tolerance_excess(got, coded.recon_wplus, DECODED_RTOL, DECODED_ATOL) <= 0
+    with pytest.raises(InputError, match="E takes uint8 crops"):
+        onnx_model.project(crops[:, :8])
+    with pytest.raises(CheckpointError, match="can decode but not encode"):
+        load_onnx_face_model(path, quiet=True).project(crops)
 
 
 def test_decode_process_imports_no_torch(face, tmp_path: Path) -> None:

@@ -20,17 +20,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sganc_stream.assets import default_face_model
-from sganc_stream.cli.options import add_stream_arguments, check_stream_arguments, stream_params_from
+from sganc_stream.cli.decode import load_runtime_model
+from sganc_stream.cli.options import (add_stream_arguments, check_runtime_arguments, check_stream_arguments,
+                                      stream_params_from)
 from sganc_stream.errors import InputError, SgancError, import_extra, warnings_as_lines
-from sganc_stream.pipeline import load_face_model
+from sganc_stream.onnx_runtime import ONNX_EXTRA, RUNTIMES
 from sganc_stream.rtc.transport import DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, MAX_REDUNDANCY
-from sganc_stream.threads import DEFAULT_THREADS, set_threads
+from sganc_stream.threads import DEFAULT_THREADS
 
 if TYPE_CHECKING:
     from sganc_stream.rtc.session import PeerOptions
 
 CALL_MODULES = ("aiohttp", "aioice", "aiortc")  # the extra ``call`` (pyproject.toml); aiortc imports aioice
+# ONNX Runtime is the fastest for each of E, T, T⁻¹ and G on one CPU thread (benchmarks/runtime_speed.py), and a
+# process on it never imports torch (seconds of start-up); integer states do not depend on the runtime (the
+# receiver's come from the bytes alone), so two peers on different runtimes still decode each other exactly.
+DEFAULT_RUNTIME = "onnx"
 
 
 def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParser:
@@ -83,9 +88,13 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
     test.add_argument("--hello-timeout", type=float, default=HELLO_TIMEOUT_S, metavar="S",
                       help=f"end the call when the other side sends no hello for S seconds (default {HELLO_TIMEOUT_S:g})")
     p.add_argument("--model", help="face model bundle (default: the embedded face model); both sides need the same")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                   help="onnx: E, T, T⁻¹ and G in ONNX Runtime on the CPU, no torch import (default: 2.0–2.4× faster "
+                        "per stage than PyTorch eager, README \"CPU runtimes\"; the graphs are exported from the model "
+                        f"with torch on first use and cached; {ONNX_EXTRA}); torch: PyTorch, the reference (--device cuda)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda needs --runtime torch; default cpu)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                   help=f"torch CPU threads for G and E (default {DEFAULT_THREADS})")
+                   help=f"CPU threads of each network (E, T, T⁻¹, G) (default {DEFAULT_THREADS})")
     p.add_argument("--duration", type=float, help="leave after this many seconds (default: until interrupted)")
     p.add_argument("--log", type=Path, metavar="STATS.jsonl", help="write per-frame and per-second stats")
     p.add_argument("--name", default=prog, help="name in messages and logs")
@@ -109,6 +118,7 @@ def options_from(args: argparse.Namespace, send: bool, receive: bool) -> PeerOpt
 
     if send:
         check_stream_arguments(args)
+    check_runtime_arguments(args)
     options = PeerOptions(
         send=send, receive=receive,
         video=getattr(args, "video", None), camera=getattr(args, "camera", None), camera_fps=getattr(args, "fps", None),
@@ -134,8 +144,7 @@ async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str,
     options = options_from(args, send, receive)
     if loopback_requested(args.loopback):
         enable_loopback()
-    set_threads(args.threads)
-    model = load_face_model(args.model or default_face_model(), args.device)
+    model = load_runtime_model(args, encode=send)
     if send:
         options = replace(options, params=stream_params_from(args, model.codec))
     peer = Peer(model, options)

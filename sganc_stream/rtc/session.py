@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, Union
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from sganc_stream.fileio import check_writable
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
 from sganc_stream.latent.sequence import stream_params
 from sganc_stream.decoding import no_face_pictures
-from sganc_stream.pipeline import EncodedFrame, FaceModel, FrameEncoder
+from sganc_stream.encoding import EncodedFrame, FrameEncoder
 from sganc_stream.rtc.channel import Channel, LossModel, LossyChannel
 from sganc_stream.rtc.media import FrameSink, open_source, require_display
 from sganc_stream.rtc.pairing import Signaling, consume_signaling
@@ -38,8 +38,14 @@ from sganc_stream.rtc.transport import (DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY
                                         MessageTooLarge, Pacer, PROTOCOL_VERSION, Redundancy, RefusedError,
                                         StreamReceiver, check_message_size, check_models, parse_message, refusal,
                                         restamp)
-from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown
+from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown, TimedFlows, wplus_crc
 from sganc_stream.video import video_format
+
+if TYPE_CHECKING:
+    from sganc_stream.onnx_runtime import OnnxFaceModel
+    from sganc_stream.pipeline import FaceModel
+
+CallModel = Union["FaceModel", "OnnxFaceModel"]  # PyTorch or ONNX Runtime (``--runtime``): the call needs no more
 
 TICK_S = 0.05  # hello retransmission check and event-loop lag probe
 
@@ -122,9 +128,10 @@ class Link:
 class Peer:
     """A call participant: camera → encoder → channel, and channel → decoder → window/recording."""
 
-    def __init__(self, model: FaceModel, options: PeerOptions, err: TextIO = sys.stderr) -> None:
+    def __init__(self, model: CallModel, options: PeerOptions, err: TextIO = sys.stderr) -> None:
         options.check()
         self.model, self.opt = model, options
+        self.flows = TimedFlows.install(model.codec)  # T and T⁻¹ ms per frame in the log
         self.stats = StatsLog(options.log, options.name, err, options.quiet)
         self.pacer = Pacer(options.max_buffered)
         self.link: Link | None = None
@@ -305,6 +312,8 @@ class Peer:
         self.stats.add(displayed=1)
         self.stats.event("display", seq=packet.seq, type=packet.type.label, latency_ms=round(latency, 1),
                          decode_ms=round(shown.decode_ms, 1), render_ms=round(shown.render_ms, 1),
+                         **({} if shown.t_inv_ms is None else {"T_inv_ms": round(shown.t_inv_ms, 1)}),
+                         wplus_crc=shown.wplus_crc,
                          waiting=shown.waiting)
 
     def _show(self, image: np.ndarray, delivery: Delivery) -> None:
@@ -364,7 +373,7 @@ class Peer:
                          packet_bytes=len(pack(packet, self.send_fps)), redundant=link.redundancy.carried - carried,
                          capture_ms=link.epoch_ms + ts_ms,
                          encode_start_ms=round((enc.encode_start - enc.capture_time) * 1000, 1),
-                         encode_ms=round(sum(enc.timing.values()), 1),
+                         encode_ms=round(sum(enc.timing.values()), 1), wplus_crc=wplus_crc(enc.frame.recon_wplus),
                          **{f"{k}_ms": round(v, 1) for k, v in enc.timing.items()})
 
     def _show_self(self, encoded: EncodedFrame, frame: np.ndarray) -> None:
@@ -424,12 +433,13 @@ class Peer:
         if self.encoder is not None and self.source is not None:
             self.sender = SendWorker(iter(self.source), self.encoder, fps=self.source.fps, max_fps=self.opt.max_fps,
                                      gate=self._gate, deliver=self._deliver, fail=self._worker_failed, loop=loop,
-                                     self_view=self._show_self if self.paster is not None else None)
+                                     self_view=self._show_self if self.paster is not None else None,
+                                     flows=self.flows)
             self.sender.start()
         if self.opt.receive:
             self.receiver = ReceiveWorker(self._render, self._show, shown=self._shown,
                                           undecodable=self._undecodable, overrun=self._overrun,
-                                          fail=self._worker_failed, loop=loop)
+                                          fail=self._worker_failed, loop=loop, flows=self.flows)
             self.receiver.start()
 
     def _render(self, latents: np.ndarray | None) -> np.ndarray:
