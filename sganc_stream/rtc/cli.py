@@ -136,19 +136,25 @@ def options_from(args: argparse.Namespace, send: bool, receive: bool) -> PeerOpt
 
 
 async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str, Any]:
+    from sganc_stream.rtc.stats import process_age
+
+    startup = {"python_and_imports": process_age()}  # seconds since the process started, at each step
     from sganc_stream.rtc.loopback import enable_loopback, loopback_requested  # the call extra, checked by main
     from sganc_stream.rtc.pairing import create_signaling
     from sganc_stream.rtc.session import Peer
 
+    startup["call_imports"] = process_age()
     signaling = create_signaling(signal=args.signal, room=args.room, token=args.token, serverless=args.serverless)
     options = options_from(args, send, receive)
     if loopback_requested(args.loopback):
         enable_loopback()
     model = load_runtime_model(args, encode=send)
+    startup["model"] = process_age()
     if send:
         options = replace(options, params=stream_params_from(args, model.codec))
-    peer = Peer(model, options)
-    return await peer.run(signaling)
+    peer = Peer(model, options)  # the camera and the encoder with its landmark models
+    startup["encoder_and_camera"] = process_age()
+    return await peer.run(signaling, startup=startup)
 
 
 def run_bounded(coro: Coroutine[Any, Any, dict[str, Any]], grace: float = 20.0) -> dict[str, Any]:

@@ -41,11 +41,12 @@ from sganc_stream.rtc.transport import (DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY
 from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown, TimedFlows, wplus_crc
 from sganc_stream.video import video_format
 
+from sganc_stream.onnx_runtime import OnnxFaceModel
+
 if TYPE_CHECKING:
-    from sganc_stream.onnx_runtime import OnnxFaceModel
     from sganc_stream.pipeline import FaceModel
 
-CallModel = Union["FaceModel", "OnnxFaceModel"]  # PyTorch or ONNX Runtime (``--runtime``): the call needs no more
+CallModel = Union["FaceModel", OnnxFaceModel]  # PyTorch or ONNX Runtime (``--runtime``): the call needs no more
 
 TICK_S = 0.05  # hello retransmission check and event-loop lag probe
 
@@ -452,10 +453,11 @@ class Peer:
         self.stats.add(rx_overrun=1)
         self._undecodable(generation, sync_id, "the decoder fell behind: backlog dropped")
 
-    async def run(self, signaling: Signaling | None = None, *, channel: Channel | None = None) -> dict[str, Any]:
+    async def run(self, signaling: Signaling | None = None, *, channel: Channel | None = None,
+                  startup: dict[str, float | None] | None = None) -> dict[str, Any]:
         """Run the call until ``duration`` ends (or forever): paired through ``signaling``, or on an already open
-        ``channel`` (tests). Raises RefusedError (one line) when the call is refused or cannot be set up; returns a
-        summary."""
+        ``channel`` (tests). ``startup``: the process's age in seconds after each start-up step, logged with
+        "joined". Raises RefusedError (one line) when the call is refused or cannot be set up; returns a summary."""
         loop = asyncio.get_running_loop()
         self.fatal = loop.create_future()
         self._start_workers(loop)
@@ -466,7 +468,9 @@ class Peer:
                 if said:
                     self.stats.say(said)
                 age = process_age()
-                self.stats.event("joined", process_age_s=None if age is None else round(age, 2))
+                self.stats.event("joined", process_age_s=None if age is None else round(age, 2),
+                                 runtime="onnx" if isinstance(self.model, OnnxFaceModel) else "torch",
+                                 startup_s={k: None if v is None else round(v, 2) for k, v in (startup or {}).items()})
                 tasks.append(asyncio.ensure_future(consume_signaling(signaling, self, ice_servers=self.opt.ice_servers,
                                                                      say=self.say)))
             elif channel is not None:
