@@ -15,7 +15,8 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Coroutine
+import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +136,33 @@ def options_from(args: argparse.Namespace, send: bool, receive: bool) -> PeerOpt
     return options
 
 
+class _Loading(threading.Thread):
+    """``fn()`` in a daemon thread; :meth:`result` waits for it and returns its value or raises its exception.
+
+    The model loads beside the landmark models: ONNX Runtime builds its sessions without holding the GIL (measured:
+    the main thread kept running Python meanwhile) while dlib reads its 100 MB shape predictor on the main thread
+    (holding the GIL), so the two overlap; the model's Python parts (reading the bundle, the tables) do not."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__(name="sganc-load", daemon=True)
+        self._fn = fn
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits for the result
+            self._error = exc
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
 async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str, Any]:
     from sganc_stream.rtc.stats import process_age
 
@@ -145,14 +173,20 @@ async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str,
 
     startup["call_imports"] = process_age()
     signaling = create_signaling(signal=args.signal, room=args.room, token=args.token, serverless=args.serverless)
-    options = options_from(args, send, receive)
+    options = options_from(args, send, receive)  # every option checked: no load starts for a call that cannot
     if loopback_requested(args.loopback):
         enable_loopback()
-    model = load_runtime_model(args, encode=send)
+    loading = _Loading(lambda: load_runtime_model(args, encode=send))
+    if send and options.align:
+        from sganc_stream.face.landmarks import make_landmarks
+
+        options = replace(options, landmarks=make_landmarks(args.landmarks))
+        startup["landmark_models"] = process_age()
+    model = loading.result()
     startup["model"] = process_age()
     if send:
         options = replace(options, params=stream_params_from(args, model.codec))
-    peer = Peer(model, options)  # the camera and the encoder with its landmark models
+    peer = Peer(model, options)  # the camera and the encoder
     startup["encoder_and_camera"] = process_age()
     return await peer.run(signaling, startup=startup)
 

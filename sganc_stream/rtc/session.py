@@ -23,6 +23,7 @@ import numpy as np
 
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.errors import BitstreamError, InputError, ModelMismatchError, SgancError
+from sganc_stream.face.landmarks import LandmarkBackend
 from sganc_stream.face.paste_back import PasteBack
 from sganc_stream.fileio import check_writable
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
@@ -62,7 +63,7 @@ class PeerOptions:
     camera_fps: float | None = None
     max_fps: float | None = None  # send at most this rate (camera frames in between are skipped)
     align: bool = True  # False: the source already shows aligned faces
-    landmarks: str = "dlib"
+    landmarks: str | LandmarkBackend = "dlib"  # a backend by name, or one already loaded
     params: StreamParams = field(default_factory=StreamParams)
     redundancy: int = DEFAULT_REDUNDANCY  # previous frame packets carried in each frame message
     redundancy_fit: bool = True  # ... only as far as they fit without another SCTP chunk
