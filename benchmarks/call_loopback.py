@@ -19,7 +19,8 @@ Figures come from the JSON-lines logs the peers write (see ``sganc_stream.rtc.st
   sender; decode (rANS + T⁻¹), its T⁻¹ alone, and render (G) on the receiver; the worst event-loop lag seen (the
   loop must stay free for ICE/DTLS/SCTP).
 - startup: seconds from each process's start to joining the room (everything loaded by then), and the process's
-  age after each start-up step (Python and the CLI's imports, the call's imports, the model, encoder and camera).
+  age after each start-up step (Python and the CLI's imports, the call's imports, the landmark models, the model,
+  encoder and camera), and the CPU seconds the process had used by then (what the steps cost on an idle machine).
 - no face: no-face packets sent while a camera showed no face, and no-face pictures shown; every other figure counts
   face frames only (the bytes of no-face packets, 7-11 each, are not in the kbps).
 - rejoin: from the restarted B joining the room to A decoding its first frame (signaling + ICE + DTLS + SCTP +
@@ -134,6 +135,7 @@ def summarize(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any
     return {"latency_ms": {"median": median(lat), "p95": pct(lat, 0.95), "n": len(lat)},
             "startup_to_joined_s": {r["peer"]: r.get("process_age_s") for r in joined},
             "startup_steps_s": {r["peer"]: r.get("startup_s") for r in joined},
+            "startup_steps_cpu_s": {r["peer"]: r.get("startup_cpu_s") for r in joined},
             "runtime": {r["peer"]: r.get("runtime") for r in joined}, **dirs}
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
@@ -163,15 +164,21 @@ class _Loading(threading.Thread):
         return self._value
 
 
-async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str, Any]:
+def _startup_step() -> tuple[float | None, float]:
+    """(seconds since the process started, CPU seconds it has used so far): the CPU time is what a step costs on an
+    idle machine; on a loaded one the wall time also counts the waits for a core."""
     from sganc_stream.rtc.stats import process_age
 
-    startup = {"python_and_imports": process_age()}  # seconds since the process started, at each step
+    return process_age(), time.process_time()
+
+
+async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str, Any]:
+    startup = {"python_and_imports": _startup_step()}
     from sganc_stream.rtc.loopback import enable_loopback, loopback_requested  # the call extra, checked by main
     from sganc_stream.rtc.pairing import create_signaling
     from sganc_stream.rtc.session import Peer
 
-    startup["call_imports"] = process_age()
+    startup["call_imports"] = _startup_step()
     signaling = create_signaling(signal=args.signal, room=args.room, token=args.token, serverless=args.serverless)
     options = options_from(args, send, receive)  # every option checked: no load starts for a call that cannot
     if loopback_requested(args.loopback):
@@ -181,13 +188,13 @@ async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str,
         from sganc_stream.face.landmarks import make_landmarks
 
         options = replace(options, landmarks=make_landmarks(args.landmarks))
-        startup["landmark_models"] = process_age()
+        startup["landmark_models"] = _startup_step()
     model = loading.result()
-    startup["model"] = process_age()
+    startup["model"] = _startup_step()
     if send:
         options = replace(options, params=stream_params_from(args, model.codec))
     peer = Peer(model, options)  # the camera and the encoder
-    startup["encoder_and_camera"] = process_age()
+    startup["encoder_and_camera"] = _startup_step()
     return await peer.run(signaling, startup=startup)
 
 

@@ -455,10 +455,10 @@ class Peer:
         self._undecodable(generation, sync_id, "the decoder fell behind: backlog dropped")
 
     async def run(self, signaling: Signaling | None = None, *, channel: Channel | None = None,
-                  startup: dict[str, float | None] | None = None) -> dict[str, Any]:
+                  startup: dict[str, tuple[float | None, float]] | None = None) -> dict[str, Any]:
         """Run the call until ``duration`` ends (or forever): paired through ``signaling``, or on an already open
-        ``channel`` (tests). ``startup``: the process's age in seconds after each start-up step, logged with
-        "joined". Raises RefusedError (one line) when the call is refused or cannot be set up; returns a summary."""
+        ``channel`` (tests). ``startup``: (the process's age, its CPU seconds) after each start-up step, logged
+        with "joined" (``startup_s``, ``startup_cpu_s``). Raises RefusedError (one line) when the call is refused or cannot be set up; returns a summary."""
         loop = asyncio.get_running_loop()
         self.fatal = loop.create_future()
         self._start_workers(loop)
@@ -471,7 +471,10 @@ class Peer:
                 age = process_age()
                 self.stats.event("joined", process_age_s=None if age is None else round(age, 2),
                                  runtime="onnx" if isinstance(self.model, OnnxFaceModel) else "torch",
-                                 startup_s={k: None if v is None else round(v, 2) for k, v in (startup or {}).items()})
+                                 startup_s={k: None if v[0] is None else round(v[0], 2)
+                                            for k, v in (startup or {}).items()},
+                                 startup_cpu_s={k: round(v[1], 2) for k, v in (startup or {}).items()},
+                                 cpu_s=round(time.process_time(), 2))
                 tasks.append(asyncio.ensure_future(consume_signaling(signaling, self, ice_servers=self.opt.ice_servers,
                                                                      say=self.say)))
             elif channel is not None:
