@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sganc_stream.rtc.channel import LossModel
+
 ADDRESSES = ("10.231.0.1", "10.231.0.2")
 TUN = "/dev/net/tun"
 TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454CA, 0x0001, 0x1000
@@ -68,12 +70,10 @@ class NetnsPair:
         self.links = (f"{tag}va", f"{tag}vb")
 
     def __enter__(self) -> NetnsPair:
-        a, b = self.names
         for ns in self.names:
             _run("ip", "netns", "add", ns)
         try:
-            _run("ip", "link", "add", self.links[0], "netns", a, "type", "veth", "peer", "name", self.links[1],
-                 "netns", b)
+            self._make_links()
             for ns, link, addr in zip(self.names, self.links, ADDRESSES):
                 _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", link)
                 _run("ip", "-n", ns, "link", "set", link, "up")
@@ -82,6 +82,11 @@ class NetnsPair:
             self.__exit__()
             raise
         return self
+
+    def _make_links(self) -> None:
+        """Device ``links[i]`` in namespace ``names[i]``: here a veth pair."""
+        a, b = self.names
+        _run("ip", "link", "add", self.links[0], "netns", a, "type", "veth", "peer", "name", self.links[1], "netns", b)
 
     def __exit__(self, *exc: object) -> None:
         for ns in self.names:
@@ -124,7 +129,7 @@ class Impairment:
     ``delay_ms`` + a uniform jitter in [0, ``jitter_ms``] (packets keep no order of their own: jitter larger than the
     spacing reorders them); ``reorder``: the probability that a packet is held back a further ``reorder_ms``, so that
     later ones overtake it; ``loss``: the loss probability, in bursts of mean length ``loss_burst`` packets
-    (Gilbert–Elliott with a lossless good state and an always-losing bad state; None: independent losses);
+    (:class:`sganc_stream.rtc.channel.LossModel`, Gilbert–Elliott; None: independent losses);
     ``rate_kbit``: a bandwidth cap (each packet occupies the link for its size at that rate) with a drop-tail queue
     of at most ``queue_ms`` waiting; None: no cap."""
 
@@ -164,26 +169,13 @@ class _Direction:
 
     def __init__(self, imp: Impairment, seed: int) -> None:
         self.imp, self.rng, self.stats = imp, random.Random(seed), DirectionStats()
-        self.bad = False  # Gilbert–Elliott state
+        self.loss = LossModel(imp.loss, imp.loss_burst, seed + 1000)  # the call's --loss model, on datagrams here
         self.link_free = 0.0  # monotonic time the capped link finishes its last packet
-        self.arrivals = 0
 
-    def lose(self) -> bool:
-        imp = self.imp
-        if imp.loss <= 0:
-            return False
-        if imp.loss_burst is None:
-            return self.rng.random() < imp.loss
-        # stationary loss = p / (p + r) with mean burst 1 / r
-        r = 1.0 / imp.loss_burst
-        p = imp.loss * r / (1.0 - imp.loss)
-        self.bad = self.rng.random() >= r if self.bad else self.rng.random() < p
-        return self.bad
-
-    def due(self, now: float, size: int) -> float | None:
+    def due(self, now: float, data: bytes) -> float | None:
         """When the packet leaves the relay, or None when it is lost (random loss or a full queue)."""
-        imp = self.imp
-        if self.lose():
+        imp, size = self.imp, len(data)
+        if self.loss(data):
             self.stats.lost += 1
             return None
         start = now
@@ -255,7 +247,7 @@ class Relay:
             now = time.monotonic()
             d.stats.packets += 1
             d.stats.bytes += len(data)
-            due = d.due(now, len(data))
+            due = d.due(now, data)
             if due is None:
                 continue
             with self._cond:
@@ -298,20 +290,11 @@ class RelayPair(NetnsPair):
         super().__init__(tag)
         self.relay = Relay(self.links, impairment)
 
-    def __enter__(self) -> RelayPair:
-        for ns in self.names:
-            _run("ip", "netns", "add", ns)
-        try:
-            self.relay.start()
-            for ns, link, addr in zip(self.names, self.links, ADDRESSES):
-                _run("ip", "link", "set", link, "netns", ns)
-                _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", link)
-                _run("ip", "-n", ns, "link", "set", link, "up")
-                _run("ip", "-n", ns, "link", "set", "lo", "up")
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
+    def _make_links(self) -> None:
+        """The relay's TUN devices, opened here and moved into the namespaces."""
+        self.relay.start()
+        for ns, link in zip(self.names, self.links):
+            _run("ip", "link", "set", link, "netns", ns)
 
     def __exit__(self, *exc: object) -> None:
         super().__exit__()
