@@ -141,6 +141,20 @@ def test_decode_process_imports_no_torch(face, tmp_path: Path) -> None:
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= MAX_LEVELS
 
 
+def test_call_process_on_onnx_imports_no_torch(face) -> None:
+    """What a call peer imports and loads with ``--runtime onnx`` (the default), graphs cached: no torch."""
+    pytest.importorskip("aiortc")
+    load_onnx_face_model(default_face_model(), quiet=True, encode=True)  # E's graph cached first (export needs torch)
+    probe = ("import sys; from sganc_stream.rtc import cli, session; from sganc_stream.assets import default_face_model; "
+             "from sganc_stream.onnx_runtime import load_onnx_face_model; "
+             "m = load_onnx_face_model(default_face_model(), quiet=True, encode=True); "
+             "print(m.encoder is not None, 'torch' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "False"]
+
+
 def test_onnx_on_cuda_is_one_line(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "sganc_stream", "decode", "--runtime", "onnx", "--device", "cuda",
                            str(tmp_path / "a.sgnc"), str(tmp_path / "b.mp4")], cwd=ROOT, capture_output=True, text=True)
