@@ -1,8 +1,9 @@
 """Baselines for the bitrate-versus-g benchmark: pixel codecs through PyAV, and the naive latent coding.
 
 Pixel codecs code the same aligned crops (RGB → yuv420p → codec → yuv420p → RGB) in low-delay settings: no
-B-frames, one keyframe (the first), no lookahead, zerolatency tuning where the encoder has it, one thread. The
-rate is measured from the encoded packets (the elementary stream, no container), so it compares with our payload.
+B-frames, one keyframe (the first), no lookahead, zerolatency tuning where the encoder has it, one thread (x265 also
+one frame thread and one thread pool: by default it picks frame threads from the core count, which changed its bytes
+between machines and runs). The rate is measured from the encoded packets (the elementary stream, no container), so it compares with our payload.
 
 The naive latent coding is what the earlier GAN-compression papers did with W+: round each value to a fixed step,
 store the integers, and compress them with a general-purpose compressor (zlib, bzip2), frame by frame (streamable)
@@ -47,7 +48,7 @@ def low_delay_options(codec: str, frames: int) -> dict[str, str]:
                 "x264-params": f"keyint={frames}:min-keyint={frames}:scenecut=0:bframes=0:rc-lookahead=0"}
     if codec == "x265":
         return {"preset": "medium", "tune": "zerolatency",
-                "x265-params": f"keyint={frames}:min-keyint={frames}:scenecut=0:bframes=0:rc-lookahead=0:log-level=error"}
+                "x265-params": f"keyint={frames}:min-keyint={frames}:scenecut=0:bframes=0:rc-lookahead=0:pools=1:frame-threads=1:log-level=error"}
     if codec == "svtav1":
         # pred-struct=1 is low delay; SVT-AV1 only allows CBR (rc=2) there
         return {"preset": "8", "svtav1-params": f"pred-struct=1:rc=2:keyint={frames}:scd=0"}

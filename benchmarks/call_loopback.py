@@ -15,9 +15,12 @@ Figures come from the JSON-lines logs the peers write (see ``sganc_stream.rtc.st
   the redundancy a later message carried.
 - recovery: from the receiver detecting a gap it could not bridge to decoding the intra frame that resynchronises it
   (median, p95, max); keyframe requests and intra frames sent.
-- per-stage ms (medians): align, E, code (T, quantise, rANS) on the sender; decode (rANS, T⁻¹) and render (G) on the
-  receiver; the worst event-loop lag seen (the loop must stay free for ICE/DTLS/SCTP).
-- startup: seconds from each process's start to joining the room (everything loaded by then).
+- per-stage ms (medians): align, E, T, rans (quantise + rANS), T_inv (the reconstruction the encoder keeps) on the
+  sender; decode (rANS + T⁻¹), its T⁻¹ alone, and render (G) on the receiver; the worst event-loop lag seen (the
+  loop must stay free for ICE/DTLS/SCTP).
+- startup: seconds from each process's start to joining the room (everything loaded by then), and the process's
+  age after each start-up step (Python and the CLI's imports, the call's imports, the landmark models, the model,
+  encoder and camera), and the CPU seconds the process had used by then (what the steps cost on an idle machine).
 - no face: no-face packets sent while a camera showed no face, and no-face pictures shown; every other figure counts
   face frames only (the bytes of no-face packets, 7-11 each, are not in the kbps).
 - rejoin: from the restarted B joining the room to A decoding its first frame (signaling + ICE + DTLS + SCTP +
@@ -114,10 +117,12 @@ def direction(sender: list[dict[str, Any]], receiver: list[dict[str, Any]]) -> d
         if len(lat) >= 8 else None,
         "stage_median_ms": {  # where capture-to-display goes
             "capture_to_encode_start": median([r["encode_start_ms"] for r in tx]),
-            **{k: median([r[f"{k}_ms"] for r in tx if f"{k}_ms" in r]) for k in ("align", "E", "code")},
+            **{k: median([r[f"{k}_ms"] for r in tx if f"{k}_ms" in r]) for k in ("align", "E", "T", "rans", "T_inv")},
             "encode": median([r["encode_ms"] for r in tx]),
             "capture_to_received": median([r["t"] * 1000 - r["capture_ms"] for r in rx]),
-            "decode": median([r["decode_ms"] for r in shown]), "render": median([r["render_ms"] for r in shown])},
+            "decode": median([r["decode_ms"] for r in shown]),
+            "decode_T_inv": median([r["T_inv_ms"] for r in shown if "T_inv_ms" in r]),
+            "render_G": median([r["render_ms"] for r in shown])},
         "loop_lag_max_ms": max((r["loop_lag_max_ms"] for r in ev(receiver, "stats")), default=None),
         "latencies": lat,
     }
@@ -126,9 +131,12 @@ def direction(sender: list[dict[str, Any]], receiver: list[dict[str, Any]]) -> d
 def summarize(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
     dirs = {"a_to_b": direction(a, b), "b_to_a": direction(b, a)}
     lat = [x for d in dirs.values() for x in d.pop("latencies")]
-    startup = {r["peer"]: r.get("process_age_s") for r in a + b if r["ev"] == "joined"}
+    joined = [r for r in a + b if r["ev"] == "joined"]
     return {"latency_ms": {"median": median(lat), "p95": pct(lat, 0.95), "n": len(lat)},
-            "startup_to_joined_s": startup, **dirs}
+            "startup_to_joined_s": {r["peer"]: r.get("process_age_s") for r in joined},
+            "startup_steps_s": {r["peer"]: r.get("startup_s") for r in joined},
+            "startup_steps_cpu_s": {r["peer"]: r.get("startup_cpu_s") for r in joined},
+            "runtime": {r["peer"]: r.get("runtime") for r in joined}, **dirs}
 
 
 def finish(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -158,6 +166,8 @@ def run_scenario(name: str, args: argparse.Namespace, url: str, model: Path, wor
         common += ["--max-fps", args.max_fps]
     if args.redundancy is not None:
         common += ["--redundancy", args.redundancy]
+    if args.runtime is not None:
+        common += ["--runtime", args.runtime]
     logs = {k: work / f"{name}_{k}.jsonl" for k in ("A", "B", "B2")}
 
     def peer(key: str, video: Path, duration: float, seed: int) -> subprocess.Popen[str]:
@@ -243,6 +253,7 @@ def main() -> int:
     p.add_argument("--max-fps", type=float, help="cap each side's send rate (CPU-bound models)")
     p.add_argument("--pre-aligned", action="store_true", help="skip face alignment (clips used as aligned faces)")
     p.add_argument("--redundancy", type=int, help="frame packets carried in each message (default: the peers')")
+    p.add_argument("--runtime", choices=["torch", "onnx"], help="the peers' --runtime (default: theirs, onnx)")
     p.add_argument("--scenarios", default="loss0,loss5,loss20,rejoin")
     p.add_argument("--out", default="call_loopback", help="results name under benchmarks/results/")
     p.add_argument("--from-logs", type=Path, metavar="WORK",
@@ -261,6 +272,12 @@ def main() -> int:
         model = args.model or default_face_model()
     scenarios = {"loss0": 0.0, "loss5": 0.05, "loss20": 0.2}
     results: dict[str, Any] = {}
+    if args.runtime != "torch" and args.from_logs is None:  # exported before any call: no peer spends its start on it
+        from sganc_stream.bundle import load_bundle
+        from sganc_stream.onnx_runtime import ensure_graphs
+
+        ensure_graphs(model, load_bundle(model, framework="numpy").model_id,
+                      ("flow_forward", "flow_inverse", "generator", "encoder"))
     if args.from_logs is not None:
         results = {name: scenario_figures(work, name, scenarios[name]) for name in args.scenarios.split(",")}
     else:
@@ -271,6 +288,7 @@ def main() -> int:
         "model": {"path": str(model), "model_id": m.model_id, "size": m.size, "micro": args.micro},
         "clips": {"A": str(args.video_a), "B": str(args.video_b)}, "duration_s": args.duration,
         "max_fps": args.max_fps, "pre_aligned": args.pre_aligned, "redundancy": args.redundancy,
+        "runtime": args.runtime,
         "load_average_at_end": os.getloadavg(),
         "work": str(work), "results": results})
     print(json.dumps(results, indent=1))

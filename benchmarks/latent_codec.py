@@ -1,15 +1,21 @@
 """Latent codec figures: bits/frame, rANS vs ideal bits, and per-frame time, on held-out synthetic sequences.
 
-    python benchmarks/latent_codec.py [--model M] [--frames 100] [--threads 1] [--runtime torch|onnx]
+    python benchmarks/latent_codec.py [--model M] [--frames 100] [--threads 1] [--runtime numpy|onnx]
 
 Held-out sequences use seeds the default codec never saw in training (its training set is
-`sganc-stream latents synth` with seeds 1000+). Writes benchmarks/results/latent_codec.json (latent_codec_onnx.json with
-``--runtime onnx``: T and T⁻¹ in ONNX Runtime, sganc_stream.onnx_runtime) and prints a Markdown table.
+`sganc-stream latents synth` with seeds 1000+). T and T⁻¹ run in the codec's default runner (numpy, stage groups
+batched: sganc_stream.latent.numpy_flow) or, with ``--runtime onnx``, in ONNX Runtime (sganc_stream.onnx_runtime).
+The speed section times that runner and PyTorch eager (the reference, sganc_stream.latent.flow.TorchFlows) in the
+same run, frame by frame in turn so both see the same load, and reports medians, their ratio and the load average.
+Writes benchmarks/results/latent_codec.json (latent_codec_onnx.json with ``--runtime onnx``) and prints a Markdown
+table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 import time
 
@@ -19,29 +25,50 @@ import torch
 from common import write_result
 from sganc_stream.assets import default_latent_codec
 from sganc_stream.entropy.rans import decode_parts, encode_parts
-from sganc_stream.latent.codec import LatentStreamEncoder, StreamParams
-from sganc_stream.latent.model import load_latent_codec
-from sganc_stream.latent.sequence import decode_bytes, encode_sequence, time_coding
+from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams
+from sganc_stream.latent.flow import TorchFlows
+from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
+from sganc_stream.latent.sequence import decode_bytes, encode_sequence
 from sganc_stream.latent.synthetic import synthetic_latents
 
+STAGES = ("encode", "decode", "t_quantize_rans", "rans_encode", "rans_decode")
 
-def rans_ms(model, latents: np.ndarray, params: StreamParams) -> tuple[float, float]:
-    """Median ms/frame of rANS encode and decode alone (tables and coder; no T)."""
-    enc = LatentStreamEncoder(model, params)
-    c = model.channels
-    te, td = [], []
-    prev = None
+
+def stage_ms(models: dict[str, LatentCodecModel], latents: np.ndarray, params: StreamParams) -> dict[str, dict[str, float]]:
+    """Median ms/frame per runner: ``encode`` (LatentStreamEncoder.encode: T, quantize, rANS, and T⁻¹ for the exact
+    reconstruction), ``decode`` (LatentStreamDecoder.decode: rANS + T⁻¹), ``t_quantize_rans`` (T, quantize, rANS: what a
+    sender that keeps no reconstruction spends) and rANS alone each way; each as wall-clock time (``*_ms``) and as
+    the process's CPU time (``*_cpu_ms``, time.process_time: on a loaded machine the wall clock also counts the time
+    the scheduler gave other processes). Each frame runs through every runner in turn, so all see the same load."""
+    encs = {k: LatentStreamEncoder(m, params) for k, m in models.items()}
+    decs = {k: LatentStreamDecoder(m, params) for k, m in models.items()}
+    step, c = next(iter(models.values())).steps[params.step_index], next(iter(models.values())).channels
+    wall: dict[str, dict[str, list[float]]] = {k: {s: [] for s in STAGES} for k in models}
+    cpu: dict[str, dict[str, list[float]]] = {k: {s: [] for s in STAGES} for k in models}
+    prev: dict[str, np.ndarray] = {}
+    clocks = (time.perf_counter, time.process_time)
     for w in latents:
-        y = np.rint(model.to_proxy(w) / model.steps[params.step_index]).astype(np.int64)
-        values, table = (y, enc.intra_table) if prev is None else (y - prev, enc.diff_table)
-        prev = y
-        t0 = time.perf_counter()
-        payload = encode_parts([(values, table)])
-        t1 = time.perf_counter()
-        decode_parts(payload, [(table, c)])
-        td.append(time.perf_counter() - t1)
-        te.append(t1 - t0)
-    return 1e3 * float(np.median(te)), 1e3 * float(np.median(td))
+        for k, m in models.items():
+            marks = [[clock() for clock in clocks]]
+            coded = encs[k].encode(w)
+            marks.append([clock() for clock in clocks])
+            decs[k].decode(coded.type, coded.payload)
+            marks.append([clock() for clock in clocks])
+            y = m.to_proxy(w) / step
+            q = np.rint(y - prev[k]).astype(np.int64) if k in prev else np.rint(y).astype(np.int64)
+            table = encs[k].diff_table if k in prev else encs[k].intra_table
+            marks.append([clock() for clock in clocks])
+            payload = encode_parts([(q, table)])
+            marks.append([clock() for clock in clocks])
+            decode_parts(payload, [(table, c)])
+            marks.append([clock() for clock in clocks])
+            prev[k] = y
+            for i, out in enumerate((wall, cpu)):
+                t = [mark[i] for mark in marks]
+                for stage, dt in zip(STAGES, (t[1] - t[0], t[2] - t[1], t[4] - t[2], t[4] - t[3], t[5] - t[4])):
+                    out[k][stage].append(dt)
+    return {k: {**{f"{s}_ms": 1e3 * float(np.median(v)) for s, v in wall[k].items()},
+                **{f"{s}_cpu_ms": 1e3 * float(np.median(v)) for s, v in cpu[k].items()}} for k in models}
 
 
 def main() -> int:
@@ -50,7 +77,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fps", type=float, default=25.0)
-    ap.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="where T and T⁻¹ run")
+    ap.add_argument("--runtime", choices=("numpy", "onnx"), default="numpy", help="where T and T⁻¹ run")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.runtime == "onnx":
@@ -79,18 +106,31 @@ def main() -> int:
                     "decode_equals_recon": bool(np.array_equal(decoded, res.recon)),
                 })
     base = StreamParams("open", 10, len(model.steps) // 2)
-    speed = time_coding(model, seqs["walk"], base)
-    r_enc, r_dec = rans_ms(model, seqs["walk"], base)
-    speed.update({"rans_encode_ms": r_enc, "rans_decode_ms": r_dec, "threads": args.threads, "runtime": args.runtime})
-    path = write_result("latent_codec" if args.runtime == "torch" else "latent_codec_onnx", {"model_id": model.model_id, "shape": [model.rows, model.width], "rows": rows, "speed_ms_per_frame": speed})
+    reference = load_latent_codec(args.model or default_latent_codec())
+    eager = dataclasses.replace(reference, runner=TorchFlows(reference.flows, reference.groups))
+    load_before = os.getloadavg()[0]
+    per_runner = stage_ms({args.runtime: model, "torch_eager": eager}, seqs["walk"], base)
+    speed = {**per_runner[args.runtime], "torch_eager": per_runner["torch_eager"], "threads": args.threads,
+             "runtime": args.runtime, "load_average_1m": [load_before, os.getloadavg()[0]],
+             "speedup_vs_eager": {f"{s}{c}": per_runner["torch_eager"][f"{s}{c}_ms"] / per_runner[args.runtime][f"{s}{c}_ms"]
+                                  for s in ("encode", "decode", "t_quantize_rans") for c in ("", "_cpu")}}
+    path = write_result("latent_codec" if args.runtime == "numpy" else "latent_codec_onnx", {"model_id": model.model_id, "shape": [model.rows, model.width], "rows": rows, "speed_ms_per_frame": speed})
     print(f"model {model.model_id[:12]}… ({model.rows}x{model.width}); results in {path}\n")
     print("| sequence | mode | g | step | bits/frame | kbps @25 | rANS vs ideal | file vs ideal | latent MSE |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['sequence']} | {r['mode']} | {r['g'] or '—'} | {r['step']:g} | {r['bits_per_frame']:.0f} | {r['kbps']:.1f} | "
               f"{r['rans_over_ideal_pct']:+.2f}% | {r['file_over_ideal_pct']:+.2f}% | {r['latent_mse']:.2e} |")
-    print(f"\nper frame, median, {args.threads} thread(s): full encode {speed['encode_ms']:.1f} ms, full decode {speed['decode_ms']:.1f} ms, "
-          f"rANS encode {r_enc:.2f} ms, rANS decode {r_dec:.2f} ms")
+    print(f"\nper frame, median, {args.threads} thread(s), load average {speed['load_average_1m'][0]:.1f} → "
+          f"{speed['load_average_1m'][1]:.1f}; T and T⁻¹ in {args.runtime} vs PyTorch eager, frames in turn:\n")
+    print("| runner | clock | full encode (T, quantize, rANS, T⁻¹ recon) | T + quantize + rANS | decode (rANS + T⁻¹) "
+          "| rANS encode | rANS decode |")
+    print("|---|---|---|---|---|---|---|")
+    for name, st in ((args.runtime, speed), ("torch_eager", speed["torch_eager"])):
+        for clock, c in (("wall", ""), ("CPU", "_cpu")):
+            print(f"| {name} | {clock} | {st[f'encode{c}_ms']:.2f} ms | {st[f't_quantize_rans{c}_ms']:.2f} ms | "
+                  f"{st[f'decode{c}_ms']:.2f} ms | {st[f'rans_encode{c}_ms']:.2f} ms | {st[f'rans_decode{c}_ms']:.2f} ms |")
+    print("\nspeed-up over eager: " + ", ".join(f"{k} {v:.1f}×" for k, v in speed["speedup_vs_eager"].items()))
     return 0 if all(r["decode_equals_recon"] for r in rows) else 1
 
 

@@ -32,10 +32,11 @@ class Model:
         with safe_open(path, framework="np") as f:
             meta = json.loads(f.metadata()["sganc"])
             self.tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if meta["version"] not in (1, 2):
+        if meta["version"] not in (1, 2, 3):
             raise ValueError(f"unsupported model file version {meta['version']}")
-        for name, entry in (meta.get("packed", {}) if meta["version"] == 2 else {}).items():
-            self.tensors[name] = unpack(self.tensors[name], entry["dtype"], entry["shape"])
+        for name, entry in (meta.get("packed", {}) if meta["version"] >= 2 else {}).items():
+            form = entry.get("form") if meta["version"] == 3 else None
+            self.tensors[name] = (unpack_grid8 if form == "grid8" else unpack)(self.tensors[name], entry["dtype"], entry["shape"])
         cfg = {k: v for k, v in meta.items() if k not in ("format", "version", "packed")}
         codec = cfg["codec"]
         self.rows, self.width = codec["rows"], codec["width"]
@@ -91,6 +92,20 @@ def unpack(stored: np.ndarray, dtype: str, shape: list[int]) -> np.ndarray:
         raise ValueError("packed tensor does not inflate to its stated size")
     planes = np.frombuffer(data, dtype=np.uint8).reshape(dt.itemsize, n)
     return np.ascontiguousarray(planes.T).view(dt).reshape(shape)
+
+
+def unpack_grid8(stored: np.ndarray, dtype: str, shape: list[int]) -> np.ndarray:
+    """A grid8 packed tensor (SPEC §5, version 3): inflate to R exponents then R·K codes (int8); value c · 2^e."""
+    n = int(np.prod(shape, dtype=np.int64))
+    rows = n // shape[-1] if shape[-1] else 0
+    inflater = zlib.decompressobj()
+    data = np.frombuffer(inflater.decompress(stored.astype(np.uint8).tobytes()), dtype=np.int8)
+    if len(data) != rows + n or not inflater.eof or inflater.unused_data:
+        raise ValueError("grid8 tensor does not inflate to its stated size")
+    e, codes = data[:rows].astype(np.int64), data[rows:].astype(np.float64).reshape(rows, -1)
+    if e.min(initial=-24) < -24 or e.max(initial=8) > 8 or codes.min(initial=0) < -127:
+        raise ValueError("grid8 exponent or code out of range")
+    return (codes * np.exp2(e)[:, None]).astype(dtype).reshape(shape)
 
 
 def integer_frequencies(probs: list[Fraction]) -> list[int]:

@@ -16,6 +16,15 @@ smaller. Loading unpacks them, so every reader sees the same tensors as before a
 unpacked tensors) does not depend on the storage: repacking a version 1 file keeps its id. Version 1 files (no
 packing) still load. For the default face model this takes the codec part from 18.7 MB to 6.0 MB (the frozen
 integer tables from 12.9 MB to 1.1 MB), bit-identical tables, so the streams and their bits do not change.
+
+Version 3 adds a second packed form, **grid8**, for float tensors whose every row (the last axis; a 1-D tensor is one
+row) lies on an 8-bit power-of-two grid: each value is ``c · 2^e`` with an integer code ``c`` in −127 … 127 and one
+exponent ``e`` in −24 … 8 per row (exactly representable in float16 and float32, so unpacking is exact on any
+machine). Stored: zlib of the R exponents (int8) followed by the R·K codes (int8, row-major); the entry says
+``"form": "grid8"``. The writer uses it only for tensors that are exactly on that grid, so it is lossless too; what
+puts the flow weights there is the explicit, lossy :func:`snap_to_grid8` (``benchmarks/table_storage.py
+--write-compact``), which makes a new model (a new id). A file is written as version 3 only when it holds a grid8
+entry, so every other file stays readable by version 2 builds.
 """
 
 from __future__ import annotations
@@ -38,8 +47,8 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT = "sganc-bundle"
-FORMAT_VERSION = 2  # 2: tensors of PACKED_PARTS may be packed; 1: raw tensors only (still read)
-READ_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 3: grid8 packed entries; 2: tensors of PACKED_PARTS may be packed; 1: raw tensors only
+READ_VERSIONS = (1, 2, 3)
 META_KEY = "sganc"
 PACKED_KEY = "packed"  # metadata entry: {name: {"dtype": str, "shape": [int]}} of the packed tensors
 PACKED_PARTS = ("codec",)  # frozen integer tables and float16 flow weights compress well losslessly
@@ -53,6 +62,10 @@ _TORCH_NAMES = {"float64": "float64", "float32": "float32", "float16": "float16"
 # Bytes; a packed entry claiming more is refused before anything is inflated. The largest codec table a valid config
 # allows (64 × 4096 channels × 256 symbols, uint16) is 128 MiB.
 _MAX_UNPACKED = 1 << 28
+GRID_FORM = "grid8"  # packed entry "form" of grid-coded float tensors (version 3); absent: byte-shuffled (version 2)
+GRID_CODE_MAX = 127  # |code| of a grid8 value
+GRID_EXP_RANGE = (-24, 8)  # per-row exponent: c·2^e is then exact in float16 (127·2^8 < 65504; 2^-24 its subnormal step)
+_GRID_DTYPES = ("float16", "float32")
 
 
 def pack_tensor(t: torch.Tensor) -> torch.Tensor:
@@ -65,19 +78,99 @@ def pack_tensor(t: torch.Tensor) -> torch.Tensor:
 
 
 def unpack_tensor(packed: torch.Tensor | np.ndarray, dtype: str, shape: list[int],
-                  name: str = "tensor") -> torch.Tensor | np.ndarray:
-    """Inverse of :func:`pack_tensor`, for torch or numpy input (the output is of the same kind); CheckpointError (one
-    line) for a bad entry or data that does not inflate to exactly ``prod(shape) * itemsize`` bytes (nothing larger
-    is ever allocated)."""
+                  name: str = "tensor", form: str | None = None) -> torch.Tensor | np.ndarray:
+    """Inverse of :func:`pack_tensor` (``form`` None) or :func:`grid_pack` (``form="grid8"``), for torch or numpy
+    input (the output is of the same kind); CheckpointError (one line) for a bad entry or data that does not inflate
+    to exactly the bytes the entry implies (nothing larger is ever allocated), or a grid8 exponent or code out of
+    range."""
     data = packed if isinstance(packed, np.ndarray) else packed.numpy()
     if (dtype not in _PACKABLE or not isinstance(shape, list) or len(shape) > 8
-            or any(type(n) is not int or n < 0 for n in shape) or data.dtype != np.uint8 or data.ndim != 1):
+            or any(type(n) is not int or n < 0 for n in shape) or data.dtype != np.uint8 or data.ndim != 1
+            or form not in (None, GRID_FORM) or (form == GRID_FORM and (dtype not in _GRID_DTYPES or not shape))):
         raise CheckpointError(f"{name}: malformed packed tensor entry")
-    itemsize = _PACKABLE[dtype]
     count = 1
     for n in shape:
         count *= n
-    size = count * itemsize
+    if form == GRID_FORM:
+        n_rows = count // shape[-1] if shape[-1] else 0
+        if count * 4 > _MAX_UNPACKED:  # the float32 values made below
+            raise CheckpointError(f"{name}: packed tensor too large ({count * 4} bytes)")
+        out = np.frombuffer(_inflate_exact(data, n_rows + count, name), dtype=np.int8)
+        e, codes = out[:n_rows], out[n_rows:].reshape(n_rows, shape[-1] if n_rows else 0)
+        if (e < GRID_EXP_RANGE[0]).any() or (e > GRID_EXP_RANGE[1]).any() or (codes < -GRID_CODE_MAX).any():
+            raise CheckpointError(f"{name}: grid8 exponent or code out of range")
+        # c · 2^e is exact in float32 (|c| <= 127, 2^-24 <= 2^e <= 2^8), and so in float16
+        arr = (codes.astype(np.float32) * np.exp2(e.astype(np.float32))[:, None]).astype(dtype).reshape(shape)
+        if isinstance(packed, np.ndarray):
+            return arr
+        import torch
+
+        return torch.from_numpy(arr)
+    itemsize = _PACKABLE[dtype]
+    out = _inflate_exact(data, count * itemsize, name)
+    raw = np.frombuffer(out, dtype=np.uint8).reshape(itemsize, count).T.copy().reshape(-1)
+    if isinstance(packed, np.ndarray):
+        if dtype == "bfloat16":
+            raise CheckpointError(f"{name}: bfloat16 tensors need torch (numpy has no bfloat16)")
+        return raw.view(np.dtype(dtype).newbyteorder("<")).reshape(shape)
+    import torch
+
+    return torch.from_numpy(raw).view(getattr(torch, dtype)).reshape(shape)
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """(R, K) float64 view of a tensor's rows: the last axis, a 1-D tensor being one row."""
+    return a.astype(np.float64).reshape(-1, a.shape[-1] if a.ndim else 1)
+
+
+def _grid_exponents(rows: np.ndarray) -> np.ndarray:
+    """(R,) int64: per row the smallest exponent >= GRID_EXP_RANGE[0] with max |row| / 2^e <= GRID_CODE_MAX (above
+    GRID_EXP_RANGE[1] for a row the grid cannot hold)."""
+    m = np.abs(rows).max(axis=1, initial=0.0)
+    with np.errstate(divide="ignore"):
+        e = np.ceil(np.log2(m / GRID_CODE_MAX))
+    e = np.maximum(np.nan_to_num(e, neginf=GRID_EXP_RANGE[0]), GRID_EXP_RANGE[0]).astype(np.int64)
+    e += np.abs(np.round(rows / np.exp2(e)[:, None])).max(axis=1, initial=0.0) > GRID_CODE_MAX  # log2 rounding
+    return e
+
+
+def snap_to_grid8(t: torch.Tensor) -> torch.Tensor:
+    """The nearest values (round half to even) on the grid8 grid of each row, same dtype and shape (lossy: the
+    tensor becomes storable in grid8 form, about 8 bits a value packed). float16/float32 only; ValueError for
+    another dtype, a non-finite value, or a row whose largest |value| exceeds 127 · 2^8 (beyond the grid)."""
+    import torch
+
+    a = t.detach().cpu().numpy()
+    if str(t.dtype).removeprefix("torch.") not in _GRID_DTYPES or not np.isfinite(a).all():
+        raise ValueError("snap_to_grid8 takes finite float16 or float32 tensors")
+    rows = _rows(a)
+    e = _grid_exponents(rows)
+    if (e > GRID_EXP_RANGE[1]).any():
+        raise ValueError(f"values beyond the grid8 range (|x| <= {GRID_CODE_MAX} * 2^{GRID_EXP_RANGE[1]})")
+    codes = np.round(rows / np.exp2(e)[:, None]) + 0.0  # + 0.0: no negative zeros (the grid stores none)
+    return torch.from_numpy((codes * np.exp2(e)[:, None]).reshape(a.shape).astype(a.dtype))
+
+
+def grid_pack(t: torch.Tensor) -> torch.Tensor | None:
+    """grid8 packed form (1-D uint8) of a float16/float32 tensor exactly on the grid, else None (module docstring)."""
+    import torch
+
+    if str(t.dtype).removeprefix("torch.") not in _GRID_DTYPES or t.dim() == 0:
+        return None
+    a = t.detach().cpu().numpy()
+    if not np.isfinite(a).all() or np.signbit(a[a == 0]).any():  # a negative zero would come back positive
+        return None
+    rows = _rows(a)
+    e = _grid_exponents(rows)
+    scaled = rows / np.exp2(e)[:, None]  # exact: a power-of-two scaling of float64
+    if (e > GRID_EXP_RANGE[1]).any() or not np.array_equal(np.round(scaled), scaled):
+        return None
+    data = e.astype(np.int8).tobytes() + scaled.astype(np.int8).tobytes()
+    return torch.frombuffer(bytearray(zlib.compress(data, 9)), dtype=torch.uint8)
+
+
+def _inflate_exact(data: np.ndarray, size: int, name: str) -> bytes:
+    """Inflate a zlib stream that must hold exactly ``size`` bytes (CheckpointError otherwise; never more is made)."""
     if size > _MAX_UNPACKED:
         raise CheckpointError(f"{name}: packed tensor too large ({size} bytes)")
     inflater = zlib.decompressobj()
@@ -87,14 +180,7 @@ def unpack_tensor(packed: torch.Tensor | np.ndarray, dtype: str, shape: list[int
         raise CheckpointError(f"{name}: packed tensor data is not a zlib stream") from None
     if len(out) != size or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
         raise CheckpointError(f"{name}: packed tensor data does not hold exactly {size} bytes")
-    raw = np.frombuffer(out, dtype=np.uint8).reshape(itemsize, count).T.copy().reshape(-1)
-    if isinstance(packed, np.ndarray):
-        if dtype == "bfloat16":
-            raise CheckpointError(f"{name}: bfloat16 tensors need torch (numpy has no bfloat16)")
-        return raw.view(np.dtype(dtype).newbyteorder("<")).reshape(shape)
-    import torch
-
-    return torch.from_numpy(raw).view(getattr(torch, dtype)).reshape(shape)
+    return out
 
 
 class ContentHasher:
@@ -182,18 +268,22 @@ class Bundle:
     def save(self, path: str | os.PathLike[str], *, packed: bool = True) -> None:
         """Write atomically: a crash or full disk never leaves a half-written bundle under ``path``.
 
-        ``packed``: store tensors of :data:`PACKED_PARTS` packed where that is smaller (format version 2, see the
-        module docstring); False writes format version 1, raw tensors, as builds before version 2 read."""
+        ``packed``: store tensors of :data:`PACKED_PARTS` packed, in the smallest lossless form (module docstring),
+        where that is smaller than raw: format version 3 if a tensor is grid8-packed, else 2; False writes format
+        version 1, raw tensors, as builds before version 2 read."""
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.tensors.items()}
         entries: dict[str, dict[str, Any]] = {}
         for name, t in tensors.items():
-            if (packed and name.split(".", 1)[0] in PACKED_PARTS and str(t.dtype).removeprefix("torch.") in _PACKABLE
-                    and t.numel()):
-                p = pack_tensor(t)
-                if p.numel() < t.numel() * t.element_size():
-                    entries[name] = {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
-                    tensors[name] = p
-        config = ({"format": FORMAT, "version": FORMAT_VERSION, **self.config, PACKED_KEY: entries} if packed
+            dtype = str(t.dtype).removeprefix("torch.")
+            if not (packed and name.split(".", 1)[0] in PACKED_PARTS and dtype in _PACKABLE and t.numel()):
+                continue
+            forms = [(pack_tensor(t), {}), (grid_pack(t), {"form": GRID_FORM})]
+            p, extra = min(((p, x) for p, x in forms if p is not None), key=lambda px: px[0].numel())
+            if p.numel() < t.numel() * t.element_size():
+                entries[name] = {"dtype": dtype, "shape": list(t.shape), **extra}
+                tensors[name] = p
+        version = FORMAT_VERSION if any("form" in e for e in entries.values()) else 2
+        config = ({"format": FORMAT, "version": version, **self.config, PACKED_KEY: entries} if packed
                   else {"format": FORMAT, "version": 1, **self.config})
         from safetensors.torch import save_file
 
@@ -302,7 +392,7 @@ def _unpacked(path: Path, name: str, t: torch.Tensor | np.ndarray, packed: dict[
     entry = packed[name]
     if not isinstance(entry, dict) or name.split(".", 1)[0] not in PACKED_PARTS:
         raise CheckpointError(f"{path}: {name}: malformed packed tensor entry")
-    return unpack_tensor(t, entry.get("dtype"), entry.get("shape"), f"{path}: {name}")
+    return unpack_tensor(t, entry.get("dtype"), entry.get("shape"), f"{path}: {name}", entry.get("form"))
 
 
 def _header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -330,4 +420,6 @@ def _header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     packed = config.get(PACKED_KEY, {}) if config["version"] >= 2 else {}
     if not isinstance(packed, dict):
         raise CheckpointError(f"{path}: malformed packed tensor map")
+    if config["version"] < 3 and any(isinstance(e, dict) and "form" in e for e in packed.values()):
+        raise CheckpointError(f"{path}: packed tensor forms need bundle version 3, the file says {config['version']}")
     return {k: v for k, v in config.items() if k not in ("format", "version", PACKED_KEY)}, packed

@@ -1,7 +1,8 @@
-"""ONNX Runtime backend for the model parts: T, T⁻¹ and G on the CPU without importing torch.
+"""ONNX Runtime backend for the model parts: E, T, T⁻¹ and G on the CPU without importing torch.
 
-A decode-only process needs T⁻¹ and G; the PyTorch path costs the ``import torch`` floor (about 700 MB RSS and
-seconds of start-up on the PyPI CUDA wheel). Here the bundle is read with safetensors' numpy reader (the model id is
+A decode-only process needs T⁻¹ and G, the live call all four (the call's default runtime: 2.0–2.4× faster than
+PyTorch eager per stage, README "CPU runtimes"); the PyTorch path costs the ``import torch`` floor (about 700 MB RSS
+and seconds of start-up on the PyPI CUDA wheel). Here the bundle is read with safetensors' numpy reader (the model id is
 the same content hash, :mod:`sganc_stream.bundle`), the integer tables are numpy, rANS is constriction, and the
 networks run as ONNX graphs in ONNX Runtime (``pip install 'sganc-stream[onnx]'``).
 
@@ -134,10 +135,12 @@ def load_onnx_codec(path: str | os.PathLike[str], *, threads: int = 1, bundle: B
 
 @dataclass
 class OnnxFaceModel:
-    """A bundle loaded for decoding in ONNX Runtime: latent codec (T⁻¹ as a graph) and G with the image conversion.
+    """A bundle loaded in ONNX Runtime: latent codec (T and T⁻¹ as graphs), G with the image conversion, and, when
+    loaded for encoding, E with its input conversion.
 
-    What :class:`sganc_stream.decoding.FrameDecoder` needs of a face model (``size``, ``codec``, ``model_id``,
-    ``source``, ``render``), without torch."""
+    What :class:`sganc_stream.decoding.FrameDecoder` (``size``, ``codec``, ``model_id``, ``source``, ``render``) and
+    :class:`sganc_stream.encoding.FrameEncoder` (also ``encoder``, ``align_size``, ``project``) need of a face model,
+    without torch."""
 
     generator: Graph
     codec: LatentCodecModel
@@ -146,6 +149,23 @@ class OnnxFaceModel:
     source: str
     size: int
     device: str = "cpu"
+    encoder: Graph | None = None  # None: loaded for decoding only
+
+    @property
+    def align_size(self) -> int:
+        """Side of the aligned crops E takes (its input side), else the generator's side."""
+        return int(self.config["encoder"]["input_size"]) if self.encoder is not None else self.size
+
+    def project(self, crops: np.ndarray) -> np.ndarray:
+        """Aligned uint8 RGB crops ``(n, S, S, 3)``, S = ``align_size`` → E's W+ ``(n, rows, width)`` float32; the
+        graph takes one crop at a time. CheckpointError without an encoder, InputError for other crops."""
+        if self.encoder is None:
+            raise CheckpointError(f"{self.source}: model loaded without its encoder, it can decode but not encode")
+        side = self.align_size
+        if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[1:] != (side, side, 3):
+            raise InputError(f"E takes uint8 crops (n, {side}, {side}, 3), got {crops.dtype} {crops.shape}")
+        c = np.ascontiguousarray(crops)
+        return np.concatenate([self.encoder.run(c[i:i + 1]) for i in range(len(c))])
 
     def render(self, wplus: np.ndarray) -> np.ndarray:
         """W+ ``(n, rows, width)`` → uint8 RGB ``(n, size, size, 3)`` (G's output clamped to [-1, 1], as in PyTorch);
@@ -154,20 +174,26 @@ class OnnxFaceModel:
         return np.concatenate([self.generator.run(w[i:i + 1]) for i in range(len(w))])
 
 
-def load_onnx_face_model(path: str | os.PathLike[str], *, threads: int = 1, quiet: bool = False) -> OnnxFaceModel:
-    """Load a face-model bundle for decoding in ONNX Runtime (exporting its graphs first if the cache lacks them).
+def load_onnx_face_model(path: str | os.PathLike[str], *, threads: int = 1, quiet: bool = False,
+                         encode: bool = False) -> OnnxFaceModel:
+    """Load a face-model bundle for decoding (``encode``: and encoding) in ONNX Runtime, exporting its graphs first if
+    the cache lacks them. Each graph is its own session with ``threads`` intra-op threads.
 
-    CheckpointError for an unreadable bundle, one without a generator or latent codec, or one holding bfloat16
-    tensors (numpy has no bfloat16: use ``--runtime torch``); InputError without onnxruntime."""
+    CheckpointError for an unreadable bundle, one without a generator or latent codec (or, with ``encode``, without
+    an encoder), or one holding bfloat16 tensors (numpy has no bfloat16: use ``--runtime torch``); InputError without
+    onnxruntime."""
     _ort()  # the missing extra is reported before any work
     bundle = load_bundle(path, framework="numpy")
     gen = bundle.config.get("generator")
     if not isinstance(gen, dict) or "codec" not in bundle.config:
         raise CheckpointError(f"{path}: not a face model with a generator and a latent codec (cannot decode video)")
+    if encode and not isinstance(bundle.config.get("encoder"), dict):
+        raise CheckpointError(f"{path}: model has no encoder, it can decode but not encode")
     codec = load_onnx_codec(path, threads=threads, bundle=bundle, quiet=quiet)
-    folder = ensure_graphs(path, codec.model_id, ("generator",), quiet=quiet)
+    folder = ensure_graphs(path, codec.model_id, ("generator", "encoder") if encode else ("generator",), quiet=quiet)
     graph = Graph(folder / "generator.onnx", threads)
     shape = graph.session.get_outputs()[0].shape  # (batch, size, size, 3)
     if len(shape) != 4 or not isinstance(shape[1], int) or shape[2] != shape[1] or shape[3] != 3:
         raise CheckpointError(f"{folder / 'generator.onnx'}: output shape {shape} is not (n, size, size, 3)")
-    return OnnxFaceModel(graph, codec, bundle.config, codec.model_id, str(path), int(shape[1]))
+    encoder = Graph(folder / "encoder.onnx", threads) if encode else None
+    return OnnxFaceModel(graph, codec, bundle.config, codec.model_id, str(path), int(shape[1]), encoder=encoder)

@@ -1,6 +1,7 @@
 """Frame in → packets out → frame out: the streaming pipeline that the CLI, the sender and the receiver all run.
 
-:class:`FrameEncoder` turns one camera/clip frame at a time into one packet (align → E → T → quantize → rANS);
+:class:`FrameEncoder` (:mod:`sganc_stream.encoding`, which imports no torch) turns one camera/clip frame at a time
+into one packet (align → E → T → quantize → rANS);
 :class:`FrameDecoder` (:mod:`sganc_stream.decoding`, which imports no torch) turns packets back into frames
 (rANS → T⁻¹ → G). Neither does file I/O, so a live sender and
 receiver use exactly the objects that offline transcoding uses. ``encode_batch`` / ``decode_batch`` run the networks
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,28 +34,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
-from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, StreamHeader, fps_in_range, write_container
-from sganc_stream.bitstream.packet import Packet, PacketType, pack
+from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, fps_in_range, write_container
+from sganc_stream.bitstream.packet import Packet, pack
 from sganc_stream.bundle import Bundle, bundle_config, is_bundle_file
 from sganc_stream.decoding import NO_FACE_PIXEL, FrameDecoder, no_face_pictures
+from sganc_stream.encoding import EncodedFrame, FrameEncoder
 from sganc_stream.errors import CheckpointError, InputError
-from sganc_stream.face.ffhq_quad import Quad
 from sganc_stream.face.landmarks import LandmarkBackend
 from sganc_stream.face.paste_back import PasteBack
-from sganc_stream.face.tracker import FaceFlags, VideoAligner
+from sganc_stream.face.tracker import FaceFlags
 from sganc_stream.fileio import check_stream_output, check_writable
-from sganc_stream.latent.codec import LatentStreamEncoder, StreamParams
+from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import LatentCodecModel, no_codec_error
 from sganc_stream.models.checkpoint import load_checkpoint
-from sganc_stream.models.encoders import images_to_tensor
+from sganc_stream.models.encoders import images_as_tensor
+from sganc_stream.models.onnx_export import Project
 from sganc_stream.models.stylegan2 import Generator, to_uint8_images
 from sganc_stream.metrics import IDENTITY_EVERY
-from sganc_stream.refine import LatentRefiner, RefineOptions, refine_settings
+from sganc_stream.refine import RefineOptions, refine_settings
 from sganc_stream.report import QualityMeter, stream_report, write_json
-from sganc_stream.video import VideoReader, VideoWriter, check_frame, resize_square, video_format
+from sganc_stream.video import VideoReader, VideoWriter, resize_square, video_format
 
 
 TimedFrame = tuple[np.ndarray, float]  # (uint8 RGB (H, W, 3), presentation time in seconds)
@@ -113,11 +114,8 @@ class FaceModel:
         """Aligned uint8 crops ``(n, S, S, 3)`` → E's W+ ``(n, rows, width)`` float32 (at E's input size)."""
         if self.encoder is None:
             raise CheckpointError(f"{self.source}: model has no encoder, it can decode but not encode")
-        x = images_to_tensor(crops).to(self.device)
-        side = int(self.config["encoder"]["input_size"])
-        if x.shape[-1] != side:
-            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
-        return self.encoder(x).float().cpu().numpy()
+        x = images_as_tensor(crops).to(self.device)
+        return Project(self.encoder, int(self.config["encoder"]["input_size"]))(x).cpu().numpy()
 
 
 def load_face_model(path: str | os.PathLike[str], device: str = "cpu") -> FaceModel:
@@ -135,136 +133,6 @@ def load_face_model(path: str | os.PathLike[str], device: str = "cpu") -> FaceMo
     encoder = None if loaded.encoder is None else loaded.encoder.to(dev).eval()
     return FaceModel(g.to(dev).eval(), encoder, codec, loaded.config, codec.model_id, str(path), dev)
 
-
-@dataclass
-class EncodedFrame:
-    """What the encoder made of one input frame: a face packet, or a no-face packet (the face fields None)."""
-
-    packet: Packet
-    crop: np.ndarray | None  # (size, size, 3) uint8: the aligned face that was encoded
-    flags: FaceFlags  # how the aligner found the face (0 for pre-aligned input)
-    quad: Quad | None  # where the crop sits in the input frame (None for pre-aligned input and no-face frames)
-    wplus: np.ndarray | None  # (rows, width) float32: E's projection before coding
-    recon_wplus: np.ndarray | None  # (rows, width) float32: exactly what the decoder will reconstruct
-    face_px: float = 0.0  # side of the face's quad in input pixels (the frame's side for pre-aligned input; 0: no face)
-
-    @property
-    def has_face(self) -> bool:
-        return self.packet.type.is_frame
-
-
-class FrameEncoder:
-    """Frames (uint8 RGB, any size) → packets, one stream: one packet per frame.
-
-    ``align=True`` runs the FFHQ aligner (tracking, smoothing, main face; see ``face.tracker``) at the encoder's
-    input size (``model.align_size``); ``align=False`` takes frames that already are aligned faces and only resizes
-    them to that size. A frame in which the aligner finds no face yields a no-face packet; a frame from which on the
-    aligner follows another person yields a new-face intra packet. Packet frame indices count input frames from 0,
-    sequence numbers count face packets.
-
-    ``refine`` (offline quality mode, :mod:`sganc_stream.refine`): E's W+ of each batch of faces is refined by
-    gradient descent before coding, each frame pulled toward the previous one (not across a new face).
-    """
-
-    def __init__(self, model: FaceModel, params: StreamParams, *, fps: float = 25.0, align: bool = True,
-                 landmarks: str | LandmarkBackend = "dlib", refine: RefineOptions | None = None) -> None:
-        if model.encoder is None:
-            raise CheckpointError(f"{model.source}: model has no encoder, it can decode but not encode")
-        self.model, self.params, self.fps = model, params, fps
-        self.aligner = VideoAligner(model.align_size, landmarks, fps=fps) if align else None
-        self.refiner = LatentRefiner(model, refine) if refine is not None and refine.steps > 0 else None
-        self._refined: np.ndarray | None = None  # the last refined W+ (rows, width): the next frame's temporal anchor
-        self.latent = LatentStreamEncoder(model.codec, params, fps)
-        self.frames_coded = 0  # face packets so far: the next one's sequence number
-        self.frames_seen = 0  # input frames so far: the next packet's frame index
-        self.timing: dict[str, float] = {}  # ms per stage of the last encode_batch: align, E, [refine,] code (T, quantise, rANS)
-        self._t0: float | None = None
-
-    def restart(self) -> None:
-        """Start a new stream from the same camera: the next packet is an intra frame with sequence number 0.
-
-        The aligner keeps its face track (and its loaded landmark models): only the coding state starts afresh.
-        """
-        self.latent = LatentStreamEncoder(self.model.codec, self.params, self.fps)
-        self.frames_coded = 0
-        self.frames_seen = 0
-        self._t0 = None
-        self._refined = None
-
-    def request_keyframe(self) -> None:
-        """Make the next packet an intra frame (a receiver lost sync)."""
-        self.latent.request_keyframe()
-
-    def header(self, frames: int) -> StreamHeader:
-        """The stream header for ``frames`` coded frames (the live call sends the same fields at set-up)."""
-        return self.params.header(self.model.codec, self.fps, frames)
-
-    def encode(self, frame: np.ndarray, timestamp: float | None = None) -> EncodedFrame:
-        """One frame (``timestamp``: capture time in seconds; None = nominal 1/fps spacing)."""
-        return self.encode_batch([frame], None if timestamp is None else [timestamp])[0]
-
-    def encode_batch(self, frames: Sequence[np.ndarray], timestamps: Sequence[float] | None = None
-                     ) -> list[EncodedFrame]:
-        """Several consecutive frames; E runs once on all of their faces. ``timing``: ms per stage afterwards."""
-        t0 = time.perf_counter()
-        faces = [self._align(f, None if timestamps is None else timestamps[i]) for i, f in enumerate(frames)]
-        kept = [i for i, face in enumerate(faces) if face is not None]
-        t1 = time.perf_counter()
-        wplus = dict(zip(kept, self.model.project(np.stack([faces[i][0] for i in kept])))) if kept else {}
-        t2 = time.perf_counter()
-        self.timing = {"align": (t1 - t0) * 1000, "E": (t2 - t1) * 1000}
-        if self.refiner is not None and kept:
-            wplus = self._refine(faces, kept, wplus)
-            self.timing["refine"] = (time.perf_counter() - t2) * 1000
-            t2 = time.perf_counter()
-        out = []
-        for i, face in enumerate(faces):
-            n = self.frames_seen
-            if timestamps is None:
-                ts_ms = round(n * 1000 / self.fps)
-            else:
-                self._t0 = timestamps[i] if self._t0 is None else self._t0  # the first frame, face or not
-                ts_ms = round((timestamps[i] - self._t0) * 1000)
-            self.frames_seen += 1
-            if face is None:
-                out.append(EncodedFrame(Packet(PacketType.NO_FACE, self.frames_coded, n, ts_ms), None,
-                                        FaceFlags.NO_FACE, None, None, None))
-                continue
-            crop, flags, quad, face_px = face
-            coded = self.latent.encode(wplus[i], new_face=bool(flags & FaceFlags.NEW_IDENTITY))
-            packet = Packet(coded.type, self.frames_coded, n, ts_ms, coded.payload)
-            out.append(EncodedFrame(packet, crop, flags, quad, wplus[i], coded.recon, face_px))
-            self.frames_coded += 1
-        self.timing["code"] = (time.perf_counter() - t2) * 1000
-        return out
-
-    def _refine(self, faces: list[Any], kept: list[int], wplus: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        """Refine the kept faces' W+ in runs that start at a new face (no temporal pull across a change of person)."""
-        assert self.refiner is not None
-        runs: list[list[int]] = []
-        for i in kept:
-            if not runs or faces[i][1] & FaceFlags.NEW_IDENTITY:
-                runs.append([])
-            runs[-1].append(i)
-        out = {}
-        for run in runs:
-            previous = None if faces[run[0]][1] & FaceFlags.NEW_IDENTITY else self._refined
-            refined = self.refiner.refine(np.stack([faces[i][0] for i in run]), np.stack([wplus[i] for i in run]),
-                                          previous)
-            out.update(zip(run, refined))
-            self._refined = refined[-1]
-        return out
-
-    def _align(self, frame: np.ndarray, timestamp: float | None
-               ) -> tuple[np.ndarray, FaceFlags, Quad | None, float] | None:
-        """(crop at the encoder's size, flags, quad, face side in input pixels), or None before the first face."""
-        frame = check_frame(frame)
-        if self.aligner is None:
-            return resize_square(frame, self.model.align_size), FaceFlags(0), None, float(min(frame.shape[:2]))
-        face = self.aligner.align(frame, timestamp)
-        if face.flags & FaceFlags.NO_FACE:
-            return None
-        return face.crop, face.flags, face.quad, 2.0 * face.quad.half
 
 
 # ----------------------------------------------------------------------------------------------------

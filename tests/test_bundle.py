@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sganc_stream.bundle import META_KEY, Bundle, bundle_info, load_bundle, pack_tensor, unpack_tensor
+from sganc_stream.bundle import (META_KEY, Bundle, bundle_info, grid_pack, load_bundle, pack_tensor, snap_to_grid8,
+                                  unpack_tensor)
 from sganc_stream.errors import CheckpointError
 
 
@@ -93,6 +94,65 @@ def test_packed_entry_for_a_missing_tensor_and_unknown_version_are_refused(tmp_p
     with pytest.raises(CheckpointError, match="name tensors the file lacks"):
         load_bundle(tmp_path / "b.safetensors")
     save_file({"codec.y": torch.zeros(2)}, str(tmp_path / "c.safetensors"),
-              metadata={META_KEY: json.dumps({"format": "sganc-bundle", "version": 3})})
-    with pytest.raises(CheckpointError, match=r"unsupported bundle version 3 \(this build reads 1, 2\)"):
+              metadata={META_KEY: json.dumps({"format": "sganc-bundle", "version": 4})})
+    with pytest.raises(CheckpointError, match=r"unsupported bundle version 4 \(this build reads 1, 2, 3\)"):
         load_bundle(tmp_path / "c.safetensors")
+
+
+def test_snapped_float_tensors_are_grid8_packed_exactly_and_keep_their_model_id(tmp_path: Path) -> None:
+    """snap_to_grid8 is the lossy step; storing its result (grid8, version 3) is lossless, and the model id is the
+    one of the same tensors stored raw (version 1)."""
+    tensors, config = _tensors(), {"codec": {"rows": 1}}
+    w = tensors["codec.flow.0.w"]
+    snapped = snap_to_grid8(w)
+    err = (snapped.float() - w.float()).abs()
+    assert snapped.dtype == w.dtype and err.max() > 0 and (err <= w.float().abs().amax(1, keepdim=True) / 127).all()
+    assert grid_pack(w) is None and grid_pack(torch.tensor([1.0, -0.0])) is None  # off the grid; a negative zero
+    assert torch.equal(unpack_tensor(grid_pack(snapped), "float16", [32, 16], form="grid8"), snapped)
+    tensors["codec.flow.0.w"] = snapped
+    tensors["codec.flow.0.b"] = snap_to_grid8(torch.tensor([3.0, -0.001, 0.0, 1e-9], dtype=torch.float32))
+    Bundle(tensors, config).save(tmp_path / "v3.safetensors")
+    _write_v1(tmp_path / "v1.safetensors", tensors, config)
+    meta = json.loads(json.loads((tmp_path / "v3.safetensors").read_bytes()[8:8 + int.from_bytes(
+        (tmp_path / "v3.safetensors").read_bytes()[:8], "little")])["__metadata__"][META_KEY])
+    assert meta["version"] == 3 and meta["packed"]["codec.flow.0.w"]["form"] == "grid8"
+    new, old = load_bundle(tmp_path / "v3.safetensors"), load_bundle(tmp_path / "v1.safetensors")
+    for name, t in tensors.items():
+        assert new.tensors[name].dtype == t.dtype and torch.equal(new.tensors[name], t)
+    assert new.model_id == old.model_id == bundle_info(tmp_path / "v3.safetensors")["model_id"]
+    assert load_bundle(tmp_path / "v3.safetensors", framework="numpy").model_id == new.model_id
+    Bundle(_tensors(), config).save(tmp_path / "v2.safetensors")  # nothing on the grid: still version 2
+    assert load_bundle(tmp_path / "v2.safetensors").config == config
+    assert b'\\"version\\":2' in (tmp_path / "v2.safetensors").read_bytes()[:4096].replace(b" ", b"")
+
+
+def test_snap_refuses_what_the_grid_cannot_hold() -> None:
+    with pytest.raises(ValueError, match="beyond the grid8 range"):
+        snap_to_grid8(torch.tensor([40000.0]))
+    with pytest.raises(ValueError, match="finite float16 or float32"):
+        snap_to_grid8(torch.tensor([1, 2], dtype=torch.int32))
+
+
+@pytest.mark.parametrize("version, stored, message", [
+    (3, lambda e, c: bytes([e & 0xFF]) + bytes([c & 0xFF] * 4), None),
+    (3, lambda e, c: bytes([(-25) & 0xFF]) + bytes([1] * 4), "exponent or code out of range"),
+    (3, lambda e, c: bytes([9]) + bytes([1] * 4), "exponent or code out of range"),
+    (3, lambda e, c: bytes([0]) + bytes([0x80] * 4), "exponent or code out of range"),  # code -128
+    (3, lambda e, c: bytes([0]) + bytes([1] * 5), "does not hold exactly"),
+    (2, lambda e, c: bytes([0]) + bytes([1] * 4), "forms need bundle version 3"),
+])
+def test_grid8_entries_are_checked(tmp_path: Path, version: int, stored, message: str | None) -> None:
+    import zlib
+
+    name = "codec.flow.0.b"
+    data = torch.frombuffer(bytearray(zlib.compress(stored(-3, 5))), dtype=torch.uint8)
+    meta = {"format": "sganc-bundle", "version": version,
+            "packed": {name: {"dtype": "float16", "shape": [4], "form": "grid8"}}}
+    save_file({name: data}, str(tmp_path / "b.safetensors"), metadata={META_KEY: json.dumps(meta)})
+    if message is None:
+        assert torch.equal(load_bundle(tmp_path / "b.safetensors").tensors[name], torch.full((4,), 5 / 8, dtype=torch.float16))
+        return
+    for read in (load_bundle, bundle_info):
+        with pytest.raises(CheckpointError, match=message) as err:
+            read(tmp_path / "b.safetensors")
+        assert "\n" not in str(err.value)

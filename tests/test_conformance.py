@@ -129,6 +129,33 @@ def test_reference_decoder_reads_a_packed_model(tmp_path):
     assert np.array_equal(states, np.load(VECTORS / f"{case}.states.npy"))
 
 
+def test_reference_decoder_reads_a_grid8_model_and_decodes_its_stream(tmp_path):
+    """A compact model (flow weights snapped to the grid8 grid, format v3, SPEC §5) reads in the reference decoder as
+    the library reads it (same weights, same model id), and a stream the library codes with it decodes there to the
+    library decoder's integer states, with T⁻¹'s floats within SPEC §7."""
+    from sganc_stream.bundle import Bundle, snap_to_grid8
+
+    src = load_bundle(VECTORS / "model.safetensors")
+    compact = tmp_path / "compact.safetensors"
+    Bundle({k: snap_to_grid8(v) if k.startswith("codec.flow.") else v for k, v in src.tensors.items()}, src.config).save(compact)
+    meta = json.loads(safe_open(str(compact), framework="np").metadata()["sganc"])
+    assert meta["version"] == 3 and any(e.get("form") == "grid8" for e in meta["packed"].values())
+    ref, codec = reference_decoder.Model(str(compact)), load_latent_codec(compact)
+    assert ref.model_id == codec.model_id != src.model_id
+    lib = load_bundle(compact, framework="numpy")
+    assert all(np.array_equal(ref.tensors[k], t) and ref.tensors[k].dtype == t.dtype for k, t in lib.tensors.items())
+    case = "v2_open_g3_keyint8_escapes"
+    latents = np.load(VECTORS / f"{case}.input.npy")
+    res = encode_sequence(codec, latents, stream_params(load_latent_codec(VECTORS / "model.safetensors"),
+                                                        decode_container((VECTORS / f"{case}.sgnc").read_bytes()).header))
+    states, decoded = reference_decoder.decode_file(ref, res.data)
+    dec = LatentStreamDecoder(codec, stream_params(codec, decode_container(res.data).header))
+    ours = [(dec.decode(p.type, p.payload), dec.state) for p in decode_container(res.data).packets if p.type.is_frame]
+    assert np.array_equal(states, np.stack([s for _, s in ours]))
+    np.testing.assert_allclose(decoded[~np.isnan(decoded).all(axis=(1, 2))], np.stack([w for w, _ in ours]),
+                               rtol=DECODED_RTOL, atol=DECODED_ATOL)
+
+
 def _new_faces(data: bytes) -> list[int]:
     return [p.frame for p in decode_container(data).packets if p.type == PacketType.NEW_FACE]
 

@@ -104,8 +104,11 @@ def test_npy_files_fail_in_one_line(tmp_path: Path, data: bytes, message: str) -
         load_npy(path)
 
 
-def test_huge_latents_are_refused_before_the_int64_cast_wraps(tiny_codec: LatentCodecModel) -> None:
-    latents = np.full((2, tiny_codec.rows, tiny_codec.width), 1e19, np.float32)  # was ValueError from rANS (int32)
+@pytest.mark.parametrize("value", [1e19, 3.18e38, -3.18e38])
+def test_huge_latents_are_refused_before_the_int64_cast_wraps(tiny_codec: LatentCodecModel, value: float) -> None:
+    """1e19: was ValueError from rANS (int32). ±3.18e38 (1M-input fuzz run): finite W+ that T's coupling layers turn
+    into inf and NaN, which slipped through a ``max() >= limit`` check (NaN compares false)."""
+    latents = np.full((2, tiny_codec.rows, tiny_codec.width), value, np.float32)
     from sganc_stream.latent.codec import StreamParams
 
     with pytest.raises(InputError, match="too large"):

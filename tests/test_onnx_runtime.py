@@ -25,7 +25,7 @@ from sganc_stream.assets import default_face_model  # noqa: E402
 from sganc_stream.bitstream.container import decode_container  # noqa: E402
 from sganc_stream.bundle import load_bundle  # noqa: E402
 from sganc_stream.cli import main  # noqa: E402
-from sganc_stream.errors import CheckpointError  # noqa: E402
+from sganc_stream.errors import CheckpointError, InputError  # noqa: E402
 from sganc_stream.latent.model import DECODED_ATOL, DECODED_RTOL, load_latent_codec  # noqa: E402
 from sganc_stream.latent.synthetic import synthetic_latents  # noqa: E402
 from sganc_stream.models.recipe import tolerance_excess  # noqa: E402
@@ -90,6 +90,32 @@ def test_flows_and_generator_agree_with_pytorch(face) -> None:
     assert images.std() > 10  # real pictures, not a constant
 
 
+def test_encoder_graph_agrees_and_its_stream_decodes_in_pytorch(cache: Path) -> None:
+    """E in ONNX Runtime: W+ within FORWARD_RTOL of PyTorch's; the packets it codes decode in PyTorch to the W+ the
+    ONNX encoder kept (the states come from the bytes alone, so runtimes may differ across a call)."""
+    from sganc_stream.encoding import FrameEncoder
+    from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
+    from sganc_stream.pipeline import load_face_model
+
+    path = default_face_model()
+    torch_model, onnx_model = load_face_model(path), load_onnx_face_model(path, quiet=True, encode=True)
+    assert onnx_model.align_size == torch_model.align_size
+    crops = torch_model.render(synthetic_latents("walk", 5, torch_model.rows, torch_model.codec.width, seed=4))
+    w, ow = torch_model.project(crops), onnx_model.project(crops)
+    assert ow.shape == w.shape and (np.abs(w - ow) / (1 + np.abs(w))).max() <= FORWARD_RTOL
+    params = StreamParams(g=2)
+    encoder = FrameEncoder(onnx_model, params, align=False)
+    decoder = LatentStreamDecoder(torch_model.codec, params)
+    for crop in crops:
+        coded = encoder.encode(crop)
+        got = decoder.decode(coded.packet.type, coded.packet.payload)
+        assert tolerance_excess(got, coded.recon_wplus, DECODED_RTOL, DECODED_ATOL) <= 0
+    with pytest.raises(InputError, match="E takes uint8 crops"):
+        onnx_model.project(crops[:, :8])
+    with pytest.raises(CheckpointError, match="can decode but not encode"):
+        load_onnx_face_model(path, quiet=True).project(crops)
+
+
 def test_decode_process_imports_no_torch(face, tmp_path: Path) -> None:
     """`decode --runtime onnx` with the graphs cached: the frames of the PyTorch decode within MAX_LEVELS, no torch."""
     from benchmarks.startup_memory import make_stream
@@ -113,6 +139,20 @@ def test_decode_process_imports_no_torch(face, tmp_path: Path) -> None:
         got = np.stack(list(reader))
     assert got.shape == expected.shape
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= MAX_LEVELS
+
+
+def test_call_process_on_onnx_imports_no_torch(face) -> None:
+    """What a call peer imports and loads with ``--runtime onnx`` (the default), graphs cached: no torch."""
+    pytest.importorskip("aiortc")
+    load_onnx_face_model(default_face_model(), quiet=True, encode=True)  # E's graph cached first (export needs torch)
+    probe = ("import sys; from sganc_stream.rtc import cli, session; from sganc_stream.assets import default_face_model; "
+             "from sganc_stream.onnx_runtime import load_onnx_face_model; "
+             "m = load_onnx_face_model(default_face_model(), quiet=True, encode=True); "
+             "print(m.encoder is not None, 'torch' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "False"]
 
 
 def test_onnx_on_cuda_is_one_line(tmp_path: Path) -> None:

@@ -101,7 +101,9 @@ def test_coding_options_fail_before_any_model_or_network_work(capsys: pytest.Cap
     for extra, message in ((["--g", "300"], "residual period g must be between 0 and 255, got 300"),
                            (["--keyframe-interval", "-1"], "keyframe interval must be >= 0 (0 = first frame only), got -1"),
                            (["--redundancy", "9"], "redundancy depth must be in 0..4, got 9"),
-                           (["--loss", "1.5"], "loss probability must be in [0, 1), got 1.5")):
+                           (["--loss", "1.5"], "loss probability must be in [0, 1), got 1.5"),
+                           (["--device", "cuda"], "--runtime onnx runs on the CPU (--device cuda needs --runtime torch)"),
+                           (["--runtime", "torch", "--threads", "0"], "--threads must be at least 1, got 0")):
         assert send_main(base + extra) == 2
         assert capsys.readouterr().err.strip() == f"sganc-send: error: {message}"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sganc_stream.assets import default_face_model
-from sganc_stream.decoding import DecodeModel, decode_file
-from sganc_stream.errors import InputError
-from sganc_stream.onnx_runtime import ONNX_EXTRA, RUNTIMES, load_onnx_face_model
+from sganc_stream.cli.options import check_runtime_arguments
+from sganc_stream.decoding import decode_file
+from sganc_stream.onnx_runtime import ONNX_EXTRA, RUNTIMES, OnnxFaceModel, load_onnx_face_model
 from sganc_stream.threads import DEFAULT_THREADS, set_threads
 from sganc_stream.video import VIDEO_FORMATS, video_format
 
@@ -40,20 +40,20 @@ def load_model(args: argparse.Namespace, device: str | None = None) -> FaceModel
     return load_face_model(args.model or default_face_model(), device or args.device)
 
 
-def load_decode_model(args: argparse.Namespace) -> DecodeModel:
-    """The model ``decode`` runs: PyTorch (:func:`load_model`) or, with ``--runtime onnx``, ONNX Runtime (no torch)."""
+def load_runtime_model(args: argparse.Namespace, *, encode: bool = False) -> FaceModel | OnnxFaceModel:
+    """The model ``decode`` and the live call run: PyTorch (:func:`load_model`) or, with ``--runtime onnx``, ONNX
+    Runtime (no torch import; ``encode``: with E's graph too). Options checked by
+    :func:`sganc_stream.cli.options.check_runtime_arguments` first."""
+    check_runtime_arguments(args)
     if args.runtime == "torch":
         return load_model(args)
-    if args.device != "cpu":
-        raise InputError(f"--runtime onnx runs on the CPU (--device {args.device} needs --runtime torch)")
-    if args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}")
-    return load_onnx_face_model(args.model or default_face_model(), threads=args.threads, quiet=args.quiet)
+    return load_onnx_face_model(args.model or default_face_model(), threads=args.threads, quiet=args.quiet,
+                                encode=encode)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     video_format(args.output, args.lossless)  # before any work
-    model = load_decode_model(args)
+    model = load_runtime_model(args)
     info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet)
     no_face = f", {info['no_face_frames']} of them without a face (black)" if info["no_face_frames"] else ""
     print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded{no_face} "

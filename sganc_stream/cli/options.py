@@ -1,9 +1,10 @@
-"""Coding options shared by every command that encodes: ``sganc-stream transcode/demo/latents`` and the live call.
+"""Coding options shared by every command that encodes: ``sganc-stream transcode/demo/latents`` and the live call;
+and the runtime options (``--runtime --device --threads``) of ``decode`` and the live call.
 
 One definition of ``--mode --g --step --keyframe-interval`` (and, for commands that write files, ``--residual-table``
 and ``--target-kbps``);
 validation is :class:`StreamParams`' (one place), so ``--g 300`` is the same one-line error in every command, before
-any model work or network set-up.
+any model work or network set-up. :func:`check_runtime_arguments` is the one check of the runtime options.
 """
 
 from __future__ import annotations
@@ -66,3 +67,12 @@ def _target(args: argparse.Namespace) -> float | None:
 def _residual(args: argparse.Namespace) -> str:
     """``--residual-table``; the call has no such option (its headers cannot name one): Irwin–Hall."""
     return getattr(args, "residual_table", "irwin_hall")
+
+
+def check_runtime_arguments(args: argparse.Namespace) -> None:
+    """``--runtime`` (torch or onnx), ``--device`` and ``--threads`` together, before any model is loaded: ONNX Runtime
+    runs on the CPU only, and every runtime needs at least one thread (InputError, one line)."""
+    if args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    if args.runtime == "onnx" and args.device != "cpu":
+        raise InputError(f"--runtime onnx runs on the CPU (--device {args.device} needs --runtime torch)")

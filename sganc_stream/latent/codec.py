@@ -179,7 +179,9 @@ class LatentStreamEncoder:
         if not np.isfinite(wplus).all():
             raise InputError("latent frame contains NaN or infinity")
         y = m.to_proxy(wplus) / self.unit
-        if np.abs(y).max(initial=0) >= STATE_LIMIT:  # checked in float: a cast of a huge value to int64 wraps
+        # Checked in float, before any cast (a huge value wraps in int64), and written so that NaN fails too: finite
+        # but huge W+ (up to 3e38) overflows inside T's coupling layers to inf and then NaN.
+        if not (np.abs(y) < STATE_LIMIT).all():
             raise InputError("latent values too large for this model's step (proxy state out of range)")
         intra = new_face or self._force_intra or p.mode == "intra" or (p.keyframe_interval and self._since_intra + 1 >= p.keyframe_interval)
         since = 0 if intra else self._since_intra + 1

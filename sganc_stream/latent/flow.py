@@ -125,8 +125,8 @@ class FlowStack(nn.Module):
 
 
 class TorchFlows:
-    """T and T⁻¹ of a whole W+ frame in PyTorch eager on one thread (the default
-    :class:`sganc_stream.latent.model.FlowRunner` of the latent codec)."""
+    """T and T⁻¹ of a whole W+ frame in PyTorch eager on one thread: a :class:`sganc_stream.latent.model.FlowRunner`
+    (the reference; the default is the faster :class:`sganc_stream.latent.numpy_flow.NumpyFlows`)."""
 
     def __init__(self, flows: list[RealNVP], groups: list[tuple[int, int]]) -> None:
         self.t, self.t_inv = FlowStack(flows, groups, inverse=False), FlowStack(flows, groups, inverse=True)

@@ -2,9 +2,10 @@
 
 This is what encoder and decoder load. It is stored in a bundle under the ``codec.`` prefix (flow weights
 as float16, table offsets int32, frequencies uint16) with a ``codec`` config entry; the bundle's content hash is the model id.
-T and T⁻¹ run through a :class:`FlowRunner`: PyTorch eager by default (:class:`sganc_stream.latent.flow.TorchFlows`),
-or ONNX Runtime (:mod:`sganc_stream.onnx_runtime`), which needs no torch: this module imports torch only when the
-PyTorch flows are built or used.
+T and T⁻¹ run through a :class:`FlowRunner`: numpy, all stage groups batched, by default
+(:class:`sganc_stream.latent.numpy_flow.NumpyFlows`, built from the flows' weights on first use), PyTorch eager
+(:class:`sganc_stream.latent.flow.TorchFlows`, the reference the ONNX graphs are exported from), or ONNX Runtime
+(:mod:`sganc_stream.onnx_runtime`); this module imports torch only when the PyTorch flows are built or used.
 In the file these tensors are packed losslessly (:mod:`sganc_stream.bundle`, bitstream_spec/SPEC.md §5): the tables
 load bit-identical, so nothing here depends on the storage.
 """
@@ -53,7 +54,8 @@ class FlowRunner(Protocol):
 class LatentCodecModel:
     """Flows (one per group), tables[kind][step index], and the config that describes them.
 
-    ``runner``: how T and T⁻¹ run; None runs ``flows`` in PyTorch eager on one thread. A model loaded for ONNX Runtime
+    ``runner``: how T and T⁻¹ run; None builds a :class:`~sganc_stream.latent.numpy_flow.NumpyFlows` from ``flows``'
+    weights on first use (so set ``runner = None`` again after changing them). A model loaded for ONNX Runtime
     has a runner and no PyTorch flows (``flows == []``: it cannot be saved or trained).
     ``empirical_residuals[g][step index]``: frozen empirical residual tables (one shared row each) for the periods g
     the model was fitted for; empty for models without them.
@@ -85,9 +87,10 @@ class LatentCodecModel:
 
     def _runner(self) -> FlowRunner:
         if self.runner is None:  # built on first use, so that a model made for ONNX Runtime never imports torch
-            from sganc_stream.latent.flow import TorchFlows
+            from sganc_stream.latent.numpy_flow import NumpyFlows
 
-            self.runner = TorchFlows(self.flows, self.groups)
+            weights = [{k: v.detach().cpu().numpy() for k, v in flow.state_dict().items()} for flow in self.flows]
+            self.runner = NumpyFlows(weights, self.groups, self.width)
         return self.runner
 
     def residual_table(self, g: int, step_index: int, residual: str) -> CodingTable:

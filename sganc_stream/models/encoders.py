@@ -78,10 +78,21 @@ class GradualStyleBlock(nn.Module):
 
 def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 RGB ``(H, W, 3)`` or ``(n, H, W, 3)`` → float ``(n, 3, H, W)`` in [-1, 1] (ToTensor + Normalize(0.5, 0.5))."""
+    return unit_range(images_as_tensor(images))
+
+
+def images_as_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 RGB ``(H, W, 3)`` or ``(n, H, W, 3)`` → the same values as a uint8 tensor ``(n, H, W, 3)``; ValueError
+    for anything else."""
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 RGB images (H, W, 3) or (n, H, W, 3), got {images.dtype} {images.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(images.reshape(-1, *images.shape[-3:]))).permute(0, 3, 1, 2)
-    return x.float().div_(127.5).sub_(1.0)
+    return torch.from_numpy(np.ascontiguousarray(images.reshape(-1, *images.shape[-3:])))
+
+
+def unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB tensor ``(n, H, W, 3)`` → float ``(n, 3, H, W)`` in [-1, 1]: the conversion of
+    :func:`images_to_tensor`, as tensor operations (so that it traces into the exported encoder graph)."""
+    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def upsample_add(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

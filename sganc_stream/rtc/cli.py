@@ -15,22 +15,29 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Coroutine
+import threading
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sganc_stream.assets import default_face_model
-from sganc_stream.cli.options import add_stream_arguments, check_stream_arguments, stream_params_from
+from sganc_stream.cli.decode import load_runtime_model
+from sganc_stream.cli.options import (add_stream_arguments, check_runtime_arguments, check_stream_arguments,
+                                      stream_params_from)
 from sganc_stream.errors import InputError, SgancError, import_extra, warnings_as_lines
-from sganc_stream.pipeline import load_face_model
+from sganc_stream.onnx_runtime import ONNX_EXTRA, RUNTIMES
 from sganc_stream.rtc.transport import DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, MAX_REDUNDANCY
-from sganc_stream.threads import DEFAULT_THREADS, set_threads
+from sganc_stream.threads import DEFAULT_THREADS
 
 if TYPE_CHECKING:
     from sganc_stream.rtc.session import PeerOptions
 
 CALL_MODULES = ("aiohttp", "aioice", "aiortc")  # the extra ``call`` (pyproject.toml); aiortc imports aioice
+# ONNX Runtime is the fastest for each of E, T, T⁻¹ and G on one CPU thread (benchmarks/runtime_speed.py), and a
+# process on it never imports torch (seconds of start-up); integer states do not depend on the runtime (the
+# receiver's come from the bytes alone), so two peers on different runtimes still decode each other exactly.
+DEFAULT_RUNTIME = "onnx"
 
 
 def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParser:
@@ -83,9 +90,13 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
     test.add_argument("--hello-timeout", type=float, default=HELLO_TIMEOUT_S, metavar="S",
                       help=f"end the call when the other side sends no hello for S seconds (default {HELLO_TIMEOUT_S:g})")
     p.add_argument("--model", help="face model bundle (default: the embedded face model); both sides need the same")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                   help="onnx: E, T, T⁻¹ and G in ONNX Runtime on the CPU, no torch import (default: 2.0–2.4× faster "
+                        "per stage than PyTorch eager, README \"CPU runtimes\"; the graphs are exported from the model "
+                        f"with torch on first use and cached; {ONNX_EXTRA}); torch: PyTorch, the reference (--device cuda)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda needs --runtime torch; default cpu)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                   help=f"torch CPU threads for G and E (default {DEFAULT_THREADS})")
+                   help=f"CPU threads of each network (E, T, T⁻¹, G) (default {DEFAULT_THREADS})")
     p.add_argument("--duration", type=float, help="leave after this many seconds (default: until interrupted)")
     p.add_argument("--log", type=Path, metavar="STATS.jsonl", help="write per-frame and per-second stats")
     p.add_argument("--name", default=prog, help="name in messages and logs")
@@ -109,6 +120,7 @@ def options_from(args: argparse.Namespace, send: bool, receive: bool) -> PeerOpt
 
     if send:
         check_stream_arguments(args)
+    check_runtime_arguments(args)
     options = PeerOptions(
         send=send, receive=receive,
         video=getattr(args, "video", None), camera=getattr(args, "camera", None), camera_fps=getattr(args, "fps", None),
@@ -125,21 +137,65 @@ def options_from(args: argparse.Namespace, send: bool, receive: bool) -> PeerOpt
     return options
 
 
+class _Loading(threading.Thread):
+    """``fn()`` in a daemon thread; :meth:`result` waits for it and returns its value or raises its exception.
+
+    The model loads beside the landmark models: ONNX Runtime builds its sessions without holding the GIL (measured:
+    the main thread kept running Python meanwhile) while dlib reads its 100 MB shape predictor on the main thread
+    (holding the GIL), so the two overlap; the model's Python parts (reading the bundle, the tables) do not."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        super().__init__(name="sganc-load", daemon=True)
+        self._fn = fn
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._value = self._fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that waits for the result
+            self._error = exc
+
+    def result(self) -> Any:
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _startup_step() -> tuple[float | None, float]:
+    """(seconds since the process started, CPU seconds it has used so far): the CPU time is what a step costs on an
+    idle machine; on a loaded one the wall time also counts the waits for a core."""
+    from sganc_stream.rtc.stats import process_age
+
+    return process_age(), time.process_time()
+
+
 async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str, Any]:
+    startup = {"python_and_imports": _startup_step()}
     from sganc_stream.rtc.loopback import enable_loopback, loopback_requested  # the call extra, checked by main
     from sganc_stream.rtc.pairing import create_signaling
     from sganc_stream.rtc.session import Peer
 
+    startup["call_imports"] = _startup_step()
     signaling = create_signaling(signal=args.signal, room=args.room, token=args.token, serverless=args.serverless)
-    options = options_from(args, send, receive)
+    options = options_from(args, send, receive)  # every option checked: no load starts for a call that cannot
     if loopback_requested(args.loopback):
         enable_loopback()
-    set_threads(args.threads)
-    model = load_face_model(args.model or default_face_model(), args.device)
+    loading = _Loading(lambda: load_runtime_model(args, encode=send))
+    if send and options.align:
+        from sganc_stream.face.landmarks import make_landmarks
+
+        options = replace(options, landmarks=make_landmarks(args.landmarks))
+        startup["landmark_models"] = _startup_step()
+    model = loading.result()
+    startup["model"] = _startup_step()
     if send:
         options = replace(options, params=stream_params_from(args, model.codec))
-    peer = Peer(model, options)
-    return await peer.run(signaling)
+    peer = Peer(model, options)  # the camera and the encoder
+    startup["encoder_and_camera"] = _startup_step()
+    return await peer.run(signaling, startup=startup)
 
 
 def run_bounded(coro: Coroutine[Any, Any, dict[str, Any]], grace: float = 20.0) -> dict[str, Any]:

@@ -17,18 +17,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, Union
 
 import numpy as np
 
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.errors import BitstreamError, InputError, ModelMismatchError, SgancError
+from sganc_stream.face.landmarks import LandmarkBackend
 from sganc_stream.face.paste_back import PasteBack
 from sganc_stream.fileio import check_writable
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
 from sganc_stream.latent.sequence import stream_params
 from sganc_stream.decoding import no_face_pictures
-from sganc_stream.pipeline import EncodedFrame, FaceModel, FrameEncoder
+from sganc_stream.encoding import EncodedFrame, FrameEncoder
 from sganc_stream.rtc.channel import Channel, LossModel, LossyChannel
 from sganc_stream.rtc.media import FrameSink, open_source, require_display
 from sganc_stream.rtc.pairing import Signaling, consume_signaling
@@ -38,8 +39,15 @@ from sganc_stream.rtc.transport import (DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY
                                         MessageTooLarge, Pacer, PROTOCOL_VERSION, Redundancy, RefusedError,
                                         StreamReceiver, check_message_size, check_models, parse_message, refusal,
                                         restamp)
-from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown
+from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown, TimedFlows, wplus_crc
 from sganc_stream.video import video_format
+
+from sganc_stream.onnx_runtime import OnnxFaceModel
+
+if TYPE_CHECKING:
+    from sganc_stream.pipeline import FaceModel
+
+CallModel = Union["FaceModel", OnnxFaceModel]  # PyTorch or ONNX Runtime (``--runtime``): the call needs no more
 
 TICK_S = 0.05  # hello retransmission check and event-loop lag probe
 
@@ -55,7 +63,7 @@ class PeerOptions:
     camera_fps: float | None = None
     max_fps: float | None = None  # send at most this rate (camera frames in between are skipped)
     align: bool = True  # False: the source already shows aligned faces
-    landmarks: str = "dlib"
+    landmarks: str | LandmarkBackend = "dlib"  # a backend by name, or one already loaded
     params: StreamParams = field(default_factory=StreamParams)
     redundancy: int = DEFAULT_REDUNDANCY  # previous frame packets carried in each frame message
     redundancy_fit: bool = True  # ... only as far as they fit without another SCTP chunk
@@ -122,9 +130,10 @@ class Link:
 class Peer:
     """A call participant: camera → encoder → channel, and channel → decoder → window/recording."""
 
-    def __init__(self, model: FaceModel, options: PeerOptions, err: TextIO = sys.stderr) -> None:
+    def __init__(self, model: CallModel, options: PeerOptions, err: TextIO = sys.stderr) -> None:
         options.check()
         self.model, self.opt = model, options
+        self.flows = TimedFlows.install(model.codec)  # T and T⁻¹ ms per frame in the log
         self.stats = StatsLog(options.log, options.name, err, options.quiet)
         self.pacer = Pacer(options.max_buffered)
         self.link: Link | None = None
@@ -305,6 +314,8 @@ class Peer:
         self.stats.add(displayed=1)
         self.stats.event("display", seq=packet.seq, type=packet.type.label, latency_ms=round(latency, 1),
                          decode_ms=round(shown.decode_ms, 1), render_ms=round(shown.render_ms, 1),
+                         **({} if shown.t_inv_ms is None else {"T_inv_ms": round(shown.t_inv_ms, 1)}),
+                         wplus_crc=shown.wplus_crc,
                          waiting=shown.waiting)
 
     def _show(self, image: np.ndarray, delivery: Delivery) -> None:
@@ -364,7 +375,7 @@ class Peer:
                          packet_bytes=len(pack(packet, self.send_fps)), redundant=link.redundancy.carried - carried,
                          capture_ms=link.epoch_ms + ts_ms,
                          encode_start_ms=round((enc.encode_start - enc.capture_time) * 1000, 1),
-                         encode_ms=round(sum(enc.timing.values()), 1),
+                         encode_ms=round(sum(enc.timing.values()), 1), wplus_crc=wplus_crc(enc.frame.recon_wplus),
                          **{f"{k}_ms": round(v, 1) for k, v in enc.timing.items()})
 
     def _show_self(self, encoded: EncodedFrame, frame: np.ndarray) -> None:
@@ -424,12 +435,13 @@ class Peer:
         if self.encoder is not None and self.source is not None:
             self.sender = SendWorker(iter(self.source), self.encoder, fps=self.source.fps, max_fps=self.opt.max_fps,
                                      gate=self._gate, deliver=self._deliver, fail=self._worker_failed, loop=loop,
-                                     self_view=self._show_self if self.paster is not None else None)
+                                     self_view=self._show_self if self.paster is not None else None,
+                                     flows=self.flows)
             self.sender.start()
         if self.opt.receive:
             self.receiver = ReceiveWorker(self._render, self._show, shown=self._shown,
                                           undecodable=self._undecodable, overrun=self._overrun,
-                                          fail=self._worker_failed, loop=loop)
+                                          fail=self._worker_failed, loop=loop, flows=self.flows)
             self.receiver.start()
 
     def _render(self, latents: np.ndarray | None) -> np.ndarray:
@@ -442,10 +454,11 @@ class Peer:
         self.stats.add(rx_overrun=1)
         self._undecodable(generation, sync_id, "the decoder fell behind: backlog dropped")
 
-    async def run(self, signaling: Signaling | None = None, *, channel: Channel | None = None) -> dict[str, Any]:
+    async def run(self, signaling: Signaling | None = None, *, channel: Channel | None = None,
+                  startup: dict[str, tuple[float | None, float]] | None = None) -> dict[str, Any]:
         """Run the call until ``duration`` ends (or forever): paired through ``signaling``, or on an already open
-        ``channel`` (tests). Raises RefusedError (one line) when the call is refused or cannot be set up; returns a
-        summary."""
+        ``channel`` (tests). ``startup``: (the process's age, its CPU seconds) after each start-up step, logged
+        with "joined" (``startup_s``, ``startup_cpu_s``). Raises RefusedError (one line) when the call is refused or cannot be set up; returns a summary."""
         loop = asyncio.get_running_loop()
         self.fatal = loop.create_future()
         self._start_workers(loop)
@@ -456,7 +469,12 @@ class Peer:
                 if said:
                     self.stats.say(said)
                 age = process_age()
-                self.stats.event("joined", process_age_s=None if age is None else round(age, 2))
+                self.stats.event("joined", process_age_s=None if age is None else round(age, 2),
+                                 runtime="onnx" if isinstance(self.model, OnnxFaceModel) else "torch",
+                                 startup_s={k: None if v[0] is None else round(v[0], 2)
+                                            for k, v in (startup or {}).items()},
+                                 startup_cpu_s={k: round(v[1], 2) for k, v in (startup or {}).items()},
+                                 cpu_s=round(time.process_time(), 2))
                 tasks.append(asyncio.ensure_future(consume_signaling(signaling, self, ice_servers=self.opt.ice_servers,
                                                                      say=self.say)))
             elif channel is not None:

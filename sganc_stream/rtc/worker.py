@@ -11,8 +11,9 @@ one: rANS and T⁻¹), renders only the newest result with G, and shows/records 
 overflows, the backlog is dropped and the loop is told to ask for a keyframe, so latency cannot grow. A no-face
 delivery changes no state and renders no face: ``render(None)`` gives the library's no-face picture.
 
-Results cross to the loop with ``loop.call_soon_threadsafe``. Torch releases the GIL inside its operators, so two
-threads (encode, render) share the process's cores; per-stage times go into the call's log.
+Results cross to the loop with ``loop.call_soon_threadsafe``. Torch and ONNX Runtime release the GIL inside their
+operators, so two threads (encode, render) share the process's cores; per-stage times (align, E, T, rANS, T⁻¹ on the
+sender; rANS + T⁻¹ and G on the receiver; T and T⁻¹ timed by :class:`TimedFlows`) go into the call's log.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,11 +31,48 @@ import numpy as np
 
 from sganc_stream.bitstream.packet import PacketType
 from sganc_stream.errors import BitstreamError, SgancError
-from sganc_stream.pipeline import EncodedFrame, FrameEncoder
+from sganc_stream.encoding import EncodedFrame, FrameEncoder
+from sganc_stream.latent.model import FlowRunner, LatentCodecModel
 from sganc_stream.rtc.transport import Delivery
 
 T = TypeVar("T")
 MAX_PENDING = 64  # deliveries waiting for the decoder before the backlog is dropped (6 s at 10 fps)
+
+
+class TimedFlows:
+    """A :class:`~sganc_stream.latent.model.FlowRunner` that times T and T⁻¹ per thread: :meth:`take` gives the ms
+    the calling thread spent in each since its last ``take`` (the encode and receive threads share one codec)."""
+
+    def __init__(self, inner: FlowRunner) -> None:
+        self.inner = inner
+        self._local = threading.local()
+
+    @classmethod
+    def install(cls, codec: LatentCodecModel) -> TimedFlows:
+        """Wrap the runner ``codec`` uses for T and T⁻¹ (built now if the codec builds it lazily); once per codec."""
+        if isinstance(codec.runner, TimedFlows):  # two peers of one process (tests) share a model
+            return codec.runner
+        timed = cls(codec._runner())  # noqa: SLF001 - the codec's one way to build its runner
+        codec.runner = timed
+        return timed
+
+    def _timed(self, name: str, fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            return fn(x)
+        finally:
+            times = self._local.__dict__.setdefault("ms", {})
+            times[name] = times.get(name, 0.0) + (time.perf_counter() - started) * 1000
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._timed("T", self.inner.forward, x)
+
+    def inverse(self, y: np.ndarray) -> np.ndarray:
+        return self._timed("T_inv", self.inner.inverse, y)
+
+    def take(self) -> dict[str, float]:
+        """``{"T": ms, "T_inv": ms}`` (those that ran) of this thread since its last call."""
+        return self._local.__dict__.pop("ms", {})
 
 
 class Latest(Generic[T]):
@@ -90,13 +129,15 @@ class SendWorker:
     def __init__(self, frames: Iterable[tuple[np.ndarray, float]], encoder: FrameEncoder, *, fps: float,
                  max_fps: float | None, gate: Callable[[], int | None], deliver: Callable[[Encoded], None],
                  fail: Callable[[BaseException], None], loop: asyncio.AbstractEventLoop,
-                 self_view: Callable[[EncodedFrame, np.ndarray], None] | None = None) -> None:
+                 self_view: Callable[[EncodedFrame, np.ndarray], None] | None = None,
+                 flows: TimedFlows | None = None) -> None:
         if max_fps is not None and max_fps <= 0:
             raise SgancError(f"--max-fps must be positive, got {max_fps}")
         self.frames, self.encoder = frames, encoder
         self.fps = min(fps, max_fps or fps)
         self.max_fps = max_fps
         self.gate, self.deliver, self.fail, self.loop, self.self_view = gate, deliver, fail, loop, self_view
+        self.flows = flows
         self.latest: Latest[tuple[np.ndarray, float]] = Latest()
         self.generation: int | None = None
         self.skipped = 0  # frames not coded because the gate said no
@@ -160,10 +201,28 @@ class SendWorker:
                 self.encoder.request_keyframe()
             started = time.time()
             encoded = self.encoder.encode(frame, t)  # a face packet, or a no-face packet (SPEC.md §8.5)
-            timing = dict(self.encoder.timing)
+            timing = encode_stages(self.encoder.timing, self.flows.take() if self.flows is not None else {})
             if self.self_view is not None:
                 self.self_view(encoded, frame)
             self.loop.call_soon_threadsafe(self.deliver, Encoded(generation, encoded, t, started, timing))
+
+
+def wplus_crc(wplus: np.ndarray) -> int:
+    """CRC-32 of a W+ frame's float32 bytes: the sender logs it for the reconstruction it keeps, the receiver for what
+    it rendered; on one machine and runtime equal values mean the receiver decoded exactly what was coded."""
+    return zlib.crc32(np.ascontiguousarray(wplus, dtype=np.float32).tobytes())
+
+
+def encode_stages(timing: dict[str, float], flows: dict[str, float]) -> dict[str, float]:
+    """The encoder's ms per stage (align, E, code) with ``code`` split by the T and T⁻¹ ms of ``flows`` into T,
+    ``rans`` (quantise and rANS) and T_inv (the reconstruction the encoder keeps); as it is without ``flows``."""
+    if not flows or "code" not in timing:
+        return dict(timing)
+    out = {k: v for k, v in timing.items() if k != "code"}
+    out["T"] = flows.get("T", 0.0)
+    out["rans"] = max(timing["code"] - sum(flows.values()), 0.0)
+    out["T_inv"] = flows.get("T_inv", 0.0)
+    return out
 
 
 @dataclass
@@ -172,7 +231,9 @@ class Shown:
 
     delivery: Delivery  # its packet is a face packet, or a no-face packet (then the no-face picture was shown)
     decode_ms: float  # rANS and T⁻¹ of this delivery's packets
+    t_inv_ms: float | None  # T⁻¹ alone (None: not timed)
     render_ms: float  # G
+    wplus_crc: int | None  # :func:`wplus_crc` of the W+ frame rendered (None: the no-face picture)
     shown_at: float  # time.time()
     waiting: int  # deliveries that were still queued (0: it was the newest)
 
@@ -213,8 +274,9 @@ class ReceiveWorker:
                  show: Callable[[np.ndarray, Delivery], None], *,
                  shown: Callable[[Shown], None], undecodable: Callable[[int, int, str], None],
                  overrun: Callable[[int, int], None], fail: Callable[[BaseException], None],
-                 loop: asyncio.AbstractEventLoop, max_pending: int = MAX_PENDING) -> None:
-        self.render, self.show = render, show
+                 loop: asyncio.AbstractEventLoop, max_pending: int = MAX_PENDING,
+                 flows: TimedFlows | None = None) -> None:
+        self.render, self.show, self.flows = render, show, flows
         self.shown, self.undecodable, self.overrun, self.fail, self.loop = shown, undecodable, overrun, fail, loop
         self.max_pending = max_pending
         self._cond = threading.Condition()
@@ -275,11 +337,11 @@ class ReceiveWorker:
 
     def _run(self) -> None:
         stream: _Stream | None = None
-        newest: tuple[np.ndarray | None, Delivery, float] | None = None
+        newest: tuple[np.ndarray | None, Delivery, float, float | None] | None = None
         for job in self._next():
             if job is None:
                 if newest is not None:
-                    latents, delivery, decode_ms = newest
+                    latents, delivery, decode_ms, t_inv_ms = newest
                     newest = None
                     started = time.perf_counter()
                     image = self.render(latents)
@@ -287,8 +349,9 @@ class ReceiveWorker:
                     self.show(image, delivery)
                     with self._cond:
                         waiting = len(self._jobs)
-                    self.loop.call_soon_threadsafe(self.shown, Shown(delivery, decode_ms, render_ms, time.time(),
-                                                                     waiting))
+                    crc = None if latents is None else wplus_crc(latents)
+                    self.loop.call_soon_threadsafe(self.shown, Shown(delivery, decode_ms, t_inv_ms, render_ms, crc,
+                                                                     time.time(), waiting))
                 continue
             if isinstance(job, _Stream):
                 stream, newest = job, None
@@ -304,11 +367,13 @@ class ReceiveWorker:
                 continue  # another connection's
             if delivery.packet.type == PacketType.NO_FACE:  # no state to apply, nothing chained on one
                 self.superseded += newest is not None
-                newest = (None, delivery, 0.0)
+                newest = (None, delivery, 0.0, None)
                 continue
             if stream.failed_sync == delivery.sync_id:
                 continue  # chained on a state that already failed
             started = time.perf_counter()
+            if self.flows is not None:
+                self.flows.take()  # T⁻¹ of this delivery only
             try:
                 for ptype, payload in delivery.steps:
                     latents = stream.decoder.decode(ptype, payload)
@@ -318,4 +383,5 @@ class ReceiveWorker:
                 self.loop.call_soon_threadsafe(self.undecodable, generation, delivery.sync_id, str(exc))
                 continue
             self.superseded += newest is not None
-            newest = (latents, delivery, (time.perf_counter() - started) * 1000)
+            t_inv = self.flows.take().get("T_inv") if self.flows is not None else None
+            newest = (latents, delivery, (time.perf_counter() - started) * 1000, t_inv)
