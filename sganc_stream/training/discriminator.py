@@ -6,7 +6,7 @@ equalized learning rate (Karras et al. 2018, "Progressive growing of GANs", §4.
 stored N(0, 1) and scaled by 1/√fan_in at run time, and activations get StyleGAN2's leaky-ReLU gain √2. That is
 what StyleGAN2's learning rate 2e-3 presumes: with plain ``nn.Conv2d`` layers the same Adam step moves each
 weight √fan_in times further relative to its size, and a fresh D's logits swung to ±30…±1000 within a few steps
-(measured on the 128 px face model; README of ``sganc_stream/training``, "Adversarial term").
+(measured on the 128 px face model: MODEL_CARD.md, "Adversarial term").
 """
 
 from __future__ import annotations
