@@ -3,7 +3,8 @@
 Projection: aligned input x vs G(E(x)). Coded: each validation clip's W+ sequence through the bundle's latent
 codec (open loop, residual period g, step preset) and back, then G. Metrics from sganc_stream.metrics on both
 images bicubically upsampled to ``--eval-size`` (256 by default, so MS-SSIM's five scales use the standard
-11-tap window and dlib's detector sees a face of usual size): MS-SSIM and dlib 128-D identity distance.
+11-tap window and dlib's detector sees a face of usual size): MS-SSIM and dlib 128-D identity distance; at the
+model's own size, the detail ratio (Laplacian energy of G(E(x)) over that of x: below 1 is over-smoothing).
 ``--model`` is a bundle or a training ``checkpoint.pt`` (EMA weights, ``--raw`` for the raw ones); a checkpoint
 has no latent codec, so give ``--codec`` or ``--projection-only``. Speed: CPU ms/frame of E and G at
 batch 1, float32, for each thread count (with the machine's load average, since other work skews it). Writes JSON (command, commit, machine) and a picture with rows
@@ -31,7 +32,7 @@ from sganc_stream.assets import DEFAULT_FACE_MODEL
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import load_latent_codec
 from sganc_stream.latent.sequence import decode_bytes, encode_sequence
-from sganc_stream.metrics import identity_distance, ms_ssim, ms_ssim_window
+from sganc_stream.metrics import detail_ratio, identity_distance, ms_ssim, ms_ssim_window
 from sganc_stream.training.face_bundle import encode_faces, load_face_models
 from sganc_stream.training.face_data import load_prepared
 from sganc_stream.training.face_model import to_uint8
@@ -126,7 +127,8 @@ def main() -> int:
         "projection": {"frames": len(x_all), "photos": len(x_photo), "clip_frames": len(x_clip),
                        "ms_ssim": ms(x_all, y_all), "identity_distance": ident(x_all, y_all),
                        "ms_ssim_photos": ms(x_photo, y_photo), "ms_ssim_clips": ms(x_clip, y_clip),
-                       "identity_distance_clips": ident(x_clip, y_clip)},
+                       "identity_distance_clips": ident(x_clip, y_clip),
+                       "detail_ratio": summary(detail_ratio(x_all, y_all))},
         "model_size": size, "eval_size": n, "ms_ssim_window": ms_ssim_window(n, n),
     }
     if codec is not None:

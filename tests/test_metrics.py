@@ -19,6 +19,7 @@ from sganc_stream.metrics import (
     FaceDescriptor,
     compare_frames,
     default_face_descriptor,
+    detail_ratio,
     identity_distance,
     lpips,
     ms_ssim,
@@ -89,6 +90,18 @@ def test_ms_ssim_is_one_for_identical_frames_and_falls_with_blur(face: np.ndarra
     scores = [ms_ssim(image, image)] + [ms_ssim(image, blur(image, s)) for s in (0.7, 1.5, 3.0)]
     assert scores[0] == pytest.approx(1.0, abs=1e-5)
     assert scores == sorted(scores, reverse=True) and scores[-1] < 0.95
+
+
+def test_detail_ratio_is_one_for_the_reference_below_one_when_smoothed_above_with_noise(face: np.ndarray) -> None:
+    image = cv2.resize(face, (128, 128), interpolation=cv2.INTER_AREA)
+    ratios = [detail_ratio(image, image)] + [detail_ratio(image, blur(image, s)) for s in (0.7, 1.5)]
+    assert ratios[0] == pytest.approx(1.0) and ratios[0] > ratios[1] > ratios[2] and ratios[2] < 0.2
+    noisy = np.clip(image + np.random.default_rng(0).normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+    assert detail_ratio(image, noisy) > 1.5
+    batch = detail_ratio(np.stack([image, image]), np.stack([image, blur(image, 1.5)]))
+    assert batch == pytest.approx([1.0, ratios[2]])
+    with pytest.raises(InputError, match="shape"):
+        detail_ratio(image, image[:64])
 
 
 def test_ms_ssim_batch_matches_single_frames(face: np.ndarray) -> None:

@@ -42,6 +42,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            channel_multiplier=args.channel_multiplier, enc_base_channels=args.enc_channels)
     settings = TrainSettings(mode=args.mode, steps=args.steps, batch=args.batch, lr=args.lr, enc_lr=args.enc_lr,
                              adv_weight=args.adv_weight, augment=args.augment, r1_gamma=args.r1_gamma,
+                             d_lr=args.d_lr, d_warmup=args.d_warmup, adv_ramp=args.adv_ramp,
+                             adv_adaptive=args.adv_adaptive, fm_weight=args.fm_weight,
                              ema_kimg=args.ema_kimg, seed=args.seed, max_minutes=args.minutes, lr_ramp_down=args.lr_ramp_down,
                              sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
                              identity_weight=args.identity_weight, face_perceptual_weight=args.face_perceptual_weight,
@@ -144,9 +146,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["gan", "encoder", "joint"], default="joint")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3, help="G and D learning rate")
+    p.add_argument("--lr", type=float, default=2e-3, help="G learning rate (and D's unless --d-lr)")
     p.add_argument("--enc-lr", type=float, default=1e-3)
+    p.add_argument("--d-lr", type=float, default=0.0, help="discriminator learning rate (0 = --lr)")
     p.add_argument("--adv-weight", type=float, default=0.0, help="joint mode: adversarial term weight (0 = off)")
+    p.add_argument("--d-warmup", type=int, default=0,
+                   help="joint mode: steps the discriminator trains alone after it is created (e.g. on --resume)")
+    p.add_argument("--adv-ramp", type=int, default=0,
+                   help="joint mode: steps after the D warm-up over which the adversarial and feature-matching "
+                        "weights rise linearly to their values")
+    p.add_argument("--adv-adaptive", action="store_true",
+                   help="joint mode: scale --adv-weight by VQGAN's adaptive weight (gradient-norm ratio of the "
+                        "reconstruction and adversarial losses at G's last layer)")
+    p.add_argument("--fm-weight", type=float, default=0.0,
+                   help="joint mode: pix2pixHD feature-matching weight (L1 of D's features of x and G(E(x)))")
     p.add_argument("--augment", default="color,translation,cutout", help="DiffAugment policy for D ('none' = off)")
     p.add_argument("--r1-gamma", type=float, default=0.1)
     p.add_argument("--ema-kimg", type=float, default=5.0)

@@ -1,7 +1,12 @@
 """StyleGAN2 residual discriminator (training only; the runtime never needs it).
 
-From-RGB, residual down-sampling blocks to 4x4, minibatch standard deviation, then two linear layers. Plain
-convolutions with the same channel table as the generator (``channels(res)``) so D and G stay in proportion.
+From-RGB, residual down-sampling blocks to 4x4, minibatch standard deviation, then two linear layers, with the
+same channel table as the generator (``channels(res)``) so D and G stay in proportion. Every layer has an
+equalized learning rate (Karras et al. 2018, "Progressive growing of GANs", §4.1; kept in StyleGAN2): weights are
+stored N(0, 1) and scaled by 1/√fan_in at run time, and activations get StyleGAN2's leaky-ReLU gain √2. That is
+what StyleGAN2's learning rate 2e-3 presumes: with plain ``nn.Conv2d`` layers the same Adam step moves each
+weight √fan_in times further relative to its size, and a fresh D's logits swung to ±30…±1000 within a few steps
+(measured on the 128 px face model: MODEL_CARD.md, "Adversarial term").
 """
 
 from __future__ import annotations
@@ -12,9 +17,27 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sganc_stream.models.stylegan2 import GeneratorConfig
+from sganc_stream.models.stylegan2 import EqualLinear, GeneratorConfig
 
 SQRT2 = math.sqrt(2.0)
+
+
+def _act(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, 0.2) * SQRT2
+
+
+class EqualConv2d(nn.Module):
+    """Convolution with equalized learning rate: stored weight N(0, 1) × 1/√(in·k·k)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.scale = 1.0 / math.sqrt(in_ch * kernel * kernel)
+        self.padding = kernel // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
 
 
 class DownBlock(nn.Module):
@@ -22,39 +45,46 @@ class DownBlock(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, in_ch, 3, padding=1)
-        self.conv2 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.skip = nn.Conv2d(in_ch, out_ch, 1, bias=False)
+        self.conv1 = EqualConv2d(in_ch, in_ch, 3)
+        self.conv2 = EqualConv2d(in_ch, out_ch, 3)
+        self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.leaky_relu(self.conv1(x), 0.2)
-        y = F.avg_pool2d(F.leaky_relu(self.conv2(y), 0.2), 2)
+        y = _act(self.conv1(x))
+        y = F.avg_pool2d(_act(self.conv2(y)), 2)
         return (y + F.avg_pool2d(self.skip(x), 2)) / SQRT2
 
 
 class Discriminator(nn.Module):
-    """Images ``(n, 3, size, size)`` in [-1, 1] → logits ``(n,)``."""
+    """Images ``(n, 3, size, size)`` in [-1, 1] → logits ``(n,)`` (and, on request, each block's activations)."""
 
     def __init__(self, config: GeneratorConfig, stddev_group: int = 4):
         super().__init__()
         size = config.size
-        self.from_rgb = nn.Conv2d(3, config.channels(size), 1)
+        self.from_rgb = EqualConv2d(3, config.channels(size), 1)
         blocks = []
         res = size
         while res > 4:
             blocks.append(DownBlock(config.channels(res), config.channels(res // 2)))
             res //= 2
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.ModuleList(blocks)
         ch = config.channels(4)
         self.stddev_group = stddev_group
-        self.final_conv = nn.Conv2d(ch + 1, ch, 3, padding=1)
-        self.final = nn.Sequential(nn.Linear(ch * 16, ch), nn.LeakyReLU(0.2), nn.Linear(ch, 1))
+        self.final_conv = EqualConv2d(ch + 1, ch, 3)
+        self.final = nn.Sequential(EqualLinear(ch * 16, ch, activate=True), EqualLinear(ch, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(F.leaky_relu(self.from_rgb(x), 0.2))
+    def forward(self, x: torch.Tensor, features: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits ``(n,)``; with ``features=True`` also the outputs of from-RGB and of every down-sampling block
+        (``(n, channels(r), r, r)`` for r = size … 4), the intermediate features of pix2pixHD's feature matching."""
+        x = _act(self.from_rgb(x))
+        feats = [x]
+        for block in self.blocks:
+            x = block(x)
+            feats.append(x)
         n, c, h, w = x.shape
         g = math.gcd(n, self.stddev_group)
         std = x.float().view(g, -1, c, h, w).var(0, unbiased=False).add(1e-8).sqrt().mean(dim=(1, 2, 3))
         std = std.to(x.dtype).view(-1, 1, 1, 1).repeat(g, 1, h, w)
-        x = F.leaky_relu(self.final_conv(torch.cat([x, std], 1)), 0.2)
-        return self.final(x.flatten(1)).squeeze(1)
+        x = _act(self.final_conv(torch.cat([x, std], 1)))
+        logits = self.final(x.flatten(1)).squeeze(1)
+        return (logits, feats) if features else logits

@@ -7,7 +7,9 @@ Three modes share one loop, one checkpoint format and one set of samples:
 * ``encoder`` — pSp-style E for a frozen G: latent loss on generated images whose W+ is known, plus
   reconstruction (MSE + MS-SSIM) on real aligned faces, so that G(E(x)) ≈ x; ``latent_avg`` starts at G's mean w.
 * ``joint`` — E and G's synthesis trained together on real faces (an adversarial-latent-autoencoder-style
-  model): reconstruction, plus an optional adversarial term (``adv_weight``) with the same D, R1 and DiffAugment.
+  model): reconstruction, plus optional adversarial (``adv_weight``) and feature-matching (``fm_weight``) terms
+  with the same D, R1 and DiffAugment. Switched on in a later chunk, D first trains alone (``d_warmup``), then
+  G's adversarial weight ramps in (``adv_ramp``), optionally scaled by VQGAN's adaptive weight (``adv_adaptive``).
   The decoder stays a StyleGAN2 synthesis network driven by W+, loadable by the same generator code. On a CPU
   this is the mode that converges in an hour; a GAN needs GPU-days.
 
@@ -81,7 +83,8 @@ class TrainSettings:
     mode: str = "joint"
     steps: int = 4000
     batch: int = 16
-    lr: float = 2e-3  # G (equalized learning rate) and D
+    lr: float = 2e-3  # G (equalized learning rate), and D unless d_lr is set
+    d_lr: float = 0.0  # D's learning rate (equalized layers); 0 = lr
     enc_lr: float = 1e-3
     ema_kimg: float = 5.0  # half-life of the EMA weights, in thousands of images
     augment: str = "color,translation,cutout"  # DiffAugment policy for what D sees
@@ -89,6 +92,10 @@ class TrainSettings:
     r1_every: int = 16
     mixing_prob: float = 0.9
     adv_weight: float = 0.0  # joint mode: weight of the non-saturating G loss on reconstructions
+    d_warmup: int = 0  # joint: steps D trains alone after it is created (G's adversarial and FM weights are 0)
+    adv_ramp: int = 0  # joint: steps after the warm-up over which those weights rise linearly to their values
+    adv_adaptive: bool = False  # joint: scale adv_weight by VQGAN's λ = ‖∇rec‖ / ‖∇adv‖ at G's last layer
+    fm_weight: float = 0.0  # joint: pix2pixHD feature matching, L1 between D's features of x and of G(E(x))
     mse_weight: float = 1.0
     msssim_weight: float = 1.0
     latent_weight: float = 1.0  # encoder mode: W+ MSE on generated images
@@ -115,8 +122,10 @@ class TrainSettings:
         if not (0.0 <= self.pair_fraction <= 1.0 and 0.0 <= self.geometric <= 1.0):
             raise InputError("pair fraction and geometric augmentation probability must lie in [0, 1]")
         if min(self.identity_weight, self.face_perceptual_weight, self.temporal_weight, self.delta_weight,
-               self.adv_weight) < 0:
+               self.adv_weight, self.fm_weight) < 0:
             raise InputError("loss weights must be >= 0")
+        if min(self.d_lr, self.d_warmup, self.adv_ramp) < 0:
+            raise InputError("D learning rate, D warm-up and adversarial ramp must be >= 0")
         try:
             parse_policy(self.augment)
         except ValueError as exc:
@@ -147,6 +156,25 @@ def d_logistic(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Te
 
 def g_nonsaturating(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()
+
+
+def feature_matching(d: nn.Module, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """pix2pixHD's feature-matching loss (Wang et al. 2018, eq. 4): mean over D's blocks of the mean absolute
+    difference between D's features of ``fake`` and of its paired ``real`` (both (n, 3, s, s); no augmentation, so
+    the pairs stay aligned; the real features carry no gradient). A scalar."""
+    _, real_feats = d(real.detach(), features=True)
+    _, fake_feats = d(fake, features=True)
+    return torch.stack([(f.float() - r.detach().float()).abs().mean() for f, r in zip(fake_feats, real_feats)]).mean()
+
+
+def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: torch.Tensor,
+                    max_weight: float = 1e4) -> torch.Tensor:
+    """VQGAN's adaptive adversarial weight (Esser et al. 2021, eq. 7): λ = ‖∇_L rec_loss‖ / (‖∇_L adv_loss‖ + 1e-4)
+    at G's last layer's weight L, clamped to [0, ``max_weight``], without gradient. Scaled by it, the adversarial
+    gradient entering G has ``adv_weight`` times the size of the reconstruction one, however large D's logits grow."""
+    (g_rec,) = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
+    (g_adv,) = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)
+    return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, max_weight).detach()
 
 
 def r1_penalty(d: nn.Module, real: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
@@ -239,7 +267,8 @@ class FaceModelTrainer:
             self.opts["e"] = torch.optim.Adam(self.e.parameters(), lr=settings.enc_lr, betas=(0.9, 0.99))
         if self.d is not None:
             c = settings.r1_every / (settings.r1_every + 1)  # lazy-regularisation correction of StyleGAN2
-            self.opts["d"] = torch.optim.Adam(self.d.parameters(), lr=settings.lr * c, betas=(0.0 ** c, 0.99 ** c))
+            self.opts["d"] = torch.optim.Adam(self.d.parameters(), lr=(settings.d_lr or settings.lr) * c,
+                                              betas=(0.0 ** c, 0.99 ** c))
         self.base_lrs = {k: [pg["lr"] for pg in o.param_groups] for k, o in self.opts.items()}
         self.scalers = {k: torch.amp.GradScaler("cuda", enabled=self.amp) for k in self.opts}
         if settings.mode == "joint":
@@ -253,12 +282,22 @@ class FaceModelTrainer:
         self.e_ema = copy.deepcopy(self.e).eval().requires_grad_(False) if self.e is not None else None
         self.ema_beta = 0.5 ** (settings.batch / max(settings.ema_kimg * 1000.0, 1e-8))
         self.step_count = 0
+        self.d_start = 0  # step at which D was created (a later chunk may add it): its warm-up counts from here
         self.cpu_seconds = 0.0  # process CPU time spent in step(), all chunks together
         self.history: list[dict[str, float]] = []
 
     @property
     def uses_d(self) -> bool:
-        return self.s.mode == "gan" or (self.s.mode == "joint" and self.s.adv_weight > 0)
+        return self.s.mode == "gan" or (self.s.mode == "joint" and max(self.s.adv_weight, self.s.fm_weight) > 0)
+
+    def adv_ramp_factor(self) -> float:
+        """Share of ``adv_weight`` / ``fm_weight`` that G gets at the coming step: 0 for the ``d_warmup`` steps after
+        D was created (D trains alone against the current reconstructions), then linear up to 1 over ``adv_ramp``
+        steps."""
+        k = self.step_count - self.d_start - self.s.d_warmup
+        if k < 0:
+            return 0.0
+        return min(1.0, (k + 1) / self.s.adv_ramp) if self.s.adv_ramp > 0 else 1.0
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.amp)
@@ -297,9 +336,11 @@ class FaceModelTrainer:
         assert self.d is not None
         self._zero("d")
         with self._autocast():
-            loss = d_logistic(self.d(diff_augment(real, self.policy)), self.d(diff_augment(fake.detach(), self.policy)))
+            real_logits = self.d(diff_augment(real, self.policy))
+            fake_logits = self.d(diff_augment(fake.detach(), self.policy))
+            loss = d_logistic(real_logits, fake_logits)
         self._backward("d", loss)
-        out = {"d": loss.item()}
+        out = {"d": loss.item(), "d_real": real_logits.mean().item(), "d_fake": fake_logits.mean().item()}
         if self.step_count % self.s.r1_every == 0:
             r1 = r1_penalty(self.d, real, self.policy)
             self._backward("d", self.s.r1_gamma / 2 * r1 * self.s.r1_every)
@@ -358,9 +399,9 @@ class FaceModelTrainer:
                 codes = self.e.codes(real)
                 rec = self.g(codes + self.e.latent_avg)
                 rloss, mse, sim = reconstruction_loss(rec, real, s.mse_weight, s.msssim_weight)
-                loss = rloss + s.code_weight * codes.float().square().mean()
                 if self.identity is not None:
-                    loss = loss + self._identity_terms(rec, real, out)
+                    rloss = rloss + self._identity_terms(rec, real, out)
+                loss = rloss + s.code_weight * codes.float().square().mean()
                 if pairs > 0 and s.temporal_weight > 0:
                     temporal = (codes[:pairs] - codes[pairs:2 * pairs]).float().abs().mean()
                     loss = loss + s.temporal_weight * temporal
@@ -369,10 +410,20 @@ class FaceModelTrainer:
                     delta = (codes[:, 1:] - codes[:, :1]).float().square().mean()
                     loss = loss + s.delta_weight * delta
                     out["delta"] = delta.item()
-                if self.d is not None:
+                ramp = self.adv_ramp_factor() if self.d is not None else 0.0
+                if ramp > 0 and s.adv_weight > 0:
                     adv = g_nonsaturating(self.d(diff_augment(rec, self.policy)))
-                    loss = loss + s.adv_weight * adv
-                    out["adv"] = adv.item()
+                    weight = s.adv_weight * ramp
+                    if s.adv_adaptive:
+                        lam = adaptive_weight(rloss, adv, self.g.to_rgbs[-1].conv.weight)
+                        weight = weight * lam
+                        out["adv_lambda"] = lam.item()
+                    loss = loss + weight * adv
+                    out.update(adv=adv.item(), adv_weight=float(weight))
+                if ramp > 0 and s.fm_weight > 0:
+                    fm = feature_matching(self.d, rec, real)
+                    loss = loss + s.fm_weight * ramp * fm
+                    out["fm"] = fm.item()
             self._backward("g", loss)
             self._apply(*names)
             out.update(loss=loss.item(), mse=mse.item(), msssim=sim.item())
@@ -404,6 +455,7 @@ class FaceModelTrainer:
             "opts": {k: o.state_dict() for k, o in self.opts.items()},
             "scalers": {k: sc.state_dict() for k, sc in self.scalers.items()},
             "step": self.step_count,
+            "d_start": self.d_start,
             "cpu_seconds": self.cpu_seconds,
             "history": json.dumps(self.history),
             "arch": json.dumps(asdict(self.arch), sort_keys=True),
@@ -428,6 +480,8 @@ class FaceModelTrainer:
             if k in state["scalers"]:
                 sc.load_state_dict(state["scalers"][k])
         self.step_count = int(state["step"])
+        # D's warm-up counts from when D was created: now, if this chunk adds it.
+        self.d_start = int(state.get("d_start", 0)) if "d" in state["modules"] else self.step_count
         self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
         self.history = json.loads(state["history"])
 
@@ -439,6 +493,7 @@ def _known(saved: dict) -> dict:
 
 # Settings a resumed chunk may change: its length and schedule, and the loss recipe (terms switched on later).
 CHUNK_SETTINGS = ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down", "adv_weight",
+                  "d_lr", "d_warmup", "adv_ramp", "adv_adaptive", "fm_weight", "r1_gamma", "augment",
                   "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "mse_weight",
                   "msssim_weight", "code_weight")
 
