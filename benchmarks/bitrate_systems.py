@@ -24,7 +24,7 @@ import numpy as np
 from ablations import CachedProxies
 from baselines import COMPRESSORS, PIXEL_CODECS, code_pixels, naive_code
 from rd import rtp_wire_bytes, wire_bytes
-from sganc_stream.bitstream.container import StreamHeader, decode_container, encode_container
+from sganc_stream.bitstream.container import decode_container, encode_container
 from sganc_stream.bitstream.packet import Packet
 from sganc_stream.errors import InputError
 from sganc_stream.latent.breakdown import BitBreakdown, bit_breakdown
@@ -216,9 +216,7 @@ class Sganc(System):
             coded = enc.encode(w)
             packets.append(Packet(coded.type, t, t, round(t * 1000 / clip.fps), coded.payload))
             recon[t] = coded.recon
-        header = StreamHeader(self.model.model_id, codec.rows, codec.width, params.mode, params.g,
-                              codec.steps[params.step_index], clip.fps, len(packets), params.keyframe_interval)
-        data = encode_container(header, packets)
+        data = encode_container(params.header(codec, clip.fps, len(packets)), packets)
         container = decode_container(data)  # the file as a reader sees it: record sizes and the breakdown
         record = np.array(container.record_bytes)
         return Coding(np.array([len(p.payload) for p in packets]), record, np.array([wire_bytes(int(r)) for r in record]),

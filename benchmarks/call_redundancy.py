@@ -35,7 +35,6 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from sganc_stream.bitstream.container import StreamHeader  # noqa: E402
 from sganc_stream.bitstream.packet import Packet, PacketType  # noqa: E402
 from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams  # noqa: E402
 from sganc_stream.latent.model import LatentCodecModel  # noqa: E402
@@ -70,8 +69,7 @@ def simulate(codec: LatentCodecModel, latents: np.ndarray, params: StreamParams,
     from the encoder's reconstruction."""
     enc, dec = LatentStreamEncoder(codec, params), LatentStreamDecoder(codec, params)
     red = Redundancy(depth, fit)
-    header = StreamHeader(codec.model_id, codec.rows, codec.width, params.mode, params.g,
-                          codec.steps[params.step_index], fps, 0, params.keyframe_interval)
+    header = params.header(codec, fps, 0)
     now = [0.0]
     rx = StreamReceiver(Hello(codec.model_id, header, 0), clock=lambda: now[0])
     forward, back = LossModel(loss, burst, seed), LossModel(loss, burst, seed + 10_000)
