@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from sganc_stream.fileio import write_bytes_atomic
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -47,5 +49,5 @@ def provenance() -> dict[str, Any]:
 def write_result(name: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"provenance": provenance(), **result}, indent=1))
+    write_bytes_atomic(path, json.dumps({"provenance": provenance(), **result}, indent=1).encode())
     return path

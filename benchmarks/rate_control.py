@@ -21,6 +21,7 @@ MSE is the quality figure.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from tqdm import tqdm
 
 from bitrate_systems import REPO, SHARED_CLIPS, load_clip, safe
 from common import write_result
+from rate_control_report import plot
 from sganc_stream.assets import default_face_model
 from sganc_stream.bitstream.container import decode_container
 from sganc_stream.latent.codec import StreamParams
@@ -193,7 +195,7 @@ def main() -> int:
                 "header, no transport overhead)",
         "window_s": WINDOW_S, "tolerance": TOLERANCE, "summary": summary, "runs": runs,
         "wall_s": round(time.perf_counter() - t0, 1)})
-    print(f"\nresults in {out}\n")
+    print(f"\nresults in {out}; plot in {plot(json.loads(out.read_text()), out.with_suffix('.png'))}\n")
     print("| residual table | target kbit/s | 10-s windows within ±10 % | window kbit/s (min–max) | whole clip kbit/s | latent MSE |")
     print("|---|---|---|---|---|---|")
     for s in summary:
