@@ -36,14 +36,14 @@ class CheckpointError(SgancError):
 
 def extra_hint(extra: str) -> str:
     """How to install the optional extra ``extra`` (pyproject.toml ``[project.optional-dependencies]``)."""
-    return f"pip install 'sganc-stream[{extra}]'"
+    return f"pip install 'sganc-stream[{extra}]' (in a checkout: pip install -c requirements.lock -e '.[{extra}]')"
 
 
 def import_extra(extra: str, needed_by: str, *modules: str) -> ModuleType:
     """Import the modules of an optional extra and return the first; the one check for a missing extra.
 
     ``needed_by`` names what asked for it (``--engine ray``, ``sganc-call``). Raises InputError, one line naming the
-    extra (``sganc-call needs aiohttp, which is not installed: pip install 'sganc-stream[call]'``), when any of
+    extra and how to install it (:func:`extra_hint`), when any of
     ``modules`` cannot be imported."""
     loaded = []
     for name in modules:

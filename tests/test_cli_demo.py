@@ -15,7 +15,7 @@ from sganc_stream.refine import RefineOptions
 
 def test_demo_runs_headless(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--model", str(tiny_bundle()), "--frames", "2", "--quiet", "--out", str(out)]) == 0
+    assert main(["demo", "--model", str(tiny_bundle()), "--max-frames", "2", "--quiet", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "kbps" in printed and "PSNR" in printed
     assert {p.name for p in out.iterdir()} == {"demo.sgnc", "side_by_side.mp4", "aligned_vs_decoded.mp4",
@@ -28,7 +28,7 @@ def test_demo_runs_headless(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_refine_is_in_the_report_and_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--model", str(tiny_bundle()), "--frames", "1", "--refine", "2", "--quiet", "--out",
+    assert main(["demo", "--model", str(tiny_bundle()), "--max-frames", "1", "--refine", "2", "--quiet", "--out",
                  str(out)]) == 0
     assert "quality mode: W+ refined by 2 steps a frame (--refine)" in capsys.readouterr().out
     assert json.loads((out / "report.json").read_text())["stream"]["refine"] == asdict(RefineOptions(2))

@@ -67,4 +67,5 @@ def test_fan_without_its_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(InputError) as caught:
         make_landmarks("fan")
     assert str(caught.value) == ("--landmarks fan needs face_alignment, which is not installed: "
-                                 "pip install 'sganc-stream[align-fan]'")
+                                 "pip install 'sganc-stream[align-fan]' (in a checkout: "
+                                 "pip install -c requirements.lock -e '.[align-fan]')")

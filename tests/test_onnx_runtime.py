@@ -184,5 +184,6 @@ def test_without_onnxruntime_decode_names_the_extra(monkeypatch: pytest.MonkeyPa
     assert main(["decode", "--runtime", "onnx", "--model", str(tmp_path / "none.safetensors"), str(tmp_path / "x.sgnc"),
                  str(tmp_path / "d.mp4")]) == 2
     assert capsys.readouterr().err == ("sganc-stream decode: error: --runtime onnx needs onnxruntime, which is not "
-                                       "installed: pip install 'sganc-stream[onnx]'\n")
+                                       "installed: pip install 'sganc-stream[onnx]' (in a checkout: "
+                                       "pip install -c requirements.lock -e '.[onnx]')\n")
     assert list(tmp_path.iterdir()) == []

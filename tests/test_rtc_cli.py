@@ -141,5 +141,6 @@ def test_without_the_call_extra_each_script_is_one_line_naming_it(main: str, mis
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     script = "sganc-" + main.removesuffix("_main")
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr == (
-        f"{script}: error: {script} needs {missing}, which is not installed: pip install 'sganc-stream[call]'\n")
+        f"{script}: error: {script} needs {missing}, which is not installed: pip install 'sganc-stream[call]' "
+        f"(in a checkout: pip install -c requirements.lock -e '.[call]')\n")
     assert list(tmp_path.iterdir()) == []

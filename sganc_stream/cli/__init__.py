@@ -11,20 +11,23 @@ import argparse
 import importlib
 import sys
 
+from sganc_stream import __version__
 from sganc_stream.errors import SgancError, warnings_as_lines
 
 # Sub-command modules, in the order they appear in --help.
 COMMAND_MODULES = ["latents", "train", "weights", "align", "transcode", "decode", "demo", "face_model"]
-# Commands whose module is light to import: run as the first argument, only that module's parser is built, so a
-# decode-only process does not pay for the imports of the other commands (torch, dlib; issue #13 point 4).
-LIGHT_COMMANDS = {"decode": "decode"}
+# First arguments that need only some command modules (light to import): only those parsers are built, so a
+# decode-only process does not pay for the imports of the other commands (torch, dlib; issue #13 point 4), nor
+# does --version.
+LIGHT_COMMANDS = {"decode": ["decode"], "--version": []}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every command, or only the one of ``command`` when it is in :data:`LIGHT_COMMANDS`."""
+    """The parser of every command, or only the ones :data:`LIGHT_COMMANDS` names for ``command``."""
     parser = argparse.ArgumentParser(prog="sganc-stream", description="sganc-stream: generative face-video codec (StyleGAN2 W+ latents, learned flow, rANS)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in [LIGHT_COMMANDS[command]] if command in LIGHT_COMMANDS else COMMAND_MODULES:
+    for name in LIGHT_COMMANDS[command] if command in LIGHT_COMMANDS else COMMAND_MODULES:
         importlib.import_module(f"sganc_stream.cli.{name}").register(sub)
     return parser
 

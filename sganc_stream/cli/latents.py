@@ -150,7 +150,8 @@ def print_bundle(info: dict) -> None:
             trained = part.get("trained_for_encoder")
             what = (f"latent codec {cfg.get('rows')}x{cfg.get('width')}, groups {cfg.get('groups')}, steps "
                     f"{'/'.join(format(s, 'g') for s in cfg.get('steps', []))}; trained for encoder "
-                    f"{(trained[:12] + '…') if trained else '(not recorded)'}: {part.get('fit')}")
+                    f"{(trained[:12] + '…') if trained else '(not recorded)'}"
+                    f"{': ' + str(part['fit']) if part.get('fit') else ''}")
         else:
             what = "part not used by this version"
         print(f"  {name:<9} {what}; {part['parameters'] / 1e6:.2f} M values, {_mb(part['bytes'])} ({_mb(part['stored_bytes'])} stored) "
