@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,13 @@ def test_train_face_model_checkpoints_samples_and_resumes(tmp_path: Path) -> Non
     assert (run / "checkpoint.pt").is_file() and (run / "samples" / "step_0000002.png").is_file()
     with pytest.raises(InputError, match="--resume"):
         train_face_model(faces, run, TINY, settings, progress=False)
+    with (run / "log.jsonl").open("a") as log:  # a step a killed chunk logged after its last checkpoint
+        log.write('{"step": 4, "images": 16, "cpu_hours": 0.0, "loss": 1.0}\n')
     settings.steps = 5
     trainer = train_face_model(faces, run, TINY, settings, progress=False, resume=True)
     assert trainer.step_count == 5 and [h["step"] for h in trainer.history] == [1, 2, 3, 4, 5]
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert logged == trainer.history
     assert load_trainer(run / "checkpoint.pt").step_count == 5
     other = TrainSettings(mode="joint", steps=6, batch=4, lr=1e-4)
     with pytest.raises(InputError, match="other settings"):

@@ -36,6 +36,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from sganc_stream.errors import InputError
+from sganc_stream.fileio import write_bytes_atomic
 from sganc_stream.metrics import ms_ssim_window
 from sganc_stream.models.checkpoint import read_torch_file
 from sganc_stream.models.fast_encoder import FastEncoder, FastEncoderConfig
@@ -576,6 +577,9 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
     m = int(round(settings.pair_fraction * settings.batch / 2)) if use_pairs else 0
     shown = to_tensor((preview if preview is not None else images)[:8])
     start_time = time.monotonic()
+    # The log restarts from the checkpoint's history: steps a killed chunk logged after its last checkpoint run
+    # again now and must not stay in the log twice.
+    write_bytes_atomic(out_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in trainer.history).encode())
     log = (out_dir / "log.jsonl").open("a")
     bar = tqdm(range(trainer.step_count, settings.steps), initial=trainer.step_count, total=settings.steps,
                desc=f"train face {settings.mode}", unit="step", disable=not progress, mininterval=2.0)
