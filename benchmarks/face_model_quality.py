@@ -32,7 +32,7 @@ from sganc_stream.assets import DEFAULT_FACE_MODEL
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import load_latent_codec
 from sganc_stream.latent.sequence import decode_bytes, encode_sequence
-from sganc_stream.metrics import detail_ratio, identity_distance, ms_ssim, ms_ssim_window
+from sganc_stream.metrics import detail_ratio, face_luma, identity_distance, ms_ssim, ms_ssim_window
 from sganc_stream.training.face_bundle import encode_faces, load_face_models
 from sganc_stream.training.face_data import load_prepared
 from sganc_stream.training.face_model import to_uint8
@@ -123,12 +123,21 @@ def main() -> int:
     def ident(a: np.ndarray, b: np.ndarray) -> dict:
         return summary(identity_distance(upsampled(a, n), upsampled(b, n)))
 
+    def tone(a: np.ndarray, b: np.ndarray) -> dict:
+        """Skin tone kept? Face-centre luma of input and output; slope of output on input (1: kept, < 1: pulled
+        toward the mean); the shift of the darkest and lightest quarter of the inputs."""
+        la, lb = face_luma(a), face_luma(b)
+        dark, light = la <= np.quantile(la, 0.25), la >= np.quantile(la, 0.75)
+        return {"input_luma": summary(la), "shift": summary(lb - la), "slope": float(np.polyfit(la, lb, 1)[0]),
+                "shift_darkest_quarter": float(np.median((lb - la)[dark])),
+                "shift_lightest_quarter": float(np.median((lb - la)[light]))}
+
     results = {
         "projection": {"frames": len(x_all), "photos": len(x_photo), "clip_frames": len(x_clip),
                        "ms_ssim": ms(x_all, y_all), "identity_distance": ident(x_all, y_all),
                        "ms_ssim_photos": ms(x_photo, y_photo), "ms_ssim_clips": ms(x_clip, y_clip),
                        "identity_distance_clips": ident(x_clip, y_clip),
-                       "detail_ratio": summary(detail_ratio(x_all, y_all))},
+                       "detail_ratio": summary(detail_ratio(x_all, y_all)), "skin_tone": tone(x_all, y_all)},
         "model_size": size, "eval_size": n, "ms_ssim_window": ms_ssim_window(n, n),
     }
     if codec is not None:

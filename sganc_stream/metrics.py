@@ -95,6 +95,24 @@ def detail_ratio(reference: np.ndarray, decoded: np.ndarray) -> float | np.ndarr
         return _result(energy(b) / energy(a), single)
 
 
+# Central box of an FFHQ-aligned crop that is skin (cheeks, nose, mouth) in nearly every face, as fractions of the side.
+FACE_CENTRE_ROWS, FACE_CENTRE_COLS = (0.45, 0.75), (0.30, 0.70)
+
+
+def face_luma(images: np.ndarray) -> float | np.ndarray:
+    """Mean luma Y' (ITU-R BT.601 weights, 0–255) of the central skin box of FFHQ-aligned uint8 RGB face crops
+    (h, w, 3) or (n, h, w, 3): a skin-tone measure. Comparing a decoded face's with its input's shows whether a
+    model keeps skin tone (a model that regresses to its data's mean lightens dark skin and darkens light skin)."""
+    x = _checked(images)
+    single = x.ndim == 3
+    x = x[None] if single else x
+    h, w = x.shape[1:3]
+    box = x[:, int(h * FACE_CENTRE_ROWS[0]):int(h * FACE_CENTRE_ROWS[1]),
+            int(w * FACE_CENTRE_COLS[0]):int(w * FACE_CENTRE_COLS[1])].astype(np.float64)
+    luma = box @ np.array([0.299, 0.587, 0.114])
+    return _result(luma.reshape(len(x), -1).mean(axis=1), single)
+
+
 def ms_ssim_window(height: int, width: int) -> int:
     """Gaussian window size used for MS-SSIM at this frame size (see the module docstring)."""
     side = min(height, width)

@@ -20,6 +20,7 @@ from sganc_stream.metrics import (
     compare_frames,
     default_face_descriptor,
     detail_ratio,
+    face_luma,
     identity_distance,
     lpips,
     ms_ssim,
@@ -102,6 +103,19 @@ def test_detail_ratio_is_one_for_the_reference_below_one_when_smoothed_above_wit
     assert batch == pytest.approx([1.0, ratios[2]])
     with pytest.raises(InputError, match="shape"):
         detail_ratio(image, image[:64])
+
+
+def test_face_luma_reads_the_central_skin_box_in_bt601_luma(face: np.ndarray) -> None:
+    flat = np.zeros((100, 100, 3), np.uint8)
+    flat[45:75, 30:70] = (200, 100, 50)  # the box: Y' = 0.299·200 + 0.587·100 + 0.114·50
+    assert face_luma(flat) == pytest.approx(124.2)
+    flat[:45] = flat[75:] = 255  # outside the box: no effect
+    assert face_luma(flat) == pytest.approx(124.2)
+    darker = (face.astype(np.int16) - 40).clip(0, 255).astype(np.uint8)
+    got = face_luma(np.stack([face, darker]))
+    assert got.shape == (2,) and 30 < got[0] - got[1] <= 40
+    with pytest.raises(InputError):
+        face_luma(face.astype(np.float32))
 
 
 def test_ms_ssim_batch_matches_single_frames(face: np.ndarray) -> None:
