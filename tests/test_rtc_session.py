@@ -60,10 +60,11 @@ def test_two_way_call_over_the_test_transport(tmp_path: Path) -> None:
         assert len(sent) >= 10 and len(got) >= len(sent) - 2, (me, len(got), len(sent))  # the last may be in flight
         shown = events(tmp_path / f"{me}.jsonl", "display")
         assert shown and all(d["latency_ms"] > 0 for d in shown)
-        assert all(all(f"{k}_ms" in t for k in ("align", "E", "T", "rans", "T_inv")) for t in sent)
+        assert all(all(f"{k}_ms" in t for k in ("align", "E", "T", "rans")) for t in sent)
+        assert not any("T_inv_ms" in t for t in sent)  # no --paste-back: the sender never ran T⁻¹
         assert all("T_inv_ms" in d and "render_ms" in d for d in shown)
-        coded = {t["seq"]: t["wplus_crc"] for t in sent}  # one runtime, one machine: the very same floats
-        assert all(d["wplus_crc"] == coded[d["seq"]] for d in shown)
+        coded = {t["seq"]: t["state_crc"] for t in sent}  # the very same integer state
+        assert all(d["state_crc"] == coded[d["seq"]] for d in shown)
         joined = events(tmp_path / f"{me}.jsonl", "acked")
         assert joined and joined[0]["hellos_sent"] == 1  # nothing lost: one hello was enough
     assert ra["displayed"] > 0 and rb["displayed"] > 0  # type: ignore[index]
