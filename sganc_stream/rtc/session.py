@@ -263,9 +263,12 @@ class Peer:
         if params is not None and self.receiver is not None:
             link.receiver = StreamReceiver(hello)
             codec = self.model.codec
-            self.receiver.new_stream(link.generation, lambda: LatentStreamDecoder(codec, params))
+            version = hello.stream.version  # v4 with the sender's --target-kbps (steps in the header)
+            self.receiver.new_stream(link.generation, lambda: LatentStreamDecoder(codec, params, version))
         self.stats.event("hello", model_id=hello.model_id, sends=hello.stream is not None,
-                         fps=None if hello.stream is None else hello.stream.fps)
+                         fps=None if hello.stream is None else hello.stream.fps,
+                         version=None if hello.stream is None else hello.stream.version,
+                         steps=None if hello.stream is None else list(hello.stream.steps))
         self.stats.say("connected" + ("" if hello.stream is None else f"; receiving {hello.stream.fps:g} fps"))
 
     def _on_frame(self, link: Link, receiver: StreamReceiver, msg: FrameMessage, size: int) -> None:
