@@ -15,9 +15,9 @@ Figures come from the JSON-lines logs the peers write (see ``sganc_stream.rtc.st
   the redundancy a later message carried.
 - recovery: from the receiver detecting a gap it could not bridge to decoding the intra frame that resynchronises it
   (median, p95, max); keyframe requests and intra frames sent.
-- per-stage ms (medians): align, E, T, rans (quantise + rANS), T_inv (the reconstruction the encoder keeps) on the
-  sender; decode (rANS + T⁻¹), its T⁻¹ alone, and render (G) on the receiver; the worst event-loop lag seen (the
-  loop must stay free for ICE/DTLS/SCTP).
+- per-stage ms (medians): align, E, T, rans (quantise + rANS), T_inv (the sender's reconstruction, run only for a
+  --paste-back self view) on the sender; decode (rANS + T⁻¹), its T⁻¹ alone, and render (G) on the receiver; the
+  worst event-loop lag seen (the loop must stay free for ICE/DTLS/SCTP).
 - startup: seconds from each process's start to joining the room (everything loaded by then), and the process's
   age after each start-up step (Python and the CLI's imports, the call's imports, the landmark models, the model,
   encoder and camera), and the CPU seconds the process had used by then (what the steps cost on an idle machine).

@@ -24,48 +24,45 @@ import torch
 
 from common import write_result
 from sganc_stream.assets import default_latent_codec
-from sganc_stream.entropy.rans import decode_parts, encode_parts
+from sganc_stream.entropy.rans import encode_parts
 from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams
 from sganc_stream.latent.flow import TorchFlows
 from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
 from sganc_stream.latent.sequence import decode_bytes, encode_sequence
 from sganc_stream.latent.synthetic import synthetic_latents
 
-STAGES = ("encode", "decode", "t_quantize_rans", "rans_encode", "rans_decode")
+STAGES = ("encode", "recon", "decode", "rans_encode", "rans_decode")
 
 
 def stage_ms(models: dict[str, LatentCodecModel], latents: np.ndarray, params: StreamParams) -> dict[str, dict[str, float]]:
-    """Median ms/frame per runner: ``encode`` (LatentStreamEncoder.encode: T, quantize, rANS, and T⁻¹ for the exact
-    reconstruction), ``decode`` (LatentStreamDecoder.decode: rANS + T⁻¹), ``t_quantize_rans`` (T, quantize, rANS: what a
-    sender that keeps no reconstruction spends) and rANS alone each way; each as wall-clock time (``*_ms``) and as
-    the process's CPU time (``*_cpu_ms``, time.process_time: on a loaded machine the wall clock also counts the time
-    the scheduler gave other processes). Each frame runs through every runner in turn, so all see the same load."""
+    """Median ms/frame per runner: ``encode`` (LatentStreamEncoder.encode: T, quantize, rANS; what a sender spends),
+    ``recon`` (reading ``CodedFrame.recon``: T⁻¹ of the state, the exact reconstruction, computed only when asked
+    for), ``decode`` (LatentStreamDecoder.decode: rANS + T⁻¹) and rANS alone each way (the frame's own payload); each
+    as wall-clock time (``*_ms``) and as the process's CPU time (``*_cpu_ms``, time.process_time: on a loaded machine
+    the wall clock also counts the time the scheduler gave other processes). Each frame runs through every runner in
+    turn, so all see the same load."""
     encs = {k: LatentStreamEncoder(m, params) for k, m in models.items()}
     decs = {k: LatentStreamDecoder(m, params) for k, m in models.items()}
-    step, c = next(iter(models.values())).steps[params.step_index], next(iter(models.values())).channels
     wall: dict[str, dict[str, list[float]]] = {k: {s: [] for s in STAGES} for k in models}
     cpu: dict[str, dict[str, list[float]]] = {k: {s: [] for s in STAGES} for k in models}
-    prev: dict[str, np.ndarray] = {}
     clocks = (time.perf_counter, time.process_time)
     for w in latents:
-        for k, m in models.items():
+        for k in models:
             marks = [[clock() for clock in clocks]]
             coded = encs[k].encode(w)
             marks.append([clock() for clock in clocks])
-            decs[k].decode(coded.type, coded.payload)
+            recon = coded.recon
             marks.append([clock() for clock in clocks])
-            y = m.to_proxy(w) / step
-            q = np.rint(y - prev[k]).astype(np.int64) if k in prev else np.rint(y).astype(np.int64)
-            table = encs[k].diff_table if k in prev else encs[k].intra_table
+            decoded = decs[k].decode(coded.type, coded.payload)
             marks.append([clock() for clock in clocks])
-            payload = encode_parts([(q, table)])
+            parts = decs[k].parts(coded.type, coded.payload)
             marks.append([clock() for clock in clocks])
-            decode_parts(payload, [(table, c)])
+            assert encode_parts(parts) == coded.payload  # rANS encode alone, the same bytes
             marks.append([clock() for clock in clocks])
-            prev[k] = y
+            assert np.array_equal(decoded, recon)  # the decoder gives the encoder's reconstruction
             for i, out in enumerate((wall, cpu)):
                 t = [mark[i] for mark in marks]
-                for stage, dt in zip(STAGES, (t[1] - t[0], t[2] - t[1], t[4] - t[2], t[4] - t[3], t[5] - t[4])):
+                for stage, dt in zip(STAGES, (t[1] - t[0], t[2] - t[1], t[3] - t[2], t[5] - t[4], t[4] - t[3])):
                     out[k][stage].append(dt)
     return {k: {**{f"{s}_ms": 1e3 * float(np.median(v)) for s, v in wall[k].items()},
                 **{f"{s}_cpu_ms": 1e3 * float(np.median(v)) for s, v in cpu[k].items()}} for k in models}
@@ -113,7 +110,7 @@ def main() -> int:
     speed = {**per_runner[args.runtime], "torch_eager": per_runner["torch_eager"], "threads": args.threads,
              "runtime": args.runtime, "load_average_1m": [load_before, os.getloadavg()[0]],
              "speedup_vs_eager": {f"{s}{c}": per_runner["torch_eager"][f"{s}{c}_ms"] / per_runner[args.runtime][f"{s}{c}_ms"]
-                                  for s in ("encode", "decode", "t_quantize_rans") for c in ("", "_cpu")}}
+                                  for s in ("encode", "recon", "decode") for c in ("", "_cpu")}}
     path = write_result("latent_codec" if args.runtime == "numpy" else "latent_codec_onnx", {"model_id": model.model_id, "shape": [model.rows, model.width], "rows": rows, "speed_ms_per_frame": speed})
     print(f"model {model.model_id[:12]}… ({model.rows}x{model.width}); results in {path}\n")
     print("| sequence | mode | g | step | bits/frame | kbps @25 | rANS vs ideal | file vs ideal | latent MSE |")
@@ -123,12 +120,12 @@ def main() -> int:
               f"{r['rans_over_ideal_pct']:+.2f}% | {r['file_over_ideal_pct']:+.2f}% | {r['latent_mse']:.2e} |")
     print(f"\nper frame, median, {args.threads} thread(s), load average {speed['load_average_1m'][0]:.1f} → "
           f"{speed['load_average_1m'][1]:.1f}; T and T⁻¹ in {args.runtime} vs PyTorch eager, frames in turn:\n")
-    print("| runner | clock | full encode (T, quantize, rANS, T⁻¹ recon) | T + quantize + rANS | decode (rANS + T⁻¹) "
+    print("| runner | clock | encode (T + quantize + rANS) | recon on request (T⁻¹) | decode (rANS + T⁻¹) "
           "| rANS encode | rANS decode |")
     print("|---|---|---|---|---|---|---|")
     for name, st in ((args.runtime, speed), ("torch_eager", speed["torch_eager"])):
         for clock, c in (("wall", ""), ("CPU", "_cpu")):
-            print(f"| {name} | {clock} | {st[f'encode{c}_ms']:.2f} ms | {st[f't_quantize_rans{c}_ms']:.2f} ms | "
+            print(f"| {name} | {clock} | {st[f'encode{c}_ms']:.2f} ms | {st[f'recon{c}_ms']:.2f} ms | "
                   f"{st[f'decode{c}_ms']:.2f} ms | {st[f'rans_encode{c}_ms']:.2f} ms | {st[f'rans_decode{c}_ms']:.2f} ms |")
     print("\nspeed-up over eager: " + ", ".join(f"{k} {v:.1f}×" for k, v in speed["speedup_vs_eager"].items()))
     return 0 if all(r["decode_equals_recon"] for r in rows) else 1

@@ -21,7 +21,7 @@ from sganc_stream.errors import CheckpointError
 from sganc_stream.face.ffhq_quad import Quad
 from sganc_stream.face.landmarks import LandmarkBackend
 from sganc_stream.face.tracker import FaceFlags, VideoAligner
-from sganc_stream.latent.codec import LatentStreamEncoder, StreamParams
+from sganc_stream.latent.codec import CodedFrame, LatentStreamEncoder, StreamParams
 from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.video import check_frame, resize_square
 
@@ -58,12 +58,17 @@ class EncodedFrame:
     flags: FaceFlags  # how the aligner found the face (0 for pre-aligned input)
     quad: Quad | None  # where the crop sits in the input frame (None for pre-aligned input and no-face frames)
     wplus: np.ndarray | None  # (rows, width) float32: E's projection before coding
-    recon_wplus: np.ndarray | None  # (rows, width) float32: exactly what the decoder will reconstruct
+    coded: CodedFrame | None  # the latent coder's output (its integer state; T⁻¹ only when ``recon_wplus`` is read)
     face_px: float = 0.0  # side of the face's quad in input pixels (the frame's side for pre-aligned input; 0: no face)
 
     @property
     def has_face(self) -> bool:
         return self.packet.type.is_frame
+
+    @property
+    def recon_wplus(self) -> np.ndarray | None:
+        """(rows, width) float32: exactly what the decoder will reconstruct (computed on first read); None: no face."""
+        return None if self.coded is None else self.coded.recon
 
 
 class FrameEncoder:
@@ -150,7 +155,7 @@ class FrameEncoder:
             crop, flags, quad, face_px = face
             coded = self.latent.encode(wplus[i], new_face=bool(flags & FaceFlags.NEW_IDENTITY))
             packet = Packet(coded.type, self.frames_coded, n, ts_ms, coded.payload)
-            out.append(EncodedFrame(packet, crop, flags, quad, wplus[i], coded.recon, face_px))
+            out.append(EncodedFrame(packet, crop, flags, quad, wplus[i], coded, face_px))
             self.frames_coded += 1
         self.timing["code"] = (time.perf_counter() - t2) * 1000
         return out

@@ -69,18 +69,20 @@ def clip() -> Path:
     return pattern_clip(workdir() / "clip.mp4")
 
 
-def micro_bundle(folder: Path, *, seed: int = 0) -> Path:
-    """Write a full bundle (generator, encoder, latent codec) into ``folder``."""
+def micro_bundle(folder: Path, *, seed: int = 0, step_presets: tuple[float, ...] = (0.5, 1.0, 2.0)) -> Path:
+    """Write a full bundle (generator, encoder, latent codec with ``step_presets``) into ``folder``."""
     torch.manual_seed(seed)
     g = Generator(GeneratorConfig(size=MICRO_SIZE, style_dim=32, n_mlp=2, channel_multiplier=1, channel_max=16)).eval()
     e = FastEncoder(FastEncoderConfig(input_size=MICRO_SIZE, n_latent=g.n_latent, width=32, base_channels=8,
                                       max_channels=16)).eval()
     rows, width = g.n_latent, g.config.style_dim
     seqs = [synthetic_latents(k, 20, rows, width, seed=i) for i, k in enumerate(["smooth", "walk"] * 2)]
-    codec_path = folder / f"codec{seed}.safetensors"
-    train_latent_codec(seqs, codec_path, TrainConfig(steps=10, batch=4, hidden=16, seed=seed), progress=False)
+    name = f"{seed}" + ("" if step_presets == (0.5, 1.0, 2.0) else "_" + "_".join(map(str, step_presets)))
+    codec_path = folder / f"codec{name}.safetensors"
+    train_latent_codec(seqs, codec_path, TrainConfig(steps=10, batch=4, hidden=16, seed=seed,
+                                                     step_presets=list(step_presets)), progress=False)
     codec = load_bundle(codec_path)
-    face = folder / f"micro{seed}.safetensors"
+    face = folder / f"micro{name}.safetensors"
     save_model_bundle(face, g, e, extra_config={"codec": codec.config["codec"]}, extra_tensors=codec.tensors)
     return face
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rtc_data import clip, micro_model
+from rtc_data import clip, micro_bundle, micro_model
 from sganc_stream.rtc.cli import call_main, recv_main, send_main
 from sganc_stream.rtc.signaling import SignalingClient, SignalingServer
 from sganc_stream.video import read_frames
@@ -103,9 +103,22 @@ def test_coding_options_fail_before_any_model_or_network_work(capsys: pytest.Cap
                            (["--redundancy", "9"], "redundancy depth must be in 0..4, got 9"),
                            (["--loss", "1.5"], "loss probability must be in [0, 1), got 1.5"),
                            (["--device", "cuda"], "--runtime onnx runs on the CPU (--device cuda needs --runtime torch)"),
-                           (["--runtime", "torch", "--threads", "0"], "--threads must be at least 1, got 0")):
+                           (["--runtime", "torch", "--threads", "0"], "--threads must be at least 1, got 0"),
+                           (["--target-kbps", "0"], "target rate must be between 1 and 100000 kbit/s, got 0.0"),
+                           (["--target-kbps", "20", "--step", "1"],
+                            "--step and --target-kbps exclude each other: rate control chooses the step")):
         assert send_main(base + extra) == 2
         assert capsys.readouterr().err.strip() == f"sganc-send: error: {message}"
+
+
+def test_a_target_rate_with_a_single_preset_model_is_one_line(capsys: pytest.CaptureFixture[str],
+                                                                tmp_path: Path) -> None:
+    """Rate control needs several step presets: a model with one gives one line, exit 2, before joining (port 9)."""
+    one = micro_bundle(tmp_path, step_presets=(1.0,))
+    assert send_main(["--signal", "ws://127.0.0.1:9", "--video", str(clip()), "--pre-aligned", "--model", str(one),
+                      "--runtime", "torch", "--target-kbps", "20"]) == 2
+    assert capsys.readouterr().err == ("sganc-send: error: rate control needs at least two step presets that are "
+                                       "integer multiples of step 1.0 (this model's presets: 1.0)\n")
 
 
 @pytest.mark.slow

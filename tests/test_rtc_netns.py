@@ -93,8 +93,8 @@ def test_delay_jitter_and_reordering_still_show_exactly_decoded_frames(tmp_path:
         relayed = net.relay.stats
     assert all(d.reordered >= 5 for d in relayed), relayed  # the relay did reorder, both ways
     for me, other in (("A", "B"), ("B", "A")):
-        sent = {t["seq"]: t["wplus_crc"] for t in events(tmp_path / f"{other}.jsonl", "tx")}
+        sent = {t["seq"]: t["state_crc"] for t in events(tmp_path / f"{other}.jsonl", "tx")}
         shown = events(tmp_path / f"{me}.jsonl", "display")
         assert len(sent) >= 20 and len(shown) >= 0.5 * len(sent), (me, len(shown), len(sent))
-        assert all(d["wplus_crc"] == sent[d["seq"]] for d in shown), me
+        assert all(d["state_crc"] == sent[d["seq"]] for d in shown), me
         assert not events(tmp_path / f"{me}.jsonl", "undecodable"), me

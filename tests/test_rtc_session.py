@@ -25,6 +25,7 @@ import pytest
 
 from face_data import STEADY_CLIP, clip_frames
 from rtc_data import CLIP_FPS, clip, micro_model, other_model
+from sganc_stream.latent.codec import StreamParams
 from sganc_stream.pipeline import FaceModel, load_face_model
 from sganc_stream.rtc.channel import Channel, LossyChannel, memory_pair
 from sganc_stream.rtc.session import Peer, PeerOptions
@@ -60,10 +61,11 @@ def test_two_way_call_over_the_test_transport(tmp_path: Path) -> None:
         assert len(sent) >= 10 and len(got) >= len(sent) - 2, (me, len(got), len(sent))  # the last may be in flight
         shown = events(tmp_path / f"{me}.jsonl", "display")
         assert shown and all(d["latency_ms"] > 0 for d in shown)
-        assert all(all(f"{k}_ms" in t for k in ("align", "E", "T", "rans", "T_inv")) for t in sent)
+        assert all(all(f"{k}_ms" in t for k in ("align", "E", "T", "rans")) for t in sent)
+        assert not any("T_inv_ms" in t for t in sent)  # no --paste-back: the sender never ran T⁻¹
         assert all("T_inv_ms" in d and "render_ms" in d for d in shown)
-        coded = {t["seq"]: t["wplus_crc"] for t in sent}  # one runtime, one machine: the very same floats
-        assert all(d["wplus_crc"] == coded[d["seq"]] for d in shown)
+        coded = {t["seq"]: t["state_crc"] for t in sent}  # the very same integer state
+        assert all(d["state_crc"] == coded[d["seq"]] for d in shown)
         joined = events(tmp_path / f"{me}.jsonl", "acked")
         assert joined and joined[0]["hellos_sent"] == 1  # nothing lost: one hello was enough
     assert ra["displayed"] > 0 and rb["displayed"] > 0  # type: ignore[index]
@@ -139,6 +141,24 @@ def test_model_mismatch_is_refused_in_process(tmp_path: Path) -> None:
     ra, rb = in_process(a, b, *memory_pair())
     assert isinstance(ra, RefusedError) and isinstance(rb, RefusedError)
     assert "model mismatch" in str(ra) and "model mismatch" in str(rb)
+
+
+def test_a_call_with_a_target_rate_sends_v4_packets_that_decode_exactly(tmp_path: Path) -> None:
+    """``--target-kbps`` in the call: the hello carries a v4 header (its steps), the receiver decodes with that version,
+    and every frame it shows has exactly the integer state the sender coded, with no undecodable packet."""
+    codec = model().codec
+    params = StreamParams("open", 4, codec.step_index(min(codec.steps)), target_kbps=1.0)  # below every step's rate
+    a = Peer(model(), options("A", tmp_path, params=params, receive=False))
+    b = Peer(model(), options("B", tmp_path, send=False))
+    in_process(a, b, *memory_pair(delay_s=0.005))
+    hello = events(tmp_path / "B.jsonl", "hello")
+    assert hello and hello[0]["version"] == 4 and hello[0]["steps"] == sorted(codec.steps)
+    tx, shown = events(tmp_path / "A.jsonl", "tx"), events(tmp_path / "B.jsonl", "display")
+    assert len(tx) >= 10 and len(shown) >= 5, (len(tx), len(shown))
+    assert {t["step"] for t in tx} <= set(codec.steps) and tx[-1]["step"] == max(codec.steps)  # rate control coarsened
+    coded = {t["seq"]: t["state_crc"] for t in tx}
+    assert all(d["state_crc"] == coded[d["seq"]] for d in shown)
+    assert not events(tmp_path / "B.jsonl", "undecodable")
 
 
 @pytest.mark.parametrize("redundancy", [0, 1])

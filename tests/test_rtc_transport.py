@@ -3,6 +3,8 @@ keyframe requests, late packets, pacing."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import msgpack
 import pytest
 
@@ -61,6 +63,18 @@ def test_hello_ack_and_refusal_round_trip() -> None:
     assert parse_message(HelloAck(123456).to_bytes(), None) == HelloAck(123456)
     with pytest.raises(RefusedError, match="the other side refused the call: model mismatch"):
         parse_message(refusal("model mismatch: x"), None)
+
+
+def test_a_hellos_stream_version_is_told_by_its_fields() -> None:
+    """SPEC §8.4: ``steps`` → v4 (rate control), ``residual`` alone → v3, neither → v2; a bad step list is malformed."""
+    for version, residual, steps in ((4, "irwin_hall", (1.0, 2.0, 4.0)), (3, "empirical", ()), (2, "irwin_hall", ())):
+        sent = Hello(MODEL, replace(header(), residual=residual, steps=steps, version=version), 9)
+        got = parse_message(sent.to_bytes(), None)
+        assert got == sent and isinstance(got, Hello) and got.stream is not None and got.stream.version == version
+    stream = replace(header(), steps=(1.0, 1.5), version=4).to_map()  # 1.5 is no integer multiple of 1.0
+    with pytest.raises(BitstreamError, match="malformed header: field out of range"):
+        parse_message(msgpack.packb({"sganc": 2, "model_id": bytes.fromhex(MODEL), "stream": stream, "epoch_ms": 0}),
+                      None)
 
 
 def test_other_protocol_versions_and_malformed_hellos() -> None:

@@ -15,7 +15,7 @@ import numpy as np
 from sganc_stream.bitstream.packet import Packet, PacketType
 from sganc_stream.errors import BitstreamError
 from sganc_stream.rtc.transport import Delivery
-from sganc_stream.rtc.worker import Latest, ReceiveWorker, SendWorker, Shown
+from sganc_stream.rtc.worker import Latest, ReceiveWorker, SendWorker, Shown, state_crc
 
 I, P = PacketType.INTRA, PacketType.INTER
 
@@ -129,6 +129,10 @@ class FakeDecoder:
     def reset(self) -> None:
         self.resets += 1
 
+    @property
+    def state(self) -> np.ndarray:
+        return np.array([len(self.applied)], dtype=np.int64)
+
 
 def delivery(seq: int, payloads: list[bytes], sync_id: int = 1) -> Delivery:
     return Delivery([(P, p) for p in payloads], Packet(P, seq, seq, 0, payloads[-1]), 0.0, 10, len(payloads) - 1,
@@ -161,6 +165,7 @@ def test_receive_worker_applies_every_delivery_and_renders_the_newest() -> None:
         await until(lambda: len(shown) == 2)
         assert dec.applied == [b"a", b"b", b"c", b"d", b"e"]  # every packet's state, in order
         assert [s.delivery.packet.seq for s in shown] == [0, 4]  # rendered: the first, then only the newest
+        assert [s.state_crc for s in shown] == [state_crc(np.array([n])) for n in (1, 5)]  # the states rendered
         assert worker.superseded == 2  # 2 and 3: decoded, not shown
         worker.submit(1, delivery(5, [b"bad"], sync_id=1))
         worker.submit(1, delivery(6, [b"f"], sync_id=1))  # chained on the failed state: skipped

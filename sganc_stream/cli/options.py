@@ -1,8 +1,8 @@
 """Coding options shared by every command that encodes: ``sganc-stream transcode/demo/latents`` and the live call;
 and the runtime options (``--runtime --device --threads``) of ``decode`` and the live call.
 
-One definition of ``--mode --g --step --keyframe-interval`` (and, for commands that write files, ``--residual-table``
-and ``--target-kbps``);
+One definition of ``--mode --g --step --keyframe-interval`` and ``--target-kbps`` (and, for commands that write
+files, ``--residual-table``);
 validation is :class:`StreamParams`' (one place), so ``--g 300`` is the same one-line error in every command, before
 any model work or network set-up. :func:`check_runtime_arguments` is the one check of the runtime options.
 """
@@ -33,7 +33,7 @@ def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
 
 
 def add_rate_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Add ``--target-kbps`` (rate control, bitstream v4; file streams: call protocol 2 carries v2 headers only)."""
+    """Add ``--target-kbps`` (rate control, bitstream v4: files, and the call, whose hello carries a v4 header)."""
     p.add_argument("--target-kbps", type=float, metavar="K",
                    help="rate control: choose the quantization step per group of frames (g frames in open mode, 10 "
                         "otherwise) among the model's presets so the packet rate (payload + framing) keeps K kbit/s; "
@@ -60,7 +60,7 @@ def stream_params_from(args: argparse.Namespace, codec: LatentCodecModel) -> Str
 
 
 def _target(args: argparse.Namespace) -> float | None:
-    """``--target-kbps``; commands without the option (the live call) code at a fixed step."""
+    """``--target-kbps``; commands without the option (``sganc-recv``) code at a fixed step."""
     return getattr(args, "target_kbps", None)
 
 

@@ -23,9 +23,9 @@ changes only at a group start (:mod:`sganc_stream.latent.rate`); the first inter
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -129,10 +129,21 @@ class StreamParams:
 
 @dataclass
 class CodedFrame:
+    """One coded face frame. ``recon`` (T⁻¹ of the state) is computed on first use only: a sender that does not show
+    its own reconstruction never runs T⁻¹."""
+
     type: PacketType
     payload: bytes
     ideal_bits: float
-    recon: np.ndarray  # (rows, width) float32: exactly what the decoder will output
+    state: np.ndarray  # (channels,) int64: the decoder's integer state after this frame (units of the stream's step)
+    step: float  # the quantization step this frame was coded with (rate control: one of the stream's steps)
+    model: LatentCodecModel = field(repr=False)
+    step_index: int = 0  # the step preset the state counts in
+
+    @cached_property
+    def recon(self) -> np.ndarray:
+        """(rows, width) float32: exactly what the decoder will output for this frame (T⁻¹ of ``state``)."""
+        return self.model.from_state(self.state, self.step_index)
 
 
 def step_tables(model: LatentCodecModel, params: StreamParams) -> list[StepTables]:
@@ -222,7 +233,7 @@ class LatentStreamEncoder:
         if self.rate is not None:
             self.rate.spent(8 * len(pack(Packet(ptype, 0, 0, 0, payload), self.fps)), ideal)
         self.choices.append(self.choice)
-        return CodedFrame(ptype, payload, ideal, m.from_state(self._state, p.step_index))
+        return CodedFrame(ptype, payload, ideal, self._state, k * self.unit, m, p.step_index)  # the state is never changed in place
 
 
 class LatentStreamDecoder:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -18,19 +19,30 @@ from sganc_stream.bitstream.container import Container, StreamHeader, decode_con
 
 from sganc_stream.bitstream.packet import Packet, PacketType
 from sganc_stream.errors import InputError, ModelMismatchError
-from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams
+from sganc_stream.latent.codec import CodedFrame, LatentStreamDecoder, LatentStreamEncoder, StreamParams
 from sganc_stream.latent.model import LatentCodecModel
 
 
 @dataclass
 class EncodeResult:
     data: bytes
-    recon: np.ndarray  # (frames, rows, width) float32, the decoder's output (all NaN for no-face frames)
+    coded: list[CodedFrame | None]  # per frame: its coded face frame (integer state), None for a no-face frame
+    shape: tuple[int, int, int]  # (frames, rows, width)
     frame_types: list[str] = field(default_factory=list)
     ideal_bits: list[float] = field(default_factory=list)
     payload_bits: list[int] = field(default_factory=list)
     steps: list[float] = field(default_factory=list)  # the steps the stream codes with (one unless rate-controlled)
     step_choices: list[int] = field(default_factory=list)  # per face frame: its step, an index into ``steps``
+
+    @cached_property
+    def recon(self) -> np.ndarray:
+        """(frames, rows, width) float32: the decoder's output, all NaN for no-face frames. T⁻¹ runs on first read
+        (frame by frame, as the decoder does): a caller that only wants the bytes never pays for it."""
+        out = np.full(self.shape, np.nan, dtype=np.float32)
+        for t, coded in enumerate(self.coded):
+            if coded is not None:
+                out[t] = coded.recon
+        return out
 
 
 def check_latents(latents: np.ndarray, model: LatentCodecModel) -> np.ndarray:
@@ -59,12 +71,13 @@ def encode_sequence(model: LatentCodecModel, latents: np.ndarray, params: Stream
     """
     latents = check_latents(latents, model)
     enc = LatentStreamEncoder(model, params, fps)
-    packets, recon = [], np.full_like(latents, np.nan)
-    res = EncodeResult(b"", recon)
+    packets: list[Packet] = []
+    res = EncodeResult(b"", [], latents.shape)
     seq = 0
     for t, (w, empty) in enumerate(zip(latents, no_face_frames(latents))):
         if empty:
             packets.append(Packet(PacketType.NO_FACE, seq, t, round(t * 1000 / fps)))
+            res.coded.append(None)
             res.frame_types.append(PacketType.NO_FACE.label)
             res.ideal_bits.append(0.0)
             res.payload_bits.append(0)
@@ -72,7 +85,7 @@ def encode_sequence(model: LatentCodecModel, latents: np.ndarray, params: Stream
         coded = enc.encode(w, new_face=t in new_faces)
         packets.append(Packet(coded.type, seq, t, round(t * 1000 / fps), coded.payload))
         seq += 1
-        recon[t] = coded.recon
+        res.coded.append(coded)
         res.frame_types.append(coded.type.label)
         res.ideal_bits.append(coded.ideal_bits)
         res.payload_bits.append(8 * len(coded.payload))

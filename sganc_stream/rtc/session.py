@@ -39,7 +39,7 @@ from sganc_stream.rtc.transport import (DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY
                                         MessageTooLarge, Pacer, PROTOCOL_VERSION, Redundancy, RefusedError,
                                         StreamReceiver, check_message_size, check_models, parse_message, refusal,
                                         restamp)
-from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown, TimedFlows, wplus_crc
+from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown, TimedFlows, state_crc
 from sganc_stream.video import video_format
 
 from sganc_stream.onnx_runtime import OnnxFaceModel
@@ -263,9 +263,12 @@ class Peer:
         if params is not None and self.receiver is not None:
             link.receiver = StreamReceiver(hello)
             codec = self.model.codec
-            self.receiver.new_stream(link.generation, lambda: LatentStreamDecoder(codec, params))
+            version = hello.stream.version  # v4 with the sender's --target-kbps (steps in the header)
+            self.receiver.new_stream(link.generation, lambda: LatentStreamDecoder(codec, params, version))
         self.stats.event("hello", model_id=hello.model_id, sends=hello.stream is not None,
-                         fps=None if hello.stream is None else hello.stream.fps)
+                         fps=None if hello.stream is None else hello.stream.fps,
+                         version=None if hello.stream is None else hello.stream.version,
+                         steps=None if hello.stream is None else list(hello.stream.steps))
         self.stats.say("connected" + ("" if hello.stream is None else f"; receiving {hello.stream.fps:g} fps"))
 
     def _on_frame(self, link: Link, receiver: StreamReceiver, msg: FrameMessage, size: int) -> None:
@@ -315,7 +318,7 @@ class Peer:
         self.stats.event("display", seq=packet.seq, type=packet.type.label, latency_ms=round(latency, 1),
                          decode_ms=round(shown.decode_ms, 1), render_ms=round(shown.render_ms, 1),
                          **({} if shown.t_inv_ms is None else {"T_inv_ms": round(shown.t_inv_ms, 1)}),
-                         wplus_crc=shown.wplus_crc,
+                         state_crc=shown.state_crc,
                          waiting=shown.waiting)
 
     def _show(self, image: np.ndarray, delivery: Delivery) -> None:
@@ -370,12 +373,14 @@ class Peer:
             self.stats.event("tx_no_face", seq=packet.seq, frame=packet.frame, bytes=n, capture_ms=link.epoch_ms + ts_ms,
                              align_ms=round(enc.timing.get("align", 0.0), 1))
             return
+        coded = enc.frame.coded
+        assert coded is not None  # a face packet
         self.stats.add(tx_frames=1, tx_intra=int(packet.type.is_intra), tx_redundant=link.redundancy.carried - carried)
         self.stats.event("tx", seq=packet.seq, frame=packet.frame, type=packet.type.label, bytes=n,
                          packet_bytes=len(pack(packet, self.send_fps)), redundant=link.redundancy.carried - carried,
                          capture_ms=link.epoch_ms + ts_ms,
                          encode_start_ms=round((enc.encode_start - enc.capture_time) * 1000, 1),
-                         encode_ms=round(sum(enc.timing.values()), 1), wplus_crc=wplus_crc(enc.frame.recon_wplus),
+                         encode_ms=round(sum(enc.timing.values()), 1), step=coded.step, state_crc=state_crc(coded.state),
                          **{f"{k}_ms": round(v, 1) for k, v in enc.timing.items()})
 
     def _show_self(self, encoded: EncodedFrame, frame: np.ndarray) -> None:

@@ -23,6 +23,7 @@ latents can reach ~50 KB) is not sent: the sender counts and logs it, the receiv
 request.
 
 Hello: each side repeats ``{"sganc": 2, "model_id": bin32, "stream": StreamHeader map | nil, "epoch_ms": int}``
+(the header map's fields tell its bitstream version: v4 with ``steps`` for a rate-controlled stream, else v2)
 every ``HELLO_RETRY_S`` until it receives ``{"sganc": 2, "ack": epoch_ms}`` echoing its epoch; it answers every
 hello it receives with such an acknowledgement. A side with no hello from the other ``HELLO_TIMEOUT_S`` after the
 channel opened ends the call with one line. A different model id or protocol version is refused with
@@ -41,7 +42,7 @@ from typing import Any
 
 import msgpack
 
-from sganc_stream.bitstream.container import StreamHeader
+from sganc_stream.bitstream.container import VERSION, VERSION_RATE, VERSION_RESIDUAL, StreamHeader
 from sganc_stream.bitstream.packet import COMPACT, MAX_PAYLOAD, SEQ_MODULUS, Packet, PacketReader, PacketType, pack
 from sganc_stream.errors import BitstreamError, ModelMismatchError, SgancError
 from sganc_stream.rtc.wire import sctp_chunks
@@ -165,10 +166,19 @@ def _control(data: bytes) -> Hello | HelloAck:
     model_id, epoch = m.get("model_id"), m.get("epoch_ms")
     if not isinstance(model_id, bytes) or len(model_id) != 32 or type(epoch) is not int:
         raise BitstreamError("malformed hello message")
-    stream = None if m.get("stream") is None else StreamHeader.from_map(m["stream"])
+    stream = None if m.get("stream") is None else hello_stream_header(m["stream"])
     if stream is not None and stream.model_id != model_id.hex():
         raise BitstreamError("malformed hello message: stream header names another model")
     return Hello(model_id.hex(), stream, epoch)
+
+
+def hello_stream_header(m: object) -> StreamHeader:
+    """A hello's stream header map (SPEC.md §8.4). The hello carries no version byte: the map's fields tell it, as
+    §2 adds them: ``steps`` → bitstream v4 (rate control), ``residual`` without ``steps`` → v3, neither → v2.
+    BitstreamError for a malformed map."""
+    keys = m.keys() if isinstance(m, dict) else ()
+    version = VERSION_RATE if "steps" in keys else VERSION_RESIDUAL if "residual" in keys else VERSION
+    return StreamHeader.from_map(m, version)
 
 
 def _redundant(obj: object) -> tuple[tuple[PacketType, bytes], ...]:

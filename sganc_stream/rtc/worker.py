@@ -201,27 +201,30 @@ class SendWorker:
                 self.encoder.request_keyframe()
             started = time.time()
             encoded = self.encoder.encode(frame, t)  # a face packet, or a no-face packet (SPEC.md §8.5)
-            timing = encode_stages(self.encoder.timing, self.flows.take() if self.flows is not None else {})
             if self.self_view is not None:
-                self.self_view(encoded, frame)
+                self.self_view(encoded, frame)  # the reconstruction (T⁻¹, timed as T_inv) and G
+            timing = encode_stages(self.encoder.timing, self.flows.take() if self.flows is not None else {})
             self.loop.call_soon_threadsafe(self.deliver, Encoded(generation, encoded, t, started, timing))
 
 
-def wplus_crc(wplus: np.ndarray) -> int:
-    """CRC-32 of a W+ frame's float32 bytes: the sender logs it for the reconstruction it keeps, the receiver for what
-    it rendered; on one machine and runtime equal values mean the receiver decoded exactly what was coded."""
-    return zlib.crc32(np.ascontiguousarray(wplus, dtype=np.float32).tobytes())
+def state_crc(state: np.ndarray) -> int:
+    """CRC-32 of a latent state's integers (int64, little-endian): the sender logs it for the state it coded, the
+    receiver for the state it rendered; equal values mean the receiver decoded exactly what was coded, on any machine
+    (the state is integer; SPEC.md §6)."""
+    return zlib.crc32(np.ascontiguousarray(state, dtype="<i8").tobytes())
 
 
 def encode_stages(timing: dict[str, float], flows: dict[str, float]) -> dict[str, float]:
-    """The encoder's ms per stage (align, E, code) with ``code`` split by the T and T⁻¹ ms of ``flows`` into T,
-    ``rans`` (quantise and rANS) and T_inv (the reconstruction the encoder keeps); as it is without ``flows``."""
+    """The encoder's ms per stage (align, E, code) with ``code`` split by the T ms of ``flows`` into T and ``rans``
+    (quantise and rANS); ``T_inv`` only where the frame's reconstruction was computed (the ``--paste-back`` self
+    view; the sender needs no T⁻¹ otherwise); as it is without ``flows``."""
     if not flows or "code" not in timing:
         return dict(timing)
     out = {k: v for k, v in timing.items() if k != "code"}
     out["T"] = flows.get("T", 0.0)
-    out["rans"] = max(timing["code"] - sum(flows.values()), 0.0)
-    out["T_inv"] = flows.get("T_inv", 0.0)
+    out["rans"] = max(timing["code"] - out["T"], 0.0)
+    if "T_inv" in flows:
+        out["T_inv"] = flows["T_inv"]
     return out
 
 
@@ -233,7 +236,7 @@ class Shown:
     decode_ms: float  # rANS and T⁻¹ of this delivery's packets
     t_inv_ms: float | None  # T⁻¹ alone (None: not timed)
     render_ms: float  # G
-    wplus_crc: int | None  # :func:`wplus_crc` of the W+ frame rendered (None: the no-face picture)
+    state_crc: int | None  # :func:`state_crc` of the latent state rendered (None: the no-face picture)
     shown_at: float  # time.time()
     waiting: int  # deliveries that were still queued (0: it was the newest)
 
@@ -244,6 +247,9 @@ class LatentDecoder(Protocol):
     def decode(self, ptype: PacketType, payload: bytes) -> np.ndarray: ...
 
     def reset(self) -> None: ...
+
+    @property
+    def state(self) -> np.ndarray | None: ...
 
 
 @dataclass
@@ -337,11 +343,11 @@ class ReceiveWorker:
 
     def _run(self) -> None:
         stream: _Stream | None = None
-        newest: tuple[np.ndarray | None, Delivery, float, float | None] | None = None
+        newest: tuple[np.ndarray | None, int | None, Delivery, float, float | None] | None = None
         for job in self._next():
             if job is None:
                 if newest is not None:
-                    latents, delivery, decode_ms, t_inv_ms = newest
+                    latents, crc, delivery, decode_ms, t_inv_ms = newest
                     newest = None
                     started = time.perf_counter()
                     image = self.render(latents)
@@ -349,7 +355,6 @@ class ReceiveWorker:
                     self.show(image, delivery)
                     with self._cond:
                         waiting = len(self._jobs)
-                    crc = None if latents is None else wplus_crc(latents)
                     self.loop.call_soon_threadsafe(self.shown, Shown(delivery, decode_ms, t_inv_ms, render_ms, crc,
                                                                      time.time(), waiting))
                 continue
@@ -367,7 +372,7 @@ class ReceiveWorker:
                 continue  # another connection's
             if delivery.packet.type == PacketType.NO_FACE:  # no state to apply, nothing chained on one
                 self.superseded += newest is not None
-                newest = (None, delivery, 0.0, None)
+                newest = (None, None, delivery, 0.0, None)
                 continue
             if stream.failed_sync == delivery.sync_id:
                 continue  # chained on a state that already failed
@@ -384,4 +389,5 @@ class ReceiveWorker:
                 continue
             self.superseded += newest is not None
             t_inv = self.flows.take().get("T_inv") if self.flows is not None else None
-            newest = (latents, delivery, (time.perf_counter() - started) * 1000, t_inv)
+            newest = (latents, state_crc(stream.decoder.state), delivery, (time.perf_counter() - started) * 1000,
+                      t_inv)
