@@ -11,6 +11,7 @@ import io
 import json
 import struct
 import time
+import warnings
 from pathlib import Path
 
 import msgpack
@@ -111,8 +112,10 @@ def test_huge_latents_are_refused_before_the_int64_cast_wraps(tiny_codec: Latent
     latents = np.full((2, tiny_codec.rows, tiny_codec.width), value, np.float32)
     from sganc_stream.latent.codec import StreamParams
 
-    with pytest.raises(InputError, match="too large"):
-        encode_sequence(tiny_codec, latents, StreamParams())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one line for the user: no numpy overflow warnings on the way
+        with pytest.raises(InputError, match="too large"):
+            encode_sequence(tiny_codec, latents, StreamParams())
 
 
 # -- signaling -------------------------------------------------------------------------------------------

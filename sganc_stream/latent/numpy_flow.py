@@ -71,6 +71,12 @@ class NumpyFlows:
         return np.tanh(out[:, 0]), out[:, 1]
 
     def _run(self, x: np.ndarray, inverse: bool) -> np.ndarray:
+        # Out-of-range input (finite W+ near 3e38) overflows to inf / NaN here, silently: the encoder refuses such a
+        # proxy in one line (LatentStreamEncoder.encode), and decoded states are bounded (STATE_LIMIT).
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._run_checked(x, inverse)
+
+    def _run_checked(self, x: np.ndarray, inverse: bool) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         block = np.zeros((len(self.groups), self._rows, self.width), dtype=np.float32)
         for g, (a, b) in enumerate(self.groups):
