@@ -120,11 +120,12 @@ class StreamParams:
         return StreamHeader(model.model_id, model.rows, model.width, self.mode, self.g, model.steps[self.step_index], fps,
                             frames, self.keyframe_interval, self.residual, steps, self.version())
 
-    def residual_table(self, model: LatentCodecModel) -> CodingTable | None:
-        """The residual table these parameters code with (None without residuals); InputError if ``model`` lacks it."""
+    def residual_table(self, model: LatentCodecModel, step_index: int | None = None) -> CodingTable | None:
+        """The residual table these parameters code with at preset ``step_index`` (default: the stream's step); None
+        without residuals; InputError if ``model`` lacks it."""
         if self.mode != "open" or self.g == 0:
             return None
-        return model.residual_table(self.g, self.step_index, self.residual)
+        return model.residual_table(self.g, self.step_index if step_index is None else step_index, self.residual)
 
 
 @dataclass
@@ -151,8 +152,7 @@ def step_tables(model: LatentCodecModel, params: StreamParams) -> list[StepTable
     steps = params.steps(model)
     multiples = [1] if len(steps) == 1 else step_multiples(tuple(model.steps[i] for i in steps))
     assert multiples is not None  # params.steps checked it
-    return [StepTables(m, model.tables["intra"][i], model.tables["diff"][i],
-                       None if params.mode != "open" or params.g == 0 else model.residual_table(params.g, i, params.residual))
+    return [StepTables(m, model.tables["intra"][i], model.tables["diff"][i], params.residual_table(model, i))
             for m, i in zip(multiples, steps)]
 
 
