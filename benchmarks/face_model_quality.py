@@ -103,12 +103,14 @@ def main() -> int:
     y_photo = generate(g, encode_faces(e, x_photo))
 
     x_clip, y_clip, c_clip, bits = [], [], [], []
+    clip_luma: dict[str, dict[str, float]] = {}  # per clip: mean face-centre luma of input and of G(E(x))
     params = StreamParams(mode="open", g=args.g, step_index=args.step_index)
-    for _source, rows in sorted(data.clip_sequences("val").items()):
+    for source, rows in sorted(data.clip_sequences("val").items()):
         x = np.asarray(data.images[rows[: args.clip_frames]])
         w = encode_faces(e, x)
         x_clip.append(x)
         y_clip.append(generate(g, w))
+        clip_luma[source] = {"input": float(np.mean(face_luma(x))), "output": float(np.mean(face_luma(y_clip[-1])))}
         if codec is not None:
             res = encode_sequence(codec, w, params)
             c_clip.append(generate(g, decode_bytes(codec, res.data)))
@@ -137,7 +139,8 @@ def main() -> int:
                        "ms_ssim": ms(x_all, y_all), "identity_distance": ident(x_all, y_all),
                        "ms_ssim_photos": ms(x_photo, y_photo), "ms_ssim_clips": ms(x_clip, y_clip),
                        "identity_distance_clips": ident(x_clip, y_clip),
-                       "detail_ratio": summary(detail_ratio(x_all, y_all)), "skin_tone": tone(x_all, y_all)},
+                       "detail_ratio": summary(detail_ratio(x_all, y_all)), "skin_tone": tone(x_all, y_all),
+                       "skin_tone_clips": clip_luma},
         "model_size": size, "eval_size": n, "ms_ssim_window": ms_ssim_window(n, n),
     }
     if codec is not None:
