@@ -304,6 +304,29 @@ def test_call_both_sides_receive_and_record(signal_url: str, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("leaver", ["call", "recv"])
+def test_the_side_that_ends_first_is_heard_to_hang_up(signal_url: str, tmp_path: Path, leaver: str) -> None:
+    """A peer whose call ends while the other goes on: its end packet and channel reset arrive before the
+    connection goes (a closed peer connection aborts SCTP and drops what is queued), so the other side says the
+    call was ended, never that the connection was lost. A receive-only peer sends no end packet; its reset says it."""
+    room = f"early-{leaver}"
+    a = call(signal_url, room, "A", tmp_path, 40)
+    if leaver == "call":
+        b = call(signal_url, room, "B", tmp_path, 5)
+    else:
+        b = spawn("recv_main", "--signal", signal_url, "--room", room, "--token", "t", "--model", micro_model(),
+                  "--headless", "--duration", "5", "--log", tmp_path / "B.jsonl", "--name", "B")
+    assert finish(b)[0] == 0
+    wait_for(tmp_path / "A.jsonl", "left", 1, timeout=20)
+    a.send_signal(signal.SIGINT)
+    code, err = finish(a)
+    assert code in (0, 130)
+    assert [line for line in err.splitlines() if "other side" in line] == [
+        "A: the other side ended the call; waiting for it to rejoin"], err  # once: signaling's "left" adds nothing
+    assert "connection lost" not in err and "went away" not in err, err
+
+
+@pytest.mark.slow
 def test_injected_loss_is_recovered_by_keyframes(signal_url: str, tmp_path: Path) -> None:
     a = call(signal_url, "lossy", "A", tmp_path, 6, "--loss", "0.2", "--seed", "1", "--redundancy", "0")
     b = call(signal_url, "lossy", "B", tmp_path, 6)

@@ -20,6 +20,7 @@ from aiortc import RTCDataChannel
 from sganc_stream.errors import SgancError
 from sganc_stream.rtc.transport import DEFAULT_PEER_MAX_MESSAGE
 
+HUNG_UP = "closed by the other side"  # the close reason of a channel whose other side closed it on purpose
 MessageHandler = Callable[[bytes | str], None]
 CloseHandler = Callable[[str], None]
 
@@ -49,6 +50,10 @@ class Channel:
         """Send one message if the channel is open (a closed channel drops it: the call is ending anyway)."""
         raise NotImplementedError
 
+    async def close_gracefully(self, timeout_s: float) -> None:
+        """Close this side after what it sent has gone out, waiting at most ``timeout_s`` seconds (a channel whose
+        messages need no flushing does nothing here)."""
+
     def _deliver(self, data: bytes | str) -> None:
         if self.on_message is not None:
             self.on_message(data)
@@ -67,11 +72,16 @@ class DataChannel(Channel):
         self.channel = channel
         self.max_message = DEFAULT_PEER_MAX_MESSAGE  # the other side's SDP max-message-size, once known (pairing)
         channel.on("message", self._deliver)
-        channel.on("close", lambda: self._closed("channel closed"))
+        channel.on("close", self._on_channel_close)
 
     @property
     def is_open(self) -> bool:
         return self.channel.readyState == "open"
+
+    @property
+    def closed(self) -> bool:
+        """The channel has closed (its close was reported through ``on_close``)."""
+        return self.channel.readyState == "closed"
 
     @property
     def buffered_amount(self) -> int:
@@ -84,6 +94,28 @@ class DataChannel(Channel):
     def send(self, data: bytes) -> None:
         if self.is_open:
             self.channel.send(data)
+
+    def _on_channel_close(self) -> None:
+        # a stream reset leaves the SCTP association up: the other side closed the channel on purpose
+        # (close_gracefully); a failed or aborted association closes every channel with it
+        self._closed(HUNG_UP if self.channel.transport.state == "connected" else "channel closed")
+
+    async def close_gracefully(self, timeout_s: float) -> None:
+        """Reset the channel's SCTP stream and wait, at most ``timeout_s`` s, until the other side has answered.
+
+        The reset follows every message already sent (W3C WebRTC §6.2.4, "closing procedure"; RFC 8831 §6.7), so the
+        other side reads our last message, an end packet, before its channel closes. Closing the peer connection
+        at once instead aborts the SCTP association (RFC 4960 §9.1) and drops what is still queued.
+        """
+        if self.channel.readyState not in ("open", "connecting"):
+            return
+        closed = asyncio.Event()
+        self.channel.on("close", closed.set)
+        self.channel.close()
+        try:
+            await asyncio.wait_for(closed.wait(), timeout_s)
+        except TimeoutError:
+            pass
 
     def connection_failed(self, state: str) -> None:
         self._closed(f"connection {state}")
@@ -144,6 +176,9 @@ class LossyChannel(Channel):
     def send(self, data: bytes) -> None:
         if not self.drop(data):
             self.inner.send(data)
+
+    async def close_gracefully(self, timeout_s: float) -> None:
+        await self.inner.close_gracefully(timeout_s)
 
 
 class MemoryChannel(Channel):

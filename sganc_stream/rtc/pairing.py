@@ -208,7 +208,8 @@ async def consume_signaling(signaling: Signaling, handler: ChannelHandler, *, ic
                 elif signal.kind == "answer" and signal.description is not None and connection is not None:
                     await connection.accept(signal.description)
                 elif signal.kind == "left":
-                    say("the other side left; waiting for it to rejoin")
+                    if connection is None or not connection.channel.closed:  # else the call said it already
+                        say("the other side left; waiting for it to rejoin")
                     await drop("peer left")
                 elif signal.kind == "gone":
                     say("signaling went away; the current connection (if any) goes on")

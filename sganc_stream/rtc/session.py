@@ -30,7 +30,7 @@ from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
 from sganc_stream.latent.sequence import stream_params
 from sganc_stream.decoding import no_face_pictures
 from sganc_stream.encoding import EncodedFrame, FrameEncoder
-from sganc_stream.rtc.channel import Channel, LossModel, LossyChannel
+from sganc_stream.rtc.channel import HUNG_UP, Channel, LossModel, LossyChannel
 from sganc_stream.rtc.media import FrameSink, open_source, require_display
 from sganc_stream.rtc.pairing import Signaling, consume_signaling
 from sganc_stream.rtc.stats import StatsLog, percentile, process_age
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 CallModel = Union["FaceModel", OnnxFaceModel]  # PyTorch or ONNX Runtime (``--runtime``): the call needs no more
 
 TICK_S = 0.05  # hello retransmission check and event-loop lag probe
+GOODBYE_S = 1.0  # at most this long for our end packet to reach the other side before the connection closes
 
 
 @dataclass
@@ -185,7 +186,7 @@ class Peer:
     def _on_lost(self, link: Link, why: str) -> None:
         if link is self.link:
             self.link = None
-            if link.receiver is not None and link.receiver.ended:  # its end packet came: the other side hung up
+            if why == HUNG_UP or (link.receiver is not None and link.receiver.ended):  # the other side hung up
                 self.say("the other side ended the call; waiting for it to rejoin")
             else:
                 self.say(f"connection lost ({why}); waiting for the other side")
@@ -496,13 +497,15 @@ class Peer:
                 self.stats.say(f"call ended after --duration {self.opt.duration:g} s")
                 self.ending = True
         finally:
-            if signaling is not None:  # first: a cancelled aiohttp receive() may never finish, a closed one does
+            if self.link is not None:  # first the end packet, delivered: the other side hears "ended", not "lost"
+                link = self.link
+                self.release(link.raw, "finished")
+                await link.raw.close_gracefully(GOODBYE_S)
+            if signaling is not None:  # next: a cancelled aiohttp receive() may never finish, a closed one does
                 await bounded(signaling.close(), 12.0)
             for t in tasks:
                 t.cancel()
             await asyncio.wait(tasks, timeout=5.0)
-            if self.link is not None:
-                self.release(self.link.raw, "finished")
             await asyncio.to_thread(self._stop_workers)
             summary = self.summary()
             self.stats.event("summary", **summary)
