@@ -45,6 +45,7 @@ import msgpack
 from sganc_stream.bitstream.container import VERSION, VERSION_RATE, VERSION_RESIDUAL, StreamHeader
 from sganc_stream.bitstream.packet import COMPACT, MAX_PAYLOAD, SEQ_MODULUS, Packet, PacketReader, PacketType, pack
 from sganc_stream.errors import BitstreamError, ModelMismatchError, SgancError
+from sganc_stream.rtc.congestion import Estimate
 from sganc_stream.rtc.wire import sctp_chunks
 
 PROTOCOL_VERSION = 2
@@ -98,11 +99,14 @@ class Hello:
     model_id: str  # hex SHA-256 of the model bundle
     stream: StreamHeader | None  # None: this side only receives
     epoch_ms: int
+    feedback: bool = False  # this side reads rate feedback for its stream (SPEC §8.8); absent in older peers' hellos
 
     def to_bytes(self) -> bytes:
-        return msgpack.packb({"sganc": PROTOCOL_VERSION, "model_id": bytes.fromhex(self.model_id),
-                              "stream": None if self.stream is None else self.stream.to_map(),
-                              "epoch_ms": self.epoch_ms}, use_bin_type=True)
+        m: dict[str, Any] = {"sganc": PROTOCOL_VERSION, "model_id": bytes.fromhex(self.model_id),
+                             "stream": None if self.stream is None else self.stream.to_map(), "epoch_ms": self.epoch_ms}
+        if self.feedback:
+            m["feedback"] = True
+        return msgpack.packb(m, use_bin_type=True)
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,26 @@ class HelloAck:
 
     def to_bytes(self) -> bytes:
         return msgpack.packb({"sganc": PROTOCOL_VERSION, "ack": self.epoch_ms}, use_bin_type=True)
+
+
+class MalformedFeedback(BitstreamError):
+    """A feedback message that is not one (SPEC §8.8): ignored and counted; it says nothing about the media stream."""
+
+
+FEEDBACK_MAX_BPS = 1 << 40  # a larger rate in a feedback message is malformed
+
+
+def feedback_message(fb: Estimate) -> bytes:
+    """The feedback message (SPEC §8.8) reporting ``fb``: ``{"sganc": 2, "fb": n, "bwe": bit/s, "rx": bit/s}``."""
+    return msgpack.packb({"sganc": PROTOCOL_VERSION, "fb": fb.n, "bwe": fb.estimate_bps, "rx": fb.incoming_bps},
+                         use_bin_type=True)
+
+
+def _feedback(m: dict[str, Any]) -> Estimate:
+    fields = (m.get("fb"), m.get("bwe"), m.get("rx"))
+    if not all(type(v) is int and 0 <= v < FEEDBACK_MAX_BPS for v in fields):
+        raise MalformedFeedback("malformed feedback message: fb, bwe and rx must be non-negative integers")
+    return Estimate(*fields)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -147,7 +171,7 @@ def frame_message(packet: Packet, fps: float, redundant: tuple[tuple[PacketType,
     return bytes([FRAME_ARRAY]) + data[1:] + msgpack.packb([[int(t), p] for t, p in redundant], use_bin_type=True)
 
 
-def _control(data: bytes) -> Hello | HelloAck:
+def _control(data: bytes) -> Hello | HelloAck | Estimate:
     try:
         m = msgpack.unpackb(data, raw=False, max_bin_len=64, max_str_len=512, max_array_len=16, max_map_len=16)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, RecursionError):
@@ -163,13 +187,15 @@ def _control(data: bytes) -> Hello | HelloAck:
         if type(m["ack"]) is not int:
             raise BitstreamError("malformed hello acknowledgement")
         return HelloAck(m["ack"])
+    if "fb" in m:
+        return _feedback(m)
     model_id, epoch = m.get("model_id"), m.get("epoch_ms")
     if not isinstance(model_id, bytes) or len(model_id) != 32 or type(epoch) is not int:
         raise BitstreamError("malformed hello message")
     stream = None if m.get("stream") is None else hello_stream_header(m["stream"])
     if stream is not None and stream.model_id != model_id.hex():
         raise BitstreamError("malformed hello message: stream header names another model")
-    return Hello(model_id.hex(), stream, epoch)
+    return Hello(model_id.hex(), stream, epoch, m.get("feedback") is True)
 
 
 def hello_stream_header(m: object) -> StreamHeader:
@@ -199,14 +225,16 @@ def _redundant(obj: object) -> tuple[tuple[PacketType, bytes], ...]:
     return tuple(out)
 
 
-def parse_message(data: bytes, reader: PacketReader | None) -> Hello | HelloAck | Packet | FrameMessage | Late:
+def parse_message(data: bytes, reader: PacketReader | None) -> Hello | HelloAck | Estimate | Packet | FrameMessage | Late:
     """One data-channel message.
 
     A keyframe request comes back as a :class:`Packet` (it numbers packets of *our* stream, so it is parsed apart
     and never moves ``reader``, which unwraps the other stream's 8-bit sequence numbers); a packet of the other
     side's stream as a :class:`FrameMessage` (needs ``reader``: the stream announced by its hello); a compact
-    packet at or behind the last one read as :class:`Late`, without moving ``reader``. Raises RefusedError for a
-    refusal, IncompatibleError for another protocol version, BitstreamError for anything malformed.
+    packet at or behind the last one read as :class:`Late`, without moving ``reader``; a feedback message about our
+    stream as an :class:`~sganc_stream.rtc.congestion.Estimate`. Raises RefusedError for a refusal,
+    IncompatibleError for another protocol version, MalformedFeedback for a malformed feedback message,
+    BitstreamError for anything else malformed.
     """
     if not isinstance(data, bytes) or not data:
         raise BitstreamError("malformed message: text or nothing on the packet channel")
