@@ -20,7 +20,7 @@ Receiver (:class:`BandwidthEstimator`): Google Congestion Control's delay-based 
   under-use → hold; normal → increase, multiplicatively (8 % per second) far from the rate of the last decrease,
   additively near it (half a message per response time, but at most 4 % per second: at a few kbit/s half a message
   per second would be 30 %); never above 1.5 × the incoming rate (over 2 s) + 1 kbit/s; a decrease at most once
-  per second unless the incoming rate fell below half the estimate. The first estimate is β × the incoming rate over
+  per second. The first estimate is β × the incoming rate over
   the first second (see :class:`AimdRateControl`).
 
 The departure time is the capture timestamp, not a send time (the frame message carries none, so that a peer of
@@ -216,8 +216,10 @@ class AimdRateControl:
     def update(self, signal: str, incoming_bps: float, now_s: float, message_bits: float) -> float | None:
         """One step at ``now_s`` (s): the detector's ``signal``, the incoming wire rate (bit/s), the mean message size
         (bits, for the additive increase); returns the estimate (bit/s). A decrease acts at most once per
-        ``RESPONSE_S`` unless the incoming rate fell below half the estimate (libwebrtc's rule, with a fixed response
-        time for its round-trip time): the trend lags the queue, and one decrease needs time to show."""
+        ``RESPONSE_S`` (libwebrtc's once per round-trip time, with a fixed response time): the trend lags the queue,
+        and one decrease needs time to show. libwebrtc also decreases at once when the incoming rate is below half the
+        estimate; at one or two messages per second the incoming rate is that low whenever the sender skips a frame or
+        a message is lost, and each such decrease (to β × that rate) would compound, so this one does not."""
         dt = 0.0 if self._last_s is None else min(now_s - self._last_s, 1.0)
         self._last_s = now_s
         a, b = MAX_ABOVE_INCOMING
@@ -233,7 +235,7 @@ class AimdRateControl:
             self.state = "increase"
             return self.bps  # from hold or decrease: increase from the next update on
         if self.state == "decrease":
-            if now_s - self._last_decrease_s >= RESPONSE_S or incoming_bps < 0.5 * self.bps:
+            if now_s - self._last_decrease_s >= RESPONSE_S:
                 self.bps = max(min(BETA * incoming_bps, self.bps), MIN_BPS)
                 self._update_max(incoming_bps / 1000)
                 self._last_decrease_s = now_s

@@ -1,5 +1,5 @@
 """The live call's data-channel protocol (call protocol 2): channel choice, hello exchange, frame messages with
-in-band redundancy, gap handling, keyframe requests, pacing. ``bitstream_spec/SPEC.md`` §8 ("Live call") is the
+in-band redundancy, gap handling, keyframe requests, pacing, rate feedback (the estimator is ``rtc.congestion``). ``bitstream_spec/SPEC.md`` §8 ("Live call") is the
 normative description; this module is its implementation, with no I/O of its own (the clock is injected).
 
 Channel: one data channel per call, created on both sides with ``negotiated=True, id=0``, label ``sganc``,
@@ -8,7 +8,7 @@ retransmitted (a retransmission costs at least a round trip and, ordered, holds 
 repaired from the redundancy the next message carries, and as a last resort by a keyframe request.
 
 Messages are binary msgpack, told apart by their first byte: a control map (msgpack fixmap, 0x80–0x8F: hello,
-hello acknowledgement, refusal), a packet (fixarray of 5, 0x95: exactly a .sgnc packet, e.g. a keyframe request
+hello acknowledgement, refusal, feedback), a packet (fixarray of 5, 0x95: exactly a .sgnc packet, e.g. a keyframe request
 or the end packet) or a frame message (fixarray of 6, 0x96: the 5 packet fields plus a list of redundant
 ``[type, payload]`` pairs; entry ``k`` (from 1) is the frame packet with sequence number ``seq − k``).
 
@@ -30,6 +30,11 @@ channel opened ends the call with one line. A different model id or protocol ver
 ``{"refuse": reason}``, and both sides end with one line. ``epoch_ms`` is the sender's wall clock (ms) at timestamp
 0 of its packets, so capture-to-display latency is ``now - (epoch_ms + packet.timestamp_ms)`` (on one machine
 exactly; across machines it also includes their clock offset).
+
+Feedback (congestion control, SPEC §8.8): a sender that reads it says ``"feedback": true`` in its hello; the receiver
+of its stream then sends ``{"sganc": 2, "fb": n, "bwe": bit/s, "rx": bit/s}`` every 0.5 s (at once when its estimate
+falls), and the sender keeps its stream within ``bwe``. A hello without the key (an older peer) gets no feedback, and a
+sender that gets none sends as before.
 """
 
 from __future__ import annotations
@@ -518,8 +523,8 @@ class Pacer:
     (``bufferedAmount``) mean SCTP's congestion window is full. The threshold allows ``threshold / path rate`` seconds
     of queueing: the default 2 KiB is about 0.3 s at the default model's 60 kbit/s (8 KiB, the earlier default, was
     1 s). It cannot see a queue inside the network: through a bottleneck narrower than the stream, aiortc's SCTP
-    (unreliable messages, no retransmissions) keeps sending faster than the bottleneck (``tests/test_rtc_netns.py``);
-    adapting the rate to the path needs delay-based congestion control, which the call does not have yet."""
+    (unreliable messages, no retransmissions) keeps sending faster than the bottleneck; the receiver's delay-based
+    estimate (``rtc.congestion``, in feedback messages) is what keeps the stream within the path's rate."""
 
     def __init__(self, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
         if max_buffered < 0:
