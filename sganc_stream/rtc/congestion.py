@@ -14,14 +14,15 @@ Receiver (:class:`BandwidthEstimator`): Google Congestion Control's delay-based 
   (fitted from 4 points on) are this implementation's: at the 1–10 frames/s of a call under a cap, libwebrtc's per-
   group constants would smooth over many seconds and react long after the queue has filled.
 * **over-use detector** (:class:`OveruseDetector`, §5.4): ``m = 60 · 4 · trend`` against an adaptive
-  threshold ``γ`` (12.5 ms at first, ``γ += Δt · k · (|m| − γ)``, k = 0.0087 above it and 0.039 below, 6–600 ms);
-  over-use when ``m > γ`` for more than 10 ms over two samples with a non-decreasing trend, under-use when ``m < −γ``.
+  threshold ``γ`` (12.5 ms at first, ``γ += Δt · k · (|m| − γ)``, k = 0.0087 above it and 0.039 below, Δt at most
+  10 ms per group, 6–600 ms); over-use when ``m > γ`` for more than 10 ms over two samples with a non-decreasing
+  trend, under-use when ``m < −γ`` (the full gain from the start and the bounded Δt are this implementation's: see
+  the class).
 * **rate controller** (:class:`AimdRateControl`, §5.5): over-use → decrease to ``β = 0.85`` × the incoming rate;
   under-use → hold; normal → increase, multiplicatively (8 % per second) far from the rate of the last decrease,
   additively near it (half a message per response time, but at most 4 % per second: at a few kbit/s half a message
   per second would be 30 %); never above 1.5 × the incoming rate (over 2 s) + 1 kbit/s; a decrease at most once
-  per second. The first estimate is β × the incoming rate over
-  the first second (see :class:`AimdRateControl`).
+  per second. The first estimate is β × the incoming rate over the first second (see :class:`AimdRateControl`).
 
 The departure time is the capture timestamp, not a send time (the frame message carries none, so that a peer of
 call protocol 2 without this feature still parses it; RTP's abs-send-time extension would be exact): the sender's
@@ -29,6 +30,10 @@ encode-time variation enters the gradient as noise, which the smoothing and the 
 based controller (GCC §6): a random loss of 20 % (the benchmark's ``loss20``) is not congestion, redundancy repairs it,
 and backing off for it would cost most of the frame rate; a drop-tail bottleneck queue raises the delay before it
 drops, which the delay-based controller sees.
+
+Known weakness (README, "Congestion control under a bandwidth cap"): the trendline has no size term, and at a few
+messages per second a large message (an intra or residual frame, 10× an inter frame) crossing a narrow path delays the
+next ones as a queue would, so the estimate settles below the path's rate (about two thirds of 30 kbit/s measured).
 
 Sender (:class:`SendRate`): the last estimate received (the other side's feedback, SPEC §8.8) becomes the stream's
 wire-rate budget: a leaky bucket of the wire bits sent (``rtc.wire``, the one wire-cost formula) skips a frame while
