@@ -177,3 +177,16 @@ def test_retarget_changes_the_budget_only() -> None:
     fresh = RateController(steps, 10.0, 5.0, closed=False)
     assert (rc.frame_budget, rc.limit, rc.repay_frames) == (fresh.frame_budget, fresh.limit, fresh.repay_frames)
     assert rc.buffer == 1234.0
+
+
+def test_a_zero_estimate_does_not_stop_the_sender() -> None:
+    """A faulty peer's ``bwe`` of 0: the budget is the estimator's floor, so a frame still goes now and then."""
+    rate = SendRate(None)
+    rate.on_feedback(Estimate(0, 0, 0))
+    assert rate.budget_bps == MIN_BPS
+    sent = 0
+    for i in range(100):  # 10 s at 10 fps, 100-byte messages (800 bits): MIN_BPS allows 2.5 per second
+        if rate.may_send(i / 10):
+            rate.sent(i / 10, 100, 50)
+            sent += 1
+    assert 20 <= sent <= 30

@@ -373,9 +373,10 @@ class SendRate:
 
     @property
     def budget_bps(self) -> float | None:
-        """The wire-rate budget (bit/s): the last estimate received; None before any (the sender is unconstrained)."""
+        """The wire-rate budget (bit/s): the last estimate received, at least ``MIN_BPS`` (an estimate of 0 from a
+        faulty peer would stop the stream for good); None before any (the sender is unconstrained)."""
         est = self.estimate
-        return None if est is None else float(est.estimate_bps)
+        return None if est is None else max(float(est.estimate_bps), MIN_BPS)
 
     def on_feedback(self, fb: Estimate) -> bool:
         """Take a feedback message; False for one not newer than the last (the channel is unordered)."""
