@@ -363,7 +363,10 @@ class SendRate:
     def __init__(self, ceiling_kbps: float | None) -> None:
         self.ceiling_kbps = ceiling_kbps
         self.estimate: Estimate | None = None
-        self.offered_fps: float | None = None  # frames offered to :meth:`may_send` per second (mean)
+        # frames offered to :meth:`may_send` per second (mean): the encoder's pace while it codes, the camera's while
+        # frames are skipped (a skipped frame frees the encoder at once), which pushes the rate controller, whose
+        # per-frame budget is the target over this rate, to coarser steps while frames are being skipped
+        self.offered_fps: float | None = None
         self._lock = threading.Lock()
         self._level = 0.0  # bits in the bucket
         self._last_s: float | None = None
