@@ -8,7 +8,7 @@ import random
 import msgpack
 import pytest
 
-from sganc_stream.rtc.congestion import (MIN_BPS, OVERUSE, BandwidthEstimator, Estimate, SendRate, retarget)
+from sganc_stream.rtc.congestion import (MIN_BPS, OVERUSE, BandwidthEstimator, Estimate, SendRate)
 from sganc_stream.rtc.transport import (Hello, MalformedFeedback, feedback_message, parse_message)
 from sganc_stream.latent.rate import RateController, StepTables
 
@@ -173,7 +173,7 @@ def test_retarget_changes_the_budget_only() -> None:
     steps: list[StepTables] = []
     rc = RateController(steps, 40.0, 25.0, closed=False)
     rc.buffer = 1234.0
-    retarget(rc, 10.0, 5.0)
+    rc.retarget(10.0, 5.0)
     fresh = RateController(steps, 10.0, 5.0, closed=False)
     assert (rc.frame_budget, rc.limit, rc.repay_frames) == (fresh.frame_budget, fresh.limit, fresh.repay_frames)
     assert rc.buffer == 1234.0

@@ -51,7 +51,6 @@ from collections import deque
 from dataclasses import dataclass
 
 from sganc_stream.latent.codec import TARGET_KBPS_RANGE
-from sganc_stream.latent.rate import RateController
 
 TREND_WINDOW = 20  # at most this many points in the trendline's least-squares fit ...
 TREND_WINDOW_S = 4.0  # ... from at most this many seconds back ...
@@ -425,11 +424,3 @@ class SendRate:
         if self.ceiling_kbps is None or budget is None or self._wire == 0:
             return None
         return min(self.ceiling_kbps, max(budget * self._packet / self._wire / 1000, TARGET_KBPS_RANGE[0]))
-
-
-def retarget(rate: RateController, kbps: float, fps: float) -> None:
-    """Give a running rate controller a new target (packet kbit/s at ``fps`` frames per second), keeping its buffer
-    and measurements. The budget per frame and the buffer's clamp come from :class:`RateController`'s own
-    constructor, so its formulas stay in one place."""
-    fresh = RateController(rate.steps, kbps, fps, rate.closed)
-    rate.frame_budget, rate.limit, rate.repay_frames = fresh.frame_budget, fresh.limit, fresh.repay_frames

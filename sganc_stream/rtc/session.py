@@ -31,7 +31,7 @@ from sganc_stream.latent.sequence import stream_params
 from sganc_stream.decoding import no_face_pictures
 from sganc_stream.encoding import EncodedFrame, FrameEncoder
 from sganc_stream.rtc.channel import HUNG_UP, Channel, LossModel, LossyChannel
-from sganc_stream.rtc.congestion import BandwidthEstimator, Estimate, SendRate, retarget
+from sganc_stream.rtc.congestion import BandwidthEstimator, Estimate, SendRate
 from sganc_stream.rtc.media import FrameSink, open_source, require_display
 from sganc_stream.rtc.pairing import Signaling, consume_signaling
 from sganc_stream.rtc.stats import StatsLog, percentile, process_age
@@ -390,7 +390,7 @@ class Peer:
         target = link.send_rate.target_kbps()
         rate = self.encoder.latent.rate if self.encoder is not None else None
         if target is not None and rate is not None and link.send_rate.budget_bps is not None:
-            retarget(rate, target, link.send_rate.offered_fps or self.send_fps)
+            rate.retarget(target, link.send_rate.offered_fps or self.send_fps)
         return link.generation
 
     def _deliver(self, enc: Encoded) -> None:
