@@ -35,7 +35,7 @@ from sganc_stream.fileio import write_bytes_atomic
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import load_latent_codec
 from sganc_stream.latent.sequence import decode_bytes, encode_sequence
-from sganc_stream.metrics import detail_ratio, face_luma, identity_distance, ms_ssim, ms_ssim_window
+from sganc_stream.metrics import detail_ratio, face_lab, face_luma, identity_distance, ms_ssim, ms_ssim_window
 from sganc_stream.training.face_bundle import encode_faces, load_face_models
 from sganc_stream.training.face_data import load_prepared
 from sganc_stream.training.face_model import to_uint8
@@ -56,6 +56,12 @@ def upsampled(images: np.ndarray, size: int) -> np.ndarray:
     if images.shape[1] == size:
         return images
     return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_CUBIC) for im in images])
+
+
+def chroma(images: np.ndarray) -> np.ndarray:
+    """CIELAB chroma C*ab of each face's central skin box (``sganc_stream.metrics.face_lab``)."""
+    lab = face_lab(images)
+    return np.hypot(lab[:, 1], lab[:, 2])
 
 
 def summary(values: np.ndarray) -> dict:
@@ -117,7 +123,8 @@ def main() -> int:
         w = encode_faces(e, resize_square(x, size))
         x_clip.append(x)
         y_clip.append(resize_square(generate(g, w), side))
-        clip_luma[source] = {"input": float(np.mean(face_luma(x))), "output": float(np.mean(face_luma(y_clip[-1])))}
+        clip_luma[source] = {"input": float(np.mean(face_luma(x))), "output": float(np.mean(face_luma(y_clip[-1]))),
+                             "input_chroma": float(np.mean(chroma(x))), "output_chroma": float(np.mean(chroma(y_clip[-1])))}
         if codec is not None:
             res = encode_sequence(codec, w, params)
             c_clip.append(resize_square(generate(g, decode_bytes(codec, res.data)), side))
@@ -133,6 +140,13 @@ def main() -> int:
         return summary(identity_distance(upsampled(a, n), upsampled(b, n)))
 
     def tone(a: np.ndarray, b: np.ndarray) -> dict:
+        """Skin tone kept? Luma (below) and CIELAB chroma C*ab of the same skin box: its slope of output on input and
+        median shift (negative: desaturated skin, e.g. brown skin rendered greyish)."""
+        ca, cb = chroma(a), chroma(b)
+        return {**tone_luma(a, b), "chroma_input": summary(ca), "chroma_shift": summary(cb - ca),
+                "chroma_slope": float(np.polyfit(ca, cb, 1)[0])}
+
+    def tone_luma(a: np.ndarray, b: np.ndarray) -> dict:
         """Skin tone kept? Face-centre luma of input and output; slope of output on input (1: kept, < 1: pulled
         toward the mean); the shift of the darkest and lightest quarter of the inputs."""
         la, lb = face_luma(a), face_luma(b)

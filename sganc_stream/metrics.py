@@ -113,6 +113,22 @@ def face_luma(images: np.ndarray) -> float | np.ndarray:
     return _result(luma.reshape(len(x), -1).mean(axis=1), single)
 
 
+def face_lab(images: np.ndarray) -> np.ndarray:
+    """Mean CIELAB colour (L* 0–100, a*, b*; D65, sRGB input, OpenCV's conversion) of the central skin box of
+    FFHQ-aligned uint8 RGB face crops (h, w, 3) or (n, h, w, 3): shape (3,) or (n, 3), float64. The chroma
+    C*ab = √(a*² + b*²) of it shows what luma cannot: a model that desaturates skin (brown skin rendered greyish
+    or pink at the same lightness) lowers C*ab while Y' stays put."""
+    x = _checked(images)
+    single = x.ndim == 3
+    x = x[None] if single else x
+    h, w = x.shape[1:3]
+    box = x[:, int(h * FACE_CENTRE_ROWS[0]):int(h * FACE_CENTRE_ROWS[1]),
+            int(w * FACE_CENTRE_COLS[0]):int(w * FACE_CENTRE_COLS[1])]
+    lab = np.stack([cv2.cvtColor(b.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3).mean(axis=0)
+                    for b in box]).astype(np.float64)
+    return lab[0] if single else lab
+
+
 def ms_ssim_window(height: int, width: int) -> int:
     """Gaussian window size used for MS-SSIM at this frame size (see the module docstring)."""
     side = min(height, width)

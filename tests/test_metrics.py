@@ -20,6 +20,7 @@ from sganc_stream.metrics import (
     compare_frames,
     default_face_descriptor,
     detail_ratio,
+    face_lab,
     face_luma,
     identity_distance,
     lpips,
@@ -208,3 +209,17 @@ def test_compare_identical_frames_and_length_mismatch(face: np.ndarray) -> None:
     small = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(InputError, match="differ in length"):  # test runs on past a full chunk of reference
         compare_frames([small] * 16, [small] * 17, identity_every=100)
+
+
+def test_face_lab_measures_skin_chroma_that_luma_misses(face: np.ndarray) -> None:
+    flat = np.zeros((100, 100, 3), np.uint8)
+    flat[45:75, 30:70] = (255, 255, 255)  # white box: L* 100, no chroma (sRGB white is D65)
+    assert face_lab(flat) == pytest.approx([100.0, 0.0, 0.0], abs=0.05)
+    flat[45:75, 30:70] = (160, 110, 80)  # a brown skin tone: CIELAB (50.9, 16.3, 24.7) by the CIE 15:2004 formulas
+    assert face_lab(flat) == pytest.approx([50.9, 16.3, 24.7], abs=0.3)  # OpenCV: 8-bit-free float path
+    grey = face.mean(axis=2, keepdims=True).repeat(3, axis=2).astype(np.uint8)  # same lightness, no colour
+    lab = face_lab(np.stack([face, grey]))
+    assert lab.shape == (2, 3) and abs(lab[0, 0] - lab[1, 0]) < 4
+    assert np.hypot(*lab[0, 1:]) > 5 > np.hypot(*lab[1, 1:])
+    with pytest.raises(InputError):
+        face_lab(face.astype(np.float32))

@@ -13,9 +13,8 @@ from sganc_stream.errors import InputError
 from sganc_stream.training.augment import diff_augment, parse_policy
 from sganc_stream.training.discriminator import Discriminator
 from sganc_stream.training.face_model import (FaceModelConfig, FaceModelTrainer, TrainSettings, adaptive_weight,
-                                              d_logistic, feature_matching, load_trainer, random_crops, random_geometry,
-                                              to_tensor,
-                                              train_face_model)
+                                              colour_loss, d_logistic, feature_matching, load_trainer, random_crops,
+                                              random_geometry, to_tensor, train_face_model)
 
 TINY = FaceModelConfig(size=64, style_dim=64, n_mlp=2, channel_max=16, enc_base_channels=8, enc_max_channels=32)
 
@@ -275,6 +274,21 @@ def test_joint_training_with_a_patch_discriminator_learns_and_refuses_another_cr
     losses = [h["mse"] for h in trainer.history]
     assert trainer.d is not None and trainer.d.input_size == 16 and "fm" in trainer.history[-1]
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
-    with pytest.raises(InputError, match="another discriminator"):
+    with pytest.raises(InputError, match="another layout"):
         train_face_model(faces, run, TINY, TrainSettings(steps=26, **{**patch, "d_crop": 32}), progress=False,
                          resume=True)
+
+
+def test_colour_loss_sees_a_tint_but_not_fine_detail() -> None:
+    x = to_tensor(_faces(4))
+    assert colour_loss(x, x).item() == 0.0
+    tinted = x + torch.tensor([0.1, 0.0, -0.1]).view(1, 3, 1, 1)  # warmer: a skin-tone shift
+    checker = torch.ones(1, 1, 64, 64)
+    checker[..., ::2, :] *= -1
+    checker[..., :, ::2] *= -1
+    detail = x + 0.2 * checker  # ±0.2 texture at the pixel scale, zero mean over every cell
+    assert colour_loss(tinted, x).item() == pytest.approx(2 * 0.1 / 3, rel=1e-4)
+    assert colour_loss(detail, x).item() < 1e-6 < torch.nn.functional.l1_loss(detail, x).item()
+    trainer = FaceModelTrainer(TINY, TrainSettings(mode="joint", batch=4, colour_weight=2.0, seed=2))
+    colours = _run(trainer, x, 20, "colour")
+    assert np.mean(colours[-3:]) < 0.7 * np.mean(colours[:3])

@@ -99,6 +99,7 @@ class TrainSettings:
     fm_weight: float = 0.0  # joint: pix2pixHD feature matching, L1 between D's features of x and of G(E(x))
     d_crop: int = 0  # joint: D judges random full-resolution crops of this size (a patch D); 0 = whole images
     mse_weight: float = 1.0
+    colour_weight: float = 0.0  # joint / encoder: L1 of images pooled to 16x16 cells (colour and tone, not detail)
     msssim_weight: float = 1.0
     latent_weight: float = 1.0  # encoder mode: W+ MSE on generated images
     code_weight: float = 1e-4  # joint mode: mean square of E's W+ offsets (keeps W+ compact for the codec)
@@ -124,7 +125,7 @@ class TrainSettings:
         if not (0.0 <= self.pair_fraction <= 1.0 and 0.0 <= self.geometric <= 1.0):
             raise InputError("pair fraction and geometric augmentation probability must lie in [0, 1]")
         if min(self.identity_weight, self.face_perceptual_weight, self.temporal_weight, self.delta_weight,
-               self.adv_weight, self.fm_weight) < 0:
+               self.adv_weight, self.fm_weight, self.colour_weight) < 0:
             raise InputError("loss weights must be >= 0")
         if min(self.d_lr, self.d_warmup, self.adv_ramp) < 0:
             raise InputError("D learning rate, D warm-up and adversarial ramp must be >= 0")
@@ -152,6 +153,14 @@ def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, mse_weight: float,
     win = ms_ssim_window(*x.shape[-2:])
     sim = ms_ssim((x_hat.float() + 1) / 2, (x.float() + 1) / 2, data_range=1.0, win_size=win)
     return mse_weight * mse + msssim_weight * (1 - sim), mse, sim
+
+
+def colour_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """DPED's colour loss (Ignatov et al. 2017, §3.1.2: distance of blurred images, blind to texture and detail),
+    here mean |·| of both (n, 3, s, s) images average-pooled to 16 × 16 cells: a shift of skin tone, saturation or
+    white balance costs as much as it covers, whatever the sharper terms do. A scalar."""
+    k = max(x.shape[-1] // 16, 1)
+    return F.l1_loss(F.avg_pool2d(x_hat.float(), k), F.avg_pool2d(x.float(), k))
 
 
 def d_logistic(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -344,6 +353,12 @@ class FaceModelTrainer:
         for n in names:
             self.opts[n].zero_grad(set_to_none=True)
 
+    @staticmethod
+    def _colour(rec: torch.Tensor, real: torch.Tensor, out: dict[str, float]) -> torch.Tensor:
+        colour = colour_loss(rec, real)
+        out["colour"] = colour.item()
+        return colour
+
     def _identity_terms(self, rec: torch.Tensor, real: torch.Tensor, out: dict[str, float]) -> torch.Tensor:
         """Weighted dlib identity distance + face-perceptual distance of reconstructions (logged into ``out``)."""
         assert self.identity is not None
@@ -408,6 +423,8 @@ class FaceModelTrainer:
                 rec = self.g(w_pred[half:])
                 latent = F.mse_loss(w_pred[:half].float(), w_known)
                 rloss, mse, sim = reconstruction_loss(rec, real, s.mse_weight, s.msssim_weight)
+                if s.colour_weight > 0:
+                    rloss = rloss + s.colour_weight * self._colour(rec, real, out)
                 loss = s.latent_weight * latent + rloss
                 if self.identity is not None:
                     loss = loss + self._identity_terms(rec, real, out)
@@ -424,6 +441,8 @@ class FaceModelTrainer:
                 codes = self.e.codes(real)
                 rec = self.g(codes + self.e.latent_avg)
                 rloss, mse, sim = reconstruction_loss(rec, real, s.mse_weight, s.msssim_weight)
+                if s.colour_weight > 0:
+                    rloss = rloss + s.colour_weight * self._colour(rec, real, out)
                 if self.identity is not None:
                     rloss = rloss + self._identity_terms(rec, real, out)
                 loss = rloss + s.code_weight * codes.float().square().mean()
@@ -495,10 +514,11 @@ class FaceModelTrainer:
             raise InputError(f"{path}: checkpoint was made with other settings; only the length, schedule and loss "
                              f"weights ({', '.join(CHUNK_SETTINGS)}) may change on resume")
         # A module or optimizer the checkpoint lacks (a discriminator switched on in a later chunk) starts fresh.
-        saved_crop = int(json.loads(state["settings"]).get("d_crop", 0))
-        if self.d is not None and "d" in state["modules"] and saved_crop != self.s.d_crop:
-            raise InputError(f"{path}: its discriminator judges {saved_crop or 'whole'}-px images; --d-crop "
-                             f"{self.s.d_crop} needs another discriminator (start from a checkpoint without one)")
+        if self.d is not None and "d" in state["modules"]:
+            saved = {k: tuple(v.shape) for k, v in state["modules"]["d"].items()}
+            if saved != {k: tuple(v.shape) for k, v in self.d.state_dict().items()}:
+                raise InputError(f"{path}: its discriminator has another layout than --d-crop {self.s.d_crop} needs "
+                                 "(resume with the run's --d-crop, or start from a checkpoint without a discriminator)")
         modules = {"g": self.g, "e": self.e, "d": self.d, "g_ema": self.g_ema, "e_ema": self.e_ema}
         for k, m in modules.items():
             if m is not None and k in state["modules"]:
@@ -525,7 +545,7 @@ def _known(saved: dict) -> dict:
 CHUNK_SETTINGS = ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down", "adv_weight",
                   "d_crop", "d_lr", "d_warmup", "adv_ramp", "adv_adaptive", "fm_weight", "r1_gamma", "augment",
                   "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "mse_weight",
-                  "msssim_weight", "code_weight")
+                  "colour_weight", "msssim_weight", "code_weight")
 
 
 def _fixed_settings(s: TrainSettings) -> dict:
