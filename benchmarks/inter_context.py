@@ -1,0 +1,201 @@
+"""Temporal context and decimation (bitstream v5) against today's stream, at equal latent MSE (issue 16, points 2 and 4).
+
+    python benchmarks/inter_context.py [--g 10] [--classes 8] [--clips FILE ...] [--max-frames N]
+
+What it does: W+ of the held-out clips and of training-identity clips as ``transcode`` makes them (align + E, cached
+under out/rate_control/ by model id, shared with rate_control.py); the shipped model's temporal-context tables
+(``fit_context_tables``) and empirical residual table for g fitted in memory on the training clips; then every
+held-out clip coded open-loop with residual period g at each of the model's step presets by each system:
+
+* ``today``: the factorized difference tables, Irwin–Hall residuals, every frame (bitstream v2, the default);
+* ``temporal``: temporal context (v5); ``temporal+empirical``: and the empirical residual table (v5);
+* ``decimation k``: every k-th frame coded, W+ interpolated by the decoder (v5), with and without the other tools.
+
+Rates are whole-stream: the .sgnc file's bits (container header, packet framing, END packet) per **source** frame, and
+kbit/s at the source's frame rate; the data-channel wire estimate (rtc.wire, per packet record) is given too. Quality:
+latent MSE against E(x) on every source frame (interpolated frames included). Equal-MSE rule: each system's bits per
+frame at the MSE of ``today`` at the middle preset (Δ = 1), interpolated log-linearly on the system's operational
+curve over the presets, pooled over clips (rd.rate_at_quality; never extrapolated: None where the curve does not
+reach it). Every stream is decoded and its integer states compared with the encoder's. T and T⁻¹ run batched over
+each clip (rate_control.BatchCodec). Also counted: inter packets whose difference is all zero (what they cost).
+Writes benchmarks/results/inter_context.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common import write_result
+from rate_control import HELD_OUT, TRAIN, BatchCodec, clip_wplus
+from rd import rate_at_quality
+from sganc_stream.assets import default_face_model
+from sganc_stream.bitstream.container import decode_container
+from sganc_stream.bitstream.packet import PacketType
+from sganc_stream.latent.breakdown import bit_breakdown
+from sganc_stream.latent.codec import StreamParams
+from sganc_stream.latent.context import fit_context_tables
+from sganc_stream.latent.model import LatentCodecModel
+from sganc_stream.latent.sequence import decode_sequence, encode_sequence, interpolate
+from sganc_stream.pipeline import load_face_model
+from sganc_stream.training.latent_codec import fit_empirical_residuals
+
+# name → (inter context, residual table, decimation)
+SYSTEMS: dict[str, tuple[str, str, int]] = {
+    "today": ("factorized", "irwin_hall", 1),
+    "temporal": ("temporal", "irwin_hall", 1),
+    "temporal+empirical": ("temporal", "empirical", 1),
+    "decimation 2": ("factorized", "irwin_hall", 2),
+    "decimation 3": ("factorized", "irwin_hall", 3),
+    "temporal+empirical, decimation 2": ("temporal", "empirical", 2),
+    "temporal+empirical, decimation 3": ("temporal", "empirical", 3),
+}
+BASELINE = "today"
+
+
+def proxies(codec: LatentCodecModel, wplus: np.ndarray) -> np.ndarray:
+    """T of every frame, (frames, C) float64, batched per stage group."""
+    with torch.no_grad():
+        w = torch.from_numpy(np.ascontiguousarray(wplus, dtype=np.float32))
+        return torch.cat([flow(w[:, a:b].reshape(-1, codec.width)).reshape(len(w), -1)
+                          for flow, (a, b) in zip(codec.flows, codec.groups)], 1).double().numpy()
+
+
+def code(codec: LatentCodecModel, wplus: np.ndarray, fps: float, params: StreamParams) -> dict[str, Any]:
+    """One stream: whole-file bits per source frame, kbit/s, wire estimate, latent MSE over every source frame,
+    per-packet-type costs, all-zero differences, and whether the decoder's integer states are the encoder's."""
+    enc = BatchCodec(codec, wplus)
+    res = encode_sequence(enc, wplus, params, fps)  # type: ignore[arg-type]
+    for c in res.coded:  # T⁻¹ of each packet's state, recorded in order (BatchCodec)
+        assert c is not None
+        c.recon
+    packets = enc.recon(params.step_index)
+    decoded = interpolate(packets, [c.type.is_intra for c in res.coded if c is not None], params.decimation)[0]
+    n = len(wplus)
+    container = decode_container(res.data)
+    dec = BatchCodec(codec, wplus[:0])
+    decode_sequence(dec, container)  # type: ignore[arg-type]
+    exact = len(dec.states) == len(enc.states) and all(np.array_equal(a, b) for a, b in zip(dec.states, enc.states))
+    b = bit_breakdown(container, codec, transport=True).to_dict()
+    inter = [(c, bits) for c, bits in zip(res.coded, res.payload_bits) if c is not None and c.type == PacketType.INTER]
+    states = [c.state for c in res.coded if c is not None]
+    types = [c.type for c in res.coded if c is not None]
+    zero = [i for i in range(1, len(states)) if types[i] == PacketType.INTER and np.array_equal(states[i], states[i - 1])]
+    seconds = n / fps
+    return {
+        "frames": n, "seconds": seconds, "packets": len(container.packets), "file_bits": 8 * len(res.data),
+        "bits_per_frame": 8 * len(res.data) / n, "kbps": 8 * len(res.data) / seconds / 1000,
+        "wire_kbps": b["transport"]["wire_bits"] / seconds / 1000,
+        "framing_bits": b["framing_bits"], "container_bits": b["container"]["header_bits"] + b["container"]["end_bits"],
+        "inter_packet_payload_bits": float(np.mean([bits for _, bits in inter])) if inter else None,
+        "by_packet_type": {k: {"packets": v["packets"], "bits_per_packet": v["bits_per_packet"]}
+                           for k, v in b["by_packet_type"].items()},
+        "by_part_bits": {p: v["bits"] for p, v in b["by_part"].items()},
+        "latent_mse": float(np.mean((decoded[:n].astype(np.float64) - wplus) ** 2)),
+        "all_zero_differences": len(zero),
+        "all_zero_difference_packet_bytes": sorted({len(res.coded[i].payload) for i in zero}) if zero else [],  # type: ignore[union-attr]
+        "decodes_exactly": exact,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="face-model bundle (default: the shipped one)")
+    ap.add_argument("--clips", nargs="*", default=list(HELD_OUT), help="held-out clips under ../shared/data/clips")
+    ap.add_argument("--max-frames", type=int, default=None)
+    ap.add_argument("--g", type=int, default=10)
+    ap.add_argument("--classes", type=int, default=8, help="channel classes of the context tables")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    face = load_face_model(args.model or default_face_model())
+    codec = face.codec
+    train = [clip_wplus(face, rel, n)[0] for rel, n in tqdm(TRAIN, desc="training clips (align + E)")]
+    clips = {rel: clip_wplus(face, rel, args.max_frames) for rel in tqdm(args.clips, desc="held-out clips (align + E)")}
+    codec.context_tables = fit_context_tables([proxies(codec, w) for w in train], codec.steps, codec.tables["diff"],
+                                              args.classes)
+    codec.empirical_residuals = fit_empirical_residuals(codec, train, (args.g,))
+    context_bytes = sum(t.classes.size + 4 * t.offsets.size + 2 * t.freqs.size for t in codec.context_tables)
+    runs: list[dict[str, Any]] = []
+    jobs = [(name, si) for name in SYSTEMS for si in range(len(codec.steps))]
+    for name, si in tqdm(jobs, desc="streams"):
+        context, residual, d = SYSTEMS[name]
+        params = StreamParams("open", args.g, si, residual=residual, inter_context=context, decimation=d)
+        for rel, (wplus, fps) in clips.items():
+            row = {"system": name, "clip": rel, "step": codec.steps[si], **code(codec, wplus, fps, params)}
+            runs.append(row)
+            tqdm.write(f"{name:34s} Δ={codec.steps[si]:g} {rel}: {row['bits_per_frame']:.0f} bits/frame, "
+                       f"{row['kbps']:.1f} kbit/s, MSE {row['latent_mse']:.4g}, exact {row['decodes_exactly']}")
+    curves: dict[str, list[dict[str, float]]] = {}
+    for name in SYSTEMS:
+        pts = []
+        for si, step in enumerate(codec.steps):
+            rows = [r for r in runs if r["system"] == name and r["step"] == step]
+            frames = sum(r["frames"] for r in rows)
+            pts.append({"step": step, "bits_per_frame": sum(r["file_bits"] for r in rows) / frames,
+                        "latent_mse": sum(r["latent_mse"] * r["frames"] for r in rows) / frames,
+                        "kbps": sum(r["file_bits"] for r in rows) / sum(r["seconds"] for r in rows) / 1000,
+                        "wire_kbps_mean": float(np.mean([r["wire_kbps"] for r in rows]))})
+        curves[name] = pts
+    mid = len(codec.steps) // 2
+    base = curves[BASELINE][mid]
+    summary = []
+    for name, pts in curves.items():
+        bits, why = rate_at_quality([(p["bits_per_frame"], p["latent_mse"]) for p in pts], base["latent_mse"])
+        summary.append({"system": name, "bits_per_frame_at_equal_mse": bits, "note": why,
+                        "ratio_to_today": bits / base["bits_per_frame"] if bits else None,
+                        "same_step_bits_per_frame": pts[mid]["bits_per_frame"], "same_step_mse": pts[mid]["latent_mse"]})
+    out = write_result("inter_context", {
+        "model_id": face.model_id, "g": args.g, "steps": codec.steps, "classes": args.classes,
+        "context_tables_bytes_raw": context_bytes,
+        "train_clips": [r for r, _ in TRAIN], "held_out_clips": list(clips),
+        "systems": {k: {"inter_context": c, "residual": r, "decimation": d} for k, (c, r, d) in SYSTEMS.items()},
+        "rate": "whole .sgnc file bits (container header, packet framing, END packet) per source frame; kbit/s at the "
+                "source frame rate; wire: rtc.wire estimate per packet record as one data-channel message",
+        "quality": "latent MSE against E(x) on every source frame, interpolated frames included",
+        "equal_mse_rule": f"bits/frame at today's MSE at Δ = {codec.steps[mid]:g} (g = {args.g}), log-rate interpolated "
+                          "over the presets on each system's pooled curve (rd.rate_at_quality), never extrapolated",
+        "baseline": {"system": BASELINE, **base}, "summary": summary, "curves": curves, "runs": runs,
+        "wall_s": round(time.perf_counter() - t0, 1)})
+    plot(curves, base, out.with_suffix(".png"))
+    print(f"\nresults in {out}\n")
+    print("| system | bits/frame at today's MSE | × today | same Δ: bits/frame | same Δ: MSE |")
+    print("|---|---|---|---|---|")
+    for s in summary:
+        at = f"{s['bits_per_frame_at_equal_mse']:.0f}" if s["bits_per_frame_at_equal_mse"] else f"— ({s['note']})"
+        ratio = f"{s['ratio_to_today']:.2f}" if s["ratio_to_today"] else "—"
+        print(f"| {s['system']} | {at} | {ratio} | {s['same_step_bits_per_frame']:.0f} | {s['same_step_mse']:.4g} |")
+    return 0
+
+
+def plot(curves: dict[str, list[dict[str, float]]], base: dict[str, float], path: Any) -> None:
+    """Bits per source frame against latent MSE, one curve per system, today's operating point marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, pts in curves.items():
+        ax.plot([p["latent_mse"] for p in pts], [p["bits_per_frame"] for p in pts], "o-", label=name)
+    ax.axvline(base["latent_mse"], color="grey", ls=":", lw=1)
+    ax.axhline(base["bits_per_frame"] / 2, color="grey", ls="--", lw=1, label="½ × today at Δ = 1")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("latent MSE vs E(x), every source frame")
+    ax.set_ylabel("whole-stream bits per source frame")
+    ax.set_title("open loop, g = 10: temporal context and decimation (held-out clips)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
