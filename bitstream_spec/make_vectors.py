@@ -48,6 +48,7 @@ def cases() -> dict[str, tuple[np.ndarray, StreamParams, tuple[int, ...]]]:
     gaps[11:15] = np.nan  # the face leaves for four frames and comes back
     other = synthetic_latents("walk", 10, ROWS, WIDTH, seed=104) + 1.5  # another person
     switch = np.concatenate([walk[:8], np.full((2, ROWS, WIDTH), np.nan, np.float32), other, walk[8:12]])
+    repeats = jumpy[[0, 1, 2, 2, 3, 4, 5, 6, 6, 6, 7, 8, 9, 10, 11, 12, 12, 13, 14, 15, 16, 17, 18, 19]]  # repeated frames
     long_walk = synthetic_latents("walk", 60, ROWS, WIDTH, seed=105)
     long_walk[30:] *= 0.5  # calmer second half: the controller moves to a finer step
     long_gaps = synthetic_latents("walk", 48, ROWS, WIDTH, seed=106)
@@ -68,7 +69,7 @@ def cases() -> dict[str, tuple[np.ndarray, StreamParams, tuple[int, ...]]]:
         "v4_closed_keyint12_rate15_no_face": (long_gaps, StreamParams("closed", 0, 0, 12, target_kbps=15.0), ()),
         "v4_open_g2_empirical_rate14_new_face": (long_switch, StreamParams("open", 2, 0, residual="empirical",
                                                                           target_kbps=14.0), (12,)),
-        "v5_open_g4_temporal_escapes": (jumpy, StreamParams("open", 4, 1, inter_context="temporal"), ()),
+        "v5_open_g4_temporal_escapes_repeats": (repeats, StreamParams("open", 4, 1, inter_context="temporal"), ()),
         "v5_closed_keyint8_temporal_no_face": (gaps, StreamParams("closed", 0, 0, 8, inter_context="temporal"), ()),
         "v5_open_g3_temporal_decimation3_new_face": (switch, StreamParams("open", 3, 1, inter_context="temporal",
                                                                           decimation=3), (10, 20)),

@@ -267,6 +267,11 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
             decoded.append(np.full((model.rows, model.width), np.nan, dtype=np.float32))
             continue
         last_seq, faces = seq, faces + 1
+        if version == 5 and ptype == 1 and not payload:  # SPEC §4.3: a repeat, state and context memory kept
+            require(state is not None, "inter frame before any intra frame")
+            states.append(state)
+            decoded.append(model.inverse(state, steps[0]))
+            continue
         reader = RansReader(payload)
         choice = reader.decode(choice_model[0][0], choice_model[1][0]) if version == 4 else 0  # SPEC §4 (v4)
         multiple, (intra_off, intra_i), (diff_off, diff_i), res_t, ctx_t = step_tables[choice]

@@ -169,11 +169,14 @@ def _new_faces(data: bytes) -> list[int]:
 
 
 def test_v5_vectors_use_temporal_context_and_decimation():
-    """The v5 vectors hold both tools, together and apart; no other version names either."""
+    """The v5 vectors hold both tools, together and apart, and repeats; no other version names either."""
     headers = [decode_container((VECTORS / f"{c}.sgnc").read_bytes()).header for c in CASES]
     v5 = [h for h in headers if h.version == VERSION_CONTEXT]
     assert {(h.context, h.decimation > 1) for h in v5} >= {("temporal", False), ("temporal", True), ("factorized", True)}
     assert all(h.context == "factorized" and h.decimation == 1 for h in headers if h.version != VERSION_CONTEXT)
+    repeats = [p for c in CASES for p in decode_container((VECTORS / f"{c}.sgnc").read_bytes()).packets
+               if p.type == PacketType.INTER and not p.payload]
+    assert len(repeats) >= 2  # v5 repeats: all-zero differences as empty inter packets
 
 
 def _target_kbps(case: str) -> str:

@@ -166,3 +166,23 @@ def test_bundle_round_trip_keeps_the_tables_and_bad_tables_are_one_error(ctx_cod
     Bundle(tensors, bundle.config).save(tmp_path / "missing.safetensors")
     with pytest.raises(CheckpointError, match="malformed latent codec"):
         load_latent_codec(tmp_path / "missing.safetensors")
+
+
+def test_repeated_frames_are_empty_inter_packets_in_v5_only(ctx_codec):
+    """An all-zero difference (a repeated source frame) is an inter packet with an empty payload in a v5 stream; it
+    keeps the state and the context memory, and the stream decodes exactly; a v2 stream codes it in full."""
+    lat = synthetic_latents("walk", 12, TINY_ROWS, TINY_WIDTH, seed=13)[[0, 1, 2, 3, 3, 3, 4, 5, 6, 6, 7]]
+    v5 = encode_sequence(ctx_codec, lat, StreamParams("open", 0, 1, inter_context="temporal"))
+    v2 = encode_sequence(ctx_codec, lat, StreamParams("open", 0, 1))
+    empty = [i for i, c in enumerate(v5.coded) if not c.payload]
+    assert empty == [4, 5, 9] and all(v2.coded[i].payload for i in empty)
+    assert np.array_equal(decode_bytes(ctx_codec, v5.data), v5.recon)
+    dec = LatentStreamDecoder(ctx_codec, StreamParams("open", 0, 1, inter_context="temporal"), 5)
+    for i, c in enumerate(v5.coded):
+        memory = dec._previous.copy()
+        dec.step(c.type, c.payload)
+        assert np.array_equal(dec.state, c.state)
+        if i in empty:
+            assert np.array_equal(dec._previous, memory)
+    with pytest.raises(BitstreamError, match="corrupted payload"):  # v2: an empty payload is corrupt
+        LatentStreamDecoder(ctx_codec, StreamParams("open", 0, 1), 2).step(PacketType.INTRA, b"")

@@ -13,7 +13,9 @@ exact for one machine and thread count, and may differ by one where y lies withi
 
 How v_t is coded (``StreamParams.inter_context``): with the model's one factorized table per step (the paper's), or
 (bitstream v5, ``temporal``) each channel with the table its previous decoded difference selects
-(:mod:`sganc_stream.latent.context`); either way the integers, the state and the latents are the same.
+(:mod:`sganc_stream.latent.context`); either way the integers, the state and the latents are the same. In a v5 stream
+an inter frame whose difference is all zero (a repeated source frame) is a **repeat**: an inter packet with an empty
+payload, leaving the state and the context memory as they are (a coded one costs 28–224 bytes: SPEC §4).
 
 An intra frame is sent first, every ``keyframe_interval`` frames (0 = never again), on request, and when the
 coded identity changes (a new-face intra frame, bitstream v2). No-face frames (v2) never reach this level: they
@@ -33,7 +35,7 @@ from functools import cached_property
 
 import numpy as np
 
-from sganc_stream.bitstream.container import (MAX_DECIMATION, MAX_STEPS, VERSION, VERSION_RATE, StreamHeader,
+from sganc_stream.bitstream.container import (MAX_DECIMATION, MAX_STEPS, VERSION, VERSION_CONTEXT, VERSION_RATE, StreamHeader,
                                                step_multiples, stream_version)
 from sganc_stream.latent.context import INTER_CONTEXTS
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
@@ -196,6 +198,7 @@ class LatentStreamEncoder:
         self.choice = 0  # the step (index into self.steps) of the current group
         self.choices: list[int] = []  # the step of every face frame coded so far (rate control's record)
         self.fps = fps
+        self.repeats = params.version() == VERSION_CONTEXT  # all-zero differences as empty inter packets (v5)
         self._state: np.ndarray | None = None
         self._prev_y: np.ndarray | None = None
         self._since_intra = 0
@@ -244,20 +247,25 @@ class LatentStreamEncoder:
             v = np.rint((y - ref) / k).astype(np.int64)
             state = self._state + k * v
             parts, ptype = [(v, st.difference(self._previous))], PacketType.INTER
-            self._previous = v
             if residual:
                 r = np.rint((y - state) / k).astype(np.int64)
                 state = state + k * r
                 parts.append((r, st.residual))
                 ptype = PacketType.INTER_RESIDUAL
+            repeat = self.repeats and ptype == PacketType.INTER and not v.any()
+            if not repeat:  # a repeat leaves the context memory alone
+                self._previous = v
             self._state = state
         self._since_intra = since
         if np.abs(self._state).max(initial=0) >= STATE_LIMIT:
             raise InputError("latent values too large for this model's step (proxy state out of range)")
         self._prev_y = y
         rated = p.rate_controlled
-        payload = encode_parts(parts, (self.choice, len(self.steps)) if rated else None)
-        ideal = sum(t.ideal_bits(v) for v, t in parts) + (math.log2(len(self.steps)) if rated else 0.0)
+        if not intra and repeat:
+            payload, ideal = b"", 0.0
+        else:
+            payload = encode_parts(parts, (self.choice, len(self.steps)) if rated else None)
+            ideal = sum(t.ideal_bits(v) for v, t in parts) + (math.log2(len(self.steps)) if rated else 0.0)
         if self.rate is not None:
             self.rate.spent(8 * len(pack(Packet(ptype, 0, 0, 0, payload), self.fps)), ideal)
         self.choices.append(self.choice)
@@ -298,6 +306,8 @@ class LatentStreamDecoder:
         BitstreamError for corrupt or misplaced data, or a packet this stream cannot hold; the state is then unchanged."""
         if ptype.is_frame and not ptype.is_intra and self._state is None:
             raise BitstreamError("inter frame without a preceding intra frame")
+        if self.version == VERSION_CONTEXT and ptype == PacketType.INTER and not payload:  # a repeat (v5)
+            return [(np.zeros(self.model.channels, dtype=np.int64), self.steps[0].difference(self._previous))]
         j, parts = self._chosen(ptype, payload)
         k = self.steps[j].multiple
         coded = sum(v for v, _ in parts)
