@@ -1,6 +1,7 @@
 """Temporal context and decimation (bitstream v5) against today's stream, at equal latent MSE (issue 16, points 2 and 4).
 
     python benchmarks/inter_context.py [--g 10] [--classes 8] [--clips FILE ...] [--max-frames N]
+    python benchmarks/inter_context.py --from-json benchmarks/results/inter_context.json   # table and plot again
 
 What it does: W+ of the held-out clips and of training-identity clips as ``transcode`` makes them (align + E, cached
 under out/rate_control/ by model id, shared with rate_control.py); the shipped model's temporal-context tables
@@ -9,7 +10,10 @@ held-out clip coded open-loop with residual period g at each of the model's step
 
 * ``today``: the factorized difference tables, Irwin–Hall residuals, every frame (bitstream v2, the default);
 * ``temporal``: temporal context (v5); ``temporal+empirical``: and the empirical residual table (v5);
-* ``decimation k``: every k-th frame coded, W+ interpolated by the decoder (v5), with and without the other tools.
+* ``decimation k``: every k-th frame coded, W+ interpolated by the decoder (v5), with and without the other tools;
+* for comparison, closed loop (no residuals, so no g) with and without temporal context.
+
+Every v5 stream sends all-zero differences (repeated source frames) as repeats (empty inter packets).
 
 Rates are whole-stream: the .sgnc file's bits (container header, packet framing, END packet) per **source** frame, and
 kbit/s at the source's frame rate; the data-channel wire estimate (rtc.wire, per packet record) is given too. Quality:
@@ -46,15 +50,17 @@ from sganc_stream.latent.sequence import decode_sequence, encode_sequence, inter
 from sganc_stream.pipeline import load_face_model
 from sganc_stream.training.latent_codec import fit_empirical_residuals
 
-# name → (inter context, residual table, decimation)
-SYSTEMS: dict[str, tuple[str, str, int]] = {
-    "today": ("factorized", "irwin_hall", 1),
-    "temporal": ("temporal", "irwin_hall", 1),
-    "temporal+empirical": ("temporal", "empirical", 1),
-    "decimation 2": ("factorized", "irwin_hall", 2),
-    "decimation 3": ("factorized", "irwin_hall", 3),
-    "temporal+empirical, decimation 2": ("temporal", "empirical", 2),
-    "temporal+empirical, decimation 3": ("temporal", "empirical", 3),
+# name → (mode, inter context, residual table, decimation); open mode with residual period --g
+SYSTEMS: dict[str, tuple[str, str, str, int]] = {
+    "today": ("open", "factorized", "irwin_hall", 1),
+    "temporal": ("open", "temporal", "irwin_hall", 1),
+    "temporal+empirical": ("open", "temporal", "empirical", 1),
+    "decimation 2": ("open", "factorized", "irwin_hall", 2),
+    "decimation 3": ("open", "factorized", "irwin_hall", 3),
+    "temporal+empirical, decimation 2": ("open", "temporal", "empirical", 2),
+    "temporal+empirical, decimation 3": ("open", "temporal", "empirical", 3),
+    "closed (no g; informative)": ("closed", "factorized", "irwin_hall", 1),
+    "closed+temporal (no g; informative)": ("closed", "temporal", "irwin_hall", 1),
 }
 BASELINE = "today"
 
@@ -111,7 +117,10 @@ def main() -> int:
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--g", type=int, default=10)
     ap.add_argument("--classes", type=int, default=8, help="channel classes of the context tables")
+    ap.add_argument("--from-json", metavar="JSON", help="summarize a results file again (no coding)")
     args = ap.parse_args()
+    if args.from_json:
+        return from_json(args.from_json)
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     face = load_face_model(args.model or default_face_model())
@@ -125,37 +134,20 @@ def main() -> int:
     runs: list[dict[str, Any]] = []
     jobs = [(name, si) for name in SYSTEMS for si in range(len(codec.steps))]
     for name, si in tqdm(jobs, desc="streams"):
-        context, residual, d = SYSTEMS[name]
-        params = StreamParams("open", args.g, si, residual=residual, inter_context=context, decimation=d)
+        mode, context, residual, d = SYSTEMS[name]
+        params = StreamParams(mode, args.g if mode == "open" else 0, si, residual=residual, inter_context=context,
+                              decimation=d)
         for rel, (wplus, fps) in clips.items():
             row = {"system": name, "clip": rel, "step": codec.steps[si], **code(codec, wplus, fps, params)}
             runs.append(row)
             tqdm.write(f"{name:34s} Δ={codec.steps[si]:g} {rel}: {row['bits_per_frame']:.0f} bits/frame, "
                        f"{row['kbps']:.1f} kbit/s, MSE {row['latent_mse']:.4g}, exact {row['decodes_exactly']}")
-    curves: dict[str, list[dict[str, float]]] = {}
-    for name in SYSTEMS:
-        pts = []
-        for si, step in enumerate(codec.steps):
-            rows = [r for r in runs if r["system"] == name and r["step"] == step]
-            frames = sum(r["frames"] for r in rows)
-            pts.append({"step": step, "bits_per_frame": sum(r["file_bits"] for r in rows) / frames,
-                        "latent_mse": sum(r["latent_mse"] * r["frames"] for r in rows) / frames,
-                        "kbps": sum(r["file_bits"] for r in rows) / sum(r["seconds"] for r in rows) / 1000,
-                        "wire_kbps_mean": float(np.mean([r["wire_kbps"] for r in rows]))})
-        curves[name] = pts
-    mid = len(codec.steps) // 2
-    base = curves[BASELINE][mid]
-    summary = []
-    for name, pts in curves.items():
-        bits, why = rate_at_quality([(p["bits_per_frame"], p["latent_mse"]) for p in pts], base["latent_mse"])
-        summary.append({"system": name, "bits_per_frame_at_equal_mse": bits, "note": why,
-                        "ratio_to_today": bits / base["bits_per_frame"] if bits else None,
-                        "same_step_bits_per_frame": pts[mid]["bits_per_frame"], "same_step_mse": pts[mid]["latent_mse"]})
+    curves, base, summary = summarize(runs, codec.steps)
     out = write_result("inter_context", {
         "model_id": face.model_id, "g": args.g, "steps": codec.steps, "classes": args.classes,
         "context_tables_bytes_raw": context_bytes,
         "train_clips": [r for r, _ in TRAIN], "held_out_clips": list(clips),
-        "systems": {k: {"inter_context": c, "residual": r, "decimation": d} for k, (c, r, d) in SYSTEMS.items()},
+        "systems": {k: {"mode": m, "inter_context": c, "residual": r, "decimation": d} for k, (m, c, r, d) in SYSTEMS.items()},
         "rate": "whole .sgnc file bits (container header, packet framing, END packet) per source frame; kbit/s at the "
                 "source frame rate; wire: rtc.wire estimate per packet record as one data-channel message",
         "quality": "latent MSE against E(x) on every source frame, interpolated frames included",
@@ -165,12 +157,69 @@ def main() -> int:
         "wall_s": round(time.perf_counter() - t0, 1)})
     plot(curves, base, out.with_suffix(".png"))
     print(f"\nresults in {out}\n")
-    print("| system | bits/frame at today's MSE | × today | same Δ: bits/frame | same Δ: MSE |")
-    print("|---|---|---|---|---|")
+    print(table(summary, list(clips)))
+    return 0
+
+
+def summarize(runs: list[dict[str, Any]], steps: list[float]) -> tuple[dict[str, list[dict[str, float]]], dict[str, float],
+                                                                         list[dict[str, Any]]]:
+    """(pooled curve per system over the presets, today's point at the middle preset, the equal-MSE summary: file
+    bits per source frame and wire bits per source frame at today's MSE, pooled and per clip)."""
+    clips = sorted({r["clip"] for r in runs}, key=[r["clip"] for r in runs].index)
+    names = sorted({r["system"] for r in runs}, key=[r["system"] for r in runs].index)
+    curves: dict[str, list[dict[str, float]]] = {}
+    for name in names:
+        pts = []
+        for step in steps:
+            rows = [r for r in runs if r["system"] == name and r["step"] == step]
+            frames, seconds = sum(r["frames"] for r in rows), sum(r["seconds"] for r in rows)
+            wire = sum(r["wire_kbps"] * 1000 * r["seconds"] for r in rows)
+            pts.append({"step": step, "bits_per_frame": sum(r["file_bits"] for r in rows) / frames,
+                        "wire_bits_per_frame": wire / frames,
+                        "latent_mse": sum(r["latent_mse"] * r["frames"] for r in rows) / frames,
+                        "kbps": sum(r["file_bits"] for r in rows) / seconds / 1000, "wire_kbps": wire / seconds / 1000})
+        curves[name] = pts
+    mid = len(steps) // 2
+    base = curves[BASELINE][mid]
+    summary = []
+    for name, pts in curves.items():
+        bits, why = rate_at_quality([(p["bits_per_frame"], p["latent_mse"]) for p in pts], base["latent_mse"])
+        wire, _ = rate_at_quality([(p["wire_bits_per_frame"], p["latent_mse"]) for p in pts], base["latent_mse"])
+        per_clip = {}
+        for rel in clips:
+            rows = [r for r in runs if r["clip"] == rel and r["system"] == name]
+            ref = next(r for r in runs if r["clip"] == rel and r["system"] == BASELINE and r["step"] == steps[mid])
+            at, _ = rate_at_quality([(r["bits_per_frame"], r["latent_mse"]) for r in rows], ref["latent_mse"])
+            per_clip[rel] = at / ref["bits_per_frame"] if at else None
+        summary.append({"system": name, "bits_per_frame_at_equal_mse": bits, "note": why, "ratio_per_clip": per_clip,
+                        "ratio_to_today": bits / base["bits_per_frame"] if bits else None,
+                        "wire_ratio_to_today": wire / base["wire_bits_per_frame"] if wire else None,
+                        "same_step_bits_per_frame": pts[mid]["bits_per_frame"], "same_step_mse": pts[mid]["latent_mse"]})
+    return curves, base, summary
+
+
+def table(summary: list[dict[str, Any]], clips: list[str]) -> str:
+    """The summary as a markdown table."""
+    lines = ["| system | bits/frame at today's MSE | × today (per clip: " + ", ".join(c.split("/")[-1] for c in clips)
+             + ") | wire × today | same Δ = 1: bits/frame, MSE |", "|---|---|---|---|---|"]
     for s in summary:
         at = f"{s['bits_per_frame_at_equal_mse']:.0f}" if s["bits_per_frame_at_equal_mse"] else f"— ({s['note']})"
-        ratio = f"{s['ratio_to_today']:.2f}" if s["ratio_to_today"] else "—"
-        print(f"| {s['system']} | {at} | {ratio} | {s['same_step_bits_per_frame']:.0f} | {s['same_step_mse']:.4g} |")
+        per = ", ".join(f"{v:.2f}" if v else "—" for v in s["ratio_per_clip"].values())
+        ratio = f"**{s['ratio_to_today']:.2f}** ({per})" if s["ratio_to_today"] else "—"
+        wire = f"{s['wire_ratio_to_today']:.2f}" if s["wire_ratio_to_today"] else "—"
+        lines.append(f"| {s['system']} | {at} | {ratio} | {wire} | {s['same_step_bits_per_frame']:.0f}, "
+                     f"{s['same_step_mse']:.4f} |")
+    return "\n".join(lines)
+
+
+def from_json(path: str) -> int:
+    """Summary, table and plot again from a results file's runs (no coding)."""
+    import json
+
+    result = json.loads(open(path).read())
+    curves, base, summary = summarize(result["runs"], result["steps"])
+    print(table(summary, result["held_out_clips"]))
+    plot(curves, base, path.replace(".json", ".png"))
     return 0
 
 

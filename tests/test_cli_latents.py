@@ -188,6 +188,8 @@ def test_v5_options(encoded, tiny_codec_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["header"]["version"] == 5 and info["header"]["decimation"] == 2
     assert info["interpolated_frames"] == list(range(1, 29, 2))
+    assert main(["inspect", str(d / "dec.sgnc")]) == 0
+    assert "bitstream v5" in (out := capsys.readouterr().out) and "decimation 2 (14 frames interpolated)" in out
     for args, message in ((["--inter-context", "temporal"], "no temporal-context tables"),
                           (["--decimation", "0"], "decimation must be an integer between 1 and 16, got 0"),
                           (["--decimation", "2", "--target-kbps", "20"], "do not combine with rate control")):

@@ -186,7 +186,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"{args.input}: bitstream v{h['version']}, model {h['model_id']}, {h['rows']}x{h['width']}, mode {h['mode']}, "
           f"g={h['g']}, step={h['step']:g}, {h['fps']:g} fps, {h['frames']} frames, keyframe interval {h['keyframe_interval']}, "
           f"residual table {h['residual']}" + (f", rate-controlled among steps {', '.join(f'{x:g}' for x in h['steps'])}"
-                                               if h["steps"] else ""))
+                                               if h["steps"] else "")
+          + (f", inter context {h['context']}" if h["context"] != "factorized" else "")
+          + (f", decimation {h['decimation']} ({len(info['interpolated_frames'])} frames interpolated)"
+             if h["decimation"] > 1 else ""))
     for f in info["frames"]:
         print(f"  frame {f['index']:6d}  {f['type']:15s} {f['bytes']:8d} bytes")
     bpf = info["bits_per_frame"] or {"mean": 0, "p95": 0}
