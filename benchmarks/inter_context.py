@@ -239,7 +239,7 @@ def plot(curves: dict[str, list[dict[str, float]]], base: dict[str, float], path
     ax.set_yscale("log")
     ax.set_xlabel("latent MSE vs E(x), every source frame")
     ax.set_ylabel("whole-stream bits per source frame")
-    ax.set_title("open loop, g = 10: temporal context and decimation (held-out clips)")
+    ax.set_title("g = 10: temporal context and decimation (held-out clips; closed loop for comparison)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
