@@ -11,7 +11,12 @@ held-out clip coded open-loop with residual period g at each of the model's step
 * ``today``: the factorized difference tables, Irwin–Hall residuals, every frame (bitstream v2, the default);
 * ``temporal``: temporal context (v5); ``temporal+empirical``: and the empirical residual table (v5);
 * ``decimation k``: every k-th frame coded, W+ interpolated by the decoder (v5), with and without the other tools;
+* ``damping α``: the encoder's differences correct a share α of the open-loop drift (encoder only, any version);
 * for comparison, closed loop (no residuals, so no g) with and without temporal context.
+
+The shipped presets (Δ = 0.5, 1, 2) get Δ = 1.5 added in memory (``add_coarser_steps``: difference table a histogram
+of the training clips' differences, intra table rebinned), so systems whose MSE at Δ = 1 is below today's have a point
+between.
 
 Every v5 stream sends all-zero differences (repeated source frames) as repeats (empty inter packets).
 
@@ -48,20 +53,23 @@ from sganc_stream.latent.context import fit_context_tables
 from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.sequence import decode_sequence, encode_sequence, interpolate
 from sganc_stream.pipeline import load_face_model
-from sganc_stream.training.latent_codec import fit_empirical_residuals
+from sganc_stream.training.latent_codec import add_coarser_steps, fit_empirical_residuals
 
-# name → (mode, inter context, residual table, decimation); open mode with residual period --g
-SYSTEMS: dict[str, tuple[str, str, str, int]] = {
-    "today": ("open", "factorized", "irwin_hall", 1),
-    "temporal": ("open", "temporal", "irwin_hall", 1),
-    "temporal+empirical": ("open", "temporal", "empirical", 1),
-    "decimation 2": ("open", "factorized", "irwin_hall", 2),
-    "decimation 3": ("open", "factorized", "irwin_hall", 3),
-    "temporal+empirical, decimation 2": ("open", "temporal", "empirical", 2),
-    "temporal+empirical, decimation 3": ("open", "temporal", "empirical", 3),
-    "closed (no g; informative)": ("closed", "factorized", "irwin_hall", 1),
-    "closed+temporal (no g; informative)": ("closed", "temporal", "irwin_hall", 1),
+# name → (mode, inter context, residual table, decimation, drift damping); open mode with residual period --g
+SYSTEMS: dict[str, tuple[str, str, str, int, float]] = {
+    "today": ("open", "factorized", "irwin_hall", 1, 0.0),
+    "temporal": ("open", "temporal", "irwin_hall", 1, 0.0),
+    "temporal+empirical": ("open", "temporal", "empirical", 1, 0.0),
+    "temporal+empirical, damping 0.2": ("open", "temporal", "empirical", 1, 0.2),
+    "temporal+empirical, damping 0.4": ("open", "temporal", "empirical", 1, 0.4),
+    "decimation 2": ("open", "factorized", "irwin_hall", 2, 0.0),
+    "decimation 3": ("open", "factorized", "irwin_hall", 3, 0.0),
+    "temporal+empirical, decimation 2": ("open", "temporal", "empirical", 2, 0.0),
+    "temporal+empirical, decimation 2, damping 0.2": ("open", "temporal", "empirical", 2, 0.2),
+    "closed (no g; informative)": ("closed", "factorized", "irwin_hall", 1, 0.0),
+    "closed+temporal (no g; informative)": ("closed", "temporal", "irwin_hall", 1, 0.0),
 }
+ADDED_STEPS = (1.5,)  # a preset between the shipped 1 and 2 (3 × 0.5), added in memory: equal MSE falls between them
 BASELINE = "today"
 
 
@@ -127,6 +135,8 @@ def main() -> int:
     codec = face.codec
     train = [clip_wplus(face, rel, n)[0] for rel, n in tqdm(TRAIN, desc="training clips (align + E)")]
     clips = {rel: clip_wplus(face, rel, args.max_frames) for rel in tqdm(args.clips, desc="held-out clips (align + E)")}
+    baseline_step = codec.steps[len(codec.steps) // 2]  # the shipped middle preset, Δ = 1
+    add_coarser_steps(codec, train, ADDED_STEPS)
     codec.context_tables = fit_context_tables([proxies(codec, w) for w in train], codec.steps, codec.tables["diff"],
                                               args.classes)
     codec.empirical_residuals = fit_empirical_residuals(codec, train, (args.g,))
@@ -134,24 +144,26 @@ def main() -> int:
     runs: list[dict[str, Any]] = []
     jobs = [(name, si) for name in SYSTEMS for si in range(len(codec.steps))]
     for name, si in tqdm(jobs, desc="streams"):
-        mode, context, residual, d = SYSTEMS[name]
+        mode, context, residual, d, damping = SYSTEMS[name]
         params = StreamParams(mode, args.g if mode == "open" else 0, si, residual=residual, inter_context=context,
-                              decimation=d)
+                              decimation=d, damping=damping)
         for rel, (wplus, fps) in clips.items():
             row = {"system": name, "clip": rel, "step": codec.steps[si], **code(codec, wplus, fps, params)}
             runs.append(row)
             tqdm.write(f"{name:34s} Δ={codec.steps[si]:g} {rel}: {row['bits_per_frame']:.0f} bits/frame, "
                        f"{row['kbps']:.1f} kbit/s, MSE {row['latent_mse']:.4g}, exact {row['decodes_exactly']}")
-    curves, base, summary = summarize(runs, codec.steps)
+    curves, base, summary = summarize(runs, sorted(codec.steps), baseline_step)
     out = write_result("inter_context", {
-        "model_id": face.model_id, "g": args.g, "steps": codec.steps, "classes": args.classes,
+        "model_id": face.model_id, "g": args.g, "steps": sorted(codec.steps), "baseline_step": baseline_step,
+        "added_steps": list(ADDED_STEPS), "classes": args.classes,
         "context_tables_bytes_raw": context_bytes,
         "train_clips": [r for r, _ in TRAIN], "held_out_clips": list(clips),
-        "systems": {k: {"mode": m, "inter_context": c, "residual": r, "decimation": d} for k, (m, c, r, d) in SYSTEMS.items()},
+        "systems": {k: {"mode": m, "inter_context": c, "residual": r, "decimation": d, "damping": a}
+                    for k, (m, c, r, d, a) in SYSTEMS.items()},
         "rate": "whole .sgnc file bits (container header, packet framing, END packet) per source frame; kbit/s at the "
                 "source frame rate; wire: rtc.wire estimate per packet record as one data-channel message",
         "quality": "latent MSE against E(x) on every source frame, interpolated frames included",
-        "equal_mse_rule": f"bits/frame at today's MSE at Δ = {codec.steps[mid]:g} (g = {args.g}), log-rate interpolated "
+        "equal_mse_rule": f"bits/frame at today's MSE at Δ = {baseline_step:g} (g = {args.g}), log-rate interpolated "
                           "over the presets on each system's pooled curve (rd.rate_at_quality), never extrapolated",
         "baseline": {"system": BASELINE, **base}, "summary": summary, "curves": curves, "runs": runs,
         "wall_s": round(time.perf_counter() - t0, 1)})
@@ -161,10 +173,11 @@ def main() -> int:
     return 0
 
 
-def summarize(runs: list[dict[str, Any]], steps: list[float]) -> tuple[dict[str, list[dict[str, float]]], dict[str, float],
-                                                                         list[dict[str, Any]]]:
-    """(pooled curve per system over the presets, today's point at the middle preset, the equal-MSE summary: file
-    bits per source frame and wire bits per source frame at today's MSE, pooled and per clip)."""
+def summarize(runs: list[dict[str, Any]], steps: list[float], baseline_step: float
+              ) -> tuple[dict[str, list[dict[str, float]]], dict[str, float], list[dict[str, Any]]]:
+    """(pooled curve per system over the presets ``steps`` (ascending), today's point at ``baseline_step``, the
+    equal-MSE summary: file bits per source frame and wire bits per source frame at today's MSE, pooled and per clip,
+    and each system's bits and MSE at ``baseline_step``)."""
     clips = sorted({r["clip"] for r in runs}, key=[r["clip"] for r in runs].index)
     names = sorted({r["system"] for r in runs}, key=[r["system"] for r in runs].index)
     curves: dict[str, list[dict[str, float]]] = {}
@@ -179,7 +192,7 @@ def summarize(runs: list[dict[str, Any]], steps: list[float]) -> tuple[dict[str,
                         "latent_mse": sum(r["latent_mse"] * r["frames"] for r in rows) / frames,
                         "kbps": sum(r["file_bits"] for r in rows) / seconds / 1000, "wire_kbps": wire / seconds / 1000})
         curves[name] = pts
-    mid = len(steps) // 2
+    mid = steps.index(baseline_step)
     base = curves[BASELINE][mid]
     summary = []
     for name, pts in curves.items():
@@ -188,7 +201,7 @@ def summarize(runs: list[dict[str, Any]], steps: list[float]) -> tuple[dict[str,
         per_clip = {}
         for rel in clips:
             rows = [r for r in runs if r["clip"] == rel and r["system"] == name]
-            ref = next(r for r in runs if r["clip"] == rel and r["system"] == BASELINE and r["step"] == steps[mid])
+            ref = next(r for r in runs if r["clip"] == rel and r["system"] == BASELINE and r["step"] == baseline_step)
             at, _ = rate_at_quality([(r["bits_per_frame"], r["latent_mse"]) for r in rows], ref["latent_mse"])
             per_clip[rel] = at / ref["bits_per_frame"] if at else None
         summary.append({"system": name, "bits_per_frame_at_equal_mse": bits, "note": why, "ratio_per_clip": per_clip,
@@ -217,7 +230,7 @@ def from_json(path: str) -> int:
     import json
 
     result = json.loads(open(path).read())
-    curves, base, summary = summarize(result["runs"], result["steps"])
+    curves, base, summary = summarize(result["runs"], result["steps"], result["baseline_step"])
     print(table(summary, result["held_out_clips"]))
     plot(curves, base, path.replace(".json", ".png"))
     return 0

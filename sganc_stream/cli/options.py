@@ -35,11 +35,15 @@ def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
 
 
 def add_context_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Add ``--inter-context`` (file streams only: the call protocol's header has no such field)."""
+    """Add ``--inter-context`` (file streams only: the call protocol's header has no such field) and
+    ``--drift-damping`` (an encoder choice, any bitstream version)."""
     p.add_argument("--inter-context", choices=INTER_CONTEXTS, default="factorized",
                    help="how inter differences are coded: factorized (one table per channel, the paper's; default) or "
                         "temporal (each channel's table chosen by its previous decoded difference; needs a model with "
                         "temporal-context tables; writes bitstream v5)")
+    p.add_argument("--drift-damping", type=float, default=0.0, metavar="A",
+                   help="open mode: each latent difference also corrects a share A (0 … 1) of the drift so far "
+                        "(0: the paper's open loop, default; 1: closed loop with residuals); changes no bitstream field")
 
 
 def add_decimation_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -60,7 +64,7 @@ def add_rate_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
 def check_stream_arguments(args: argparse.Namespace) -> None:
     """Validate all but ``--step`` (a preset of the model) before a model is loaded: StreamParams with step index 0."""
     StreamParams(args.mode, args.g, 0, args.keyframe_interval, _residual(args), _target(args),
-                 inter_context=_context(args), decimation=_decimation(args))
+                 inter_context=_context(args), decimation=_decimation(args), damping=_damping(args))
     if _target(args) is not None and args.step is not None:
         raise InputError("--step and --target-kbps exclude each other: rate control chooses the step")
 
@@ -72,7 +76,7 @@ def stream_params_from(args: argparse.Namespace, codec: LatentCodecModel) -> Str
     target = _target(args)
     step = codec.step_index(min(codec.steps) if target is not None else args.step)
     params = StreamParams(args.mode, args.g, step, args.keyframe_interval, _residual(args), target,
-                          inter_context=_context(args), decimation=_decimation(args))
+                          inter_context=_context(args), decimation=_decimation(args), damping=_damping(args))
     params.residual_table(codec)  # a period the model has no empirical table for: InputError now, not mid-stream
     params.steps(codec)  # rate control with a model that cannot switch steps: InputError now
     if params.temporal:
@@ -88,6 +92,11 @@ def _target(args: argparse.Namespace) -> float | None:
 def _context(args: argparse.Namespace) -> str:
     """``--inter-context``; the call has no such option (its headers cannot name one): factorized."""
     return getattr(args, "inter_context", "factorized")
+
+
+def _damping(args: argparse.Namespace) -> float:
+    """``--drift-damping``; commands without it code the paper's open loop."""
+    return getattr(args, "drift_damping", 0.0)
 
 
 def _decimation(args: argparse.Namespace) -> int:

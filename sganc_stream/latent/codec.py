@@ -7,6 +7,8 @@ exact for one machine and thread count, and may differ by one where y lies withi
 
 * intra:  q = round(y_t)                      ŷ_t = q
 * open:   v_t = round(y_t - y_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (the paper's open loop; drifts)
+          with drift damping α (``StreamParams.damping``, encoder only): v_t = round(y_t − y_{t−1} + α·(y_{t−1} − ŷ_{t−1})),
+          each difference correcting a share α of the drift so far (α = 0: the paper's; α = 1: closed loop)
           every g-th frame after an intra:  r_t = round(y_t - ŷ_t),  ŷ_t += r_t  (Irwin-Hall table, or the
           model's empirical residual table for g: ``StreamParams.residual``, bitstream v3)
 * closed: v_t = round(y_t - ŷ_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (no drift, no residual)
@@ -68,6 +70,7 @@ class StreamParams:
     step_set: tuple[int, ...] = ()  # a v4 stream's step presets (indices, finest first); () = derived from the model
     inter_context: str = "factorized"  # factorized (the paper's) | temporal (bitstream v5, latent.context)
     decimation: int = 1  # code every d-th source frame; the decoder interpolates the others (bitstream v5, latent.sequence)
+    damping: float = 0.0  # open mode: share α of the drift each difference corrects (encoder only; any version)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -93,6 +96,10 @@ class StreamParams:
             raise InputError(f"inter context must be one of {', '.join(INTER_CONTEXTS)}, got {self.inter_context!r}")
         if self.temporal and self.mode == "intra":
             raise InputError("temporal context codes inter differences: intra mode has none")
+        if not (isinstance(self.damping, (int, float)) and not isinstance(self.damping, bool) and 0.0 <= self.damping <= 1.0):
+            raise InputError(f"drift damping must be between 0 and 1, got {self.damping}")
+        if self.damping and self.mode != "open":
+            raise InputError("drift damping is for open mode (closed mode has no drift)")
         if not (isinstance(self.decimation, int) and not isinstance(self.decimation, bool)
                 and 1 <= self.decimation <= MAX_DECIMATION):
             raise InputError(f"decimation must be an integer between 1 and {MAX_DECIMATION}, got {self.decimation}")
@@ -243,7 +250,8 @@ class LatentStreamEncoder:
         else:
             assert self._state is not None and self._prev_y is not None
             # closed mode, and the first frame after a change of step, code against the state (no drift carried over)
-            ref = self._state if p.mode == "closed" or self.choice != previous else self._prev_y
+            ref = (self._state if p.mode == "closed" or self.choice != previous
+                   else self._prev_y + p.damping * (self._state - self._prev_y))  # damping 0: the paper's open loop
             v = np.rint((y - ref) / k).astype(np.int64)
             state = self._state + k * v
             parts, ptype = [(v, st.difference(self._previous))], PacketType.INTER
