@@ -37,14 +37,14 @@ from functools import cached_property
 
 import numpy as np
 
-from sganc_stream.bitstream.container import (MAX_DECIMATION, MAX_STEPS, VERSION, VERSION_CONTEXT, VERSION_RATE, StreamHeader,
-                                               step_multiples, stream_version)
-from sganc_stream.latent.context import INTER_CONTEXTS
+from sganc_stream.bitstream.container import (MAX_DECIMATION, MAX_STEPS, VERSION, VERSION_CONTEXT, VERSION_RATE,
+                                               StreamHeader, step_multiples, stream_version)
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.entropy.irwin_hall import MAX_G
 from sganc_stream.entropy.rans import decode_chosen, decode_parts, encode_parts
 from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.errors import BitstreamError, InputError
+from sganc_stream.latent.context import INTER_CONTEXTS
 from sganc_stream.latent.model import RESIDUAL_TABLES, LatentCodecModel
 from sganc_stream.latent.rate import RATE_GROUP, RateController, StepTables
 
@@ -96,7 +96,8 @@ class StreamParams:
             raise InputError(f"inter context must be one of {', '.join(INTER_CONTEXTS)}, got {self.inter_context!r}")
         if self.temporal and self.mode == "intra":
             raise InputError("temporal context codes inter differences: intra mode has none")
-        if not (isinstance(self.damping, (int, float)) and not isinstance(self.damping, bool) and 0.0 <= self.damping <= 1.0):
+        if not (isinstance(self.damping, (int, float)) and not isinstance(self.damping, bool)
+                and 0.0 <= self.damping <= 1.0):
             raise InputError(f"drift damping must be between 0 and 1, got {self.damping}")
         if self.damping and self.mode != "open":
             raise InputError("drift damping is for open mode (closed mode has no drift)")
