@@ -244,8 +244,10 @@ def plot(curves: dict[str, list[dict[str, float]]], base: dict[str, float], path
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, pts in curves.items():
-        ax.plot([p["latent_mse"] for p in pts], [p["bits_per_frame"] for p in pts], "o-", label=name)
+    colors = plt.get_cmap("tab20").colors
+    for i, (name, pts) in enumerate(curves.items()):
+        style = {"color": "black", "lw": 2.5} if name == BASELINE else {"color": colors[(2 * i) % 20 + (i >= 10)]}
+        ax.plot([p["latent_mse"] for p in pts], [p["bits_per_frame"] for p in pts], "o-", label=name, **style)
     ax.axvline(base["latent_mse"], color="grey", ls=":", lw=1)
     ax.axhline(base["bits_per_frame"] / 2, color="grey", ls="--", lw=1, label="½ × today at Δ = 1")
     ax.set_xscale("log")
