@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ def direction(sender: list[dict[str, Any]], receiver: list[dict[str, Any]]) -> d
     nbytes = [r["bytes"] for r in tx]
     kbps = (lambda total: round(total * 8 / active / 1000, 2) if active else None)
     syncs = [s["recovery_ms"] for s in ev(receiver, "sync")]
+    fb = [f["estimate_kbps"] for f in ev(sender, "feedback")]
     lat = [d["latency_ms"] for d in shown]
     quarter = max(len(lat) // 4, 1)
     return {
@@ -124,6 +126,11 @@ def direction(sender: list[dict[str, Any]], receiver: list[dict[str, Any]]) -> d
             "decode_T_inv": median([r["T_inv_ms"] for r in shown if "T_inv_ms" in r]),
             "render_G": median([r["render_ms"] for r in shown])},
         "loop_lag_max_ms": max((r["loop_lag_max_ms"] for r in ev(receiver, "stats")), default=None),
+        # congestion control (rtc.congestion): frames the sender skipped for the receiver's estimate, the estimates it
+        # received (wire kbit/s), and the quantization steps its frames were coded with
+        "cc_skipped": max((r.get("cc_skipped") or 0 for r in ev(sender, "stats")), default=0),
+        "estimate_kbps": {"n": len(fb), "median": median(fb), "min": min(fb, default=None), "max": max(fb, default=None)},
+        "steps": {str(k): v for k, v in sorted(Counter(r["step"] for r in tx).items())},
         "latencies": lat,
     }
 

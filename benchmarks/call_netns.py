@@ -20,7 +20,7 @@ lost, dropped by the queue, reordered). Report the load with every figure (``loa
 timings say as much about the machine as about the call.
 
     python3 benchmarks/call_netns.py [--duration 40] [--conditions clean,loss5,loss20,burst20,cap,jitter,long]
-        [--model M] [--runtime onnx|torch] [--out call_netns]
+        [--cap-kbit 60] [--queue-ms 250] [--target-kbps K] [--peers CHECKOUT] [--model M] [--runtime onnx|torch] [--out call_netns]
 
 Writes benchmarks/results/<out>.json.
 """
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, replace
@@ -56,8 +57,8 @@ ENV = {k: v for k, v in os.environ.items() if k != "SGANC_RTC_LOOPBACK"} | {"OMP
 LAUNCH = "import sys; sys.path.insert(0, {repo!r}); from sganc_stream.rtc.{module} import {main}; sys.exit({main}())"
 
 
-def python(module: str, main: str, *args: Any) -> list[str]:
-    return [sys.executable, "-c", LAUNCH.format(repo=str(REPO), module=module, main=main), *map(str, args)]
+def python(module: str, main: str, *args: Any, repo: Path = REPO) -> list[str]:
+    return [sys.executable, "-c", LAUNCH.format(repo=str(repo), module=module, main=main), *map(str, args)]
 
 
 def run_condition(name: str, imp: Impairment, duration: float, args: argparse.Namespace, model: Path,
@@ -69,10 +70,12 @@ def run_condition(name: str, imp: Impairment, duration: float, args: argparse.Na
                                      duration + 300), ENV)
         assert server.stdout is not None
         url = server.stdout.readline().split()[-1]
-        extra = ["--runtime", args.runtime] if args.runtime else []
+        extra = (["--runtime", args.runtime] if args.runtime else []) + \
+            (["--target-kbps", args.target_kbps] if args.target_kbps else [])
         peers = [net.popen(side, python("cli", "call_main", "--signal", url, "--room", name, "--token", "bench",
                                         "--model", model, "--video", video, "--headless", "--quiet",
-                                        "--duration", duration, "--log", logs[key], "--name", key, *extra), ENV)
+                                        "--duration", duration, "--log", logs[key], "--name", key, *extra,
+                                        repo=args.peers), ENV)
                  for side, key, video in ((0, "A", args.video_a), (1, "B", args.video_b))]
         try:
             for proc in peers:
@@ -86,6 +89,12 @@ def run_condition(name: str, imp: Impairment, duration: float, args: argparse.Na
             "load_average": os.getloadavg(), **out}
 
 
+def commit(repo: Path) -> str | None:
+    """The checked-out commit of ``repo`` (None when it is not a git checkout)."""
+    out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, help="face model bundle (default: the embedded default face model)")
@@ -95,6 +104,11 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=40.0, help="seconds per condition (default 40)")
     p.add_argument("--long-duration", type=float, default=120.0, help="seconds of the 'long' condition (default 120)")
     p.add_argument("--cap-kbit", type=float, default=60.0, help="the 'cap' condition's rate per direction")
+    p.add_argument("--queue-ms", type=float, default=250.0, help="the 'cap' condition's drop-tail queue (default 250)")
+    p.add_argument("--peers", type=Path, default=REPO, help="the checkout whose code the peers run (default this one; "
+                                                           "another, e.g. one without congestion control, to compare)")
+    p.add_argument("--target-kbps", type=float, help="the peers' --target-kbps (rate control; congestion control's "
+                                                     "ceiling): default none, a fixed step")
     p.add_argument("--conditions", default=",".join(CONDITIONS))
     p.add_argument("--seed", type=int, default=1, help="seed of the relay's random draws")
     p.add_argument("--out", default="call_netns", help="results name under benchmarks/results/")
@@ -122,7 +136,7 @@ def main() -> int:
     for name in names:
         imp = CONDITIONS[name]
         if name == "cap":
-            imp = replace(imp, rate_kbit=args.cap_kbit)
+            imp = replace(imp, rate_kbit=args.cap_kbit, queue_ms=args.queue_ms)
         try:
             results[name] = run_condition(name, imp, args.long_duration if name == "long" else args.duration, args,
                                           model, work)
@@ -131,7 +145,9 @@ def main() -> int:
             results[name] = {"impairment": asdict(imp), "error": str(exc), "load_average": os.getloadavg()}
     path = write_result(args.out, {
         "model": {"path": str(model), "model_id": model_id}, "clips": {"A": str(args.video_a), "B": str(args.video_b)},
-        "runtime": args.runtime or "onnx (the peers' default)", "work": str(work), "results": results})
+        "runtime": args.runtime or "onnx (the peers' default)", "target_kbps": args.target_kbps,
+        "peers": str(args.peers), "peers_commit": commit(args.peers), "work": str(work),
+        "results": results})
     print(json.dumps(results, indent=1))
     print(f"call_netns: wrote {path}", file=sys.stderr)
     return 0

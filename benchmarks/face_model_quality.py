@@ -4,7 +4,9 @@ Projection: aligned input x vs G(E(x)). Coded: each validation clip's W+ sequenc
 codec (open loop, residual period g, step preset) and back, then G. Metrics from sganc_stream.metrics on both
 images bicubically upsampled to ``--eval-size`` (256 by default, so MS-SSIM's five scales use the standard
 11-tap window and dlib's detector sees a face of usual size): MS-SSIM and dlib 128-D identity distance; at the
-model's own size, the detail ratio (Laplacian energy of G(E(x)) over that of x: below 1 is over-smoothing).
+data's size, the detail ratio (Laplacian energy of G(E(x)) over that of x: below 1 is over-smoothing). A model
+smaller than the prepared faces (v0's 64 px on ``runs/faces128``) sees area-downsampled inputs and its output is
+enlarged to the data's size, so two models are compared on the same aligned crops.
 ``--model`` is a bundle or a training ``checkpoint.pt`` (EMA weights, ``--raw`` for the raw ones); a checkpoint
 has no latent codec, so give ``--codec`` or ``--projection-only``. Speed: CPU ms/frame of E and G at
 batch 1, float32, for each thread count (with the machine's load average, since other work skews it). Writes JSON (command, commit, machine) and a picture with rows
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from sganc_stream.assets import DEFAULT_FACE_MODEL
+from sganc_stream.fileio import write_bytes_atomic
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import load_latent_codec
 from sganc_stream.latent.sequence import decode_bytes, encode_sequence
@@ -36,6 +39,7 @@ from sganc_stream.metrics import detail_ratio, face_luma, identity_distance, ms_
 from sganc_stream.training.face_bundle import encode_faces, load_face_models
 from sganc_stream.training.face_data import load_prepared
 from sganc_stream.training.face_model import to_uint8
+from sganc_stream.video import resize_square
 
 from common import provenance
 
@@ -100,20 +104,23 @@ def main() -> int:
     photos = data.select("val", "photo")
     photos = photos[np.linspace(0, len(photos) - 1, min(args.photos, len(photos))).astype(int)]
     x_photo = np.asarray(data.images[photos])
-    y_photo = generate(g, encode_faces(e, x_photo))
+    # A model smaller than the data sees area-downsampled faces and is judged against the data's own faces, with its
+    # output enlarged like the inputs: what a user of each model gets from the same aligned crop.
+    side = x_photo.shape[1]
+    y_photo = resize_square(generate(g, encode_faces(e, resize_square(x_photo, size))), side)
 
     x_clip, y_clip, c_clip, bits = [], [], [], []
     clip_luma: dict[str, dict[str, float]] = {}  # per clip: mean face-centre luma of input and of G(E(x))
     params = StreamParams(mode="open", g=args.g, step_index=args.step_index)
     for source, rows in sorted(data.clip_sequences("val").items()):
         x = np.asarray(data.images[rows[: args.clip_frames]])
-        w = encode_faces(e, x)
+        w = encode_faces(e, resize_square(x, size))
         x_clip.append(x)
-        y_clip.append(generate(g, w))
+        y_clip.append(resize_square(generate(g, w), side))
         clip_luma[source] = {"input": float(np.mean(face_luma(x))), "output": float(np.mean(face_luma(y_clip[-1])))}
         if codec is not None:
             res = encode_sequence(codec, w, params)
-            c_clip.append(generate(g, decode_bytes(codec, res.data)))
+            c_clip.append(resize_square(generate(g, decode_bytes(codec, res.data)), side))
             bits += res.payload_bits
     x_clip, y_clip = np.concatenate(x_clip), np.concatenate(y_clip)
     x_all, y_all = np.concatenate([x_photo, x_clip]), np.concatenate([y_photo, y_clip])
@@ -141,7 +148,7 @@ def main() -> int:
                        "identity_distance_clips": ident(x_clip, y_clip),
                        "detail_ratio": summary(detail_ratio(x_all, y_all)), "skin_tone": tone(x_all, y_all),
                        "skin_tone_clips": clip_luma},
-        "model_size": size, "eval_size": n, "ms_ssim_window": ms_ssim_window(n, n),
+        "model_size": size, "data_size": side, "eval_size": n, "ms_ssim_window": ms_ssim_window(n, n),
     }
     if codec is not None:
         c_clip = np.concatenate(c_clip)
@@ -149,7 +156,7 @@ def main() -> int:
                             "bits_per_frame_mean": float(np.mean(bits)),
                             "kbit_per_s_at_25fps": float(np.mean(bits)) * 25 / 1000,
                             "ms_ssim": ms(x_clip, c_clip), "identity_distance": ident(x_clip, c_clip)}
-    x1 = torch.from_numpy(x_clip[:1]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x1 = torch.from_numpy(resize_square(x_clip[:1], size)).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
         w1 = e(x1)
     speed = {}
@@ -163,13 +170,15 @@ def main() -> int:
     pick = np.linspace(0, len(x_clip) - 1, 8).astype(int)
     rows = [x_clip[pick], y_clip[pick]] + ([c_clip[pick]] if codec is not None else [])
     grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
-    grid = cv2.resize(grid, None, fx=256 / size, fy=256 / size, interpolation=cv2.INTER_NEAREST)
+    grid = cv2.resize(grid, None, fx=256 / side, fy=256 / side, interpolation=cv2.INTER_NEAREST)
     Path(args.picture).parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(args.picture, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    assert ok
+    write_bytes_atomic(Path(args.picture), png.tobytes())
 
     payload = {**provenance(), "model": str(args.model), "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(payload, indent=1))
+    write_bytes_atomic(Path(args.out), json.dumps(payload, indent=1).encode())
     print(json.dumps(results, indent=1))
     return 0
 

@@ -27,12 +27,13 @@ from sganc_stream.peak_memory import peak_rss_mb, reset_peak_rss
 INSTRUMENTED = [
     "sganc_stream.bitstream.packet", "sganc_stream.bitstream.container", "sganc_stream.entropy.rans",
     "sganc_stream.entropy.tables", "sganc_stream.latent.codec", "sganc_stream.latent.model",
-    "sganc_stream.latent.sequence", "sganc_stream.rtc.transport", "sganc_stream.rtc.signaling", "sganc_stream.bundle",
+    "sganc_stream.latent.sequence", "sganc_stream.rtc.transport", "sganc_stream.rtc.congestion",
+    "sganc_stream.rtc.signaling", "sganc_stream.bundle",
     "sganc_stream.models.checkpoint", "sganc_stream.models.stylegan2", "sganc_stream.models.fast_encoder",
     "sganc_stream.video", "sganc_stream.cli.latents", "sganc_stream.pipeline",
 ]
 DICTIONARY = [b"\xf1\xf2\xf3\xf4", b"SGNC", b'"type"', b'"sdp"', b'"offer"', b'"answer"', b'"join"', b'"codec"',
-              b'"generator"', b'"encoder"', b'"groups"', b'"steps"', b'"rows"', b'"width"', b"\xcf", b"\xcb", b"\xc4",
+              b'"generator"', b'"encoder"', b'"groups"', b'"steps"', b'"rows"', b'"width"', b"\xcf", b"\xcb", b"\xc4", b'"fb"', b'"bwe"',
               b"m=application", b"a=fingerprint:sha-256", b"a=ice-ufrag:", b"a=candidate:"]
 
 

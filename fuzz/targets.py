@@ -239,11 +239,15 @@ def run_hello(data: bytes) -> None:
     the receiver delivers as the receive worker does."""
     from sganc_stream.latent.codec import LatentStreamDecoder
     from sganc_stream.latent.sequence import stream_params
+    from sganc_stream.rtc.congestion import BandwidthEstimator, Estimate, SendRate
     from sganc_stream.rtc.transport import FrameMessage, Hello, RefusedError, StreamReceiver, check_models, parse_message
 
     model = codec()
     receiver, decoder = None, None
-    for msg in messages(data):
+    estimator, rate = BandwidthEstimator(), SendRate(20.0)  # congestion control (SPEC §8.8) on whatever arrives
+    for i, msg in enumerate(messages(data)):
+        now = i * 0.04
+        estimator.feedback(now)
         try:
             m = parse_message(msg, None if receiver is None else receiver.reader)
         except RefusedError:
@@ -260,7 +264,12 @@ def run_hello(data: bytes) -> None:
                     decoder = LatentStreamDecoder(model, stream_params(model, m.stream), m.stream.version)
             except EXPECTED:
                 return
+        elif isinstance(m, Estimate):
+            rate.on_feedback(m)
+            rate.may_send(now) and rate.sent(now, len(msg), len(msg))
+            rate.target_kbps()
         elif receiver is not None and decoder is not None and isinstance(m, FrameMessage):
+            estimator.on_message(now, len(msg), m.packet.timestamp_ms)
             delivery = receiver.on_message(m, len(msg))
             if delivery is not None:
                 try:
@@ -275,7 +284,8 @@ def run_hello(data: bytes) -> None:
 def seed_hello() -> list[bytes]:
     from sganc_stream.bitstream.container import decode_container
     from sganc_stream.bitstream.packet import Packet, PacketType, pack
-    from sganc_stream.rtc.transport import Hello, refusal
+    from sganc_stream.rtc.congestion import Estimate
+    from sganc_stream.rtc.transport import Hello, feedback_message, refusal
 
     out = []
     for s in streams():
@@ -285,6 +295,7 @@ def seed_hello() -> list[bytes]:
                                pack(Packet(PacketType.KEYFRAME_REQUEST, 2, 0, 0), 1.0)]))
     out.append(Hello(codec().model_id, None, 5).to_bytes())
     out.append(refusal("model mismatch"))
+    out.append(SPLIT.join(feedback_message(Estimate(n, 20_000 - 1000 * n, 15_000)) for n in range(5)))
     return out
 
 

@@ -31,13 +31,15 @@ def python(module: str, main: str, *args: str | Path) -> list[str | Path]:
     return [sys.executable, "-c", f"import sys; sys.path.insert(0, {REPO!r}); " + LAUNCH.format(module, main), *args]
 
 
-def call_pair(net: NetnsPair, tmp: Path, duration: float, mains: tuple[str, str] = ("call_main", "call_main")) -> None:
+def call_pair(net: NetnsPair, tmp: Path, duration: float, mains: tuple[str, str] = ("call_main", "call_main"),
+              sending: tuple[str, ...] = ()) -> None:
+    """``sending``: more options for each side that sends."""
     server = net.popen(0, python("signaling", "signal_main", "--host", ADDRESSES[0], "--port", "0", "--duration",
                                  str(duration + 120), "--verbose"), ENV)
     assert server.stdout is not None
     url = server.stdout.readline().split()[-1]
     try:
-        camera = ["--video", clip(), "--pre-aligned"]
+        camera = ["--video", clip(), "--pre-aligned", *sending]
         peers = [net.popen(side, python("cli", main, "--signal", url, "--room", "net", "--token", "t",
                                         *(camera if main != "recv_main" else []), "--model", micro_model(),
                                         "--headless", "--duration", str(duration), "--log", tmp / f"{name}.jsonl",
@@ -66,16 +68,22 @@ def test_kernel_loss_is_bridged_by_redundancy_and_keyframes(tmp_path: Path) -> N
     assert len(back) >= 0.9 * len(events(tmp_path / "B.jsonl", "tx"))
 
 
-@pytest.mark.xfail(strict=True, reason="no rate adaptation yet: aiortc's SCTP sends unreliable messages faster than "
-                                       "the bottleneck and bufferedAmount stays low, so frames queue in the network")
-def test_a_bandwidth_cap_drops_frames_not_latency(tmp_path: Path) -> None:
-    """One way (a two-way call's SCTP acknowledgements alone would fill so small a cap)."""
+@pytest.mark.parametrize("ceiling", [None, 40.0])
+def test_a_bandwidth_cap_drops_frames_not_latency(tmp_path: Path, ceiling: float | None) -> None:
+    """One way (a two-way call's SCTP acknowledgements alone would fill so small a cap): A's stream takes about 25
+    kbit/s on the wire, the cap is 6. B's delay-based estimate, fed back, keeps A within the cap: frames are skipped,
+    and with ``--target-kbps`` (the ceiling, above the stream's rate) the rate controller first codes coarser."""
     clip(), micro_model()
     with NetnsPair(f"sg{os.getpid() % 10000}") as net:
         net.cap_egress_udp(0, CAP_KBIT)  # A sends through a bucket smaller than its stream needs
-        call_pair(net, tmp_path, 30, ("send_main", "recv_main"))
+        call_pair(net, tmp_path, 30, ("send_main", "recv_main"),
+                  () if ceiling is None else ("--target-kbps", str(ceiling)))
     stats = events(tmp_path / "A.jsonl", "stats")
-    assert max(s["tx_wire_kbps"] for s in stats[3:]) < CAP_KBIT * 1.5  # the pacer keeps A within the cap
+    assert max(s["tx_wire_kbps"] for s in stats[3:]) < CAP_KBIT * 1.5  # the feedback keeps A within the cap
+    assert stats[-1]["cc_skipped"] > 50 and events(tmp_path / "A.jsonl", "feedback")  # ... by skipping frames
+    if ceiling is not None:  # ... after coarser steps: the coarsest preset once the estimate came
+        steps = [t["step"] for t in events(tmp_path / "A.jsonl", "tx")]
+        assert steps[0] < max(steps) and steps[-10:] == [max(steps)] * 10, steps
     lat = [d["latency_ms"] for d in events(tmp_path / "B.jsonl", "display")]
     assert len(lat) >= 20
     quarter = len(lat) // 4

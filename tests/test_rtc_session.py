@@ -370,3 +370,30 @@ def test_model_mismatch_is_refused_on_both_sides(signal_url: str, tmp_path: Path
         code, err = finish(proc)
         assert code == 2, err
         assert "model mismatch" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("reads_feedback", [True, False])
+def test_the_receiver_feeds_its_estimate_back_only_to_a_sender_that_reads_it(tmp_path: Path, reads_feedback: bool,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §8.8: a sender whose hello says ``"feedback": true`` gets the receiver's bandwidth estimate every 0.5 s
+    (about 1 s of arrivals first); an older sender's hello lacks the key, so nothing is sent to it and it sends as
+    before (no budget, no frame skipped for one)."""
+    if not reads_feedback:
+        from dataclasses import replace
+
+        from sganc_stream.rtc.transport import Hello
+        plain = Hello.to_bytes  # an older sender's hello on the wire: no "feedback" key
+        monkeypatch.setattr(Hello, "to_bytes", lambda self: plain(replace(self, feedback=False)))
+    a = Peer(model(), options("A", tmp_path, receive=False))
+    b = Peer(model(), options("B", tmp_path, send=False))
+    ra, rb = in_process(a, b, *memory_pair(delay_s=0.005))
+    assert isinstance(ra, dict) and isinstance(rb, dict), (ra, rb)
+    sent, got = events(tmp_path / "B.jsonl", "bwe"), events(tmp_path / "A.jsonl", "feedback")
+    if not reads_feedback:
+        assert not sent and not got and ra["cc_skipped"] == 0
+        assert all(s["budget_kbps"] is None for s in events(tmp_path / "A.jsonl", "stats"))
+        return
+    assert len(sent) >= 4, len(sent)  # 6 s: feedback from about 1 s after the first frame, every 0.5 s
+    assert [g["n"] for g in got] == sorted(g["n"] for g in got) and len(got) >= len(sent) - 1
+    rx = [s["rx_wire_kbps"] for s in events(tmp_path / "B.jsonl", "stats")[2:]]
+    assert all(0.5 * min(rx) <= g["estimate_kbps"] <= 1.5 * max(rx) + 1 for g in got)  # near what arrives

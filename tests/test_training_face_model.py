@@ -13,7 +13,8 @@ from sganc_stream.errors import InputError
 from sganc_stream.training.augment import diff_augment, parse_policy
 from sganc_stream.training.discriminator import Discriminator
 from sganc_stream.training.face_model import (FaceModelConfig, FaceModelTrainer, TrainSettings, adaptive_weight,
-                                              d_logistic, feature_matching, load_trainer, random_geometry, to_tensor,
+                                              d_logistic, feature_matching, load_trainer, random_crops, random_geometry,
+                                              to_tensor,
                                               train_face_model)
 
 TINY = FaceModelConfig(size=64, style_dim=64, n_mlp=2, channel_max=16, enc_base_channels=8, enc_max_channels=32)
@@ -238,3 +239,42 @@ def test_feature_matching_is_zero_for_the_real_image_and_pulls_the_fake_toward_i
     loss = feature_matching(d, fake, real)
     loss.backward()
     assert loss.item() > 0 and fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+def test_patch_discriminator_judges_full_resolution_crops_at_a_fraction_of_the_cost() -> None:
+    cfg = FaceModelConfig(size=64, channel_base=3072, channel_max=256).generator_config()
+    whole, patch = Discriminator(cfg), Discriminator(cfg, input_size=16)
+    # the patch D keeps the whole D's first (full-resolution) widths and has fewer blocks
+    assert patch.from_rgb.weight.shape == whole.from_rgb.weight.shape
+    assert [b.conv1.weight.shape for b in patch.blocks] == [b.conv1.weight.shape for b in whole.blocks[:2]]
+    assert patch(torch.zeros(3, 3, 16, 16)).shape == (3,)
+    for bad in (4, 24, 128):
+        with pytest.raises(ValueError, match="power of two"):
+            Discriminator(cfg, input_size=bad)
+    with pytest.raises(InputError, match="D crop"):
+        FaceModelTrainer(TINY, TrainSettings(mode="joint", adv_weight=0.1, d_crop=12))
+    with pytest.raises(InputError, match="larger than"):
+        FaceModelTrainer(TINY, TrainSettings(mode="joint", adv_weight=0.1, d_crop=128))
+
+
+def test_random_crops_cut_the_same_windows_of_a_pair() -> None:
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    gen = torch.Generator().manual_seed(0)
+    a, b = random_crops(x, 4, gen, like=-x)
+    assert a.shape == (2, 3, 4, 4) and torch.equal(b, -a)
+    windows = {tuple(random_crops(x, 4, gen)[0, 0, 0, :1].tolist()) for _ in range(40)}
+    assert len(windows) > 5  # positions vary
+    assert random_crops(x, 8, gen) is x  # a crop as large as the image is the image
+
+
+def test_joint_training_with_a_patch_discriminator_learns_and_refuses_another_crop_on_resume(tmp_path: Path) -> None:
+    faces = _faces()
+    run = tmp_path / "run"
+    patch = dict(mode="joint", batch=8, adv_weight=0.05, d_crop=16, fm_weight=0.1, seed=3)
+    trainer = train_face_model(faces, run, TINY, TrainSettings(steps=25, **patch), progress=False)
+    losses = [h["mse"] for h in trainer.history]
+    assert trainer.d is not None and trainer.d.input_size == 16 and "fm" in trainer.history[-1]
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+    with pytest.raises(InputError, match="another discriminator"):
+        train_face_model(faces, run, TINY, TrainSettings(steps=26, **{**patch, "d_crop": 32}), progress=False,
+                         resume=True)

@@ -43,7 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = TrainSettings(mode=args.mode, steps=args.steps, batch=args.batch, lr=args.lr, enc_lr=args.enc_lr,
                              adv_weight=args.adv_weight, augment=args.augment, r1_gamma=args.r1_gamma,
                              d_lr=args.d_lr, d_warmup=args.d_warmup, adv_ramp=args.adv_ramp,
-                             adv_adaptive=args.adv_adaptive, fm_weight=args.fm_weight,
+                             adv_adaptive=args.adv_adaptive, fm_weight=args.fm_weight, d_crop=args.d_crop,
                              ema_kimg=args.ema_kimg, seed=args.seed, max_minutes=args.minutes, lr_ramp_down=args.lr_ramp_down,
                              sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
                              identity_weight=args.identity_weight, face_perceptual_weight=args.face_perceptual_weight,
@@ -160,6 +160,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "reconstruction and adversarial losses at G's last layer)")
     p.add_argument("--fm-weight", type=float, default=0.0,
                    help="joint mode: pix2pixHD feature-matching weight (L1 of D's features of x and G(E(x)))")
+    p.add_argument("--d-crop", type=int, default=0, metavar="PX",
+                   help="joint mode: the discriminator judges random full-resolution PX x PX crops (a patch "
+                        "discriminator, about (PX/size)^2 of the cost; a power of two; 0 = whole images)")
     p.add_argument("--augment", default="color,translation,cutout", help="DiffAugment policy for D ('none' = off)")
     p.add_argument("--r1-gamma", type=float, default=0.1)
     p.add_argument("--ema-kimg", type=float, default=5.0)

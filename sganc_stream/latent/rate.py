@@ -65,9 +65,7 @@ class RateController:
 
     def __init__(self, steps: list[StepTables], target_kbps: float, fps: float, closed: bool) -> None:
         self.steps, self.closed = steps, closed
-        self.frame_budget = target_kbps * 1000.0 / fps  # bits per frame
-        self.limit = REPAY_S * target_kbps * 1000.0  # buffer clamp, bits
-        self.repay_frames = max(1.0, REPAY_S * fps)
+        self.retarget(target_kbps, fps)
         self.buffer = 0.0  # bits spent − bits budgeted so far (positive: over budget)
         self.overhead = 0.0  # mean packet bits − information content, per packet
         self.packets = 0
@@ -78,6 +76,13 @@ class RateController:
         self.inter_bits: np.ndarray | None = None  # predicted bits of one inter frame at each step (last group's mean)
         self.intra_bits = np.zeros(len(steps))  # information content of the last intra frame at each step
         self._first = np.zeros(len(steps))  # this inter frame's cost to the stream at each step (switch frames included)
+
+    def retarget(self, target_kbps: float, fps: float) -> None:
+        """A new target (packet kbit/s at ``fps`` frames per second), e.g. from the call's bandwidth estimate; the
+        buffer and the measurements made so far are kept."""
+        self.frame_budget = target_kbps * 1000.0 / fps  # bits per frame
+        self.limit = REPAY_S * target_kbps * 1000.0  # buffer clamp, bits
+        self.repay_frames = max(1.0, REPAY_S * fps)
 
     def observe(self, y: np.ndarray, intra: bool, residual: bool, state: np.ndarray | None = None,
                 current: int = 0) -> None:

@@ -31,14 +31,16 @@ from sganc_stream.latent.sequence import stream_params
 from sganc_stream.decoding import no_face_pictures
 from sganc_stream.encoding import EncodedFrame, FrameEncoder
 from sganc_stream.rtc.channel import HUNG_UP, Channel, LossModel, LossyChannel
+from sganc_stream.rtc.congestion import BandwidthEstimator, Estimate, SendRate
 from sganc_stream.rtc.media import FrameSink, open_source, require_display
 from sganc_stream.rtc.pairing import Signaling, consume_signaling
 from sganc_stream.rtc.stats import StatsLog, percentile, process_age
 from sganc_stream.rtc.transport import (DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, Delivery,
                                         FrameMessage, Handshake, Hello, HelloAck, IncompatibleError, Late,
-                                        MessageTooLarge, Pacer, PROTOCOL_VERSION, Redundancy, RefusedError,
-                                        StreamReceiver, check_message_size, check_models, parse_message, refusal,
-                                        restamp)
+                                        MalformedFeedback, MessageTooLarge, Pacer, PROTOCOL_VERSION, Redundancy,
+                                        RefusedError, StreamReceiver, check_message_size, check_models,
+                                        feedback_message, parse_message, refusal, restamp)
+from sganc_stream.rtc.wire import wire_bytes
 from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown, TimedFlows, state_crc
 from sganc_stream.video import video_format
 
@@ -113,12 +115,20 @@ class Link:
     """The call protocol on one channel: the hello exchange, our outgoing stream, the other side's stream."""
 
     def __init__(self, raw: Channel, channel: Channel, generation: int, hello: Hello, redundancy: Redundancy,
-                 hello_timeout: float) -> None:
+                 hello_timeout: float, ceiling_kbps: float | None) -> None:
         self.raw, self.channel, self.generation = raw, channel, generation
         self.handshake = Handshake(hello, timeout_s=hello_timeout)
         self.redundancy = redundancy
         self.receiver: StreamReceiver | None = None
         self.frame = -1  # frame index of the last packet sent
+        self.estimator = BandwidthEstimator()  # of the other side's stream (congestion control, SPEC §8.8)
+        self.send_rate = SendRate(ceiling_kbps)  # of ours: the other side's feedback as our budget
+
+    @property
+    def feedback_due(self) -> bool:
+        """We receive the other side's stream and its hello says it reads feedback."""
+        theirs = self.handshake.theirs
+        return self.receiver is not None and theirs is not None and theirs.feedback
 
     @property
     def epoch_ms(self) -> int:
@@ -137,6 +147,7 @@ class Peer:
         self.flows = TimedFlows.install(model.codec)  # T and T⁻¹ ms per frame in the log
         self.stats = StatsLog(options.log, options.name, err, options.quiet)
         self.pacer = Pacer(options.max_buffered)
+        self.cc_skipped = 0  # frames skipped to keep within the other side's bandwidth estimate (rtc.congestion)
         self.link: Link | None = None
         self.generation = 0
         self.fatal: asyncio.Future[str] | None = None
@@ -164,9 +175,9 @@ class Peer:
         if self.opt.loss:
             wrapped = LossyChannel(channel, LossModel(self.opt.loss, self.opt.loss_burst, self.opt.seed + self.generation))
         stream = self.encoder.header(0) if self.encoder is not None else None
-        hello = Hello(self.model.model_id, stream, round(time.time() * 1000))
+        hello = Hello(self.model.model_id, stream, round(time.time() * 1000), feedback=stream is not None)
         link = Link(channel, wrapped, self.generation, hello, Redundancy(self.opt.redundancy, self.opt.redundancy_fit),
-                    self.opt.hello_timeout)
+                    self.opt.hello_timeout, self.opt.params.target_kbps)
         self.link = link
         wrapped.on_message = lambda data: self._on_message(link, data)
         wrapped.on_close = lambda why: self._on_lost(link, why)
@@ -224,6 +235,9 @@ class Peer:
         except RefusedError as exc:
             self._fail(str(exc))
             return
+        except MalformedFeedback:  # about our stream, not theirs: the decoder stays in sync
+            self.stats.add(rx_malformed_feedback=1)
+            return
         except BitstreamError:
             self.stats.add(rx_malformed=1)
             if receiver is not None:
@@ -237,6 +251,8 @@ class Peer:
                 link.handshake.on_ack(msg)
                 if link.handshake.acked:
                     self.stats.event("acked", hellos_sent=link.handshake.sent)
+        elif isinstance(msg, Estimate):  # the other side's bandwidth estimate for our stream
+            self._on_feedback(link, msg)
         elif isinstance(msg, Packet):  # a keyframe request for our stream
             if self.sender is not None:
                 self.sender.request_keyframe()
@@ -244,11 +260,32 @@ class Peer:
         elif receiver is None:
             return
         elif isinstance(msg, Late):
+            link.estimator.on_message(time.monotonic(), wire_bytes(len(data)), None)
             receiver.on_late()
             self.stats.add(rx_late=1)
             self._maybe_request(link, receiver)
         else:
             self._on_frame(link, receiver, msg, len(data))
+
+    def _on_feedback(self, link: Link, fb: Estimate) -> None:
+        if link.send_rate.on_feedback(fb):
+            self.stats.add(feedback_received=1)
+            target = link.send_rate.target_kbps()
+            self.stats.event("feedback", n=fb.n, estimate_kbps=round(fb.estimate_bps / 1000, 2),
+                             incoming_kbps=round(fb.incoming_bps / 1000, 2),
+                             target_kbps=None if target is None else round(target, 2))
+
+    def _send_feedback(self, link: Link) -> None:
+        """Our estimate of the other side's stream, when one is due (SPEC §8.8)."""
+        est = link.estimator
+        fb = est.feedback(time.monotonic())
+        if fb is None:
+            return
+        link.send(feedback_message(fb))
+        self.stats.add(feedback_sent=1)
+        self.stats.event("bwe", n=fb.n, estimate_kbps=round(fb.estimate_bps / 1000, 2),
+                         incoming_kbps=round(fb.incoming_bps / 1000, 2), signal=est.signal,
+                         trend=round(est.detector.modified, 2), threshold=round(est.detector.threshold, 2))
 
     def _on_hello(self, link: Link, hello: Hello) -> None:
         link.send(HelloAck(hello.epoch_ms).to_bytes())  # every hello is acknowledged: the first ack may be lost
@@ -273,6 +310,7 @@ class Peer:
         self.stats.say("connected" + ("" if hello.stream is None else f"; receiving {hello.stream.fps:g} fps"))
 
     def _on_frame(self, link: Link, receiver: StreamReceiver, msg: FrameMessage, size: int) -> None:
+        link.estimator.on_message(time.monotonic(), wire_bytes(size), msg.packet.timestamp_ms)
         gaps = receiver.gaps
         delivery = receiver.on_message(msg, size)
         if receiver.gaps > gaps:
@@ -346,6 +384,13 @@ class Peer:
             return None
         if not self.pacer.may_send(link.channel.buffered_amount):
             return None
+        if not link.send_rate.may_send(time.monotonic()):  # over the other side's estimate: skip this frame
+            self.cc_skipped += 1
+            return None
+        target = link.send_rate.target_kbps()
+        rate = self.encoder.latent.rate if self.encoder is not None else None
+        if target is not None and rate is not None and link.send_rate.budget_bps is not None:
+            rate.retarget(target, link.send_rate.offered_fps or self.send_fps)
         return link.generation
 
     def _deliver(self, enc: Encoded) -> None:
@@ -369,6 +414,8 @@ class Peer:
             return
         link.send(data)
         self.stats.message("tx", n)
+        packet_bytes = len(pack(packet, self.send_fps))
+        link.send_rate.sent(time.monotonic(), wire_bytes(n), packet_bytes)
         if packet.type == PacketType.NO_FACE:
             self.stats.add(tx_no_face=1)
             self.stats.event("tx_no_face", seq=packet.seq, frame=packet.frame, bytes=n, capture_ms=link.epoch_ms + ts_ms,
@@ -378,7 +425,7 @@ class Peer:
         assert coded is not None  # a face packet
         self.stats.add(tx_frames=1, tx_intra=int(packet.type.is_intra), tx_redundant=link.redundancy.carried - carried)
         self.stats.event("tx", seq=packet.seq, frame=packet.frame, type=packet.type.label, bytes=n,
-                         packet_bytes=len(pack(packet, self.send_fps)), redundant=link.redundancy.carried - carried,
+                         packet_bytes=packet_bytes, redundant=link.redundancy.carried - carried,
                          capture_ms=link.epoch_ms + ts_ms,
                          encode_start_ms=round((enc.encode_start - enc.capture_time) * 1000, 1),
                          encode_ms=round(sum(enc.timing.values()), 1), step=coded.step, state_crc=state_crc(coded.state),
@@ -420,6 +467,8 @@ class Peer:
             link = self.link
             if link is not None:
                 self._send_hello(link)
+                if link.feedback_due:
+                    self._send_feedback(link)
                 failure = link.handshake.failure()
                 if failure is not None:
                     self._fail(failure)
@@ -434,6 +483,9 @@ class Peer:
                          "rx_lost": receiver.lost if receiver else None,
                          "rx_synced": receiver.synced if receiver else None,
                          "congestion_skipped": self.pacer.skipped,
+                         "cc_skipped": self.cc_skipped,
+                         "budget_kbps": None if link is None or link.send_rate.budget_bps is None
+                         else round(link.send_rate.budget_bps / 1000, 2),
                          "camera_dropped": self.sender.camera_dropped if self.sender else 0,
                          "rx_superseded": self.receiver.superseded if self.receiver else 0})
 
@@ -534,7 +586,7 @@ class Peer:
                 "keyframe_requests_sent": int(total.get("keyframe_requests_sent", 0)),
                 "tx_oversize": int(total.get("tx_oversize", 0)),
                 "keyframe_requests_received": int(total.get("keyframe_requests_received", 0)),
-                "congestion_skipped": self.pacer.skipped,
+                "congestion_skipped": self.pacer.skipped, "cc_skipped": self.cc_skipped,
                 "recorded": None if self.sink is None or self.opt.record is None else self.sink.frames}
 
 

@@ -1,5 +1,5 @@
 """The live call's data-channel protocol (call protocol 2): channel choice, hello exchange, frame messages with
-in-band redundancy, gap handling, keyframe requests, pacing. ``bitstream_spec/SPEC.md`` §8 ("Live call") is the
+in-band redundancy, gap handling, keyframe requests, pacing, rate feedback (the estimator is ``rtc.congestion``). ``bitstream_spec/SPEC.md`` §8 ("Live call") is the
 normative description; this module is its implementation, with no I/O of its own (the clock is injected).
 
 Channel: one data channel per call, created on both sides with ``negotiated=True, id=0``, label ``sganc``,
@@ -8,7 +8,7 @@ retransmitted (a retransmission costs at least a round trip and, ordered, holds 
 repaired from the redundancy the next message carries, and as a last resort by a keyframe request.
 
 Messages are binary msgpack, told apart by their first byte: a control map (msgpack fixmap, 0x80–0x8F: hello,
-hello acknowledgement, refusal), a packet (fixarray of 5, 0x95: exactly a .sgnc packet, e.g. a keyframe request
+hello acknowledgement, refusal, feedback), a packet (fixarray of 5, 0x95: exactly a .sgnc packet, e.g. a keyframe request
 or the end packet) or a frame message (fixarray of 6, 0x96: the 5 packet fields plus a list of redundant
 ``[type, payload]`` pairs; entry ``k`` (from 1) is the frame packet with sequence number ``seq − k``).
 
@@ -30,6 +30,11 @@ channel opened ends the call with one line. A different model id or protocol ver
 ``{"refuse": reason}``, and both sides end with one line. ``epoch_ms`` is the sender's wall clock (ms) at timestamp
 0 of its packets, so capture-to-display latency is ``now - (epoch_ms + packet.timestamp_ms)`` (on one machine
 exactly; across machines it also includes their clock offset).
+
+Feedback (congestion control, SPEC §8.8): a sender that reads it says ``"feedback": true`` in its hello; the receiver
+of its stream then sends ``{"sganc": 2, "fb": n, "bwe": bit/s, "rx": bit/s}`` every 0.5 s (at once when its estimate
+falls), and the sender keeps its stream within ``bwe``. A hello without the key (an older peer) gets no feedback, and a
+sender that gets none sends as before.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import msgpack
 from sganc_stream.bitstream.container import VERSION, VERSION_RATE, VERSION_RESIDUAL, StreamHeader
 from sganc_stream.bitstream.packet import COMPACT, MAX_PAYLOAD, SEQ_MODULUS, Packet, PacketReader, PacketType, pack
 from sganc_stream.errors import BitstreamError, ModelMismatchError, SgancError
+from sganc_stream.rtc.congestion import Estimate
 from sganc_stream.rtc.wire import sctp_chunks
 
 PROTOCOL_VERSION = 2
@@ -98,11 +104,14 @@ class Hello:
     model_id: str  # hex SHA-256 of the model bundle
     stream: StreamHeader | None  # None: this side only receives
     epoch_ms: int
+    feedback: bool = False  # this side reads rate feedback for its stream (SPEC §8.8); absent in older peers' hellos
 
     def to_bytes(self) -> bytes:
-        return msgpack.packb({"sganc": PROTOCOL_VERSION, "model_id": bytes.fromhex(self.model_id),
-                              "stream": None if self.stream is None else self.stream.to_map(),
-                              "epoch_ms": self.epoch_ms}, use_bin_type=True)
+        m: dict[str, Any] = {"sganc": PROTOCOL_VERSION, "model_id": bytes.fromhex(self.model_id),
+                             "stream": None if self.stream is None else self.stream.to_map(), "epoch_ms": self.epoch_ms}
+        if self.feedback:
+            m["feedback"] = True
+        return msgpack.packb(m, use_bin_type=True)
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,26 @@ class HelloAck:
 
     def to_bytes(self) -> bytes:
         return msgpack.packb({"sganc": PROTOCOL_VERSION, "ack": self.epoch_ms}, use_bin_type=True)
+
+
+class MalformedFeedback(BitstreamError):
+    """A feedback message that is not one (SPEC §8.8): ignored and counted; it says nothing about the media stream."""
+
+
+FEEDBACK_MAX_BPS = 1 << 40  # a larger rate in a feedback message is malformed
+
+
+def feedback_message(fb: Estimate) -> bytes:
+    """The feedback message (SPEC §8.8) reporting ``fb``: ``{"sganc": 2, "fb": n, "bwe": bit/s, "rx": bit/s}``."""
+    return msgpack.packb({"sganc": PROTOCOL_VERSION, "fb": fb.n, "bwe": fb.estimate_bps, "rx": fb.incoming_bps},
+                         use_bin_type=True)
+
+
+def _feedback(m: dict[str, Any]) -> Estimate:
+    fields = (m.get("fb"), m.get("bwe"), m.get("rx"))
+    if not all(type(v) is int and 0 <= v < FEEDBACK_MAX_BPS for v in fields):
+        raise MalformedFeedback("malformed feedback message: fb, bwe and rx must be non-negative integers")
+    return Estimate(*fields)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -147,7 +176,7 @@ def frame_message(packet: Packet, fps: float, redundant: tuple[tuple[PacketType,
     return bytes([FRAME_ARRAY]) + data[1:] + msgpack.packb([[int(t), p] for t, p in redundant], use_bin_type=True)
 
 
-def _control(data: bytes) -> Hello | HelloAck:
+def _control(data: bytes) -> Hello | HelloAck | Estimate:
     try:
         m = msgpack.unpackb(data, raw=False, max_bin_len=64, max_str_len=512, max_array_len=16, max_map_len=16)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, RecursionError):
@@ -163,13 +192,15 @@ def _control(data: bytes) -> Hello | HelloAck:
         if type(m["ack"]) is not int:
             raise BitstreamError("malformed hello acknowledgement")
         return HelloAck(m["ack"])
+    if "fb" in m:
+        return _feedback(m)
     model_id, epoch = m.get("model_id"), m.get("epoch_ms")
     if not isinstance(model_id, bytes) or len(model_id) != 32 or type(epoch) is not int:
         raise BitstreamError("malformed hello message")
     stream = None if m.get("stream") is None else hello_stream_header(m["stream"])
     if stream is not None and stream.model_id != model_id.hex():
         raise BitstreamError("malformed hello message: stream header names another model")
-    return Hello(model_id.hex(), stream, epoch)
+    return Hello(model_id.hex(), stream, epoch, m.get("feedback") is True)
 
 
 def hello_stream_header(m: object) -> StreamHeader:
@@ -199,14 +230,16 @@ def _redundant(obj: object) -> tuple[tuple[PacketType, bytes], ...]:
     return tuple(out)
 
 
-def parse_message(data: bytes, reader: PacketReader | None) -> Hello | HelloAck | Packet | FrameMessage | Late:
+def parse_message(data: bytes, reader: PacketReader | None) -> Hello | HelloAck | Estimate | Packet | FrameMessage | Late:
     """One data-channel message.
 
     A keyframe request comes back as a :class:`Packet` (it numbers packets of *our* stream, so it is parsed apart
     and never moves ``reader``, which unwraps the other stream's 8-bit sequence numbers); a packet of the other
     side's stream as a :class:`FrameMessage` (needs ``reader``: the stream announced by its hello); a compact
-    packet at or behind the last one read as :class:`Late`, without moving ``reader``. Raises RefusedError for a
-    refusal, IncompatibleError for another protocol version, BitstreamError for anything malformed.
+    packet at or behind the last one read as :class:`Late`, without moving ``reader``; a feedback message about our
+    stream as an :class:`~sganc_stream.rtc.congestion.Estimate`. Raises RefusedError for a refusal,
+    IncompatibleError for another protocol version, MalformedFeedback for a malformed feedback message,
+    BitstreamError for anything else malformed.
     """
     if not isinstance(data, bytes) or not data:
         raise BitstreamError("malformed message: text or nothing on the packet channel")
@@ -490,8 +523,8 @@ class Pacer:
     (``bufferedAmount``) mean SCTP's congestion window is full. The threshold allows ``threshold / path rate`` seconds
     of queueing: the default 2 KiB is about 0.3 s at the default model's 60 kbit/s (8 KiB, the earlier default, was
     1 s). It cannot see a queue inside the network: through a bottleneck narrower than the stream, aiortc's SCTP
-    (unreliable messages, no retransmissions) keeps sending faster than the bottleneck (``tests/test_rtc_netns.py``);
-    adapting the rate to the path needs delay-based congestion control, which the call does not have yet."""
+    (unreliable messages, no retransmissions) keeps sending faster than the bottleneck; the receiver's delay-based
+    estimate (``rtc.congestion``, in feedback messages) is what keeps the stream within the path's rate."""
 
     def __init__(self, max_buffered: int = DEFAULT_MAX_BUFFERED) -> None:
         if max_buffered < 0:

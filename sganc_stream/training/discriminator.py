@@ -56,19 +56,30 @@ class DownBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Images ``(n, 3, size, size)`` in [-1, 1] → logits ``(n,)`` (and, on request, each block's activations)."""
+    """Images ``(n, 3, input_size, input_size)`` in [-1, 1] → logits ``(n,)`` (and, on request, each block's
+    activations).
 
-    def __init__(self, config: GeneratorConfig, stddev_group: int = 4):
+    ``input_size`` (a power of two, 8 … ``config.size``; default ``config.size``) smaller than the generator's
+    output makes a patch discriminator for full-resolution crops, as pix2pix's PatchGAN judges local texture
+    (Isola et al. 2017, §3.2.2): its blocks keep the widths of the full discriminator's first blocks (those that
+    see full-resolution detail) and there are fewer of them, so it costs about (input_size / size)² as much.
+    """
+
+    def __init__(self, config: GeneratorConfig, stddev_group: int = 4, input_size: int | None = None):
         super().__init__()
         size = config.size
+        crop = size if input_size is None else input_size
+        if crop < 8 or crop > size or crop & (crop - 1):
+            raise ValueError(f"discriminator input size must be a power of two in 8..{size}, got {crop}")
+        self.input_size = crop
         self.from_rgb = EqualConv2d(3, config.channels(size), 1)
         blocks = []
-        res = size
-        while res > 4:
+        res = size  # the generator resolution whose widths each block takes
+        for _ in range(int(math.log2(crop)) - 2):
             blocks.append(DownBlock(config.channels(res), config.channels(res // 2)))
             res //= 2
         self.blocks = nn.ModuleList(blocks)
-        ch = config.channels(4)
+        ch = config.channels(res)
         self.stddev_group = stddev_group
         self.final_conv = EqualConv2d(ch + 1, ch, 3)
         self.final = nn.Sequential(EqualLinear(ch * 16, ch, activate=True), EqualLinear(ch, 1))

@@ -97,6 +97,7 @@ class TrainSettings:
     adv_ramp: int = 0  # joint: steps after the warm-up over which those weights rise linearly to their values
     adv_adaptive: bool = False  # joint: scale adv_weight by VQGAN's λ = ‖∇rec‖ / ‖∇adv‖ at G's last layer
     fm_weight: float = 0.0  # joint: pix2pixHD feature matching, L1 between D's features of x and of G(E(x))
+    d_crop: int = 0  # joint: D judges random full-resolution crops of this size (a patch D); 0 = whole images
     mse_weight: float = 1.0
     msssim_weight: float = 1.0
     latent_weight: float = 1.0  # encoder mode: W+ MSE on generated images
@@ -127,6 +128,8 @@ class TrainSettings:
             raise InputError("loss weights must be >= 0")
         if min(self.d_lr, self.d_warmup, self.adv_ramp) < 0:
             raise InputError("D learning rate, D warm-up and adversarial ramp must be >= 0")
+        if self.d_crop and (self.d_crop < 8 or self.d_crop & (self.d_crop - 1)):
+            raise InputError(f"D crop must be 0 (whole images) or a power of two >= 8, got {self.d_crop}")
         try:
             parse_policy(self.augment)
         except ValueError as exc:
@@ -176,6 +179,19 @@ def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: 
     (g_rec,) = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
     (g_adv,) = torch.autograd.grad(adv_loss, last_layer, retain_graph=True)
     return (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0.0, max_weight).detach()
+
+
+def random_crops(x: torch.Tensor, size: int, gen: torch.Generator, *, like: torch.Tensor | None = None
+                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """One random ``size`` × ``size`` window per image of ``x`` (n, c, h, w), uniform over positions (seeded by
+    ``gen``); with ``like`` (same shape as ``x``) also the same windows of it, for losses that compare pairs."""
+    n, _, h, w = x.shape
+    if size >= min(h, w):
+        return x if like is None else (x, like)
+    top = torch.randint(0, h - size + 1, (n,), generator=gen).tolist()
+    left = torch.randint(0, w - size + 1, (n,), generator=gen).tolist()
+    crop = lambda t: torch.stack([t[i, :, a:a + size, b:b + size] for i, (a, b) in enumerate(zip(top, left))])
+    return crop(x) if like is None else (crop(x), crop(like))
 
 
 def r1_penalty(d: nn.Module, real: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
@@ -254,7 +270,10 @@ class FaceModelTrainer:
         if self.g.config != gcfg:
             raise InputError(f"the given generator's layout {self.g.config} differs from the architecture {gcfg}")
         self.e = FastEncoder(arch.encoder_config()).to(self.device).train() if settings.mode != "gan" else None
-        self.d = Discriminator(gcfg).to(self.device).train() if self.uses_d else None
+        if settings.d_crop > arch.size:
+            raise InputError(f"D crop {settings.d_crop} is larger than the {arch.size} px images")
+        self.d = Discriminator(gcfg, input_size=settings.d_crop or None).to(self.device).train() if self.uses_d else None
+        self.crop_gen = torch.Generator().manual_seed(settings.seed + 7)  # where the patch D looks (d_crop)
         betas_g = (0.0, 0.99) if settings.mode == "gan" else (0.9, 0.99)
         self.opts: dict[str, torch.optim.Optimizer] = {}
         if settings.mode in ("gan", "joint"):
@@ -333,9 +352,14 @@ class FaceModelTrainer:
         out.update(identity=distance.item(), face_perceptual=perceptual.item())
         return self.s.identity_weight * distance + self.s.face_perceptual_weight * perceptual
 
+    def _crops(self, x: torch.Tensor) -> torch.Tensor:
+        """What D sees of images ``x``: themselves, or random crops of ``d_crop`` px (a patch D)."""
+        return random_crops(x, self.s.d_crop, self.crop_gen) if self.s.d_crop else x  # type: ignore[return-value]
+
     def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         assert self.d is not None
         self._zero("d")
+        real, fake = self._crops(real), self._crops(fake.detach())
         with self._autocast():
             real_logits = self.d(diff_augment(real, self.policy))
             fake_logits = self.d(diff_augment(fake.detach(), self.policy))
@@ -413,7 +437,7 @@ class FaceModelTrainer:
                     out["delta"] = delta.item()
                 ramp = self.adv_ramp_factor() if self.d is not None else 0.0
                 if ramp > 0 and s.adv_weight > 0:
-                    adv = g_nonsaturating(self.d(diff_augment(rec, self.policy)))
+                    adv = g_nonsaturating(self.d(diff_augment(self._crops(rec), self.policy)))
                     weight = s.adv_weight * ramp
                     if s.adv_adaptive:
                         lam = adaptive_weight(rloss, adv, self.g.to_rgbs[-1].conv.weight)
@@ -422,7 +446,8 @@ class FaceModelTrainer:
                     loss = loss + weight * adv
                     out.update(adv=adv.item(), adv_weight=float(weight))
                 if ramp > 0 and s.fm_weight > 0:
-                    fm = feature_matching(self.d, rec, real)
+                    fm = feature_matching(self.d, *(random_crops(rec, s.d_crop, self.crop_gen, like=real)
+                                                    if s.d_crop else (rec, real)))
                     loss = loss + s.fm_weight * ramp * fm
                     out["fm"] = fm.item()
             self._backward("g", loss)
@@ -470,6 +495,10 @@ class FaceModelTrainer:
             raise InputError(f"{path}: checkpoint was made with other settings; only the length, schedule and loss "
                              f"weights ({', '.join(CHUNK_SETTINGS)}) may change on resume")
         # A module or optimizer the checkpoint lacks (a discriminator switched on in a later chunk) starts fresh.
+        saved_crop = int(json.loads(state["settings"]).get("d_crop", 0))
+        if self.d is not None and "d" in state["modules"] and saved_crop != self.s.d_crop:
+            raise InputError(f"{path}: its discriminator judges {saved_crop or 'whole'}-px images; --d-crop "
+                             f"{self.s.d_crop} needs another discriminator (start from a checkpoint without one)")
         modules = {"g": self.g, "e": self.e, "d": self.d, "g_ema": self.g_ema, "e_ema": self.e_ema}
         for k, m in modules.items():
             if m is not None and k in state["modules"]:
@@ -494,7 +523,7 @@ def _known(saved: dict) -> dict:
 
 # Settings a resumed chunk may change: its length and schedule, and the loss recipe (terms switched on later).
 CHUNK_SETTINGS = ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down", "adv_weight",
-                  "d_lr", "d_warmup", "adv_ramp", "adv_adaptive", "fm_weight", "r1_gamma", "augment",
+                  "d_crop", "d_lr", "d_warmup", "adv_ramp", "adv_adaptive", "fm_weight", "r1_gamma", "augment",
                   "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "mse_weight",
                   "msssim_weight", "code_weight")
 
