@@ -1,6 +1,6 @@
 """Regenerate the conformance vectors in bitstream_spec/vectors/ (see SPEC.md §7).
 
-    python bitstream_spec/make_vectors.py [--force]
+    python bitstream_spec/make_vectors.py [--force] [--only PREFIX]
 
 Trains the small vector model once (if absent), then encodes each case. Existing files that would change are
 left alone unless --force is given, so a code change that alters the bitstream shows up as a failing test
@@ -9,7 +9,9 @@ rather than silently rewritten vectors.
 This build writes bitstream v2 (``v2_*`` cases), and v3 for streams coded with a model's empirical residual tables
 (``v3_*`` cases, with ``model_empirical.safetensors``: the vector model plus empirical residual tables fitted on its
 training sequences, stored packed, bundle format v2), and v4 for rate-controlled streams (``v4_*`` cases: the step
-changes between groups of frames; each case's stream uses at least two steps). The version 1 vectors (the other cases) were made by the v1
+changes between groups of frames; each case's stream uses at least two steps), and v5 for streams with temporal context or
+decimation (``v5_*`` cases; temporal context with ``model_context.safetensors``: the vector model plus temporal-context
+tables fitted on its training sequences, ``latent.context.fit_context_tables``). The version 1 vectors (the other cases) were made by the v1
 encoder (commit c6daa32) and are kept frozen: they check that v1 streams still decode.
 """
 
@@ -25,8 +27,9 @@ import torch
 
 from sganc_stream.bitstream.container import decode_container
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
+from sganc_stream.latent.context import fit_context_tables
 from sganc_stream.latent.model import load_latent_codec
-from sganc_stream.latent.sequence import encode_sequence, stream_params
+from sganc_stream.latent.sequence import encode_sequence, interpolate, stream_params
 from sganc_stream.latent.synthetic import synthetic_latents
 from sganc_stream.training.latent_codec import TrainConfig, fit_empirical_residuals, train_latent_codec
 
@@ -45,6 +48,7 @@ def cases() -> dict[str, tuple[np.ndarray, StreamParams, tuple[int, ...]]]:
     gaps[11:15] = np.nan  # the face leaves for four frames and comes back
     other = synthetic_latents("walk", 10, ROWS, WIDTH, seed=104) + 1.5  # another person
     switch = np.concatenate([walk[:8], np.full((2, ROWS, WIDTH), np.nan, np.float32), other, walk[8:12]])
+    repeats = jumpy[[0, 1, 2, 2, 3, 4, 5, 6, 6, 6, 7, 8, 9, 10, 11, 12, 12, 13, 14, 15, 16, 17, 18, 19]]  # repeated frames
     long_walk = synthetic_latents("walk", 60, ROWS, WIDTH, seed=105)
     long_walk[30:] *= 0.5  # calmer second half: the controller moves to a finer step
     long_gaps = synthetic_latents("walk", 48, ROWS, WIDTH, seed=106)
@@ -65,11 +69,18 @@ def cases() -> dict[str, tuple[np.ndarray, StreamParams, tuple[int, ...]]]:
         "v4_closed_keyint12_rate15_no_face": (long_gaps, StreamParams("closed", 0, 0, 12, target_kbps=15.0), ()),
         "v4_open_g2_empirical_rate14_new_face": (long_switch, StreamParams("open", 2, 0, residual="empirical",
                                                                           target_kbps=14.0), (12,)),
+        "v5_open_g4_temporal_escapes_repeats": (repeats, StreamParams("open", 4, 1, inter_context="temporal"), ()),
+        "v5_closed_keyint8_temporal_no_face": (gaps, StreamParams("closed", 0, 0, 8, inter_context="temporal"), ()),
+        "v5_open_g3_temporal_decimation3_new_face": (switch, StreamParams("open", 3, 1, inter_context="temporal",
+                                                                          decimation=3), (10, 20)),
+        "v5_closed_decimation2_no_face": (gaps, StreamParams("closed", 0, 0, decimation=2), ()),
     }
 
 
 def model_file(case: str) -> str:
     """The model a case is coded with."""
+    if "temporal" in case:
+        return "model_context.safetensors"
     return "model_empirical.safetensors" if "empirical" in case else "model.safetensors"
 
 
@@ -89,7 +100,9 @@ def decode_states(model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
             states.append(dec.state)
         else:
             out.append(np.full((ROWS, WIDTH), np.nan, np.float32))
-    return np.array(states, dtype=np.int64).reshape(len(states), ROWS * WIDTH), np.array(out, dtype=np.float32)
+    decoded = interpolate(np.array(out, dtype=np.float32).reshape(len(out), ROWS, WIDTH),
+                          [p.type.is_intra for p in c.packets], c.header.decimation)[0]
+    return np.array(states, dtype=np.int64).reshape(len(states), ROWS * WIDTH), decoded
 
 
 def write(path: Path, data: bytes, force: bool) -> None:
@@ -107,6 +120,9 @@ def npy_bytes(a: np.ndarray) -> bytes:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--only", default="", metavar="PREFIX",
+                    help="write only the cases whose name starts with PREFIX (e.g. v5_: the others' float32 decoded "
+                         "frames differ in the last bits on another machine, within SPEC §7's tolerance)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     HERE.mkdir(exist_ok=True)
@@ -120,8 +136,16 @@ def main() -> int:
         base = load_latent_codec(model_path)
         base.empirical_residuals = fit_empirical_residuals(base, training_sequences())
         base.save(empirical_path)
-    models = {f: load_latent_codec(HERE / f) for f in ("model.safetensors", empirical_path.name)}
+    context_path = HERE / "model_context.safetensors"
+    if not context_path.exists():
+        base = load_latent_codec(model_path)
+        proxies = [np.stack([base.to_proxy(w) for w in seq]) for seq in training_sequences()]
+        base.context_tables = fit_context_tables(proxies, base.steps, base.tables["diff"], classes=2)
+        base.save(context_path)
+    models = {f: load_latent_codec(HERE / f) for f in ("model.safetensors", empirical_path.name, context_path.name)}
     for name, (latents, params, new_faces) in cases().items():
+        if not name.startswith(args.only):
+            continue
         model = models[model_file(name)]
         res = encode_sequence(model, latents, params, fps=25.0, new_faces=new_faces)
         states, decoded = decode_states(model, res.data)

@@ -1,4 +1,4 @@
-"""Independent decoder for sganc-stream bitstreams v1 to v4, written from SPEC.md alone.
+"""Independent decoder for sganc-stream bitstreams v1 to v5, written from SPEC.md alone.
 
 It uses numpy, msgpack and safetensors' numpy reader only: no sganc_stream and no constriction code, so
 agreement with the library on the conformance vectors checks the specification, not the implementation
@@ -58,6 +58,11 @@ class Model:
     def table(self, kind: str, step_index: int) -> tuple[np.ndarray, np.ndarray]:
         p = f"codec.tables.{kind}.{step_index}."
         return self.tensors[p + "offsets"].astype(np.int64), self.tensors[p + "freqs"].astype(np.int64)
+
+    def context(self, step_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """SPEC §4.3 (v5): channel classes (C,), row offsets (3·S,) and row frequencies (3·S, L) of a step preset."""
+        p = f"codec.context.{step_index}."
+        return tuple(self.tensors[p + k].astype(np.int64) for k in ("classes", "offsets", "freqs"))  # type: ignore[return-value]
 
     def inverse(self, state: np.ndarray, step: float) -> np.ndarray:
         """T⁻¹(fl32(state) · fl32(Δ)) per group, float32 (SPEC §6)."""
@@ -207,12 +212,15 @@ def require(condition: bool, message: str) -> None:
 def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Returns (integer states after each face packet (faces, C), decoded W+ (frames, rows, width) float32, all
     NaN for no-face frames)."""
-    require(data[:4] == b"SGNC" and data[4] in (1, 2, 3, 4), "not an sgnc v1 to v4 file")
+    require(data[:4] == b"SGNC" and data[4] in (1, 2, 3, 4, 5), "not an sgnc v1 to v5 file")
     version = data[4]
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(data[5:])
     header = next(unpacker)
-    require(len(header) == {3: 10, 4: 11}.get(version, 9), "unknown header field")
+    require(len(header) == {3: 10, 4: 11, 5: 12}.get(version, 9), "unknown header field")
+    context = header["context"] if version == 5 else "factorized"  # SPEC §2 (v5)
+    decimation = header["decimation"] if version == 5 else 1
+    require(context in ("factorized", "temporal") and 1 <= decimation <= 16, "bad context or decimation")
     residual = header["residual"] if version >= 3 else "irwin_hall"
     require(residual in ("irwin_hall", "empirical"), "unknown residual table")
     require(bytes(header["model_id"]).hex() == model.model_id, "model mismatch")
@@ -220,7 +228,7 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     steps = header["steps"] if version == 4 else [header["step"]]
     multiples = [s / steps[0] for s in steps]  # SPEC §2 (v4): integers, in binary64
     require(steps[0] == header["step"] and all(m == int(m) for m in multiples), "bad step list")
-    require(all(b > a for a, b in zip(steps, steps[1:])) and (version < 4 or 2 <= len(steps) <= 16), "bad step list")
+    require(all(b > a for a, b in zip(steps, steps[1:])) and (version != 4 or 2 <= len(steps) <= 16), "bad step list")
     choice_model = model_intervals(uniform_row(len(steps))) if version == 4 else None
     step_tables = []  # per step of the stream: its multiple and the (offsets, (L, p)) of intra, difference, residual
     for step, multiple in zip(steps, multiples):
@@ -233,10 +241,16 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         elif mode == "open" and g > 0:
             off, freqs = irwin_hall_table(g)
             res_t = (np.array([off]), model_intervals(np.array([freqs], dtype=np.int64)))
-        step_tables.append((int(multiple), (intra_t[0], model_intervals(intra_t[1])), (diff_t[0], model_intervals(diff_t[1])), res_t))
+        ctx_t = None
+        if context == "temporal":  # SPEC §4.3: rows 3·S, chosen per channel by the previous difference
+            classes, row_off, row_freqs = model.context(step_index)
+            ctx_t = (classes, len(row_off) // 3, row_off, model_intervals(row_freqs))
+        step_tables.append((int(multiple), (intra_t[0], model_intervals(intra_t[1])), (diff_t[0], model_intervals(diff_t[1])), res_t, ctx_t))
     c = model.rows * model.width
     types = (0, 1, 2, 5, 6) if version >= 2 else (0, 1, 2)
     states, decoded, state, last_seq, faces = [], [], None, None, 0
+    previous = np.zeros(c, dtype=np.int64)  # SPEC §4.3: the last decoded difference
+    intra_packets = []
     for k in range(header["frames"] + 1):
         pos = 5 + unpacker.tell()
         ptype, seq, frame, ts, payload = next(unpacker)
@@ -253,15 +267,27 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
             decoded.append(np.full((model.rows, model.width), np.nan, dtype=np.float32))
             continue
         last_seq, faces = seq, faces + 1
+        if version == 5 and ptype == 1 and not payload:  # SPEC §4.3: a repeat, state and context memory kept
+            require(state is not None, "inter frame before any intra frame")
+            states.append(state)
+            decoded.append(model.inverse(state, steps[0]))
+            continue
         reader = RansReader(payload)
         choice = reader.decode(choice_model[0][0], choice_model[1][0]) if version == 4 else 0  # SPEC §4 (v4)
-        multiple, (intra_off, intra_i), (diff_off, diff_i), res_t = step_tables[choice]
+        multiple, (intra_off, intra_i), (diff_off, diff_i), res_t, ctx_t = step_tables[choice]
         if ptype in (0, 6):
             parts = [decode_part(reader, intra_off, *intra_i, c)]
             state = multiple * parts[0]
+            previous = np.zeros(c, dtype=np.int64)
         else:
             require(state is not None, "inter frame before any intra frame")
-            parts = [decode_part(reader, diff_off, *diff_i, c)]
+            if ctx_t is not None:
+                classes, n_classes, row_off, (row_l, row_p) = ctx_t
+                rows = (np.clip(previous, -1, 1) + 1) * n_classes + classes
+                parts = [decode_part(reader, row_off[rows], row_l[rows], row_p[rows], c)]
+            else:
+                parts = [decode_part(reader, diff_off, *diff_i, c)]
+            previous = parts[0]
             if ptype == 2:
                 require(res_t is not None, "residual frame in a stream without residuals")
                 parts.append(decode_part(reader, res_t[0], *res_t[1], c))
@@ -273,9 +299,23 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         require(np.abs(state).max() < 2**30, "state out of range")
         states.append(state)
         decoded.append(model.inverse(state, steps[0]))
+        if ptype in (0, 6):
+            intra_packets.append(k)
     else:
         raise ValueError("no end packet after the frames the header announces")
-    return np.array(states, dtype=np.int64).reshape(len(states), c), np.array(decoded, dtype=np.float32)
+    frames = np.array(decoded, dtype=np.float32).reshape(len(decoded), model.rows, model.width)
+    return np.array(states, dtype=np.int64).reshape(len(states), c), interpolate(frames, set(intra_packets), decimation)
+
+
+def interpolate(packets: np.ndarray, intra: set[int], d: int) -> np.ndarray:
+    """SPEC §1 (v5 decimation): d output frames per packet; w_k + fl32(i/d)·(w_{k+1} − w_k) between two face packets
+    when k + 1 is not intra, else packet k's frame held (also after the last packet)."""
+    out = np.repeat(packets, d, axis=0)
+    for k in range(len(packets) - 1):
+        if not np.isnan(packets[k]).all() and not np.isnan(packets[k + 1]).all() and k + 1 not in intra:
+            for i in range(1, d):
+                out[k * d + i] = packets[k] + np.float32(i / d) * (packets[k + 1] - packets[k])
+    return out
 
 
 def main(argv: list[str]) -> int:

@@ -99,6 +99,9 @@ def decode_file(model: DecodeModel, input: str | os.PathLike[str], output: str |
         raise InputError(f"--batch must be at least 1, got {batch}")
     video_format(output, lossless)
     container = read_container(input)
+    if container.header.decimation > 1:
+        raise InputError(f"{input}: a decimated stream (bitstream v5, decimation {container.header.decimation}); the "
+                         "video decoder does not interpolate yet: decode its latents with `sganc-stream latents decode`")
     decoder = FrameDecoder.for_header(model, container.header)  # model check before any work
     packets = container.packets
     t0 = time.perf_counter()

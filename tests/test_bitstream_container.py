@@ -103,3 +103,23 @@ def test_version_3_names_the_residual_table_and_only_it_may() -> None:
         StreamHeader.from_map({**v3.to_map(), "residual": 1}, version=3)
     with pytest.raises(ValueError, match="bitstream version 2 cannot name the empirical residual table"):
         replace(HEADER, residual="empirical").to_map()
+
+
+def test_version_5_names_context_and_decimation_and_only_it_may() -> None:
+    v5 = replace(HEADER, residual="empirical", context="temporal", decimation=3, version=5)
+    c = decode_container(encode_container(v5, PACKETS))
+    assert c.header == v5 and c.packets == PACKETS
+    assert v5.to_map()["context"] == "temporal" and v5.to_map()["decimation"] == 3 and "steps" not in v5.to_map()
+    assert "context" not in HEADER.to_map() and "decimation" not in HEADER.to_map()  # v2 maps are unchanged
+    assert decode_container(encode_container(replace(v5, context="factorized"), PACKETS)).header.decimation == 3
+    with pytest.raises(BitstreamError, match="missing field"):
+        StreamHeader.from_map(replace(v5, context="factorized", decimation=1, version=3).to_map(), version=5)
+    with pytest.raises(BitstreamError, match="unknown field"):  # a v3 or v4 header cannot carry them
+        StreamHeader.from_map(v5.to_map(), version=3)
+    for bad in ({"context": "cabac"}, {"decimation": 0}, {"decimation": 17}):
+        with pytest.raises(BitstreamError, match="out of range"):
+            StreamHeader.from_map({**v5.to_map(), **bad}, version=5)
+    with pytest.raises(BitstreamError, match="has type bool"):
+        StreamHeader.from_map({**v5.to_map(), "decimation": True}, version=5)
+    with pytest.raises(ValueError, match="bitstream version 3 cannot code with temporal context or decimation"):
+        replace(v5, version=3).to_map()

@@ -172,3 +172,29 @@ def test_empirical_residual_table_option(encoded, tiny_codec_path, capsys):
                 str(d / "in.npy"), str(d / "bad.sgnc"))
     _one_line_error(r, "no empirical residual table for g = 7")
     assert r.returncode == 2 and not (d / "bad.sgnc").exists()
+
+
+def test_v5_options(encoded, tiny_codec_path, capsys):
+    """--decimation writes a v5 stream whose decode says how many frames were interpolated and inspect lists them;
+    --inter-context temporal with a model without context tables, and bad values, are one line, nothing written."""
+    d = encoded
+    assert main(["latents", "encode", "--model", str(tiny_codec_path), "--g", "4", "--decimation", "2",
+                 "--recon", str(d / "dec_recon.npy"), str(d / "in.npy"), str(d / "dec.sgnc")]) == 0
+    assert main(["latents", "decode", "--model", str(tiny_codec_path), str(d / "dec.sgnc"), str(d / "dec_out.npy")]) == 0
+    assert np.array_equal(np.load(d / "dec_out.npy"), np.load(d / "dec_recon.npy"))
+    out = capsys.readouterr().out
+    assert "30 frames decoded" in out and "(14 interpolated: decimation 2" in out
+    assert main(["inspect", "--json", str(d / "dec.sgnc")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["header"]["version"] == 5 and info["header"]["decimation"] == 2
+    assert info["interpolated_frames"] == list(range(1, 29, 2))
+    assert main(["inspect", str(d / "dec.sgnc")]) == 0
+    assert "bitstream v5" in (out := capsys.readouterr().out) and "decimation 2 (14 frames interpolated)" in out
+    for args, message in ((["--inter-context", "temporal"], "no temporal-context tables"),
+                          (["--decimation", "0"], "decimation must be an integer between 1 and 16, got 0"),
+                          (["--decimation", "2", "--target-kbps", "20"], "do not combine with rate control"),
+                          (["--drift-damping", "2"], "drift damping must be between 0 and 1, got 2.0"),
+                          (["--drift-damping", "0.5", "--mode", "closed"], "drift damping is for open mode")):
+        r = run_cli("latents", "encode", "--model", str(tiny_codec_path), *args, str(d / "in.npy"), str(d / "bad5.sgnc"))
+        _one_line_error(r, message)
+        assert r.returncode == 2 and not (d / "bad5.sgnc").exists()

@@ -21,13 +21,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from sganc_stream.bitstream.container import VERSION, VERSION_RATE, VERSION_RESIDUAL, decode_container, encode_container
+from sganc_stream.bitstream.container import (VERSION, VERSION_CONTEXT, VERSION_RATE, VERSION_RESIDUAL, decode_container,
+                                              encode_container)
 from sganc_stream.bitstream.packet import Packet, PacketType
 from sganc_stream.bundle import load_bundle
 from sganc_stream.errors import BitstreamError
 from sganc_stream.latent.codec import LatentStreamDecoder
 from sganc_stream.latent.model import DECODED_ATOL, DECODED_RTOL, load_latent_codec
-from sganc_stream.latent.sequence import encode_sequence, stream_params
+from sganc_stream.latent.sequence import encode_sequence, interpolate, stream_params
 from sganc_stream.models.recipe import tolerance_excess
 
 SPEC = Path(__file__).resolve().parents[1] / "bitstream_spec"
@@ -36,11 +37,13 @@ import reference_decoder  # noqa: E402
 
 VECTORS = SPEC / "vectors"
 CASES = sorted(p.name[: -len(".sgnc")] for p in VECTORS.glob("*.sgnc"))
-# This build writes VERSION, VERSION_RESIDUAL with empirical residual tables and VERSION_RATE with rate control: its
-# encoder is checked against those.
-WRITTEN = [c for c in CASES if (VECTORS / f"{c}.sgnc").read_bytes()[4] in (VERSION, VERSION_RESIDUAL, VERSION_RATE)]
+# This build writes VERSION, VERSION_RESIDUAL with empirical residual tables, VERSION_RATE with rate control and
+# VERSION_CONTEXT with temporal context or decimation: its encoder is checked against those.
+WRITTEN = [c for c in CASES
+           if (VECTORS / f"{c}.sgnc").read_bytes()[4] in (VERSION, VERSION_RESIDUAL, VERSION_RATE, VERSION_CONTEXT)]
 # Model files of the vectors: model.safetensors (version 1 file), model_empirical.safetensors (the same model plus
-# empirical residual tables, packed: bundle format v2). A case's header names its model by id.
+# empirical residual tables, packed: bundle format v2), model_context.safetensors (the same model plus temporal-context
+# tables). A case's header names its model by id.
 MODEL_FILES = sorted(p.name for p in VECTORS.glob("model*.safetensors"))
 
 
@@ -72,13 +75,14 @@ def test_vectors_present():
 def test_vectors_of_both_versions_present():
     versions = [(VECTORS / f"{case}.sgnc").read_bytes()[4] for case in CASES]
     assert versions.count(1) >= 5 and versions.count(2) >= 7 and versions.count(3) >= 2 and versions.count(4) >= 3
+    assert versions.count(5) >= 4
     kinds = {p.type for case in CASES for p in decode_container((VECTORS / f"{case}.sgnc").read_bytes()).packets}
     assert {PacketType.NO_FACE, PacketType.NEW_FACE} <= kinds
 
 
 def _states_and_floats(model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """(integer states after each face packet (faces, C) int64, decoded W+ (frames, rows, width) float32, NaN where
-    a frame has no face), packet by packet."""
+    a frame has no face), packet by packet (decimated streams: then interpolated)."""
     container = decode_container(data)
     dec = LatentStreamDecoder(model, stream_params(model, container.header), container.header.version)
     states, decoded = [], []
@@ -88,7 +92,9 @@ def _states_and_floats(model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
             states.append(dec.state)
         else:
             decoded.append(np.full((model.rows, model.width), np.nan, np.float32))
-    return np.array(states, np.int64).reshape(len(states), -1), np.array(decoded, np.float32)
+    frames = interpolate(np.array(decoded, np.float32), [p.type.is_intra for p in container.packets],
+                         container.header.decimation)[0]
+    return np.array(states, np.int64).reshape(len(states), -1), frames
 
 
 def assert_floats_conform(decoded: np.ndarray, expected: np.ndarray) -> None:
@@ -157,7 +163,20 @@ def test_reference_decoder_reads_a_grid8_model_and_decodes_its_stream(tmp_path):
 
 
 def _new_faces(data: bytes) -> list[int]:
-    return [p.frame for p in decode_container(data).packets if p.type == PacketType.NEW_FACE]
+    """Source frames where a new face starts (a decimated stream's packet k is source frame k·d)."""
+    c = decode_container(data)
+    return [p.frame * c.header.decimation for p in c.packets if p.type == PacketType.NEW_FACE]
+
+
+def test_v5_vectors_use_temporal_context_and_decimation():
+    """The v5 vectors hold both tools, together and apart, and repeats; no other version names either."""
+    headers = [decode_container((VECTORS / f"{c}.sgnc").read_bytes()).header for c in CASES]
+    v5 = [h for h in headers if h.version == VERSION_CONTEXT]
+    assert {(h.context, h.decimation > 1) for h in v5} >= {("temporal", False), ("temporal", True), ("factorized", True)}
+    assert all(h.context == "factorized" and h.decimation == 1 for h in headers if h.version != VERSION_CONTEXT)
+    repeats = [p for c in CASES for p in decode_container((VECTORS / f"{c}.sgnc").read_bytes()).packets
+               if p.type == PacketType.INTER and not p.payload]
+    assert len(repeats) >= 2  # v5 repeats: all-zero differences as empty inter packets
 
 
 def _target_kbps(case: str) -> str:
@@ -190,7 +209,7 @@ from pathlib import Path
 from sganc_stream.bitstream.container import decode_container
 from sganc_stream.bitstream.packet import PacketType
 from sganc_stream.latent.model import load_latent_codec
-from sganc_stream.latent.sequence import encode_sequence, stream_params
+from sganc_stream.latent.sequence import encode_sequence, interpolate, stream_params
 torch.set_num_threads(1)
 v = Path(sys.argv[1])
 from dataclasses import replace
@@ -198,7 +217,7 @@ for arg in sys.argv[2:]:
     case, model_file, target = arg.split("=")
     m = load_latent_codec(v / model_file)
     container = decode_container((v / f"{case}.sgnc").read_bytes())
-    new_faces = [p.frame for p in container.packets if p.type == PacketType.NEW_FACE]
+    new_faces = [p.frame * container.header.decimation for p in container.packets if p.type == PacketType.NEW_FACE]
     params = stream_params(m, container.header)
     if target != "-":
         params = replace(params, target_kbps=float(target))

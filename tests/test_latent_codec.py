@@ -130,3 +130,35 @@ def test_empirical_residual_tables_code_and_fit_the_training_residuals(tiny_code
     assert all((a == b) == (i not in res) for i, (a, b) in enumerate(zip(ih, emp)))
     with pytest.raises(InputError, match=r"no empirical residual table for g = 7 \(periods it has: 1, 2, 5, 10, 20, 40, 80\)"):
         LatentStreamEncoder(tiny_codec, StreamParams("open", 7, 1, residual="empirical"))
+
+
+def test_drift_damping_corrects_drift_and_decodes_exactly(tiny_codec):
+    """Damping 0 is the paper's open loop byte for byte; damping 1 sends closed loop's differences (the residuals then
+    all zero); in between the drift shrinks; every stream decodes to the encoder's states (encoder-only option)."""
+    lat = synthetic_latents("walk", 40, TINY_ROWS, TINY_WIDTH, seed=41)
+
+    def run(params):
+        enc, dec = LatentStreamEncoder(tiny_codec, params), LatentStreamDecoder(tiny_codec, params)
+        coded = [enc.encode(w) for w in lat]
+        for c in coded:
+            assert np.array_equal(dec.decode(c.type, c.payload), c.recon)
+        return coded
+
+    plain, zero = run(StreamParams("open", 10, 2)), run(StreamParams("open", 10, 2, damping=0.0))
+    assert [c.payload for c in plain] == [c.payload for c in zero]
+    full, closed = run(StreamParams("open", 10, 2, damping=1.0)), run(StreamParams("closed", 0, 2))
+    assert all(np.array_equal(a.state, b.state) for a, b in zip(full, closed))
+    err = {a: np.mean([np.mean((c.recon - w) ** 2) for c, w in zip(run(StreamParams("open", 0, 2, damping=a)), lat)])
+           for a in (0.0, 0.5)}
+    assert err[0.5] < err[0.0]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"damping": -0.1}, "drift damping must be between 0 and 1, got -0.1"),
+    ({"damping": 1.5}, "drift damping must be between 0 and 1"),
+    ({"damping": True}, "drift damping must be between 0 and 1"),
+    ({"damping": 0.3, "mode": "closed", "g": 0}, "drift damping is for open mode"),
+])
+def test_stream_params_reject_bad_damping(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        StreamParams(**kwargs)

@@ -269,3 +269,19 @@ def test_unsupported_video_outputs_are_refused_before_any_work(model: FaceModel,
         transcode_frames(model, never(), 25.0, tmp_path / "x.sgnc",
                          TranscodeOptions(params=PARAMS, recon=tmp_path / "r.gif", lossless=True, progress=False))
     assert os.listdir(tmp_path) == []
+
+
+def test_video_decode_refuses_a_decimated_stream_in_one_error(tiny_codec, tmp_path):
+    """A decimated stream (bitstream v5) decodes to latents only: the video decoder says so before any work and
+    writes nothing."""
+    from sganc_stream.latent.sequence import encode_sequence
+    from sganc_stream.latent.synthetic import synthetic_latents
+
+    from conftest import TINY_ROWS, TINY_WIDTH
+
+    data = encode_sequence(tiny_codec, synthetic_latents("walk", 6, TINY_ROWS, TINY_WIDTH, seed=2),
+                           StreamParams("open", 2, 1, decimation=2)).data
+    (tmp_path / "d.sgnc").write_bytes(data)
+    with pytest.raises(InputError, match="decimated stream.*sganc-stream latents decode"):
+        decode_file(None, tmp_path / "d.sgnc", tmp_path / "out.mp4", progress=False)  # type: ignore[arg-type]
+    assert not (tmp_path / "out.mp4").exists()

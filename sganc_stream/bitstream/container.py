@@ -13,6 +13,10 @@ written only for streams that use the model's empirical residual tables, so ever
 Version 4 (rate control) is version 3 plus the header field ``steps``: the quantization steps the stream switches
 among, the first being ``step``, the unit of the decoder's state; every face packet's payload names its step
 (``entropy.rans``: the step choice). It is written only for rate-controlled streams (``--target-kbps``).
+Version 5 is version 3 plus two header fields: ``context``, how inter differences are coded (``factorized``, or
+``temporal``: each channel's table chosen by its previous decoded difference, ``latent.context``), and
+``decimation`` ``d`` (packet ``k`` codes source frame ``k·d``; the decoder interpolates the ``d − 1`` frames between
+packets, ``latent.sequence``). It is written only for streams that use one of them; it does not switch steps.
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ MAGIC = b"SGNC"
 VERSION = 2  # what this build writes (VERSION_RESIDUAL for streams with empirical residual tables)
 VERSION_RESIDUAL = 3  # adds the header field ``residual``
 VERSION_RATE = 4  # adds the header field ``steps`` and a step choice in every face packet's payload
-READABLE = (1, 2, 3, 4)  # what it reads
+VERSION_CONTEXT = 5  # version 3 plus the header fields ``context`` (temporal context) and ``decimation``
+READABLE = (1, 2, 3, 4, 5)  # what it reads
+CONTEXTS = ("factorized", "temporal")  # how a stream codes inter differences (v5 header ``context``; before: factorized)
+MAX_DECIMATION = 16  # largest v5 ``decimation``: source frames per packet
 MODES = ("open", "closed", "intra")
 RESIDUALS = ("irwin_hall", "empirical")  # residual tables a v3 header may name (versions 1 and 2: irwin_hall)
 MAX_STEPS = 16  # steps a version 4 stream may switch among
@@ -43,8 +50,13 @@ MAX_STEP_MULTIPLE = 1 << 16  # largest ratio of a version 4 step to the stream's
 FPS_MIN, FPS_MAX = 0.001, 1000.0
 
 
-def stream_version(residual: str, rate_controlled: bool = False) -> int:
-    """The bitstream version a stream with residual table ``residual`` is written as (4 when rate-controlled)."""
+def stream_version(residual: str, rate_controlled: bool = False, context: str = "factorized", decimation: int = 1) -> int:
+    """The bitstream version a stream with residual table ``residual`` is written as (4 when rate-controlled, 5 with
+    temporal context or decimation; ValueError for rate control with either, which no version holds)."""
+    if context != "factorized" or decimation != 1:
+        if rate_controlled:
+            raise ValueError("no bitstream version holds rate control with temporal context or decimation")
+        return VERSION_CONTEXT
     if rate_controlled:
         return VERSION_RATE
     return VERSION if residual == "irwin_hall" else VERSION_RESIDUAL
@@ -82,18 +94,24 @@ class StreamHeader:
     keyframe_interval: int
     residual: str = "irwin_hall"  # residual table (in the map from version 3 on; before: irwin_hall)
     steps: tuple[float, ...] = ()  # version 4: the steps the stream switches among, steps[0] == step; before: none
+    context: str = "factorized"  # version 5: how inter differences are coded (in the map from version 5 on)
+    decimation: int = 1  # version 5: source frames per packet (the decoder interpolates the others)
     version: int = VERSION  # bitstream version: the container's version byte, or the call protocol's (not in the map)
 
     def to_map(self) -> dict[str, object]:
         d = asdict(self)
         d["model_id"] = bytes.fromhex(self.model_id)
         del d["version"]
-        if self.version >= VERSION_RATE:
+        if self.version == VERSION_RATE:
             d["steps"] = list(self.steps)
         elif self.steps:
             raise ValueError(f"bitstream version {self.version} cannot switch steps")
         else:
             del d["steps"]
+        if self.version != VERSION_CONTEXT:
+            if self.context != "factorized" or self.decimation != 1:
+                raise ValueError(f"bitstream version {self.version} cannot code with temporal context or decimation")
+            del d["context"], d["decimation"]
         if self.version < VERSION_RESIDUAL:
             if self.residual != "irwin_hall":
                 raise ValueError(f"bitstream version {self.version} cannot name the {self.residual} residual table")
@@ -109,7 +127,7 @@ class StreamHeader:
         fields = cls.__dataclass_fields__
         try:
             raw = {k: m[k] for k in fields if k != "version" and (k != "residual" or version >= VERSION_RESIDUAL)
-                   and (k != "steps" or version >= VERSION_RATE)}
+                   and (k != "steps" or version == VERSION_RATE) and (k not in ("context", "decimation") or version == VERSION_CONTEXT)}
         except KeyError:
             raise BitstreamError("malformed header: missing field") from None
         if len(m) != len(raw):
@@ -135,7 +153,9 @@ class StreamHeader:
             or not 0 <= h.frames <= 10_000_000
             or h.keyframe_interval < 0
             or h.residual not in RESIDUALS
-            or (version >= VERSION_RATE and (step_multiples(h.steps) is None or h.steps[0] != h.step))
+            or (version == VERSION_RATE and (step_multiples(h.steps) is None or h.steps[0] != h.step))
+            or h.context not in CONTEXTS
+            or not 1 <= h.decimation <= MAX_DECIMATION
         ):
             raise BitstreamError("malformed header: field out of range")
         return h

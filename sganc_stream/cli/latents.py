@@ -11,13 +11,15 @@ import numpy as np
 
 from sganc_stream.assets import default_face_model, default_latent_codec
 from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, Container, decode_container, fps_in_range, read_container
-from sganc_stream.cli.options import add_rate_argument, add_residual_argument, add_stream_arguments, stream_params_from
+from sganc_stream.cli.options import (add_context_argument, add_decimation_argument, add_rate_argument, add_residual_argument,
+                                      add_stream_arguments, stream_params_from)
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import check_stream_output, check_writable, load_npy, write_bytes_atomic, write_npy_atomic
 from sganc_stream.latent.breakdown import bit_breakdown
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
-from sganc_stream.latent.sequence import decode_sequence, encode_sequence, no_face_frames, stream_params, time_coding
+from sganc_stream.latent.sequence import (decode_sequence, encode_sequence, interpolated_frames, no_face_frames, stream_params,
+                                         time_coding)
 from sganc_stream.latent.synthetic import synthetic_latents
 
 
@@ -26,6 +28,8 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model bundle or latent codec file (default: the shipped model)")
     add_stream_arguments(p)
     add_residual_argument(p)
+    add_context_argument(p)
+    add_decimation_argument(p)
     add_rate_argument(p)
     p.add_argument("--fps", type=float, default=25.0, help="frame rate recorded in the header (default: 25)")
 
@@ -67,8 +71,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
     latents = decode_sequence(model, container)
     write_npy_atomic(args.output, latents)
     empty = int(no_face_frames(latents).sum())
-    print(f"{len(container.packets)} frames decoded to {args.output}"
-          + (f" ({empty} without a face: all-NaN frames)" if empty else ""))
+    between = len(interpolated_frames(container))
+    print(f"{len(latents)} frames decoded to {args.output}"
+          + (f" ({empty} without a face: all-NaN frames)" if empty else "")
+          + (f" ({between} interpolated: decimation {container.header.decimation}; `inspect --json` lists them)"
+             if between else ""))
     return 0
 
 
@@ -90,7 +97,7 @@ def inspect_dict(path: str, model_path: str | None = None) -> dict:
     h = c.header
     header = {"version": h.version, "model_id": h.model_id, "rows": h.rows, "width": h.width, "mode": h.mode,
               "g": h.g, "step": h.step, "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval,
-              "residual": h.residual, "steps": list(h.steps)}
+              "residual": h.residual, "steps": list(h.steps), "context": h.context, "decimation": h.decimation}
     per_frame = np.array([f["bytes"] for f in frames], dtype=np.float64)
     model = breakdown_model(c, model_path)
     breakdown = bit_breakdown(c, model, transport=True).to_dict()
@@ -104,6 +111,7 @@ def inspect_dict(path: str, model_path: str | None = None) -> dict:
         "bits_per_frame": {"mean": float(8 * per_frame.mean()), "p95": float(8 * np.percentile(per_frame, 95))} if frames else None,
         "kbps": 8 * c.total_bytes / max(len(frames), 1) * h.fps / 1000,
         "breakdown": breakdown,
+        "interpolated_frames": interpolated_frames(c),  # decoded frames the decoder interpolates (decimation)
     }
 
 
@@ -178,7 +186,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"{args.input}: bitstream v{h['version']}, model {h['model_id']}, {h['rows']}x{h['width']}, mode {h['mode']}, "
           f"g={h['g']}, step={h['step']:g}, {h['fps']:g} fps, {h['frames']} frames, keyframe interval {h['keyframe_interval']}, "
           f"residual table {h['residual']}" + (f", rate-controlled among steps {', '.join(f'{x:g}' for x in h['steps'])}"
-                                               if h["steps"] else ""))
+                                               if h["steps"] else "")
+          + (f", inter context {h['context']}" if h["context"] != "factorized" else "")
+          + (f", decimation {h['decimation']} ({len(info['interpolated_frames'])} frames interpolated)"
+             if h["decimation"] > 1 else ""))
     for f in info["frames"]:
         print(f"  frame {f['index']:6d}  {f['type']:15s} {f['bytes']:8d} bytes")
     bpf = info["bits_per_frame"] or {"mean": 0, "p95": 0}

@@ -2,7 +2,7 @@
 and the runtime options (``--runtime --device --threads``) of ``decode`` and the live call.
 
 One definition of ``--mode --g --step --keyframe-interval`` and ``--target-kbps`` (and, for commands that write
-files, ``--residual-table``);
+files, ``--residual-table`` and ``--inter-context``; for latent files, ``--decimation``);
 validation is :class:`StreamParams`' (one place), so ``--g 300`` is the same one-line error in every command, before
 any model work or network set-up. :func:`check_runtime_arguments` is the one check of the runtime options.
 """
@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 
 from sganc_stream.errors import InputError
+from sganc_stream.bitstream.container import MAX_DECIMATION
 from sganc_stream.latent.codec import MODES, StreamParams
+from sganc_stream.latent.context import INTER_CONTEXTS
 from sganc_stream.latent.model import RESIDUAL_TABLES, LatentCodecModel
 
 
@@ -32,6 +34,25 @@ def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
                         "histogram of training residuals, for the periods g it was fitted for; writes bitstream v3)")
 
 
+def add_context_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--inter-context`` (file streams only: the call protocol's header has no such field) and
+    ``--drift-damping`` (an encoder choice, any bitstream version)."""
+    p.add_argument("--inter-context", choices=INTER_CONTEXTS, default="factorized",
+                   help="how inter differences are coded: factorized (one table per channel, the paper's; default) or "
+                        "temporal (each channel's table chosen by its previous decoded difference; needs a model with "
+                        "temporal-context tables; writes bitstream v5)")
+    p.add_argument("--drift-damping", type=float, default=0.0, metavar="A",
+                   help="open mode: each latent difference also corrects a share A (0 … 1) of the drift so far "
+                        "(0: the paper's open loop, default; 1: closed loop with residuals); changes no bitstream field")
+
+
+def add_decimation_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--decimation`` (latent files only: the video pipeline codes every frame)."""
+    p.add_argument("--decimation", type=int, default=1, metavar="D",
+                   help=f"code every D-th frame (1 … {MAX_DECIMATION}); the decoder interpolates W+ in between "
+                        "(writes bitstream v5; default: 1, every frame)")
+
+
 def add_rate_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Add ``--target-kbps`` (rate control, bitstream v4: files, and the call, whose hello carries a v4 header)."""
     p.add_argument("--target-kbps", type=float, metavar="K",
@@ -42,7 +63,8 @@ def add_rate_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
 
 def check_stream_arguments(args: argparse.Namespace) -> None:
     """Validate all but ``--step`` (a preset of the model) before a model is loaded: StreamParams with step index 0."""
-    StreamParams(args.mode, args.g, 0, args.keyframe_interval, _residual(args), _target(args))
+    StreamParams(args.mode, args.g, 0, args.keyframe_interval, _residual(args), _target(args),
+                 inter_context=_context(args), decimation=_decimation(args), damping=_damping(args))
     if _target(args) is not None and args.step is not None:
         raise InputError("--step and --target-kbps exclude each other: rate control chooses the step")
 
@@ -53,15 +75,33 @@ def stream_params_from(args: argparse.Namespace, codec: LatentCodecModel) -> Str
     check_stream_arguments(args)
     target = _target(args)
     step = codec.step_index(min(codec.steps) if target is not None else args.step)
-    params = StreamParams(args.mode, args.g, step, args.keyframe_interval, _residual(args), target)
+    params = StreamParams(args.mode, args.g, step, args.keyframe_interval, _residual(args), target,
+                          inter_context=_context(args), decimation=_decimation(args), damping=_damping(args))
     params.residual_table(codec)  # a period the model has no empirical table for: InputError now, not mid-stream
     params.steps(codec)  # rate control with a model that cannot switch steps: InputError now
+    if params.temporal:
+        codec.context_table(step)  # a model without temporal-context tables: InputError now
     return params
 
 
 def _target(args: argparse.Namespace) -> float | None:
     """``--target-kbps``; commands without the option (``sganc-recv``) code at a fixed step."""
     return getattr(args, "target_kbps", None)
+
+
+def _context(args: argparse.Namespace) -> str:
+    """``--inter-context``; the call has no such option (its headers cannot name one): factorized."""
+    return getattr(args, "inter_context", "factorized")
+
+
+def _damping(args: argparse.Namespace) -> float:
+    """``--drift-damping``; commands without it code the paper's open loop."""
+    return getattr(args, "drift_damping", 0.0)
+
+
+def _decimation(args: argparse.Namespace) -> int:
+    """``--decimation``; commands without it code every frame."""
+    return getattr(args, "decimation", 1)
 
 
 def _residual(args: argparse.Namespace) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from sganc_stream.cli.decode import add_model_options, load_model
-from sganc_stream.cli.options import (add_rate_argument, add_residual_argument, add_stream_arguments, check_stream_arguments,
+from sganc_stream.cli.options import (add_context_argument, add_rate_argument, add_residual_argument, add_stream_arguments, check_stream_arguments,
                                       stream_params_from)
 from sganc_stream.dataset import LAYOUTS, Clip, scan_clips, transcode_dataset
 from sganc_stream.engine import ENGINES, RAY_EXTRA, EngineOptions
@@ -26,6 +26,7 @@ def add_coding_options(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     add_stream_arguments(p)
     add_residual_argument(p)
+    add_context_argument(p)
     add_rate_argument(p)
     p.add_argument("--max-frames", type=int, help="code at most this many input frames")
     p.add_argument("--identity-every", type=int, default=IDENTITY_EVERY,

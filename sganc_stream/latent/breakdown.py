@@ -173,7 +173,7 @@ def bit_breakdown(container: Container, model: LatentCodecModel | None = None, *
             t.transport_bits += 8 * (wire_bytes(record) - record)
         if decoder is None or not packet.type.is_frame:
             continue
-        parts = decoder.parts(packet.type, packet.payload)
+        parts = decoder.step(packet.type, packet.payload)
         names = (["new_face" if packet.type == PacketType.NEW_FACE else "intra"] if packet.type.is_intra
                  else ["difference", "residual"][: len(parts)])
         info = np.stack([table.channel_bits(values) for values, table in parts])  # (parts, C)

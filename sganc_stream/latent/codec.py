@@ -7,9 +7,17 @@ exact for one machine and thread count, and may differ by one where y lies withi
 
 * intra:  q = round(y_t)                      ŷ_t = q
 * open:   v_t = round(y_t - y_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (the paper's open loop; drifts)
+          with drift damping α (``StreamParams.damping``, encoder only): v_t = round(y_t − y_{t−1} + α·(y_{t−1} − ŷ_{t−1})),
+          each difference correcting a share α of the drift so far (α = 0: the paper's; α = 1: closed loop)
           every g-th frame after an intra:  r_t = round(y_t - ŷ_t),  ŷ_t += r_t  (Irwin-Hall table, or the
           model's empirical residual table for g: ``StreamParams.residual``, bitstream v3)
 * closed: v_t = round(y_t - ŷ_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (no drift, no residual)
+
+How v_t is coded (``StreamParams.inter_context``): with the model's one factorized table per step (the paper's), or
+(bitstream v5, ``temporal``) each channel with the table its previous decoded difference selects
+(:mod:`sganc_stream.latent.context`); either way the integers, the state and the latents are the same. In a v5 stream
+an inter frame whose difference is all zero (a repeated source frame) is a **repeat**: an inter packet with an empty
+payload, leaving the state and the context memory as they are (a coded one costs 28–224 bytes: SPEC §4).
 
 An intra frame is sent first, every ``keyframe_interval`` frames (0 = never again), on request, and when the
 coded identity changes (a new-face intra frame, bitstream v2). No-face frames (v2) never reach this level: they
@@ -29,13 +37,14 @@ from functools import cached_property
 
 import numpy as np
 
-from sganc_stream.bitstream.container import (MAX_STEPS, VERSION, VERSION_RATE, StreamHeader, step_multiples,
-                                               stream_version)
+from sganc_stream.bitstream.container import (MAX_DECIMATION, MAX_STEPS, VERSION, VERSION_CONTEXT, VERSION_RATE,
+                                               StreamHeader, step_multiples, stream_version)
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.entropy.irwin_hall import MAX_G
 from sganc_stream.entropy.rans import decode_chosen, decode_parts, encode_parts
 from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.errors import BitstreamError, InputError
+from sganc_stream.latent.context import INTER_CONTEXTS
 from sganc_stream.latent.model import RESIDUAL_TABLES, LatentCodecModel
 from sganc_stream.latent.rate import RATE_GROUP, RateController, StepTables
 
@@ -59,6 +68,9 @@ class StreamParams:
     residual: str = "irwin_hall"  # residual table: irwin_hall (the paper's, derived) | empirical (stored in the model)
     target_kbps: float | None = None  # rate control (bitstream v4): packet kbit/s the encoder aims at; None = fixed step
     step_set: tuple[int, ...] = ()  # a v4 stream's step presets (indices, finest first); () = derived from the model
+    inter_context: str = "factorized"  # factorized (the paper's) | temporal (bitstream v5, latent.context)
+    decimation: int = 1  # code every d-th source frame; the decoder interpolates the others (bitstream v5, latent.sequence)
+    damping: float = 0.0  # open mode: share α of the drift each difference corrects (encoder only; any version)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -80,6 +92,26 @@ class StreamParams:
             raise InputError(f"target rate must be between {lo:g} and {hi:g} kbit/s, got {self.target_kbps}")
         if self.step_set and (len(self.step_set) < 2 or self.step_set[0] != self.step_index):
             raise InputError("a step set holds at least two presets, the first being the stream's step")
+        if self.inter_context not in INTER_CONTEXTS:
+            raise InputError(f"inter context must be one of {', '.join(INTER_CONTEXTS)}, got {self.inter_context!r}")
+        if self.temporal and self.mode == "intra":
+            raise InputError("temporal context codes inter differences: intra mode has none")
+        if not (isinstance(self.damping, (int, float)) and not isinstance(self.damping, bool)
+                and 0.0 <= self.damping <= 1.0):
+            raise InputError(f"drift damping must be between 0 and 1, got {self.damping}")
+        if self.damping and self.mode != "open":
+            raise InputError("drift damping is for open mode (closed mode has no drift)")
+        if not (isinstance(self.decimation, int) and not isinstance(self.decimation, bool)
+                and 1 <= self.decimation <= MAX_DECIMATION):
+            raise InputError(f"decimation must be an integer between 1 and {MAX_DECIMATION}, got {self.decimation}")
+        if (self.temporal or self.decimation > 1) and self.rate_controlled:
+            raise InputError("temporal context and decimation do not combine with rate control (--target-kbps) yet "
+                             "(bitstream v5 has one step)")
+
+    @property
+    def temporal(self) -> bool:
+        """Inter differences coded with temporal context (bitstream v5)."""
+        return self.inter_context == "temporal"
 
     @property
     def rate_controlled(self) -> bool:
@@ -111,14 +143,16 @@ class StreamParams:
 
     def version(self) -> int:
         """The bitstream version a stream with these parameters is written as."""
-        return stream_version(self.residual, self.rate_controlled)
+        return stream_version(self.residual, self.rate_controlled, self.inter_context, self.decimation)
 
     def header(self, model: LatentCodecModel, fps: float, frames: int) -> StreamHeader:
         """The stream header of a stream coded with these parameters by ``model`` (the one place that builds it:
-        files, and the call's hello): version 2, 3 (empirical residual tables) or 4 (rate control)."""
+        files, and the call's hello): version 2, 3 (empirical residual tables), 4 (rate control) or 5 (temporal context,
+        decimation). ``fps`` and ``frames``: the packets' rate and count (with decimation d: the source's rate / d)."""
         steps = tuple(model.steps[i] for i in self.steps(model)) if self.rate_controlled else ()
         return StreamHeader(model.model_id, model.rows, model.width, self.mode, self.g, model.steps[self.step_index], fps,
-                            frames, self.keyframe_interval, self.residual, steps, self.version())
+                            frames, self.keyframe_interval, self.residual, steps, self.inter_context, self.decimation,
+                            self.version())
 
     def residual_table(self, model: LatentCodecModel, step_index: int | None = None) -> CodingTable | None:
         """The residual table these parameters code with at preset ``step_index`` (default: the stream's step); None
@@ -152,7 +186,8 @@ def step_tables(model: LatentCodecModel, params: StreamParams) -> list[StepTable
     steps = params.steps(model)
     multiples = [1] if len(steps) == 1 else step_multiples(tuple(model.steps[i] for i in steps))
     assert multiples is not None  # params.steps checked it
-    return [StepTables(m, model.tables["intra"][i], model.tables["diff"][i], params.residual_table(model, i))
+    return [StepTables(m, model.tables["intra"][i], model.tables["diff"][i], params.residual_table(model, i),
+                       model.context_table(i) if params.temporal else None)
             for m, i in zip(multiples, steps)]
 
 
@@ -171,10 +206,12 @@ class LatentStreamEncoder:
         self.choice = 0  # the step (index into self.steps) of the current group
         self.choices: list[int] = []  # the step of every face frame coded so far (rate control's record)
         self.fps = fps
+        self.repeats = params.version() == VERSION_CONTEXT  # all-zero differences as empty inter packets (v5)
         self._state: np.ndarray | None = None
         self._prev_y: np.ndarray | None = None
         self._since_intra = 0
         self._force_intra = True
+        self._previous = np.zeros(model.channels, dtype=np.int64)  # the last difference sent (temporal context)
 
     def request_keyframe(self) -> None:
         self._force_intra = True
@@ -210,26 +247,34 @@ class LatentStreamEncoder:
             parts = [(q, st.intra)]
             ptype = PacketType.NEW_FACE if new_face and self._state is not None else PacketType.INTRA
             self._state, self._force_intra = k * q, False
+            self._previous = np.zeros_like(q)
         else:
             assert self._state is not None and self._prev_y is not None
             # closed mode, and the first frame after a change of step, code against the state (no drift carried over)
-            ref = self._state if p.mode == "closed" or self.choice != previous else self._prev_y
+            ref = (self._state if p.mode == "closed" or self.choice != previous
+                   else self._prev_y + p.damping * (self._state - self._prev_y))  # damping 0: the paper's open loop
             v = np.rint((y - ref) / k).astype(np.int64)
             state = self._state + k * v
-            parts, ptype = [(v, st.diff)], PacketType.INTER
+            parts, ptype = [(v, st.difference(self._previous))], PacketType.INTER
             if residual:
                 r = np.rint((y - state) / k).astype(np.int64)
                 state = state + k * r
                 parts.append((r, st.residual))
                 ptype = PacketType.INTER_RESIDUAL
+            repeat = self.repeats and ptype == PacketType.INTER and not v.any()
+            if not repeat:  # a repeat leaves the context memory alone
+                self._previous = v
             self._state = state
         self._since_intra = since
         if np.abs(self._state).max(initial=0) >= STATE_LIMIT:
             raise InputError("latent values too large for this model's step (proxy state out of range)")
         self._prev_y = y
         rated = p.rate_controlled
-        payload = encode_parts(parts, (self.choice, len(self.steps)) if rated else None)
-        ideal = sum(t.ideal_bits(v) for v, t in parts) + (math.log2(len(self.steps)) if rated else 0.0)
+        if not intra and repeat:
+            payload, ideal = b"", 0.0
+        else:
+            payload = encode_parts(parts, (self.choice, len(self.steps)) if rated else None)
+            ideal = sum(t.ideal_bits(v) for v, t in parts) + (math.log2(len(self.steps)) if rated else 0.0)
         if self.rate is not None:
             self.rate.spent(8 * len(pack(Packet(ptype, 0, 0, 0, payload), self.fps)), ideal)
         self.choices.append(self.choice)
@@ -245,10 +290,11 @@ class LatentStreamDecoder:
 
     def __init__(self, model: LatentCodecModel, params: StreamParams, version: int = VERSION) -> None:
         self.model, self.params, self.version = model, params, version
-        if (version >= VERSION_RATE) != params.rate_controlled:
-            raise BitstreamError(f"a version {version} stream {'must' if version >= VERSION_RATE else 'cannot'} switch steps")
+        if (version == VERSION_RATE) != params.rate_controlled:
+            raise BitstreamError(f"a version {version} stream {'must' if version == VERSION_RATE else 'cannot'} switch steps")
         self.steps = step_tables(model, params)
         self._state: np.ndarray | None = None
+        self._previous = np.zeros(model.channels, dtype=np.int64)  # the last decoded difference (temporal context)
 
     @property
     def synchronized(self) -> bool:
@@ -263,11 +309,23 @@ class LatentStreamDecoder:
         """Forget the state (after a lost packet): the next decodable frame is an intra frame."""
         self._state = None
 
-    def parts(self, ptype: PacketType, payload: bytes) -> list[tuple[np.ndarray, CodingTable]]:
-        """The coded parts of one face packet, in coding order, each (values (C,) int64, its table): the intra
-        values, or the latent difference then (inter+residual) the residual. Needs no state; BitstreamError for
-        corrupt data or a packet this stream cannot hold."""
-        return self._chosen(ptype, payload)[1]
+    def step(self, ptype: PacketType, payload: bytes) -> list[tuple[np.ndarray, CodingTable]]:
+        """Decode one face packet into the integer state (no T⁻¹); returns its coded parts in coding order, each
+        (values (C,) int64, its table): the intra values, or the latent difference then (inter+residual) the residual.
+        BitstreamError for corrupt or misplaced data, or a packet this stream cannot hold; the state is then unchanged."""
+        if ptype.is_frame and not ptype.is_intra and self._state is None:
+            raise BitstreamError("inter frame without a preceding intra frame")
+        if self.version == VERSION_CONTEXT and ptype == PacketType.INTER and not payload:  # a repeat (v5)
+            return [(np.zeros(self.model.channels, dtype=np.int64), self.steps[0].difference(self._previous))]
+        j, parts = self._chosen(ptype, payload)
+        k = self.steps[j].multiple
+        coded = sum(v for v, _ in parts)
+        state = k * coded if ptype.is_intra else self._state + k * coded
+        if np.abs(state).max(initial=0) >= STATE_LIMIT:
+            raise BitstreamError("corrupted payload: latent state out of range")
+        self._state = state
+        self._previous = np.zeros_like(state) if ptype.is_intra else parts[0][0]
+        return parts
 
     def _chosen(self, ptype: PacketType, payload: bytes) -> tuple[int, list[tuple[np.ndarray, CodingTable]]]:
         """(the packet's step: an index into ``self.steps``, its parts)."""
@@ -278,10 +336,12 @@ class LatentStreamDecoder:
 
         def tables(j: int) -> list[CodingTable]:
             st = self.steps[j]
-            return [st.intra] if ptype.is_intra else [st.diff] + ([st.residual] if ptype == PacketType.INTER_RESIDUAL else [])
+            if ptype.is_intra:
+                return [st.intra]
+            return [st.difference(self._previous)] + ([st.residual] if ptype == PacketType.INTER_RESIDUAL else [])
 
         c = self.model.channels
-        if self.version >= VERSION_RATE:
+        if self.version == VERSION_RATE:
             j, values = decode_chosen(payload, len(self.steps), lambda j: [(t, c) for t in tables(j)])
         else:
             j, values = 0, decode_parts(payload, [(t, c) for t in tables(0)], check=self.version >= 2)
@@ -289,13 +349,6 @@ class LatentStreamDecoder:
 
     def decode(self, ptype: PacketType, payload: bytes) -> np.ndarray:
         """One face packet → the (rows, width) float32 W+ frame; BitstreamError for corrupt or misplaced data."""
-        if ptype.is_frame and not ptype.is_intra and self._state is None:
-            raise BitstreamError("inter frame without a preceding intra frame")
-        j, parts = self._chosen(ptype, payload)
-        k = self.steps[j].multiple
-        coded = sum(v for v, _ in parts)
-        state = k * coded if ptype.is_intra else self._state + k * coded
-        if np.abs(state).max(initial=0) >= STATE_LIMIT:
-            raise BitstreamError("corrupted payload: latent state out of range")
-        self._state = state
-        return self.model.from_state(state, self.params.step_index)
+        self.step(ptype, payload)
+        assert self._state is not None
+        return self.model.from_state(self._state, self.params.step_index)

@@ -23,6 +23,7 @@ from sganc_stream.entropy.irwin_hall import MAX_G, residual_support
 from sganc_stream.entropy.irwin_hall import residual_table as irwin_hall_table
 from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.errors import CheckpointError, InputError
+from sganc_stream.latent.context import MAX_CLASSES, ContextTables
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +60,8 @@ class LatentCodecModel:
     has a runner and no PyTorch flows (``flows == []``: it cannot be saved or trained).
     ``empirical_residuals[g][step index]``: frozen empirical residual tables (one shared row each) for the periods g
     the model was fitted for; empty for models without them.
+    ``context_tables[step index]``: the temporal-context difference tables (bitstream v5, :mod:`sganc_stream.latent.context`)
+    of every preset; empty for models without them.
     """
 
     rows: int
@@ -71,6 +74,7 @@ class LatentCodecModel:
     info: dict[str, Any] | None = None
     empirical_residuals: dict[int, list[CodingTable]] = field(default_factory=dict)
     runner: FlowRunner | None = None
+    context_tables: list[ContextTables] = field(default_factory=list)
 
     @property
     def channels(self) -> int:
@@ -105,6 +109,13 @@ class LatentCodecModel:
                              "use the Irwin–Hall table or one of those periods")
         return self.empirical_residuals[g][step_index]
 
+    def context_table(self, step_index: int) -> ContextTables:
+        """The temporal-context difference tables of a step preset; InputError when the model has none."""
+        if not self.context_tables:
+            raise InputError("this model has no temporal-context tables (--inter-context temporal needs a model fitted "
+                             "with them); use --inter-context factorized")
+        return self.context_tables[step_index]
+
     def to_proxy(self, wplus: np.ndarray) -> np.ndarray:
         """T applied per group: (rows, width) float → flat (C,) float64 proxy vector."""
         return self._runner().forward(np.ascontiguousarray(wplus, dtype=np.float32)).reshape(-1).astype(np.float64)
@@ -137,6 +148,10 @@ class LatentCodecModel:
             for i, t in enumerate(per_step):
                 tensors[f"codec.tables.residual.{g}.{i}.offsets"] = torch.from_numpy(t.offsets.astype(np.int32))
                 tensors[f"codec.tables.residual.{g}.{i}.freqs"] = torch.from_numpy(t.freqs.astype(np.uint16))
+        for i, ct in enumerate(self.context_tables):
+            tensors[f"codec.context.{i}.classes"] = torch.from_numpy(ct.classes.astype(np.uint8))
+            tensors[f"codec.context.{i}.offsets"] = torch.from_numpy(ct.offsets.astype(np.int32))
+            tensors[f"codec.context.{i}.freqs"] = torch.from_numpy(ct.freqs.astype(np.uint16))
         hidden = self.flows[0].layers[0].scale[0].out_features if self.flows[0].layers else 0
         config = {
             "rows": self.rows,
@@ -148,6 +163,8 @@ class LatentCodecModel:
         }
         if self.empirical_residuals:  # absent otherwise, so models without them keep their config (and model id)
             config["empirical_residual_g"] = sorted(self.empirical_residuals)
+        if self.context_tables:  # likewise
+            config["context_classes"] = self.context_tables[0].num_classes
         return tensors, config
 
     def save(self, path: str | Path) -> str:
@@ -169,6 +186,7 @@ class LatentCodecModel:
             groups = [(a, b) for a, b in cfg["groups"]]
             steps = [float(s) for s in cfg["steps"]]
             residual_gs = list(cfg.get("empirical_residual_g", []))
+            context_classes = cfg.get("context_classes", 0)
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{source}: malformed latent codec config") from None
         ints = (rows, width, couplings, hidden, *(v for g in groups for v in g))
@@ -180,8 +198,10 @@ class LatentCodecModel:
                 or [a for a, _ in groups] != [0, *(b for _, b in groups[:-1])] or groups[-1][1] != rows
                 or any(b <= a for a, b in groups)
                 or len(residual_gs) > MAX_G or len(set(residual_gs)) != len(residual_gs)
-                or any(type(g) is not int or not 1 <= g <= MAX_G for g in residual_gs)):
-            raise CheckpointError(f"{source}: latent codec config out of range (rows, width, groups, steps, flow, empirical_residual_g)")
+                or any(type(g) is not int or not 1 <= g <= MAX_G for g in residual_gs)
+                or type(context_classes) is not int or not 0 <= context_classes <= MAX_CLASSES):
+            raise CheckpointError(f"{source}: latent codec config out of range (rows, width, groups, steps, flow, "
+                                  "empirical_residual_g, context_classes)")
         part = bundle.part("codec")
         try:
             flows = []
@@ -211,6 +231,10 @@ class LatentCodecModel:
                                          shared=True)
                              for i in range(len(steps))]
                          for g in residual_gs}
+            contexts = [ContextTables(np.asarray(part[f"context.{i}.classes"]).astype(np.int64),
+                                      np.asarray(part[f"context.{i}.offsets"]).astype(np.int64),
+                                      np.asarray(part[f"context.{i}.freqs"]).astype(np.int32))
+                        for i in range(len(steps) if context_classes else 0)]
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{source}: malformed latent codec ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
         if any(t.freqs.shape[0] != rows * width or t.offsets.shape != (rows * width,) for ts in tables.values() for t in ts):
@@ -218,8 +242,11 @@ class LatentCodecModel:
         if any(t.offsets.tolist() != [residual_support(g)[0]] or t.freqs.shape != (1, residual_support(g)[1] + 1)
                for g, ts in empirical.items() for t in ts):
             raise CheckpointError(f"{source}: an empirical residual table does not have its period's support")
+        if any(t.classes.shape != (rows * width,) or t.num_classes != context_classes for t in contexts):
+            raise CheckpointError(f"{source}: temporal-context tables do not cover {rows}x{width} with "
+                                  f"{context_classes} classes")
         return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"),
-                   empirical_residuals=empirical, runner=runner)
+                   empirical_residuals=empirical, runner=runner, context_tables=contexts)
 
 
 def no_codec_error(source: str) -> CheckpointError:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sganc_stream.entropy.tables import CodingTable
+from sganc_stream.latent.context import ContextTables
 
 RATE_GROUP = 10  # face frames per group where no residual period sets it (closed, intra, open with g = 0)
 REPAY_S = 1.0  # seconds over which the buffer's excess is repaid; the buffer is clamped to this many seconds of budget
@@ -48,6 +49,11 @@ class StepTables:
     intra: CodingTable
     diff: CodingTable
     residual: CodingTable | None
+    context: ContextTables | None = None  # temporal-context difference tables (bitstream v5), used instead of ``diff``
+
+    def difference(self, previous: np.ndarray) -> CodingTable:
+        """The table a latent difference is coded with, given the previous decoded difference (C,) int64."""
+        return self.diff if self.context is None else self.context.table(previous)
 
 
 class RateController:

@@ -1,0 +1,188 @@
+"""Temporal context for latent differences (latent/context.py) and the v5 streams that use it."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from sganc_stream.bitstream.container import decode_container
+from sganc_stream.bitstream.packet import PacketType
+from sganc_stream.entropy.tables import TOTAL
+from sganc_stream.errors import BitstreamError, CheckpointError, InputError
+from sganc_stream.latent.codec import LatentStreamDecoder, LatentStreamEncoder, StreamParams
+from sganc_stream.latent.context import CONTEXTS, ContextTables, difference_context, fit_context_tables
+from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
+from sganc_stream.latent.sequence import decode_bytes, encode_sequence
+from sganc_stream.latent.synthetic import synthetic_latents
+
+from conftest import TINY_ROWS, TINY_WIDTH
+
+
+@pytest.fixture(scope="module")
+def ctx_codec(tiny_codec: LatentCodecModel) -> LatentCodecModel:
+    """The tiny codec plus context tables fitted on its training sequences (seeds 0–5)."""
+    model = copy.copy(tiny_codec)
+    seqs = [synthetic_latents(k, 40, TINY_ROWS, TINY_WIDTH, seed=i) for i, k in enumerate(["smooth", "walk"] * 3)]
+    model.context_tables = fit_context_tables([np.stack([model.to_proxy(w) for w in s]) for s in seqs], model.steps,
+                                              model.tables["diff"], classes=4)
+    return model
+
+
+def test_difference_context_is_the_sign_of_the_previous_difference():
+    assert difference_context(np.array([-7, -1, 0, 1, 300])).tolist() == [0, 0, 1, 2, 2]
+
+
+def test_fitted_tables_are_integer_rows_of_the_stated_shape(ctx_codec):
+    for t, step in zip(ctx_codec.context_tables, ctx_codec.steps):
+        assert t.freqs.shape[0] == CONTEXTS * 4 and t.num_classes == 4
+        assert (t.freqs.sum(axis=1) == TOTAL).all() and (t.freqs >= 1).all()
+        assert t.classes.shape == (ctx_codec.channels,) and set(np.unique(t.classes)) == {0, 1, 2, 3}
+        assert (t.offsets == t.offsets[0]).all() and t.offsets[0] <= 0
+    # a row that saw zero differences after a zero difference gives zero most of its probability
+    t = ctx_codec.context_tables[0]
+    zero_after_zero = t.freqs[1 * 4:2 * 4, -t.offsets[0]]
+    assert (zero_after_zero > TOTAL // 4).all()
+
+
+def test_table_rows_follow_context_and_class(ctx_codec):
+    t = ctx_codec.context_tables[1]
+    prev = np.zeros(ctx_codec.channels, np.int64)
+    prev[:5] = [-3, -1, 0, 1, 9]
+    table = t.table(prev)
+    rows = (np.clip(prev, -1, 1) + 1) * t.num_classes + t.classes
+    assert np.array_equal(table.freqs, t.freqs[rows]) and np.array_equal(table.offsets, t.offsets[rows])
+
+
+@pytest.mark.parametrize("kwargs", [{"freqs_rows": 4}, {"class_value": 9}, {"offsets_len": 2}])
+def test_context_tables_reject_bad_shapes(kwargs):
+    rows = kwargs.get("freqs_rows", 6)
+    freqs = np.full((rows, 4), TOTAL // 4, np.int32)
+    classes = np.array([0, 1, kwargs.get("class_value", 1)])
+    offsets = np.zeros(kwargs.get("offsets_len", rows), np.int64)
+    with pytest.raises(ValueError, match="context tables need"):
+        ContextTables(classes, offsets, freqs)
+
+
+def test_fit_rejects_too_little_data_and_bad_class_counts(ctx_codec):
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        fit_context_tables([np.zeros((1, ctx_codec.channels))], ctx_codec.steps, ctx_codec.tables["diff"])
+    with pytest.raises(ValueError, match="classes must be"):
+        fit_context_tables([np.zeros((3, ctx_codec.channels))], ctx_codec.steps, ctx_codec.tables["diff"], classes=0)
+
+
+@pytest.mark.parametrize("mode,g,keyint", [("open", 3, 0), ("open", 0, 0), ("closed", 0, 5)])
+def test_temporal_streams_decode_to_the_encoders_states_and_cost_less(ctx_codec, mode, g, keyint):
+    """Exact round trip, packet by packet and through a file; the integers (states) are those of the factorized
+    stream, only the bytes of inter packets change; held-out data costs fewer bits than the factorized tables."""
+    lat = synthetic_latents("walk", 30, TINY_ROWS, TINY_WIDTH, seed=11)
+    out = {}
+    for ic in ("factorized", "temporal"):
+        params = StreamParams(mode, g, 1, keyint, inter_context=ic)
+        enc, dec = LatentStreamEncoder(ctx_codec, params), LatentStreamDecoder(ctx_codec, params, params.version())
+        states, sizes = [], []
+        for w in lat:
+            c = enc.encode(w)
+            assert np.array_equal(dec.decode(c.type, c.payload), c.recon)
+            assert np.array_equal(dec.state, c.state)
+            states.append(c.state)
+            sizes.append((c.type, len(c.payload)))
+        res = encode_sequence(ctx_codec, lat, params)
+        assert res.data[4] == (5 if ic == "temporal" else 2)
+        assert np.array_equal(decode_bytes(ctx_codec, res.data), res.recon)
+        out[ic] = (states, sizes, len(res.data))
+    assert all(np.array_equal(a, b) for a, b in zip(out["factorized"][0], out["temporal"][0]))
+    assert [s for t, s in out["factorized"][1] if t.is_intra] == [s for t, s in out["temporal"][1] if t.is_intra]
+    assert out["temporal"][2] < out["factorized"][2]
+
+
+def test_context_comes_from_decoded_differences_only(ctx_codec):
+    """The decoder's context memory is the difference part it decoded last (zero after an intra frame), and a packet
+    decoded with another memory than the encoder's fails or gives other integers: the context is real."""
+    params = StreamParams("open", 4, 1, inter_context="temporal")
+    lat = synthetic_latents("walk", 12, TINY_ROWS, TINY_WIDTH, seed=12)
+    enc, dec = LatentStreamEncoder(ctx_codec, params), LatentStreamDecoder(ctx_codec, params, 5)
+    coded = [enc.encode(w) for w in lat]
+    prev_state = None
+    for c in coded:
+        before = copy.copy(dec)
+        parts = dec.step(c.type, c.payload)
+        assert np.array_equal(dec.state, c.state)
+        if c.type.is_intra:
+            assert not dec._previous.any()
+        else:
+            assert np.array_equal(dec._previous, parts[0][0])
+            v = parts[0][0] + (parts[1][0] if c.type == PacketType.INTER_RESIDUAL else 0)
+            assert np.array_equal(c.state - prev_state, v)
+            if before._previous.any():  # with a wrong memory the same bytes no longer give the same integers
+                wrong = copy.copy(before)
+                wrong._previous = np.zeros_like(before._previous)
+                try:
+                    assert not np.array_equal(wrong.step(c.type, c.payload)[0][0], parts[0][0])
+                except BitstreamError:  # the other outcome: the payload does not decode (check value)
+                    pass
+        prev_state = c.state
+
+
+def test_temporal_context_without_tables_is_one_input_error(tiny_codec, ctx_codec):
+    with pytest.raises(InputError, match="no temporal-context tables"):
+        LatentStreamEncoder(tiny_codec, StreamParams("open", 10, 1, inter_context="temporal"))
+    data = encode_sequence(ctx_codec, synthetic_latents("walk", 5, TINY_ROWS, TINY_WIDTH, seed=3),
+                           StreamParams("open", 2, 1, inter_context="temporal")).data
+    assert decode_container(data).header.context == "temporal"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"inter_context": "cabac"}, "inter context must be one of factorized, temporal, got 'cabac'"),
+    ({"inter_context": "temporal", "mode": "intra"}, "intra mode has none"),
+    ({"inter_context": "temporal", "target_kbps": 20.0}, "do not combine with rate control"),
+    ({"decimation": 0}, "decimation must be an integer between 1 and 16, got 0"),
+    ({"decimation": 17}, "decimation must be an integer between 1 and 16"),
+    ({"decimation": 2.0}, "decimation must be an integer"),
+    ({"decimation": 2, "target_kbps": 20.0}, "do not combine with rate control"),
+])
+def test_stream_params_reject_bad_v5_options(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        StreamParams(**kwargs)
+
+
+def test_bundle_round_trip_keeps_the_tables_and_bad_tables_are_one_error(ctx_codec, tmp_path):
+    from sganc_stream.bundle import Bundle, load_bundle
+
+    path = tmp_path / "ctx.safetensors"
+    model_id = ctx_codec.save(path)
+    back = load_latent_codec(path)
+    assert back.model_id == model_id != ctx_codec.model_id
+    for a, b in zip(ctx_codec.context_tables, back.context_tables):
+        assert np.array_equal(a.classes, b.classes) and np.array_equal(a.offsets, b.offsets)
+        assert np.array_equal(a.freqs, b.freqs)
+    bundle = load_bundle(path)
+    tensors = dict(bundle.tensors)
+    tensors["codec.context.0.classes"] = tensors["codec.context.0.classes"][:-1]
+    Bundle(tensors, bundle.config).save(tmp_path / "bad.safetensors")
+    with pytest.raises(CheckpointError, match="temporal-context tables do not cover"):
+        load_latent_codec(tmp_path / "bad.safetensors")
+    tensors = dict(bundle.tensors)
+    del tensors["codec.context.2.freqs"]
+    Bundle(tensors, bundle.config).save(tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointError, match="malformed latent codec"):
+        load_latent_codec(tmp_path / "missing.safetensors")
+
+
+def test_repeated_frames_are_empty_inter_packets_in_v5_only(ctx_codec):
+    """An all-zero difference (a repeated source frame) is an inter packet with an empty payload in a v5 stream; it
+    keeps the state and the context memory, and the stream decodes exactly; a v2 stream codes it in full."""
+    lat = synthetic_latents("walk", 12, TINY_ROWS, TINY_WIDTH, seed=13)[[0, 1, 2, 3, 3, 3, 4, 5, 6, 6, 7]]
+    v5 = encode_sequence(ctx_codec, lat, StreamParams("open", 0, 1, inter_context="temporal"))
+    v2 = encode_sequence(ctx_codec, lat, StreamParams("open", 0, 1))
+    empty = [i for i, c in enumerate(v5.coded) if not c.payload]
+    assert empty == [4, 5, 9] and all(v2.coded[i].payload for i in empty)
+    assert np.array_equal(decode_bytes(ctx_codec, v5.data), v5.recon)
+    dec = LatentStreamDecoder(ctx_codec, StreamParams("open", 0, 1, inter_context="temporal"), 5)
+    for i, c in enumerate(v5.coded):
+        memory = dec._previous.copy()
+        dec.step(c.type, c.payload)
+        assert np.array_equal(dec.state, c.state)
+        if i in empty:
+            assert np.array_equal(dec._previous, memory)
+    with pytest.raises(BitstreamError, match="corrupted payload"):  # v2: an empty payload is corrupt
+        LatentStreamDecoder(ctx_codec, StreamParams("open", 0, 1), 2).step(PacketType.INTRA, b"")
