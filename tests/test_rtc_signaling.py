@@ -46,6 +46,29 @@ def test_two_peers_pair_relay_and_leave() -> None:
     run(body())
 
 
+def test_stopping_the_server_closes_its_peers_promptly() -> None:
+    """Peers still in their rooms do not hold the server's shutdown (aiohttp would wait 60 s for their handlers):
+    their sockets are closed with 1001 going-away, and each peer hears that signaling is gone."""
+    async def body() -> None:
+        server, url = await _server()
+        a, b = SignalingClient(url, "r1", "tok"), SignalingClient(url, "r1", "tok")
+        try:
+            await a.join()
+            await b.join()
+            assert (await a.recv())["type"] == "peer-joined"
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await server.stop()
+            assert loop.time() - start < 1.5
+            heard = [[(await peer.recv())["type"] for _ in range(2)] for peer in (a, b)]
+            assert all(h[0] == "closed" or h == ["peer-left", "closed"] for h in heard), heard
+        finally:
+            await a.close()
+            await b.close()
+
+    run(body())
+
+
 def test_wrong_token_and_third_peer_are_refused_with_one_line() -> None:
     async def body() -> None:
         server, url = await _server()

@@ -41,6 +41,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 TOKEN_RE = re.compile(r"^[\x21-\x7e]{0,128}$")
 MAX_MESSAGE = 64 * 1024  # an aiortc SDP with a few candidates is ~1-2 kB
 ROOM_SIZE = 2
+SHUTDOWN_S = 2.0  # at most this long for open requests when the server stops (its peer sockets are closed first)
 
 
 class SignalingError(SgancError):
@@ -61,6 +62,8 @@ class SignalingServer:
         self.app = web.Application()
         self.app.router.add_get("/ws", self._ws)
         self.app.router.add_get("/", self._index)
+        self.app.on_shutdown.append(self._close_sockets)
+        self._sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -85,6 +88,19 @@ class SignalingServer:
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=5.0)
         await ws.prepare(request)
+        self._sockets.add(ws)
+        try:
+            return await self._serve_peer(ws)
+        finally:
+            self._sockets.discard(ws)
+
+    async def _close_sockets(self, app: web.Application) -> None:
+        """On shutdown, close every peer's socket (RFC 6455 code 1001, going away): the peers hear "signaling went
+        away" at once and the server stops without waiting for them (aiohttp's graceful-shutdown pattern)."""
+        for ws in list(self._sockets):
+            await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+    async def _serve_peer(self, ws: web.WebSocketResponse) -> web.WebSocketResponse:
         try:
             room_name, token = parse_join(await ws.receive_str(timeout=10.0))
         except (TimeoutError, TypeError, SignalingError):
@@ -125,7 +141,7 @@ class SignalingServer:
         """Listen; returns the bound port (pass 0 for any free one)."""
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, shutdown_timeout=SHUTDOWN_S)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self.port
