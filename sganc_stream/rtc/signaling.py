@@ -139,9 +139,9 @@ class SignalingServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 8765) -> int:
         """Listen; returns the bound port (pass 0 for any free one)."""
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_S)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, shutdown_timeout=SHUTDOWN_S)
+        site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self.port
