@@ -98,6 +98,10 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
         train_face_model(_faces(4), tmp_path, TINY, TrainSettings(mode="encoder", steps=1, batch=2), progress=False)
     with pytest.raises(InputError, match="policy"):
         TrainSettings(augment="rotate").check()
+    with pytest.raises(InputError, match="D crop"):  # a bad option leaves nothing behind
+        train_face_model(_faces(4), tmp_path / "run", TINY, TrainSettings(steps=1, batch=2, adv_weight=0.1, d_crop=12),
+                         progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_diff_augment_keeps_shape_and_gradients() -> None:

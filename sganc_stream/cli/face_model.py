@@ -32,14 +32,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_prepared(args.data, mmap=False)
-    train = data.select("train")
-    val = data.select("val")
-    if len(train) == 0:
-        raise InputError(f"{args.data}: no training faces")
-    size = int(data.images.shape[1])
-    arch = FaceModelConfig(size=size, n_mlp=args.n_mlp, channel_max=args.channel_max, channel_base=args.channel_base,
-                           channel_multiplier=args.channel_multiplier, enc_base_channels=args.enc_channels)
     settings = TrainSettings(mode=args.mode, steps=args.steps, batch=args.batch, lr=args.lr, enc_lr=args.enc_lr,
                              adv_weight=args.adv_weight, augment=args.augment, r1_gamma=args.r1_gamma,
                              d_lr=args.d_lr, d_warmup=args.d_warmup, adv_ramp=args.adv_ramp,
@@ -50,6 +42,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                              identity_weight=args.identity_weight, face_perceptual_weight=args.face_perceptual_weight,
                              temporal_weight=args.temporal_weight,
                              delta_weight=args.delta_weight, pair_fraction=args.pair_fraction, geometric=args.geometric)
+    settings.check()  # bad options: one line before the data is loaded
+    data = load_prepared(args.data, mmap=False)
+    train = data.select("train")
+    val = data.select("val")
+    if len(train) == 0:
+        raise InputError(f"{args.data}: no training faces")
+    size = int(data.images.shape[1])
+    arch = FaceModelConfig(size=size, n_mlp=args.n_mlp, channel_max=args.channel_max, channel_base=args.channel_base,
+                           channel_multiplier=args.channel_multiplier, enc_base_channels=args.enc_channels)
     generator = None
     if args.generator:
         from sganc_stream.training.face_bundle import load_face_source

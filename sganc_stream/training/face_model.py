@@ -610,10 +610,10 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
         raise InputError(f"training faces must be uint8 (n, {arch.size}, {arch.size}, 3), got {images.dtype} {images.shape}")
     if settings.mode == "encoder" and generator is None:
         raise InputError("encoder mode needs a trained generator (--generator)")
+    trainer = FaceModelTrainer(arch, settings, device, generator=generator)  # checks the settings: before any file
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / CHECKPOINT
-    trainer = FaceModelTrainer(arch, settings, device, generator=generator)
     if resume and ckpt.is_file():
         trainer.load_state(read_torch_file(ckpt, keys=("arch", "settings", "modules"), what="train-face-model checkpoint"), ckpt)
     elif ckpt.is_file():
