@@ -79,7 +79,8 @@ def test_a_bandwidth_cap_drops_frames_not_latency(tmp_path: Path, ceiling: float
         call_pair(net, tmp_path, 30, ("send_main", "recv_main"),
                   () if ceiling is None else ("--target-kbps", str(ceiling)))
     stats = events(tmp_path / "A.jsonl", "stats")
-    assert max(s["tx_wire_kbps"] for s in stats[3:]) < CAP_KBIT * 1.5  # the feedback keeps A within the cap
+    rates = [s["tx_wire_kbps"] for s in stats[3:]]  # per stats interval (1 s): one intra frame can fill one
+    assert statistics.median(rates) < CAP_KBIT and max(rates) < 2 * CAP_KBIT, rates  # the feedback keeps A in the cap
     assert stats[-1]["cc_skipped"] > 50 and events(tmp_path / "A.jsonl", "feedback")  # ... by skipping frames
     if ceiling is not None:  # ... after coarser steps: the coarsest preset once the estimate came
         steps = [t["step"] for t in events(tmp_path / "A.jsonl", "tx")]

@@ -242,7 +242,11 @@ def signal_url() -> Iterator[str]:
     assert "listening on" in line, line + proc.stderr.read() if proc.stderr else line
     yield line.split()[-1]
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=10)
+    try:  # communicate, not wait: it drains the pipes, which a server writing to a full pipe would block on
+        proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"sganc-signal did not stop within 30 s of SIGINT: {proc.communicate()[1][-2000:]}")
 
 
 def call(url: str, room: str, name: str, tmp: Path, duration: float, *extra: str | Path, model: Path | None = None
