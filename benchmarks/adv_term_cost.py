@@ -42,7 +42,7 @@ def costs(crop: int, repeats: int) -> dict[str, float]:
     gen = torch.Generator().manual_seed(0)
     real, fake = torch.rand(16, 3, 128, 128) * 2 - 1, torch.rand(16, 3, 128, 128) * 2 - 1
     rec = fake.clone().requires_grad_(True)
-    seen = (lambda x: random_crops(x, crop, gen)) if crop else (lambda x: x)
+    seen = lambda x: random_crops(x, crop, gen)  # noqa: E731 - what D sees: the image, or a crop of it
     out = {
         "diff_augment_real_and_fake": cpu_seconds(lambda: (diff_augment(seen(real), policy),
                                                            diff_augment(seen(fake), policy)), repeats),
@@ -51,8 +51,8 @@ def costs(crop: int, repeats: int) -> dict[str, float]:
             repeats),
         "g_adversarial": cpu_seconds(lambda: g_nonsaturating(d(diff_augment(seen(rec), policy))).backward(), repeats),
         "r1_penalty": cpu_seconds(lambda: r1_penalty(d, seen(real), policy).backward(), 1),
-        "feature_matching": cpu_seconds(lambda: feature_matching(d, *(random_crops(rec, crop, gen, like=real)
-                                                                      if crop else (rec, real))).backward(), repeats),
+        "feature_matching": cpu_seconds(lambda: feature_matching(d, *random_crops(rec, crop, gen, like=real)).backward(),
+                                        repeats),
     }
     out["per_step_without_fm"] = (out["d_step_real_and_fake"] + out["g_adversarial"]
                                   + out["r1_penalty"] / 16)  # R1 every 16th step

@@ -193,9 +193,10 @@ def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: 
 def random_crops(x: torch.Tensor, size: int, gen: torch.Generator, *, like: torch.Tensor | None = None
                  ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One random ``size`` × ``size`` window per image of ``x`` (n, c, h, w), uniform over positions (seeded by
-    ``gen``); with ``like`` (same shape as ``x``) also the same windows of it, for losses that compare pairs."""
+    ``gen``); with ``like`` (same shape as ``x``) also the same windows of it, for losses that compare pairs. A
+    ``size`` of 0 (``d_crop``'s "whole images") or at least the image's side leaves the images as they are."""
     n, _, h, w = x.shape
-    if size >= min(h, w):
+    if size <= 0 or size >= min(h, w):
         return x if like is None else (x, like)
     top = torch.randint(0, h - size + 1, (n,), generator=gen).tolist()
     left = torch.randint(0, w - size + 1, (n,), generator=gen).tolist()
@@ -369,7 +370,7 @@ class FaceModelTrainer:
 
     def _crops(self, x: torch.Tensor) -> torch.Tensor:
         """What D sees of images ``x``: themselves, or random crops of ``d_crop`` px (a patch D)."""
-        return random_crops(x, self.s.d_crop, self.crop_gen) if self.s.d_crop else x  # type: ignore[return-value]
+        return random_crops(x, self.s.d_crop, self.crop_gen)  # type: ignore[return-value]
 
     def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         assert self.d is not None
@@ -465,8 +466,7 @@ class FaceModelTrainer:
                     loss = loss + weight * adv
                     out.update(adv=adv.item(), adv_weight=float(weight))
                 if ramp > 0 and s.fm_weight > 0:
-                    fm = feature_matching(self.d, *(random_crops(rec, s.d_crop, self.crop_gen, like=real)
-                                                    if s.d_crop else (rec, real)))
+                    fm = feature_matching(self.d, *random_crops(rec, s.d_crop, self.crop_gen, like=real))
                     loss = loss + s.fm_weight * ramp * fm
                     out["fm"] = fm.item()
             self._backward("g", loss)
