@@ -80,13 +80,22 @@ def test_a_bandwidth_cap_drops_frames_not_latency(tmp_path: Path, ceiling: float
                   () if ceiling is None else ("--target-kbps", str(ceiling)))
     stats = events(tmp_path / "A.jsonl", "stats")
     rates = [s["tx_wire_kbps"] for s in stats[3:]]  # per stats interval (1 s): one intra frame can fill one
-    assert statistics.median(rates) < CAP_KBIT and max(rates) < 2 * CAP_KBIT, rates  # the feedback keeps A in the cap
+    # The feedback keeps A at the cap: within 15 %, as A's rate counts the headers of the wire-cost model (SPEC §8.9),
+    # not the bytes the kernel's bucket counts; whether A overflows the bucket is what the arrivals below tell.
+    assert statistics.median(rates) < 1.15 * CAP_KBIT and max(rates) < 2 * CAP_KBIT, rates
     assert stats[-1]["cc_skipped"] > 50 and events(tmp_path / "A.jsonl", "feedback")  # ... by skipping frames
     if ceiling is not None:  # ... after coarser steps: the coarsest preset once the estimate came
         steps = [t["step"] for t in events(tmp_path / "A.jsonl", "tx")]
         assert steps[0] < max(steps) and steps[-10:] == [max(steps)] * 10, steps
-    lat = [d["latency_ms"] for d in events(tmp_path / "B.jsonl", "display")]
-    assert len(lat) >= 20
+    # Until B's first estimate A sends at the stream's full rate and the bucket drops what overflows (how many frames
+    # that costs depends on the machine's load); once that backlog has drained, most frames A still sends arrive. Not
+    # all: the delay-based estimate can climb past the cap of this 4-packet queue before its delay shows, and with no
+    # loss-based controller (congestion.py) up to a third were lost in 8 runs on a loaded machine.
+    shown = events(tmp_path / "B.jsonl", "display")
+    settled = events(tmp_path / "A.jsonl", "feedback")[0]["t"] + 5
+    late = [t["seq"] for t in events(tmp_path / "A.jsonl", "tx") if t["t"] > settled]
+    assert len(late) >= 10 and len({d["seq"] for d in shown} & set(late)) >= 0.5 * len(late), (late, shown)
+    lat = [d["latency_ms"] for d in shown]
     quarter = len(lat) // 4
     assert statistics.median(lat[-quarter:]) < statistics.median(lat[:quarter]) + 500  # latency does not grow
 
