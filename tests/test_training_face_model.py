@@ -14,7 +14,8 @@ from sganc_stream.training.augment import diff_augment, parse_policy
 from sganc_stream.training.discriminator import Discriminator
 from sganc_stream.training.face_model import (FaceModelConfig, FaceModelTrainer, TrainSettings, adaptive_weight,
                                               colour_loss, d_logistic, feature_matching, load_trainer, random_crops,
-                                              random_geometry, to_tensor, train_face_model)
+                                              random_geometry, to_tensor, tone_balanced_probabilities,
+                                              train_face_model)
 
 TINY = FaceModelConfig(size=64, style_dim=64, n_mlp=2, channel_max=16, enc_base_channels=8, enc_max_channels=32)
 
@@ -296,3 +297,26 @@ def test_colour_loss_sees_a_tint_but_not_fine_detail() -> None:
     trainer = FaceModelTrainer(TINY, TrainSettings(mode="joint", batch=4, colour_weight=2.0, seed=2))
     colours = _run(trainer, x, 20, "colour")
     assert np.mean(colours[-3:]) < 0.7 * np.mean(colours[:3])
+
+
+def test_tone_balanced_sampling_draws_the_rare_skin_tone_more_often() -> None:
+    """9 light faces to 1 dark one: uniform draws give the dark one 10 %, square-root sampling (α = 0.5) gives it
+    1/(1 + 3) = 25 % (each light face (1/9)^0.5 ÷ total 9·(1/3) + 1), a flat histogram (α = 1) 50 %."""
+    faces = np.full((10, 64, 64, 3), 200, np.uint8)
+    faces[3] = 60  # the one dark face, wherever it sits
+    assert tone_balanced_probabilities(faces, 0.0) is None
+    p = tone_balanced_probabilities(faces, 0.5)
+    assert p.dtype == np.float64 and p.sum() == pytest.approx(1.0) and p[3] == pytest.approx(0.25)
+    assert np.allclose(np.delete(p, 3), 0.75 / 9)
+    assert tone_balanced_probabilities(faces, 1.0)[3] == pytest.approx(0.5)
+    with pytest.raises(InputError, match="tone balance"):
+        TrainSettings(tone_balance=1.5).check()
+
+
+def test_training_with_tone_balance_runs_and_can_be_switched_on_at_resume(tmp_path: Path) -> None:
+    faces = _faces(8)
+    base = dict(mode="joint", batch=4, checkpoint_every=1, sample_every=100)
+    train_face_model(faces, tmp_path, TINY, TrainSettings(steps=1, **base), progress=False)
+    trainer = train_face_model(faces, tmp_path, TINY, TrainSettings(steps=3, tone_balance=0.5, **base),
+                               progress=False, resume=True)
+    assert trainer.step_count == 3 and trainer.s.tone_balance == 0.5

@@ -41,7 +41,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                              sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
                              identity_weight=args.identity_weight, face_perceptual_weight=args.face_perceptual_weight,
                              temporal_weight=args.temporal_weight,
-                             delta_weight=args.delta_weight, pair_fraction=args.pair_fraction, geometric=args.geometric)
+                             delta_weight=args.delta_weight, pair_fraction=args.pair_fraction, geometric=args.geometric,
+                             tone_balance=args.tone_balance)
     settings.check()  # bad options: one line before the data is loaded
     data = load_prepared(args.data, mmap=False)
     train = data.select("train")
@@ -165,6 +166,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--colour-weight", type=float, default=0.0,
                    help="joint/encoder mode: weight of a colour term, L1 of both images average-pooled to 16x16 cells "
                         "(keeps skin tone and saturation; DPED's colour loss)")
+    p.add_argument("--tone-balance", type=float, default=0.0, metavar="ALPHA",
+                   help="draw training faces with probability (faces of that skin tone)^-ALPHA, tones binned by the "
+                        "luma of the central skin box: 0.5 = square-root sampling, 1 = a flat histogram, 0 = uniform "
+                        "(a model otherwise lightens the dark skin its data holds little of)")
     p.add_argument("--d-crop", type=int, default=0, metavar="PX",
                    help="joint mode: the discriminator judges random full-resolution PX x PX crops (a patch "
                         "discriminator, about (PX/size)^2 of the cost; a power of two; 0 = whole images)")

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import write_bytes_atomic
-from sganc_stream.metrics import ms_ssim_window
+from sganc_stream.metrics import face_luma, ms_ssim_window
 from sganc_stream.models.checkpoint import read_torch_file
 from sganc_stream.models.fast_encoder import FastEncoder, FastEncoderConfig
 from sganc_stream.models.stylegan2 import Generator, GeneratorConfig
@@ -109,6 +109,7 @@ class TrainSettings:
     delta_weight: float = 0.0  # joint: e4e's delta regularisation, mean square of W+ rows' offsets from row 0
     pair_fraction: float = 0.0  # share of each batch drawn as consecutive clip-frame pairs (for temporal_weight)
     geometric: float = 0.0  # probability of a small random shift / scale / rotation of a training face
+    tone_balance: float = 0.0  # exponent α of skin-tone-balanced sampling: P(face) ∝ n_bin^-α (0 uniform, 1 flat)
     lr_ramp_down: float = 0.0  # last share of ``steps`` over which learning rates fall linearly to 10 %
     flip: bool = True
     seed: int = 0
@@ -122,8 +123,8 @@ class TrainSettings:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.steps < 1 or self.batch < 2:
             raise InputError("steps must be >= 1 and batch >= 2")
-        if not (0.0 <= self.pair_fraction <= 1.0 and 0.0 <= self.geometric <= 1.0):
-            raise InputError("pair fraction and geometric augmentation probability must lie in [0, 1]")
+        if not (0.0 <= self.pair_fraction <= 1.0 and 0.0 <= self.geometric <= 1.0 and 0.0 <= self.tone_balance <= 1.0):
+            raise InputError("pair fraction, geometric augmentation probability and tone balance must lie in [0, 1]")
         if min(self.identity_weight, self.face_perceptual_weight, self.temporal_weight, self.delta_weight,
                self.adv_weight, self.fm_weight, self.colour_weight) < 0:
             raise InputError("loss weights must be >= 0")
@@ -544,7 +545,7 @@ def _known(saved: dict) -> dict:
 # Settings a resumed chunk may change: its length and schedule, and the loss recipe (terms switched on later).
 CHUNK_SETTINGS = ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down", "adv_weight",
                   "d_crop", "d_lr", "d_warmup", "adv_ramp", "adv_adaptive", "fm_weight", "r1_gamma", "augment",
-                  "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "mse_weight",
+                  "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "tone_balance", "mse_weight",
                   "colour_weight", "msssim_weight", "code_weight")
 
 
@@ -592,6 +593,25 @@ def sample_rows(trainer: FaceModelTrainer, shown: torch.Tensor) -> list[np.ndarr
     return [to_uint8(shown), to_uint8(g(e(shown)))]
 
 
+TONE_BIN = 16.0  # width of a skin-tone bin of tone-balanced sampling, in luma Y' levels (0–255)
+
+
+def tone_balanced_probabilities(images: np.ndarray, alpha: float, chunk: int = 2048) -> np.ndarray | None:
+    """Sampling probabilities, float64 (n,) summing to 1, for uint8 (n, s, s, 3) aligned faces: each face's skin
+    tone is the luma of its central skin box (``metrics.face_luma``), binned by ``TONE_BIN`` levels, and
+    P(face) ∝ (faces in its bin)^−α. α = 0.5 is square-root sampling (Mahajan et al. 2018, "Exploring the limits of weakly supervised pretraining": the middle way
+    between the data's frequencies and a flat histogram, α = 1): tones the data holds few of, dark skin here, are
+    drawn more often, so a loss averaged over batches no longer pays off in regressing them to the data's mean. None
+    for α = 0 (uniform: the caller draws as before)."""
+    if alpha <= 0:
+        return None
+    luma = np.concatenate([np.atleast_1d(face_luma(images[i:i + chunk])) for i in range(0, len(images), chunk)])
+    bins = np.minimum((luma // TONE_BIN).astype(np.int64), int(255 // TONE_BIN))
+    counts = np.bincount(bins)
+    weights = counts[bins].astype(np.float64) ** -alpha
+    return weights / weights.sum()
+
+
 def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelConfig, settings: TrainSettings, *,
                      device: str = "cpu", resume: bool = False, generator: Generator | None = None,
                      preview: np.ndarray | None = None, pairs: np.ndarray | None = None,
@@ -625,6 +645,7 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
     use_pairs = pairs is not None and len(pairs) > 0 and settings.temporal_weight > 0 and settings.mode == "joint"
     m = int(round(settings.pair_fraction * settings.batch / 2)) if use_pairs else 0
     shown = to_tensor((preview if preview is not None else images)[:8])
+    probabilities = tone_balanced_probabilities(images, settings.tone_balance)
     start_time = time.monotonic()
     # The log restarts from the checkpoint's history: steps a killed chunk logged after its last checkpoint run
     # again now and must not stay in the log twice.
@@ -634,7 +655,8 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
                desc=f"train face {settings.mode}", unit="step", disable=not progress, mininterval=2.0)
     try:
         for _ in bar:
-            rows = rng.integers(0, len(data), settings.batch)
+            rows = rng.integers(0, len(data), settings.batch) if probabilities is None else \
+                rng.choice(len(data), settings.batch, p=probabilities)
             flip = rng.random(settings.batch) < 0.5
             if m:
                 chosen = pairs[rng.integers(0, len(pairs), m)]
