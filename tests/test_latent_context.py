@@ -134,11 +134,9 @@ def test_temporal_context_without_tables_is_one_input_error(tiny_codec, ctx_code
 @pytest.mark.parametrize("kwargs, message", [
     ({"inter_context": "cabac"}, "inter context must be one of factorized, temporal, got 'cabac'"),
     ({"inter_context": "temporal", "mode": "intra"}, "intra mode has none"),
-    ({"inter_context": "temporal", "target_kbps": 20.0}, "do not combine with rate control"),
     ({"decimation": 0}, "decimation must be an integer between 1 and 16, got 0"),
     ({"decimation": 17}, "decimation must be an integer between 1 and 16"),
     ({"decimation": 2.0}, "decimation must be an integer"),
-    ({"decimation": 2, "target_kbps": 20.0}, "do not combine with rate control"),
 ])
 def test_stream_params_reject_bad_v5_options(kwargs, message):
     with pytest.raises(InputError, match=message):
