@@ -1,7 +1,7 @@
 """Rate control (``--target-kbps``, bitstream v4) on held-out clips with the shipped face model.
 
     python benchmarks/rate_control.py [--targets 10 20 40] [--g 10] [--add-steps 3 4 6 ...] [--clips FILE ...]
-    python benchmarks/rate_control.py --inter-context temporal [--decimation 2] [--residuals irwin_hall]   # bitstream v6
+    python benchmarks/rate_control.py --inter-context temporal [--decimation 2]   # rate control in bitstream v6
 
 What it does: W+ of each clip as ``transcode`` makes it (align + E, cached under out/rate_control/ by model id);
 the shipped model's Δ presets (0.5, 1, 2) extended in memory by ``add_coarser_steps`` (Δ = 3, 4, 6, 8, 12, 16, 24,

@@ -138,7 +138,8 @@ class StreamHeader:
         fields = cls.__dataclass_fields__
         try:
             raw = {k: m[k] for k in fields if k != "version" and (k != "residual" or version >= VERSION_RESIDUAL)
-                   and (k != "steps" or switches_steps(version)) and (k not in ("context", "decimation") or has_v5_tools(version))}
+                   and (k != "steps" or switches_steps(version))
+                   and (k not in ("context", "decimation") or has_v5_tools(version))}
         except KeyError:
             raise BitstreamError("malformed header: missing field") from None
         if len(m) != len(raw):

@@ -15,18 +15,20 @@ exact for one machine and thread count, and may differ by one where y lies withi
 
 How v_t is coded (``StreamParams.inter_context``): with the model's one factorized table per step (the paper's), or
 (bitstream v5, ``temporal``) each channel with the table its previous decoded difference selects
-(:mod:`sganc_stream.latent.context`); either way the integers, the state and the latents are the same. In a v5 (and v6) stream
-an inter frame whose difference is all zero (a repeated source frame) is a **repeat**: an inter packet with an empty
-payload, leaving the state and the context memory as they are (a coded one costs 28–224 bytes: SPEC §4).
+(:mod:`sganc_stream.latent.context`); either way the integers, the state and the latents are the same. In a v5 (and
+v6) stream an inter frame whose difference is all zero (a repeated source frame) is a **repeat**: an inter packet with
+an empty payload, leaving the state and the context memory as they are (a coded one costs 28–224 bytes: SPEC §4).
 
 An intra frame is sent first, every ``keyframe_interval`` frames (0 = never again), on request, and when the
 coded identity changes (a new-face intra frame, bitstream v2). No-face frames (v2) never reach this level: they
 leave the state alone and are handled by whoever reads packets.
 
-Rate control (``StreamParams.target_kbps``, bitstream v4; v6 with temporal context or decimation): the stream switches among steps ``Δ_j = m_j · Δ_0``, the
-state counts units of Δ_0, and a frame coded with step j adds ``m_j`` times its integers (intra: ŷ = m_j·q). The step
-changes only at a group start (:mod:`sganc_stream.latent.rate`); the first inter frame after a change codes
-``round((y_t − ŷ_{t−1}) / m_j)`` (closed loop for that frame) so the new step starts without the old step's drift.
+Rate control (``StreamParams.target_kbps``, bitstream v4; v6 with temporal context or decimation): the stream
+switches among steps ``Δ_j = m_j · Δ_0``, the state counts units of Δ_0, and a frame coded with step j adds ``m_j``
+times its integers (intra: ŷ = m_j·q). The step changes only at a group start (:mod:`sganc_stream.latent.rate`); the
+first inter frame after a change codes ``round((y_t − ŷ_{t−1}) / m_j)`` (closed loop for that frame) so the new step
+starts without the old step's drift. In v6 with temporal context that switch frame (its step differs from the last
+sent payload's) codes its difference with the step's factorized table, not the context rows (SPEC §4.3).
 """
 
 from __future__ import annotations
@@ -292,7 +294,8 @@ class LatentStreamDecoder:
     def __init__(self, model: LatentCodecModel, params: StreamParams, version: int = VERSION) -> None:
         self.model, self.params, self.version = model, params, version
         if switches_steps(version) != params.rate_controlled:
-            raise BitstreamError(f"a version {version} stream {'must' if switches_steps(version) else 'cannot'} switch steps")
+            must = "must" if switches_steps(version) else "cannot"
+            raise BitstreamError(f"a version {version} stream {must} switch steps")
         self.steps = step_tables(model, params)
         self._state: np.ndarray | None = None
         self._previous = np.zeros(model.channels, dtype=np.int64)  # the last decoded difference (temporal context)

@@ -17,7 +17,8 @@ So R(Δ) is known on the current content for every Δ at once, as a multi-pass e
 look-ahead or latency. The prediction for the next group is the mean over the groups so far with weights halving per
 newer group (x264's "blurred complexity" of ratecontrol.c: a step chosen because the last group was calm would
 otherwise be chosen on a low estimate; measured with temporal context, where calm and moving groups differ most,
-10-s windows within ±10 % at 40 kbit/s went from 29 / 41 to 39 / 41, benchmarks/rate_control.py). The group's first frame is costed exactly on the frame itself at every step, so the switch
+10-s windows within ±10 % at 40 kbit/s went from 29 / 41 to 39 / 41, benchmarks/rate_control.py). The group's
+first frame is costed exactly on the frame itself at every step, so the switch
 frame that a change of step needs (coded against the state: from a coarse step to a fine one it carries the whole
 coarse quantization error, up to about an intra frame's bits) weighs on the choice; and, as x264's ``--qpstep``
 limits QP changes, the step moves at most ``MAX_STEP_CHANGE`` presets per group. Packet framing and the coder's tail word are added as the measured mean of (packet bits −
@@ -81,7 +82,7 @@ class RateController:
         self._prev_y: np.ndarray | None = None
         self._group_bits = np.zeros(len(steps))  # shadow inter bits of the current group, per step
         self._group_frames = 0
-        self.inter_bits: np.ndarray | None = None  # predicted bits of one inter frame at each step (blurred group means)
+        self.inter_bits: np.ndarray | None = None  # predicted bits of an inter frame at each step (blurred group means)
         self.intra_bits = np.zeros(len(steps))  # information content of the last intra frame at each step
         self._first = np.zeros(len(steps))  # this inter frame's cost to the stream at each step (switch frames included)
 
@@ -156,8 +157,8 @@ class RateController:
 
     def _difference_bits(self, st: StepTables, v: np.ndarray, previous: np.ndarray, residual: bool,
                          switch: bool = False) -> float:
-        """Information content of a latent difference ``v`` at step ``st`` after the difference ``previous`` (``switch``:
-        in a frame that changes the step); 0 for a repeat (an all-zero difference of a frame without a residual, where
+        """Information content of a latent difference ``v`` at step ``st`` after the difference ``previous``
+        (``switch``: in a frame that changes the step); 0 for a repeat (an all-zero difference of a frame without a residual, where
         the stream sends repeats)."""
         return 0.0 if self.repeats and not residual and not v.any() else st.difference(previous, switch).ideal_bits(v)
 
