@@ -1,11 +1,14 @@
 """Rate control (``--target-kbps``, bitstream v4) on held-out clips with the shipped face model.
 
     python benchmarks/rate_control.py [--targets 10 20 40] [--g 10] [--add-steps 3 4 6 ...] [--clips FILE ...]
+    python benchmarks/rate_control.py --inter-context temporal [--decimation 2]   # rate control in bitstream v6
 
 What it does: W+ of each clip as ``transcode`` makes it (align + E, cached under out/rate_control/ by model id);
 the shipped model's Δ presets (0.5, 1, 2) extended in memory by ``add_coarser_steps`` (Δ = 3, 4, 6, 8, 12, 16, 24,
 32: difference tables fitted on training-identity clips, intra tables rebinned) and empirical residual tables for g
-fitted on the same clips; then every clip coded open-loop with residual period
+fitted on the same clips (with ``--inter-context temporal``, temporal-context tables for every preset too,
+``training.latent_codec.fit_context``; with ``--decimation d``, every d-th frame coded: bitstream v6 when
+rate-controlled, results in rate_control_<context>_d<d>.json); then every clip coded open-loop with residual period
 g at each target, with each residual table. Reported per stream: the packet rate (payload + framing, what a file
 and a data-channel message carry; not the container header, not SCTP/DTLS/UDP/IP) of every 10-second window (one
 starting at every whole second), the share of windows within ±10 % of the target, the steps used, the latent MSE
@@ -38,9 +41,9 @@ from sganc_stream.assets import default_face_model
 from sganc_stream.bitstream.container import decode_container
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import LatentCodecModel
-from sganc_stream.latent.sequence import decode_sequence, encode_sequence
+from sganc_stream.latent.sequence import decode_sequence, encode_sequence, interpolate
 from sganc_stream.pipeline import FaceModel, load_face_model
-from sganc_stream.training.latent_codec import add_coarser_steps, fit_empirical_residuals
+from sganc_stream.training.latent_codec import add_coarser_steps, fit_context, fit_empirical_residuals
 
 # Held-out identities of the shipped model (validation split of prepare-faces: Obama, Kristi Noem), 18–30 s each.
 HELD_OUT = ("styletalk/source_video/Obama_clip2.mp4", "styletalk/source_video/KristiNoem.mp4", "edtalk/uncrop_Obama.mp4")
@@ -114,11 +117,16 @@ def code(codec: LatentCodecModel, wplus: np.ndarray, fps: float, params: StreamP
     enc = BatchCodec(codec, wplus)
     res = encode_sequence(enc, wplus, params, fps)  # type: ignore[arg-type]
     container = decode_container(res.data)
-    win = windows(container.record_bytes, fps)
+    win = windows(container.record_bytes, container.header.fps)  # packets' rate (the source's / decimation)
+    for c in res.coded:  # T⁻¹ of each packet's state, recorded in order (BatchCodec)
+        assert c is not None
+        c.recon
+    recon = interpolate(enc.recon(params.step_index), [c is not None and c.type.is_intra for c in res.coded],
+                        params.decimation)[0][:len(wplus)]
     out: dict[str, Any] = {
         "frames": len(wplus), "seconds": len(wplus) / fps, "file_bytes": len(res.data), "version": container.header.version,
         "packet_kbps": 8 * sum(container.record_bytes) / (len(wplus) / fps) / 1000,
-        "latent_mse": float(np.mean((enc.recon(params.step_index).astype(np.float64) - wplus) ** 2)),
+        "latent_mse": float(np.mean((recon.astype(np.float64) - wplus) ** 2)),
         "window_kbps": [round(w, 3) for w in win],
         "steps_used": {f"{res.steps[j]:g}": int(c) for j, c in enumerate(np.bincount(res.step_choices, minlength=len(res.steps))) if c},
     }
@@ -147,6 +155,9 @@ def main() -> int:
                     help="presets added in memory, each an integer multiple of a preset (add_coarser_steps)")
     ap.add_argument("--residuals", nargs="+", default=["empirical", "irwin_hall"])
     ap.add_argument("--no-fixed", action="store_true", help="skip the fixed-step streams at every preset")
+    ap.add_argument("--inter-context", choices=["factorized", "temporal"], default="factorized",
+                    help="temporal: context tables fitted in memory on the training clips for every preset")
+    ap.add_argument("--decimation", type=int, default=1, help="code every d-th frame (bitstream v5/v6)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -157,13 +168,16 @@ def main() -> int:
     clips = {rel: clip_wplus(face, rel, args.max_frames) for rel in tqdm(args.clips, desc="held-out clips (align + E)")}
     add_coarser_steps(codec, train, args.add_steps)
     codec.empirical_residuals = fit_empirical_residuals(codec, train, (args.g,))
+    if args.inter_context == "temporal":
+        codec.context_tables = fit_context(codec, train)
     finest = int(np.argmin(codec.steps))
     runs: list[dict[str, Any]] = []
     jobs: list[tuple[str, float | None, int]] = [(r, t, finest) for r in args.residuals for t in args.targets]
     # fixed-step streams: the operating points the controller chooses among
     jobs += [] if args.no_fixed else [(args.residuals[0], None, i) for i in range(len(codec.steps))]
     for residual, target, step_index in tqdm(jobs, desc="streams"):
-        params = StreamParams("open", args.g, step_index, residual=residual, target_kbps=target)
+        params = StreamParams("open", args.g, step_index, residual=residual, target_kbps=target,
+                              inter_context=args.inter_context, decimation=args.decimation)
         fixed = target is None
         for rel, (wplus, fps) in clips.items():
             row = {"clip": rel, "residual": residual, "g": args.g, "target_kbps": target,
@@ -186,8 +200,11 @@ def main() -> int:
                             "latent_mse": [r["latent_mse"] for r in rows],
                             "decodes_exactly": all(r.get("decodes_exactly", True) for r in rows),
                             "decoded_clips": [r["clip"] for r in rows if "decodes_exactly" in r]})
-    out = write_result("rate_control", {
+    name = ("rate_control" if (args.inter_context, args.decimation) == ("factorized", 1)
+            else f"rate_control_{args.inter_context}_d{args.decimation}")
+    out = write_result(name, {
         "model_id": face.model_id, "presets_shipped": presets, "presets_used": codec.steps,
+        "inter_context": args.inter_context, "decimation": args.decimation,
         "new_presets": "difference tables: per-channel histograms of the training clips' differences; intra tables: "
                        "the coarsest preset dividing the new step, rebinned (training.latent_codec.add_coarser_steps)",
         "train_clips": [r for r, _ in TRAIN], "train_frames": int(sum(len(t) for t in train)),

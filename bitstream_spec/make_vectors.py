@@ -11,7 +11,8 @@ This build writes bitstream v2 (``v2_*`` cases), and v3 for streams coded with a
 training sequences, stored packed, bundle format v2), and v4 for rate-controlled streams (``v4_*`` cases: the step
 changes between groups of frames; each case's stream uses at least two steps), and v5 for streams with temporal context or
 decimation (``v5_*`` cases; temporal context with ``model_context.safetensors``: the vector model plus temporal-context
-tables fitted on its training sequences, ``latent.context.fit_context_tables``). The version 1 vectors (the other cases) were made by the v1
+tables fitted on its training sequences, ``latent.context.fit_context_tables``), and v6 for rate-controlled streams with
+either (``v6_*`` cases, each switching steps). The version 1 vectors (the other cases) were made by the v1
 encoder (commit c6daa32) and are kept frozen: they check that v1 streams still decode.
 """
 
@@ -53,6 +54,7 @@ def cases() -> dict[str, tuple[np.ndarray, StreamParams, tuple[int, ...]]]:
     long_walk[30:] *= 0.5  # calmer second half: the controller moves to a finer step
     long_gaps = synthetic_latents("walk", 48, ROWS, WIDTH, seed=106)
     long_gaps[20:24] = np.nan
+    long_repeats = long_walk[np.repeat(np.arange(60), [2 if k % 7 == 3 else 1 for k in range(60)])]  # some twice
     long_switch = np.concatenate([synthetic_latents("walk", 12, ROWS, WIDTH, seed=107),
                                   synthetic_latents("smooth", 36, ROWS, WIDTH, seed=108) + 1.0])
     return {
@@ -74,6 +76,10 @@ def cases() -> dict[str, tuple[np.ndarray, StreamParams, tuple[int, ...]]]:
         "v5_open_g3_temporal_decimation3_new_face": (switch, StreamParams("open", 3, 1, inter_context="temporal",
                                                                           decimation=3), (10, 20)),
         "v5_closed_decimation2_no_face": (gaps, StreamParams("closed", 0, 0, decimation=2), ()),
+        "v6_open_g4_temporal_rate14_repeats": (long_repeats, StreamParams("open", 4, 0, inter_context="temporal",
+                                                                          target_kbps=14.0), ()),
+        "v6_closed_keyint12_temporal_decimation2_rate8_no_face": (long_gaps, StreamParams(
+            "closed", 0, 0, 12, target_kbps=8.0, inter_context="temporal", decimation=2), ()),
     }
 
 

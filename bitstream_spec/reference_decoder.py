@@ -1,4 +1,4 @@
-"""Independent decoder for sganc-stream bitstreams v1 to v5, written from SPEC.md alone.
+"""Independent decoder for sganc-stream bitstreams v1 to v6, written from SPEC.md alone.
 
 It uses numpy, msgpack and safetensors' numpy reader only: no sganc_stream and no constriction code, so
 agreement with the library on the conformance vectors checks the specification, not the implementation
@@ -212,24 +212,26 @@ def require(condition: bool, message: str) -> None:
 def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Returns (integer states after each face packet (faces, C), decoded W+ (frames, rows, width) float32, all
     NaN for no-face frames)."""
-    require(data[:4] == b"SGNC" and data[4] in (1, 2, 3, 4, 5), "not an sgnc v1 to v5 file")
+    require(data[:4] == b"SGNC" and data[4] in (1, 2, 3, 4, 5, 6), "not an sgnc v1 to v6 file")
     version = data[4]
+    switching = version in (4, 6)  # SPEC §2: `steps` and a step choice per face packet (v4, v6)
+    tools = version in (5, 6)  # SPEC §2: `context`, `decimation` and repeats (v5, v6)
     unpacker = msgpack.Unpacker(raw=False)
     unpacker.feed(data[5:])
     header = next(unpacker)
-    require(len(header) == {3: 10, 4: 11, 5: 12}.get(version, 9), "unknown header field")
-    context = header["context"] if version == 5 else "factorized"  # SPEC §2 (v5)
-    decimation = header["decimation"] if version == 5 else 1
+    require(len(header) == {3: 10, 4: 11, 5: 12, 6: 13}.get(version, 9), "unknown header field")
+    context = header["context"] if tools else "factorized"  # SPEC §2 (v5, v6)
+    decimation = header["decimation"] if tools else 1
     require(context in ("factorized", "temporal") and 1 <= decimation <= 16, "bad context or decimation")
     residual = header["residual"] if version >= 3 else "irwin_hall"
     require(residual in ("irwin_hall", "empirical"), "unknown residual table")
     require(bytes(header["model_id"]).hex() == model.model_id, "model mismatch")
     g, mode = header["g"], header["mode"]
-    steps = header["steps"] if version == 4 else [header["step"]]
+    steps = header["steps"] if switching else [header["step"]]
     multiples = [s / steps[0] for s in steps]  # SPEC §2 (v4): integers, in binary64
     require(steps[0] == header["step"] and all(m == int(m) for m in multiples), "bad step list")
-    require(all(b > a for a, b in zip(steps, steps[1:])) and (version != 4 or 2 <= len(steps) <= 16), "bad step list")
-    choice_model = model_intervals(uniform_row(len(steps))) if version == 4 else None
+    require(all(b > a for a, b in zip(steps, steps[1:])) and (not switching or 2 <= len(steps) <= 16), "bad step list")
+    choice_model = model_intervals(uniform_row(len(steps))) if switching else None
     step_tables = []  # per step of the stream: its multiple and the (offsets, (L, p)) of intra, difference, residual
     for step, multiple in zip(steps, multiples):
         step_index = model.steps.index(step)
@@ -250,6 +252,7 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     types = (0, 1, 2, 5, 6) if version >= 2 else (0, 1, 2)
     states, decoded, state, last_seq, faces = [], [], None, None, 0
     previous = np.zeros(c, dtype=np.int64)  # SPEC §4.3: the last decoded difference
+    sent_step = 0  # SPEC §4.3 (v6): the step of the last face packet with a payload
     intra_packets = []
     for k in range(header["frames"] + 1):
         pos = 5 + unpacker.tell()
@@ -267,13 +270,13 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
             decoded.append(np.full((model.rows, model.width), np.nan, dtype=np.float32))
             continue
         last_seq, faces = seq, faces + 1
-        if version == 5 and ptype == 1 and not payload:  # SPEC §4.3: a repeat, state and context memory kept
+        if tools and ptype == 1 and not payload:  # SPEC §4.3: a repeat, state and context memory kept
             require(state is not None, "inter frame before any intra frame")
             states.append(state)
             decoded.append(model.inverse(state, steps[0]))
             continue
         reader = RansReader(payload)
-        choice = reader.decode(choice_model[0][0], choice_model[1][0]) if version == 4 else 0  # SPEC §4 (v4)
+        choice = reader.decode(choice_model[0][0], choice_model[1][0]) if switching else 0  # SPEC §4 (v4, v6)
         multiple, (intra_off, intra_i), (diff_off, diff_i), res_t, ctx_t = step_tables[choice]
         if ptype in (0, 6):
             parts = [decode_part(reader, intra_off, *intra_i, c)]
@@ -281,7 +284,7 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
             previous = np.zeros(c, dtype=np.int64)
         else:
             require(state is not None, "inter frame before any intra frame")
-            if ctx_t is not None:
+            if ctx_t is not None and choice == sent_step:  # SPEC §4.3 (v6): a switch frame uses the difference table
                 classes, n_classes, row_off, (row_l, row_p) = ctx_t
                 rows = (np.clip(previous, -1, 1) + 1) * n_classes + classes
                 parts = [decode_part(reader, row_off[rows], row_l[rows], row_p[rows], c)]
@@ -292,8 +295,9 @@ def decode_file(model: Model, data: bytes) -> tuple[np.ndarray, np.ndarray]:
                 require(res_t is not None, "residual frame in a stream without residuals")
                 parts.append(decode_part(reader, res_t[0], *res_t[1], c))
             state = state + multiple * sum(parts)
+        sent_step = choice
         if version >= 2:
-            checked = ([np.array([choice])] if version == 4 else []) + parts
+            checked = ([np.array([choice])] if switching else []) + parts
             require(reader.decode(*UNIFORM16) == check_value(checked), "corrupted payload: check value mismatch")
         reader.finish()
         require(np.abs(state).max() < 2**30, "state out of range")

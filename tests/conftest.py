@@ -26,10 +26,12 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def tiny_codec_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small latent codec (6x32, three stage groups) trained for a few steps on synthetic sequences."""
+    """A small latent codec (6x32, three stage groups) trained for a few steps on synthetic sequences, without
+    temporal-context tables (as models made before bitstream v5; `fit-context-tables` adds them)."""
     seqs = [synthetic_latents(k, 40, TINY_ROWS, TINY_WIDTH, seed=i) for i, k in enumerate(["smooth", "walk"] * 3)]
     path = tmp_path_factory.mktemp("codec") / "tiny.safetensors"
-    train_latent_codec(seqs, path, TrainConfig(steps=40, batch=8, hidden=16, step_presets=[0.25, 0.5, 1.0]), progress=False)
+    train_latent_codec(seqs, path, TrainConfig(steps=40, batch=8, hidden=16, step_presets=[0.25, 0.5, 1.0]), progress=False,
+                       context_classes=0)
     return path
 
 

@@ -192,7 +192,6 @@ def test_v5_options(encoded, tiny_codec_path, capsys):
     assert "bitstream v5" in (out := capsys.readouterr().out) and "decimation 2 (14 frames interpolated)" in out
     for args, message in ((["--inter-context", "temporal"], "no temporal-context tables"),
                           (["--decimation", "0"], "decimation must be an integer between 1 and 16, got 0"),
-                          (["--decimation", "2", "--target-kbps", "20"], "do not combine with rate control"),
                           (["--drift-damping", "2"], "drift damping must be between 0 and 1, got 2.0"),
                           (["--drift-damping", "0.5", "--mode", "closed"], "drift damping is for open mode")):
         r = run_cli("latents", "encode", "--model", str(tiny_codec_path), *args, str(d / "in.npy"), str(d / "bad5.sgnc"))

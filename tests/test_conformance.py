@@ -21,7 +21,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from sganc_stream.bitstream.container import (VERSION, VERSION_CONTEXT, VERSION_RATE, VERSION_RESIDUAL, decode_container,
+from sganc_stream.bitstream.container import (VERSION, VERSION_CONTEXT, VERSION_RATE, VERSION_RATE_CONTEXT, VERSION_RESIDUAL,
+                                               decode_container, has_v5_tools, switches_steps,
                                               encode_container)
 from sganc_stream.bitstream.packet import Packet, PacketType
 from sganc_stream.bundle import load_bundle
@@ -37,10 +38,12 @@ import reference_decoder  # noqa: E402
 
 VECTORS = SPEC / "vectors"
 CASES = sorted(p.name[: -len(".sgnc")] for p in VECTORS.glob("*.sgnc"))
-# This build writes VERSION, VERSION_RESIDUAL with empirical residual tables, VERSION_RATE with rate control and
-# VERSION_CONTEXT with temporal context or decimation: its encoder is checked against those.
+# This build writes VERSION, VERSION_RESIDUAL with empirical residual tables, VERSION_RATE with rate control,
+# VERSION_CONTEXT with temporal context or decimation and VERSION_RATE_CONTEXT with both: its encoder is checked
+# against those.
 WRITTEN = [c for c in CASES
-           if (VECTORS / f"{c}.sgnc").read_bytes()[4] in (VERSION, VERSION_RESIDUAL, VERSION_RATE, VERSION_CONTEXT)]
+           if (VECTORS / f"{c}.sgnc").read_bytes()[4] in (VERSION, VERSION_RESIDUAL, VERSION_RATE, VERSION_CONTEXT,
+                                                              VERSION_RATE_CONTEXT)]
 # Model files of the vectors: model.safetensors (version 1 file), model_empirical.safetensors (the same model plus
 # empirical residual tables, packed: bundle format v2), model_context.safetensors (the same model plus temporal-context
 # tables). A case's header names its model by id.
@@ -75,7 +78,7 @@ def test_vectors_present():
 def test_vectors_of_both_versions_present():
     versions = [(VECTORS / f"{case}.sgnc").read_bytes()[4] for case in CASES]
     assert versions.count(1) >= 5 and versions.count(2) >= 7 and versions.count(3) >= 2 and versions.count(4) >= 3
-    assert versions.count(5) >= 4
+    assert versions.count(5) >= 4 and versions.count(6) >= 2
     kinds = {p.type for case in CASES for p in decode_container((VECTORS / f"{case}.sgnc").read_bytes()).packets}
     assert {PacketType.NO_FACE, PacketType.NEW_FACE} <= kinds
 
@@ -169,19 +172,26 @@ def _new_faces(data: bytes) -> list[int]:
 
 
 def test_v5_vectors_use_temporal_context_and_decimation():
-    """The v5 vectors hold both tools, together and apart, and repeats; no other version names either."""
+    """The v5 vectors hold both tools, together and apart, and repeats; the v6 vectors (rate control) both tools and
+    repeats; no other version names either."""
     headers = [decode_container((VECTORS / f"{c}.sgnc").read_bytes()).header for c in CASES]
     v5 = [h for h in headers if h.version == VERSION_CONTEXT]
     assert {(h.context, h.decimation > 1) for h in v5} >= {("temporal", False), ("temporal", True), ("factorized", True)}
-    assert all(h.context == "factorized" and h.decimation == 1 for h in headers if h.version != VERSION_CONTEXT)
+    v6 = [h for h in headers if h.version == VERSION_RATE_CONTEXT]
+    assert {h.context for h in v6} == {"temporal"} and any(h.decimation > 1 for h in v6) and all(h.steps for h in v6)
+    assert all(h.context == "factorized" and h.decimation == 1 for h in headers if not has_v5_tools(h.version))
     repeats = [p for c in CASES for p in decode_container((VECTORS / f"{c}.sgnc").read_bytes()).packets
                if p.type == PacketType.INTER and not p.payload]
     assert len(repeats) >= 2  # v5 repeats: all-zero differences as empty inter packets
+    v6_repeats = [p for c in CASES if c.startswith("v6_")
+                  for p in decode_container((VECTORS / f"{c}.sgnc").read_bytes()).packets
+                  if p.type == PacketType.INTER and not p.payload]
+    assert len(v6_repeats) >= 2  # repeats carry no step choice
 
 
 def _target_kbps(case: str) -> str:
     """A rate-controlled case's target (not in the stream: only the steps it chose are); "-" for the others."""
-    if (VECTORS / f"{case}.sgnc").read_bytes()[4] != VERSION_RATE:
+    if not switches_steps((VECTORS / f"{case}.sgnc").read_bytes()[4]):
         return "-"
     sys.path.insert(0, str(SPEC))
     import make_vectors  # noqa: E402 (imports training code: only here)
@@ -193,12 +203,17 @@ def test_v4_vectors_switch_steps():
     """Every rate-controlled vector changes its step at least once, and only where a group starts."""
     for case in CASES:
         data = (VECTORS / f"{case}.sgnc").read_bytes()
-        if data[4] != VERSION_RATE:
+        if not switches_steps(data[4]):
             continue
         model = _models()[model_file(case)]
         container = decode_container(data)
         dec = LatentStreamDecoder(model, stream_params(model, container.header), container.header.version)
-        chosen = [dec._chosen(p.type, p.payload)[0] for p in container.packets if p.type.is_frame]
+        chosen = []
+        for p in container.packets:
+            if p.type.is_frame and p.payload:  # a repeat (v6) names no step
+                chosen.append(dec._chosen(p.type, p.payload)[0])
+            if p.type.is_frame:
+                dec.step(p.type, p.payload)  # the context memory (v6 with temporal context)
         assert len(set(chosen)) >= 2
 
 

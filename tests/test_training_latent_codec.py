@@ -111,3 +111,15 @@ def test_codec_records_the_encoder_of_its_latents(tmp_path):
     train_latent_codec(load_latent_sequences([folder]), tmp_path / "m.safetensors", TrainConfig(steps=1, **CFG),
                        progress=False, info={"encoder_id": "e" * 64})
     assert load_latent_codec(tmp_path / "m.safetensors").info["encoder_id"] == "e" * 64
+
+
+def test_training_fits_temporal_context_tables_unless_told_not_to(tmp_path):
+    model, _ = train_latent_codec(_seqs(), tmp_path / "m.safetensors", TrainConfig(steps=2, **CFG), progress=False)
+    back = load_latent_codec(tmp_path / "m.safetensors")
+    assert len(back.context_tables) == len(back.steps) == 2 and back.context_tables[0].num_classes == 8
+    assert all(np.array_equal(a.freqs, b.freqs) for a, b in zip(model.context_tables, back.context_tables))
+    train_latent_codec(_seqs(), tmp_path / "n.safetensors", TrainConfig(steps=2, **CFG), progress=False, context_classes=0)
+    assert load_latent_codec(tmp_path / "n.safetensors").context_tables == []
+    with pytest.raises(InputError, match="context classes must be between 1 and 64, got 65"):
+        train_latent_codec(_seqs(), tmp_path / "o.safetensors", TrainConfig(steps=1, **CFG), progress=False,
+                           context_classes=65)

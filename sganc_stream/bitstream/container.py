@@ -16,7 +16,9 @@ among, the first being ``step``, the unit of the decoder's state; every face pac
 Version 5 is version 3 plus two header fields: ``context``, how inter differences are coded (``factorized``, or
 ``temporal``: each channel's table chosen by its previous decoded difference, ``latent.context``), and
 ``decimation`` ``d`` (packet ``k`` codes source frame ``k·d``; the decoder interpolates the ``d − 1`` frames between
-packets, ``latent.sequence``). It is written only for streams that use one of them; it does not switch steps.
+packets, ``latent.sequence``). It is written only for streams that use one of them and a fixed step.
+Version 6 is version 5 plus version 4's ``steps`` and step choice: a rate-controlled stream with temporal context or
+decimation.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ VERSION = 2  # what this build writes (VERSION_RESIDUAL for streams with empiric
 VERSION_RESIDUAL = 3  # adds the header field ``residual``
 VERSION_RATE = 4  # adds the header field ``steps`` and a step choice in every face packet's payload
 VERSION_CONTEXT = 5  # version 3 plus the header fields ``context`` (temporal context) and ``decimation``
-READABLE = (1, 2, 3, 4, 5)  # what it reads
+VERSION_RATE_CONTEXT = 6  # version 5 plus version 4's ``steps`` and step choice
+READABLE = (1, 2, 3, 4, 5, 6)  # what it reads
 CONTEXTS = ("factorized", "temporal")  # how a stream codes inter differences (v5 header ``context``; before: factorized)
 MAX_DECIMATION = 16  # largest v5 ``decimation``: source frames per packet
 MODES = ("open", "closed", "intra")
@@ -50,13 +53,21 @@ MAX_STEP_MULTIPLE = 1 << 16  # largest ratio of a version 4 step to the stream's
 FPS_MIN, FPS_MAX = 0.001, 1000.0
 
 
+def switches_steps(version: int) -> bool:
+    """A stream of this version names its steps in the header and every face packet's step (versions 4 and 6)."""
+    return version in (VERSION_RATE, VERSION_RATE_CONTEXT)
+
+
+def has_v5_tools(version: int) -> bool:
+    """A stream of this version has the header fields ``context`` and ``decimation`` and repeats (versions 5 and 6)."""
+    return version in (VERSION_CONTEXT, VERSION_RATE_CONTEXT)
+
+
 def stream_version(residual: str, rate_controlled: bool = False, context: str = "factorized", decimation: int = 1) -> int:
-    """The bitstream version a stream with residual table ``residual`` is written as (4 when rate-controlled, 5 with
-    temporal context or decimation; ValueError for rate control with either, which no version holds)."""
+    """The bitstream version a stream with residual table ``residual`` is written as: 4 when rate-controlled, 5 with
+    temporal context or decimation, 6 with both; else 2, or 3 with the empirical residual table."""
     if context != "factorized" or decimation != 1:
-        if rate_controlled:
-            raise ValueError("no bitstream version holds rate control with temporal context or decimation")
-        return VERSION_CONTEXT
+        return VERSION_RATE_CONTEXT if rate_controlled else VERSION_CONTEXT
     if rate_controlled:
         return VERSION_RATE
     return VERSION if residual == "irwin_hall" else VERSION_RESIDUAL
@@ -93,22 +104,22 @@ class StreamHeader:
     frames: int  # packets before the end packet (v2: source frames, face or no-face; v1: face frames)
     keyframe_interval: int
     residual: str = "irwin_hall"  # residual table (in the map from version 3 on; before: irwin_hall)
-    steps: tuple[float, ...] = ()  # version 4: the steps the stream switches among, steps[0] == step; before: none
-    context: str = "factorized"  # version 5: how inter differences are coded (in the map from version 5 on)
-    decimation: int = 1  # version 5: source frames per packet (the decoder interpolates the others)
+    steps: tuple[float, ...] = ()  # versions 4 and 6: the steps the stream switches among, steps[0] == step; else none
+    context: str = "factorized"  # versions 5 and 6: how inter differences are coded
+    decimation: int = 1  # versions 5 and 6: source frames per packet (the decoder interpolates the others)
     version: int = VERSION  # bitstream version: the container's version byte, or the call protocol's (not in the map)
 
     def to_map(self) -> dict[str, object]:
         d = asdict(self)
         d["model_id"] = bytes.fromhex(self.model_id)
         del d["version"]
-        if self.version == VERSION_RATE:
+        if switches_steps(self.version):
             d["steps"] = list(self.steps)
         elif self.steps:
             raise ValueError(f"bitstream version {self.version} cannot switch steps")
         else:
             del d["steps"]
-        if self.version != VERSION_CONTEXT:
+        if not has_v5_tools(self.version):
             if self.context != "factorized" or self.decimation != 1:
                 raise ValueError(f"bitstream version {self.version} cannot code with temporal context or decimation")
             del d["context"], d["decimation"]
@@ -127,7 +138,8 @@ class StreamHeader:
         fields = cls.__dataclass_fields__
         try:
             raw = {k: m[k] for k in fields if k != "version" and (k != "residual" or version >= VERSION_RESIDUAL)
-                   and (k != "steps" or version == VERSION_RATE) and (k not in ("context", "decimation") or version == VERSION_CONTEXT)}
+                   and (k != "steps" or switches_steps(version))
+                   and (k not in ("context", "decimation") or has_v5_tools(version))}
         except KeyError:
             raise BitstreamError("malformed header: missing field") from None
         if len(m) != len(raw):
@@ -153,7 +165,7 @@ class StreamHeader:
             or not 0 <= h.frames <= 10_000_000
             or h.keyframe_interval < 0
             or h.residual not in RESIDUALS
-            or (version == VERSION_RATE and (step_multiples(h.steps) is None or h.steps[0] != h.step))
+            or (switches_steps(version) and (step_multiples(h.steps) is None or h.steps[0] != h.step))
             or h.context not in CONTEXTS
             or not 1 <= h.decimation <= MAX_DECIMATION
         ):

@@ -40,7 +40,8 @@ def add_context_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
     p.add_argument("--inter-context", choices=INTER_CONTEXTS, default="factorized",
                    help="how inter differences are coded: factorized (one table per channel, the paper's; default) or "
                         "temporal (each channel's table chosen by its previous decoded difference; needs a model with "
-                        "temporal-context tables; writes bitstream v5)")
+                        "temporal-context tables, e.g. from fit-context-tables; writes bitstream v5, v6 with "
+                        "--target-kbps)")
     p.add_argument("--drift-damping", type=float, default=0.0, metavar="A",
                    help="open mode: each latent difference also corrects a share A (0 … 1) of the drift so far "
                         "(0: the paper's open loop, default; 1: closed loop with residuals); changes no bitstream field")
@@ -50,15 +51,16 @@ def add_decimation_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup
     """Add ``--decimation`` (latent files only: the video pipeline codes every frame)."""
     p.add_argument("--decimation", type=int, default=1, metavar="D",
                    help=f"code every D-th frame (1 … {MAX_DECIMATION}); the decoder interpolates W+ in between "
-                        "(writes bitstream v5; default: 1, every frame)")
+                        "(writes bitstream v5, v6 with --target-kbps; default: 1, every frame)")
 
 
 def add_rate_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Add ``--target-kbps`` (rate control, bitstream v4: files, and the call, whose hello carries a v4 header)."""
+    """Add ``--target-kbps`` (rate control, bitstream v4, v6 with temporal context or decimation: files, and the call,
+    whose hello carries a v4 header)."""
     p.add_argument("--target-kbps", type=float, metavar="K",
                    help="rate control: choose the quantization step per group of frames (g frames in open mode, 10 "
                         "otherwise) among the model's presets so the packet rate (payload + framing) keeps K kbit/s; "
-                        "writes bitstream v4; excludes --step")
+                        "writes bitstream v4 (v6 with --inter-context temporal or --decimation); excludes --step")
 
 
 def check_stream_arguments(args: argparse.Namespace) -> None:

@@ -1,4 +1,5 @@
-"""`sganc-stream train-latent-codec`: train T and the entropy models on latent sequences, then freeze."""
+"""`sganc-stream train-latent-codec`: train T and the entropy models on latent sequences, then freeze;
+`sganc-stream fit-context-tables`: add temporal-context tables (bitstream v5) to a bundle that lacks them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sganc_stream.errors import InputError
+from sganc_stream.latent.context import CONTEXT_CLASSES, MAX_CLASSES
 
 
 def add_codec_training_options(p: argparse.ArgumentParser) -> None:
@@ -20,6 +22,9 @@ def add_codec_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=64, help="hidden width of the coupling nets")
     p.add_argument("--no-flow", action="store_true", help="identity T (ablation)")
     p.add_argument("--step-presets", default="0.5,1,2", help="quantization steps frozen into the tables")
+    p.add_argument("--context-classes", type=int, default=CONTEXT_CLASSES, metavar="S",
+                   help="channel classes of the temporal-context tables fitted after training (--inter-context "
+                        f"temporal; 0 = none; default {CONTEXT_CLASSES})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
 
@@ -38,6 +43,8 @@ def train_codec(latents: list[Any], out: Path, args: argparse.Namespace, resume:
 
     if args.steps < 1 or args.batch < 1 or not args.lam > 0:
         raise InputError("--steps and --batch must be >= 1 and --lambda > 0")
+    if not 0 <= args.context_classes <= MAX_CLASSES:
+        raise InputError(f"--context-classes must be between 0 (none) and {MAX_CLASSES}, got {args.context_classes}")
     try:
         presets = [float(s) for s in args.step_presets.split(",")]
     except ValueError:
@@ -49,7 +56,8 @@ def train_codec(latents: list[Any], out: Path, args: argparse.Namespace, resume:
     cfg = TrainConfig(steps=args.steps, lam=args.lam, batch=args.batch, groups=args.groups, hidden=args.hidden,
                       couplings=0 if args.no_flow else TrainConfig.couplings, step_presets=presets, seed=args.seed)
     model, _ = train_latent_codec(seqs, out, cfg, device=args.device, resume=resume, progress=progress,
-                                  info={"encoder_id": encoder} if encoder else None)
+                                  info={"encoder_id": encoder} if encoder else None,
+                                  context_classes=args.context_classes)
     fit = f"for encoder {encoder[:12]}…" if encoder else "encoder not recorded (latents without latents.json)"
     return model, (f"trained on {len(seqs)} sequences ({model.rows}x{model.width}), {describe_history(*training_history(out))}; "
                    f"{fit}")
@@ -61,6 +69,44 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_context(args: argparse.Namespace) -> int:
+    """Fit temporal-context tables on latent sequences and write BUNDLE with them to --out (atomically)."""
+    from sganc_stream.bundle import load_bundle
+    from sganc_stream.cli.latents import bundle_line
+    from sganc_stream.fileio import check_writable
+    from sganc_stream.latent.model import LatentCodecModel, no_codec_error, with_context_tables
+    from sganc_stream.training.face_bundle import codec_encoder_id
+    from sganc_stream.training.latent_codec import fit_context, load_latent_sequences
+    from sganc_stream.training.latent_files import find_latent_files, latents_encoder_id
+
+    if not 1 <= args.classes <= MAX_CLASSES:
+        raise InputError(f"--classes must be between 1 and {MAX_CLASSES}, got {args.classes}")
+    if args.max_frames < 2:
+        raise InputError(f"--max-frames must be at least 2, got {args.max_frames}")
+    check_writable(args.out)  # before any work
+    bundle = load_bundle(args.bundle)
+    if "codec" not in bundle.config:
+        raise no_codec_error(str(args.bundle))
+    codec = LatentCodecModel.from_bundle(bundle, source=str(args.bundle))
+    files = find_latent_files(args.latents)
+    encoder, trained_for = latents_encoder_id(files), codec_encoder_id(bundle.config["codec"])
+    if encoder and trained_for and encoder != trained_for:
+        raise InputError(f"the latents are W+ of encoder {encoder[:12]}…, the codec of {args.bundle} was trained on "
+                         f"encoder {trained_for[:12]}…'s; fit on that encoder's latents (encode-face-clips)")
+    seqs = load_latent_sequences(files)
+    if seqs[0].shape[1:] != (codec.rows, codec.width):
+        raise InputError(f"the latents are {seqs[0].shape[1]}x{seqs[0].shape[2]} W+, the codec of {args.bundle} codes "
+                         f"{codec.rows}x{codec.width}")
+    tables = fit_context(codec, seqs, args.classes, args.max_frames, progress=not args.quiet)
+    out = with_context_tables(bundle, tables)
+    out.save(args.out)
+    frames = min(sum(len(s) for s in seqs), args.max_frames)
+    print(f"temporal-context tables ({args.classes} classes, {len(tables)} presets) fitted on {frames} frames of "
+          f"{len(seqs)} sequences")
+    print(bundle_line(Path(args.out), out.model_id))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-latent-codec", help="train the flow T and entropy models on latent .npy sequences")
     p.add_argument("latents", nargs="+", metavar="LATENTS", help=".npy files (frames, rows, width) or folders of them")
@@ -68,3 +114,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_codec_training_options(p)
     p.add_argument("--resume", action="store_true", help="continue from MODEL.ckpt")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("fit-context-tables", help="add temporal-context tables (--inter-context temporal) to a bundle",
+                       description="Fit the temporal-context difference tables (bitstream v5, SPEC §4.3) of every step "
+                                   "preset of BUNDLE's latent codec on W+ sequences of its encoder (encode-face-clips "
+                                   "output, or any .npy (frames, rows, width) files) and write BUNDLE with them to "
+                                   "--out; everything else is kept, the model id changes. Tables BUNDLE already has "
+                                   "are replaced.")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a face-model bundle or a codec file")
+    p.add_argument("latents", nargs="+", metavar="LATENTS", help=".npy files (frames, rows, width) or folders of them")
+    p.add_argument("--out", type=Path, required=True, metavar="BUNDLE_OUT", help="output bundle (may be BUNDLE)")
+    p.add_argument("--classes", type=int, default=CONTEXT_CLASSES, metavar="S",
+                   help=f"channel classes (1 … {MAX_CLASSES}; default {CONTEXT_CLASSES})")
+    p.add_argument("--max-frames", type=int, default=4000, help="frames used, whole sequences first (default 4000)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fit_context)

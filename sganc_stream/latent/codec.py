@@ -15,18 +15,20 @@ exact for one machine and thread count, and may differ by one where y lies withi
 
 How v_t is coded (``StreamParams.inter_context``): with the model's one factorized table per step (the paper's), or
 (bitstream v5, ``temporal``) each channel with the table its previous decoded difference selects
-(:mod:`sganc_stream.latent.context`); either way the integers, the state and the latents are the same. In a v5 stream
-an inter frame whose difference is all zero (a repeated source frame) is a **repeat**: an inter packet with an empty
-payload, leaving the state and the context memory as they are (a coded one costs 28–224 bytes: SPEC §4).
+(:mod:`sganc_stream.latent.context`); either way the integers, the state and the latents are the same. In a v5 (and
+v6) stream an inter frame whose difference is all zero (a repeated source frame) is a **repeat**: an inter packet with
+an empty payload, leaving the state and the context memory as they are (a coded one costs 28–224 bytes: SPEC §4).
 
 An intra frame is sent first, every ``keyframe_interval`` frames (0 = never again), on request, and when the
 coded identity changes (a new-face intra frame, bitstream v2). No-face frames (v2) never reach this level: they
 leave the state alone and are handled by whoever reads packets.
 
-Rate control (``StreamParams.target_kbps``, bitstream v4): the stream switches among steps ``Δ_j = m_j · Δ_0``, the
-state counts units of Δ_0, and a frame coded with step j adds ``m_j`` times its integers (intra: ŷ = m_j·q). The step
-changes only at a group start (:mod:`sganc_stream.latent.rate`); the first inter frame after a change codes
-``round((y_t − ŷ_{t−1}) / m_j)`` (closed loop for that frame) so the new step starts without the old step's drift.
+Rate control (``StreamParams.target_kbps``, bitstream v4; v6 with temporal context or decimation): the stream
+switches among steps ``Δ_j = m_j · Δ_0``, the state counts units of Δ_0, and a frame coded with step j adds ``m_j``
+times its integers (intra: ŷ = m_j·q). The step changes only at a group start (:mod:`sganc_stream.latent.rate`); the
+first inter frame after a change codes ``round((y_t − ŷ_{t−1}) / m_j)`` (closed loop for that frame) so the new step
+starts without the old step's drift. In v6 with temporal context that switch frame (its step differs from the last
+sent payload's) codes its difference with the step's factorized table, not the context rows (SPEC §4.3).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from functools import cached_property
 
 import numpy as np
 
-from sganc_stream.bitstream.container import (MAX_DECIMATION, MAX_STEPS, VERSION, VERSION_CONTEXT, VERSION_RATE,
-                                               StreamHeader, step_multiples, stream_version)
+from sganc_stream.bitstream.container import (MAX_DECIMATION, MAX_STEPS, VERSION, StreamHeader, has_v5_tools,
+                                               step_multiples, stream_version, switches_steps)
 from sganc_stream.bitstream.packet import Packet, PacketType, pack
 from sganc_stream.entropy.irwin_hall import MAX_G
 from sganc_stream.entropy.rans import decode_chosen, decode_parts, encode_parts
@@ -67,7 +69,7 @@ class StreamParams:
     keyframe_interval: int = 0
     residual: str = "irwin_hall"  # residual table: irwin_hall (the paper's, derived) | empirical (stored in the model)
     target_kbps: float | None = None  # rate control (bitstream v4): packet kbit/s the encoder aims at; None = fixed step
-    step_set: tuple[int, ...] = ()  # a v4 stream's step presets (indices, finest first); () = derived from the model
+    step_set: tuple[int, ...] = ()  # a v4/v6 stream's step presets (indices, finest first); () = derived from the model
     inter_context: str = "factorized"  # factorized (the paper's) | temporal (bitstream v5, latent.context)
     decimation: int = 1  # code every d-th source frame; the decoder interpolates the others (bitstream v5, latent.sequence)
     damping: float = 0.0  # open mode: share α of the drift each difference corrects (encoder only; any version)
@@ -104,9 +106,6 @@ class StreamParams:
         if not (isinstance(self.decimation, int) and not isinstance(self.decimation, bool)
                 and 1 <= self.decimation <= MAX_DECIMATION):
             raise InputError(f"decimation must be an integer between 1 and {MAX_DECIMATION}, got {self.decimation}")
-        if (self.temporal or self.decimation > 1) and self.rate_controlled:
-            raise InputError("temporal context and decimation do not combine with rate control (--target-kbps) yet "
-                             "(bitstream v5 has one step)")
 
     @property
     def temporal(self) -> bool:
@@ -115,7 +114,7 @@ class StreamParams:
 
     @property
     def rate_controlled(self) -> bool:
-        """Written as bitstream v4: the step may change per group of frames."""
+        """Written as bitstream v4 (v6 with temporal context or decimation): the step may change per group of frames."""
         return self.target_kbps is not None or bool(self.step_set)
 
     @property
@@ -148,7 +147,8 @@ class StreamParams:
     def header(self, model: LatentCodecModel, fps: float, frames: int) -> StreamHeader:
         """The stream header of a stream coded with these parameters by ``model`` (the one place that builds it:
         files, and the call's hello): version 2, 3 (empirical residual tables), 4 (rate control) or 5 (temporal context,
-        decimation). ``fps`` and ``frames``: the packets' rate and count (with decimation d: the source's rate / d)."""
+        decimation), 6 (both 4 and 5). ``fps`` and ``frames``: the packets' rate and count (with decimation d: the
+        source's rate / d)."""
         steps = tuple(model.steps[i] for i in self.steps(model)) if self.rate_controlled else ()
         return StreamHeader(model.model_id, model.rows, model.width, self.mode, self.g, model.steps[self.step_index], fps,
                             frames, self.keyframe_interval, self.residual, steps, self.inter_context, self.decimation,
@@ -201,17 +201,18 @@ class LatentStreamEncoder:
         self.model, self.params = model, params
         self.steps = step_tables(model, params)
         self.unit = model.steps[params.step_index]
-        self.rate = (RateController(self.steps, params.target_kbps, fps, params.mode == "closed")
+        self.repeats = has_v5_tools(params.version())  # all-zero differences as empty inter packets (v5, v6)
+        self.rate = (RateController(self.steps, params.target_kbps, fps, params.mode == "closed", self.repeats)
                      if params.target_kbps is not None else None)
         self.choice = 0  # the step (index into self.steps) of the current group
         self.choices: list[int] = []  # the step of every face frame coded so far (rate control's record)
         self.fps = fps
-        self.repeats = params.version() == VERSION_CONTEXT  # all-zero differences as empty inter packets (v5)
         self._state: np.ndarray | None = None
         self._prev_y: np.ndarray | None = None
         self._since_intra = 0
         self._force_intra = True
         self._previous = np.zeros(model.channels, dtype=np.int64)  # the last difference sent (temporal context)
+        self._sent_step = 0  # the step of the last face packet with a payload (a switch frame changes it: v6)
 
     def request_keyframe(self) -> None:
         self._force_intra = True
@@ -237,7 +238,8 @@ class LatentStreamEncoder:
         previous = self.choice
         if self.rate is not None:
             start = intra or (since > 1 and (since - 1) % p.group == 0)  # an intra frame's group: it and `group` more
-            self.rate.observe(y, intra, residual, self._state if start and not intra else None, self.choice)
+            self.rate.observe(y, intra, residual, self._state if start and not intra else None, self.choice,
+                              self._previous)
             if start:
                 self.choice = self.rate.choose(p.group + 1 if intra else p.group, intra, self.choice)
         st = self.steps[self.choice]
@@ -255,7 +257,7 @@ class LatentStreamEncoder:
                    else self._prev_y + p.damping * (self._state - self._prev_y))  # damping 0: the paper's open loop
             v = np.rint((y - ref) / k).astype(np.int64)
             state = self._state + k * v
-            parts, ptype = [(v, st.difference(self._previous))], PacketType.INTER
+            parts, ptype = [(v, st.difference(self._previous, self.choice != self._sent_step))], PacketType.INTER
             if residual:
                 r = np.rint((y - state) / k).astype(np.int64)
                 state = state + k * r
@@ -273,6 +275,7 @@ class LatentStreamEncoder:
         if not intra and repeat:
             payload, ideal = b"", 0.0
         else:
+            self._sent_step = self.choice
             payload = encode_parts(parts, (self.choice, len(self.steps)) if rated else None)
             ideal = sum(t.ideal_bits(v) for v, t in parts) + (math.log2(len(self.steps)) if rated else 0.0)
         if self.rate is not None:
@@ -284,17 +287,19 @@ class LatentStreamEncoder:
 class LatentStreamDecoder:
     """Stateful decoder: integer state in, W+ frame out. Inter frames need a preceding intra frame.
 
-    ``version``: the stream's bitstream version (v2 payloads end with a check value, v1 payloads do not; v4 payloads
+    ``version``: the stream's bitstream version (v2 payloads end with a check value, v1 payloads do not; v4/v6 payloads
     start with the step choice, ``params.step_set`` naming the steps).
     """
 
     def __init__(self, model: LatentCodecModel, params: StreamParams, version: int = VERSION) -> None:
         self.model, self.params, self.version = model, params, version
-        if (version == VERSION_RATE) != params.rate_controlled:
-            raise BitstreamError(f"a version {version} stream {'must' if version == VERSION_RATE else 'cannot'} switch steps")
+        if switches_steps(version) != params.rate_controlled:
+            must = "must" if switches_steps(version) else "cannot"
+            raise BitstreamError(f"a version {version} stream {must} switch steps")
         self.steps = step_tables(model, params)
         self._state: np.ndarray | None = None
         self._previous = np.zeros(model.channels, dtype=np.int64)  # the last decoded difference (temporal context)
+        self._sent_step = 0  # the step of the last face packet with a payload (v6: a change makes a switch frame)
 
     @property
     def synchronized(self) -> bool:
@@ -315,7 +320,7 @@ class LatentStreamDecoder:
         BitstreamError for corrupt or misplaced data, or a packet this stream cannot hold; the state is then unchanged."""
         if ptype.is_frame and not ptype.is_intra and self._state is None:
             raise BitstreamError("inter frame without a preceding intra frame")
-        if self.version == VERSION_CONTEXT and ptype == PacketType.INTER and not payload:  # a repeat (v5)
+        if has_v5_tools(self.version) and ptype == PacketType.INTER and not payload:  # a repeat (v5, v6)
             return [(np.zeros(self.model.channels, dtype=np.int64), self.steps[0].difference(self._previous))]
         j, parts = self._chosen(ptype, payload)
         k = self.steps[j].multiple
@@ -325,6 +330,7 @@ class LatentStreamDecoder:
             raise BitstreamError("corrupted payload: latent state out of range")
         self._state = state
         self._previous = np.zeros_like(state) if ptype.is_intra else parts[0][0]
+        self._sent_step = j
         return parts
 
     def _chosen(self, ptype: PacketType, payload: bytes) -> tuple[int, list[tuple[np.ndarray, CodingTable]]]:
@@ -338,10 +344,11 @@ class LatentStreamDecoder:
             st = self.steps[j]
             if ptype.is_intra:
                 return [st.intra]
-            return [st.difference(self._previous)] + ([st.residual] if ptype == PacketType.INTER_RESIDUAL else [])
+            return ([st.difference(self._previous, j != self._sent_step)]
+                    + ([st.residual] if ptype == PacketType.INTER_RESIDUAL else []))
 
         c = self.model.channels
-        if self.version == VERSION_RATE:
+        if switches_steps(self.version):
             j, values = decode_chosen(payload, len(self.steps), lambda j: [(t, c) for t in tables(j)])
         else:
             j, values = 0, decode_parts(payload, [(t, c) for t in tables(0)], check=self.version >= 2)

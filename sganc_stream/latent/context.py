@@ -32,6 +32,7 @@ from sganc_stream.entropy.tables import MAX_SYMBOLS, CodingTable, histogram_freq
 
 CONTEXTS = 3  # previous difference < 0, = 0, > 0
 MAX_CLASSES = 64  # channel classes a model may define
+CONTEXT_CLASSES = 8  # channel classes fitted by default (benchmarks/inter_context.py measured the default model with 8)
 INTER_CONTEXTS = ("factorized", "temporal")  # how inter differences are coded: the paper's, or with temporal context
 
 

@@ -148,10 +148,7 @@ class LatentCodecModel:
             for i, t in enumerate(per_step):
                 tensors[f"codec.tables.residual.{g}.{i}.offsets"] = torch.from_numpy(t.offsets.astype(np.int32))
                 tensors[f"codec.tables.residual.{g}.{i}.freqs"] = torch.from_numpy(t.freqs.astype(np.uint16))
-        for i, ct in enumerate(self.context_tables):
-            tensors[f"codec.context.{i}.classes"] = torch.from_numpy(ct.classes.astype(np.uint8))
-            tensors[f"codec.context.{i}.offsets"] = torch.from_numpy(ct.offsets.astype(np.int32))
-            tensors[f"codec.context.{i}.freqs"] = torch.from_numpy(ct.freqs.astype(np.uint16))
+        tensors.update(context_tensors(self.context_tables))
         hidden = self.flows[0].layers[0].scale[0].out_features if self.flows[0].layers else 0
         config = {
             "rows": self.rows,
@@ -247,6 +244,31 @@ class LatentCodecModel:
                                   f"{context_classes} classes")
         return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"),
                    empirical_residuals=empirical, runner=runner, context_tables=contexts)
+
+
+def context_tensors(tables: list[ContextTables]) -> dict[str, torch.Tensor]:
+    """The bundle tensors (``codec.context.<step index>.*``) of temporal-context tables, one per step preset: classes
+    uint8, offsets int32, frequencies uint16 (all lossless for valid tables)."""
+    import torch
+
+    tensors: dict[str, torch.Tensor] = {}
+    for i, ct in enumerate(tables):
+        tensors[f"codec.context.{i}.classes"] = torch.from_numpy(ct.classes.astype(np.uint8))
+        tensors[f"codec.context.{i}.offsets"] = torch.from_numpy(ct.offsets.astype(np.int32))
+        tensors[f"codec.context.{i}.freqs"] = torch.from_numpy(ct.freqs.astype(np.uint16))
+    return tensors
+
+
+def with_context_tables(bundle: Bundle, tables: list[ContextTables]) -> Bundle:
+    """``bundle`` (a codec-only or a face-model bundle) with its codec part's temporal-context tables replaced by
+    ``tables`` (one per step preset of the codec); every other tensor and config entry is kept, so only the model id
+    changes. ValueError for a bundle without a codec part or a table count other than the codec's presets."""
+    cfg = bundle.config.get("codec")
+    if not isinstance(cfg, dict) or not tables or len(tables) != len(cfg.get("steps", ())):
+        raise ValueError("temporal-context tables go into a bundle with a latent codec, one table per step preset")
+    tensors = {k: v for k, v in bundle.tensors.items() if not k.startswith("codec.context.")}
+    tensors.update(context_tensors(tables))
+    return Bundle(tensors, {**bundle.config, "codec": {**cfg, "context_classes": tables[0].num_classes}})
 
 
 def no_codec_error(source: str) -> CheckpointError:
