@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,8 @@ def train_codec(latents: list[Any], out: Path, args: argparse.Namespace, resume:
 
     The encoder id recorded by encode-face-clips (``latents.json``) goes into the codec; returns (model, log phrase).
     """
-    with warnings.catch_warnings():  # compressai scripts modules with the deprecated torch.jit at import
-        warnings.simplefilter("ignore", FutureWarning)
-        from sganc_stream.training.latent_codec import (TrainConfig, describe_history, load_latent_sequences,
-                                                        train_latent_codec, training_history)
+    from sganc_stream.training.latent_codec import (TrainConfig, describe_history, load_latent_sequences,
+                                                    train_latent_codec, training_history)
     from sganc_stream.training.latent_files import find_latent_files, latents_encoder_id
 
     if args.steps < 1 or args.batch < 1 or not args.lam > 0:

@@ -9,10 +9,14 @@ density yields tables for several rates; after freezing, no network is ever eval
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
-from compressai.entropy_models import EntropyBottleneck
+
+with warnings.catch_warnings():  # compressai scripts modules with the deprecated torch.jit at import
+    warnings.simplefilter("ignore", FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck
 
 from sganc_stream.entropy.tables import MAX_SYMBOLS, CodingTable, quantize_pmf
 
