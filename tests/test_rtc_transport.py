@@ -202,7 +202,7 @@ def test_a_loss_redundancy_cannot_carry_is_repaired_by_retransmission_not_a_keyf
     frame once the retransmission arrives; the intra frame is the last resort."""
     clock = Clock()
     red = Redundancy(depth=2)
-    big = [bytes([s]) * 700 for s in range(8)]
+    big = [bytes([s]) * (2300 if s == 0 else 700) for s in range(8)]  # an intra frame, then inter frames
     msgs = [red.message(frame(s, I if s == 0 else P, big[s]), FPS) for s in range(8)]
     assert all(m == pack(frame(s, I if s == 0 else P, big[s]), FPS) for s, m in enumerate(msgs))  # no redundancy fits
     rx = rtx_receiver(clock)
@@ -276,11 +276,14 @@ def test_an_intra_frame_or_a_retransmitted_one_ends_a_repair() -> None:
 
 def test_retransmission_history_starts_at_the_last_intra_frame_and_is_bounded() -> None:
     red = Redundancy(depth=0)
+    intra = b"i" * 300  # as in the call, an intra frame is many times an inter frame
     for s in range(5):
-        red.message(frame(s, I if s in (0, 3) else P), FPS)
+        red.message(frame(s, I, intra) if s in (0, 3) else frame(s), FPS)
     answer = lambda first, last: parse_message(red.retransmission(Nack(first, last)), None)  # noqa: E731
-    assert answer(3, 4) == Retransmission(3, ((I, frame(3).payload), (P, frame(4).payload)))
-    assert answer(1, 4) == Retransmission(3, ((I, frame(3).payload), (P, frame(4).payload)))  # from the intra frame
+    assert answer(4, 4) == Retransmission(4, ((P, frame(4).payload),))
+    assert red.retransmission(Nack(1, 4)) is None  # from the intra frame on: more bytes than an intra frame
+    red.intra_bytes = 1000
+    assert answer(1, 4) == Retransmission(3, ((I, intra), (P, frame(4).payload)))  # from the intra frame
     assert red.retransmission(Nack(4, 5)) is None  # not sent yet
     assert red.retransmission(Nack(1, 2)) is None  # before the last intra frame: an intra frame answers it
     assert red.retransmission(Nack(3, 4), limit=10) is None  # larger than the other side accepts
@@ -288,6 +291,8 @@ def test_retransmission_history_starts_at_the_last_intra_frame_and_is_bounded() 
         red.message(frame(s), FPS)
     assert red.retransmission(Nack(4, 6)) is None  # forgotten: the oldest kept is no intra frame
     assert answer(6 + RTX_HISTORY - 1, 6 + RTX_HISTORY - 1) is not None
+    red.intra_bytes = 30
+    assert red.retransmission(Nack(50, 60)) is None  # a long gap: an intra frame repairs it for fewer bytes
 
 
 def test_nack_and_retransmission_messages_are_checked() -> None:

@@ -264,7 +264,8 @@ class Peer:
             self._on_nack(link, msg)
         elif receiver is None:
             return
-        elif isinstance(msg, Retransmission):
+        elif isinstance(msg, Retransmission):  # bytes of their stream: the incoming rate counts them
+            link.estimator.on_message(time.monotonic(), wire_bytes(len(data)), None)
             self.stats.add(rx_rtx=1)
             self._take(link, receiver, receiver.on_retransmission(msg), len(data))
         elif isinstance(msg, Late):
@@ -504,6 +505,8 @@ class Peer:
             link = self.link
             if link is not None:
                 self._send_hello(link)
+                if link.receiver is not None and link.receiver.repair is not None:  # NACK retries, not only on arrivals
+                    self._maybe_request(link, link.receiver)
                 if link.feedback_due:
                     self._send_feedback(link)
                 failure = link.handshake.failure()

@@ -4,8 +4,9 @@ normative description; this module is its implementation, with no I/O of its own
 
 Channel: one data channel per call, created on both sides with ``negotiated=True, id=0``, label ``sganc``,
 ``ordered=False, maxRetransmits=0``. A frame is worth showing only when it arrives on time, so nothing is
-retransmitted (a retransmission costs at least a round trip and, ordered, holds back every later frame); a loss is
-repaired from the redundancy the next message carries, and as a last resort by a keyframe request.
+retransmitted by SCTP (a retransmission costs at least a round trip and, ordered, holds back every later frame); a
+loss is repaired from the redundancy the next message carries, else by a retransmission the receiver NACKs (only the
+gap waits for it), and as a last resort by a keyframe request.
 
 Messages are binary msgpack, told apart by their first byte: a control map (msgpack fixmap, 0x80–0x8F: hello,
 hello acknowledgement, refusal, feedback), a packet (fixarray of 5, 0x95: exactly a .sgnc packet, e.g. a keyframe request
@@ -30,6 +31,11 @@ channel opened ends the call with one line. A different model id or protocol ver
 ``{"refuse": reason}``, and both sides end with one line. ``epoch_ms`` is the sender's wall clock (ms) at timestamp
 0 of its packets, so capture-to-display latency is ``now - (epoch_ms + packet.timestamp_ms)`` (on one machine
 exactly; across machines it also includes their clock offset).
+
+NACK and retransmission (SPEC §8.7): a sender that keeps its packets says ``"rtx": true`` in its hello; the receiver
+of its stream then answers a gap redundancy cannot bridge with ``{"sganc": 2, "nack": [first, last]}``, holding the
+messages that follow, and the sender answers with ``{"sganc": 2, "rtx": first, "p": [[type, payload], ...]}`` (or an
+intra frame when it no longer has them). A hello without the key gets no NACK: keyframe requests, as before.
 
 Feedback (congestion control, SPEC §8.8): a sender that reads it says ``"feedback": true`` in its hello; the receiver
 of its stream then sends ``{"sganc": 2, "fb": n, "bwe": bit/s, "rx": bit/s}`` every 0.5 s (at once when its estimate
@@ -400,6 +406,7 @@ class Redundancy:
         self.depth, self.fit = depth, fit
         self.history: deque[tuple[PacketType, bytes]] = deque(maxlen=max(depth, 1))
         self.sent: deque[tuple[PacketType, bytes]] = deque(maxlen=RTX_HISTORY)  # seqs next_seq - len(sent) … - 1
+        self.intra_bytes: int | None = None  # message bytes of the last intra frame
         self.carried = 0  # redundant packets sent
         self.next_seq = 0
 
@@ -422,6 +429,7 @@ class Redundancy:
         if packet.type.is_intra:
             self.history.clear()
             self.sent.clear()
+            self.intra_bytes = len(pack(packet, fps))
         self.history.append((packet.type, packet.payload))
         self.sent.append((packet.type, packet.payload))
         self.next_seq = packet.seq + 1
@@ -431,8 +439,9 @@ class Redundancy:
     def retransmission(self, nack: Nack, limit: int = 0) -> bytes | None:
         """The answer to ``nack``: the packets it names, from the oldest one kept if that is the last intra frame
         (a decoder resynchronises there), within ``limit`` bytes (0 = no limit). None when they are not all kept
-        (older than the last intra frame and not covered by it, beyond ``RTX_HISTORY``, or not sent yet) or would
-        not fit: the sender then answers with an intra frame, as to a keyframe request."""
+        (older than the last intra frame and not covered by it, beyond ``RTX_HISTORY``, or not sent yet), would
+        not fit, or would take more bytes than the last intra frame did (a long gap: an intra frame repairs it
+        for less): the sender then answers with an intra frame, as to a keyframe request."""
         oldest = self.next_seq - len(self.sent)
         if nack.last >= self.next_seq or nack.last < oldest:
             return None
@@ -442,7 +451,9 @@ class Redundancy:
                 return None
             first = oldest
         data = Retransmission(first, tuple(self.sent[s - oldest] for s in range(first, nack.last + 1))).to_bytes()
-        return None if limit and len(data) > limit else data
+        if (limit and len(data) > limit) or (self.intra_bytes is not None and len(data) > self.intra_bytes):
+            return None
+        return data
 
 
 @dataclass
