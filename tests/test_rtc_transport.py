@@ -285,7 +285,8 @@ def test_retransmission_history_starts_at_the_last_intra_frame_and_is_bounded() 
     red.intra_bytes = 1000
     assert answer(1, 4) == Retransmission(3, ((I, intra), (P, frame(4).payload)))  # from the intra frame
     assert red.retransmission(Nack(4, 5)) is None  # not sent yet
-    assert red.retransmission(Nack(1, 2)) is None  # before the last intra frame: an intra frame answers it
+    assert red.retransmission(Nack(1, 2)) is None and red.superseded(Nack(1, 2))  # the intra frame 3 repairs it
+    assert not red.superseded(Nack(1, 3)) and not red.superseded(Nack(4, 4))
     assert red.retransmission(Nack(3, 4), limit=10) is None  # larger than the other side accepts
     for s in range(5, 6 + RTX_HISTORY):
         red.message(frame(s), FPS)

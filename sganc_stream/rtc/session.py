@@ -38,8 +38,9 @@ from sganc_stream.rtc.stats import StatsLog, percentile, process_age
 from sganc_stream.rtc.transport import (DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, Delivery,
                                         FrameMessage, Handshake, Hello, HelloAck, IncompatibleError, Late,
                                         MalformedFeedback, MessageTooLarge, Nack, Pacer, PROTOCOL_VERSION,
-                                        Redundancy, RefusedError, Retransmission, StreamReceiver, check_message_size, check_models,
-                                        feedback_message, parse_message, refusal, restamp)
+                                        Redundancy, RefusedError, Retransmission, StreamReceiver,
+                                        check_message_size, check_models, feedback_message, parse_message, refusal,
+                                        restamp)
 from sganc_stream.rtc.wire import wire_bytes
 from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown, TimedFlows, state_crc
 from sganc_stream.video import video_format
@@ -319,9 +320,10 @@ class Peer:
         self.stats.say("connected" + ("" if hello.stream is None else f"; receiving {hello.stream.fps:g} fps"))
 
     def _on_nack(self, link: Link, nack: Nack) -> None:
-        """Send the packets a NACK names again, or an intra frame when they are no longer kept (SPEC §8.7)."""
+        """Send the packets a NACK names again, or an intra frame when they are no longer kept (SPEC §8.7); nothing
+        when an intra frame sent since already repairs the gap (a NACK repeated before it arrived)."""
         self.stats.add(nacks_received=1)
-        if self.sender is None:
+        if self.sender is None or link.redundancy.superseded(nack):
             return
         data = link.redundancy.retransmission(nack, link.channel.max_message_size) if self.opt.retransmit else None
         if data is None:
@@ -619,6 +621,8 @@ class Peer:
         total, lat = self.stats.total, self.stats.latencies
         return {"tx_frames": int(total.get("tx_frames", 0)), "rx_frames": int(total.get("rx_frames", 0)),
                 "displayed": int(total.get("displayed", 0)), "restored": int(total.get("rx_restored", 0)),
+                "repaired": int(total.get("rx_repaired", 0)), "nacks_sent": int(total.get("nacks_sent", 0)),
+                "retransmissions_sent": int(total.get("rtx_sent", 0)),
                 "tx_no_face": int(total.get("tx_no_face", 0)), "rx_no_face": int(total.get("rx_no_face", 0)),
                 "displayed_no_face": int(total.get("displayed_no_face", 0)),
                 "superseded": self.receiver.superseded if self.receiver else 0,

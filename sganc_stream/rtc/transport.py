@@ -436,6 +436,11 @@ class Redundancy:
         self.carried += len(entries)
         return frame_message(packet, fps, tuple(entries))
 
+    def superseded(self, nack: Nack) -> bool:
+        """An intra frame newer than every packet ``nack`` names has been sent: the receiver resynchronises on it
+        (if it is lost too, the receiver's keyframe request comes next), so the NACK needs no answer."""
+        return bool(self.sent) and self.sent[0][0].is_intra and nack.last < self.next_seq - len(self.sent)
+
     def retransmission(self, nack: Nack, limit: int = 0) -> bytes | None:
         """The answer to ``nack``: the packets it names, from the oldest one kept if that is the last intra frame
         (a decoder resynchronises there), within ``limit`` bytes (0 = no limit). None when they are not all kept
