@@ -666,8 +666,9 @@ class StreamReceiver:
         r, now_ms = self.repair, self.clock() * 1000
         if r is None:
             return None
-        sample = now_ms - r.last_nack_ms
-        self.rtt_ms = sample if self.rtt_ms is None else 0.875 * self.rtt_ms + 0.125 * sample  # RFC 6298's gain
+        if r.nacks:
+            sample = now_ms - r.last_nack_ms
+            self.rtt_ms = sample if self.rtt_ms is None else 0.875 * self.rtt_ms + 0.125 * sample  # RFC 6298's gain
         for k, entry in enumerate(rtx.packets):
             if rtx.first + k >= r.expected:
                 r.held.setdefault(rtx.first + k, entry)
