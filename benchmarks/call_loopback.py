@@ -9,12 +9,15 @@ Figures come from the JSON-lines logs the peers write (see ``sganc_stream.rtc.st
 - fps: frames displayed per second of the call's active time (first to last decoded frame), per direction.
 - latency growth: median latency of the last quarter of the call minus that of the first quarter.
 - payload / channel / wire kbps: bytes of the messages sent (payload = message bytes: the packet, plus its redundant
-  copies; channel = with SCTP DATA chunk framing; wire = estimated IPv4/UDP/DTLS/SCTP, ``rtc.wire``), over the
-  sender's active time; redundancy share: message bytes beyond the packets themselves.
+  copies, plus the retransmissions answering NACKs; channel = with SCTP DATA chunk framing; wire = estimated
+  IPv4/UDP/DTLS/SCTP, ``rtc.wire``), over the sender's active time; redundancy share: message bytes beyond the
+  packets themselves (redundancy and retransmissions).
 - received / shown: frames decoded (shown) / frames the other side sent; restored: lost frames whose state came from
-  the redundancy a later message carried.
-- recovery: from the receiver detecting a gap it could not bridge to decoding the intra frame that resynchronises it
-  (median, p95, max); keyframe requests and intra frames sent.
+  the redundancy a later message carried or from a retransmission.
+- repair: gaps redundancy could not bridge that a retransmission repaired (SPEC §8.7): NACKs sent, retransmissions,
+  and from detecting the gap to decoding the frame shown after it (median, p95, max).
+- recovery: from the receiver detecting a gap it could not bridge (nor repair) to decoding the intra frame that
+  resynchronises it (median, p95, max); keyframe requests and intra frames sent.
 - per-stage ms (medians): align, E, T, rans (quantise + rANS), T_inv (the sender's reconstruction, run only for a
   --paste-back self view) on the sender; decode (rANS + T⁻¹), its T⁻¹ alone, and render (G) on the receiver; the
   worst event-loop lag seen (the loop must stay free for ICE/DTLS/SCTP).
@@ -93,8 +96,10 @@ def direction(sender: list[dict[str, Any]], receiver: list[dict[str, Any]]) -> d
         return [r for r in rows if r["ev"] == name]
 
     tx, rx, shown = ev(sender, "tx"), ev(receiver, "rx"), ev(receiver, "display")
+    rtx = [r for r in ev(sender, "rtx") if r["bytes"]]  # retransmissions (an unserved NACK is logged with 0 bytes)
+    repairs = [r["repair_ms"] for r in ev(receiver, "repaired")]
     active = span(tx)
-    nbytes = [r["bytes"] for r in tx]
+    nbytes = [r["bytes"] for r in tx + rtx]
     kbps = (lambda total: round(total * 8 / active / 1000, 2) if active else None)
     syncs = [s["recovery_ms"] for s in ev(receiver, "sync")]
     fb = [f["estimate_kbps"] for f in ev(sender, "feedback")]
@@ -115,6 +120,9 @@ def direction(sender: list[dict[str, Any]], receiver: list[dict[str, Any]]) -> d
         "gaps": len(ev(receiver, "gap")), "keyframe_requests": len(ev(receiver, "keyframe_request")),
         "recovery_ms": {"n": len(syncs), "median": median(syncs), "p95": pct(syncs, 0.95),
                         "max": round(max(syncs), 1) if syncs else None},
+        "nacks": len(ev(receiver, "nack")), "retransmissions": len(rtx),
+        "repair_ms": {"n": len(repairs), "median": median(repairs), "p95": pct(repairs, 0.95),
+                      "max": round(max(repairs), 1) if repairs else None},
         "latency_growth_ms": round(statistics.median(lat[-quarter:]) - statistics.median(lat[:quarter]), 1)
         if len(lat) >= 8 else None,
         "stage_median_ms": {  # where capture-to-display goes
@@ -175,6 +183,8 @@ def run_scenario(name: str, args: argparse.Namespace, url: str, model: Path, wor
         common += ["--redundancy", args.redundancy]
     if args.runtime is not None:
         common += ["--runtime", args.runtime]
+    if args.no_retransmit:
+        common.append("--no-retransmit")
     logs = {k: work / f"{name}_{k}.jsonl" for k in ("A", "B", "B2")}
 
     def peer(key: str, video: Path, duration: float, seed: int) -> subprocess.Popen[str]:
@@ -261,6 +271,8 @@ def main() -> int:
     p.add_argument("--pre-aligned", action="store_true", help="skip face alignment (clips used as aligned faces)")
     p.add_argument("--redundancy", type=int, help="frame packets carried in each message (default: the peers')")
     p.add_argument("--runtime", choices=["torch", "onnx"], help="the peers' --runtime (default: theirs, onnx)")
+    p.add_argument("--no-retransmit", action="store_true",
+                   help="the peers answer no NACKs: gaps redundancy cannot bridge cost a keyframe (SPEC §8.7)")
     p.add_argument("--scenarios", default="loss0,loss5,loss20,rejoin")
     p.add_argument("--out", default="call_loopback", help="results name under benchmarks/results/")
     p.add_argument("--from-logs", type=Path, metavar="WORK",
@@ -295,7 +307,7 @@ def main() -> int:
         "model": {"path": str(model), "model_id": m.model_id, "size": m.size, "micro": args.micro},
         "clips": {"A": str(args.video_a), "B": str(args.video_b)}, "duration_s": args.duration,
         "max_fps": args.max_fps, "pre_aligned": args.pre_aligned, "redundancy": args.redundancy,
-        "runtime": args.runtime,
+        "runtime": args.runtime, "retransmit": not args.no_retransmit,
         "load_average_at_end": os.getloadavg(),
         "work": str(work), "results": results})
     print(json.dumps(results, indent=1))

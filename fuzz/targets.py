@@ -240,7 +240,8 @@ def run_hello(data: bytes) -> None:
     from sganc_stream.latent.codec import LatentStreamDecoder
     from sganc_stream.latent.sequence import stream_params
     from sganc_stream.rtc.congestion import BandwidthEstimator, Estimate, SendRate
-    from sganc_stream.rtc.transport import FrameMessage, Hello, RefusedError, StreamReceiver, check_models, parse_message
+    from sganc_stream.rtc.transport import (FrameMessage, Hello, Nack, Redundancy, RefusedError, Retransmission,
+                                            StreamReceiver, check_models, parse_message)
 
     model = codec()
     receiver, decoder = None, None
@@ -268,9 +269,15 @@ def run_hello(data: bytes) -> None:
             rate.on_feedback(m)
             rate.may_send(now) and rate.sent(now, len(msg), len(msg))
             rate.target_kbps()
-        elif receiver is not None and decoder is not None and isinstance(m, FrameMessage):
-            estimator.on_message(now, len(msg), m.packet.timestamp_ms)
-            delivery = receiver.on_message(m, len(msg))
+        elif isinstance(m, Nack):  # about our stream: a sender with nothing kept answers none
+            Redundancy().retransmission(m)
+        elif receiver is not None and decoder is not None and isinstance(m, (FrameMessage, Retransmission)):
+            if isinstance(m, FrameMessage):
+                estimator.on_message(now, len(msg), m.packet.timestamp_ms)
+                delivery = receiver.on_message(m, len(msg))
+            else:
+                estimator.on_message(now, len(msg), None)
+                delivery = receiver.on_retransmission(m)
             if delivery is not None:
                 try:
                     for ptype, payload in delivery.steps:
@@ -278,6 +285,7 @@ def run_hello(data: bytes) -> None:
                 except EXPECTED:
                     decoder.reset()
                     receiver.on_undecodable(delivery.sync_id)
+            receiver.nack_due()
             receiver.want_keyframe() and receiver.keyframe_request()
 
 
@@ -285,7 +293,7 @@ def seed_hello() -> list[bytes]:
     from sganc_stream.bitstream.container import decode_container
     from sganc_stream.bitstream.packet import Packet, PacketType, pack
     from sganc_stream.rtc.congestion import Estimate
-    from sganc_stream.rtc.transport import Hello, feedback_message, refusal
+    from sganc_stream.rtc.transport import Hello, Nack, Retransmission, feedback_message, refusal
 
     out = []
     for s in streams():
@@ -293,6 +301,12 @@ def seed_hello() -> list[bytes]:
         hello = Hello(c.header.model_id, c.header, 1_700_000_000_000).to_bytes()
         out.append(SPLIT.join([hello, *(pack(p, c.header.fps) for p in c.packets),
                                pack(Packet(PacketType.KEYFRAME_REQUEST, 2, 0, 0), 1.0)]))
+        if len(c.packets) > 3:  # a sender offering retransmission, a lost packet, the NACK's answer (SPEC §8.7)
+            hello = Hello(c.header.model_id, c.header, 1_700_000_000_000, rtx=True).to_bytes()
+            lost = c.packets[2]
+            out.append(SPLIT.join([hello, *(pack(p, c.header.fps) for p in c.packets[:2] + c.packets[3:]),
+                                   Retransmission(lost.seq, ((lost.type, lost.payload),)).to_bytes(),
+                                   Nack(lost.seq, lost.seq).to_bytes()]))
     out.append(Hello(codec().model_id, None, 5).to_bytes())
     out.append(refusal("model mismatch"))
     out.append(SPLIT.join(feedback_message(Estimate(n, 20_000 - 1000 * n, 15_000)) for n in range(5)))

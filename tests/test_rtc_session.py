@@ -163,7 +163,8 @@ def test_a_call_with_a_target_rate_sends_v4_packets_that_decode_exactly(tmp_path
 
 @pytest.mark.parametrize("redundancy", [0, 1])
 def test_redundancy_restores_lost_frames_without_keyframes(tmp_path: Path, redundancy: int) -> None:
-    a = Peer(model(), options("A", tmp_path, loss=0.25, seed=3, redundancy=redundancy, receive=False))
+    a = Peer(model(), options("A", tmp_path, loss=0.25, seed=3, redundancy=redundancy, receive=False,
+                             retransmit=False))
     b = Peer(model(), options("B", tmp_path, send=False))
     in_process(a, b, *memory_pair())
     rx = events(tmp_path / "B.jsonl", "rx")
@@ -176,6 +177,30 @@ def test_redundancy_restores_lost_frames_without_keyframes(tmp_path: Path, redun
     else:
         assert restored == 0 and all(t["bytes"] == t["packet_bytes"] for t in tx)
         assert events(tmp_path / "B.jsonl", "keyframe_request")
+
+
+@pytest.mark.parametrize("retransmit", [True, False])
+def test_retransmission_repairs_what_redundancy_cannot_carry(tmp_path: Path, retransmit: bool) -> None:
+    """No redundancy (as when inter packets are too large for two to share an SCTP chunk) and 25 % loss both ways
+    (frames, NACKs and retransmissions alike): NACKed packets come back and the frame after the gap is shown, in
+    the sender's exact state; keyframes are left for what retransmission could not repair. Without it (an older
+    sender, --no-retransmit) every gap costs a keyframe request."""
+    a = Peer(model(), options("A", tmp_path, loss=0.25, seed=3, redundancy=0, retransmit=retransmit))
+    b = Peer(model(), options("B", tmp_path, loss=0.25, seed=4, send=False))
+    in_process(a, b, *memory_pair(delay_s=0.005))
+    tx, log = events(tmp_path / "A.jsonl", "tx"), tmp_path / "B.jsonl"
+    repaired, requests, shown = events(log, "repaired"), events(log, "keyframe_request"), events(log, "display")
+    coded = {t["seq"]: t["state_crc"] for t in tx}
+    assert len(tx) >= 30 and all(d["state_crc"] == coded[d["seq"]] for d in shown)
+    if not retransmit:
+        assert not repaired and not events(log, "nack") and len(requests) >= 3
+        return
+    assert len(repaired) >= 3 and sum(r["restored"] for r in repaired) >= len(repaired)
+    assert all(r["repair_ms"] < 1000 for r in repaired)
+    assert len(events(tmp_path / "A.jsonl", "rtx")) >= len(repaired)
+    assert len(requests) < len(repaired)  # a keyframe is the last resort: intra frames answer only requests
+    assert sum(t["type"] == "intra" for t in tx) <= 1 + len(requests) + len(events(tmp_path / "A.jsonl", "rtx"))
+    assert len(shown) >= 0.5 * len(tx)  # of at most 75 %
 
 
 def test_messages_above_the_other_sides_limit_are_refused_cleanly(tmp_path: Path) -> None:
@@ -332,7 +357,8 @@ def test_the_side_that_ends_first_is_heard_to_hang_up(signal_url: str, tmp_path:
 
 @pytest.mark.slow
 def test_injected_loss_is_recovered_by_keyframes(signal_url: str, tmp_path: Path) -> None:
-    a = call(signal_url, "lossy", "A", tmp_path, 6, "--loss", "0.2", "--seed", "1", "--redundancy", "0")
+    a = call(signal_url, "lossy", "A", tmp_path, 6, "--loss", "0.2", "--seed", "1", "--redundancy", "0",
+             "--no-retransmit")
     b = call(signal_url, "lossy", "B", tmp_path, 6)
     assert finish(a)[0] == 0 and finish(b)[0] == 0
     log = tmp_path / "B.jsonl"

@@ -1,5 +1,5 @@
 """The call protocol (SPEC.md §8): channel parameters, hello exchange, frame messages with redundancy, gap handling,
-keyframe requests, late packets, pacing."""
+NACKs and retransmissions, keyframe requests, late packets, pacing."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from sganc_stream.bitstream.container import StreamHeader
 from sganc_stream.bitstream.packet import Packet, PacketReader, PacketType, pack
 from sganc_stream.errors import BitstreamError, ModelMismatchError, SgancError
 from fuzz.targets import OFFER
-from sganc_stream.rtc.transport import (CHANNEL_LABEL, CHANNEL_OPTIONS, DEFAULT_PEER_MAX_MESSAGE, FrameMessage,
-                                        Handshake, Hello, HelloAck, IncompatibleError, Late, MessageTooLarge, Pacer,
-                                        Redundancy, RefusedError, StreamReceiver, check_message_size, check_models,
-                                        frame_message, parse_message, peer_max_message, refusal, restamp)
+from sganc_stream.rtc.transport import (CHANNEL_LABEL, CHANNEL_OPTIONS, DEFAULT_PEER_MAX_MESSAGE, NACK_TRIES,
+                                        RTX_HISTORY, FrameMessage, Handshake, Hello, HelloAck, IncompatibleError,
+                                        Late, MalformedFeedback, MessageTooLarge, Nack, Pacer, Redundancy,
+                                        RefusedError, Retransmission, StreamReceiver, check_message_size,
+                                        check_models, frame_message, parse_message, peer_max_message, refusal,
+                                        restamp)
 from sganc_stream.rtc.wire import CHUNK_DATA, sctp_chunks
 
 MODEL = "ab" * 32
@@ -186,6 +188,125 @@ def test_redundancy_bridges_a_loss_without_a_keyframe() -> None:
     clock.t += 1.0
     assert receive(rx, msgs[6]) is None and rx.gaps == 1 and rx.want_keyframe()
     assert rx.frames == 4 and rx.recovered == 1 and rx.lost == 3  # 4 and 5 never arrived; 6 could not be used
+
+
+def rtx_receiver(clock: Clock) -> StreamReceiver:
+    """A receiver of a stream whose sender's hello offers retransmission."""
+    return StreamReceiver(Hello(MODEL, header(), 0, rtx=True), retry_ms=200, clock=clock)
+
+
+def test_a_loss_redundancy_cannot_carry_is_repaired_by_retransmission_not_a_keyframe() -> None:
+    """The field case (B's stream in the 20 %-loss loopback call): inter packets too large for two to share one
+    SCTP chunk, so no message carries its predecessor, and every single loss used to cost a keyframe. With a
+    sender that offers retransmission, the receiver holds what follows, NACKs the gap and shows the newest held
+    frame once the retransmission arrives; the intra frame is the last resort."""
+    clock = Clock()
+    red = Redundancy(depth=2)
+    big = [bytes([s]) * (2300 if s == 0 else 700) for s in range(8)]  # an intra frame, then inter frames
+    msgs = [red.message(frame(s, I if s == 0 else P, big[s]), FPS) for s in range(8)]
+    assert all(m == pack(frame(s, I if s == 0 else P, big[s]), FPS) for s, m in enumerate(msgs))  # no redundancy fits
+    rx = rtx_receiver(clock)
+    receive(rx, msgs[0]), receive(rx, msgs[1])
+    # msgs[2] and msgs[3] lost
+    assert receive(rx, msgs[4]) is None and not rx.synced and rx.gaps == 0
+    assert not rx.want_keyframe()  # a NACK first
+    nack = rx.nack_due()
+    assert nack == Nack(2, 3) and rx.nack_due() is None  # once, then after the retry time
+    clock.t += 0.02
+    assert receive(rx, msgs[5]) is None  # held: it chains on 2..4
+    data = red.retransmission(parse_message(nack.to_bytes(), None))  # type: ignore[arg-type]
+    assert data is not None
+    rtx = parse_message(data, rx.reader)
+    assert rtx == Retransmission(2, ((P, big[2]), (P, big[3])))
+    clock.t += 0.005
+    got = rx.on_retransmission(rtx)  # type: ignore[arg-type]
+    assert got is not None and got.packet.seq == 5  # the newest held frame is shown
+    assert got.steps == [(P, big[s]) for s in range(2, 6)] and got.recovered == 3
+    assert got.repaired_ms == pytest.approx(25) and got.recovered_ms is None
+    assert rx.synced and rx.gaps == 0 and rx.repaired == 1 and not rx.want_keyframe()
+    assert receive(rx, msgs[6]).steps == [(P, big[6])]  # type: ignore[union-attr]
+    assert rx.frames == 7 and rx.lost == 0
+    assert rx.rtt_ms == pytest.approx(25)  # NACK to retransmission
+
+
+def test_a_lost_nack_is_repeated_then_a_keyframe_is_the_last_resort() -> None:
+    clock = Clock()
+    rx = rtx_receiver(clock)
+    receive(rx, pack(frame(0, I), FPS))
+    clock.t += 0.1
+    receive(rx, pack(frame(2), FPS))  # 1 lost
+    nacks = [rx.nack_due()]
+    for _ in range(NACK_TRIES + 1):
+        assert not rx.want_keyframe()
+        clock.t += 0.2  # no retransmission comes (lost, or the NACKs were)
+        receive(rx, pack(frame(int(clock.t * 10) % 200 + 3), FPS))  # later frames are held meanwhile
+        nacks.append(rx.nack_due())
+        if rx.want_keyframe():
+            break
+    assert [n for n in nacks if n is not None][:1] == [Nack(1, 1)] and sum(n is not None for n in nacks) == NACK_TRIES
+    assert rx.gaps == 1 and not rx.synced and rx.repair is None  # given up: out of sync, asking for a keyframe
+    got = receive(rx, pack(frame(90, I), FPS))
+    assert got.recovered_ms == pytest.approx(1000 * (clock.t - 1000.1))  # type: ignore[union-attr]
+
+
+def test_a_sender_without_retransmission_gets_keyframe_requests_only() -> None:
+    """Interoperation: a hello without ``rtx`` (an older peer, or --no-retransmit) is never sent a NACK."""
+    rx = StreamReceiver(Hello(MODEL, header(), 0), clock=Clock())
+    receive(rx, pack(frame(0, I), FPS))
+    receive(rx, pack(frame(2), FPS))
+    assert rx.nack_due() is None and rx.want_keyframe() and rx.gaps == 1
+
+
+def test_an_intra_frame_or_a_retransmitted_one_ends_a_repair() -> None:
+    clock = Clock()
+    rx = rtx_receiver(clock)
+    receive(rx, pack(frame(0, I), FPS))
+    receive(rx, pack(frame(2), FPS))
+    assert rx.nack_due() == Nack(1, 1)
+    got = receive(rx, pack(frame(3, I), FPS))  # the sender could not serve it: an intra frame
+    assert got.steps == [(I, frame(3).payload)] and rx.synced and rx.repair is None  # type: ignore[union-attr]
+    assert rx.gaps == 1 and got.recovered_ms is not None  # type: ignore[union-attr]
+    # a retransmission that starts at the sender's last intra frame resynchronises from it
+    receive(rx, pack(frame(5), FPS))
+    rx.nack_due()
+    got = rx.on_retransmission(Retransmission(4, ((I, b"i4"),)))
+    assert got.steps == [(I, b"i4"), (P, frame(5).payload)] and rx.synced  # type: ignore[union-attr]
+    assert rx.on_retransmission(Retransmission(4, ((I, b"i4"),))) is None  # a duplicate answer: nothing to do
+
+
+def test_retransmission_history_starts_at_the_last_intra_frame_and_is_bounded() -> None:
+    red = Redundancy(depth=0)
+    intra = b"i" * 300  # as in the call, an intra frame is many times an inter frame
+    for s in range(5):
+        red.message(frame(s, I, intra) if s in (0, 3) else frame(s), FPS)
+    answer = lambda first, last: parse_message(red.retransmission(Nack(first, last)), None)  # noqa: E731
+    assert answer(4, 4) == Retransmission(4, ((P, frame(4).payload),))
+    assert red.retransmission(Nack(1, 4)) is None  # from the intra frame on: more bytes than an intra frame
+    red.intra_bytes = 1000
+    assert answer(1, 4) == Retransmission(3, ((I, intra), (P, frame(4).payload)))  # from the intra frame
+    assert red.retransmission(Nack(4, 5)) is None  # not sent yet
+    assert red.retransmission(Nack(1, 2)) is None and red.superseded(Nack(1, 2))  # the intra frame 3 repairs it
+    assert not red.superseded(Nack(1, 3)) and not red.superseded(Nack(4, 4))
+    assert red.retransmission(Nack(3, 4), limit=10) is None  # larger than the other side accepts
+    for s in range(5, 6 + RTX_HISTORY):
+        red.message(frame(s), FPS)
+    assert red.retransmission(Nack(4, 6)) is None  # forgotten: the oldest kept is no intra frame
+    assert answer(6 + RTX_HISTORY - 1, 6 + RTX_HISTORY - 1) is not None
+    red.intra_bytes = 30
+    assert red.retransmission(Nack(50, 60)) is None  # a long gap: an intra frame repairs it for fewer bytes
+
+
+def test_nack_and_retransmission_messages_are_checked() -> None:
+    assert parse_message(Nack(3, 7).to_bytes(), None) == Nack(3, 7)
+    for bad in ([3], [7, 3], [-1, 2], "x", [1, True]):
+        with pytest.raises(MalformedFeedback, match="NACK"):
+            parse_message(msgpack.packb({"sganc": 2, "nack": bad}), None)
+    assert parse_message(Hello(MODEL, header(), 5, rtx=True).to_bytes(), None).rtx  # type: ignore[union-attr]
+    assert not parse_message(Hello(MODEL, header(), 5).to_bytes(), None).rtx  # type: ignore[union-attr]
+    for bad in ({"rtx": -1, "p": [[1, b"x"]]}, {"rtx": 1, "p": []}, {"rtx": 1, "p": [[3, b"x"]]},
+                {"rtx": 1, "p": [[1, b"x"]] * (RTX_HISTORY + 1)}, {"rtx": 1}):
+        with pytest.raises(BitstreamError, match="malformed (retransmission|control)"):
+            parse_message(msgpack.packb({"sganc": 2, **bad}), None)
 
 
 def test_an_intra_frame_carried_as_redundancy_resynchronizes() -> None:

@@ -72,6 +72,9 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
         media.add_argument("--redundancy-any-size", action="store_true",
                            help="carry them even when that adds an SCTP chunk (more frames shown under loss, about "
                                 "twice the wire rate: see README)")
+        media.add_argument("--no-retransmit", action="store_true",
+                           help="answer no NACKs (the hello offers no retransmission): a gap that redundancy cannot "
+                                "bridge then costs a keyframe, as with peers older than the retransmission")
         media.add_argument("--paste-back", action="store_true",
                            help="self view: show your full camera frame with your decoded face pasted back "
                                 "(only the face travels, so the full frame exists on the sending side only)")
@@ -129,6 +132,7 @@ def options_from(args: argparse.Namespace, send: bool, receive: bool) -> PeerOpt
         align=not getattr(args, "pre_aligned", False), landmarks=getattr(args, "landmarks", "dlib"),
         redundancy=getattr(args, "redundancy", DEFAULT_REDUNDANCY),
         redundancy_fit=not getattr(args, "redundancy_any_size", False),
+        retransmit=not getattr(args, "no_retransmit", False),
         record=getattr(args, "record", None),
         paste_back=getattr(args, "paste_back", False), self_record=getattr(args, "self_record", None),
         headless=args.headless, duration=args.duration, loss=args.loss, loss_burst=args.loss_burst, seed=args.seed,

@@ -37,9 +37,10 @@ from sganc_stream.rtc.pairing import Signaling, consume_signaling
 from sganc_stream.rtc.stats import StatsLog, percentile, process_age
 from sganc_stream.rtc.transport import (DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, Delivery,
                                         FrameMessage, Handshake, Hello, HelloAck, IncompatibleError, Late,
-                                        MalformedFeedback, MessageTooLarge, Pacer, PROTOCOL_VERSION, Redundancy,
-                                        RefusedError, StreamReceiver, check_message_size, check_models,
-                                        feedback_message, parse_message, refusal, restamp)
+                                        MalformedFeedback, MessageTooLarge, Nack, Pacer, PROTOCOL_VERSION,
+                                        Redundancy, RefusedError, Retransmission, StreamReceiver,
+                                        check_message_size, check_models, feedback_message, parse_message, refusal,
+                                        restamp)
 from sganc_stream.rtc.wire import wire_bytes
 from sganc_stream.rtc.worker import Encoded, ReceiveWorker, SendWorker, Shown, TimedFlows, state_crc
 from sganc_stream.video import video_format
@@ -70,6 +71,7 @@ class PeerOptions:
     params: StreamParams = field(default_factory=StreamParams)
     redundancy: int = DEFAULT_REDUNDANCY  # previous frame packets carried in each frame message
     redundancy_fit: bool = True  # ... only as far as they fit without another SCTP chunk
+    retransmit: bool = True  # answer the other side's NACKs with retransmissions (SPEC §8.7)
     record: Path | None = None
     paste_back: bool = False  # self view: the full camera frame with this side's decoded face pasted back
     self_record: Path | None = None  # record that self view
@@ -121,6 +123,7 @@ class Link:
         self.redundancy = redundancy
         self.receiver: StreamReceiver | None = None
         self.frame = -1  # frame index of the last packet sent
+        self.gaps_logged = 0  # the receiver's gaps already in the log
         self.estimator = BandwidthEstimator()  # of the other side's stream (congestion control, SPEC §8.8)
         self.send_rate = SendRate(ceiling_kbps)  # of ours: the other side's feedback as our budget
 
@@ -175,7 +178,8 @@ class Peer:
         if self.opt.loss:
             wrapped = LossyChannel(channel, LossModel(self.opt.loss, self.opt.loss_burst, self.opt.seed + self.generation))
         stream = self.encoder.header(0) if self.encoder is not None else None
-        hello = Hello(self.model.model_id, stream, round(time.time() * 1000), feedback=stream is not None)
+        hello = Hello(self.model.model_id, stream, round(time.time() * 1000), feedback=stream is not None,
+                      rtx=stream is not None and self.opt.retransmit)
         link = Link(channel, wrapped, self.generation, hello, Redundancy(self.opt.redundancy, self.opt.redundancy_fit),
                     self.opt.hello_timeout, self.opt.params.target_kbps)
         self.link = link
@@ -257,8 +261,14 @@ class Peer:
             if self.sender is not None:
                 self.sender.request_keyframe()
                 self.stats.add(keyframe_requests_received=1)
+        elif isinstance(msg, Nack):  # packets of our stream the other side lost
+            self._on_nack(link, msg)
         elif receiver is None:
             return
+        elif isinstance(msg, Retransmission):  # bytes of their stream: the incoming rate counts them
+            link.estimator.on_message(time.monotonic(), wire_bytes(len(data)), None)
+            self.stats.add(rx_rtx=1)
+            self._take(link, receiver, receiver.on_retransmission(msg), len(data))
         elif isinstance(msg, Late):
             link.estimator.on_message(time.monotonic(), wire_bytes(len(data)), None)
             receiver.on_late()
@@ -309,12 +319,30 @@ class Peer:
                          steps=None if hello.stream is None else list(hello.stream.steps))
         self.stats.say("connected" + ("" if hello.stream is None else f"; receiving {hello.stream.fps:g} fps"))
 
+    def _on_nack(self, link: Link, nack: Nack) -> None:
+        """Send the packets a NACK names again, or an intra frame when they are no longer kept (SPEC §8.7); nothing
+        when an intra frame sent since already repairs the gap (a NACK repeated before it arrived)."""
+        self.stats.add(nacks_received=1)
+        if self.sender is None or link.redundancy.superseded(nack):
+            return
+        data = link.redundancy.retransmission(nack, link.channel.max_message_size) if self.opt.retransmit else None
+        if data is None:
+            self.sender.request_keyframe()
+            self.stats.event("rtx", first=nack.first, last=nack.last, bytes=0)
+            return
+        link.send(data)
+        self.stats.message("tx", len(data))
+        link.send_rate.sent(time.monotonic(), wire_bytes(len(data)), 0)  # repair, like redundancy: overhead
+        self.stats.add(rtx_sent=1)
+        self.stats.event("rtx", first=nack.first, last=nack.last, bytes=len(data))
+
     def _on_frame(self, link: Link, receiver: StreamReceiver, msg: FrameMessage, size: int) -> None:
         link.estimator.on_message(time.monotonic(), wire_bytes(size), msg.packet.timestamp_ms)
-        gaps = receiver.gaps
-        delivery = receiver.on_message(msg, size)
-        if receiver.gaps > gaps:
-            self.stats.event("gap", seq=msg.packet.seq, expected=receiver.expected)
+        self._take(link, receiver, receiver.on_message(msg, size), size)
+
+    def _take(self, link: Link, receiver: StreamReceiver, delivery: Delivery | None, size: int) -> None:
+        """What a message of the other side's stream gave (a delivery to decode and show, or None), then any NACK
+        or keyframe request now due."""
         if delivery is not None and delivery.packet.type == PacketType.NO_FACE:
             assert self.receiver is not None
             self.stats.add(rx_no_face=1)
@@ -328,14 +356,26 @@ class Peer:
                              capture_ms=round(delivery.capture_ms, 1), restored=delivery.recovered)
             if delivery.recovered_ms is not None:
                 self.stats.event("sync", seq=packet.seq, recovery_ms=round(delivery.recovered_ms, 1))
+            if delivery.repaired_ms is not None:
+                self.stats.add(rx_repaired=1)
+                self.stats.event("repaired", seq=packet.seq, repair_ms=round(delivery.repaired_ms, 1),
+                                 restored=delivery.recovered)
             self.receiver.submit(link.generation, delivery)
         self._maybe_request(link, receiver)
 
     def _maybe_request(self, link: Link, receiver: StreamReceiver) -> None:
+        nack = receiver.nack_due()
+        if nack is not None:
+            link.send(nack.to_bytes())
+            self.stats.add(nacks_sent=1)
+            self.stats.event("nack", first=nack.first, last=nack.last)
         if receiver.want_keyframe():
             link.send(receiver.keyframe_request())
             self.stats.add(keyframe_requests_sent=1)
             self.stats.event("keyframe_request", expected=receiver.expected)
+        if receiver.gaps > link.gaps_logged:  # losses that needed a keyframe
+            link.gaps_logged = receiver.gaps
+            self.stats.event("gap", seq=receiver.highest_seq, expected=receiver.expected)
 
     def _undecodable(self, generation: int, sync_id: int, why: str) -> None:
         link = self.link
@@ -467,6 +507,8 @@ class Peer:
             link = self.link
             if link is not None:
                 self._send_hello(link)
+                if link.receiver is not None and link.receiver.repair is not None:  # NACK retries, not only on arrivals
+                    self._maybe_request(link, link.receiver)
                 if link.feedback_due:
                     self._send_feedback(link)
                 failure = link.handshake.failure()
@@ -579,6 +621,8 @@ class Peer:
         total, lat = self.stats.total, self.stats.latencies
         return {"tx_frames": int(total.get("tx_frames", 0)), "rx_frames": int(total.get("rx_frames", 0)),
                 "displayed": int(total.get("displayed", 0)), "restored": int(total.get("rx_restored", 0)),
+                "repaired": int(total.get("rx_repaired", 0)), "nacks_sent": int(total.get("nacks_sent", 0)),
+                "retransmissions_sent": int(total.get("rtx_sent", 0)),
                 "tx_no_face": int(total.get("tx_no_face", 0)), "rx_no_face": int(total.get("rx_no_face", 0)),
                 "displayed_no_face": int(total.get("displayed_no_face", 0)),
                 "superseded": self.receiver.superseded if self.receiver else 0,

@@ -4,8 +4,9 @@ normative description; this module is its implementation, with no I/O of its own
 
 Channel: one data channel per call, created on both sides with ``negotiated=True, id=0``, label ``sganc``,
 ``ordered=False, maxRetransmits=0``. A frame is worth showing only when it arrives on time, so nothing is
-retransmitted (a retransmission costs at least a round trip and, ordered, holds back every later frame); a loss is
-repaired from the redundancy the next message carries, and as a last resort by a keyframe request.
+retransmitted by SCTP (a retransmission costs at least a round trip and, ordered, holds back every later frame); a
+loss is repaired from the redundancy the next message carries, else by a retransmission the receiver NACKs (only the
+gap waits for it), and as a last resort by a keyframe request.
 
 Messages are binary msgpack, told apart by their first byte: a control map (msgpack fixmap, 0x80–0x8F: hello,
 hello acknowledgement, refusal, feedback), a packet (fixarray of 5, 0x95: exactly a .sgnc packet, e.g. a keyframe request
@@ -31,6 +32,11 @@ channel opened ends the call with one line. A different model id or protocol ver
 0 of its packets, so capture-to-display latency is ``now - (epoch_ms + packet.timestamp_ms)`` (on one machine
 exactly; across machines it also includes their clock offset).
 
+NACK and retransmission (SPEC §8.7): a sender that keeps its packets says ``"rtx": true`` in its hello; the receiver
+of its stream then answers a gap redundancy cannot bridge with ``{"sganc": 2, "nack": [first, last]}``, holding the
+messages that follow, and the sender answers with ``{"sganc": 2, "rtx": first, "p": [[type, payload], ...]}`` (or an
+intra frame when it no longer has them). A hello without the key gets no NACK: keyframe requests, as before.
+
 Feedback (congestion control, SPEC §8.8): a sender that reads it says ``"feedback": true`` in its hello; the receiver
 of its stream then sends ``{"sganc": 2, "fb": n, "bwe": bit/s, "rx": bit/s}`` every 0.5 s (at once when its estimate
 falls), and the sender keeps its stream within ``bwe``. A hello without the key (an older peer) gets no feedback, and a
@@ -42,7 +48,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack
@@ -61,6 +67,9 @@ HELLO_RETRY_S = 0.25
 HELLO_TIMEOUT_S = 5.0
 KEYFRAME_RETRY_MS = 200.0
 MAX_REDUNDANCY = 4
+NACK_TRIES = 3  # NACKs per gap before the receiver falls back to keyframe requests (SPEC §8.7)
+NACK_RETRY_MIN_MS = 40.0  # a NACK is repeated after twice the measured repair round trip, at least this long
+RTX_HISTORY = 64  # frame packets (since the last intra frame) a sender keeps to answer NACKs: 2.6 s at 25 fps
 LATE_RUN_RESYNC = 8  # this many late messages in a row: the 8-bit sequence numbers lost their anchor (a long outage)
 DEFAULT_REDUNDANCY = 2  # benchmarks/call_redundancy.py: most frames shown of the depths that never add a datagram
 DEFAULT_PEER_MAX_MESSAGE = 65536  # RFC 8841 §6: the max-message-size to assume when the other side's SDP names none
@@ -105,12 +114,15 @@ class Hello:
     stream: StreamHeader | None  # None: this side only receives
     epoch_ms: int
     feedback: bool = False  # this side reads rate feedback for its stream (SPEC §8.8); absent in older peers' hellos
+    rtx: bool = False  # this side answers NACKs for its stream with retransmissions (SPEC §8.7); absent in older hellos
 
     def to_bytes(self) -> bytes:
         m: dict[str, Any] = {"sganc": PROTOCOL_VERSION, "model_id": bytes.fromhex(self.model_id),
                              "stream": None if self.stream is None else self.stream.to_map(), "epoch_ms": self.epoch_ms}
         if self.feedback:
             m["feedback"] = True
+        if self.rtx:
+            m["rtx"] = True
         return msgpack.packb(m, use_bin_type=True)
 
 
@@ -125,7 +137,8 @@ class HelloAck:
 
 
 class MalformedFeedback(BitstreamError):
-    """A feedback message that is not one (SPEC §8.8): ignored and counted; it says nothing about the media stream."""
+    """A feedback message (rate feedback, SPEC §8.8, or a NACK, §8.7) that is not one: ignored and counted; it says
+    nothing about the media stream."""
 
 
 FEEDBACK_MAX_BPS = 1 << 40  # a larger rate in a feedback message is malformed
@@ -142,6 +155,45 @@ def _feedback(m: dict[str, Any]) -> Estimate:
     if not all(type(v) is int and 0 <= v < FEEDBACK_MAX_BPS for v in fields):
         raise MalformedFeedback("malformed feedback message: fb, bwe and rx must be non-negative integers")
     return Estimate(*fields)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Nack:
+    """"Send me the frame packets ``first … last`` of your stream again" (SPEC §8.7; RFC 4585's generic NACK)."""
+
+    first: int
+    last: int
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb({"sganc": PROTOCOL_VERSION, "nack": [self.first, self.last]}, use_bin_type=True)
+
+
+@dataclass(frozen=True)
+class Retransmission:
+    """The answer to a :class:`Nack` (SPEC §8.7; as RTP retransmission, RFC 4588): the frame packets with sequence
+    numbers ``first, first + 1, …`` as ``(type, payload)``, oldest first."""
+
+    first: int
+    packets: tuple[tuple[PacketType, bytes], ...]
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb({"sganc": PROTOCOL_VERSION, "rtx": self.first,
+                              "p": [[int(t), p] for t, p in self.packets]}, use_bin_type=True)
+
+
+def _nack(m: dict[str, Any]) -> Nack:
+    r = m["nack"]
+    if (not isinstance(r, (list, tuple)) or len(r) != 2 or not all(type(v) is int for v in r)
+            or not 0 <= r[0] <= r[1] < FEEDBACK_MAX_BPS):
+        raise MalformedFeedback("malformed NACK: nack must be [first, last] with 0 <= first <= last")
+    return Nack(r[0], r[1])
+
+
+def _retransmission(m: dict[str, Any]) -> Retransmission:
+    first = m["rtx"]
+    if type(first) is not int or not 0 <= first < FEEDBACK_MAX_BPS:
+        raise BitstreamError("malformed retransmission: rtx must be a non-negative integer")
+    return Retransmission(first, _frame_entries(m.get("p"), RTX_HISTORY, "retransmission"))
 
 
 @dataclass(frozen=True)
@@ -176,9 +228,10 @@ def frame_message(packet: Packet, fps: float, redundant: tuple[tuple[PacketType,
     return bytes([FRAME_ARRAY]) + data[1:] + msgpack.packb([[int(t), p] for t, p in redundant], use_bin_type=True)
 
 
-def _control(data: bytes) -> Hello | HelloAck | Estimate:
+def _control(data: bytes) -> Hello | HelloAck | Estimate | Nack | Retransmission:
     try:
-        m = msgpack.unpackb(data, raw=False, max_bin_len=64, max_str_len=512, max_array_len=16, max_map_len=16)
+        m = msgpack.unpackb(data, raw=False, max_bin_len=MAX_PAYLOAD, max_str_len=512, max_array_len=RTX_HISTORY,
+                            max_map_len=16)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, RecursionError):
         raise BitstreamError("malformed control message") from None
     if not isinstance(m, dict):
@@ -194,13 +247,17 @@ def _control(data: bytes) -> Hello | HelloAck | Estimate:
         return HelloAck(m["ack"])
     if "fb" in m:
         return _feedback(m)
+    if "nack" in m:
+        return _nack(m)
+    if "rtx" in m and "model_id" not in m:
+        return _retransmission(m)
     model_id, epoch = m.get("model_id"), m.get("epoch_ms")
     if not isinstance(model_id, bytes) or len(model_id) != 32 or type(epoch) is not int:
         raise BitstreamError("malformed hello message")
     stream = None if m.get("stream") is None else hello_stream_header(m["stream"])
     if stream is not None and stream.model_id != model_id.hex():
         raise BitstreamError("malformed hello message: stream header names another model")
-    return Hello(model_id.hex(), stream, epoch, m.get("feedback") is True)
+    return Hello(model_id.hex(), stream, epoch, m.get("feedback") is True, m.get("rtx") is True)
 
 
 def hello_stream_header(m: object) -> StreamHeader:
@@ -212,33 +269,38 @@ def hello_stream_header(m: object) -> StreamHeader:
     return StreamHeader.from_map(m, version)
 
 
-def _redundant(obj: object) -> tuple[tuple[PacketType, bytes], ...]:
-    if not isinstance(obj, (list, tuple)) or not 1 <= len(obj) <= MAX_REDUNDANCY:
-        raise BitstreamError("malformed frame message: redundancy is not a list of 1-4 entries")
+def _frame_entries(obj: object, most: int, what: str) -> tuple[tuple[PacketType, bytes], ...]:
+    """A list of 1 to ``most`` ``[type, payload]`` frame packets (redundancy, or a retransmission)."""
+    if not isinstance(obj, (list, tuple)) or not 1 <= len(obj) <= most:
+        raise BitstreamError(f"malformed {what}: not a list of 1-{most} entries of [type, payload]")
     out = []
     for entry in obj:
         if (not isinstance(entry, (list, tuple)) or len(entry) != 2 or type(entry[0]) is not int
                 or not isinstance(entry[1], bytes) or len(entry[1]) > MAX_PAYLOAD):
-            raise BitstreamError("malformed frame message: a redundant entry is not [type, payload]")
+            raise BitstreamError(f"malformed {what}: an entry is not [type, payload]")
         try:
             ptype = PacketType(entry[0])
         except ValueError:
-            raise BitstreamError(f"malformed frame message: unknown redundant type {entry[0]}") from None
+            raise BitstreamError(f"malformed {what}: unknown packet type {entry[0]}") from None
         if not ptype.is_frame:
-            raise BitstreamError("malformed frame message: a redundant entry is not a frame")
+            raise BitstreamError(f"malformed {what}: an entry is not a frame")
         out.append((ptype, entry[1]))
     return tuple(out)
 
 
-def parse_message(data: bytes, reader: PacketReader | None) -> Hello | HelloAck | Estimate | Packet | FrameMessage | Late:
+Message = Hello | HelloAck | Estimate | Nack | Retransmission | Packet | FrameMessage | Late
+
+
+def parse_message(data: bytes, reader: PacketReader | None) -> Message:
     """One data-channel message.
 
     A keyframe request comes back as a :class:`Packet` (it numbers packets of *our* stream, so it is parsed apart
     and never moves ``reader``, which unwraps the other stream's 8-bit sequence numbers); a packet of the other
     side's stream as a :class:`FrameMessage` (needs ``reader``: the stream announced by its hello); a compact
     packet at or behind the last one read as :class:`Late`, without moving ``reader``; a feedback message about our
-    stream as an :class:`~sganc_stream.rtc.congestion.Estimate`. Raises RefusedError for a refusal,
-    IncompatibleError for another protocol version, MalformedFeedback for a malformed feedback message,
+    stream as an :class:`~sganc_stream.rtc.congestion.Estimate`, a NACK of our stream as a :class:`Nack`, the
+    other side's answer to ours as a :class:`Retransmission`. Raises RefusedError for a refusal,
+    IncompatibleError for another protocol version, MalformedFeedback for a malformed feedback message or NACK,
     BitstreamError for anything else malformed.
     """
     if not isinstance(data, bytes) or not data:
@@ -258,7 +320,7 @@ def parse_message(data: bytes, reader: PacketReader | None) -> Hello | HelloAck 
         raise BitstreamError(f"malformed packet ({type(exc).__name__})") from None
     if not isinstance(obj, (list, tuple)) or len(obj) not in (5, 6):
         raise BitstreamError("malformed packet: not a 5-field record")
-    redundant = _redundant(obj[5]) if len(obj) == 6 else ()
+    redundant = _frame_entries(obj[5], MAX_REDUNDANCY, "frame message") if len(obj) == 6 else ()
     fields = obj[:5]
     if (type(fields[0]) is int and fields[0] in (int(t) for t in COMPACT) and type(fields[1]) is int
             and 0 <= fields[1] < SEQ_MODULUS and reader.last_seq is not None):
@@ -330,11 +392,12 @@ class Handshake:
 
 
 class Redundancy:
-    """Sender side of in-band redundancy (as RTP redundancy, RFC 2198, and Opus in-band FEC): each frame message
-    also carries the previous ``depth`` frame packets of the stream, newest first.
-
-    Never reaching past the last intra frame (older packets are of no use to a decoder), and, with ``fit``, only
-    as many as fit without adding an SCTP DATA chunk (``rtc.wire``): redundancy then never costs a datagram.
+    """Sender side of loss repair. In-band redundancy (as RTP redundancy, RFC 2198, and Opus in-band FEC): each
+    frame message also carries the previous ``depth`` frame packets of the stream, newest first, never reaching past
+    the last intra frame (older packets are of no use to a decoder), and, with ``fit``, only as many as fit without
+    adding an SCTP DATA chunk (``rtc.wire``): redundancy then never costs a datagram. Retransmission (SPEC §8.7, as
+    RTP retransmission, RFC 4588): the last ``RTX_HISTORY`` frame packets since the last intra frame, sent again
+    when a receiver NACKs them (:meth:`retransmission`).
     """
 
     def __init__(self, depth: int = DEFAULT_REDUNDANCY, fit: bool = True) -> None:
@@ -342,6 +405,8 @@ class Redundancy:
             raise SgancError(f"redundancy depth must be in 0..{MAX_REDUNDANCY}, got {depth}")
         self.depth, self.fit = depth, fit
         self.history: deque[tuple[PacketType, bytes]] = deque(maxlen=max(depth, 1))
+        self.sent: deque[tuple[PacketType, bytes]] = deque(maxlen=RTX_HISTORY)  # seqs next_seq - len(sent) … - 1
+        self.intra_bytes: int | None = None  # message bytes of the last intra frame
         self.carried = 0  # redundant packets sent
         self.next_seq = 0
 
@@ -352,6 +417,7 @@ class Redundancy:
             return pack(packet, fps)
         if packet.seq != self.next_seq:  # the stream restarted or skipped: earlier packets are not its predecessors
             self.history.clear()
+            self.sent.clear()
         entries: list[tuple[PacketType, bytes]] = []
         if not packet.type.is_intra and self.depth:
             base = pack(packet, fps)
@@ -362,10 +428,37 @@ class Redundancy:
                 entries.append(entry)
         if packet.type.is_intra:
             self.history.clear()
+            self.sent.clear()
+            self.intra_bytes = len(pack(packet, fps))
         self.history.append((packet.type, packet.payload))
+        self.sent.append((packet.type, packet.payload))
         self.next_seq = packet.seq + 1
         self.carried += len(entries)
         return frame_message(packet, fps, tuple(entries))
+
+    def superseded(self, nack: Nack) -> bool:
+        """An intra frame newer than every packet ``nack`` names has been sent: the receiver resynchronises on it
+        (if it is lost too, the receiver's keyframe request comes next), so the NACK needs no answer."""
+        return bool(self.sent) and self.sent[0][0].is_intra and nack.last < self.next_seq - len(self.sent)
+
+    def retransmission(self, nack: Nack, limit: int = 0) -> bytes | None:
+        """The answer to ``nack``: the packets it names, from the oldest one kept if that is the last intra frame
+        (a decoder resynchronises there), within ``limit`` bytes (0 = no limit). None when they are not all kept
+        (older than the last intra frame and not covered by it, beyond ``RTX_HISTORY``, or not sent yet), would
+        not fit, or would take more bytes than the last intra frame did (a long gap: an intra frame repairs it
+        for less): the sender then answers with an intra frame, as to a keyframe request."""
+        oldest = self.next_seq - len(self.sent)
+        if nack.last >= self.next_seq or nack.last < oldest:
+            return None
+        first = nack.first
+        if first < oldest:
+            if not self.sent[0][0].is_intra:
+                return None
+            first = oldest
+        data = Retransmission(first, tuple(self.sent[s - oldest] for s in range(first, nack.last + 1))).to_bytes()
+        if (limit and len(data) > limit) or (self.intra_bytes is not None and len(data) > self.intra_bytes):
+            return None
+        return data
 
 
 @dataclass
@@ -379,21 +472,62 @@ class Delivery:
     recovered: int  # frames restored from redundancy (their state applied, not shown)
     recovered_ms: float | None  # ended a loss that needed a keyframe: ms from detecting it to this frame
     sync_id: int  # the receiver's resynchronisation count when this was made
+    repaired_ms: float | None = None  # ended a gap repaired by retransmission: ms from detecting it to this frame
+
+
+@dataclass
+class _Repair:
+    """A gap waiting for a retransmission: the packets held since (by sequence number) and the newest message."""
+
+    expected: int  # the first sequence number missing
+    since_ms: float
+    newest: FrameMessage  # the newest frame message held: shown when the gap is repaired
+    size: int  # its bytes
+    held: dict[int, tuple[PacketType, bytes]] = field(default_factory=dict)
+    nacks: int = 0
+    last_nack_ms: float = -1e18
+
+    def hold(self, msg: FrameMessage, size: int) -> None:
+        seq = msg.packet.seq
+        self.held[seq] = (msg.packet.type, msg.packet.payload)
+        for k, entry in enumerate(msg.redundant, 1):
+            if seq - k >= self.expected:
+                self.held.setdefault(seq - k, entry)
+        if seq > self.newest.packet.seq:
+            self.newest, self.size = msg, size
+
+    def chain(self) -> int:
+        """Where the decodable chain starts: the newest intra frame held, else the first sequence number missing."""
+        intra = [s for s, (t, _) in self.held.items() if t.is_intra and s <= self.newest.packet.seq]
+        return max(intra, default=self.expected)
+
+    def missing(self) -> tuple[int, int]:
+        """The first and last sequence numbers still needed (the range a NACK names)."""
+        first = self.chain()
+        while first in self.held:
+            first += 1
+        return first, self.newest.packet.seq - 1
 
 
 class StreamReceiver:
     """Incoming side of one stream, on the event loop: sequence bookkeeping, redundancy, keyframe requests.
 
     Decoding itself happens elsewhere (a worker applies each :class:`Delivery`); a decode failure comes back
-    through :meth:`on_undecodable`. Gaps are bridged from the redundancy a later message carries; a gap wider
-    than that, a decode failure, or an inter packet before any intra frame makes the receiver unsynchronised: it
-    asks for a keyframe at once and every ``retry_ms`` while it stays so (a request can be lost too).
+    through :meth:`on_undecodable`. Gaps are bridged from the redundancy a later message carries. A gap wider than
+    that, when the sender's hello offers retransmission, is repaired by one: the receiver holds the messages that
+    follow, NACKs the missing packets (:meth:`nack_due`) up to ``NACK_TRIES`` times, and shows the newest held
+    frame once the chain is whole. A gap that retransmission does not repair, a decode failure, or an inter packet
+    before any intra frame makes the receiver unsynchronised: it asks for a keyframe at once and every ``retry_ms``
+    while it stays so (a request can be lost too).
     """
 
     def __init__(self, hello: Hello, *, retry_ms: float = KEYFRAME_RETRY_MS,
                  clock: Callable[[], float] = time.time) -> None:
         assert hello.stream is not None
         self.hello = hello
+        self.repair: _Repair | None = None  # a gap waiting for a retransmission (only when hello.rtx)
+        self.repaired = 0  # gaps repaired by retransmission
+        self.rtt_ms: float | None = None  # smoothed NACK → retransmission time
         self.reader = PacketReader(hello.stream.fps)
         self.reader.last_seq = -1  # every stream of a call starts at sequence number 0: an inter packet can be placed
         self.retry_ms, self.clock = retry_ms, clock
@@ -420,15 +554,36 @@ class StreamReceiver:
         return max(self.highest_seq - self.first_seq + 1 - self.frames, 0)
 
     def _desync(self, now_ms: float) -> None:
-        if self.synced:
+        """Out of sync: wait for a keyframe. A gap waiting for a retransmission counts from when it was found."""
+        if self.synced or self.repair is not None:
             self.gaps += 1
-            self.lost_since_ms = now_ms
+            self.lost_since_ms = now_ms if self.repair is None else self.repair.since_ms
+        self.repair = None
         self.synced = False
         self.sync_id += 1
 
+    def _nack_retry_ms(self) -> float:
+        return self.retry_ms if self.rtt_ms is None else min(max(2 * self.rtt_ms, NACK_RETRY_MIN_MS), self.retry_ms)
+
+    def nack_due(self) -> Nack | None:
+        """The NACK to send now for a gap waiting for a retransmission (at once, then after twice the measured
+        round trip, ``NACK_TRIES`` in all), or None."""
+        r, now = self.repair, self.clock() * 1000
+        if r is None or self.ended or r.nacks >= NACK_TRIES or now - r.last_nack_ms < self._nack_retry_ms():
+            return None
+        r.nacks += 1
+        r.last_nack_ms = now
+        return Nack(*r.missing())
+
     def want_keyframe(self) -> bool:
-        """True when a keyframe request should go out now (out of sync, and none sent within ``retry_ms``)."""
+        """True when a keyframe request should go out now (out of sync, and none sent within ``retry_ms``). A gap
+        waiting for a retransmission falls back to keyframe requests when its last NACK went unanswered."""
         now = self.clock() * 1000
+        r = self.repair
+        if r is not None:
+            if r.nacks < NACK_TRIES or now - r.last_nack_ms < self._nack_retry_ms():
+                return False
+            self._desync(now)  # give up: the gap needs a keyframe
         if self.synced or self.ended or now - self._last_request_ms < self.retry_ms:
             return False
         self._last_request_ms = now
@@ -458,6 +613,14 @@ class StreamReceiver:
             return self._no_face(packet, size, now_ms)
         if not packet.type.is_frame:
             return None
+        if self.repair is not None and not packet.type.is_intra:
+            if packet.seq < self.repair.expected:
+                self.on_late()
+                return None
+            self._late_run = 0
+            self.highest_seq = max(self.highest_seq or 0, packet.seq)
+            self.repair.hold(msg, size)
+            return self._repaired(now_ms)
         if self.synced and self.expected is not None and packet.seq < self.expected:
             self.on_late()
             return None
@@ -472,6 +635,11 @@ class StreamReceiver:
             steps = [*reversed(redundant[:restored]), primary]
         else:
             intra = [k for k, (t, _) in enumerate(redundant) if t.is_intra]
+            if not intra and self.hello.rtx and self.synced and self.expected is not None:
+                self.synced = False  # the gap cannot be bridged: NACK it, hold what follows
+                self.repair = _Repair(self.expected, now_ms, msg, size)
+                self.repair.hold(msg, size)
+                return None
             if not intra:  # the gap cannot be bridged: wait for a keyframe
                 self._desync(now_ms)
                 return None
@@ -479,6 +647,9 @@ class StreamReceiver:
             steps = [*reversed(redundant[:restored]), primary]
         if not self.synced:
             self.sync_id += 1
+        if self.repair is not None:  # an intra frame ended the repair: the gap needed a keyframe after all
+            self.gaps += 1
+            self.lost_since_ms, self.repair = self.repair.since_ms, None
         first = packet.seq - restored
         self.first_seq = first if self.first_seq is None else min(self.first_seq, first)
         self.synced, self.expected = True, packet.seq + 1
@@ -489,11 +660,47 @@ class StreamReceiver:
         return Delivery(steps, packet, self.hello.epoch_ms + packet.timestamp_ms, size, restored, recovered_ms,
                         self.sync_id)
 
+    def on_retransmission(self, rtx: Retransmission) -> Delivery | None:
+        """The answer to a NACK: the delivery that repairs the gap (the packets missing and those held since, the
+        newest shown), or None (no repair waiting, or the chain is still not whole)."""
+        r, now_ms = self.repair, self.clock() * 1000
+        if r is None:
+            return None
+        if r.nacks:
+            sample = now_ms - r.last_nack_ms
+            self.rtt_ms = sample if self.rtt_ms is None else 0.875 * self.rtt_ms + 0.125 * sample  # RFC 6298's gain
+        for k, entry in enumerate(rtx.packets):
+            if rtx.first + k >= r.expected:
+                r.held.setdefault(rtx.first + k, entry)
+        return self._repaired(now_ms)
+
+    def _repaired(self, now_ms: float) -> Delivery | None:
+        """The delivery that ends the repair, once the held packets chain from the gap (or an intra frame) to the
+        newest message; None before."""
+        r = self.repair
+        assert r is not None
+        start, top = r.chain(), r.newest.packet.seq
+        if any(s not in r.held for s in range(start, top + 1)):
+            return None
+        steps = [r.held[s] for s in range(start, top + 1)]
+        self.repair = None
+        self.synced, self.expected = True, top + 1
+        self.first_seq = start if self.first_seq is None else min(self.first_seq, start)
+        self.frames += len(steps)
+        self.recovered += len(steps) - 1
+        self.repaired += 1
+        packet = r.newest.packet
+        return Delivery(steps, packet, self.hello.epoch_ms + packet.timestamp_ms, r.size, len(steps) - 1, None,
+                        self.sync_id, repaired_ms=now_ms - r.since_ms)
+
     def _no_face(self, packet: Packet, size: int, now_ms: float) -> Delivery | None:
         """A no-face packet: the delivery that shows "no face" (no steps: the decoder's state stays), or None when
         it is late. Its sequence number is the next face packet's, so it also tells of face packets lost before it:
         then the receiver is out of sync at once (and asks for a keyframe, which the sender codes when the face is
-        back) instead of finding out from the face's return a round trip too late."""
+        back) instead of finding out from the face's return a round trip too late. A repair in progress is given up
+        for a keyframe (the face it would complete is gone)."""
+        if self.repair is not None:
+            self._desync(now_ms)
         if self.synced and self.expected is not None:
             if packet.seq < self.expected:  # a face packet after it already arrived
                 self.on_late()
