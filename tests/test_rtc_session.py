@@ -251,12 +251,19 @@ LAUNCH = "import sys; from sganc_stream.rtc.{0} import {1}; sys.exit({1}())"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "SGANC_RTC_LOOPBACK": "1"}
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT back to its default action. A suite started as a background job of a shell
+    (``pytest … &``, nohup) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt, so the
+    SIGINT these tests send as Ctrl-C would do nothing (the signaling server outlived its fixture by minutes)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(main: str, *args: str | Path, stdin: bool = False) -> subprocess.Popen[str]:
-    """Run a console script's function (``call_main``, ``signal_main``) as ``sganc-...`` would."""
+    """Run a console script's function (``call_main``, ``signal_main``) as ``sganc-...`` would from a terminal."""
     module = "signaling" if main == "signal_main" else "cli"
     return subprocess.Popen([sys.executable, "-c", LAUNCH.format(module, main), *map(str, args)], env=ENV, text=True,
                             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=_interruptible)
 
 
 @pytest.fixture(scope="module")
