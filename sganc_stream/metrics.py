@@ -95,6 +95,9 @@ def detail_ratio(reference: np.ndarray, decoded: np.ndarray) -> float | np.ndarr
         return _result(energy(b) / energy(a), single)
 
 
+# Luma weights Y' = 0.299 R' + 0.587 G' + 0.114 B' of ITU-R BT.601.
+LUMA_601 = (0.299, 0.587, 0.114)
+
 # Central box of an FFHQ-aligned crop that is skin (cheeks, nose, mouth) in nearly every face, as fractions of the side.
 FACE_CENTRE_ROWS, FACE_CENTRE_COLS = (0.45, 0.75), (0.30, 0.70)
 
@@ -109,7 +112,7 @@ def face_luma(images: np.ndarray) -> float | np.ndarray:
     h, w = x.shape[1:3]
     box = x[:, int(h * FACE_CENTRE_ROWS[0]):int(h * FACE_CENTRE_ROWS[1]),
             int(w * FACE_CENTRE_COLS[0]):int(w * FACE_CENTRE_COLS[1])].astype(np.float64)
-    luma = box @ np.array([0.299, 0.587, 0.114])
+    luma = box @ np.array(LUMA_601)
     return _result(luma.reshape(len(x), -1).mean(axis=1), single)
 
 

@@ -14,7 +14,7 @@ from sganc_stream.training.augment import diff_augment, parse_policy
 from sganc_stream.training.discriminator import Discriminator
 from sganc_stream.training.face_model import (FaceModelConfig, FaceModelTrainer, TrainSettings, adaptive_weight,
                                               colour_loss, d_logistic, feature_matching, load_trainer, random_crops,
-                                              random_geometry, to_tensor, tone_balanced_probabilities,
+                                              random_geometry, random_photometric, to_tensor, tone_balanced_probabilities,
                                               train_face_model)
 
 TINY = FaceModelConfig(size=64, style_dim=64, n_mlp=2, channel_max=16, enc_base_channels=8, enc_max_channels=32)
@@ -132,6 +132,20 @@ def test_random_geometry_moves_faces_and_keeps_pairs_together() -> None:
     same = torch.cat([x[:2], x[:2], x[4:]])
     z = random_geometry(same, 1.0, torch.Generator().manual_seed(1), pairs=2)
     assert torch.allclose(z[:2], z[2:4]) and not torch.allclose(z[0], z[4])
+
+
+def test_random_photometric_changes_tone_keeps_range_and_pairs() -> None:
+    x = to_tensor(_faces(6))
+    assert torch.equal(random_photometric(x, 0.0), x)
+    same = torch.cat([x[:2], x[:2], x[4:]])
+    y = random_photometric(same, 1.0, torch.Generator().manual_seed(0), pairs=2)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    assert torch.equal(y[:2], y[2:4])  # the second frame of a pair gets the first frame's change
+    mean_change = (y - same).mean((1, 2, 3)).abs()
+    assert (mean_change > 1e-3).all()  # every face changed (prob 1)
+    # Over many draws the exposure range reaches darker than brighter: the mean level falls.
+    many = random_photometric(x[:1].expand(400, -1, -1, -1), 1.0, torch.Generator().manual_seed(1))
+    assert many.mean() < x[:1].mean() - 0.05
 
 
 def test_temporal_and_delta_terms_shrink_latent_change_between_pair_frames() -> None:

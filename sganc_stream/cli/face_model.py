@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              identity_weight=args.identity_weight, face_perceptual_weight=args.face_perceptual_weight,
                              temporal_weight=args.temporal_weight,
                              delta_weight=args.delta_weight, pair_fraction=args.pair_fraction, geometric=args.geometric,
-                             tone_balance=args.tone_balance)
+                             tone_balance=args.tone_balance, photometric=args.photometric)
     settings.check()  # bad options: one line before the data is loaded
     data = load_prepared(args.data, mmap=False)
     train = data.select("train")
@@ -190,6 +190,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pair-fraction", type=float, default=0.25, help="share of a batch drawn as consecutive frame pairs")
     p.add_argument("--geometric", type=float, default=0.0,
                    help="probability of a small random shift/scale/rotation of each training face")
+    p.add_argument("--photometric", type=float, default=0.0, metavar="P",
+                   help="probability of a random exposure/contrast/saturation/white-balance change of each training "
+                        "face, the same for E's input and the target (E learns to carry tone through W+)")
     p.add_argument("--channel-multiplier", type=int, default=1)
     p.add_argument("--enc-channels", type=int, default=32, help="encoder base channels")
     p.add_argument("--generator", metavar="CKPT", help="encoder mode: frozen G (gan checkpoint.pt or a bundle)")

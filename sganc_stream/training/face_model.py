@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import write_bytes_atomic
-from sganc_stream.metrics import face_luma, ms_ssim_window
+from sganc_stream.metrics import LUMA_601, face_luma, ms_ssim_window
 from sganc_stream.models.checkpoint import read_torch_file
 from sganc_stream.models.fast_encoder import FastEncoder, FastEncoderConfig
 from sganc_stream.models.stylegan2 import Generator, GeneratorConfig
@@ -110,6 +110,7 @@ class TrainSettings:
     pair_fraction: float = 0.0  # share of each batch drawn as consecutive clip-frame pairs (for temporal_weight)
     geometric: float = 0.0  # probability of a small random shift / scale / rotation of a training face
     tone_balance: float = 0.0  # exponent α of skin-tone-balanced sampling: P(face) ∝ n_bin^-α (0 uniform, 1 flat)
+    photometric: float = 0.0  # probability of a random exposure / contrast / saturation / white-balance change
     lr_ramp_down: float = 0.0  # last share of ``steps`` over which learning rates fall linearly to 10 %
     flip: bool = True
     seed: int = 0
@@ -123,8 +124,9 @@ class TrainSettings:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.steps < 1 or self.batch < 2:
             raise InputError("steps must be >= 1 and batch >= 2")
-        if not (0.0 <= self.pair_fraction <= 1.0 and 0.0 <= self.geometric <= 1.0 and 0.0 <= self.tone_balance <= 1.0):
-            raise InputError("pair fraction, geometric augmentation probability and tone balance must lie in [0, 1]")
+        if not all(0.0 <= v <= 1.0 for v in (self.pair_fraction, self.geometric, self.tone_balance, self.photometric)):
+            raise InputError("pair fraction, geometric and photometric augmentation probabilities and tone balance "
+                             "must lie in [0, 1]")
         if min(self.identity_weight, self.face_perceptual_weight, self.temporal_weight, self.delta_weight,
                self.adv_weight, self.fm_weight, self.colour_weight) < 0:
             raise InputError("loss weights must be >= 0")
@@ -236,6 +238,48 @@ def random_geometry(x: torch.Tensor, prob: float, gen: torch.Generator | None = 
                          torch.stack([sin, cos, u[:, 3] * shift * on], 1)], 1).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+# Ranges of random_photometric, as natural-log factors: exposure reaches darker than brighter (the data holds few
+# dark faces; brightening a well-lit face clips it), contrast and saturation both ways, white balance a little.
+EXPOSURE_LOG = (-0.7, 0.2)
+CONTRAST_LOG = 0.25
+SATURATION_LOG = 0.3
+WHITE_BALANCE_LOG = 0.08
+
+
+def random_photometric(x: torch.Tensor, prob: float, gen: torch.Generator | None = None, *,
+                       pairs: int = 0) -> torch.Tensor:
+    """Random exposure, contrast, saturation and white balance of faces ``(n, 3, s, s)`` in [−1, 1], as cameras
+    and lighting deliver them; float, same shape, clipped to [−1, 1].
+
+    Each image changes with probability ``prob``; in linear [0, 1] RGB it is scaled by an exposure gain
+    exp(U(EXPOSURE_LOG)) and per-channel white-balance gains exp(±WHITE_BALANCE_LOG), then contrast is scaled about
+    its mean grey and saturation about its Rec. 601 luma (the colour jitter of Howard 2013, "Some improvements on
+    deep convolutional neural network based image classification", and torchvision's ``ColorJitter``). Input and
+    target of the autoencoder both get the changed face: E must carry the exposure and tone through W+, so faces
+    darker than most of the data are no longer pulled toward its mean. Images ``[pairs:2*pairs]`` get the same change
+    as ``[:pairs]`` (consecutive frames of one clip stay consecutive).
+    """
+    n = x.shape[0]
+    if prob <= 0:
+        return x
+    u = torch.rand(n, 6, generator=gen).to(x.device, x.dtype)
+    on = (torch.rand(n, generator=gen).to(x.device) < prob).to(x.dtype)
+    if pairs:
+        u[pairs:2 * pairs], on[pairs:2 * pairs] = u[:pairs], on[:pairs]
+    lo, hi = EXPOSURE_LOG
+    exposure = torch.exp((lo + (hi - lo) * u[:, 0]) * on)
+    contrast = torch.exp((2 * u[:, 1] - 1) * CONTRAST_LOG * on)
+    saturation = torch.exp((2 * u[:, 2] - 1) * SATURATION_LOG * on)
+    balance = torch.exp((2 * u[:, 3:6] - 1) * WHITE_BALANCE_LOG * on[:, None])
+    luma = torch.tensor(LUMA_601, dtype=x.dtype, device=x.device)[None, :, None, None]
+    y = (x + 1) * 0.5 * (exposure[:, None] * balance)[:, :, None, None]
+    mean_grey = (y * luma).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    y = mean_grey + contrast[:, None, None, None] * (y - mean_grey)
+    grey = (y * luma).sum(1, keepdim=True)
+    y = grey + saturation[:, None, None, None] * (y - grey)
+    return (y.clamp(0, 1) * 2 - 1)
 
 
 @torch.no_grad()
@@ -545,8 +589,8 @@ def _known(saved: dict) -> dict:
 # Settings a resumed chunk may change: its length and schedule, and the loss recipe (terms switched on later).
 CHUNK_SETTINGS = ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down", "adv_weight",
                   "d_crop", "d_lr", "d_warmup", "adv_ramp", "adv_adaptive", "fm_weight", "r1_gamma", "augment",
-                  "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "tone_balance", "mse_weight",
-                  "colour_weight", "msssim_weight", "code_weight")
+                  "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "tone_balance", "photometric",
+                  "mse_weight", "colour_weight", "msssim_weight", "code_weight")
 
 
 def _fixed_settings(s: TrainSettings) -> dict:
@@ -666,6 +710,7 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
             if settings.flip:
                 x = torch.where(torch.from_numpy(flip)[:, None, None, None], x.flip(3), x)
             x = random_geometry(x, settings.geometric, gen, pairs=m)
+            x = random_photometric(x, settings.photometric, gen, pairs=m)
             losses = trainer.step(x, pairs=m)
             if not all(math.isfinite(v) for v in losses.values()):
                 raise InputError(f"training diverged at step {trainer.step_count} (losses {losses}); lower the learning rate")
