@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--augment", default="color,translation,cutout")
     p.add_argument("--r1-gamma", type=float, default=0.1)
     p.add_argument("--d-lr", type=float, default=2e-3)
+    p.add_argument("--d-arch", default="stylegan2", help="the trainer's D: stylegan2 (residual) or patchgan")
     p.add_argument("--plain", action="store_true", help="the plain-CNN yardstick instead of the discriminator")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="d_blur_probe", help="result name under benchmarks/results/")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         train = faces.select("train")
         rng = np.random.default_rng(args.seed)
         crop_gen = torch.Generator().manual_seed(args.seed)
-        settings = TrainSettings(mode="joint", batch=args.batch, adv_weight=0.1, d_crop=args.d_crop, d_lr=args.d_lr,
+        settings = TrainSettings(mode="joint", batch=args.batch, adv_weight=0.1, d_crop=args.d_crop, d_lr=args.d_lr, d_arch=args.d_arch,
                                  augment=args.augment, r1_gamma=args.r1_gamma, seed=args.seed)
         trainer = FaceModelTrainer(FaceModelConfig(**V1_ARCH), settings, "cpu")
     except InputError as exc:
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             curve.append({"step": step, "loss": round(loss, 4), "held_out_accuracy": round(acc, 4)})
             tqdm.write(f"step {step}: loss {loss:.3f}, held-out accuracy {acc:.2f}")
     result = {"command": " ".join(sys.argv), "settings": vars(args), "model": "plain CNN" if args.plain else
-              f"patch D ({args.d_crop} px) of the v1 layout", "cpu_s_per_step": (time.process_time() - start) / args.steps,
+              f"{args.d_arch} D on {args.d_crop} px crops (v1 layout)", "cpu_s_per_step": (time.process_time() - start) / args.steps,
               "curve": curve}
     print(write_result(args.out, result))
     return 0

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from sganc_stream.errors import InputError
 from sganc_stream.training.augment import diff_augment, parse_policy
-from sganc_stream.training.discriminator import Discriminator
+from sganc_stream.training.discriminator import Discriminator, PatchDiscriminator
 from sganc_stream.training.face_model import (FaceModelConfig, FaceModelTrainer, TrainSettings, adaptive_weight,
                                               colour_loss, d_logistic, feature_matching, load_trainer, random_crops,
-                                              random_geometry, random_photometric, to_tensor, tone_balanced_probabilities,
+                                              random_geometry, random_photometric, set_memory_format, to_tensor, tone_balanced_probabilities,
                                               train_face_model)
 
 TINY = FaceModelConfig(size=64, style_dim=64, n_mlp=2, channel_max=16, enc_base_channels=8, enc_max_channels=32)
@@ -120,6 +121,23 @@ def test_tapered_generator_widths_follow_channel_base() -> None:
     assert cfg.n_latent == 12
     with pytest.raises(ValueError, match="channel_base"):
         FaceModelConfig(size=128, channel_base=64).generator_config()
+
+
+def test_channels_last_training_computes_the_same_step_and_exports_contiguous_weights() -> None:
+    x = to_tensor(_faces(4))
+    runs = []
+    for channels_last in (False, True):
+        trainer = FaceModelTrainer(TINY, TrainSettings(mode="joint", batch=4, seed=0))
+        assert trainer.channels_last  # the default on CPU
+        trainer.channels_last = channels_last
+        for module in (trainer.g, trainer.e):
+            set_memory_format(module, torch.channels_last if channels_last else torch.contiguous_format)
+        runs.append([trainer.step(x)["loss"] for _ in range(3)])
+    assert runs[0] == pytest.approx(runs[1], rel=1e-4)
+    g, e = trainer.exported()
+    assert all(t.is_contiguous() for m in (g, e) for t in m.state_dict().values())
+    conv = next(p for p in trainer.e.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
 
 
 def test_random_geometry_moves_faces_and_keeps_pairs_together() -> None:
@@ -296,6 +314,40 @@ def test_joint_training_with_a_patch_discriminator_learns_and_refuses_another_cr
     with pytest.raises(InputError, match="another layout"):
         train_face_model(faces, run, TINY, TrainSettings(steps=26, **{**patch, "d_crop": 32}), progress=False,
                          resume=True)
+
+
+def test_patchgan_discriminator_learns_to_tell_sharp_from_blurred_faces() -> None:
+    """The task the residual D failed on real faces (benchmarks/d_blur_probe.py): real images against the same
+    images blurred, trained with the trainer's own D step (DiffAugment off), judged on held-out images."""
+    def sharp(n: int, seed: int) -> torch.Tensor:
+        x = to_tensor(_faces(n, seed))
+        return (x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))).clamp(-1, 1)
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(F.avg_pool2d(x, 4), scale_factor=4, mode="bilinear", align_corners=False)
+    trainer = FaceModelTrainer(TINY, TrainSettings(mode="joint", batch=8, adv_weight=0.1, d_arch="patchgan",
+                                                   augment="none", seed=0))
+    assert isinstance(trainer.d, PatchDiscriminator)
+    for step in range(60):
+        x = sharp(8, step)
+        trainer._d_step(x, blur(x))
+        trainer.step_count += 1
+    held = sharp(16, 1000)
+    with torch.no_grad():
+        accuracy = ((trainer.d(held) > 0).float().mean() + (trainer.d(blur(held)) < 0).float().mean()) / 2
+    assert accuracy > 0.8, accuracy
+    with pytest.raises(InputError, match="D architecture"):
+        TrainSettings(d_arch="vgg").check()
+
+
+def test_joint_training_with_patchgan_refuses_the_other_discriminator_on_resume(tmp_path: Path) -> None:
+    faces = _faces()
+    run = tmp_path / "run"
+    patch = dict(mode="joint", batch=8, adv_weight=0.05, d_crop=32, d_arch="patchgan", fm_weight=0.1, seed=3)
+    trainer = train_face_model(faces, run, TINY, TrainSettings(steps=3, **patch), progress=False)
+    assert isinstance(trainer.d, PatchDiscriminator) and "fm" in trainer.history[-1]
+    with pytest.raises(InputError, match="another layout"):
+        train_face_model(faces, run, TINY, TrainSettings(steps=4, **{**patch, "d_arch": "stylegan2"}),
+                         progress=False, resume=True)
 
 
 def test_colour_loss_sees_a_tint_but_not_fine_detail() -> None:

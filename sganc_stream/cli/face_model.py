@@ -35,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = TrainSettings(mode=args.mode, steps=args.steps, batch=args.batch, lr=args.lr, enc_lr=args.enc_lr,
                              adv_weight=args.adv_weight, augment=args.augment, r1_gamma=args.r1_gamma,
                              d_lr=args.d_lr, d_warmup=args.d_warmup, adv_ramp=args.adv_ramp,
-                             adv_adaptive=args.adv_adaptive, fm_weight=args.fm_weight, d_crop=args.d_crop,
+                             adv_adaptive=args.adv_adaptive, fm_weight=args.fm_weight, d_crop=args.d_crop, d_arch=args.d_arch,
                              colour_weight=args.colour_weight,
                              ema_kimg=args.ema_kimg, seed=args.seed, max_minutes=args.minutes, lr_ramp_down=args.lr_ramp_down,
                              sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
@@ -173,6 +173,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--d-crop", type=int, default=0, metavar="PX",
                    help="joint mode: the discriminator judges random full-resolution PX x PX crops (a patch "
                         "discriminator, about (PX/size)^2 of the cost; a power of two; 0 = whole images)")
+    p.add_argument("--d-arch", choices=("stylegan2", "patchgan"), default="stylegan2",
+                   help="joint mode: the discriminator, StyleGAN2's residual one (the generator's widths) or "
+                        "pix2pix's PatchGAN (per-patch logits averaged; learns texture from few steps)")
     p.add_argument("--augment", default="color,translation,cutout", help="DiffAugment policy for D ('none' = off)")
     p.add_argument("--r1-gamma", type=float, default=0.1)
     p.add_argument("--ema-kimg", type=float, default=5.0)
