@@ -69,6 +69,7 @@ KEYFRAME_RETRY_MS = 200.0
 MAX_REDUNDANCY = 4
 NACK_TRIES = 3  # NACKs per gap before the receiver falls back to keyframe requests (SPEC §8.7)
 NACK_RETRY_MIN_MS = 40.0  # a NACK is repeated after twice the measured repair round trip, at least this long
+RTX_WAIT_MS = NACK_TRIES * KEYFRAME_RETRY_MS  # a NACK's answer waits this long at most for the rate budget (§8.7)
 RTX_HISTORY = 64  # frame packets (since the last intra frame) a sender keeps to answer NACKs: 2.6 s at 25 fps
 LATE_RUN_RESYNC = 8  # this many late messages in a row: the 8-bit sequence numbers lost their anchor (a long outage)
 DEFAULT_REDUNDANCY = 2  # benchmarks/call_redundancy.py: most frames shown of the depths that never add a datagram
