@@ -270,11 +270,12 @@ class Peer:
             link.estimator.on_message(time.monotonic(), wire_bytes(len(data)), None)
             self.stats.add(rx_rtx=1)
             self._take(link, receiver, receiver.on_retransmission(msg), len(data))
-        elif isinstance(msg, Late):
+        elif isinstance(msg, Late):  # behind the last packet read: late, or a reordered one that ends a repair
             link.estimator.on_message(time.monotonic(), wire_bytes(len(data)), None)
-            receiver.on_late()
-            self.stats.add(rx_late=1)
-            self._maybe_request(link, receiver)
+            delivery = receiver.on_late_message(msg, len(data))
+            if delivery is None:
+                self.stats.add(rx_late=1)
+            self._take(link, receiver, delivery, len(data))
         else:
             self._on_frame(link, receiver, msg, len(data))
 

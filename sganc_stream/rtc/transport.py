@@ -210,9 +210,27 @@ class FrameMessage:
 
 @dataclass(frozen=True)
 class Late:
-    """A compact packet older than (or a duplicate of) one already read: of no use any more."""
+    """A compact packet older than (or a duplicate of) the last one read: of no use any more, unless it fills a gap
+    that waits for a retransmission (reordered, not lost: :meth:`StreamReceiver.on_late_message`)."""
 
     seq8: int
+    message: FrameMessage | None = None  # placed behind the last packet read; None when that is before the stream
+
+
+def _behind(reader: PacketReader, fields: list[Any], redundant: tuple[tuple[PacketType, bytes], ...]) -> Late:
+    """A compact packet whose 8-bit number is at or behind ``reader.last_seq``, placed behind it (§8.5: the nearest
+    sequence number not after the last one read), leaving ``reader`` as it was."""
+    latest = reader.last_seq
+    assert latest is not None
+    seq = latest - (latest - fields[1]) % SEQ_MODULUS
+    if seq < 0:
+        return Late(fields[1])
+    reader.last_seq = seq - 1  # the reader places a compact number just after its last one
+    try:
+        packet = reader.from_fields(fields)
+    finally:
+        reader.last_seq = latest
+    return Late(fields[1], FrameMessage(packet, redundant))
 
 
 def refusal(reason: str) -> bytes:
@@ -298,7 +316,8 @@ def parse_message(data: bytes, reader: PacketReader | None) -> Message:
     A keyframe request comes back as a :class:`Packet` (it numbers packets of *our* stream, so it is parsed apart
     and never moves ``reader``, which unwraps the other stream's 8-bit sequence numbers); a packet of the other
     side's stream as a :class:`FrameMessage` (needs ``reader``: the stream announced by its hello); a compact
-    packet at or behind the last one read as :class:`Late`, without moving ``reader``; a feedback message about our
+    packet at or behind the last one read as :class:`Late` (with its message placed behind it, for a repair it may
+    fill), without moving ``reader``; a feedback message about our
     stream as an :class:`~sganc_stream.rtc.congestion.Estimate`, a NACK of our stream as a :class:`Nack`, the
     other side's answer to ours as a :class:`Retransmission`. Raises RefusedError for a refusal,
     IncompatibleError for another protocol version, MalformedFeedback for a malformed feedback message or NACK,
@@ -323,15 +342,18 @@ def parse_message(data: bytes, reader: PacketReader | None) -> Message:
         raise BitstreamError("malformed packet: not a 5-field record")
     redundant = _frame_entries(obj[5], MAX_REDUNDANCY, "frame message") if len(obj) == 6 else ()
     fields = obj[:5]
+    late = None
     if (type(fields[0]) is int and fields[0] in (int(t) for t in COMPACT) and type(fields[1]) is int
             and 0 <= fields[1] < SEQ_MODULUS and reader.last_seq is not None):
         ahead = (fields[1] - reader.last_seq) % SEQ_MODULUS
         if ahead == 0 or ahead > SEQ_MODULUS // 2:
-            return Late(fields[1])
-    packet = reader.from_fields(fields)
-    if redundant and (not packet.type.is_frame or packet.seq < len(redundant)):
+            late = _behind(reader, fields, redundant)
+            if late.message is None:
+                return late
+    msg = late.message if late is not None else FrameMessage(reader.from_fields(fields), redundant)
+    if redundant and (not msg.packet.type.is_frame or msg.packet.seq < len(redundant)):
         raise BitstreamError("malformed frame message: redundancy on a packet that cannot have predecessors")
-    return FrameMessage(packet, redundant)
+    return late if late is not None else msg
 
 
 def check_models(ours: str, theirs: str) -> None:
@@ -602,6 +624,18 @@ class StreamReceiver:
         if self._late_run >= LATE_RUN_RESYNC:
             self._late_run = 0
             self._desync(self.clock() * 1000)
+
+    def on_late_message(self, late: Late, size: int) -> Delivery | None:
+        """A :class:`Late` message: counted late (:meth:`on_late`), unless it was reordered, not lost, and fills the
+        gap a repair waits for (its packet, or a redundant entry, not older than the gap): then it is held as a
+        retransmission would be, and the delivery that ends the repair comes back when the chain is whole."""
+        r, msg = self.repair, late.message
+        if r is not None and msg is not None and msg.packet.seq >= r.expected and msg.packet.type.is_frame:
+            self._late_run = 0
+            r.hold(msg, size)
+            return self._repaired(self.clock() * 1000)
+        self.on_late()
+        return None
 
     def on_message(self, msg: FrameMessage, size: int) -> Delivery | None:
         """A message of this stream; the delivery to decode, or None when it cannot be used."""
