@@ -72,7 +72,6 @@ MAX_ABOVE_INCOMING = (1.5, 1000.0)  # the estimate never exceeds a × incoming +
 MIN_BPS = 2000.0  # the estimate never goes below this
 RATE_WINDOW_S = 2.0  # incoming rate: bits arrived over this window (a few messages per second under a cap) ...
 RATE_MIN_S = 1.0  # ... measured from this long after the first arrival on
-MIN_ARRIVED = 0.5  # the sent rate is at most the incoming rate over this share of the frame messages arrived
 FEEDBACK_S = 0.5  # a feedback message at least this often ...
 FEEDBACK_MIN_S = 0.1  # ... and at once (at most this often) when the estimate falls by DECREASE_REPORT or more
 DECREASE_REPORT = 0.03
@@ -218,13 +217,9 @@ class AimdRateControl:
         self._last_s: float | None = None
         self._last_decrease_s = -math.inf
 
-    def update(self, signal: str, incoming_bps: float, now_s: float, message_bits: float,
-               sent_bps: float | None = None) -> float | None:
+    def update(self, signal: str, incoming_bps: float, now_s: float, message_bits: float) -> float | None:
         """One step at ``now_s`` (s): the detector's ``signal``, the incoming wire rate (bit/s), the mean message size
-        (bits, for the additive increase), the rate the sender sent (bit/s: the incoming rate corrected for the
-        messages lost on the way, :meth:`IncomingRate.sent_bps`; the incoming rate when None); returns the estimate
-        (bit/s). Decreases follow what arrived (what the path carried); the ceiling on increases, 1.5 × the rate the
-        sender has shown it sends, follows what was sent, so a random loss does not lower it. A decrease acts at most once per
+        (bits, for the additive increase); returns the estimate (bit/s). A decrease acts at most once per
         ``RESPONSE_S`` (libwebrtc's once per round-trip time, with a fixed response time): the trend lags the queue,
         and one decrease needs time to show. libwebrtc also decreases at once when the incoming rate is below half the
         estimate; at one or two messages per second the incoming rate is that low whenever the sender skips a frame or
@@ -259,7 +254,7 @@ class AimdRateControl:
                 self.bps += min(0.5 * message_bits / RESPONSE_S, 0.5 * (INCREASE_PER_S - 1) * self.bps) * dt
             else:
                 self.bps *= INCREASE_PER_S ** dt
-            self.bps = max(min(self.bps, a * (incoming_bps if sent_bps is None else sent_bps) + b), MIN_BPS)
+            self.bps = max(min(self.bps, a * incoming_bps + b), MIN_BPS)
         return self.bps
 
     def _update_max(self, kbps: float) -> None:
@@ -272,23 +267,21 @@ class AimdRateControl:
 
 
 class IncomingRate:
-    """Wire bits that arrived over the last ``RATE_WINDOW_S`` (bit/s), the mean message size (bits), and the rate the
-    sender sent, told from the sequence numbers of the frame messages that arrived (:meth:`sent_bps`)."""
+    """Wire bits that arrived over the last ``RATE_WINDOW_S`` (bit/s), and the mean message size (bits)."""
 
     def __init__(self) -> None:
-        self._arrivals: deque[tuple[float, int, int | None]] = deque()  # (arrival s, bits, sequence number or None)
+        self._arrivals: deque[tuple[float, int]] = deque()
         self._bits = 0
         self.mean_bits = 0.0
         self._start: float | None = None
 
-    def add(self, now_s: float, bits: int, seq: int | None = None) -> None:
-        """A message of ``bits`` arrived at ``now_s``, a frame message with sequence number ``seq`` or another (None);
-        the first one only starts the clock (its bits arrived before)."""
+    def add(self, now_s: float, bits: int) -> None:
+        """A message of ``bits`` arrived at ``now_s``; the first one only starts the clock (its bits arrived before)."""
         if self._start is None:
             self._start = now_s
             self.mean_bits = bits
             return
-        self._arrivals.append((now_s, bits, seq))
+        self._arrivals.append((now_s, bits))
         self._bits += bits
         self.mean_bits = bits if self.mean_bits == 0 else 0.9 * self.mean_bits + 0.1 * bits
         self._trim(now_s)
@@ -299,16 +292,6 @@ class IncomingRate:
         if self._start is None or now_s - self._start < RATE_MIN_S:
             return 0.0
         return self._bits / min(RATE_WINDOW_S, now_s - self._start)
-
-    def sent_bps(self, now_s: float) -> float:
-        """The rate the sender sent (bit/s): :meth:`bps` over the share of the window's frame messages that arrived
-        (distinct sequence numbers among those their span numbers; at least ``MIN_ARRIVED``, so an outage at most
-        doubles it), assuming the lost ones were as large as those that arrived."""
-        rate = self.bps(now_s)
-        seqs = {q for _, _, q in self._arrivals if q is not None}
-        if len(seqs) < 2:
-            return rate
-        return rate / max(len(seqs) / (max(seqs) - min(seqs) + 1), MIN_ARRIVED)
 
     def _trim(self, now_s: float) -> None:
         while self._arrivals and self._arrivals[0][0] <= now_s - RATE_WINDOW_S:
@@ -341,19 +324,17 @@ class BandwidthEstimator:
         self._reported: float | None = None
         self._last_report_s = -math.inf
 
-    def on_message(self, now_s: float, wire_bytes: int, departure_ms: float | None, seq: int | None = None) -> None:
+    def on_message(self, now_s: float, wire_bytes: int, departure_ms: float | None) -> None:
         """Any message of the other side's stream: its wire size (``rtc.wire.wire_bytes``), and its packet's capture
-        timestamp and sequence number when it has them (a late message or a retransmission does not). Each completed
-        group moves the estimate."""
-        self.incoming.add(now_s, 8 * wire_bytes, seq)
+        timestamp when it has one (a late message does not). Each completed group moves the estimate."""
+        self.incoming.add(now_s, 8 * wire_bytes)
         if departure_ms is None:
             return
         group = self.trend.add(departure_ms, now_s * 1000)
         if group is None:
             return
         self.signal = self.detector.detect(self.trend.trend, self.trend.deltas, group[0], now_s * 1000)
-        self.rate.update(self.signal, self.incoming.bps(now_s), now_s, self.incoming.mean_bits,
-                         self.incoming.sent_bps(now_s))
+        self.rate.update(self.signal, self.incoming.bps(now_s), now_s, self.incoming.mean_bits)
 
     def feedback(self, now_s: float) -> Estimate | None:
         """The feedback message due now, if any: every ``FEEDBACK_S``, and at once (at most every ``FEEDBACK_MIN_S``)

@@ -363,8 +363,7 @@ class Peer:
         self.stats.event("rtx", first=nack.first, last=nack.last, bytes=len(data), waited_ms=round((now - since) * 1000))
 
     def _on_frame(self, link: Link, receiver: StreamReceiver, msg: FrameMessage, size: int) -> None:
-        link.estimator.on_message(time.monotonic(), wire_bytes(size), msg.packet.timestamp_ms,
-                                  msg.packet.seq if msg.packet.type.is_frame else None)
+        link.estimator.on_message(time.monotonic(), wire_bytes(size), msg.packet.timestamp_ms)
         self._take(link, receiver, receiver.on_message(msg, size), size)
 
     def _take(self, link: Link, receiver: StreamReceiver, delivery: Delivery | None, size: int) -> None:
