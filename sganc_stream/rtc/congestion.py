@@ -37,7 +37,8 @@ next ones as a queue would, so the estimate settles below the path's rate (about
 
 Sender (:class:`SendRate`): the last estimate received (the other side's feedback, SPEC §8.8) becomes the stream's
 wire-rate budget: a leaky bucket of the wire bits sent (``rtc.wire``, the one wire-cost formula) skips a frame while
-it holds more than ``BURST_S`` of the budget (send-side frame-rate reduction, as libwebrtc's frame dropper), and, for
+it holds more than ``BURST_S`` of the budget (send-side frame-rate reduction, as libwebrtc's frame dropper; a
+retransmission, SPEC §8.7, passes the same test and waits ahead of the frames, as in libwebrtc's pacer), and, for
 a rate-controlled stream (``--target-kbps``, now its ceiling), the budget in packet bits (wire bits less framing,
 redundancy and transport overhead, measured) is the rate controller's target. Without any feedback (a peer that sends
 none) the sender behaves as before: no budget.

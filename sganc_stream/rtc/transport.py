@@ -35,7 +35,8 @@ exactly; across machines it also includes their clock offset).
 NACK and retransmission (SPEC §8.7): a sender that keeps its packets says ``"rtx": true`` in its hello; the receiver
 of its stream then answers a gap redundancy cannot bridge with ``{"sganc": 2, "nack": [first, last]}``, holding the
 messages that follow, and the sender answers with ``{"sganc": 2, "rtx": first, "p": [[type, payload], ...]}`` (or an
-intra frame when it no longer has them). A hello without the key gets no NACK: keyframe requests, as before.
+intra frame when it no longer has them), within its rate budget. A hello without the key gets no NACK: keyframe
+requests, as before.
 
 Feedback (congestion control, SPEC §8.8): a sender that reads it says ``"feedback": true`` in its hello; the receiver
 of its stream then sends ``{"sganc": 2, "fb": n, "bwe": bit/s, "rx": bit/s}`` every 0.5 s (at once when its estimate
