@@ -415,7 +415,7 @@ class SendRate:
         """Whether a retransmission (SPEC §8.7) may go now: the test a frame passes (no budget, or the bucket holds
         at most ``BURST_S`` of it), so it spends the budget a frame would. When it may not, it waits ahead of the
         frames (as retransmissions do in libwebrtc's pacer): :meth:`may_send` refuses frames until the caller sends it
-        (:meth:`sent`) or gives it up (:meth:`drop_repair`)."""
+        (:meth:`repaired`) or gives it up (:meth:`drop_repair`)."""
         with self._lock:
             ok = self._admits(now_s)
             self._repair_waiting = not ok

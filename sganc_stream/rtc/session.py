@@ -323,7 +323,7 @@ class Peer:
 
     def _on_nack(self, link: Link, nack: Nack) -> None:
         """Answer a NACK (SPEC §8.7) within our rate budget (§8.8): see :meth:`_answer_nack`. A NACK repeated while
-        the answer to an earlier one waits replaces it (it names what is still missing) and waits from then on."""
+        the answer to an earlier one waits replaces it (it names what is still missing) and keeps its waiting time."""
         self.stats.add(nacks_received=1)
         waiting = link.nack
         link.nack = (nack, time.monotonic() if waiting is None else waiting[1])

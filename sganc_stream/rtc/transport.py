@@ -627,9 +627,9 @@ class StreamReceiver:
             self._desync(self.clock() * 1000)
 
     def on_late_message(self, late: Late, size: int) -> Delivery | None:
-        """A :class:`Late` message: counted late (:meth:`on_late`), unless it was reordered, not lost, and fills the
-        gap a repair waits for (its packet, or a redundant entry, not older than the gap): then it is held as a
-        retransmission would be, and the delivery that ends the repair comes back when the chain is whole."""
+        """A :class:`Late` message: counted late (:meth:`on_late`), unless it was reordered, not lost, and belongs to
+        the gap a repair waits for (its packet not older than the gap): then it is held as a retransmission would be
+        (with its redundant entries), and the delivery that ends the repair comes back when the chain is whole."""
         r, msg = self.repair, late.message
         if r is not None and msg is not None and msg.packet.seq >= r.expected and msg.packet.type.is_frame:
             self._late_run = 0
