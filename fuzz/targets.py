@@ -240,8 +240,8 @@ def run_hello(data: bytes) -> None:
     from sganc_stream.latent.codec import LatentStreamDecoder
     from sganc_stream.latent.sequence import stream_params
     from sganc_stream.rtc.congestion import BandwidthEstimator, Estimate, SendRate
-    from sganc_stream.rtc.transport import (FrameMessage, Hello, Nack, Redundancy, RefusedError, Retransmission,
-                                            StreamReceiver, check_models, parse_message)
+    from sganc_stream.rtc.transport import (FrameMessage, Hello, Late, Nack, Redundancy, RefusedError,
+                                            Retransmission, StreamReceiver, check_models, parse_message)
 
     model = codec()
     receiver, decoder = None, None
@@ -271,10 +271,13 @@ def run_hello(data: bytes) -> None:
             rate.target_kbps()
         elif isinstance(m, Nack):  # about our stream: a sender with nothing kept answers none
             Redundancy().retransmission(m)
-        elif receiver is not None and decoder is not None and isinstance(m, (FrameMessage, Retransmission)):
+        elif receiver is not None and decoder is not None and isinstance(m, (FrameMessage, Late, Retransmission)):
             if isinstance(m, FrameMessage):
                 estimator.on_message(now, len(msg), m.packet.timestamp_ms)
                 delivery = receiver.on_message(m, len(msg))
+            elif isinstance(m, Late):  # late, or reordered into a repair
+                estimator.on_message(now, len(msg), None)
+                delivery = receiver.on_late_message(m, len(msg))
             else:
                 estimator.on_message(now, len(msg), None)
                 delivery = receiver.on_retransmission(m)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgpack
 import numpy as np
@@ -25,11 +26,13 @@ import pytest
 
 from face_data import STEADY_CLIP, clip_frames
 from rtc_data import CLIP_FPS, clip, micro_model, other_model
+from sganc_stream.bitstream.packet import Packet, PacketType
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.pipeline import FaceModel, load_face_model
 from sganc_stream.rtc.channel import Channel, LossyChannel, memory_pair
 from sganc_stream.rtc.session import Peer, PeerOptions
-from sganc_stream.rtc.transport import RefusedError
+from sganc_stream.rtc.congestion import Estimate
+from sganc_stream.rtc.transport import RTX_WAIT_MS, Nack, RefusedError, Retransmission, parse_message
 from sganc_stream.video import read_frames, write_frames
 
 
@@ -201,6 +204,67 @@ def test_retransmission_repairs_what_redundancy_cannot_carry(tmp_path: Path, ret
     assert len(requests) < len(repaired)  # a keyframe is the last resort: intra frames answer only requests
     assert sum(t["type"] == "intra" for t in tx) <= 1 + len(requests) + len(events(tmp_path / "A.jsonl", "rtx"))
     assert len(shown) >= 0.5 * len(tx)  # of at most 75 %
+
+
+def test_a_retransmission_spends_the_rate_budget_ahead_of_frames(tmp_path: Path) -> None:
+    """SPEC §8.7/§8.8: a NACK's answer goes only when the other side's estimate leaves room for it, as a frame would;
+    meanwhile frames wait behind it (it repairs frames the receiver holds), and one that waited longer than the
+    receiver waits for it is dropped, so a narrow path is never sent more than its estimate (the bandwidth-cap test
+    with retransmission on, ``test_rtc_netns.py``)."""
+    peer = Peer(model(), options("A", tmp_path, receive=False))
+    peer.sender = SimpleNamespace(request_keyframe=lambda: None)  # type: ignore[assignment]  # no camera thread
+    ours, theirs = memory_pair()
+    got: list[object] = []
+    theirs.on_message = lambda data: got.append(parse_message(data, None))  # type: ignore[arg-type]
+
+    async def body() -> None:
+        peer.attach(ours)
+        link = peer.link
+        assert link is not None
+        for seq in range(4):  # an intra frame larger than a retransmission of one inter frame, then inter frames
+            link.redundancy.message(Packet(PacketType.INTRA if seq == 0 else PacketType.INTER, seq, seq, seq * 100,
+                                           bytes([seq]) * (400 if seq == 0 else 20)), 10.0)
+        rate = link.send_rate
+        rate.on_feedback(Estimate(0, 10_000, 10_000))  # 10 kbit/s: the bucket lets 1000 bits go at once
+        rate.sent(time.monotonic(), 750, 700)  # a frame of 6000 bits just went: 0.5 s until it admits more
+        await asyncio.sleep(0.01)
+        got.clear()  # the hello
+        peer._on_nack(link, Nack(2, 2))
+        await asyncio.sleep(0.05)
+        assert got == [] and link.nack is not None  # the answer waits for the budget ...
+        assert not rate.may_send(time.monotonic())  # ... and frames wait behind it
+        await asyncio.sleep(0.5)
+        peer._answer_nack(link)  # what the tick does every 50 ms
+        await asyncio.sleep(0.01)
+        assert got == [Retransmission(2, ((PacketType.INTER, bytes([2]) * 20),))] and link.nack is None
+        rate.sent(time.monotonic(), 2500, 0)  # 20000 bits: 1.9 s until the bucket admits anything
+        peer._on_nack(link, Nack(3, 3))
+        await asyncio.sleep(RTX_WAIT_MS / 1000 + 0.05)
+        peer._answer_nack(link)
+        await asyncio.sleep(0.01)
+        assert len(got) == 1 and link.nack is None  # waited longer than the receiver does: dropped, never sent
+        assert peer.stats.total["rtx_expired"] == 1 and peer.stats.total["rtx_sent"] == 1
+
+    try:
+        asyncio.run(body())
+    finally:
+        peer.stats.close()
+
+
+def test_packets_reordered_by_the_transport_complete_their_repairs(tmp_path: Path) -> None:
+    """The test transport reorders (5 ms plus up to 150 ms of jitter, at 10 frames/s) and there is no redundancy:
+    each overtaken packet opens a repair (SPEC §8.7), and the packet itself, arriving behind the last one read in
+    8-bit numbers, completes it instead of being dropped as late (it used to be: every such repair then waited for
+    the retransmission). Every frame shown is in the sender's exact state."""
+    a = Peer(model(), options("A", tmp_path, redundancy=0, receive=False, duration=12.0))
+    b = Peer(model(), options("B", tmp_path, send=False, duration=12.0))
+    in_process(a, b, *memory_pair(delay_s=0.005, jitter_s=0.15, seed=1))
+    tx, log = events(tmp_path / "A.jsonl", "tx"), tmp_path / "B.jsonl"
+    coded = {t["seq"]: t["state_crc"] for t in tx}
+    shown, repaired = events(log, "display"), events(log, "repaired")
+    assert len(tx) >= 20 and shown and all(d["state_crc"] == coded[d["seq"]] for d in shown)
+    late = events(log, "stats")[-1]["totals"].get("rx_late", 0)
+    assert len(repaired) >= 3 and 2 * late < len(repaired), (len(repaired), late)  # it was one late per repair
 
 
 def test_messages_above_the_other_sides_limit_are_refused_cleanly(tmp_path: Path) -> None:

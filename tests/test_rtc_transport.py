@@ -13,7 +13,7 @@ from sganc_stream.bitstream.packet import Packet, PacketReader, PacketType, pack
 from sganc_stream.errors import BitstreamError, ModelMismatchError, SgancError
 from fuzz.targets import OFFER
 from sganc_stream.rtc.transport import (CHANNEL_LABEL, CHANNEL_OPTIONS, DEFAULT_PEER_MAX_MESSAGE, NACK_TRIES,
-                                        RTX_HISTORY, FrameMessage, Handshake, Hello, HelloAck, IncompatibleError,
+                                        RTX_HISTORY, Delivery, FrameMessage, Handshake, Hello, HelloAck, IncompatibleError,
                                         Late, MalformedFeedback, MessageTooLarge, Nack, Pacer, Redundancy,
                                         RefusedError, Retransmission, StreamReceiver, check_message_size,
                                         check_models, frame_message, parse_message, peer_max_message, refusal,
@@ -44,9 +44,8 @@ def frame(seq: int, ptype: PacketType = P, payload: bytes | None = None) -> Pack
 def receive(rx: StreamReceiver, data: bytes) -> object:
     """Parse a message as the call does and feed it to the receiver."""
     msg = parse_message(data, rx.reader)
-    if isinstance(msg, Late):
-        rx.on_late()
-        return msg
+    if isinstance(msg, Late):  # the Late itself when it is only late; the delivery when it ended a repair
+        return rx.on_late_message(msg, len(data)) or msg
     assert isinstance(msg, FrameMessage)
     return rx.on_message(msg, len(data))
 
@@ -247,6 +246,32 @@ def test_a_lost_nack_is_repeated_then_a_keyframe_is_the_last_resort() -> None:
     assert rx.gaps == 1 and not rx.synced and rx.repair is None  # given up: out of sync, asking for a keyframe
     got = receive(rx, pack(frame(90, I), FPS))
     assert got.recovered_ms == pytest.approx(1000 * (clock.t - 1000.1))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("seq0", [0, 254])  # and across the 8-bit wrap of the compact sequence numbers
+def test_a_packet_reordered_into_a_repair_fills_the_gap(seq0: int) -> None:
+    """An unordered channel (or the network) can deliver packet 2 after 3: 3 opens a repair (no redundancy carries
+    2) and 2, behind the last packet read in 8-bit numbers, used to be dropped as late, leaving the repair to a
+    retransmission a round trip later, or to a keyframe when the NACK was lost. Now 2 fills the gap: the newest held
+    frame is shown at once, in the sender's exact chain, and a retransmission that comes later is ignored."""
+    clock = Clock()
+    red = Redundancy(depth=0)
+    seqs = [seq0 + k for k in range(6)]
+    msgs = {s: red.message(frame(s, I if s == seq0 else P), FPS) for s in seqs}
+    rx = rtx_receiver(clock)
+    rx.reader.last_seq = seq0 - 1  # a stream joined at seq0 (its intra frame carries the full number)
+    for s in (seq0, seq0 + 1, seq0 + 3):  # seq0 + 2 is overtaken by seq0 + 3
+        receive(rx, msgs[s])
+    assert rx.repair is not None and rx.nack_due() == Nack(seq0 + 2, seq0 + 2)
+    clock.t += 0.01
+    got = receive(rx, msgs[seq0 + 2])
+    assert isinstance(got, Delivery) and got.packet.seq == seq0 + 3, got
+    assert got.steps == [(P, frame(seq0 + 2).payload), (P, frame(seq0 + 3).payload)]
+    assert rx.synced and rx.repair is None and rx.late == 0 and rx.reader.last_seq == seq0 + 3
+    assert rx.on_retransmission(Retransmission(seq0 + 2, ((P, frame(seq0 + 2).payload),))) is None
+    assert receive(rx, msgs[seq0 + 2]) is not None and rx.late == 1  # a duplicate now: late
+    assert receive(rx, msgs[seq0 + 4]).steps == [(P, frame(seq0 + 4).payload)]  # type: ignore[union-attr]
+    assert rx.frames == 5 and rx.lost == 0 and not rx.want_keyframe()
 
 
 def test_a_sender_without_retransmission_gets_keyframe_requests_only() -> None:

@@ -37,7 +37,8 @@ next ones as a queue would, so the estimate settles below the path's rate (about
 
 Sender (:class:`SendRate`): the last estimate received (the other side's feedback, SPEC §8.8) becomes the stream's
 wire-rate budget: a leaky bucket of the wire bits sent (``rtc.wire``, the one wire-cost formula) skips a frame while
-it holds more than ``BURST_S`` of the budget (send-side frame-rate reduction, as libwebrtc's frame dropper), and, for
+it holds more than ``BURST_S`` of the budget (send-side frame-rate reduction, as libwebrtc's frame dropper; a
+retransmission, SPEC §8.7, passes the same test and waits ahead of the frames, as in libwebrtc's pacer), and, for
 a rate-controlled stream (``--target-kbps``, now its ceiling), the budget in packet bits (wire bits less framing,
 redundancy and transport overhead, measured) is the rate controller's target. Without any feedback (a peer that sends
 none) the sender behaves as before: no budget.
@@ -372,6 +373,7 @@ class SendRate:
         self._last_offer_s: float | None = None
         self._wire = 0.0  # mean wire bits and packet bits of a frame message
         self._packet = 0.0
+        self._repair_waiting = False  # a retransmission waits for the bucket: frames give way (may_send)
 
     @property
     def budget_bps(self) -> float | None:
@@ -394,28 +396,57 @@ class SendRate:
             self._level = max(0.0, self._level - budget * (now_s - self._last_s))
         self._last_s = now_s
 
+    def _admits(self, now_s: float) -> bool:
+        self._drain(now_s)
+        budget = self.budget_bps
+        return budget is None or self._level <= budget * BURST_S
+
     def may_send(self, now_s: float) -> bool:
-        """Whether the frame offered now may be coded: no budget yet, or the bucket holds at most ``BURST_S`` of it."""
+        """Whether the frame offered now may be coded: no budget yet, or the bucket holds at most ``BURST_S`` of it
+        and no retransmission is waiting for it (:meth:`may_repair`)."""
         with self._lock:
             if self._last_offer_s is not None and now_s > self._last_offer_s:
                 fps = 1.0 / (now_s - self._last_offer_s)
                 self.offered_fps = fps if self.offered_fps is None else 0.9 * self.offered_fps + 0.1 * fps
             self._last_offer_s = now_s
-            self._drain(now_s)
-            budget = self.budget_bps
-            return budget is None or self._level <= budget * BURST_S
+            return self._admits(now_s) and not self._repair_waiting
+
+    def may_repair(self, now_s: float) -> bool:
+        """Whether a retransmission (SPEC §8.7) may go now: the test a frame passes (no budget, or the bucket holds
+        at most ``BURST_S`` of it), so it spends the budget a frame would. When it may not, it waits ahead of the
+        frames (as retransmissions do in libwebrtc's pacer): :meth:`may_send` refuses frames until the caller sends it
+        (:meth:`repaired`) or gives it up (:meth:`drop_repair`)."""
+        with self._lock:
+            ok = self._admits(now_s)
+            self._repair_waiting = not ok
+            return ok
+
+    def drop_repair(self) -> None:
+        """The retransmission that waited is not sent after all: frames may go again."""
+        with self._lock:
+            self._repair_waiting = False
 
     def sent(self, now_s: float, wire_bytes: int, packet_bytes: int) -> None:
         """A frame message went out: ``wire_bytes`` on the wire for a ``packet_bytes`` packet (payload + framing)."""
         with self._lock:
-            self._drain(now_s)
-            if self.budget_bps is not None:  # before any budget nothing accumulates: the bucket starts empty
-                self._level += 8 * wire_bytes
-            w, p = 8 * wire_bytes, 8 * packet_bytes
-            if self._wire == 0:
-                self._wire, self._packet = w, p
-            else:
-                self._wire, self._packet = 0.9 * self._wire + 0.1 * w, 0.9 * self._packet + 0.1 * p
+            self._charge(now_s, wire_bytes, packet_bytes)
+
+    def repaired(self, now_s: float, wire_bytes: int) -> None:
+        """A retransmission went out: ``wire_bytes`` on the wire, overhead to the rate controller as redundancy is
+        (no packet bits); frames may go again."""
+        with self._lock:
+            self._repair_waiting = False
+            self._charge(now_s, wire_bytes, 0)
+
+    def _charge(self, now_s: float, wire_bytes: int, packet_bytes: int) -> None:
+        self._drain(now_s)
+        if self.budget_bps is not None:  # before any budget nothing accumulates: the bucket starts empty
+            self._level += 8 * wire_bytes
+        w, p = 8 * wire_bytes, 8 * packet_bytes
+        if self._wire == 0:
+            self._wire, self._packet = w, p
+        else:
+            self._wire, self._packet = 0.9 * self._wire + 0.1 * w, 0.9 * self._packet + 0.1 * p
 
     def target_kbps(self) -> float | None:
         """The rate controller's target now (packet kbit/s): the budget less the measured share of framing, redundancy

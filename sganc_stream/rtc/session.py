@@ -38,7 +38,7 @@ from sganc_stream.rtc.stats import StatsLog, percentile, process_age
 from sganc_stream.rtc.transport import (DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, Delivery,
                                         FrameMessage, Handshake, Hello, HelloAck, IncompatibleError, Late,
                                         MalformedFeedback, MessageTooLarge, Nack, Pacer, PROTOCOL_VERSION,
-                                        Redundancy, RefusedError, Retransmission, StreamReceiver,
+                                        RTX_WAIT_MS, Redundancy, RefusedError, Retransmission, StreamReceiver,
                                         check_message_size, check_models, feedback_message, parse_message, refusal,
                                         restamp)
 from sganc_stream.rtc.wire import wire_bytes
@@ -126,6 +126,7 @@ class Link:
         self.gaps_logged = 0  # the receiver's gaps already in the log
         self.estimator = BandwidthEstimator()  # of the other side's stream (congestion control, SPEC §8.8)
         self.send_rate = SendRate(ceiling_kbps)  # of ours: the other side's feedback as our budget
+        self.nack: tuple[Nack, float] | None = None  # a NACK whose answer waits for that budget, and since when (s)
 
     @property
     def feedback_due(self) -> bool:
@@ -269,11 +270,12 @@ class Peer:
             link.estimator.on_message(time.monotonic(), wire_bytes(len(data)), None)
             self.stats.add(rx_rtx=1)
             self._take(link, receiver, receiver.on_retransmission(msg), len(data))
-        elif isinstance(msg, Late):
+        elif isinstance(msg, Late):  # behind the last packet read: late, or a reordered one that ends a repair
             link.estimator.on_message(time.monotonic(), wire_bytes(len(data)), None)
-            receiver.on_late()
-            self.stats.add(rx_late=1)
-            self._maybe_request(link, receiver)
+            delivery = receiver.on_late_message(msg, len(data))
+            if delivery is None:
+                self.stats.add(rx_late=1)
+            self._take(link, receiver, delivery, len(data))
         else:
             self._on_frame(link, receiver, msg, len(data))
 
@@ -320,21 +322,45 @@ class Peer:
         self.stats.say("connected" + ("" if hello.stream is None else f"; receiving {hello.stream.fps:g} fps"))
 
     def _on_nack(self, link: Link, nack: Nack) -> None:
-        """Send the packets a NACK names again, or an intra frame when they are no longer kept (SPEC §8.7); nothing
-        when an intra frame sent since already repairs the gap (a NACK repeated before it arrived)."""
+        """Answer a NACK (SPEC §8.7) within our rate budget (§8.8): see :meth:`_answer_nack`. A NACK repeated while
+        the answer to an earlier one waits replaces it (it names what is still missing) and keeps its waiting time."""
         self.stats.add(nacks_received=1)
-        if self.sender is None or link.redundancy.superseded(nack):
+        waiting = link.nack
+        link.nack = (nack, time.monotonic() if waiting is None else waiting[1])
+        self._answer_nack(link)
+
+    def _answer_nack(self, link: Link) -> None:
+        """The answer to the NACK that waits, if any: the packets it names again, or an intra frame when they are no
+        longer kept or cost more; nothing when an intra frame sent since repairs the gap (a NACK repeated before it
+        arrived). A retransmission goes when the rate budget admits it as it would a frame, ahead of the frames,
+        which wait meanwhile; one that waited ``RTX_WAIT_MS`` is dropped (the receiver has given up on it and asks
+        for a keyframe). An intra frame answer is the next frame the budget admits."""
+        if link.nack is None:
+            return
+        (nack, since), now = link.nack, time.monotonic()
+        superseded = self.sender is None or link.redundancy.superseded(nack)
+        if superseded or now - since > RTX_WAIT_MS / 1000:
+            if not superseded:
+                self.stats.add(rtx_expired=1)
+                self.stats.event("rtx_expired", first=nack.first, last=nack.last, waited_ms=round((now - since) * 1000))
+            link.nack = None
+            link.send_rate.drop_repair()
             return
         data = link.redundancy.retransmission(nack, link.channel.max_message_size) if self.opt.retransmit else None
         if data is None:
+            link.nack = None
+            link.send_rate.drop_repair()
             self.sender.request_keyframe()
             self.stats.event("rtx", first=nack.first, last=nack.last, bytes=0)
             return
+        if not link.send_rate.may_repair(now):
+            return  # the tick asks again
+        link.nack = None
         link.send(data)
         self.stats.message("tx", len(data))
-        link.send_rate.sent(time.monotonic(), wire_bytes(len(data)), 0)  # repair, like redundancy: overhead
+        link.send_rate.repaired(now, wire_bytes(len(data)))
         self.stats.add(rtx_sent=1)
-        self.stats.event("rtx", first=nack.first, last=nack.last, bytes=len(data))
+        self.stats.event("rtx", first=nack.first, last=nack.last, bytes=len(data), waited_ms=round((now - since) * 1000))
 
     def _on_frame(self, link: Link, receiver: StreamReceiver, msg: FrameMessage, size: int) -> None:
         link.estimator.on_message(time.monotonic(), wire_bytes(size), msg.packet.timestamp_ms)
@@ -497,7 +523,8 @@ class Peer:
     # -- the call ----------------------------------------------------------------------------------
 
     async def _tick(self) -> None:
-        """Hello retransmissions and timeouts, the loop-lag probe, and the one-second stats."""
+        """Hello retransmissions and timeouts, a retransmission waiting for the rate budget, NACK retries, feedback,
+        the loop-lag probe, and the one-second stats."""
         next_stats = time.monotonic() + 1.0
         while True:
             before = time.monotonic()
@@ -507,6 +534,7 @@ class Peer:
             link = self.link
             if link is not None:
                 self._send_hello(link)
+                self._answer_nack(link)  # a retransmission waiting for the rate budget
                 if link.receiver is not None and link.receiver.repair is not None:  # NACK retries, not only on arrivals
                     self._maybe_request(link, link.receiver)
                 if link.feedback_due:

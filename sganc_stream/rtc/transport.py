@@ -35,7 +35,8 @@ exactly; across machines it also includes their clock offset).
 NACK and retransmission (SPEC §8.7): a sender that keeps its packets says ``"rtx": true`` in its hello; the receiver
 of its stream then answers a gap redundancy cannot bridge with ``{"sganc": 2, "nack": [first, last]}``, holding the
 messages that follow, and the sender answers with ``{"sganc": 2, "rtx": first, "p": [[type, payload], ...]}`` (or an
-intra frame when it no longer has them). A hello without the key gets no NACK: keyframe requests, as before.
+intra frame when it no longer has them), within its rate budget. A hello without the key gets no NACK: keyframe
+requests, as before.
 
 Feedback (congestion control, SPEC §8.8): a sender that reads it says ``"feedback": true`` in its hello; the receiver
 of its stream then sends ``{"sganc": 2, "fb": n, "bwe": bit/s, "rx": bit/s}`` every 0.5 s (at once when its estimate
@@ -69,6 +70,7 @@ KEYFRAME_RETRY_MS = 200.0
 MAX_REDUNDANCY = 4
 NACK_TRIES = 3  # NACKs per gap before the receiver falls back to keyframe requests (SPEC §8.7)
 NACK_RETRY_MIN_MS = 40.0  # a NACK is repeated after twice the measured repair round trip, at least this long
+RTX_WAIT_MS = NACK_TRIES * KEYFRAME_RETRY_MS  # a NACK's answer waits this long at most for the rate budget (§8.7)
 RTX_HISTORY = 64  # frame packets (since the last intra frame) a sender keeps to answer NACKs: 2.6 s at 25 fps
 LATE_RUN_RESYNC = 8  # this many late messages in a row: the 8-bit sequence numbers lost their anchor (a long outage)
 DEFAULT_REDUNDANCY = 2  # benchmarks/call_redundancy.py: most frames shown of the depths that never add a datagram
@@ -209,9 +211,27 @@ class FrameMessage:
 
 @dataclass(frozen=True)
 class Late:
-    """A compact packet older than (or a duplicate of) one already read: of no use any more."""
+    """A compact packet older than (or a duplicate of) the last one read: of no use any more, unless it fills a gap
+    that waits for a retransmission (reordered, not lost: :meth:`StreamReceiver.on_late_message`)."""
 
     seq8: int
+    message: FrameMessage | None = None  # placed behind the last packet read; None when that is before the stream
+
+
+def _behind(reader: PacketReader, fields: list[Any], redundant: tuple[tuple[PacketType, bytes], ...]) -> Late:
+    """A compact packet whose 8-bit number is at or behind ``reader.last_seq``, placed behind it (§8.5: the nearest
+    sequence number not after the last one read), leaving ``reader`` as it was."""
+    latest = reader.last_seq
+    assert latest is not None
+    seq = latest - (latest - fields[1]) % SEQ_MODULUS
+    if seq < 0:
+        return Late(fields[1])
+    reader.last_seq = seq - 1  # the reader places a compact number just after its last one
+    try:
+        packet = reader.from_fields(fields)
+    finally:
+        reader.last_seq = latest
+    return Late(fields[1], FrameMessage(packet, redundant))
 
 
 def refusal(reason: str) -> bytes:
@@ -297,7 +317,8 @@ def parse_message(data: bytes, reader: PacketReader | None) -> Message:
     A keyframe request comes back as a :class:`Packet` (it numbers packets of *our* stream, so it is parsed apart
     and never moves ``reader``, which unwraps the other stream's 8-bit sequence numbers); a packet of the other
     side's stream as a :class:`FrameMessage` (needs ``reader``: the stream announced by its hello); a compact
-    packet at or behind the last one read as :class:`Late`, without moving ``reader``; a feedback message about our
+    packet at or behind the last one read as :class:`Late` (with its message placed behind it, for a repair it may
+    fill), without moving ``reader``; a feedback message about our
     stream as an :class:`~sganc_stream.rtc.congestion.Estimate`, a NACK of our stream as a :class:`Nack`, the
     other side's answer to ours as a :class:`Retransmission`. Raises RefusedError for a refusal,
     IncompatibleError for another protocol version, MalformedFeedback for a malformed feedback message or NACK,
@@ -322,15 +343,18 @@ def parse_message(data: bytes, reader: PacketReader | None) -> Message:
         raise BitstreamError("malformed packet: not a 5-field record")
     redundant = _frame_entries(obj[5], MAX_REDUNDANCY, "frame message") if len(obj) == 6 else ()
     fields = obj[:5]
+    late = None
     if (type(fields[0]) is int and fields[0] in (int(t) for t in COMPACT) and type(fields[1]) is int
             and 0 <= fields[1] < SEQ_MODULUS and reader.last_seq is not None):
         ahead = (fields[1] - reader.last_seq) % SEQ_MODULUS
         if ahead == 0 or ahead > SEQ_MODULUS // 2:
-            return Late(fields[1])
-    packet = reader.from_fields(fields)
-    if redundant and (not packet.type.is_frame or packet.seq < len(redundant)):
+            late = _behind(reader, fields, redundant)
+            if late.message is None:
+                return late
+    msg = late.message if late is not None else FrameMessage(reader.from_fields(fields), redundant)
+    if redundant and (not msg.packet.type.is_frame or msg.packet.seq < len(redundant)):
         raise BitstreamError("malformed frame message: redundancy on a packet that cannot have predecessors")
-    return FrameMessage(packet, redundant)
+    return late if late is not None else msg
 
 
 def check_models(ours: str, theirs: str) -> None:
@@ -601,6 +625,18 @@ class StreamReceiver:
         if self._late_run >= LATE_RUN_RESYNC:
             self._late_run = 0
             self._desync(self.clock() * 1000)
+
+    def on_late_message(self, late: Late, size: int) -> Delivery | None:
+        """A :class:`Late` message: counted late (:meth:`on_late`), unless it was reordered, not lost, and belongs to
+        the gap a repair waits for (its packet not older than the gap): then it is held as a retransmission would be
+        (with its redundant entries), and the delivery that ends the repair comes back when the chain is whole."""
+        r, msg = self.repair, late.message
+        if r is not None and msg is not None and msg.packet.seq >= r.expected and msg.packet.type.is_frame:
+            self._late_run = 0
+            r.hold(msg, size)
+            return self._repaired(self.clock() * 1000)
+        self.on_late()
+        return None
 
     def on_message(self, msg: FrameMessage, size: int) -> Delivery | None:
         """A message of this stream; the delivery to decode, or None when it cannot be used."""
