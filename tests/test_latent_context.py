@@ -224,11 +224,21 @@ def test_fit_context_tables_command_adds_tables_to_a_bundle(tiny_codec_path, tmp
     # refitting replaces the tables (in place: --out may be the input)
     assert main(["fit-context-tables", str(out), str(lat / "1.npy"), "--out", str(out), "--quiet"]) == 0
     assert [t.num_classes for t in load_latent_codec(out).context_tables] == [8, 8, 8]
+    # tables for another encoder (closed loop with a dead zone) are fitted on what it sends: other rows
+    dz = tmp_path / "dz.safetensors"
+    assert main(["fit-context-tables", str(tiny_codec_path), str(lat), "--out", str(dz), "--classes", "3", "--quiet",
+                 "--mode", "closed", "--rounding-offset", "0.2"]) == 0
+    assert "for the closed-loop encoder with g 0, damping 0, rounding offset 0.2, decimation 1" in capsys.readouterr().out
+    assert any(not np.array_equal(a.freqs, b.freqs) for a, b in zip(load_latent_codec(dz).context_tables,
+                                                                     model.context_tables))
     capsys.readouterr()
     np.save(tmp_path / "wide.npy", synthetic_latents("walk", 5, TINY_ROWS, 16))
     bad = tmp_path / "bad.safetensors"
     for args, needle in (([str(lat), "--out", str(bad), "--classes", "0"], "--classes must be between 1 and 64, got 0"),
                          ([str(lat), "--out", str(bad), "--max-frames", "1"], "--max-frames must be at least 2"),
+                         ([str(lat), "--out", str(bad), "--rounding-offset", "0.9"], "rounding offset must be between"),
+                         ([str(lat), "--out", str(bad), "--mode", "closed", "--drift-damping", "0.5"],
+                          "drift damping is for open mode"),
                          ([str(tmp_path / "none"), "--out", str(bad)], "no such file or folder"),
                          ([str(tmp_path / "wide.npy"), "--out", str(bad)], "the latents are 6x16 W+, the codec of"),
                          ([str(lat), "--out", str(tmp_path / "no" / "x.safetensors")], "does not exist")):
