@@ -1,6 +1,7 @@
 """Temporal context and decimation (bitstream v5) against today's stream, at equal latent MSE (issue 16, points 2 and 4).
 
-    python benchmarks/inter_context.py [--g 10] [--classes 8] [--clips FILE ...] [--max-frames N]
+    python benchmarks/inter_context.py [--g 10] [--classes 8] [--clips FILE ...] [--max-frames N] [--systems NAME ...]
+        [--out NAME]     # results in benchmarks/results/NAME.json (default inter_context)
     python benchmarks/inter_context.py --from-json benchmarks/results/inter_context.json   # table and plot again
 
 What it does: W+ of the held-out clips and of training-identity clips as ``transcode`` makes them (align + E, cached
@@ -63,6 +64,7 @@ DZ = 1 / 6  # the dead zone's rounding offset: the H.264/AVC reference encoder's
 # name → (mode, inter context, residual table, decimation, drift damping, rounding offset); open mode with period --g
 SYSTEMS: dict[str, tuple[str, str, str, int, float, float]] = {
     "today": ("open", "factorized", "irwin_hall", 1, 0.0, 0.5),
+    "today, damping 0.5, dead zone (v2, as the call)": ("open", "factorized", "irwin_hall", 1, 0.5, DZ),
     "temporal": ("open", "temporal", "irwin_hall", 1, 0.0, 0.5),
     "temporal+empirical": ("open", "temporal", "empirical", 1, 0.0, 0.5),
     "temporal+empirical, damping 0.2": ("open", "temporal", "empirical", 1, 0.2, 0.5),
@@ -74,6 +76,7 @@ SYSTEMS: dict[str, tuple[str, str, str, int, float, float]] = {
     "temporal+empirical, decimation 2, damping 0.2": ("open", "temporal", "empirical", 2, 0.2, 0.5),
     "temporal+empirical, decimation 2, damping 0.5, dead zone": ("open", "temporal", "empirical", 2, 0.5, DZ),
     "closed (no g)": ("closed", "factorized", "irwin_hall", 1, 0.0, 0.5),
+    "closed, dead zone (no g; v2, as the call)": ("closed", "factorized", "irwin_hall", 1, 0.0, DZ),
     "closed+temporal (no g)": ("closed", "temporal", "irwin_hall", 1, 0.0, 0.5),
     "closed+temporal, dead zone (no g)": ("closed", "temporal", "irwin_hall", 1, 0.0, DZ),
     "closed+temporal, dead zone, decimation 2 (no g)": ("closed", "temporal", "irwin_hall", 2, 0.0, DZ),
@@ -129,6 +132,7 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=8, help="channel classes of the context tables")
     ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS), metavar="NAME",
                     help="systems to code (default: all; today's is always coded, it is the reference)")
+    ap.add_argument("--out", default="inter_context", help="results name under benchmarks/results (default: %(default)s)")
     ap.add_argument("--from-json", metavar="JSON", help="summarize a results file again (no coding)")
     args = ap.parse_args()
     if args.from_json:
@@ -162,7 +166,7 @@ def main() -> int:
                 tqdm.write(f"{name:34s} Δ={codec.steps[si]:g} {rel}: {row['bits_per_frame']:.0f} bits/frame, "
                            f"{row['kbps']:.1f} kbit/s, MSE {row['latent_mse']:.4g}, exact {row['decodes_exactly']}")
     curves, base, summary = summarize(runs, sorted(codec.steps), baseline_step)
-    out = write_result("inter_context", {
+    out = write_result(args.out, {
         "model_id": face.model_id, "g": args.g, "steps": sorted(codec.steps), "baseline_step": baseline_step,
         "added_steps": list(ADDED_STEPS), "classes": args.classes,
         "context_tables_bytes_raw": context_bytes,
