@@ -75,6 +75,7 @@ SYSTEMS: dict[str, tuple[str, str, str, int, float, float]] = {
     "temporal+empirical, decimation 2": ("open", "temporal", "empirical", 2, 0.0, 0.5),
     "temporal+empirical, decimation 2, damping 0.2": ("open", "temporal", "empirical", 2, 0.2, 0.5),
     "temporal+empirical, decimation 2, damping 0.5, dead zone": ("open", "temporal", "empirical", 2, 0.5, DZ),
+    "temporal+empirical, decimation 3, damping 0.5, dead zone": ("open", "temporal", "empirical", 3, 0.5, DZ),
     "closed (no g)": ("closed", "factorized", "irwin_hall", 1, 0.0, 0.5),
     "closed, dead zone (no g; v2, as the call)": ("closed", "factorized", "irwin_hall", 1, 0.0, DZ),
     "closed+temporal (no g)": ("closed", "temporal", "irwin_hall", 1, 0.0, 0.5),
@@ -132,7 +133,8 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=8, help="channel classes of the context tables")
     ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS), metavar="NAME",
                     help="systems to code (default: all; today's is always coded, it is the reference)")
-    ap.add_argument("--out", default="inter_context", help="results name under benchmarks/results (default: %(default)s)")
+    ap.add_argument("--out", default="inter_context",
+                    help="results name under benchmarks/results (default: %(default)s)")
     ap.add_argument("--from-json", metavar="JSON", help="summarize a results file again (no coding)")
     args = ap.parse_args()
     if args.from_json:

@@ -228,7 +228,8 @@ def test_fit_context_tables_command_adds_tables_to_a_bundle(tiny_codec_path, tmp
     dz = tmp_path / "dz.safetensors"
     assert main(["fit-context-tables", str(tiny_codec_path), str(lat), "--out", str(dz), "--classes", "3", "--quiet",
                  "--mode", "closed", "--rounding-offset", "0.2"]) == 0
-    assert "for the closed-loop encoder with g 0, damping 0, rounding offset 0.2, decimation 1" in capsys.readouterr().out
+    out_line = capsys.readouterr().out
+    assert "for the closed-loop encoder with g 0, damping 0, rounding offset 0.2, decimation 1" in out_line
     assert any(not np.array_equal(a.freqs, b.freqs) for a, b in zip(load_latent_codec(dz).context_tables,
                                                                      model.context_tables))
     capsys.readouterr()

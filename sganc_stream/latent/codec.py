@@ -78,7 +78,7 @@ class StreamParams:
     inter_context: str = "factorized"  # factorized (the paper's) | temporal (bitstream v5, latent.context)
     decimation: int = 1  # code every d-th source frame; the decoder interpolates the others (bitstream v5, latent.sequence)
     damping: float = 0.0  # open mode: share α of the drift each difference corrects (encoder only; any version)
-    rounding_offset: float = ROUNDING_OFFSET  # inter differences' quantizer: 0.5 rounds, less is a dead zone (encoder only)
+    rounding_offset: float = ROUNDING_OFFSET  # differences' quantizer: 0.5 rounds, less: a dead zone (encoder only)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -185,7 +185,7 @@ class CodedFrame:
     step: float  # the quantization step this frame was coded with (rate control: one of the stream's steps)
     model: LatentCodecModel = field(repr=False)
     step_index: int = 0  # the step preset the state counts in
-    values: tuple[np.ndarray, ...] = ()  # the coded integers (C,) int64 of each part: intra q, or v (and the residual r)
+    values: tuple[np.ndarray, ...] = ()  # the coded integers (C,) int64 of each part: intra q, or v (and residual r)
 
     @cached_property
     def recon(self) -> np.ndarray:
@@ -299,7 +299,9 @@ class LatentStreamEncoder:
         if self.rate is not None:
             self.rate.spent(8 * len(pack(Packet(ptype, 0, 0, 0, payload), self.fps)), ideal)
         self.choices.append(self.choice)
-        return CodedFrame(ptype, payload, ideal, self._state, k * self.unit, m, p.step_index, tuple(v for v, _ in parts))  # the state is never changed in place
+        # the state is never changed in place
+        return CodedFrame(ptype, payload, ideal, self._state, k * self.unit, m, p.step_index,
+                          tuple(v for v, _ in parts))
 
 
 class LatentStreamDecoder:

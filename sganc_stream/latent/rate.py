@@ -67,8 +67,8 @@ class RateController:
 
     ``target_kbps``: packet kbit/s (payload + framing); ``fps``: frame rate, to turn it into bits per frame;
     ``closed``: the stream's inter frames code ``y − state`` (closed mode) rather than ``y_t − y_{t−1}`` (open);
-    ``repeats``: an all-zero difference costs an empty payload (bitstream v5/v6); ``rounding_offset``: the stream's
-    quantizer of differences (:mod:`sganc_stream.latent.quantize`), which the shadows use too. With temporal context (the steps'
+    ``repeats``: an all-zero difference costs an empty payload (bitstream v5/v6); ``rounding_offset``: the
+    stream's quantizer of differences (:mod:`sganc_stream.latent.quantize`), which the shadows use too. With temporal context (the steps'
     ``context`` tables) each shadow quantizer keeps its own previous difference, so its cost is the context model's.
     """
 

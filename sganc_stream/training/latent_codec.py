@@ -18,12 +18,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from sganc_stream.bitstream.packet import PacketType
 from sganc_stream.entropy.factorized import FactorizedDensity
 from sganc_stream.entropy.irwin_hall import residual_support
 from sganc_stream.entropy.tables import CodingTable, channel_histogram_table, histogram_freqs, rebinned
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import atomic_output, load_npy
-from sganc_stream.bitstream.packet import PacketType
 from sganc_stream.latent.codec import LatentStreamEncoder, StreamParams
 from sganc_stream.latent.context import CONTEXT_CLASSES, MAX_CLASSES, ContextTables, fit_context_tables
 from sganc_stream.latent.flow import NUM_COUPLINGS, RealNVP
