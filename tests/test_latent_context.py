@@ -72,7 +72,7 @@ def test_fit_rejects_too_little_data_and_bad_class_counts(ctx_codec):
         fit_context_tables(np.zeros((3, c), np.int64), np.zeros((2, c), np.int64))
     with pytest.raises(ValueError, match="classes must be"):
         fit_context_tables(np.zeros((3, c), np.int64), np.zeros((3, c), np.int64), classes=0)
-    with pytest.raises(InputError, match="at least one difference"):
+    with pytest.raises(InputError, match="at least 2 coded frames"):
         fit_context(ctx_codec, [synthetic_latents("walk", 1, TINY_ROWS, TINY_WIDTH, seed=1)])
 
 

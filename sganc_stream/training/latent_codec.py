@@ -192,15 +192,17 @@ def fit_context(model: LatentCodecModel, seqs: list[np.ndarray], classes: int = 
     """Temporal-context tables (bitstream v5, :func:`sganc_stream.latent.context.fit_context_tables`) for every step
     preset of ``model``, fitted on the differences the encoder ``params`` (at each preset) sends on up to
     ``max_frames`` frames of ``seqs`` (frames, rows, width), whole sequences first to last; ``progress``: a bar over
-    the presets. InputError for a class count outside 1 … MAX_CLASSES or no coded difference at all."""
+    the presets. InputError for a class count outside 1 … MAX_CLASSES or fewer than 2 coded frames in all."""
     if not 1 <= classes <= MAX_CLASSES:
         raise InputError(f"context classes must be between 1 and {MAX_CLASSES}, got {classes}")
     proxies = _proxies(model, seqs, max_frames)
+    if sum(len(p[::params.decimation]) - 1 for p in proxies) < 1:
+        raise InputError("fitting temporal-context tables needs sequences of at least 2 coded frames")
     out = []
     for i in tqdm(range(len(model.steps)), desc="context tables", unit="preset", disable=not progress):
         v, pv, _ = coded_integers(model, proxies, replace(params, step_index=i))
-        if not len(v):
-            raise InputError("fitting temporal-context tables needs sequences that code at least one difference")
+        if not len(v):  # every difference was a repeat (all zero): tables for zeros
+            v = pv = np.zeros((1, model.channels), np.int64)
         out.append(fit_context_tables(v, pv, classes))
     return out
 
