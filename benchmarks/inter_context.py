@@ -1,18 +1,23 @@
 """Temporal context and decimation (bitstream v5) against today's stream, at equal latent MSE (issue 16, points 2 and 4).
 
-    python benchmarks/inter_context.py [--g 10] [--classes 8] [--clips FILE ...] [--max-frames N]
+    python benchmarks/inter_context.py [--g 10] [--classes 8] [--clips FILE ...] [--max-frames N] [--systems NAME ...]
+        [--out NAME]     # results in benchmarks/results/NAME.json (default inter_context)
     python benchmarks/inter_context.py --from-json benchmarks/results/inter_context.json   # table and plot again
 
 What it does: W+ of the held-out clips and of training-identity clips as ``transcode`` makes them (align + E, cached
 under out/rate_control/ by model id, shared with rate_control.py); the shipped model's temporal-context tables
-(``fit_context_tables``) and empirical residual table for g fitted in memory on the training clips; then every
+(``fit_context``) and empirical residual table for g fitted in memory on the training clips; then every
 held-out clip coded open-loop with residual period g at each of the model's step presets by each system:
 
 * ``today``: the factorized difference tables, Irwin–Hall residuals, every frame (bitstream v2, the default);
 * ``temporal``: temporal context (v5); ``temporal+empirical``: and the empirical residual table (v5);
 * ``decimation k``: every k-th frame coded, W+ interpolated by the decoder (v5), with and without the other tools;
 * ``damping α``: the encoder's differences correct a share α of the open-loop drift (encoder only, any version);
-* for comparison, closed loop (no residuals, so no g) with and without temporal context.
+* ``dead zone``: differences quantized with rounding offset 1/6 (``latent.quantize``; encoder only, any version);
+* closed loop (no residuals, so no g) with and without temporal context and the dead zone.
+
+Each system's context and empirical residual tables are fitted on what its own encoder (mode, damping, dead zone,
+decimation) sends on the training clips (``training.latent_codec.coded_integers``).
 
 The shipped presets (Δ = 0.5, 1, 2) get Δ = 1.5 added in memory (``add_coarser_steps``: difference table a histogram
 of the training clips' differences, intra table rebinned), so systems whose MSE at Δ = 1 is below today's have a point
@@ -33,6 +38,7 @@ Writes benchmarks/results/inter_context.json and .png.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import sys
 import time
 from typing import Any
@@ -49,36 +55,36 @@ from sganc_stream.bitstream.container import decode_container
 from sganc_stream.bitstream.packet import PacketType
 from sganc_stream.latent.breakdown import bit_breakdown
 from sganc_stream.latent.codec import StreamParams
-from sganc_stream.latent.context import fit_context_tables
 from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.sequence import decode_sequence, encode_sequence, interpolate
 from sganc_stream.pipeline import load_face_model
-from sganc_stream.training.latent_codec import add_coarser_steps, fit_empirical_residuals
+from sganc_stream.training.latent_codec import add_coarser_steps, fit_context, fit_empirical_residuals
 
-# name → (mode, inter context, residual table, decimation, drift damping); open mode with residual period --g
-SYSTEMS: dict[str, tuple[str, str, str, int, float]] = {
-    "today": ("open", "factorized", "irwin_hall", 1, 0.0),
-    "temporal": ("open", "temporal", "irwin_hall", 1, 0.0),
-    "temporal+empirical": ("open", "temporal", "empirical", 1, 0.0),
-    "temporal+empirical, damping 0.2": ("open", "temporal", "empirical", 1, 0.2),
-    "temporal+empirical, damping 0.4": ("open", "temporal", "empirical", 1, 0.4),
-    "decimation 2": ("open", "factorized", "irwin_hall", 2, 0.0),
-    "decimation 3": ("open", "factorized", "irwin_hall", 3, 0.0),
-    "temporal+empirical, decimation 2": ("open", "temporal", "empirical", 2, 0.0),
-    "temporal+empirical, decimation 2, damping 0.2": ("open", "temporal", "empirical", 2, 0.2),
-    "closed (no g; informative)": ("closed", "factorized", "irwin_hall", 1, 0.0),
-    "closed+temporal (no g; informative)": ("closed", "temporal", "irwin_hall", 1, 0.0),
+DZ = 1 / 6  # the dead zone's rounding offset: the H.264/AVC reference encoder's for inter blocks (not tuned here)
+# name → (mode, inter context, residual table, decimation, drift damping, rounding offset); open mode with period --g
+SYSTEMS: dict[str, tuple[str, str, str, int, float, float]] = {
+    "today": ("open", "factorized", "irwin_hall", 1, 0.0, 0.5),
+    "today, damping 0.5, dead zone (v2, as the call)": ("open", "factorized", "irwin_hall", 1, 0.5, DZ),
+    "temporal": ("open", "temporal", "irwin_hall", 1, 0.0, 0.5),
+    "temporal+empirical": ("open", "temporal", "empirical", 1, 0.0, 0.5),
+    "temporal+empirical, damping 0.2": ("open", "temporal", "empirical", 1, 0.2, 0.5),
+    "temporal+empirical, damping 0.4": ("open", "temporal", "empirical", 1, 0.4, 0.5),
+    "temporal+empirical, damping 0.5, dead zone": ("open", "temporal", "empirical", 1, 0.5, DZ),
+    "decimation 2": ("open", "factorized", "irwin_hall", 2, 0.0, 0.5),
+    "decimation 3": ("open", "factorized", "irwin_hall", 3, 0.0, 0.5),
+    "temporal+empirical, decimation 2": ("open", "temporal", "empirical", 2, 0.0, 0.5),
+    "temporal+empirical, decimation 2, damping 0.2": ("open", "temporal", "empirical", 2, 0.2, 0.5),
+    "temporal+empirical, decimation 2, damping 0.5, dead zone": ("open", "temporal", "empirical", 2, 0.5, DZ),
+    "temporal+empirical, decimation 3, damping 0.5, dead zone": ("open", "temporal", "empirical", 3, 0.5, DZ),
+    "closed (no g)": ("closed", "factorized", "irwin_hall", 1, 0.0, 0.5),
+    "closed, dead zone (no g; v2, as the call)": ("closed", "factorized", "irwin_hall", 1, 0.0, DZ),
+    "closed+temporal (no g)": ("closed", "temporal", "irwin_hall", 1, 0.0, 0.5),
+    "closed+temporal, dead zone (no g)": ("closed", "temporal", "irwin_hall", 1, 0.0, DZ),
+    "closed+temporal, dead zone, decimation 2 (no g)": ("closed", "temporal", "irwin_hall", 2, 0.0, DZ),
+    "closed+temporal, dead zone, decimation 3 (no g)": ("closed", "temporal", "irwin_hall", 3, 0.0, DZ),
 }
 ADDED_STEPS = (1.5,)  # a preset between the shipped 1 and 2 (3 × 0.5), added in memory: equal MSE falls between them
 BASELINE = "today"
-
-
-def proxies(codec: LatentCodecModel, wplus: np.ndarray) -> np.ndarray:
-    """T of every frame, (frames, C) float64, batched per stage group."""
-    with torch.no_grad():
-        w = torch.from_numpy(np.ascontiguousarray(wplus, dtype=np.float32))
-        return torch.cat([flow(w[:, a:b].reshape(-1, codec.width)).reshape(len(w), -1)
-                          for flow, (a, b) in zip(codec.flows, codec.groups)], 1).double().numpy()
 
 
 def code(codec: LatentCodecModel, wplus: np.ndarray, fps: float, params: StreamParams) -> dict[str, Any]:
@@ -125,6 +131,10 @@ def main() -> int:
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--g", type=int, default=10)
     ap.add_argument("--classes", type=int, default=8, help="channel classes of the context tables")
+    ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS), metavar="NAME",
+                    help="systems to code (default: all; today's is always coded, it is the reference)")
+    ap.add_argument("--out", default="inter_context",
+                    help="results name under benchmarks/results (default: %(default)s)")
     ap.add_argument("--from-json", metavar="JSON", help="summarize a results file again (no coding)")
     args = ap.parse_args()
     if args.from_json:
@@ -137,29 +147,36 @@ def main() -> int:
     clips = {rel: clip_wplus(face, rel, args.max_frames) for rel in tqdm(args.clips, desc="held-out clips (align + E)")}
     baseline_step = codec.steps[len(codec.steps) // 2]  # the shipped middle preset, Δ = 1
     add_coarser_steps(codec, train, ADDED_STEPS)
-    codec.context_tables = fit_context_tables([proxies(codec, w) for w in train], codec.steps, codec.tables["diff"],
-                                              args.classes)
-    codec.empirical_residuals = fit_empirical_residuals(codec, train, (args.g,))
-    context_bytes = sum(t.classes.size + 4 * t.offsets.size + 2 * t.freqs.size for t in codec.context_tables)
+    systems = [BASELINE] + [n for n in args.systems if n != BASELINE]
     runs: list[dict[str, Any]] = []
-    jobs = [(name, si) for name in SYSTEMS for si in range(len(codec.steps))]
-    for name, si in tqdm(jobs, desc="streams"):
-        mode, context, residual, d, damping = SYSTEMS[name]
-        params = StreamParams(mode, args.g if mode == "open" else 0, si, residual=residual, inter_context=context,
-                              decimation=d, damping=damping)
-        for rel, (wplus, fps) in clips.items():
-            row = {"system": name, "clip": rel, "step": codec.steps[si], **code(codec, wplus, fps, params)}
-            runs.append(row)
-            tqdm.write(f"{name:34s} Δ={codec.steps[si]:g} {rel}: {row['bits_per_frame']:.0f} bits/frame, "
-                       f"{row['kbps']:.1f} kbit/s, MSE {row['latent_mse']:.4g}, exact {row['decodes_exactly']}")
+    context_bytes = 0
+    for name in tqdm(systems, desc="systems"):
+        mode, context, residual, d, damping, offset = SYSTEMS[name]
+        base = StreamParams(mode, args.g if mode == "open" else 0, 0, residual=residual, inter_context=context,
+                            decimation=d, damping=damping, rounding_offset=offset)
+        # each system's tables are fitted on what its own encoder sends on the training clips (in memory)
+        if context == "temporal":
+            codec.context_tables = fit_context(codec, train, args.classes, params=base)
+            context_bytes = sum(t.classes.size + 4 * t.offsets.size + 2 * t.freqs.size for t in codec.context_tables)
+        if residual == "empirical":
+            codec.empirical_residuals = fit_empirical_residuals(codec, train, (args.g,), params=base)
+        for si in range(len(codec.steps)):
+            params = replace(base, step_index=si)
+            for rel, (wplus, fps) in clips.items():
+                row = {"system": name, "clip": rel, "step": codec.steps[si], **code(codec, wplus, fps, params)}
+                runs.append(row)
+                tqdm.write(f"{name:34s} Δ={codec.steps[si]:g} {rel}: {row['bits_per_frame']:.0f} bits/frame, "
+                           f"{row['kbps']:.1f} kbit/s, MSE {row['latent_mse']:.4g}, exact {row['decodes_exactly']}")
     curves, base, summary = summarize(runs, sorted(codec.steps), baseline_step)
-    out = write_result("inter_context", {
+    out = write_result(args.out, {
         "model_id": face.model_id, "g": args.g, "steps": sorted(codec.steps), "baseline_step": baseline_step,
         "added_steps": list(ADDED_STEPS), "classes": args.classes,
         "context_tables_bytes_raw": context_bytes,
         "train_clips": [r for r, _ in TRAIN], "held_out_clips": list(clips),
-        "systems": {k: {"mode": m, "inter_context": c, "residual": r, "decimation": d, "damping": a}
-                    for k, (m, c, r, d, a) in SYSTEMS.items()},
+        "systems": {k: {"mode": m, "inter_context": c, "residual": r, "decimation": d, "damping": a,
+                        "rounding_offset": f} for k, (m, c, r, d, a, f) in SYSTEMS.items() if k in systems},
+        "tables": "each system's context and empirical residual tables fitted in memory on the differences and "
+                  "residuals its own encoder sends on the training clips (training.latent_codec.coded_integers)",
         "rate": "whole .sgnc file bits (container header, packet framing, END packet) per source frame; kbit/s at the "
                 "source frame rate; wire: rtc.wire estimate per packet record as one data-channel message",
         "quality": "latent MSE against E(x) on every source frame, interpolated frames included",

@@ -1,6 +1,7 @@
 """Latent codec figures: bits/frame, rANS vs ideal bits, and per-frame time, on held-out synthetic sequences.
 
     python benchmarks/latent_codec.py [--model M] [--frames 100] [--threads 1] [--runtime numpy|onnx]
+        [--latents W.npy] [--out NAME]      # time real W+ (e.g. the face model's on a held-out clip)
 
 Held-out sequences use seeds the default codec never saw in training (its training set is
 `sganc-stream latents synth` with seeds 1000+). T and T⁻¹ run in the codec's default runner (numpy, stage groups
@@ -76,6 +77,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fps", type=float, default=25.0)
     ap.add_argument("--runtime", choices=("numpy", "onnx"), default="numpy", help="where T and T⁻¹ run")
+    ap.add_argument("--latents", metavar="W.npy", help="time the first --frames frames of these W+ (frames, rows, "
+                    "width), e.g. a held-out clip's W+ of a face model's encoder, instead of the synthetic walk")
+    ap.add_argument("--out", help="results name under benchmarks/results (default: latent_codec, latent_codec_onnx)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.runtime == "onnx":
@@ -107,12 +111,15 @@ def main() -> int:
     reference = load_latent_codec(args.model or default_latent_codec())
     eager = dataclasses.replace(reference, runner=TorchFlows(reference.flows, reference.groups))
     load_before = os.getloadavg()[0]
-    per_runner = stage_ms({args.runtime: model, "torch_eager": eager}, seqs["walk"], base)
+    timed = np.load(args.latents)[:args.frames].astype(np.float32) if args.latents else seqs["walk"]
+    per_runner = stage_ms({args.runtime: model, "torch_eager": eager}, timed, base)
     speed = {**per_runner[args.runtime], "torch_eager": per_runner["torch_eager"], "threads": args.threads,
              "runtime": args.runtime, "load_average_1m": [load_before, os.getloadavg()[0]],
+             "timed_on": args.latents or "synthetic walk", "timed_frames": len(timed),
              "speedup_vs_eager": {f"{s}{c}": per_runner["torch_eager"][f"{s}{c}_ms"] / per_runner[args.runtime][f"{s}{c}_ms"]
                                   for s in ("encode", "recon", "decode") for c in ("", "_cpu")}}
-    path = write_result("latent_codec" if args.runtime == "numpy" else "latent_codec_onnx", {"model_id": model.model_id, "shape": [model.rows, model.width], "rows": rows, "speed_ms_per_frame": speed})
+    name = args.out or ("latent_codec" if args.runtime == "numpy" else "latent_codec_onnx")
+    path = write_result(name, {"model_id": model.model_id, "shape": [model.rows, model.width], "rows": rows, "speed_ms_per_frame": speed})
     print(f"model {model.model_id[:12]}… ({model.rows}x{model.width}); results in {path}\n")
     print("| sequence | mode | g | step | bits/frame | kbps @25 | rANS vs ideal | file vs ideal | latent MSE |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -11,7 +11,7 @@ This build writes bitstream v2 (``v2_*`` cases), and v3 for streams coded with a
 training sequences, stored packed, bundle format v2), and v4 for rate-controlled streams (``v4_*`` cases: the step
 changes between groups of frames; each case's stream uses at least two steps), and v5 for streams with temporal context or
 decimation (``v5_*`` cases; temporal context with ``model_context.safetensors``: the vector model plus temporal-context
-tables fitted on its training sequences, ``latent.context.fit_context_tables``), and v6 for rate-controlled streams with
+tables fitted on its training sequences, ``training.latent_codec.fit_context``), and v6 for rate-controlled streams with
 either (``v6_*`` cases, each switching steps). The version 1 vectors (the other cases) were made by the v1
 encoder (commit c6daa32) and are kept frozen: they check that v1 streams still decode.
 """
@@ -28,11 +28,10 @@ import torch
 
 from sganc_stream.bitstream.container import decode_container
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
-from sganc_stream.latent.context import fit_context_tables
 from sganc_stream.latent.model import load_latent_codec
 from sganc_stream.latent.sequence import encode_sequence, interpolate, stream_params
 from sganc_stream.latent.synthetic import synthetic_latents
-from sganc_stream.training.latent_codec import TrainConfig, fit_empirical_residuals, train_latent_codec
+from sganc_stream.training.latent_codec import TrainConfig, fit_context, fit_empirical_residuals, train_latent_codec
 
 HERE = Path(__file__).resolve().parent / "vectors"
 ROWS, WIDTH = 6, 32
@@ -145,8 +144,7 @@ def main() -> int:
     context_path = HERE / "model_context.safetensors"
     if not context_path.exists():
         base = load_latent_codec(model_path)
-        proxies = [np.stack([base.to_proxy(w) for w in seq]) for seq in training_sequences()]
-        base.context_tables = fit_context_tables(proxies, base.steps, base.tables["diff"], classes=2)
+        base.context_tables = fit_context(base, training_sequences(), classes=2)
         base.save(context_path)
     models = {f: load_latent_codec(HERE / f) for f in ("model.safetensors", empirical_path.name, context_path.name)}
     for name, (latents, params, new_faces) in cases().items():

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import pytest
 
+from sganc_stream.bitstream.container import decode_container
 from sganc_stream.bundle import Bundle, load_bundle
 from sganc_stream.cli import main
 from sganc_stream.latent.synthetic import synthetic_latents
@@ -190,10 +191,18 @@ def test_v5_options(encoded, tiny_codec_path, capsys):
     assert info["interpolated_frames"] == list(range(1, 29, 2))
     assert main(["inspect", str(d / "dec.sgnc")]) == 0
     assert "bitstream v5" in (out := capsys.readouterr().out) and "decimation 2 (14 frames interpolated)" in out
+    # a dead zone is an encoder choice: same bitstream version, and the decoder's output is the encoder's
+    assert main(["latents", "encode", "--model", str(tiny_codec_path), "--mode", "closed", "--rounding-offset", "0.2",
+                 "--recon", str(d / "dz_recon.npy"), str(d / "in.npy"), str(d / "dz.sgnc")]) == 0
+    assert main(["latents", "decode", "--model", str(tiny_codec_path), str(d / "dz.sgnc"), str(d / "dz_out.npy")]) == 0
+    assert np.array_equal(np.load(d / "dz_out.npy"), np.load(d / "dz_recon.npy"))
+    assert decode_container((d / "dz.sgnc").read_bytes()).header.version == 2
+    capsys.readouterr()
     for args, message in ((["--inter-context", "temporal"], "no temporal-context tables"),
                           (["--decimation", "0"], "decimation must be an integer between 1 and 16, got 0"),
                           (["--drift-damping", "2"], "drift damping must be between 0 and 1, got 2.0"),
-                          (["--drift-damping", "0.5", "--mode", "closed"], "drift damping is for open mode")):
+                          (["--drift-damping", "0.5", "--mode", "closed"], "drift damping is for open mode"),
+                          (["--rounding-offset", "0.7"], "rounding offset must be between 0 and 0.5, got 0.7")):
         r = run_cli("latents", "encode", "--model", str(tiny_codec_path), *args, str(d / "in.npy"), str(d / "bad5.sgnc"))
         _one_line_error(r, message)
         assert r.returncode == 2 and not (d / "bad5.sgnc").exists()

@@ -162,3 +162,80 @@ def test_drift_damping_corrects_drift_and_decodes_exactly(tiny_codec):
 def test_stream_params_reject_bad_damping(kwargs, message):
     with pytest.raises(InputError, match=message):
         StreamParams(**kwargs)
+
+
+def test_quantize_rounds_or_widens_the_zero_bin():
+    """Offset 0.5 is np.rint (ties to even: today's integers); a smaller offset f sends |x| < 1 − f to zero and moves
+    every threshold by 0.5 − f, symmetrically, so the error stays below 1 − f."""
+    from sganc_stream.latent.quantize import quantize
+
+    x = np.array([-2.6, -1.2, -0.84, -0.8, -0.5, 0.0, 0.5, 0.8, 0.84, 1.5, 1.83, 1.84, 2.5])
+    assert np.array_equal(quantize(x), np.rint(x).astype(np.int64))
+    assert quantize(x, 1 / 6).tolist() == [-2, -1, -1, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2]
+    assert quantize(x, 0.0).tolist() == [-2, -1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 2]
+    rng = np.random.default_rng(0)
+    y = rng.normal(0, 3, 10_000)
+    for f in (0.0, 0.2, 0.5):
+        q = quantize(y, f)
+        assert q.dtype == np.int64 and np.abs(y - q).max() < 1 - f + 1e-12
+        assert np.array_equal(quantize(-y, f), -q)
+
+
+@pytest.mark.parametrize("mode,g", [("closed", 0), ("open", 5)])
+def test_dead_zone_sends_more_zeros_keeps_the_error_bounded_and_decodes_exactly(tiny_codec, mode, g):
+    """An encoder-only choice: the stream decodes exactly to the encoder's states; more differences are zero than with
+    rounding; in closed loop every inter frame's state stays within 1 − f steps of the proxy (the dead zone's error
+    is carried, not lost)."""
+    lat = synthetic_latents("walk", 30, TINY_ROWS, TINY_WIDTH, seed=17)
+    zeros = {}
+    for f in (0.5, 0.2):
+        params = StreamParams(mode, g, 1, rounding_offset=f, damping=0.5 if mode == "open" else 0.0)
+        enc, dec = LatentStreamEncoder(tiny_codec, params), LatentStreamDecoder(tiny_codec, params)
+        coded = [enc.encode(w) for w in lat]
+        for c in coded:
+            assert np.array_equal(dec.decode(c.type, c.payload), c.recon)
+        zeros[f] = sum(int((c.values[0] == 0).sum()) for c in coded[1:])
+        if mode == "closed":
+            step = tiny_codec.steps[1]
+            y = np.stack([tiny_codec.to_proxy(w) for w in lat]) / step
+            assert all(np.abs(y[t] - c.state).max() < 1 - f + 1e-6 for t, c in enumerate(coded))
+    assert zeros[0.2] > zeros[0.5]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rounding_offset": 0.6}, "rounding offset must be between 0 and 0.5, got 0.6"),
+    ({"rounding_offset": -0.1}, "rounding offset must be between 0 and 0.5"),
+    ({"rounding_offset": True}, "rounding offset must be between 0 and 0.5"),
+    ({"rounding_offset": 0.2, "mode": "intra", "g": 0}, "intra mode has none"),
+])
+def test_stream_params_reject_bad_rounding_offsets(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        StreamParams(**kwargs)
+
+
+def test_tables_are_fitted_on_the_integers_the_configured_encoder_sends(tiny_codec):
+    """coded_integers runs the encoder itself: its differences (repeats left out), their context memory and its
+    residuals are exactly those a decoder reads from the stream coded with the same parameters."""
+    from sganc_stream.training.latent_codec import _proxies, coded_integers
+
+    walk = synthetic_latents("walk", 13, TINY_ROWS, TINY_WIDTH, seed=23)
+    lat = np.repeat(walk[[0, 1, 2, 3, 3, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]], 2, axis=0)  # decimation 2 codes lat[::2]
+    params = StreamParams("open", 4, 1, damping=0.3, rounding_offset=0.25, decimation=2)
+    v, prev, r = coded_integers(tiny_codec, _proxies(tiny_codec, [lat], 1000), params)
+    dec = LatentStreamDecoder(tiny_codec, params, params.version())
+    enc = LatentStreamEncoder(tiny_codec, params)
+    want_v, want_prev, want_r, memory = [], [], [], np.zeros(tiny_codec.channels, np.int64)
+    for w in lat[::2]:
+        c = enc.encode(w)
+        parts = dec.step(c.type, c.payload)
+        if c.type.is_intra:
+            memory = np.zeros_like(memory)
+        elif c.payload:  # not a repeat
+            want_v.append(parts[0][0])
+            want_prev.append(memory)
+            memory = parts[0][0]
+            if len(parts) > 1:
+                want_r.append(parts[1][0])
+    assert len(v) == len(want_v) == 13 and len(r) == len(want_r) == 3  # 14 inter packets, one a repeat
+    assert np.array_equal(v, np.stack(want_v)) and np.array_equal(prev, np.stack(want_prev))
+    assert np.array_equal(r, np.stack(want_r))

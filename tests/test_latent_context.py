@@ -14,6 +14,7 @@ from sganc_stream.latent.context import CONTEXTS, ContextTables, difference_cont
 from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
 from sganc_stream.latent.sequence import decode_bytes, encode_sequence
 from sganc_stream.latent.synthetic import synthetic_latents
+from sganc_stream.training.latent_codec import fit_context
 
 from conftest import TINY_ROWS, TINY_WIDTH
 
@@ -23,8 +24,7 @@ def ctx_codec(tiny_codec: LatentCodecModel) -> LatentCodecModel:
     """The tiny codec plus context tables fitted on its training sequences (seeds 0–5)."""
     model = copy.copy(tiny_codec)
     seqs = [synthetic_latents(k, 40, TINY_ROWS, TINY_WIDTH, seed=i) for i, k in enumerate(["smooth", "walk"] * 3)]
-    model.context_tables = fit_context_tables([np.stack([model.to_proxy(w) for w in s]) for s in seqs], model.steps,
-                                              model.tables["diff"], classes=4)
+    model.context_tables = fit_context(model, seqs, classes=4)
     return model
 
 
@@ -38,10 +38,11 @@ def test_fitted_tables_are_integer_rows_of_the_stated_shape(ctx_codec):
         assert (t.freqs.sum(axis=1) == TOTAL).all() and (t.freqs >= 1).all()
         assert t.classes.shape == (ctx_codec.channels,) and set(np.unique(t.classes)) == {0, 1, 2, 3}
         assert (t.offsets == t.offsets[0]).all() and t.offsets[0] <= 0
-    # a row that saw zero differences after a zero difference gives zero most of its probability
+    # classes are ordered by the channels' share of zero differences: after a zero difference, each class's row gives
+    # zero more probability than the class before
     t = ctx_codec.context_tables[0]
     zero_after_zero = t.freqs[1 * 4:2 * 4, -t.offsets[0]]
-    assert (zero_after_zero > TOTAL // 4).all()
+    assert (np.diff(zero_after_zero) > 0).all() and zero_after_zero[-1] > TOTAL // 2
 
 
 def test_table_rows_follow_context_and_class(ctx_codec):
@@ -64,10 +65,15 @@ def test_context_tables_reject_bad_shapes(kwargs):
 
 
 def test_fit_rejects_too_little_data_and_bad_class_counts(ctx_codec):
-    with pytest.raises(ValueError, match="at least 2 frames"):
-        fit_context_tables([np.zeros((1, ctx_codec.channels))], ctx_codec.steps, ctx_codec.tables["diff"])
+    c = ctx_codec.channels
+    with pytest.raises(ValueError, match="at least one coded difference"):
+        fit_context_tables(np.zeros((0, c), np.int64), np.zeros((0, c), np.int64))
+    with pytest.raises(ValueError, match="at least one coded difference"):
+        fit_context_tables(np.zeros((3, c), np.int64), np.zeros((2, c), np.int64))
     with pytest.raises(ValueError, match="classes must be"):
-        fit_context_tables([np.zeros((3, ctx_codec.channels))], ctx_codec.steps, ctx_codec.tables["diff"], classes=0)
+        fit_context_tables(np.zeros((3, c), np.int64), np.zeros((3, c), np.int64), classes=0)
+    with pytest.raises(InputError, match="at least 2 coded frames"):
+        fit_context(ctx_codec, [synthetic_latents("walk", 1, TINY_ROWS, TINY_WIDTH, seed=1)])
 
 
 @pytest.mark.parametrize("mode,g,keyint", [("open", 3, 0), ("open", 0, 0), ("closed", 0, 5)])
@@ -218,11 +224,22 @@ def test_fit_context_tables_command_adds_tables_to_a_bundle(tiny_codec_path, tmp
     # refitting replaces the tables (in place: --out may be the input)
     assert main(["fit-context-tables", str(out), str(lat / "1.npy"), "--out", str(out), "--quiet"]) == 0
     assert [t.num_classes for t in load_latent_codec(out).context_tables] == [8, 8, 8]
+    # tables for another encoder (closed loop with a dead zone) are fitted on what it sends: other rows
+    dz = tmp_path / "dz.safetensors"
+    assert main(["fit-context-tables", str(tiny_codec_path), str(lat), "--out", str(dz), "--classes", "3", "--quiet",
+                 "--mode", "closed", "--rounding-offset", "0.2"]) == 0
+    out_line = capsys.readouterr().out
+    assert "for the closed-loop encoder with g 0, damping 0, rounding offset 0.2, decimation 1" in out_line
+    assert any(not np.array_equal(a.freqs, b.freqs) for a, b in zip(load_latent_codec(dz).context_tables,
+                                                                     model.context_tables))
     capsys.readouterr()
     np.save(tmp_path / "wide.npy", synthetic_latents("walk", 5, TINY_ROWS, 16))
     bad = tmp_path / "bad.safetensors"
     for args, needle in (([str(lat), "--out", str(bad), "--classes", "0"], "--classes must be between 1 and 64, got 0"),
                          ([str(lat), "--out", str(bad), "--max-frames", "1"], "--max-frames must be at least 2"),
+                         ([str(lat), "--out", str(bad), "--rounding-offset", "0.9"], "rounding offset must be between"),
+                         ([str(lat), "--out", str(bad), "--mode", "closed", "--drift-damping", "0.5"],
+                          "drift damping is for open mode"),
                          ([str(tmp_path / "none"), "--out", str(bad)], "no such file or folder"),
                          ([str(tmp_path / "wide.npy"), "--out", str(bad)], "the latents are 6x16 W+, the codec of"),
                          ([str(lat), "--out", str(tmp_path / "no" / "x.safetensors")], "does not exist")):

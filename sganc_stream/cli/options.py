@@ -16,6 +16,7 @@ from sganc_stream.bitstream.container import MAX_DECIMATION
 from sganc_stream.latent.codec import MODES, StreamParams
 from sganc_stream.latent.context import INTER_CONTEXTS
 from sganc_stream.latent.model import RESIDUAL_TABLES, LatentCodecModel
+from sganc_stream.latent.quantize import ROUNDING_OFFSET
 
 
 def add_stream_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -36,7 +37,7 @@ def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
 
 def add_context_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Add ``--inter-context`` (file streams only: the call protocol's header has no such field) and
-    ``--drift-damping`` (an encoder choice, any bitstream version)."""
+    ``--drift-damping`` and ``--rounding-offset`` (encoder choices, any bitstream version)."""
     p.add_argument("--inter-context", choices=INTER_CONTEXTS, default="factorized",
                    help="how inter differences are coded: factorized (one table per channel, the paper's; default) or "
                         "temporal (each channel's table chosen by its previous decoded difference; needs a model with "
@@ -45,6 +46,10 @@ def add_context_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
     p.add_argument("--drift-damping", type=float, default=0.0, metavar="A",
                    help="open mode: each latent difference also corrects a share A (0 … 1) of the drift so far "
                         "(0: the paper's open loop, default; 1: closed loop with residuals); changes no bitstream field")
+    p.add_argument("--rounding-offset", type=float, default=ROUNDING_OFFSET, metavar="F",
+                   help="quantizer of latent differences: sign(x)·floor(|x| + F) in steps (0 … 0.5); 0.5 rounds to "
+                        "nearest (default), less is a dead zone (1/6: H.264's inter offset) that sends more zeros; "
+                        "changes no bitstream field")
 
 
 def add_decimation_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -66,7 +71,8 @@ def add_rate_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
 def check_stream_arguments(args: argparse.Namespace) -> None:
     """Validate all but ``--step`` (a preset of the model) before a model is loaded: StreamParams with step index 0."""
     StreamParams(args.mode, args.g, 0, args.keyframe_interval, _residual(args), _target(args),
-                 inter_context=_context(args), decimation=_decimation(args), damping=_damping(args))
+                 inter_context=_context(args), decimation=_decimation(args), damping=_damping(args),
+                 rounding_offset=_offset(args))
     if _target(args) is not None and args.step is not None:
         raise InputError("--step and --target-kbps exclude each other: rate control chooses the step")
 
@@ -78,7 +84,8 @@ def stream_params_from(args: argparse.Namespace, codec: LatentCodecModel) -> Str
     target = _target(args)
     step = codec.step_index(min(codec.steps) if target is not None else args.step)
     params = StreamParams(args.mode, args.g, step, args.keyframe_interval, _residual(args), target,
-                          inter_context=_context(args), decimation=_decimation(args), damping=_damping(args))
+                          inter_context=_context(args), decimation=_decimation(args), damping=_damping(args),
+                          rounding_offset=_offset(args))
     params.residual_table(codec)  # a period the model has no empirical table for: InputError now, not mid-stream
     params.steps(codec)  # rate control with a model that cannot switch steps: InputError now
     if params.temporal:
@@ -99,6 +106,11 @@ def _context(args: argparse.Namespace) -> str:
 def _damping(args: argparse.Namespace) -> float:
     """``--drift-damping``; commands without it code the paper's open loop."""
     return getattr(args, "drift_damping", 0.0)
+
+
+def _offset(args: argparse.Namespace) -> float:
+    """``--rounding-offset``; commands without it round differences to nearest."""
+    return getattr(args, "rounding_offset", ROUNDING_OFFSET)
 
 
 def _decimation(args: argparse.Namespace) -> int:

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from sganc_stream.errors import InputError
+from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.context import CONTEXT_CLASSES, MAX_CLASSES
+from sganc_stream.latent.quantize import ROUNDING_OFFSET
 
 
 def add_codec_training_options(p: argparse.ArgumentParser) -> None:
@@ -80,6 +82,8 @@ def cmd_fit_context(args: argparse.Namespace) -> int:
         raise InputError(f"--classes must be between 1 and {MAX_CLASSES}, got {args.classes}")
     if args.max_frames < 2:
         raise InputError(f"--max-frames must be at least 2, got {args.max_frames}")
+    params = StreamParams(args.mode, args.g if args.mode == "open" else 0, 0, damping=args.drift_damping,
+                          rounding_offset=args.rounding_offset, decimation=args.decimation)  # InputError up front
     check_writable(args.out)  # before any work
     bundle = load_bundle(args.bundle)
     if "codec" not in bundle.config:
@@ -94,12 +98,13 @@ def cmd_fit_context(args: argparse.Namespace) -> int:
     if seqs[0].shape[1:] != (codec.rows, codec.width):
         raise InputError(f"the latents are {seqs[0].shape[1]}x{seqs[0].shape[2]} W+, the codec of {args.bundle} codes "
                          f"{codec.rows}x{codec.width}")
-    tables = fit_context(codec, seqs, args.classes, args.max_frames, progress=not args.quiet)
+    tables = fit_context(codec, seqs, args.classes, args.max_frames, progress=not args.quiet, params=params)
     out = with_context_tables(bundle, tables)
     out.save(args.out)
     frames = min(sum(len(s) for s in seqs), args.max_frames)
     print(f"temporal-context tables ({args.classes} classes, {len(tables)} presets) fitted on {frames} frames of "
-          f"{len(seqs)} sequences")
+          f"{len(seqs)} sequences, for the {args.mode}-loop encoder with g {params.g}, damping {args.drift_damping:g}, "
+          f"rounding offset {args.rounding_offset:g}, decimation {args.decimation}")
     print(bundle_line(Path(args.out), out.model_id))
     return 0
 
@@ -124,5 +129,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", type=int, default=CONTEXT_CLASSES, metavar="S",
                    help=f"channel classes (1 … {MAX_CLASSES}; default {CONTEXT_CLASSES})")
     p.add_argument("--max-frames", type=int, default=4000, help="frames used, whole sequences first (default 4000)")
+    enc = p.add_argument_group("the encoder the tables are for (they are fitted on the differences it sends)")
+    enc.add_argument("--mode", choices=("open", "closed"), default="open", help="default: open (the paper's)")
+    enc.add_argument("--g", type=int, default=10, help="residual period in open mode (default: 10)")
+    enc.add_argument("--drift-damping", type=float, default=0.0, metavar="A", help="open mode (default: 0)")
+    enc.add_argument("--rounding-offset", type=float, default=ROUNDING_OFFSET, metavar="F",
+                     help="dead zone of the differences' quantizer (default: 0.5, rounding)")
+    enc.add_argument("--decimation", type=int, default=1, metavar="D", help="every D-th frame coded (default: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit_context)

@@ -13,6 +13,10 @@ exact for one machine and thread count, and may differ by one where y lies withi
           model's empirical residual table for g: ``StreamParams.residual``, bitstream v3)
 * closed: v_t = round(y_t - ŷ_{t-1})          ŷ_t = ŷ_{t-1} + v_t     (no drift, no residual)
 
+``round`` of a difference v_t is the quantizer of :mod:`sganc_stream.latent.quantize`: to nearest by default, or with
+a dead zone (``StreamParams.rounding_offset`` f < 0.5: sign(x)·⌊|x| + f⌋, an encoder choice, any bitstream version).
+Residuals and intra values are always rounded to nearest.
+
 How v_t is coded (``StreamParams.inter_context``): with the model's one factorized table per step (the paper's), or
 (bitstream v5, ``temporal``) each channel with the table its previous decoded difference selects
 (:mod:`sganc_stream.latent.context`); either way the integers, the state and the latents are the same. In a v5 (and
@@ -48,6 +52,7 @@ from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.errors import BitstreamError, InputError
 from sganc_stream.latent.context import INTER_CONTEXTS
 from sganc_stream.latent.model import RESIDUAL_TABLES, LatentCodecModel
+from sganc_stream.latent.quantize import ROUNDING_OFFSET, quantize
 from sganc_stream.latent.rate import RATE_GROUP, RateController, StepTables
 
 STATE_LIMIT = 1 << 30  # a state beyond this can only come from corrupted data
@@ -73,6 +78,7 @@ class StreamParams:
     inter_context: str = "factorized"  # factorized (the paper's) | temporal (bitstream v5, latent.context)
     decimation: int = 1  # code every d-th source frame; the decoder interpolates the others (bitstream v5, latent.sequence)
     damping: float = 0.0  # open mode: share α of the drift each difference corrects (encoder only; any version)
+    rounding_offset: float = ROUNDING_OFFSET  # differences' quantizer: 0.5 rounds, less: a dead zone (encoder only)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -103,6 +109,11 @@ class StreamParams:
             raise InputError(f"drift damping must be between 0 and 1, got {self.damping}")
         if self.damping and self.mode != "open":
             raise InputError("drift damping is for open mode (closed mode has no drift)")
+        if not (isinstance(self.rounding_offset, (int, float)) and not isinstance(self.rounding_offset, bool)
+                and 0.0 <= self.rounding_offset <= ROUNDING_OFFSET):
+            raise InputError(f"rounding offset must be between 0 and {ROUNDING_OFFSET:g}, got {self.rounding_offset}")
+        if self.rounding_offset != ROUNDING_OFFSET and self.mode == "intra":
+            raise InputError("a rounding offset (dead zone) quantizes inter differences: intra mode has none")
         if not (isinstance(self.decimation, int) and not isinstance(self.decimation, bool)
                 and 1 <= self.decimation <= MAX_DECIMATION):
             raise InputError(f"decimation must be an integer between 1 and {MAX_DECIMATION}, got {self.decimation}")
@@ -174,6 +185,7 @@ class CodedFrame:
     step: float  # the quantization step this frame was coded with (rate control: one of the stream's steps)
     model: LatentCodecModel = field(repr=False)
     step_index: int = 0  # the step preset the state counts in
+    values: tuple[np.ndarray, ...] = ()  # the coded integers (C,) int64 of each part: intra q, or v (and residual r)
 
     @cached_property
     def recon(self) -> np.ndarray:
@@ -202,8 +214,8 @@ class LatentStreamEncoder:
         self.steps = step_tables(model, params)
         self.unit = model.steps[params.step_index]
         self.repeats = has_v5_tools(params.version())  # all-zero differences as empty inter packets (v5, v6)
-        self.rate = (RateController(self.steps, params.target_kbps, fps, params.mode == "closed", self.repeats)
-                     if params.target_kbps is not None else None)
+        self.rate = (RateController(self.steps, params.target_kbps, fps, params.mode == "closed", self.repeats,
+                                    params.rounding_offset) if params.target_kbps is not None else None)
         self.choice = 0  # the step (index into self.steps) of the current group
         self.choices: list[int] = []  # the step of every face frame coded so far (rate control's record)
         self.fps = fps
@@ -222,12 +234,18 @@ class LatentStreamEncoder:
 
         Raises InputError for a frame of the wrong shape, with NaN/infinity, or out of the model's range.
         """
-        m, p = self.model, self.params
+        m = self.model
         if wplus.shape != (m.rows, m.width):
             raise InputError(f"latent frame has shape {wplus.shape}, this model codes ({m.rows}, {m.width})")
         if not np.isfinite(wplus).all():
             raise InputError("latent frame contains NaN or infinity")
-        y = m.to_proxy(wplus) / self.unit
+        return self.encode_proxy(m.to_proxy(wplus), new_face=new_face)
+
+    def encode_proxy(self, proxy: np.ndarray, *, new_face: bool = False) -> CodedFrame:
+        """As :meth:`encode`, from the frame's proxy ``T(w)`` (C,) float (e.g. T run on a whole sequence at once, as
+        the table fits do). InputError for values out of the model's range."""
+        m, p = self.model, self.params
+        y = proxy / self.unit
         # Checked in float, before any cast (a huge value wraps in int64), and written so that NaN fails too: finite
         # but huge W+ (up to 3e38) overflows inside T's coupling layers to inf and then NaN.
         if not (np.abs(y) < STATE_LIMIT).all():
@@ -255,7 +273,7 @@ class LatentStreamEncoder:
             # closed mode, and the first frame after a change of step, code against the state (no drift carried over)
             ref = (self._state if p.mode == "closed" or self.choice != previous
                    else self._prev_y + p.damping * (self._state - self._prev_y))  # damping 0: the paper's open loop
-            v = np.rint((y - ref) / k).astype(np.int64)
+            v = quantize((y - ref) / k, p.rounding_offset)
             state = self._state + k * v
             parts, ptype = [(v, st.difference(self._previous, self.choice != self._sent_step))], PacketType.INTER
             if residual:
@@ -281,7 +299,9 @@ class LatentStreamEncoder:
         if self.rate is not None:
             self.rate.spent(8 * len(pack(Packet(ptype, 0, 0, 0, payload), self.fps)), ideal)
         self.choices.append(self.choice)
-        return CodedFrame(ptype, payload, ideal, self._state, k * self.unit, m, p.step_index)  # the state is never changed in place
+        # the state is never changed in place
+        return CodedFrame(ptype, payload, ideal, self._state, k * self.unit, m, p.step_index,
+                          tuple(v for v, _ in parts))
 
 
 class LatentStreamDecoder:

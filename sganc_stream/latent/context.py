@@ -17,9 +17,10 @@ channel in the model; rows share one value range ``offset … offset + L − 2``
 §4.3).
 
 How a model's tables are made is not normative: :func:`fit_context_tables` takes the add-one histogram of the
-open-loop differences of training sequences per (context, class) row (:func:`histogram_freqs`, integers in, integers
-out), with the classes the S quantiles of each channel's probability of a zero difference under the model's own
-factorized table. Measured on held-out clips with the default face model (``benchmarks/inter_context.py``).
+differences an encoder sends on training sequences (its own mode, drift damping, dead zone and decimation: the
+tables fit the integers they will code) per (context, class) row (:func:`histogram_freqs`, integers in, integers
+out), with the classes the S quantiles of each channel's share of zero differences. Measured on held-out clips with
+the default face model (``benchmarks/inter_context.py``).
 """
 
 from __future__ import annotations
@@ -75,32 +76,24 @@ class ContextTables:
         return CodingTable(self.offsets[rows], self.freqs[rows])
 
 
-def fit_context_tables(proxies: list[np.ndarray], steps: list[float], factorized: list[CodingTable],
-                       classes: int = 8) -> list[ContextTables]:
-    """Context tables for every step preset from training proxies (:meth:`LatentCodecModel.to_proxy` of each frame)
-    ``proxies``: a list of (frames, C) float arrays, one per sequence, ``steps`` the presets and ``factorized`` their
-    difference tables (which define the channel classes). Each row: the add-one histogram of the open-loop differences
-    ``round(y_t − y_{t−1})`` (``y = proxy / step``) whose previous difference gives that context, on the values
-    ``−h … h`` with ``h`` the largest |difference| seen (at most (MAX_SYMBOLS − 2) / 2), plus the escape.
-    ValueError for fewer than 2 frames in all or a class count outside 1 … MAX_CLASSES."""
+def fit_context_tables(differences: np.ndarray, previous: np.ndarray, classes: int = CONTEXT_CLASSES) -> ContextTables:
+    """The context tables of one step preset, fitted on what an encoder sent: ``differences`` (N, C) int, the
+    difference part of N inter packets (repeats left out: they are not coded), and ``previous`` (N, C) int, the context
+    memory each was coded after (the previous coded difference; zero after an intra frame), e.g. from
+    ``training.latent_codec.coded_integers``. Each row: the add-one histogram (:func:`histogram_freqs`) of the
+    differences whose previous difference gives that context, on the values ``−h … h`` (``h`` the largest |difference|
+    seen, at most (MAX_SYMBOLS − 2) / 2) plus the escape; the ``classes`` channel classes are the quantiles of each
+    channel's share of zero differences. ValueError for no differences, mismatched shapes or a class count outside
+    1 … MAX_CLASSES."""
     if not 1 <= classes <= MAX_CLASSES:
         raise ValueError(f"classes must be in 1 … {MAX_CLASSES}")
-    if sum(max(len(p) - 1, 0) for p in proxies) < 1:
-        raise ValueError("fitting context tables needs sequences of at least 2 frames")
-    out = []
-    for step, fact in zip(steps, factorized):
-        cur, prev = [], []
-        for p in proxies:
-            v = np.rint(np.diff(np.asarray(p, dtype=np.float64) / step, axis=0)).astype(np.int64)
-            cur.append(v)
-            prev.append(np.concatenate([np.zeros((1, v.shape[1]), np.int64), v[:-1]]))
-        v, pv = np.concatenate(cur), np.concatenate(prev)
-        h = int(min(np.abs(v).max(initial=0), (MAX_SYMBOLS - 2) // 2))
-        zero = np.clip(-fact.offsets, 0, fact.num_symbols - 1)
-        p0 = fact.freqs[np.arange(len(zero)), zero].astype(np.float64)
-        edges = np.quantile(p0, np.linspace(0.0, 1.0, classes + 1)[1:-1])
-        cls = np.searchsorted(edges, p0, side="right").astype(np.int64)
-        rows = difference_context(pv) * classes + cls[None, :]
-        freqs = [histogram_freqs(v[rows == r], -h, 2 * h + 1) for r in range(CONTEXTS * classes)]
-        out.append(ContextTables(cls, np.full(CONTEXTS * classes, -h, np.int64), np.array(freqs, dtype=np.int32)))
-    return out
+    v, pv = np.asarray(differences, dtype=np.int64), np.asarray(previous, dtype=np.int64)
+    if v.ndim != 2 or len(v) < 1 or v.shape != pv.shape:
+        raise ValueError("fitting context tables needs at least one coded difference (N, C) and its previous one")
+    h = int(min(np.abs(v).max(initial=0), (MAX_SYMBOLS - 2) // 2))
+    zero = (v == 0).mean(axis=0)
+    edges = np.quantile(zero, np.linspace(0.0, 1.0, classes + 1)[1:-1])
+    cls = np.searchsorted(edges, zero, side="right").astype(np.int64)
+    rows = difference_context(pv) * classes + cls[None, :]
+    freqs = [histogram_freqs(v[rows == r], -h, 2 * h + 1) for r in range(CONTEXTS * classes)]
+    return ContextTables(cls, np.full(CONTEXTS * classes, -h, np.int64), np.array(freqs, dtype=np.int32))

@@ -38,6 +38,7 @@ import numpy as np
 
 from sganc_stream.entropy.tables import CodingTable
 from sganc_stream.latent.context import ContextTables
+from sganc_stream.latent.quantize import ROUNDING_OFFSET, quantize
 
 RATE_GROUP = 10  # face frames per group where no residual period sets it (closed, intra, open with g = 0)
 REPAY_S = 1.0  # seconds over which the buffer's excess is repaid; the buffer is clamped to this many seconds of budget
@@ -66,13 +67,14 @@ class RateController:
 
     ``target_kbps``: packet kbit/s (payload + framing); ``fps``: frame rate, to turn it into bits per frame;
     ``closed``: the stream's inter frames code ``y − state`` (closed mode) rather than ``y_t − y_{t−1}`` (open);
-    ``repeats``: an all-zero difference costs an empty payload (bitstream v5/v6). With temporal context (the steps'
+    ``repeats``: an all-zero difference costs an empty payload (bitstream v5/v6); ``rounding_offset``: the
+    stream's quantizer of differences (:mod:`sganc_stream.latent.quantize`), which the shadows use too. With temporal context (the steps'
     ``context`` tables) each shadow quantizer keeps its own previous difference, so its cost is the context model's.
     """
 
     def __init__(self, steps: list[StepTables], target_kbps: float, fps: float, closed: bool,
-                 repeats: bool = False) -> None:
-        self.steps, self.closed, self.repeats = steps, closed, repeats
+                 repeats: bool = False, rounding_offset: float = ROUNDING_OFFSET) -> None:
+        self.steps, self.closed, self.repeats, self.offset = steps, closed, repeats, rounding_offset
         self.retarget(target_kbps, fps)
         self.buffer = 0.0  # bits spent − bits budgeted so far (positive: over budget)
         self.overhead = 0.0  # mean packet bits − information content, per packet
@@ -102,10 +104,10 @@ class RateController:
         switch frame)."""
         if state is not None and self._prev_y is not None:
             prev = np.zeros(len(y), np.int64) if previous is None else previous
-            self._first = np.array([self._difference_bits(st, np.rint((y - (state if self.closed or j != current
-                                                                             else self._prev_y)) / st.multiple),
-                                                          prev, residual, j != current)
-                                    for j, st in enumerate(self.steps)])
+            refs = [state if self.closed or j != current else self._prev_y for j in range(len(self.steps))]
+            self._first = np.array([self._difference_bits(st, quantize((y - ref) / st.multiple, self.offset), prev,
+                                                          residual, j != current)
+                                    for j, (st, ref) in enumerate(zip(self.steps, refs))])
         bits = np.zeros(len(self.steps))
         for j, st in enumerate(self.steps):
             m, s = st.multiple, self._shadow[j]
@@ -115,7 +117,7 @@ class RateController:
                 s = m * q
                 self._shadow_diff[j] = np.zeros(len(y), np.int64)
             else:
-                v = np.rint((y - (s if self.closed else self._prev_y)) / m)
+                v = quantize((y - (s if self.closed else self._prev_y)) / m, self.offset)
                 prev = self._shadow_diff[j]
                 assert prev is not None
                 bits[j] = self._difference_bits(st, v, prev, residual)

@@ -9,7 +9,7 @@ accumulate exactly as the open-loop decoder's drift does.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,11 +18,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from sganc_stream.bitstream.packet import PacketType
 from sganc_stream.entropy.factorized import FactorizedDensity
 from sganc_stream.entropy.irwin_hall import residual_support
 from sganc_stream.entropy.tables import CodingTable, channel_histogram_table, histogram_freqs, rebinned
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import atomic_output, load_npy
+from sganc_stream.latent.codec import LatentStreamEncoder, StreamParams
 from sganc_stream.latent.context import CONTEXT_CLASSES, MAX_CLASSES, ContextTables, fit_context_tables
 from sganc_stream.latent.flow import NUM_COUPLINGS, RealNVP
 from sganc_stream.latent.groups import row_weights, stage_groups
@@ -132,52 +134,77 @@ class LatentCodecTrainer(nn.Module):
 EMPIRICAL_RESIDUAL_G = (1, 2, 5, 10, 20, 40, 80)
 
 
-@torch.no_grad()
-def fit_empirical_residuals(model: LatentCodecModel, seqs: list[np.ndarray], gs: Iterable[int] = EMPIRICAL_RESIDUAL_G,
-                            max_frames: int = 4000) -> dict[int, list[CodingTable]]:
-    """Empirical residual tables ``{g: [table per step preset]}``: histograms (:func:`histogram_freqs`, on the
-    Irwin–Hall support of g) of the residual symbols an open-loop encode of ``seqs`` (frames, rows, width) sends
-    with period g, at each step. Uses up to ``max_frames`` frames, whole sequences first to last.
+FIT_PARAMS = StreamParams("open", 10, 0)  # the encoder tables are fitted for by default: the paper's open loop
 
-    The encode is simulated on the integers (intra first frame, then v_t = round(y_t − y_{t−1}), and every g-th frame
-    r_t = round(y_t − ŷ_t)), with T run on whole sequences at once: a fit, so the last float bit of T does not matter.
-    """
+
+def coded_integers(model: LatentCodecModel, proxies: list[np.ndarray], params: StreamParams
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the encoder configured by ``params`` (mode, g, step preset, keyframe interval, drift damping, rounding
+    offset, decimation) sends for each of ``proxies`` ((frames, C) float, T of a training sequence): (differences
+    (N, C), previous (N, C): the context memory each difference is coded after (SPEC §4.3), residuals (M, C)), int64.
+    An all-zero difference without a residual is a repeat in a v5 stream: not coded, memory kept, so left out. Runs
+    :class:`LatentStreamEncoder` itself (factorized tables, Irwin–Hall residuals: the integers do not depend on the
+    tables), so a fit sees exactly the integers a stream with these parameters codes."""
+    fit = replace(params, inter_context="factorized", residual="irwin_hall", target_kbps=None, step_set=())
+    diffs, prevs, residuals = [], [], []
+    for p in proxies:
+        enc = LatentStreamEncoder(model, fit)
+        prev = np.zeros(model.channels, np.int64)
+        for y in p[::params.decimation]:
+            c = enc.encode_proxy(y)
+            if c.type.is_intra:
+                prev = np.zeros_like(prev)
+                continue
+            v = c.values[0]
+            if len(c.values) > 1:
+                residuals.append(c.values[1])
+            elif c.type == PacketType.INTER and not v.any():
+                continue
+            diffs.append(v)
+            prevs.append(prev)
+            prev = v
+    empty = np.zeros((0, model.channels), np.int64)
+    return tuple(np.stack(a) if a else empty for a in (diffs, prevs, residuals))  # type: ignore[return-value]
+
+
+def fit_empirical_residuals(model: LatentCodecModel, seqs: list[np.ndarray], gs: Iterable[int] = EMPIRICAL_RESIDUAL_G,
+                            max_frames: int = 4000, params: StreamParams = FIT_PARAMS) -> dict[int, list[CodingTable]]:
+    """Empirical residual tables ``{g: [table per step preset]}``: histograms (:func:`histogram_freqs`, on the
+    Irwin–Hall support of g) of the residual symbols the open-loop encoder ``params`` (its damping, rounding offset,
+    decimation; mode open, period g, each step) sends on ``seqs`` (frames, rows, width) (:func:`coded_integers`).
+    Uses up to ``max_frames`` frames, whole sequences first to last, with T run on whole sequences at once: a fit, so
+    the last float bit of T does not matter."""
     proxies = _proxies(model, seqs, max_frames)
     out: dict[int, list[CodingTable]] = {}
     for g in gs:
         offset, n_data = residual_support(g)
         per_step = []
-        for step in model.steps:
-            symbols = []
-            for p in proxies:
-                y = p / step
-                state = np.rint(y[0])
-                for t in range(1, len(y)):
-                    state = state + np.rint(y[t] - y[t - 1])
-                    if t % g == 0:
-                        r = np.rint(y[t] - state)
-                        state = state + r
-                        symbols.append(r.astype(np.int64))
-            freqs = histogram_freqs(np.concatenate(symbols) if symbols else np.empty(0, np.int64), offset, n_data)
+        for i in range(len(model.steps)):
+            r = coded_integers(model, proxies, replace(params, mode="open", g=g, step_index=i))[2]
+            freqs = histogram_freqs(r, offset, n_data)
             per_step.append(CodingTable(np.array([offset], np.int64), np.array([freqs], np.int32), shared=True))
         out[g] = per_step
     return out
 
 
 def fit_context(model: LatentCodecModel, seqs: list[np.ndarray], classes: int = CONTEXT_CLASSES, max_frames: int = 4000,
-                progress: bool = False) -> list[ContextTables]:
+                progress: bool = False, params: StreamParams = FIT_PARAMS) -> list[ContextTables]:
     """Temporal-context tables (bitstream v5, :func:`sganc_stream.latent.context.fit_context_tables`) for every step
-    preset of ``model`` from up to ``max_frames`` frames of ``seqs`` (frames, rows, width), whole sequences first to
-    last; ``progress``: a bar over the presets. InputError for a class count outside 1 … MAX_CLASSES or fewer than
-    2 frames in all."""
+    preset of ``model``, fitted on the differences the encoder ``params`` (at each preset) sends on up to
+    ``max_frames`` frames of ``seqs`` (frames, rows, width), whole sequences first to last; ``progress``: a bar over
+    the presets. InputError for a class count outside 1 … MAX_CLASSES or fewer than 2 coded frames in all."""
     if not 1 <= classes <= MAX_CLASSES:
         raise InputError(f"context classes must be between 1 and {MAX_CLASSES}, got {classes}")
     proxies = _proxies(model, seqs, max_frames)
-    if sum(len(p) - 1 for p in proxies) < 1:
-        raise InputError("fitting temporal-context tables needs sequences of at least 2 frames")
-    return [fit_context_tables(proxies, [step], [diff], classes)[0]
-            for step, diff in tqdm(list(zip(model.steps, model.tables["diff"])), desc="context tables", unit="preset",
-                                   disable=not progress)]
+    if sum(len(p[::params.decimation]) - 1 for p in proxies) < 1:
+        raise InputError("fitting temporal-context tables needs sequences of at least 2 coded frames")
+    out = []
+    for i in tqdm(range(len(model.steps)), desc="context tables", unit="preset", disable=not progress):
+        v, pv, _ = coded_integers(model, proxies, replace(params, step_index=i))
+        if not len(v):  # every difference was a repeat (all zero): tables for zeros
+            v = pv = np.zeros((1, model.channels), np.int64)
+        out.append(fit_context_tables(v, pv, classes))
+    return out
 
 
 @torch.no_grad()
