@@ -37,6 +37,18 @@ def test_video_to_video_with_json(tmp_path: Path) -> None:
     assert np.array(frames[10]["quad"]).shape == (4, 2)
 
 
+def test_video_to_folder_writes_one_png_per_frame(tmp_path: Path) -> None:
+    """Found by a new user: a video into a folder crashed (KeyError) on its first crop."""
+    clip = shared_path(CLIPS, STEADY_CLIP)
+    out = tmp_path / "crops"
+    assert cli.main(["align", str(clip), str(out), "--size", "64"]) == 0
+    with VideoReader(clip) as source:
+        count = sum(1 for _ in source)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{i:06d}.png" for i in range(count)]
+    assert cv2.imread(str(out / names[-1])).shape == (64, 64, 3)
+
+
 def test_image_folder_to_folder_skips_faceless_images(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()

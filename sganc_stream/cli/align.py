@@ -54,8 +54,10 @@ def run(args: argparse.Namespace) -> int:
                 records = _align_all(reader, aligner, stills, names, lambda crop, _, t: writer.write(crop, t))
         else:
             with output_folder(args.output):  # removed again if this run made it and fails before any crop
+                # A folder input's crops keep their images' stems; a video's are named by frame index.
                 records = _align_all(reader, aligner, stills, names,
-                                     lambda crop, name, _: _write_png(args.output / f"{stems[name]}.png", crop))
+                                     lambda crop, name, _: _write_png(args.output / f"{stems.get(name, name)}.png",
+                                                                      crop))
     if args.json:
         payload = {"input": str(args.input), "size": args.size, "landmarks": args.landmarks, "fps": reader.fps,
                    "smoothing": aligner.smoother is not None, "frames": records}
