@@ -24,6 +24,7 @@ from sganc_stream.bitstream.container import fps_in_range
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import atomic_output, output_folder
 from sganc_stream.pipeline import FaceModel, TimedFrame, TranscodeOptions, transcode_file, transcode_frames
+from sganc_stream.report import write_json
 from sganc_stream.video import VideoReader
 
 SHEET_FRAMES = 4  # rows of the contact sheet
@@ -107,4 +108,6 @@ def run_demo(model: FaceModel, outdir: str | os.PathLike[str], options: Transcod
         else:
             report = transcode_file(model, input if input is not None else demo_clip(), out / "demo.sgnc", opts)
         contact_sheet(out / "side_by_side.mp4", aligned_vs_decoded, out / "contact_sheet.png")
+        report["outputs"]["contact_sheet"] = str(out / "contact_sheet.png")
+        write_json(out / "report.json", report)  # again, now that it can name the contact sheet
     return report

@@ -22,7 +22,9 @@ def test_demo_runs_headless(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
                                                "contact_sheet.png", "report.json"}
     report = json.loads((out / "report.json").read_text())
     videos = {k: Path(v).name for k, v in report["outputs"].items() if k not in ("sgnc", "report", "lossless")}
-    assert videos == {"side_by_side": "side_by_side.mp4", "aligned_vs_decoded": "aligned_vs_decoded.mp4"}
+    assert videos == {"side_by_side": "side_by_side.mp4", "aligned_vs_decoded": "aligned_vs_decoded.mp4",
+                      "contact_sheet": "contact_sheet.png"}  # every file it writes is named
+    assert "aligned_vs_decoded.mp4" in printed and "contact_sheet.png" in printed
     assert report["stream"]["refine"] is None and "refined" not in printed
 
 

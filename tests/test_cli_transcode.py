@@ -254,3 +254,21 @@ def test_transcode_with_a_target_rate_writes_v4_that_decodes(tmp_path: Path, cap
     bad = tmp_path / "bad.sgnc"
     assert main(["transcode", "--model", model, "--target-kbps", "20", "--step", "1", "--quiet", str(clip), str(bad)]) == 2
     assert "exclude each other" in _one_line_error(capsys, "transcode") and not bad.exists()
+
+
+def test_a_missed_rate_target_gets_one_line_saying_which_side() -> None:
+    from sganc_stream.cli.transcode import rate_notes
+    assert rate_notes({"kbps": 37.5}, None) == []
+    assert rate_notes({"kbps": 21.5}, 20.0) == []  # within 10 %
+    (low,) = rate_notes({"kbps": 37.5}, 20.0)
+    assert "--target-kbps 20" in low and "37.50" in low and "coarsest" in low
+    (high,) = rate_notes({"kbps": 100.0}, 400.0)
+    assert "finest" in high
+
+
+def test_identity_every_zero_is_refused_by_its_option_name_before_the_model_loads(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["transcode", "--model", str(tmp_path / "no-model.safetensors"), "--identity-every", "0",
+                 str(tmp_path / "in.mp4"), str(tmp_path / "x.sgnc")]) == 2
+    assert "--identity-every must be at least 1" in _one_line_error(capsys, "transcode")
+    assert os.listdir(tmp_path) == []

@@ -29,7 +29,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  codec alone (align + E + coding, and decoding + G; not the quality metrics, paste-back or video "
           f"writing): encode {report['speed']['encode_fps']:.1f} frames/s, decode {report['speed']['decode_fps']:.1f} frames/s")
     print(f"  look at: {args.out}/side_by_side.mp4 (original | decoded face pasted back), "
-          f"{args.out}/contact_sheet.png; report: {args.out}/report.json")
+          f"{args.out}/contact_sheet.png (rows of original | aligned input | decoded face | pasted back), "
+          f"{args.out}/aligned_vs_decoded.mp4 (aligned input | decoded face, at the model's size); "
+          f"report: {args.out}/report.json")
     return 0
 
 

@@ -65,7 +65,8 @@ def add_rate_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
     p.add_argument("--target-kbps", type=float, metavar="K",
                    help="rate control: choose the quantization step per group of frames (g frames in open mode, 10 "
                         "otherwise) among the model's presets so the packet rate (payload + framing) keeps K kbit/s; "
-                        "writes bitstream v4 (v6 with --inter-context temporal or --decimation); excludes --step")
+                        "writes bitstream v4 (v6 with --inter-context temporal, or with --decimation where the command has "
+                        "it); excludes --step")
 
 
 def check_stream_arguments(args: argparse.Namespace) -> None:

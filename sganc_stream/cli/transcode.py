@@ -61,6 +61,8 @@ def check_coding_options(args: argparse.Namespace) -> RefineOptions | None:
     """Validate what needs no model (one line, InputError) before it is loaded; the refinement options or None."""
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError("--max-frames must be at least 1")
+    if args.identity_every < 1:
+        raise InputError(f"--identity-every must be at least 1, got {args.identity_every}")
     check_stream_arguments(args)
     return RefineOptions(args.refine) if args.refine else None
 
@@ -101,7 +103,7 @@ def cmd_transcode(args: argparse.Namespace) -> int:
     options = options_from(args, model, **outputs)
     report = transcode_file(model, args.input, args.output, options)
     print(f"{args.output}: {describe(report)}")
-    for line in face_notes(report):
+    for line in face_notes(report) + rate_notes(report, args.target_kbps):
         print(f"  {line}")
     return 0
 
@@ -119,6 +121,16 @@ def face_notes(report: dict[str, Any]) -> list[str]:
         notes.append(f"the coded person changes {report['identity_changes']} times (new-face intra frames at "
                      f"{', '.join(map(str, frames[:10]))}{'…' if len(frames) > 10 else ''})")
     return notes
+
+
+def rate_notes(report: dict[str, Any], target_kbps: float | None) -> list[str]:
+    """A line when rate control missed its target by more than 10 % (kbit/s at the clip's frame rate): the step
+    presets saturate, as rate control's buffer clamp lets them (``sganc_stream.latent.rate``)."""
+    if target_kbps is None or abs(report["kbps"] - target_kbps) <= 0.1 * target_kbps:
+        return []
+    side = ("below what the coarsest" if report["kbps"] > target_kbps else "above what the finest")
+    return [f"rate control missed --target-kbps {target_kbps:g}: {report['kbps']:.2f} kbps, the target is {side} "
+            "step preset gives on this clip"]
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
