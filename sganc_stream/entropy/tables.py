@@ -104,11 +104,6 @@ class CodingTable:
         cdf[:, n] = 1 << CODER_PRECISION
         return cdf
 
-    def __getstate__(self) -> dict[str, object]:
-        # Pickling and deepcopy leave out the decoder's cached constriction models (entropy.rans keeps them under
-        # "_models"; they do not pickle): a copy rebuilds them on first use.
-        return {k: v for k, v in self.__dict__.items() if k != "_models"}
-
     def intervals(self, sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(left, right) int64 (C,): each channel's symbol ``sym`` (C,) int coded with ``[cdf[c, s], cdf[c, s + 1])``
         (a shared table: its one row for every channel); for :meth:`select_rows` tables gathered from the source
