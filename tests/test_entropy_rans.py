@@ -1,13 +1,16 @@
 import struct
 import zlib
 
+import constriction
 import numpy as np
 import pytest
 
+from sganc_stream.assets import default_face_model, default_latent_codec
 from sganc_stream.entropy.irwin_hall import residual_table
-from sganc_stream.entropy.rans import check_value, decode_parts, encode_parts
-from sganc_stream.entropy.tables import CodingTable, quantize_pmf
+from sganc_stream.entropy.rans import _FAMILY, _interval_rows, check_value, decode_parts, encode_parts
+from sganc_stream.entropy.tables import MAX_SYMBOLS, TOTAL, CodingTable, quantize_pmf
 from sganc_stream.errors import BitstreamError
+from sganc_stream.latent.model import load_latent_codec
 
 
 def _table(rng: np.random.Generator, c: int = 9216, length: int = 24) -> CodingTable:
@@ -85,3 +88,62 @@ def test_altered_escape_values_are_caught_by_the_check_value() -> None:
             decode_parts(bytes(bad), [(t, 300)])
     with pytest.raises(BitstreamError, match="does not end"):  # a v2 payload read as v1: the check value is left over
         decode_parts(payload, [(t, 300)], check=False)
+
+
+def _full_rows_payload(sym: np.ndarray, t: CodingTable) -> bytes:
+    """``sym`` coded as the coder did before its per-table cache: constriction's model rebuilt from every full row (the
+    categorical family, or a shared table's concrete model)."""
+    coder = constriction.stream.stack.AnsCoder()
+    if t.shared:
+        coder.encode_reverse(sym, constriction.stream.model.Categorical(t.probs[0], perfect=False))
+    else:
+        coder.encode_reverse(sym, constriction.stream.model.Categorical(perfect=False), t.probs)
+    return coder.get_compressed().tobytes()
+
+
+def _cached_payload(sym: np.ndarray, t: CodingTable) -> bytes:
+    """``sym`` coded from the table's cached cdf, as encode_parts codes it."""
+    k, rows = _interval_rows(t, sym)
+    coder = constriction.stream.stack.AnsCoder()
+    coder.encode_reverse(k, _FAMILY, rows)
+    return coder.get_compressed().tobytes()
+
+
+def _tables_to_check() -> list[CodingTable]:
+    rng = np.random.default_rng(5)
+    out = [_table(rng, 64, n) for n in (2, 3, 24, 149, MAX_SYMBOLS)]
+    lop = np.ones((3, MAX_SYMBOLS), dtype=np.int32)  # nearly all mass on one symbol, every other frequency 1
+    lop[np.arange(3), [0, 100, MAX_SYMBOLS - 1]] += TOTAL - MAX_SYMBOLS
+    two = np.array([[1, TOTAL - 1], [TOTAL - 1, 1]], np.int32)
+    out += [CodingTable(np.zeros(3, np.int64), lop), CodingTable(np.zeros(2, np.int64), two), residual_table(1),
+            residual_table(10)]
+    for path in (default_latent_codec(), default_face_model()):
+        m = load_latent_codec(path)
+        out += [t for kind in m.tables.values() for t in kind] + list(m.empirical_residuals.get(10, []))
+    return out
+
+
+def test_cached_intervals_give_the_full_rows_bytes_for_every_symbol_of_every_table() -> None:
+    """The coder's per-table cdf (built once) codes every symbol of every table, the shipped models' included, with
+    exactly the interval constriction builds from the full row on every call: the same bytes, symbol by symbol."""
+    rng = np.random.default_rng(6)
+    for t in _tables_to_check():
+        c = t.freqs.shape[0] if not t.shared else 257
+        for s in range(t.num_symbols):
+            sym = np.full(c, s, dtype=np.int32)
+            assert _cached_payload(sym, t) == _full_rows_payload(sym, t), (t.freqs.shape, s)
+        sym = rng.integers(0, t.num_symbols, c).astype(np.int32)
+        assert _cached_payload(sym, t) == _full_rows_payload(sym, t)
+
+
+def test_coder_cdf_is_built_once_and_shared_by_selected_rows() -> None:
+    t = _table(np.random.default_rng(7), 40, 30)
+    assert t.cdf is t.cdf  # cached on the table
+    assert t.cdf.shape == (40, 31) and (np.diff(t.cdf, axis=1) >= 1).all() and (t.cdf[:, -1] == 1 << 24).all()
+    rows = np.random.default_rng(8).integers(0, 40, 100)
+    sel = t.select_rows(rows)
+    sym = np.random.default_rng(9).integers(0, 30, 100)
+    assert np.array_equal(np.stack(sel.intervals(sym)), np.stack((t.cdf[rows, sym], t.cdf[rows, sym + 1])))
+    assert "cdf" not in sel.__dict__  # gathered from the source table's cdf, not a copy built per frame
+    sym32 = sym.astype(np.int32)
+    assert np.array_equal(sel.cdf, t.cdf[rows]) and _cached_payload(sym32, sel) == _full_rows_payload(sym32, sel)

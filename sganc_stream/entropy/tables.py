@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
 
 PRECISION = 16
 TOTAL = 1 << PRECISION
+CODER_PRECISION = 24  # the precision of constriction's AnsCoder models (DefaultAnsCoder: 32-bit words, 24-bit models)
 MAX_SYMBOLS = 256  # data symbols + escape; wider supports are truncated and their tails escape
 
 
@@ -80,6 +82,44 @@ class CodingTable:
             raise ValueError("table frequencies must be >= 1 and sum to 2**PRECISION per channel")
         # constriction takes float probabilities; integers <= 2**16 are exact in float32.
         object.__setattr__(self, "probs", f.astype(np.float32))
+
+    @cached_property
+    def cdf(self) -> np.ndarray:
+        """(C, L + 1) int64: the 24-bit model of each row (bitstream_spec/SPEC.md §4.1: constriction's fast leaky
+        quantization, computed in binary32), channel ``c``'s symbol ``s`` coded with ``[cdf[c, s], cdf[c, s + 1])``,
+        ``cdf[c, L] = 2^24``. Built on first use and kept: the tables are frozen, so the coder builds it once per table
+        (as CompressAI's ``update()`` builds its CDFs once), not once per frame. A row's partial sums are integers
+        ≤ 2^16, exact in float32, so it is the same on every machine; tests/test_entropy_rans.py checks it against
+        constriction symbol by symbol."""
+        source = self.__dict__.get("_source")
+        if source is not None:  # rows of another table (select_rows)
+            return source[0].cdf[source[1]]
+        f = self.freqs.astype(np.int64)
+        n = f.shape[1]
+        before = np.zeros_like(f)
+        np.cumsum(f[:, :-1], axis=1, out=before[:, 1:])
+        scale = np.float32((1 << CODER_PRECISION) - n) / np.float32(TOTAL)  # Σ f = 2^16 exactly (checked above)
+        cdf = np.empty((f.shape[0], n + 1), dtype=np.int64)
+        cdf[:, :n] = (before.astype(np.float32) * scale).astype(np.int64) + np.arange(n)  # float32 product, truncated
+        cdf[:, n] = 1 << CODER_PRECISION
+        return cdf
+
+    def intervals(self, sym: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(left, right) int64 (C,): each channel's symbol ``sym`` (C,) int coded with ``[cdf[c, s], cdf[c, s + 1])``
+        (a shared table: its one row for every channel); for :meth:`select_rows` tables gathered from the source
+        table's cdf, which is not copied."""
+        s = np.asarray(sym, dtype=np.int64)
+        table, rows = self.__dict__.get("_source") or (self, np.zeros_like(s) if self.shared else np.arange(s.size))
+        flat = table.cdf.reshape(-1)
+        at = rows * (table.num_symbols + 1) + s
+        return flat[at], flat[at + 1]
+
+    def select_rows(self, rows: np.ndarray) -> CodingTable:
+        """The per-channel table whose channel ``c`` is row ``rows[c]`` (C,) int of this one, sharing this table's
+        cdf: a table chosen per frame (temporal context) does not rebuild the coder's model."""
+        out = CodingTable(self.offsets[rows], self.freqs[rows])
+        out.__dict__["_source"] = (self, rows)  # read by cdf and intervals
+        return out
 
     @property
     def num_symbols(self) -> int:

@@ -64,7 +64,8 @@ class ContextTables:
                 or self.classes.min() < 0 or self.classes.max() >= s):
             raise ValueError(f"context tables need {CONTEXTS}·S rows (S ≤ {MAX_CLASSES}), one offset per row and "
                              "channel classes in 0 … S−1")
-        CodingTable(self.offsets, self.freqs)  # frequency rules (≥ 1, sum 2^16, 2 … MAX_SYMBOLS symbols)
+        # frequency rules (≥ 1, sum 2^16, 2 … MAX_SYMBOLS symbols); kept, so the coder's model is built once
+        object.__setattr__(self, "_table", CodingTable(self.offsets, self.freqs))
 
     @property
     def num_classes(self) -> int:
@@ -73,7 +74,7 @@ class ContextTables:
     def table(self, previous: np.ndarray) -> CodingTable:
         """The per-channel table of a difference whose channels' previous decoded difference is ``previous`` (C,)."""
         rows = difference_context(previous) * self.num_classes + self.classes
-        return CodingTable(self.offsets[rows], self.freqs[rows])
+        return self._table.select_rows(rows)
 
 
 def fit_context_tables(differences: np.ndarray, previous: np.ndarray, classes: int = CONTEXT_CLASSES) -> ContextTables:
