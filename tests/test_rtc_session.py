@@ -201,7 +201,10 @@ def test_retransmission_repairs_what_redundancy_cannot_carry(tmp_path: Path, ret
     assert len(repaired) >= 3 and sum(r["restored"] for r in repaired) >= len(repaired)
     assert all(r["repair_ms"] < 1000 for r in repaired)
     assert len(events(tmp_path / "A.jsonl", "rtx")) >= len(repaired)
-    assert len(requests) < len(repaired)  # a keyframe is the last resort: intra frames answer only requests
+    # A keyframe is the last resort: fewer gaps fell back to one than retransmission repaired. Counted in gaps
+    # ("gap" events), not requests: one gap can take several requests while its intra frame is under way or lost,
+    # more of them the busier the machine (a clean-clone run at load 3 saw 4 requests for 3 repairs).
+    assert len(events(log, "gap")) < len(repaired)
     assert sum(t["type"] == "intra" for t in tx) <= 1 + len(requests) + len(events(tmp_path / "A.jsonl", "rtx"))
     assert len(shown) >= 0.5 * len(tx)  # of at most 75 %
 

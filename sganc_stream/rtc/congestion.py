@@ -77,6 +77,11 @@ FEEDBACK_S = 0.5  # a feedback message at least this often ...
 FEEDBACK_MIN_S = 0.1  # ... and at once (at most this often) when the estimate falls by DECREASE_REPORT or more
 DECREASE_REPORT = 0.03
 BURST_S = 0.1  # the sender's bucket lets this much of the budget go at once
+# A retransmission may go while the bucket holds up to this much of the budget (frames then wait until it is back
+# under BURST_S, so the average stays the budget): the receiver gives a gap up after three NACKs a few tens of ms
+# apart, and at 10 kbit/s one 112-byte answer behind a frame would otherwise wait 80–150 ms and lose that race
+# (libwebrtc's pacer likewise sends retransmissions first and paces at 2.5x the target).
+REPAIR_BURST_S = 0.5
 
 
 class TrendlineFilter:
@@ -412,12 +417,14 @@ class SendRate:
             return self._admits(now_s) and not self._repair_waiting
 
     def may_repair(self, now_s: float) -> bool:
-        """Whether a retransmission (SPEC §8.7) may go now: the test a frame passes (no budget, or the bucket holds
-        at most ``BURST_S`` of it), so it spends the budget a frame would. When it may not, it waits ahead of the
+        """Whether a retransmission (SPEC §8.7) may go now: no budget, or the bucket holds at most ``REPAIR_BURST_S``
+        of it (a frame needs ``BURST_S``); it is charged as a frame is, so frames repay it. When it may not, it waits ahead of the
         frames (as retransmissions do in libwebrtc's pacer): :meth:`may_send` refuses frames until the caller sends it
         (:meth:`repaired`) or gives it up (:meth:`drop_repair`)."""
         with self._lock:
-            ok = self._admits(now_s)
+            self._drain(now_s)
+            budget = self.budget_bps
+            ok = budget is None or self._level <= budget * REPAIR_BURST_S
             self._repair_waiting = not ok
             return ok
 
