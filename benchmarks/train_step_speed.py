@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,8 +38,7 @@ import torch
 from common import write_result
 from sganc_stream.errors import InputError
 from sganc_stream.training.face_data import load_prepared
-from sganc_stream.models.checkpoint import read_torch_file
-from sganc_stream.training.face_model import (CHUNK_SETTINGS, FaceModelConfig, FaceModelTrainer, TrainSettings, _known,
+from sganc_stream.training.face_model import (FaceModelConfig, FaceModelTrainer, TrainSettings, load_trainer,
                                               set_memory_format, to_tensor)
 
 V1_ARCH = dict(size=128, channel_base=3072, channel_max=256)  # runs/train_v1.sh's layout
@@ -57,10 +54,7 @@ def build(variant: str, checkpoint: str | None
     if checkpoint is None:
         trainer = FaceModelTrainer(FaceModelConfig(**V1_ARCH), TrainSettings(**V1_SETTINGS), "cpu")
     else:
-        state = read_torch_file(checkpoint, keys=("arch", "settings", "modules"), what="train-face-model checkpoint")
-        fixed = {k: v for k, v in _known(json.loads(state["settings"])).items() if k not in CHUNK_SETTINGS}
-        trainer = FaceModelTrainer(FaceModelConfig(**json.loads(state["arch"])), TrainSettings(**{**fixed, **V1_SETTINGS}))
-        trainer.load_state(state, Path(checkpoint))
+        trainer = load_trainer(checkpoint, **V1_SETTINGS)
     # The trainer lays out CPU weights and batches channels-last itself (since this benchmark measured it); the
     # other variants get NCHW back.
     trainer.channels_last = variant == "channels_last"

@@ -401,10 +401,10 @@ class SendRate:
             self._level = max(0.0, self._level - budget * (now_s - self._last_s))
         self._last_s = now_s
 
-    def _admits(self, now_s: float) -> bool:
+    def _admits(self, now_s: float, burst_s: float = BURST_S) -> bool:
         self._drain(now_s)
         budget = self.budget_bps
-        return budget is None or self._level <= budget * BURST_S
+        return budget is None or self._level <= budget * burst_s
 
     def may_send(self, now_s: float) -> bool:
         """Whether the frame offered now may be coded: no budget yet, or the bucket holds at most ``BURST_S`` of it
@@ -422,9 +422,7 @@ class SendRate:
         frames (as retransmissions do in libwebrtc's pacer): :meth:`may_send` refuses frames until the caller sends it
         (:meth:`repaired`) or gives it up (:meth:`drop_repair`)."""
         with self._lock:
-            self._drain(now_s)
-            budget = self.budget_bps
-            ok = budget is None or self._level <= budget * REPAIR_BURST_S
+            ok = self._admits(now_s, REPAIR_BURST_S)
             self._repair_waiting = not ok
             return ok
 

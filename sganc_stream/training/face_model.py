@@ -631,14 +631,15 @@ def save_checkpoint(trainer: FaceModelTrainer, path: Path) -> None:
     tmp.replace(path)
 
 
-def load_trainer(path: str | Path, device: str = "cpu") -> FaceModelTrainer:
-    """Rebuild a trainer (models, optimizers, history) from a checkpoint alone."""
+def load_trainer(path: str | Path, device: str = "cpu", **chunk: object) -> FaceModelTrainer:
+    """Rebuild a trainer (models, optimizers, history) from a checkpoint alone; ``chunk`` sets loss weights and other
+    settings a resumed chunk may change (``CHUNK_SETTINGS``; others must equal the checkpoint's: InputError)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such training checkpoint")
     state = read_torch_file(path, keys=("arch", "settings", "modules"), what="train-face-model checkpoint")
     arch = FaceModelConfig(**json.loads(state["arch"]))
-    settings = TrainSettings(**_known(json.loads(state["settings"])))
+    settings = TrainSettings(**{**_known(json.loads(state["settings"])), **chunk})
     trainer = FaceModelTrainer(arch, settings, device)
     trainer.load_state(state, path)
     return trainer
