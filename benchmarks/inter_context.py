@@ -1,6 +1,7 @@
 """Temporal context and decimation (bitstream v5) against today's stream, at equal latent MSE (issue 16, points 2 and 4).
 
     python benchmarks/inter_context.py [--g 10] [--classes 8] [--clips FILE ...] [--max-frames N] [--systems NAME ...]
+        [--tables fit|bundle] [--baseline-step 1] [--model BUNDLE]
         [--out NAME]     # results in benchmarks/results/NAME.json (default inter_context)
     python benchmarks/inter_context.py --from-json benchmarks/results/inter_context.json   # table and plot again
 
@@ -17,9 +18,11 @@ held-out clip coded open-loop with residual period g at each of the model's step
 * closed loop (no residuals, so no g) with and without temporal context and the dead zone.
 
 Each system's context and empirical residual tables are fitted on what its own encoder (mode, damping, dead zone,
-decimation) sends on the training clips (``training.latent_codec.coded_integers``).
+decimation) sends on the training clips (``training.latent_codec.coded_integers``). With ``--tables bundle`` nothing
+is fitted and no preset added: every system codes with the model's own tables, as a user of that bundle would (they
+were fitted by ``fit-context-tables`` for one encoder, so only that encoder's system is a fair reading).
 
-The shipped presets (Δ = 0.5, 1, 2) get Δ = 1.5 added in memory (``add_coarser_steps``: difference table a histogram
+With ``--tables fit`` the presets (v0's: Δ = 0.5, 1, 2) get Δ = 1.5 added in memory (``add_coarser_steps``: difference table a histogram
 of the training clips' differences, intra table rebinned), so systems whose MSE at Δ = 1 is below today's have a point
 between.
 
@@ -28,7 +31,7 @@ Every v5 stream sends all-zero differences (repeated source frames) as repeats (
 Rates are whole-stream: the .sgnc file's bits (container header, packet framing, END packet) per **source** frame, and
 kbit/s at the source's frame rate; the data-channel wire estimate (rtc.wire, per packet record) is given too. Quality:
 latent MSE against E(x) on every source frame (interpolated frames included). Equal-MSE rule: each system's bits per
-frame at the MSE of ``today`` at the middle preset (Δ = 1), interpolated log-linearly on the system's operational
+frame at the MSE of ``today`` at ``--baseline-step`` (Δ = 1, v0's middle preset), interpolated log-linearly on the system's operational
 curve over the presets, pooled over clips (rd.rate_at_quality; never extrapolated: None where the curve does not
 reach it). Every stream is decoded and its integer states compared with the encoder's. T and T⁻¹ run batched over
 each clip (rate_control.BatchCodec). Also counted: inter packets whose difference is all zero (what they cost).
@@ -133,6 +136,14 @@ def main() -> int:
     ap.add_argument("--classes", type=int, default=8, help="channel classes of the context tables")
     ap.add_argument("--systems", nargs="*", default=list(SYSTEMS), choices=list(SYSTEMS), metavar="NAME",
                     help="systems to code (default: all; today's is always coded, it is the reference)")
+    ap.add_argument("--tables", choices=("fit", "bundle"), default="fit",
+                    help="fit: each system's context and empirical residual tables fitted in memory on the training "
+                         "clips, and Δ = 1.5 added (default); bundle: the model's own tables as shipped (fitted for "
+                         "one encoder by fit-context-tables; only the systems with that encoder are meaningful), no "
+                         "preset added")
+    ap.add_argument("--baseline-step", type=float, default=1.0,
+                    help="today's operating point whose latent MSE the systems are compared at (default 1, the "
+                         "middle preset of the models with presets 0.5, 1, 2)")
     ap.add_argument("--out", default="inter_context",
                     help="results name under benchmarks/results (default: %(default)s)")
     ap.add_argument("--from-json", metavar="JSON", help="summarize a results file again (no coding)")
@@ -143,10 +154,11 @@ def main() -> int:
     t0 = time.perf_counter()
     face = load_face_model(args.model or default_face_model())
     codec = face.codec
-    train = [clip_wplus(face, rel, n)[0] for rel, n in tqdm(TRAIN, desc="training clips (align + E)")]
+    train = [clip_wplus(face, rel, n)[0] for rel, n in tqdm(TRAIN if args.tables == "fit" else (), desc="training clips (align + E)")]
     clips = {rel: clip_wplus(face, rel, args.max_frames) for rel in tqdm(args.clips, desc="held-out clips (align + E)")}
-    baseline_step = codec.steps[len(codec.steps) // 2]  # the shipped middle preset, Δ = 1
-    add_coarser_steps(codec, train, ADDED_STEPS)
+    baseline_step = codec.steps[codec.step_index(args.baseline_step)]  # InputError for a step that is no preset
+    if args.tables == "fit":
+        add_coarser_steps(codec, train, ADDED_STEPS)
     systems = [BASELINE] + [n for n in args.systems if n != BASELINE]
     runs: list[dict[str, Any]] = []
     context_bytes = 0
@@ -155,10 +167,11 @@ def main() -> int:
         base = StreamParams(mode, args.g if mode == "open" else 0, 0, residual=residual, inter_context=context,
                             decimation=d, damping=damping, rounding_offset=offset)
         # each system's tables are fitted on what its own encoder sends on the training clips (in memory)
-        if context == "temporal":
+        if context == "temporal" and args.tables == "fit":
             codec.context_tables = fit_context(codec, train, args.classes, params=base)
+        if context == "temporal":
             context_bytes = sum(t.classes.size + 4 * t.offsets.size + 2 * t.freqs.size for t in codec.context_tables)
-        if residual == "empirical":
+        if residual == "empirical" and args.tables == "fit":
             codec.empirical_residuals = fit_empirical_residuals(codec, train, (args.g,), params=base)
         for si in range(len(codec.steps)):
             params = replace(base, step_index=si)
@@ -170,13 +183,16 @@ def main() -> int:
     curves, base, summary = summarize(runs, sorted(codec.steps), baseline_step)
     out = write_result(args.out, {
         "model_id": face.model_id, "g": args.g, "steps": sorted(codec.steps), "baseline_step": baseline_step,
-        "added_steps": list(ADDED_STEPS), "classes": args.classes,
+        "added_steps": list(ADDED_STEPS) if args.tables == "fit" else [],
+        "classes": args.classes if args.tables == "fit" else (codec.context_tables[0].num_classes
+                                                              if codec.context_tables else None),
         "context_tables_bytes_raw": context_bytes,
-        "train_clips": [r for r, _ in TRAIN], "held_out_clips": list(clips),
+        "train_clips": [r for r, _ in TRAIN] if args.tables == "fit" else [], "held_out_clips": list(clips),
         "systems": {k: {"mode": m, "inter_context": c, "residual": r, "decimation": d, "damping": a,
                         "rounding_offset": f} for k, (m, c, r, d, a, f) in SYSTEMS.items() if k in systems},
-        "tables": "each system's context and empirical residual tables fitted in memory on the differences and "
-                  "residuals its own encoder sends on the training clips (training.latent_codec.coded_integers)",
+        "tables": ("each system's context and empirical residual tables fitted in memory on the differences and "
+                   "residuals its own encoder sends on the training clips (training.latent_codec.coded_integers)"
+                   if args.tables == "fit" else "the model's own context and empirical residual tables, as stored"),
         "rate": "whole .sgnc file bits (container header, packet framing, END packet) per source frame; kbit/s at the "
                 "source frame rate; wire: rtc.wire estimate per packet record as one data-channel message",
         "quality": "latent MSE against E(x) on every source frame, interpolated frames included",

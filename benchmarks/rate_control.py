@@ -4,12 +4,13 @@
     python benchmarks/rate_control.py --inter-context temporal [--decimation 2]   # rate control in bitstream v6
 
 What it does: W+ of each clip as ``transcode`` makes it (align + E, cached under out/rate_control/ by model id);
-the shipped model's Δ presets (0.5, 1, 2) extended in memory by ``add_coarser_steps`` (Δ = 3, 4, 6, 8, 12, 16, 24,
+with ``--tables fit`` (default) the model's Δ presets (v0's: 0.5, 1, 2) extended in memory by ``add_coarser_steps`` (Δ = 3, 4, 6, 8, 12, 16, 24,
 32: difference tables fitted on training-identity clips, intra tables rebinned) and empirical residual tables for g
-fitted on the same clips (with ``--inter-context temporal``, temporal-context tables for every preset too,
+fitted on the same clips (with ``--tables bundle`` the model's own presets and tables, as a user of it codes; with
+``--inter-context temporal``, temporal-context tables for every preset too,
 ``training.latent_codec.fit_context``; with ``--decimation d``, every d-th frame coded: bitstream v6 when
-rate-controlled, results in rate_control_<context>_d<d>.json); then every clip coded open-loop with residual period
-g at each target, with each residual table. Reported per stream: the packet rate (payload + framing, what a file
+rate-controlled, results in rate_control_<context>_d<d>.json; ``_bundle`` appended with ``--tables bundle``); then
+every clip coded open-loop with residual period g at each target, with each residual table. Reported per stream: the packet rate (payload + framing, what a file
 and a data-channel message carry; not the container header, not SCTP/DTLS/UDP/IP) of every 10-second window (one
 starting at every whole second), the share of windows within ±10 % of the target, the steps used, the latent MSE
 against E(x); every rate-controlled stream is decoded and its integer states compared with the encoder's. T and T⁻¹ run batched
@@ -158,18 +159,22 @@ def main() -> int:
     ap.add_argument("--inter-context", choices=["factorized", "temporal"], default="factorized",
                     help="temporal: context tables fitted in memory on the training clips for every preset")
     ap.add_argument("--decimation", type=int, default=1, help="code every d-th frame (bitstream v5/v6)")
+    ap.add_argument("--tables", choices=("fit", "bundle"), default="fit",
+                    help="fit: --add-steps presets and the empirical residual (and context) tables fitted in memory on "
+                         "the training clips (default); bundle: the model's own presets and tables, as shipped")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     face = load_face_model(args.model or default_face_model())
     codec = face.codec
     presets = list(codec.steps)
-    train = [clip_wplus(face, rel, n)[0] for rel, n in tqdm(TRAIN, desc="training clips (align + E)")]
+    train = [clip_wplus(face, rel, n)[0] for rel, n in tqdm(TRAIN if args.tables == "fit" else (), desc="training clips (align + E)")]
     clips = {rel: clip_wplus(face, rel, args.max_frames) for rel in tqdm(args.clips, desc="held-out clips (align + E)")}
-    add_coarser_steps(codec, train, args.add_steps)
-    codec.empirical_residuals = fit_empirical_residuals(codec, train, (args.g,))
-    if args.inter_context == "temporal":
-        codec.context_tables = fit_context(codec, train)
+    if args.tables == "fit":
+        add_coarser_steps(codec, train, args.add_steps)
+        codec.empirical_residuals = fit_empirical_residuals(codec, train, (args.g,))
+        if args.inter_context == "temporal":
+            codec.context_tables = fit_context(codec, train)
     finest = int(np.argmin(codec.steps))
     runs: list[dict[str, Any]] = []
     jobs: list[tuple[str, float | None, int]] = [(r, t, finest) for r in args.residuals for t in args.targets]
@@ -201,13 +206,14 @@ def main() -> int:
                             "decodes_exactly": all(r.get("decodes_exactly", True) for r in rows),
                             "decoded_clips": [r["clip"] for r in rows if "decodes_exactly" in r]})
     name = ("rate_control" if (args.inter_context, args.decimation) == ("factorized", 1)
-            else f"rate_control_{args.inter_context}_d{args.decimation}")
+            else f"rate_control_{args.inter_context}_d{args.decimation}") + ("_bundle" if args.tables == "bundle" else "")
     out = write_result(name, {
         "model_id": face.model_id, "presets_shipped": presets, "presets_used": codec.steps,
-        "inter_context": args.inter_context, "decimation": args.decimation,
-        "new_presets": "difference tables: per-channel histograms of the training clips' differences; intra tables: "
-                       "the coarsest preset dividing the new step, rebinned (training.latent_codec.add_coarser_steps)",
-        "train_clips": [r for r, _ in TRAIN], "train_frames": int(sum(len(t) for t in train)),
+        "inter_context": args.inter_context, "decimation": args.decimation, "tables": args.tables,
+        "new_presets": ("difference tables: per-channel histograms of the training clips' differences; intra tables: "
+                        "the coarsest preset dividing the new step, rebinned (training.latent_codec.add_coarser_steps)"
+                        if args.tables == "fit" else None),
+        "train_clips": [r for r, _ in TRAIN] if args.tables == "fit" else [], "train_frames": int(sum(len(t) for t in train)),
         "rate": "packet kbit/s: payload + framing of every packet whose frame lies in the window (no container "
                 "header, no transport overhead)",
         "window_s": WINDOW_S, "tolerance": TOLERANCE, "summary": summary, "runs": runs,

@@ -14,7 +14,8 @@ from sganc_stream.latent.context import CONTEXTS, ContextTables, difference_cont
 from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
 from sganc_stream.latent.sequence import decode_bytes, encode_sequence
 from sganc_stream.latent.synthetic import synthetic_latents
-from sganc_stream.training.latent_codec import fit_context
+from sganc_stream.training.latent_codec import fit_context, fit_empirical_residuals, load_latent_sequences
+from sganc_stream.training.latent_files import find_latent_files
 
 from conftest import TINY_ROWS, TINY_WIDTH
 
@@ -210,12 +211,22 @@ def test_fit_context_tables_command_adds_tables_to_a_bundle(tiny_codec_path, tmp
         np.save(lat / f"{i}.npy", synthetic_latents(kind, 30, TINY_ROWS, TINY_WIDTH, seed=40 + i))
     out = tmp_path / "ctx.safetensors"
     assert main(["fit-context-tables", str(tiny_codec_path), str(lat), "--out", str(out), "--classes", "3"]) == 0
-    assert "fitted on 90 frames of 3 sequences" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "and empirical residual tables (g 1, 2, 5, 10, 20, 40, 80) fitted on 90 frames of 3 sequences" in printed
     before, after = load_bundle(tiny_codec_path), load_bundle(out)
-    kept = {k for k in after.tensors if not k.startswith("codec.context.")}
-    assert kept == set(before.tensors) and all(np.array_equal(after.tensors[k], before.tensors[k]) for k in kept)
+    refitted = ("codec.context.", "codec.tables.residual.")
+    kept = {k for k in after.tensors if not k.startswith(refitted)}
+    assert kept == {k for k in before.tensors if not k.startswith(refitted)}
+    assert all(np.array_equal(after.tensors[k], before.tensors[k]) for k in kept)
     assert after.model_id != before.model_id
     model = load_latent_codec(out)
+    # the residual tables are those of the residuals this encoder (open loop, g 10, rounding) sends on these latents
+    seqs = load_latent_sequences(find_latent_files([str(lat)]))
+    want = fit_empirical_residuals(load_latent_codec(tiny_codec_path), seqs, sorted(model.empirical_residuals), 4000,
+                                   StreamParams("open", 10, 0))
+    assert sorted(want) == [1, 2, 5, 10, 20, 40, 80]
+    assert all(np.array_equal(a.freqs, b.freqs) and np.array_equal(a.offsets, b.offsets)
+               for g in want for a, b in zip(model.empirical_residuals[g], want[g]))
     assert [t.num_classes for t in model.context_tables] == [3, 3, 3]
     walk = synthetic_latents("walk", 40, TINY_ROWS, TINY_WIDTH, seed=77)
     res = encode_sequence(model, walk, StreamParams("open", 4, 1, inter_context="temporal"))
@@ -226,10 +237,15 @@ def test_fit_context_tables_command_adds_tables_to_a_bundle(tiny_codec_path, tmp
     assert [t.num_classes for t in load_latent_codec(out).context_tables] == [8, 8, 8]
     # tables for another encoder (closed loop with a dead zone) are fitted on what it sends: other rows
     dz = tmp_path / "dz.safetensors"
+    capsys.readouterr()
     assert main(["fit-context-tables", str(tiny_codec_path), str(lat), "--out", str(dz), "--classes", "3", "--quiet",
                  "--mode", "closed", "--rounding-offset", "0.2"]) == 0
     out_line = capsys.readouterr().out
     assert "for the closed-loop encoder with g 0, damping 0, rounding offset 0.2, decimation 1" in out_line
+    assert "residual" not in out_line  # the closed loop sends no residuals: the model's residual tables are kept
+    closed = load_bundle(dz)
+    assert all(np.array_equal(closed.tensors[k], before.tensors[k]) for k in before.tensors
+               if k.startswith("codec.tables.residual."))
     assert any(not np.array_equal(a.freqs, b.freqs) for a, b in zip(load_latent_codec(dz).context_tables,
                                                                      model.context_tables))
     capsys.readouterr()

@@ -36,6 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              adv_weight=args.adv_weight, augment=args.augment, r1_gamma=args.r1_gamma,
                              d_lr=args.d_lr, d_warmup=args.d_warmup, adv_ramp=args.adv_ramp,
                              adv_adaptive=args.adv_adaptive, fm_weight=args.fm_weight, d_crop=args.d_crop, d_arch=args.d_arch,
+                             d_condition=args.d_condition,
                              colour_weight=args.colour_weight,
                              ema_kimg=args.ema_kimg, seed=args.seed, max_minutes=args.minutes, lr_ramp_down=args.lr_ramp_down,
                              sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
@@ -63,8 +64,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     pairs = np.array([(position[int(a)], position[int(b)]) for rows in data.clip_sequences("train").values()
                       for a, b in zip(rows[:-1], rows[1:]) if int(a) in position and int(b) in position],
                      dtype=np.int64).reshape(-1, 2)
+    if args.new_discriminator and not args.resume:
+        raise InputError("--new-discriminator replaces a resumed run's discriminator: it needs --resume")
     trainer = train_face_model(data.images[train], args.out, arch, settings, device=args.device, resume=args.resume,
-                               generator=generator, preview=preview, pairs=pairs)
+                               generator=generator, preview=preview, pairs=pairs,
+                               new_discriminator=args.new_discriminator)
     last = trainer.history[-50:]
     summary = ({k: round(float(np.mean([h[k] for h in last if k in h])), 5) for k in last[-1]
                 if k not in ("step", "images", "cpu_hours")} if last else {})
@@ -176,6 +180,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--d-arch", choices=("stylegan2", "patchgan"), default="stylegan2",
                    help="joint mode: the discriminator, StyleGAN2's residual one (the generator's widths) or "
                         "pix2pix's PatchGAN (per-patch logits averaged; learns texture from few steps)")
+    p.add_argument("--d-condition", choices=("none", "lowpass"), default="none",
+                   help="joint mode, patchgan: lowpass = a conditional D (pix2pix's) that judges each image stacked "
+                        "with its real face's 16x16-cell low-pass, so G cannot move tone and colour toward what "
+                        "looks typical (an unconditional D darkened light faces); needs --augment without color")
     p.add_argument("--augment", default="color,translation,cutout", help="DiffAugment policy for D ('none' = off)")
     p.add_argument("--r1-gamma", type=float, default=0.1)
     p.add_argument("--ema-kimg", type=float, default=5.0)
@@ -207,6 +215,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt")
+    p.add_argument("--new-discriminator", action="store_true",
+                   help="with --resume: drop the checkpoint's discriminator and start one afresh (to change "
+                        "--d-arch, --d-crop or --d-condition; its --d-warmup counts from now)")
     p.set_defaults(func=cmd_train)
 
     model_help = "train-face-model checkpoint.pt, official pSp/e4e .pt, or a bundle with an encoder"

@@ -73,9 +73,9 @@ def cmd_fit_context(args: argparse.Namespace) -> int:
     from sganc_stream.bundle import load_bundle
     from sganc_stream.cli.latents import bundle_line
     from sganc_stream.fileio import check_writable
-    from sganc_stream.latent.model import LatentCodecModel, no_codec_error, with_context_tables
+    from sganc_stream.latent.model import LatentCodecModel, no_codec_error, with_fitted_tables
     from sganc_stream.training.face_bundle import codec_encoder_id
-    from sganc_stream.training.latent_codec import fit_context, load_latent_sequences
+    from sganc_stream.training.latent_codec import fit_context, fit_empirical_residuals, load_latent_sequences
     from sganc_stream.training.latent_files import find_latent_files, latents_encoder_id
 
     if not 1 <= args.classes <= MAX_CLASSES:
@@ -99,12 +99,16 @@ def cmd_fit_context(args: argparse.Namespace) -> int:
         raise InputError(f"the latents are {seqs[0].shape[1]}x{seqs[0].shape[2]} W+, the codec of {args.bundle} codes "
                          f"{codec.rows}x{codec.width}")
     tables = fit_context(codec, seqs, args.classes, args.max_frames, progress=not args.quiet, params=params)
-    out = with_context_tables(bundle, tables)
+    # the empirical residual tables the model has are refitted for the same encoder (open mode: closed sends none)
+    residuals = (fit_empirical_residuals(codec, seqs, sorted(codec.empirical_residuals), args.max_frames, params)
+                 if args.mode == "open" and codec.empirical_residuals else None)
+    out = with_fitted_tables(bundle, tables, residuals)
     out.save(args.out)
     frames = min(sum(len(s) for s in seqs), args.max_frames)
-    print(f"temporal-context tables ({args.classes} classes, {len(tables)} presets) fitted on {frames} frames of "
-          f"{len(seqs)} sequences, for the {args.mode}-loop encoder with g {params.g}, damping {args.drift_damping:g}, "
-          f"rounding offset {args.rounding_offset:g}, decimation {args.decimation}")
+    refitted = (f" and empirical residual tables (g {', '.join(map(str, sorted(residuals)))})" if residuals else "")
+    print(f"temporal-context tables ({args.classes} classes, {len(tables)} presets){refitted} fitted on {frames} "
+          f"frames of {len(seqs)} sequences, for the {args.mode}-loop encoder with g {params.g}, damping "
+          f"{args.drift_damping:g}, rounding offset {args.rounding_offset:g}, decimation {args.decimation}")
     print(bundle_line(Path(args.out), out.model_id))
     return 0
 
@@ -122,7 +126,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "preset of BUNDLE's latent codec on W+ sequences of its encoder (encode-face-clips "
                                    "output, or any .npy (frames, rows, width) files) and write BUNDLE with them to "
                                    "--out; everything else is kept, the model id changes. Tables BUNDLE already has "
-                                   "are replaced.")
+                                   "are replaced, and in open mode its empirical residual tables (--residual-table "
+                                   "empirical) are refitted on the residuals the same encoder sends.")
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a face-model bundle or a codec file")
     p.add_argument("latents", nargs="+", metavar="LATENTS", help=".npy files (frames, rows, width) or folders of them")
     p.add_argument("--out", type=Path, required=True, metavar="BUNDLE_OUT", help="output bundle (may be BUNDLE)")

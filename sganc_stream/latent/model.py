@@ -144,10 +144,7 @@ class LatentCodecModel:
                 tensors[f"codec.tables.{kind}.{i}.offsets"] = torch.from_numpy(t.offsets.astype(np.int32))
                 # every frequency is in 1..65535 (>= 1 each, 2**16 in total, >= 2 symbols): uint16 halves the file
                 tensors[f"codec.tables.{kind}.{i}.freqs"] = torch.from_numpy(t.freqs.astype(np.uint16))
-        for g, per_step in self.empirical_residuals.items():
-            for i, t in enumerate(per_step):
-                tensors[f"codec.tables.residual.{g}.{i}.offsets"] = torch.from_numpy(t.offsets.astype(np.int32))
-                tensors[f"codec.tables.residual.{g}.{i}.freqs"] = torch.from_numpy(t.freqs.astype(np.uint16))
+        tensors.update(residual_tensors(self.empirical_residuals))
         tensors.update(context_tensors(self.context_tables))
         hidden = self.flows[0].layers[0].scale[0].out_features if self.flows[0].layers else 0
         config = {
@@ -259,16 +256,40 @@ def context_tensors(tables: list[ContextTables]) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def with_context_tables(bundle: Bundle, tables: list[ContextTables]) -> Bundle:
+def residual_tensors(empirical: dict[int, list[CodingTable]]) -> dict[str, torch.Tensor]:
+    """The bundle tensors (``codec.tables.residual.<g>.<step index>.*``) of empirical residual tables ``{g: [table
+    per step preset]}``: offsets int32, frequencies uint16 (lossless for valid tables)."""
+    import torch
+
+    tensors: dict[str, torch.Tensor] = {}
+    for g, per_step in empirical.items():
+        for i, t in enumerate(per_step):
+            tensors[f"codec.tables.residual.{g}.{i}.offsets"] = torch.from_numpy(t.offsets.astype(np.int32))
+            tensors[f"codec.tables.residual.{g}.{i}.freqs"] = torch.from_numpy(t.freqs.astype(np.uint16))
+    return tensors
+
+
+def with_fitted_tables(bundle: Bundle, context: list[ContextTables],
+                       residuals: dict[int, list[CodingTable]] | None = None) -> Bundle:
     """``bundle`` (a codec-only or a face-model bundle) with its codec part's temporal-context tables replaced by
-    ``tables`` (one per step preset of the codec); every other tensor and config entry is kept, so only the model id
-    changes. ValueError for a bundle without a codec part or a table count other than the codec's presets."""
+    ``context`` (one per step preset of the codec) and, when given, its empirical residual tables by ``residuals``
+    (``{g: [table per step preset]}``); every other tensor and config entry is kept, so only the model id changes.
+    ValueError for a bundle without a codec part or a table count other than the codec's presets."""
     cfg = bundle.config.get("codec")
-    if not isinstance(cfg, dict) or not tables or len(tables) != len(cfg.get("steps", ())):
-        raise ValueError("temporal-context tables go into a bundle with a latent codec, one table per step preset")
-    tensors = {k: v for k, v in bundle.tensors.items() if not k.startswith("codec.context.")}
-    tensors.update(context_tensors(tables))
-    return Bundle(tensors, {**bundle.config, "codec": {**cfg, "context_classes": tables[0].num_classes}})
+    presets = len(cfg.get("steps", ())) if isinstance(cfg, dict) else -1
+    if (not isinstance(cfg, dict) or not context or len(context) != presets
+            or any(len(per_step) != presets for per_step in (residuals or {}).values())):
+        raise ValueError("fitted tables go into a bundle with a latent codec, one table per step preset")
+    dropped = ("codec.context.",) + (("codec.tables.residual.",) if residuals is not None else ())
+    tensors = {k: v for k, v in bundle.tensors.items() if not k.startswith(dropped)}
+    tensors.update(context_tensors(context))
+    config = {**cfg, "context_classes": context[0].num_classes}
+    if residuals is not None:
+        tensors.update(residual_tensors(residuals))
+        config.pop("empirical_residual_g", None)
+        if residuals:
+            config["empirical_residual_g"] = sorted(residuals)
+    return Bundle(tensors, {**bundle.config, "codec": config})
 
 
 def no_codec_error(source: str) -> CheckpointError:

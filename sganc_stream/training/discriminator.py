@@ -103,7 +103,8 @@ class Discriminator(nn.Module):
 
 class PatchDiscriminator(nn.Module):
     """pix2pix's PatchGAN (Isola et al. 2017, §3.2.2 and appendix 6.1.2, the 70 × 70 "C64-C128-C256-C512"
-    discriminator): images ``(n, 3, h, w)`` in [-1, 1] → logits ``(n,)``, the mean of a map of per-patch logits.
+    discriminator): images ``(n, in_channels, h, w)`` in [-1, 1] → logits ``(n,)``, the mean of a map of per-patch
+    logits. ``in_channels`` 6 is pix2pix's conditional form: the image stacked with what it is conditioned on.
 
     ``n_layers`` 4 × 4 convolutions of stride 2 (widths ``width`` · 2^k, at most 8 · ``width``), one of stride 1 and a
     1-channel 4 × 4 output, leaky ReLU 0.2, no normalisation layers (R1 regularises D instead, as in StyleGAN2).
@@ -112,11 +113,12 @@ class PatchDiscriminator(nn.Module):
     discriminator could not (``benchmarks/d_blur_probe.py``). Works on any input size ≥ its receptive field.
     """
 
-    def __init__(self, width: int = 32, n_layers: int = 3):
+    def __init__(self, width: int = 32, n_layers: int = 3, in_channels: int = 3):
         super().__init__()
-        if width < 1 or n_layers < 1:
-            raise ValueError(f"PatchGAN width and layers must be >= 1, got {width}, {n_layers}")
-        layers: list[nn.Module] = [nn.Conv2d(3, width, 4, 2, 1)]
+        if width < 1 or n_layers < 1 or in_channels < 1:
+            raise ValueError(f"PatchGAN width, layers and input channels must be >= 1, got {width}, {n_layers}, "
+                             f"{in_channels}")
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 4, 2, 1)]
         ch = width
         for k in range(1, n_layers + 1):
             out = width * min(2 ** k, 8)

@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 
 MODES = ("gan", "encoder", "joint")
 D_ARCHS = ("stylegan2", "patchgan")
+# What a conditional D sees besides the image: "none", or "lowpass", the real face pooled to LOWPASS_CELLS²
+# cells (as the colour term) and enlarged back, stacked as 3 more channels.
+D_CONDITIONS = ("none", "lowpass")
+LOWPASS_CELLS = 16
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -100,6 +104,7 @@ class TrainSettings:
     fm_weight: float = 0.0  # joint: pix2pixHD feature matching, L1 between D's features of x and of G(E(x))
     d_crop: int = 0  # joint: D judges random full-resolution crops of this size (a patch D); 0 = whole images
     d_arch: str = "stylegan2"  # joint: "stylegan2" (residual, the generator's widths) or "patchgan" (pix2pix's)
+    d_condition: str = "none"  # joint, patchgan: "lowpass" = D judges an image given the real face's low-pass
     mse_weight: float = 1.0
     colour_weight: float = 0.0  # joint / encoder: L1 of images pooled to 16x16 cells (colour and tone, not detail)
     msssim_weight: float = 1.0
@@ -136,6 +141,11 @@ class TrainSettings:
             raise InputError("D learning rate, D warm-up and adversarial ramp must be >= 0")
         if self.d_arch not in D_ARCHS:
             raise InputError(f"D architecture must be one of {', '.join(D_ARCHS)}, got {self.d_arch!r}")
+        if self.d_condition not in D_CONDITIONS:
+            raise InputError(f"D condition must be one of {', '.join(D_CONDITIONS)}, got {self.d_condition!r}")
+        if self.d_condition != "none" and (self.d_arch != "patchgan" or "color" in parse_policy(self.augment)):
+            raise InputError("a conditional D (--d-condition) needs --d-arch patchgan and a DiffAugment policy "
+                             "without colour (it would change the image and its condition apart)")
         if self.d_crop and (self.d_crop < 8 or self.d_crop & (self.d_crop - 1)):
             raise InputError(f"D crop must be 0 (whole images) or a power of two >= 8, got {self.d_crop}")
         try:
@@ -209,6 +219,12 @@ def random_crops(x: torch.Tensor, size: int, gen: torch.Generator, *, like: torc
     left = torch.randint(0, w - size + 1, (n,), generator=gen).tolist()
     crop = lambda t: torch.stack([t[i, :, a:a + size, b:b + size] for i, (a, b) in enumerate(zip(top, left))])
     return crop(x) if like is None else (crop(x), crop(like))
+
+
+def lowpass(x: torch.Tensor, cells: int = LOWPASS_CELLS) -> torch.Tensor:
+    """Images ``(n, c, h, w)`` averaged over ``cells`` × ``cells`` cells and enlarged back bilinearly: their tone
+    and colour without detail (what the colour term compares); same shape and dtype."""
+    return F.interpolate(F.adaptive_avg_pool2d(x, cells), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def r1_penalty(d: nn.Module, real: torch.Tensor, policy: tuple[str, ...]) -> torch.Tensor:
@@ -342,7 +358,8 @@ class FaceModelTrainer:
             raise InputError(f"D crop {settings.d_crop} is larger than the {arch.size} px images")
         self.d: nn.Module | None = None
         if self.uses_d:
-            self.d = (PatchDiscriminator() if settings.d_arch == "patchgan" else
+            conditional = settings.d_condition != "none"
+            self.d = (PatchDiscriminator(in_channels=6 if conditional else 3) if settings.d_arch == "patchgan" else
                       Discriminator(gcfg, input_size=settings.d_crop or None)).to(self.device).train()
         self.crop_gen = torch.Generator().manual_seed(settings.seed + 7)  # where the patch D looks (d_crop)
         betas_g = (0.0, 0.99) if settings.mode == "gan" else (0.9, 0.99)
@@ -435,14 +452,21 @@ class FaceModelTrainer:
         out.update(identity=distance.item(), face_perceptual=perceptual.item())
         return self.s.identity_weight * distance + self.s.face_perceptual_weight * perceptual
 
-    def _crops(self, x: torch.Tensor) -> torch.Tensor:
-        """What D sees of images ``x``: themselves, or random crops of ``d_crop`` px (a patch D)."""
-        return random_crops(x, self.s.d_crop, self.crop_gen)  # type: ignore[return-value]
+    def _conditioned(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Images ``x`` (n, 3, h, w) as a conditional D takes them: stacked with :func:`lowpass` of the real faces
+        ``real`` they reconstruct (n, 6, h, w); ``x`` itself for an unconditional D."""
+        return x if self.s.d_condition == "none" else torch.cat([x, lowpass(real)], 1)
+
+    def _crops(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """What D sees of images ``x`` that reconstruct ``real``: themselves (with their condition), or random crops
+        of ``d_crop`` px (a patch D)."""
+        return random_crops(self._conditioned(x, real), self.s.d_crop, self.crop_gen)  # type: ignore[return-value]
 
     def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        """One D step on real faces and their reconstructions ``fake`` (same order: a conditional D pairs them)."""
         assert self.d is not None
         self._zero("d")
-        real, fake = self._crops(real), self._crops(fake.detach())
+        real, fake = self._crops(real, real), self._crops(fake.detach(), real)
         with self._autocast():
             real_logits = self.d(diff_augment(real, self.policy))
             fake_logits = self.d(diff_augment(fake.detach(), self.policy))
@@ -526,7 +550,7 @@ class FaceModelTrainer:
                     out["delta"] = delta.item()
                 ramp = self.adv_ramp_factor() if self.d is not None else 0.0
                 if ramp > 0 and s.adv_weight > 0:
-                    adv = g_nonsaturating(self.d(diff_augment(self._crops(rec), self.policy)))
+                    adv = g_nonsaturating(self.d(diff_augment(self._crops(rec, real), self.policy)))
                     weight = s.adv_weight * ramp
                     if s.adv_adaptive:
                         lam = adaptive_weight(rloss, adv, self.g.to_rgbs[-1].conv.weight)
@@ -535,7 +559,8 @@ class FaceModelTrainer:
                     loss = loss + weight * adv
                     out.update(adv=adv.item(), adv_weight=float(weight))
                 if ramp > 0 and s.fm_weight > 0:
-                    fm = feature_matching(self.d, *random_crops(rec, s.d_crop, self.crop_gen, like=real))
+                    fm = feature_matching(self.d, *random_crops(self._conditioned(rec, real), s.d_crop,
+                                                                self.crop_gen, like=self._conditioned(real, real)))
                     loss = loss + s.fm_weight * ramp * fm
                     out["fm"] = fm.item()
             self._backward("g", loss)
@@ -578,7 +603,13 @@ class FaceModelTrainer:
             "settings": json.dumps(_fixed_settings(self.s), sort_keys=True),
         }
 
-    def load_state(self, state: dict, path: Path) -> None:
+    def load_state(self, state: dict, path: Path, new_discriminator: bool = False) -> None:
+        """Continue the run saved in ``state`` (read from ``path``); ``new_discriminator`` drops its D, D optimizer
+        and D loss scaler, so D starts afresh (another ``--d-arch`` / ``--d-crop`` / ``--d-condition``) and its
+        warm-up counts from now. InputError for another architecture, fixed settings or D layout."""
+        if new_discriminator:
+            state = {**state, **{k: {n: v for n, v in state[k].items() if n != "d"}
+                                 for k in ("modules", "opts", "scalers") if k in state}}
         if json.loads(state["arch"]) != asdict(self.arch):
             raise InputError(f"{path}: checkpoint has another architecture ({state['arch']}); remove it or drop --resume")
         if _fixed_settings(TrainSettings(**_known(json.loads(state["settings"])))) != _fixed_settings(self.s):
@@ -589,8 +620,8 @@ class FaceModelTrainer:
             saved = {k: tuple(v.shape) for k, v in state["modules"]["d"].items()}
             if saved != {k: tuple(v.shape) for k, v in self.d.state_dict().items()}:
                 raise InputError(f"{path}: its discriminator has another layout than --d-arch {self.s.d_arch} "
-                                 f"--d-crop {self.s.d_crop} need (resume with the run's --d-arch and --d-crop, "
-                                 "or start from a checkpoint without a discriminator)")
+                                 f"--d-crop {self.s.d_crop} --d-condition {self.s.d_condition} need (resume with "
+                                 "the run's, or pass --new-discriminator to start D afresh)")
         modules = {"g": self.g, "e": self.e, "d": self.d, "g_ema": self.g_ema, "e_ema": self.e_ema}
         for k, m in modules.items():
             if m is not None and k in state["modules"]:
@@ -615,7 +646,7 @@ def _known(saved: dict) -> dict:
 
 # Settings a resumed chunk may change: its length and schedule, and the loss recipe (terms switched on later).
 CHUNK_SETTINGS = ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down", "adv_weight",
-                  "d_crop", "d_arch", "d_lr", "d_warmup", "adv_ramp", "adv_adaptive", "fm_weight", "r1_gamma", "augment",
+                  "d_crop", "d_arch", "d_condition", "d_lr", "d_warmup", "adv_ramp", "adv_adaptive", "fm_weight", "r1_gamma", "augment",
                   "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "tone_balance", "photometric",
                   "mse_weight", "colour_weight", "msssim_weight", "code_weight")
 
@@ -687,13 +718,13 @@ def tone_balanced_probabilities(images: np.ndarray, alpha: float, chunk: int = 2
 def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelConfig, settings: TrainSettings, *,
                      device: str = "cpu", resume: bool = False, generator: Generator | None = None,
                      preview: np.ndarray | None = None, pairs: np.ndarray | None = None,
-                     progress: bool = True) -> FaceModelTrainer:
+                     progress: bool = True, new_discriminator: bool = False) -> FaceModelTrainer:
     """Train on uint8 (n, size, size, 3) aligned faces; checkpoints, samples and ``log.jsonl`` go to ``out_dir``.
 
     ``generator`` is the frozen G of encoder mode; ``preview`` (uint8 faces, e.g. validation ones) is what the
     sample grids show; ``pairs`` (k, 2) int64 are rows of ``images`` that are consecutive frames of one clip (the
     temporal term's data). With ``resume`` an existing checkpoint is continued (same architecture; the chunk
-    settings in ``CHUNK_SETTINGS`` may change). Each log line holds the step's losses, ``images`` seen and the
+    settings in ``CHUNK_SETTINGS`` may change; ``new_discriminator`` starts D afresh, see ``load_state``). Each log line holds the step's losses, ``images`` seen and the
     ``cpu_hours`` of process CPU time spent in training steps so far.
     """
     if device == "cuda" and not torch.cuda.is_available():
@@ -707,7 +738,8 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / CHECKPOINT
     if resume and ckpt.is_file():
-        trainer.load_state(read_torch_file(ckpt, keys=("arch", "settings", "modules"), what="train-face-model checkpoint"), ckpt)
+        trainer.load_state(read_torch_file(ckpt, keys=("arch", "settings", "modules"), what="train-face-model checkpoint"), ckpt,
+                           new_discriminator=new_discriminator)
     elif ckpt.is_file():
         raise InputError(f"{ckpt} exists: pass --resume to continue it, or choose another output folder")
     (out_dir / "config.json").write_text(json.dumps({"arch": asdict(arch), "settings": asdict(settings)}, indent=1))
