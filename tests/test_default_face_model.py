@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sganc_stream.assets import DEFAULT_FACE_MODEL, default_face_model
-from sganc_stream.bundle import content_hash, load_bundle
+from sganc_stream.bundle import bundle_info, content_hash, load_bundle
 from sganc_stream.face.tracker import VideoAligner
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import load_latent_codec
@@ -19,7 +19,7 @@ from tests.face_data import STEADY_CLIP, clip_frames
 
 MAX_BYTES = 40 * 1024 * 1024
 # Streams carry this id; it changes only when the shipped model is retrained (then update MODEL_CARD.md too).
-MODEL_ID = "0f24813a9a898d478d76bb637af8a1028b55a58d99c5b588636b5bf18700d11a"
+MODEL_ID = "b303d2e4b11e3652d496e1cd17dd820fbc4441e013a2923847cd6de6a7dbf4aa"
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,16 @@ def test_bundle_is_small_and_complete(model) -> None:
     assert "research" in model.config["licence"]
     codec = load_latent_codec(DEFAULT_FACE_MODEL)
     assert (codec.rows, codec.width) == (model.generator.n_latent, model.generator.config.style_dim)
+
+
+def test_codec_part_is_compact_and_carries_the_fitted_tables() -> None:
+    """Issue 16: the codec part of the shipped bundle is at most 4 MB as stored, with temporal-context tables and an
+    empirical residual table for g = 10 at every preset, coarse presets for rate control, and Δ = 1 still the step
+    commands code at without --step."""
+    assert bundle_info(DEFAULT_FACE_MODEL)["parts"]["codec"]["stored_bytes"] <= 4_000_000
+    codec = load_latent_codec(DEFAULT_FACE_MODEL)
+    assert codec.steps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0] and codec.steps[codec.step_index(None)] == 1.0
+    assert len(codec.context_tables) == len(codec.steps) and len(codec.empirical_residuals[10]) == len(codec.steps)
 
 
 def test_model_id_is_stable(model) -> None:

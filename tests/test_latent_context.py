@@ -198,6 +198,46 @@ def _error_line(capsys: pytest.CaptureFixture[str], needle: str) -> None:
     assert len(err) == 1 and err[0].startswith("sganc-stream fit-context-tables: error: ") and needle in err[0], err
 
 
+def test_fit_context_tables_command_adds_coarser_presets(tiny_codec_path, tmp_path, capsys):
+    """`fit-context-tables --add-steps` adds presets (integer multiples of one) with every table, keeps the flows,
+    the existing presets' difference and intra tables and the default step, and the new presets code streams that
+    decode exactly; a step no preset divides is one line (exit 2) and writes nothing."""
+    from sganc_stream.bundle import Bundle, load_bundle
+    from sganc_stream.cli import main
+
+    lat = tmp_path / "lat"
+    lat.mkdir()
+    for i in range(3):
+        np.save(lat / f"{i}.npy", synthetic_latents("walk", 30, TINY_ROWS, TINY_WIDTH, seed=60 + i))
+    out = tmp_path / "coarse.safetensors"
+    assert main(["fit-context-tables", str(tiny_codec_path), str(lat), "--out", str(out), "--classes", "3", "--quiet",
+                 "--add-steps", "4", "2", "1"]) == 0  # 1 is a preset already
+    assert "step presets 2, 4 added" in capsys.readouterr().out
+    before, after = load_bundle(tiny_codec_path), load_bundle(out)
+    flows = [k for k in before.tensors if k.startswith("codec.flow.")]
+    assert flows and all(np.array_equal(after.tensors[k], before.tensors[k]) for k in flows)
+    for k in before.tensors:
+        if k.startswith(("codec.tables.intra.", "codec.tables.diff.")):
+            assert np.array_equal(after.tensors[k], before.tensors[k]), k
+    model = load_latent_codec(out)
+    assert model.steps == [0.25, 0.5, 1.0, 2.0, 4.0] and len(model.context_tables) == 5
+    # commands without --step code at the step they did before (the old middle preset), not the new middle one
+    assert model.default_step == 0.5 and model.step_index(None) == 1
+    assert load_latent_codec(tiny_codec_path).step_index(None) == 1
+    wrong = Bundle(after.tensors, {**after.config, "codec": {**after.config["codec"], "default_step": 3.0}})
+    with pytest.raises(CheckpointError, match="default_step"):
+        LatentCodecModel.from_bundle(wrong, source="wrong")
+    assert all(len(t) == 5 for t in model.empirical_residuals.values())
+    walk = synthetic_latents("walk", 40, TINY_ROWS, TINY_WIDTH, seed=78)
+    for step_index in (3, 4):
+        res = encode_sequence(model, walk, StreamParams("open", 4, step_index, inter_context="temporal"))
+        assert np.array_equal(decode_bytes(model, res.data), res.recon)
+    bad = tmp_path / "bad.safetensors"
+    assert main(["fit-context-tables", str(tiny_codec_path), str(lat), "--out", str(bad), "--add-steps", "0.6"]) == 2
+    _error_line(capsys, "step 0.6 is not an integer multiple")
+    assert not bad.exists()
+
+
 def test_fit_context_tables_command_adds_tables_to_a_bundle(tiny_codec_path, tmp_path, capsys):
     """`fit-context-tables` gives a model without tables (the tiny codec, as models made before v5) tables for every
     preset, keeps everything else, and the result codes temporal streams that decode exactly; bad inputs are one line

@@ -23,7 +23,8 @@ def add_stream_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
     """Add ``--mode``, ``--g``, ``--step`` and ``--keyframe-interval``."""
     p.add_argument("--mode", choices=MODES, default="open", help="inter coding mode (default: open, the paper's)")
     p.add_argument("--g", type=int, default=10, help="residual period in open mode; 0 = never (default: 10)")
-    p.add_argument("--step", type=float, help="quantization step, one of the model's presets (default: the middle one)")
+    p.add_argument("--step", type=float, help="quantization step, one of the model's presets (default: the model's default step, else the "
+                        "middle preset)")
     p.add_argument("--keyframe-interval", type=int, default=0,
                    help="intra refresh period in frames; 0 = the first frame and on request only (default: 0)")
 

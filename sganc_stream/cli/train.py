@@ -73,9 +73,10 @@ def cmd_fit_context(args: argparse.Namespace) -> int:
     from sganc_stream.bundle import load_bundle
     from sganc_stream.cli.latents import bundle_line
     from sganc_stream.fileio import check_writable
-    from sganc_stream.latent.model import LatentCodecModel, no_codec_error, with_fitted_tables
+    from sganc_stream.latent.model import LatentCodecModel, no_codec_error, with_codec_tables
     from sganc_stream.training.face_bundle import codec_encoder_id
-    from sganc_stream.training.latent_codec import fit_context, fit_empirical_residuals, load_latent_sequences
+    from sganc_stream.training.latent_codec import (EMPIRICAL_RESIDUAL_G, add_coarser_steps, fit_context,
+                                                    fit_empirical_residuals, load_latent_sequences)
     from sganc_stream.training.latent_files import find_latent_files, latents_encoder_id
 
     if not 1 <= args.classes <= MAX_CLASSES:
@@ -98,15 +99,28 @@ def cmd_fit_context(args: argparse.Namespace) -> int:
     if seqs[0].shape[1:] != (codec.rows, codec.width):
         raise InputError(f"the latents are {seqs[0].shape[1]}x{seqs[0].shape[2]} W+, the codec of {args.bundle} codes "
                          f"{codec.rows}x{codec.width}")
-    tables = fit_context(codec, seqs, args.classes, args.max_frames, progress=not args.quiet, params=params)
-    # the empirical residual tables the model has are refitted for the same encoder (open mode: closed sends none)
-    residuals = (fit_empirical_residuals(codec, seqs, sorted(codec.empirical_residuals), args.max_frames, params)
-                 if args.mode == "open" and codec.empirical_residuals else None)
-    out = with_fitted_tables(bundle, tables, residuals)
+    added = sorted(set(args.add_steps) - set(codec.steps))
+    if added:  # InputError for a step no preset divides, before any fitting
+        default = codec.steps[codec.step_index(None)]
+        add_coarser_steps(codec, seqs, added, args.max_frames)
+        codec.default_step = default  # commands without --step keep coding at the step they did
+    codec.context_tables = fit_context(codec, seqs, args.classes, args.max_frames, progress=not args.quiet,
+                                       params=params)
+    # empirical residual tables (those the model has, else train-latent-codec's periods) are fitted for the same
+    # encoder; in open mode only: the closed loop sends no residuals
+    refit = args.mode == "open"
+    if refit:
+        codec.empirical_residuals = fit_empirical_residuals(codec, seqs, sorted(codec.empirical_residuals)
+                                                            or EMPIRICAL_RESIDUAL_G, args.max_frames, params)
+    out = with_codec_tables(bundle, codec)
     out.save(args.out)
     frames = min(sum(len(s) for s in seqs), args.max_frames)
-    refitted = (f" and empirical residual tables (g {', '.join(map(str, sorted(residuals)))})" if residuals else "")
-    print(f"temporal-context tables ({args.classes} classes, {len(tables)} presets){refitted} fitted on {frames} "
+    if added:
+        print(f"step presets {', '.join(f'{s:g}' for s in added)} added (difference tables histogrammed on the "
+              f"latents, intra tables rebinned): presets {', '.join(f'{s:g}' for s in codec.steps)}")
+    refitted = (f" and empirical residual tables (g {', '.join(map(str, sorted(codec.empirical_residuals)))})"
+                if refit else "")
+    print(f"temporal-context tables ({args.classes} classes, {len(codec.steps)} presets){refitted} fitted on {frames} "
           f"frames of {len(seqs)} sequences, for the {args.mode}-loop encoder with g {params.g}, damping "
           f"{args.drift_damping:g}, rounding offset {args.rounding_offset:g}, decimation {args.decimation}")
     print(bundle_line(Path(args.out), out.model_id))
@@ -126,11 +140,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "preset of BUNDLE's latent codec on W+ sequences of its encoder (encode-face-clips "
                                    "output, or any .npy (frames, rows, width) files) and write BUNDLE with them to "
                                    "--out; everything else is kept, the model id changes. Tables BUNDLE already has "
-                                   "are replaced, and in open mode its empirical residual tables (--residual-table "
-                                   "empirical) are refitted on the residuals the same encoder sends.")
+                                   "are replaced, and in open mode empirical residual tables (--residual-table "
+                                   "empirical) are fitted on the residuals the same encoder sends.")
     p.add_argument("bundle", type=Path, metavar="BUNDLE", help="a face-model bundle or a codec file")
     p.add_argument("latents", nargs="+", metavar="LATENTS", help=".npy files (frames, rows, width) or folders of them")
     p.add_argument("--out", type=Path, required=True, metavar="BUNDLE_OUT", help="output bundle (may be BUNDLE)")
+    p.add_argument("--add-steps", type=float, nargs="+", default=[], metavar="STEP",
+                   help="first add these step presets, each an integer multiple (at least 2) of a preset: difference "
+                        "tables histogrammed on LATENTS, intra tables rebinned from the preset that divides them "
+                        "(coarser presets let --target-kbps reach low rates); the step commands code at without "
+                        "--step stays the one it was")
     p.add_argument("--classes", type=int, default=CONTEXT_CLASSES, metavar="S",
                    help=f"channel classes (1 … {MAX_CLASSES}; default {CONTEXT_CLASSES})")
     p.add_argument("--max-frames", type=int, default=4000, help="frames used, whole sequences first (default 4000)")

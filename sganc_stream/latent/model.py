@@ -62,6 +62,8 @@ class LatentCodecModel:
     the model was fitted for; empty for models without them.
     ``context_tables[step index]``: the temporal-context difference tables (bitstream v5, :mod:`sganc_stream.latent.context`)
     of every preset; empty for models without them.
+    ``default_step``: the preset commands code at without ``--step`` (config ``default_step``); None = the middle
+    preset (models whose config does not name one).
     """
 
     rows: int
@@ -75,15 +77,17 @@ class LatentCodecModel:
     empirical_residuals: dict[int, list[CodingTable]] = field(default_factory=dict)
     runner: FlowRunner | None = None
     context_tables: list[ContextTables] = field(default_factory=list)
+    default_step: float | None = None
 
     @property
     def channels(self) -> int:
         return self.rows * self.width
 
     def step_index(self, step: float | None) -> int:
-        """Index of a step preset; ``None`` picks the middle preset."""
+        """Index of a step preset; ``None`` picks the model's default step (the middle preset if it names none).
+        InputError for a step that is not a preset."""
         if step is None:
-            return len(self.steps) // 2
+            return len(self.steps) // 2 if self.default_step is None else self.step_index(self.default_step)
         for i, s in enumerate(self.steps):
             if abs(s - step) <= 1e-9 * max(1.0, abs(s)):
                 return i
@@ -139,13 +143,7 @@ class LatentCodecModel:
         for g, flow in enumerate(self.flows):
             for k, v in flow.state_dict().items():
                 tensors[f"codec.flow.{g}.{k}"] = v.detach().to(torch.float16)
-        for kind in TABLE_KINDS:
-            for i, t in enumerate(self.tables[kind]):
-                tensors[f"codec.tables.{kind}.{i}.offsets"] = torch.from_numpy(t.offsets.astype(np.int32))
-                # every frequency is in 1..65535 (>= 1 each, 2**16 in total, >= 2 symbols): uint16 halves the file
-                tensors[f"codec.tables.{kind}.{i}.freqs"] = torch.from_numpy(t.freqs.astype(np.uint16))
-        tensors.update(residual_tensors(self.empirical_residuals))
-        tensors.update(context_tensors(self.context_tables))
+        tensors.update(self.table_tensors())
         hidden = self.flows[0].layers[0].scale[0].out_features if self.flows[0].layers else 0
         config = {
             "rows": self.rows,
@@ -154,12 +152,36 @@ class LatentCodecModel:
             "steps": self.steps,
             "flow": {"couplings": len(self.flows[0].layers), "hidden": hidden},
             "info": self.info or {},
+            **self.table_config(),
         }
-        if self.empirical_residuals:  # absent otherwise, so models without them keep their config (and model id)
-            config["empirical_residual_g"] = sorted(self.empirical_residuals)
-        if self.context_tables:  # likewise
-            config["context_classes"] = self.context_tables[0].num_classes
         return tensors, config
+
+    def table_tensors(self) -> dict[str, torch.Tensor]:
+        """The bundle tensors of every frozen table (``codec.tables.*``, ``codec.context.*``): offsets int32,
+        frequencies uint16 (every frequency is in 1 … 65535, so lossless), context classes uint8."""
+        import torch
+
+        tensors: dict[str, torch.Tensor] = {}
+        for kind in TABLE_KINDS:
+            for i, t in enumerate(self.tables[kind]):
+                tensors[f"codec.tables.{kind}.{i}.offsets"] = torch.from_numpy(t.offsets.astype(np.int32))
+                tensors[f"codec.tables.{kind}.{i}.freqs"] = torch.from_numpy(t.freqs.astype(np.uint16))
+        tensors.update(residual_tensors(self.empirical_residuals))
+        tensors.update(context_tensors(self.context_tables))
+        return tensors
+
+    def table_config(self) -> dict[str, Any]:
+        """The ``codec`` config entries the tables define: ``steps``, and ``empirical_residual_g`` and
+        ``context_classes`` where the model has such tables, ``default_step`` where it names one (absent otherwise,
+        so models without them keep their config and model id)."""
+        config: dict[str, Any] = {"steps": self.steps}
+        if self.default_step is not None:
+            config["default_step"] = self.default_step
+        if self.empirical_residuals:
+            config["empirical_residual_g"] = sorted(self.empirical_residuals)
+        if self.context_tables:
+            config["context_classes"] = self.context_tables[0].num_classes
+        return config
 
     def save(self, path: str | Path) -> str:
         """Write a codec-only bundle; returns its model id."""
@@ -181,6 +203,7 @@ class LatentCodecModel:
             steps = [float(s) for s in cfg["steps"]]
             residual_gs = list(cfg.get("empirical_residual_g", []))
             context_classes = cfg.get("context_classes", 0)
+            default_step = None if cfg.get("default_step") is None else float(cfg["default_step"])
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{source}: malformed latent codec config") from None
         ints = (rows, width, couplings, hidden, *(v for g in groups for v in g))
@@ -193,9 +216,10 @@ class LatentCodecModel:
                 or any(b <= a for a, b in groups)
                 or len(residual_gs) > MAX_G or len(set(residual_gs)) != len(residual_gs)
                 or any(type(g) is not int or not 1 <= g <= MAX_G for g in residual_gs)
-                or type(context_classes) is not int or not 0 <= context_classes <= MAX_CLASSES):
+                or type(context_classes) is not int or not 0 <= context_classes <= MAX_CLASSES
+                or (default_step is not None and default_step not in steps)):
             raise CheckpointError(f"{source}: latent codec config out of range (rows, width, groups, steps, flow, "
-                                  "empirical_residual_g, context_classes)")
+                                  "empirical_residual_g, context_classes, default_step)")
         part = bundle.part("codec")
         try:
             flows = []
@@ -240,7 +264,7 @@ class LatentCodecModel:
             raise CheckpointError(f"{source}: temporal-context tables do not cover {rows}x{width} with "
                                   f"{context_classes} classes")
         return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"),
-                   empirical_residuals=empirical, runner=runner, context_tables=contexts)
+                   empirical_residuals=empirical, runner=runner, context_tables=contexts, default_step=default_step)
 
 
 def context_tensors(tables: list[ContextTables]) -> dict[str, torch.Tensor]:
@@ -269,27 +293,19 @@ def residual_tensors(empirical: dict[int, list[CodingTable]]) -> dict[str, torch
     return tensors
 
 
-def with_fitted_tables(bundle: Bundle, context: list[ContextTables],
-                       residuals: dict[int, list[CodingTable]] | None = None) -> Bundle:
-    """``bundle`` (a codec-only or a face-model bundle) with its codec part's temporal-context tables replaced by
-    ``context`` (one per step preset of the codec) and, when given, its empirical residual tables by ``residuals``
-    (``{g: [table per step preset]}``); every other tensor and config entry is kept, so only the model id changes.
-    ValueError for a bundle without a codec part or a table count other than the codec's presets."""
+def with_codec_tables(bundle: Bundle, codec: LatentCodecModel) -> Bundle:
+    """``bundle`` (a codec-only or a face-model bundle) with its codec part's step presets and frozen tables
+    (difference, intra, empirical residual, temporal-context) replaced by ``codec``'s (the same codec with refitted
+    or added tables); the flow weights and every other tensor and config entry are kept as stored, so only the model
+    id changes. ValueError for a bundle without a codec part or a codec of another layout."""
     cfg = bundle.config.get("codec")
-    presets = len(cfg.get("steps", ())) if isinstance(cfg, dict) else -1
-    if (not isinstance(cfg, dict) or not context or len(context) != presets
-            or any(len(per_step) != presets for per_step in (residuals or {}).values())):
-        raise ValueError("fitted tables go into a bundle with a latent codec, one table per step preset")
-    dropped = ("codec.context.",) + (("codec.tables.residual.",) if residuals is not None else ())
-    tensors = {k: v for k, v in bundle.tensors.items() if not k.startswith(dropped)}
-    tensors.update(context_tensors(context))
-    config = {**cfg, "context_classes": context[0].num_classes}
-    if residuals is not None:
-        tensors.update(residual_tensors(residuals))
-        config.pop("empirical_residual_g", None)
-        if residuals:
-            config["empirical_residual_g"] = sorted(residuals)
-    return Bundle(tensors, {**bundle.config, "codec": config})
+    if not isinstance(cfg, dict) or (cfg.get("rows"), cfg.get("width")) != (codec.rows, codec.width):
+        raise ValueError("tables go into a bundle with a latent codec of the same layout")
+    tensors = {k: v for k, v in bundle.tensors.items() if not k.startswith(("codec.tables.", "codec.context."))}
+    tensors.update(codec.table_tensors())
+    config = {k: v for k, v in cfg.items()
+              if k not in ("steps", "empirical_residual_g", "context_classes", "default_step")}
+    return Bundle(tensors, {**bundle.config, "codec": {**config, **codec.table_config()}})
 
 
 def no_codec_error(source: str) -> CheckpointError:
