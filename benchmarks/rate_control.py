@@ -2,6 +2,7 @@
 
     python benchmarks/rate_control.py [--targets 10 20 40] [--g 10] [--add-steps 3 4 6 ...] [--clips FILE ...]
     python benchmarks/rate_control.py --inter-context temporal [--decimation 2]   # rate control in bitstream v6
+    python benchmarks/rate_control.py --tables bundle [--drift-damping 0.5 --rounding-offset 0.1667]   # as shipped
 
 What it does: W+ of each clip as ``transcode`` makes it (align + E, cached under out/rate_control/ by model id);
 with ``--tables fit`` (default) the model's Δ presets (v0's: 0.5, 1, 2) extended in memory by ``add_coarser_steps`` (Δ = 3, 4, 6, 8, 12, 16, 24,
@@ -9,7 +10,7 @@ with ``--tables fit`` (default) the model's Δ presets (v0's: 0.5, 1, 2) extende
 fitted on the same clips (with ``--tables bundle`` the model's own presets and tables, as a user of it codes; with
 ``--inter-context temporal``, temporal-context tables for every preset too,
 ``training.latent_codec.fit_context``; with ``--decimation d``, every d-th frame coded: bitstream v6 when
-rate-controlled, results in rate_control_<context>_d<d>.json; ``_bundle`` appended with ``--tables bundle``); then
+rate-controlled, results in rate_control_<context>_d<d>.json; ``_bundle`` appended with ``--tables bundle``, ``_dz`` with a drift damping or rounding offset); then
 every clip coded open-loop with residual period g at each target, with each residual table. Reported per stream: the packet rate (payload + framing, what a file
 and a data-channel message carry; not the container header, not SCTP/DTLS/UDP/IP) of every 10-second window (one
 starting at every whole second), the share of windows within ±10 % of the target, the steps used, the latent MSE
@@ -159,6 +160,9 @@ def main() -> int:
     ap.add_argument("--inter-context", choices=["factorized", "temporal"], default="factorized",
                     help="temporal: context tables fitted in memory on the training clips for every preset")
     ap.add_argument("--decimation", type=int, default=1, help="code every d-th frame (bitstream v5/v6)")
+    ap.add_argument("--drift-damping", type=float, default=0.0, help="open-loop drift damping (encoder only)")
+    ap.add_argument("--rounding-offset", type=float, default=0.5,
+                    help="quantizer of the differences, sign(x)·floor(|x| + F) (encoder only; 0.5 rounds)")
     ap.add_argument("--tables", choices=("fit", "bundle"), default="fit",
                     help="fit: --add-steps presets and the empirical residual (and context) tables fitted in memory on "
                          "the training clips (default); bundle: the model's own presets and tables, as shipped")
@@ -182,7 +186,8 @@ def main() -> int:
     jobs += [] if args.no_fixed else [(args.residuals[0], None, i) for i in range(len(codec.steps))]
     for residual, target, step_index in tqdm(jobs, desc="streams"):
         params = StreamParams("open", args.g, step_index, residual=residual, target_kbps=target,
-                              inter_context=args.inter_context, decimation=args.decimation)
+                              inter_context=args.inter_context, decimation=args.decimation,
+                              damping=args.drift_damping, rounding_offset=args.rounding_offset)
         fixed = target is None
         for rel, (wplus, fps) in clips.items():
             row = {"clip": rel, "residual": residual, "g": args.g, "target_kbps": target,
@@ -206,10 +211,12 @@ def main() -> int:
                             "decodes_exactly": all(r.get("decodes_exactly", True) for r in rows),
                             "decoded_clips": [r["clip"] for r in rows if "decodes_exactly" in r]})
     name = ("rate_control" if (args.inter_context, args.decimation) == ("factorized", 1)
-            else f"rate_control_{args.inter_context}_d{args.decimation}") + ("_bundle" if args.tables == "bundle" else "")
+            else f"rate_control_{args.inter_context}_d{args.decimation}") + ("_bundle" if args.tables == "bundle" else "") \
+        + ("_dz" if (args.drift_damping, args.rounding_offset) != (0.0, 0.5) else "")
     out = write_result(name, {
         "model_id": face.model_id, "presets_shipped": presets, "presets_used": codec.steps,
         "inter_context": args.inter_context, "decimation": args.decimation, "tables": args.tables,
+        "drift_damping": args.drift_damping, "rounding_offset": args.rounding_offset,
         "new_presets": ("difference tables: per-channel histograms of the training clips' differences; intra tables: "
                         "the coarsest preset dividing the new step, rebinned (training.latent_codec.add_coarser_steps)"
                         if args.tables == "fit" else None),
