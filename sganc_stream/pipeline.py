@@ -344,6 +344,7 @@ def _encode_chunk(encoder: FrameEncoder, chunk: list[TimedFrame], packets: list[
         packets.append(e.packet)
         records.append({"index": e.packet.frame, "type": e.packet.type.label,
                         "bytes": len(pack(e.packet, encoder.fps)), "payload_bytes": len(e.packet.payload),
+                        "step": e.coded.step if e.coded is not None else None,  # rate control varies it
                         "face": [f.name for f in FaceFlags if f in e.flags],
                         "face_px": round(e.face_px, 1) if e.has_face else None})
         if "aligned" in writers:

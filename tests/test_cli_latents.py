@@ -131,7 +131,9 @@ def test_inspect_a_bundle(tiny_codec_path, encoded, capsys):
     assert main(["inspect", str(tiny_codec_path)]) == 0
     out = capsys.readouterr().out
     assert f"model id {load_bundle(tiny_codec_path).model_id}" in out and "latent codec only" in out
-    assert "trained for encoder (not recorded): not recorded" in out and "licence   (none stated)" in out
+    assert "the encoder it was trained for is not recorded" in out and "licence   (none stated)" in out
+    # the tiny codec's presets 0.25/0.5/1, its default step (the middle one) and its empirical residual tables
+    assert "steps 0.25/0.5/1, default step 0.5, empirical residual tables (g 1, 2, 5, 10, 20, 40, 80)" in out
     face = tiny_bundle()
     assert main(["inspect", "--json", str(face)]) == 0
     info = json.loads(capsys.readouterr().out)

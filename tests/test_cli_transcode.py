@@ -245,9 +245,11 @@ def test_transcode_with_a_target_rate_writes_v4_that_decodes(tmp_path: Path, cap
     clip, out = shared_path(CLIPS, STEADY_CLIP), tmp_path / "rc.sgnc"
     model = str(tiny_bundle())
     assert main(["transcode", "--model", model, "--max-frames", "4", "--target-kbps", "20", "--lossless", "--quiet",
-                 "--recon", str(tmp_path / "r.mkv"), str(clip), str(out)]) == 0
+                 "--recon", str(tmp_path / "r.mkv"), "--report", str(tmp_path / "rc.json"), str(clip), str(out)]) == 0
     header = read_container(out).header
     assert header.version == 4 and len(header.steps) >= 2 and header.step == header.steps[0]
+    report = json.loads((tmp_path / "rc.json").read_text())  # each frame's step: what rate control chose
+    assert {f["step"] for f in report["per_frame"]} <= set(header.steps) and len(report["per_frame"]) == 4
     assert main(["decode", "--model", model, "--lossless", "--quiet", str(out), str(tmp_path / "d.mkv")]) == 0
     assert np.array_equal(read_frames(tmp_path / "r.mkv"), read_frames(tmp_path / "d.mkv"))
     capsys.readouterr()
@@ -256,14 +258,18 @@ def test_transcode_with_a_target_rate_writes_v4_that_decodes(tmp_path: Path, cap
     assert "exclude each other" in _one_line_error(capsys, "transcode") and not bad.exists()
 
 
-def test_a_missed_rate_target_gets_one_line_saying_which_side() -> None:
+def test_a_missed_rate_target_gets_one_line_with_the_reason_the_report_shows() -> None:
     from sganc_stream.cli.transcode import rate_notes
-    assert rate_notes({"kbps": 37.5}, None) == []
-    assert rate_notes({"kbps": 21.5}, 20.0) == []  # within 10 %
-    (low,) = rate_notes({"kbps": 37.5}, 20.0)
-    assert "--target-kbps 20" in low and "37.50" in low and "coarsest" in low
-    (high,) = rate_notes({"kbps": 100.0}, 400.0)
-    assert "finest" in high
+    frames = lambda *steps: [{"step": s} for s in steps] + [{"step": None}]  # noqa: E731 (a no-face frame: no step)
+    assert rate_notes({"kbps": 37.5, "per_frame": frames(16.0)}, None) == []
+    assert rate_notes({"kbps": 21.5, "per_frame": frames(16.0)}, 20.0) == []  # within 10 %
+    (low,) = rate_notes({"kbps": 37.5, "per_frame": frames(16.0, 16.0)}, 20.0)
+    assert "--target-kbps 20" in low and "37.50" in low and "coarsest" in low and "Δ = 16" in low
+    assert "--residual-table empirical" in low  # Irwin–Hall residuals: the table that shrinks with the step
+    (mixed,) = rate_notes({"kbps": 22.3, "per_frame": frames(8.0, 16.0)}, 20.0, "empirical")
+    assert "fixed costs" in mixed and "coarsest" not in mixed and "--residual-table" not in mixed
+    (high,) = rate_notes({"kbps": 100.0, "per_frame": frames(0.5)}, 400.0)
+    assert "finest" in high and "--residual-table" not in high
 
 
 def test_identity_every_zero_is_refused_by_its_option_name_before_the_model_loads(

@@ -212,7 +212,9 @@ def test_fit_context_tables_command_adds_coarser_presets(tiny_codec_path, tmp_pa
     out = tmp_path / "coarse.safetensors"
     assert main(["fit-context-tables", str(tiny_codec_path), str(lat), "--out", str(out), "--classes", "3", "--quiet",
                  "--add-steps", "4", "2", "1"]) == 0  # 1 is a preset already
-    assert "step presets 2, 4 added" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "step presets 2, 4 added" in printed and "presets 0.25, 0.5, 1, 2, 4, default step 0.5" in printed
+    assert "step presets 1 are presets already" in printed
     before, after = load_bundle(tiny_codec_path), load_bundle(out)
     flows = [k for k in before.tensors if k.startswith("codec.flow.")]
     assert flows and all(np.array_equal(after.tensors[k], before.tensors[k]) for k in flows)
@@ -233,9 +235,11 @@ def test_fit_context_tables_command_adds_coarser_presets(tiny_codec_path, tmp_pa
         res = encode_sequence(model, walk, StreamParams("open", 4, step_index, inter_context="temporal"))
         assert np.array_equal(decode_bytes(model, res.data), res.recon)
     bad = tmp_path / "bad.safetensors"
-    assert main(["fit-context-tables", str(tiny_codec_path), str(lat), "--out", str(bad), "--add-steps", "0.6"]) == 2
-    _error_line(capsys, "step 0.6 is not an integer multiple")
-    assert not bad.exists()
+    for step, needle in (("0.6", "step 0.6 is not an integer multiple"), ("inf", "finite and positive, got inf"),
+                         ("nan", "finite and positive, got nan"), ("-2", "finite and positive, got -2")):
+        assert main(["fit-context-tables", str(tiny_codec_path), str(lat), "--out", str(bad), "--add-steps", step]) == 2
+        _error_line(capsys, needle)
+        assert not bad.exists()
 
 
 def test_fit_context_tables_command_adds_tables_to_a_bundle(tiny_codec_path, tmp_path, capsys):
@@ -282,6 +286,11 @@ def test_fit_context_tables_command_adds_tables_to_a_bundle(tiny_codec_path, tmp
                  "--mode", "closed", "--rounding-offset", "0.2"]) == 0
     out_line = capsys.readouterr().out
     assert "for the closed-loop encoder with g 0, damping 0, rounding offset 0.2, decimation 1" in out_line
+    assert load_bundle(dz).config["codec"]["tables_encoder"] == {"mode": "closed", "g": 0, "drift_damping": 0.0,
+                                                                 "rounding_offset": 0.2, "decimation": 1}
+    assert main(["inspect", str(dz)]) == 0  # a user sees which encoder options the tables match
+    assert ("tables fitted for --mode closed --g 0 --drift-damping 0 --rounding-offset 0.2 --decimation 1"
+            in capsys.readouterr().out)
     assert "residual" not in out_line  # the closed loop sends no residuals: the model's residual tables are kept
     closed = load_bundle(dz)
     assert all(np.array_equal(closed.tensors[k], before.tensors[k]) for k in before.tensors

@@ -378,11 +378,22 @@ def test_conditional_patchgan_tells_a_tone_shift_that_an_unconditional_d_cannot(
                                                                           atol=1e-5)
     conditional, unconditional = accuracy("lowpass"), accuracy("none")
     assert conditional > 0.8 > 0.65 > unconditional, (conditional, unconditional)  # measured: 0.91, 0.42
-    for bad in (dict(d_arch="stylegan2"), dict(d_arch="patchgan", augment="color,translation")):
-        with pytest.raises(InputError, match="conditional D"):
+    for bad, needle in ((dict(d_arch="stylegan2"), "needs --d-arch patchgan, got stylegan2"),
+                        (dict(d_arch="patchgan", augment="color,translation"), "without color")):
+        with pytest.raises(InputError, match=needle):
             TrainSettings(mode="joint", d_condition="lowpass", **bad).check()  # type: ignore[arg-type]
     with pytest.raises(InputError, match="D condition"):
         TrainSettings(d_condition="highpass").check()
+
+
+def test_new_discriminator_without_resume_is_one_line_before_the_data_is_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sganc_stream.cli import main
+    assert main(["train-face-model", str(tmp_path / "no-data"), "--out", str(tmp_path / "run"),
+                 "--new-discriminator"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--new-discriminator" in err[0] and "needs --resume" in err[0], err
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_can_start_a_new_discriminator(tmp_path: Path) -> None:

@@ -45,6 +45,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                              delta_weight=args.delta_weight, pair_fraction=args.pair_fraction, geometric=args.geometric,
                              tone_balance=args.tone_balance, photometric=args.photometric)
     settings.check()  # bad options: one line before the data is loaded
+    if args.new_discriminator and not args.resume:
+        raise InputError("--new-discriminator replaces a resumed run's discriminator: it needs --resume")
     data = load_prepared(args.data, mmap=False)
     train = data.select("train")
     val = data.select("val")
@@ -64,8 +66,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     pairs = np.array([(position[int(a)], position[int(b)]) for rows in data.clip_sequences("train").values()
                       for a, b in zip(rows[:-1], rows[1:]) if int(a) in position and int(b) in position],
                      dtype=np.int64).reshape(-1, 2)
-    if args.new_discriminator and not args.resume:
-        raise InputError("--new-discriminator replaces a resumed run's discriminator: it needs --resume")
     trainer = train_face_model(data.images[train], args.out, arch, settings, device=args.device, resume=args.resume,
                                generator=generator, preview=preview, pairs=pairs,
                                new_discriminator=args.new_discriminator)

@@ -156,10 +156,24 @@ def print_bundle(info: dict) -> None:
             what = f"{cfg.get('type')} encoder, input {cfg.get('input_size')} px, id {str(part.get('encoder_id'))[:12]}…"
         elif name == "codec":
             trained = part.get("trained_for_encoder")
+            steps = cfg.get("steps", [])
+            default = cfg.get("default_step", steps[len(steps) // 2] if steps else None)
+            extras = [f"default step {default:g}"] if default is not None else []
+            if cfg.get("context_classes"):
+                extras.append(f"temporal-context tables ({cfg['context_classes']} classes)")
+            if cfg.get("empirical_residual_g"):
+                extras.append(f"empirical residual tables (g {', '.join(map(str, cfg['empirical_residual_g']))})")
+            enc = cfg.get("tables_encoder")
+            if isinstance(enc, dict):  # written by fit-context-tables
+                num = lambda x: f"{x:.4g}" if isinstance(x, (int, float)) else str(x)  # noqa: E731 (any file)
+                extras.append("tables fitted for " + " ".join(
+                    f"--{k.replace('_', '-')} {num(enc.get(k))}"
+                    for k in ("mode", "g", "drift_damping", "rounding_offset", "decimation")))
             what = (f"latent codec {cfg.get('rows')}x{cfg.get('width')}, groups {cfg.get('groups')}, steps "
-                    f"{'/'.join(format(s, 'g') for s in cfg.get('steps', []))}; trained for encoder "
-                    f"{(trained[:12] + '…') if trained else '(not recorded)'}"
-                    f"{': ' + str(part['fit']) if part.get('fit') else ''}")
+                    f"{'/'.join(format(s, 'g') for s in steps)}"
+                    f"{''.join(', ' + e for e in extras)}; "
+                    + (f"trained for encoder {trained[:12]}…: {part.get('fit')}" if trained
+                       else "the encoder it was trained for is not recorded"))
         else:
             what = "part not used by this version"
         print(f"  {name:<9} {what}; {part['parameters'] / 1e6:.2f} M values, {_mb(part['bytes'])} ({_mb(part['stored_bytes'])} stored) "

@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_fit_context(args: argparse.Namespace) -> int:
     """Fit temporal-context tables on latent sequences and write BUNDLE with them to --out (atomically)."""
-    from sganc_stream.bundle import load_bundle
+    from sganc_stream.bundle import Bundle, load_bundle
     from sganc_stream.cli.latents import bundle_line
     from sganc_stream.fileio import check_writable
     from sganc_stream.latent.model import LatentCodecModel, no_codec_error, with_codec_tables
@@ -100,7 +100,8 @@ def cmd_fit_context(args: argparse.Namespace) -> int:
         raise InputError(f"the latents are {seqs[0].shape[1]}x{seqs[0].shape[2]} W+, the codec of {args.bundle} codes "
                          f"{codec.rows}x{codec.width}")
     added = sorted(set(args.add_steps) - set(codec.steps))
-    if added:  # InputError for a step no preset divides, before any fitting
+    kept = sorted(set(args.add_steps) & set(codec.steps))
+    if added:  # InputError for a step no preset divides (or not finite and positive), before any fitting
         default = codec.steps[codec.step_index(None)]
         add_coarser_steps(codec, seqs, added, args.max_frames)
         codec.default_step = default  # commands without --step keep coding at the step they did
@@ -113,11 +114,18 @@ def cmd_fit_context(args: argparse.Namespace) -> int:
         codec.empirical_residuals = fit_empirical_residuals(codec, seqs, sorted(codec.empirical_residuals)
                                                             or EMPIRICAL_RESIDUAL_G, args.max_frames, params)
     out = with_codec_tables(bundle, codec)
+    # which encoder the tables are for: `inspect` shows it, so a user can code with the options that match them
+    fitted_for = {"mode": args.mode, "g": params.g, "drift_damping": args.drift_damping,
+                  "rounding_offset": args.rounding_offset, "decimation": args.decimation}
+    out = Bundle(out.tensors, {**out.config, "codec": {**out.config["codec"], "tables_encoder": fitted_for}})
     out.save(args.out)
     frames = min(sum(len(s) for s in seqs), args.max_frames)
+    if kept:
+        print(f"step presets {', '.join(f'{s:g}' for s in kept)} are presets already: kept as they are")
     if added:
         print(f"step presets {', '.join(f'{s:g}' for s in added)} added (difference tables histogrammed on the "
-              f"latents, intra tables rebinned): presets {', '.join(f'{s:g}' for s in codec.steps)}")
+              f"latents, intra tables rebinned): presets {', '.join(f'{s:g}' for s in sorted(codec.steps))}, "
+              f"default step {codec.steps[codec.step_index(None)]:g}")
     refitted = (f" and empirical residual tables (g {', '.join(map(str, sorted(codec.empirical_residuals)))})"
                 if refit else "")
     print(f"temporal-context tables ({args.classes} classes, {len(codec.steps)} presets){refitted} fitted on {frames} "
@@ -148,8 +156,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--add-steps", type=float, nargs="+", default=[], metavar="STEP",
                    help="first add these step presets, each an integer multiple (at least 2) of a preset: difference "
                         "tables histogrammed on LATENTS, intra tables rebinned from the preset that divides them "
-                        "(coarser presets let --target-kbps reach low rates); the step commands code at without "
-                        "--step stays the one it was")
+                        "(coarser presets let --target-kbps reach low rates); commands without --step keep coding "
+                        "at the bundle's default step")
     p.add_argument("--classes", type=int, default=CONTEXT_CLASSES, metavar="S",
                    help=f"channel classes (1 … {MAX_CLASSES}; default {CONTEXT_CLASSES})")
     p.add_argument("--max-frames", type=int, default=4000, help="frames used, whole sequences first (default 4000)")

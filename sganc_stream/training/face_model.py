@@ -143,9 +143,13 @@ class TrainSettings:
             raise InputError(f"D architecture must be one of {', '.join(D_ARCHS)}, got {self.d_arch!r}")
         if self.d_condition not in D_CONDITIONS:
             raise InputError(f"D condition must be one of {', '.join(D_CONDITIONS)}, got {self.d_condition!r}")
-        if self.d_condition != "none" and (self.d_arch != "patchgan" or "color" in parse_policy(self.augment)):
-            raise InputError("a conditional D (--d-condition) needs --d-arch patchgan and a DiffAugment policy "
-                             "without colour (it would change the image and its condition apart)")
+        if self.d_condition != "none" and self.d_arch != "patchgan":
+            raise InputError(f"a conditional D (--d-condition {self.d_condition}) needs --d-arch patchgan, got "
+                             f"{self.d_arch}")
+        if self.d_condition != "none" and "color" in parse_policy(self.augment):
+            raise InputError(f"a conditional D (--d-condition {self.d_condition}) needs an --augment policy without "
+                             f"color (it would change the image apart from its condition), got {self.augment!r}; "
+                             "e.g. --augment none or translation,cutout")
         if self.d_crop and (self.d_crop < 8 or self.d_crop & (self.d_crop - 1)):
             raise InputError(f"D crop must be 0 (whole images) or a power of two >= 8, got {self.d_crop}")
         try:
