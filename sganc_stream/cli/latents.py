@@ -17,7 +17,7 @@ from sganc_stream.errors import InputError
 from sganc_stream.fileio import check_stream_output, check_writable, load_npy, write_bytes_atomic, write_npy_atomic
 from sganc_stream.latent.breakdown import bit_breakdown
 from sganc_stream.latent.codec import StreamParams
-from sganc_stream.latent.model import LatentCodecModel, load_latent_codec
+from sganc_stream.latent.model import LatentCodecModel, default_preset, load_latent_codec
 from sganc_stream.latent.sequence import (decode_sequence, encode_sequence, interpolated_frames, no_face_frames, stream_params,
                                          time_coding)
 from sganc_stream.latent.synthetic import synthetic_latents
@@ -157,8 +157,7 @@ def print_bundle(info: dict) -> None:
         elif name == "codec":
             trained = part.get("trained_for_encoder")
             steps = cfg.get("steps", [])
-            default = cfg.get("default_step", steps[len(steps) // 2] if steps else None)
-            extras = [f"default step {default:g}"] if default is not None else []
+            extras = [f"default step {default_preset(steps, cfg.get('default_step')):g}"] if steps else []
             if cfg.get("context_classes"):
                 extras.append(f"temporal-context tables ({cfg['context_classes']} classes)")
             if cfg.get("empirical_residual_g"):

@@ -101,8 +101,13 @@ def cmd_fit_context(args: argparse.Namespace) -> int:
                          f"{codec.rows}x{codec.width}")
     added = sorted(set(args.add_steps) - set(codec.steps))
     kept = sorted(set(args.add_steps) & set(codec.steps))
+    residual_gs = sorted(codec.empirical_residuals) or list(EMPIRICAL_RESIDUAL_G)
     if added:  # InputError for a step no preset divides (or not finite and positive), before any fitting
         default = codec.steps[codec.step_index(None)]
+        # tables fitted below for this encoder are not fitted twice (add_coarser_steps refits the ones it finds)
+        codec.context_tables = []
+        if args.mode == "open":
+            codec.empirical_residuals = {}
         add_coarser_steps(codec, seqs, added, args.max_frames)
         codec.default_step = default  # commands without --step keep coding at the step they did
     codec.context_tables = fit_context(codec, seqs, args.classes, args.max_frames, progress=not args.quiet,
@@ -111,8 +116,7 @@ def cmd_fit_context(args: argparse.Namespace) -> int:
     # encoder; in open mode only: the closed loop sends no residuals
     refit = args.mode == "open"
     if refit:
-        codec.empirical_residuals = fit_empirical_residuals(codec, seqs, sorted(codec.empirical_residuals)
-                                                            or EMPIRICAL_RESIDUAL_G, args.max_frames, params)
+        codec.empirical_residuals = fit_empirical_residuals(codec, seqs, residual_gs, args.max_frames, params)
     out = with_codec_tables(bundle, codec)
     # which encoder the tables are for: `inspect` shows it, so a user can code with the options that match them
     fitted_for = {"mode": args.mode, "g": params.g, "drift_damping": args.drift_damping,

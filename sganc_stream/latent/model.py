@@ -51,6 +51,11 @@ class FlowRunner(Protocol):
     def inverse(self, y: np.ndarray) -> np.ndarray: ...
 
 
+def default_preset(steps: list[float], default_step: float | None) -> float:
+    """The step commands code at without ``--step``: a codec config's ``default_step``, else its middle preset."""
+    return steps[len(steps) // 2] if default_step is None else default_step
+
+
 @dataclass
 class LatentCodecModel:
     """Flows (one per group), tables[kind][step index], and the config that describes them.
@@ -87,7 +92,7 @@ class LatentCodecModel:
         """Index of a step preset; ``None`` picks the model's default step (the middle preset if it names none).
         InputError for a step that is not a preset."""
         if step is None:
-            return len(self.steps) // 2 if self.default_step is None else self.step_index(self.default_step)
+            return self.step_index(default_preset(self.steps, self.default_step))
         for i, s in enumerate(self.steps):
             if abs(s - step) <= 1e-9 * max(1.0, abs(s)):
                 return i
