@@ -15,7 +15,7 @@ from sganc_stream.training.augment import diff_augment, parse_policy
 from sganc_stream.training.discriminator import Discriminator, PatchDiscriminator
 from sganc_stream.training.face_model import (FaceModelConfig, FaceModelTrainer, TrainSettings, adaptive_weight,
                                               colour_loss, d_logistic, feature_matching, load_trainer, lowpass, random_crops,
-                                              random_geometry, random_photometric, set_memory_format, to_tensor, tone_balanced_probabilities,
+                                              random_face_tone, random_geometry, random_photometric, set_memory_format, to_tensor, tone_balanced_probabilities,
                                               train_face_model)
 
 TINY = FaceModelConfig(size=64, style_dim=64, n_mlp=2, channel_max=16, enc_base_channels=8, enc_max_channels=32)
@@ -164,6 +164,23 @@ def test_random_photometric_changes_tone_keeps_range_and_pairs() -> None:
     # Over many draws the exposure range reaches darker than brighter: the mean level falls.
     many = random_photometric(x[:1].expand(400, -1, -1, -1), 1.0, torch.Generator().manual_seed(1))
     assert many.mean() < x[:1].mean() - 0.05
+
+
+def test_random_face_tone_darkens_the_face_not_the_background_and_keeps_pairs() -> None:
+    x = to_tensor(_faces(6))
+    assert torch.equal(random_face_tone(x, 0.0), x)
+    same = torch.cat([x[:2], x[:2], x[4:]])
+    y = random_face_tone(same, 1.0, torch.Generator().manual_seed(0), pairs=2)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    assert torch.equal(y[:2], y[2:4])
+    change = (y - same).abs()
+    centre, corners = change[..., 28:40, 28:40].mean(), change[..., :6, :6].mean()
+    assert centre > 0.02 and corners < 1e-6  # the face changes, the background does not
+    # Over many draws the face region comes out darker: the range reaches darker than brighter.
+    many = random_face_tone(x[:1].expand(400, -1, -1, -1), 1.0, torch.Generator().manual_seed(1))
+    assert many[..., 28:40, 28:40].mean() < x[:1, :, 28:40, 28:40].mean() - 0.1
+    with pytest.raises(InputError, match="face-tone"):
+        TrainSettings(face_tone=1.5).check()
 
 
 def test_temporal_and_delta_terms_shrink_latent_change_between_pair_frames() -> None:

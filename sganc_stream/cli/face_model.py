@@ -43,7 +43,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                              identity_weight=args.identity_weight, face_perceptual_weight=args.face_perceptual_weight,
                              temporal_weight=args.temporal_weight,
                              delta_weight=args.delta_weight, pair_fraction=args.pair_fraction, geometric=args.geometric,
-                             tone_balance=args.tone_balance, photometric=args.photometric)
+                             tone_balance=args.tone_balance, photometric=args.photometric,
+                             face_tone=args.face_tone)
     settings.check()  # bad options: one line before the data is loaded
     if args.new_discriminator and not args.resume:
         raise InputError("--new-discriminator replaces a resumed run's discriminator: it needs --resume")
@@ -204,6 +205,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--photometric", type=float, default=0.0, metavar="P",
                    help="probability of a random exposure/contrast/saturation/white-balance change of each training "
                         "face, the same for E's input and the target (E learns to carry tone through W+)")
+    p.add_argument("--face-tone", type=float, default=0.0, metavar="P",
+                   help="probability of a random exposure change of the face region only, background kept (mostly "
+                        "darker: dark faces on bright backgrounds), the same for E's input and the target")
     p.add_argument("--channel-multiplier", type=int, default=1)
     p.add_argument("--enc-channels", type=int, default=32, help="encoder base channels")
     p.add_argument("--generator", metavar="CKPT", help="encoder mode: frozen G (gan checkpoint.pt or a bundle)")

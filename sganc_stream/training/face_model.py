@@ -118,6 +118,7 @@ class TrainSettings:
     geometric: float = 0.0  # probability of a small random shift / scale / rotation of a training face
     tone_balance: float = 0.0  # exponent α of skin-tone-balanced sampling: P(face) ∝ n_bin^-α (0 uniform, 1 flat)
     photometric: float = 0.0  # probability of a random exposure / contrast / saturation / white-balance change
+    face_tone: float = 0.0  # probability of a random exposure change of the face region only (background kept)
     lr_ramp_down: float = 0.0  # last share of ``steps`` over which learning rates fall linearly to 10 %
     flip: bool = True
     seed: int = 0
@@ -131,9 +132,10 @@ class TrainSettings:
             raise InputError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.steps < 1 or self.batch < 2:
             raise InputError("steps must be >= 1 and batch >= 2")
-        if not all(0.0 <= v <= 1.0 for v in (self.pair_fraction, self.geometric, self.tone_balance, self.photometric)):
-            raise InputError("pair fraction, geometric and photometric augmentation probabilities and tone balance "
-                             "must lie in [0, 1]")
+        if not all(0.0 <= v <= 1.0 for v in (self.pair_fraction, self.geometric, self.tone_balance, self.photometric,
+                                             self.face_tone)):
+            raise InputError("pair fraction, geometric, photometric and face-tone augmentation probabilities and tone "
+                             "balance must lie in [0, 1]")
         if min(self.identity_weight, self.face_perceptual_weight, self.temporal_weight, self.delta_weight,
                self.adv_weight, self.fm_weight, self.colour_weight) < 0:
             raise InputError("loss weights must be >= 0")
@@ -304,6 +306,49 @@ def random_photometric(x: torch.Tensor, prob: float, gen: torch.Generator | None
     grey = (y * luma).sum(1, keepdim=True)
     y = grey + saturation[:, None, None, None] * (y - grey)
     return (y.clamp(0, 1) * 2 - 1)
+
+
+# random_face_tone: the face region's exposure range (natural-log factor), mostly darker, and the region itself,
+# an ellipse in crop coordinates (centre x, y; semi-axes x, y) around the skin of an FFHQ-aligned face, whose gain
+# fades to nothing between FACE_FADE[0] and FACE_FADE[1] times its radius.
+FACE_TONE_LOG = (-1.2, 0.2)
+FACE_ELLIPSE = (0.5, 0.56, 0.25, 0.32)
+FACE_FADE = (0.75, 1.25)
+
+
+def face_region_mask(size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Soft mask (size, size) of the face region of an FFHQ-aligned crop: 1 on the skin, 0 on the background,
+    fading linearly in between (``FACE_ELLIPSE``, ``FACE_FADE``)."""
+    cx, cy, ax, ay = FACE_ELLIPSE
+    t = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+    r = (((t[None, :] - cx) / ax) ** 2 + ((t[:, None] - cy) / ay) ** 2).sqrt()
+    lo, hi = FACE_FADE
+    return ((hi - r) / (hi - lo)).clamp(0, 1).to(dtype)
+
+
+def random_face_tone(x: torch.Tensor, prob: float, gen: torch.Generator | None = None, *,
+                     pairs: int = 0) -> torch.Tensor:
+    """Random exposure of the face region only, background kept, of faces ``(n, 3, s, s)`` in [−1, 1]; float, same
+    shape, clipped to [−1, 1].
+
+    Each image changes with probability ``prob``: in [0, 1] RGB its face region (``face_region_mask``) is scaled by a
+    gain exp(U(FACE_TONE_LOG)), fading to 1 on the background. Global exposure (``random_photometric``) keeps a dark
+    face on a bright wall rare, and there the model lightened the skin toward the data's mean; this makes such
+    faces, as skin-tone augmentation does for face analysis. Images ``[pairs:2*pairs]`` get the same change as
+    ``[:pairs]``.
+    """
+    n = x.shape[0]
+    if prob <= 0:
+        return x
+    u = torch.rand(n, generator=gen).to(x.device, x.dtype)
+    on = (torch.rand(n, generator=gen).to(x.device) < prob).to(x.dtype)
+    if pairs:
+        u[pairs:2 * pairs], on[pairs:2 * pairs] = u[:pairs], on[:pairs]
+    lo, hi = FACE_TONE_LOG
+    gain = torch.exp((lo + (hi - lo) * u) * on)
+    mask = face_region_mask(x.shape[-1], x.dtype).to(x.device)
+    y = (x + 1) * 0.5 * (1 + (gain[:, None, None, None] - 1) * mask)
+    return y.clamp(0, 1) * 2 - 1
 
 
 def set_memory_format(module: nn.Module | None, memory_format: torch.memory_format) -> None:
@@ -651,7 +696,7 @@ def _known(saved: dict) -> dict:
 # Settings a resumed chunk may change: its length and schedule, and the loss recipe (terms switched on later).
 CHUNK_SETTINGS = ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down", "adv_weight",
                   "d_crop", "d_arch", "d_condition", "d_lr", "d_warmup", "adv_ramp", "adv_adaptive", "fm_weight", "r1_gamma", "augment",
-                  "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "tone_balance", "photometric",
+                  "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "tone_balance", "photometric", "face_tone",
                   "mse_weight", "colour_weight", "msssim_weight", "code_weight")
 
 
@@ -775,6 +820,7 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
                 x = torch.where(torch.from_numpy(flip)[:, None, None, None], x.flip(3), x)
             x = random_geometry(x, settings.geometric, gen, pairs=m)
             x = random_photometric(x, settings.photometric, gen, pairs=m)
+            x = random_face_tone(x, settings.face_tone, gen, pairs=m)
             losses = trainer.step(x, pairs=m)
             if not all(math.isfinite(v) for v in losses.values()):
                 raise InputError(f"training diverged at step {trainer.step_count} (losses {losses}); lower the learning rate")
