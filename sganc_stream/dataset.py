@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -33,10 +33,11 @@ from sganc_stream.engine import EngineOptions, Failed, open_pool
 from sganc_stream.errors import InputError
 from sganc_stream.face.landmarks import make_landmarks
 from sganc_stream.fileio import output_stems, write_bytes_atomic
-from sganc_stream.pipeline import FaceModel, TranscodeOptions, transcode_file
-from sganc_stream.refine import refine_settings
 from sganc_stream.report import write_json
 from sganc_stream.video import VIDEO_INPUT_SUFFIXES
+
+if TYPE_CHECKING:  # imported where clips are coded: the command line's --help needs none of torch
+    from sganc_stream.pipeline import FaceModel, TranscodeOptions
 
 LAYOUTS = ("mead", "filmpac", "folder")
 # MEAD: <actor>/video/<view>/<emotion>/level_<k>/<nnn>.mp4 (audio/ and other trees are ignored)
@@ -131,13 +132,19 @@ def clip_row(clip: Clip, report: dict[str, Any] | None, error: str = "") -> dict
     return row
 
 
+def _refine_settings(options: TranscodeOptions) -> Any:
+    from sganc_stream.refine import refine_settings
+
+    return refine_settings(options.refine)
+
+
 def _settings(model: FaceModel, options: TranscodeOptions) -> dict[str, Any]:
     """What makes a finished clip reusable on resume: the model and the coding and measuring settings."""
     p = options.params
     return {"model_id": model.model_id, "mode": p.mode, "g": p.g, "step_index": p.step_index,
             "keyframe_interval": p.keyframe_interval, "max_frames": options.max_frames,
             "quality": options.quality, "identity_every": options.identity_every,
-            "refine": refine_settings(options.refine),
+            "refine": _refine_settings(options),
             **({"residual": p.residual} if p.residual != "irwin_hall" else {})}  # absent: earlier runs still resume
 
 
@@ -223,6 +230,8 @@ def _clip_worker(model: FaceModel, options: TranscodeOptions) -> tuple[FaceModel
 
 def transcode_clip(worker: tuple[FaceModel, TranscodeOptions], clip: Clip) -> tuple[bytes, dict[str, Any]]:
     """One clip on a worker: the .sgnc file's bytes and the report (its ``outputs`` name a temporary file)."""
+    from sganc_stream.pipeline import transcode_file
+
     model, options = worker
     with tempfile.TemporaryDirectory(prefix="sganc-clip-") as tmp:
         out = Path(tmp) / "clip.sgnc"

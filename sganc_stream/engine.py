@@ -30,12 +30,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Generic, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sganc_stream.errors import CheckpointError, InputError, SgancError, extra_hint, import_extra
-from sganc_stream.pipeline import FaceModel, load_face_model
+if TYPE_CHECKING:  # imported where a worker starts: the command line's --help needs none of torch
+    from sganc_stream.pipeline import FaceModel
 
 S = TypeVar("S")
 ENGINES = ("local", "ray")
@@ -181,6 +180,10 @@ class RayWorker:
         try:
             if code != code_fingerprint():
                 raise InputError("this node runs other sganc-stream code than the driver; install the same version")
+            import torch
+
+            from sganc_stream.pipeline import load_face_model
+
             torch.set_num_threads(threads)
             with tempfile.TemporaryDirectory(prefix="sganc-model-") as tmp:
                 path = Path(tmp) / "model.bundle"

@@ -29,15 +29,15 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from sganc_stream.errors import InputError
 from sganc_stream.face.dlib_models import SHAPE_PREDICTOR_68, model_path
 from sganc_stream.face.identity import descriptor_network
 from sganc_stream.threads import single_thread
 
-if TYPE_CHECKING:  # imported where used: a process that only decodes never loads dlib
+if TYPE_CHECKING:  # imported where used: a process that only decodes never loads dlib (nor, for --help, torch)
     import dlib
+    import torch
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 # Median HOG-detector box (left, top, right, bottom as fractions of the side) on 33 FFHQ-recipe 256 px crops
@@ -144,6 +144,7 @@ def ms_ssim_window(height: int, width: int) -> int:
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | np.ndarray:
     """MS-SSIM per frame, in [0, 1]; 1 for identical frames."""
+    import torch
     from pytorch_msssim import ms_ssim as _ms_ssim  # here: decoding alone never measures quality
 
     a, b, single = _pair(a, b)
@@ -224,6 +225,8 @@ def identity_distance(a: np.ndarray, b: np.ndarray, *, descriptor: FaceDescripto
 @cache
 def _lpips_model() -> torch.nn.Module | None:
     """LPIPS (AlexNet) if the lpips package and its backbone weights are already on this machine; never downloads."""
+    import torch
+
     if importlib.util.find_spec("lpips") is None:
         return None
     if not (Path(torch.hub.get_dir()) / "checkpoints" / LPIPS_BACKBONE).is_file():
@@ -239,6 +242,8 @@ def lpips(a: np.ndarray, b: np.ndarray) -> float | np.ndarray | None:
     model = _lpips_model()
     if model is None:
         return None
+    import torch
+
     values = []
     with torch.no_grad():
         for start in range(0, len(a), _CHUNK):

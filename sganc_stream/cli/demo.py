@@ -7,7 +7,6 @@ from pathlib import Path
 
 from sganc_stream.cli.decode import load_model
 from sganc_stream.cli.transcode import add_coding_options, check_coding_options, describe, face_notes, options_from
-from sganc_stream.demo import run_demo
 from sganc_stream.errors import InputError
 
 
@@ -17,6 +16,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     check_coding_options(args)
     model = load_model(args)
     options = options_from(args, model)
+    from sganc_stream.demo import run_demo  # torch: imported when the demo runs, not for --help
+
     report = run_demo(model, args.out, options, input=args.input, camera=args.webcam, frames=args.max_frames)
     source = args.input or (f"camera {args.webcam}" if args.webcam is not None else "the bundled public-domain clip")
     print(f"demo: {source} → {args.out}/demo.sgnc")

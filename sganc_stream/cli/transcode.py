@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -17,8 +17,11 @@ from sganc_stream.dataset import LAYOUTS, Clip, scan_clips, transcode_dataset
 from sganc_stream.engine import ENGINES, RAY_EXTRA, EngineOptions
 from sganc_stream.errors import InputError
 from sganc_stream.metrics import IDENTITY_EVERY
-from sganc_stream.pipeline import FaceModel, TranscodeOptions, check_outputs, transcode_file
-from sganc_stream.refine import RefineOptions
+
+# The pipeline (torch) is imported by the commands that run it, so that `sganc-stream --help` loads no torch.
+if TYPE_CHECKING:
+    from sganc_stream.pipeline import FaceModel, TranscodeOptions
+    from sganc_stream.refine import RefineOptions
 
 
 def add_coding_options(p: argparse.ArgumentParser) -> None:
@@ -64,10 +67,16 @@ def check_coding_options(args: argparse.Namespace) -> RefineOptions | None:
     if args.identity_every < 1:
         raise InputError(f"--identity-every must be at least 1, got {args.identity_every}")
     check_stream_arguments(args)
-    return RefineOptions(args.refine) if args.refine else None
+    if not args.refine:
+        return None
+    from sganc_stream.refine import RefineOptions
+
+    return RefineOptions(args.refine)
 
 
 def options_from(args: argparse.Namespace, model: FaceModel, **outputs: Any) -> TranscodeOptions:
+    from sganc_stream.pipeline import TranscodeOptions
+
     refine = check_coding_options(args)
     return TranscodeOptions(params=stream_params_from(args, model.codec), lossless=args.lossless, refine=refine,
                             align=not args.pre_aligned, batch=args.batch, max_frames=args.max_frames, identity_every=args.identity_every,
@@ -95,6 +104,8 @@ def describe(report: dict[str, Any]) -> str:
 
 
 def cmd_transcode(args: argparse.Namespace) -> int:
+    from sganc_stream.pipeline import TranscodeOptions, check_outputs, transcode_file
+
     paste = args.output.with_suffix(".pasted.mp4") if args.paste_back else None
     outputs = {"recon": args.recon, "aligned": args.aligned, "report": args.report, "paste_back": paste}
     check_outputs(args.output, TranscodeOptions(lossless=args.lossless, **outputs))  # before any work
