@@ -183,6 +183,8 @@ def run_scenario(name: str, args: argparse.Namespace, url: str, model: Path, wor
         common += ["--redundancy", args.redundancy]
     if args.runtime is not None:
         common += ["--runtime", args.runtime]
+    if args.residual_table is not None:
+        common += ["--residual-table", args.residual_table]
     if args.no_retransmit:
         common.append("--no-retransmit")
     logs = {k: work / f"{name}_{k}.jsonl" for k in ("A", "B", "B2")}
@@ -271,6 +273,8 @@ def main() -> int:
     p.add_argument("--pre-aligned", action="store_true", help="skip face alignment (clips used as aligned faces)")
     p.add_argument("--redundancy", type=int, help="frame packets carried in each message (default: the peers')")
     p.add_argument("--runtime", choices=["torch", "onnx"], help="the peers' --runtime (default: theirs, onnx)")
+    p.add_argument("--residual-table", choices=["irwin_hall", "empirical"],
+                   help="the senders' residual table (default: theirs, irwin_hall)")
     p.add_argument("--no-retransmit", action="store_true",
                    help="the peers answer no NACKs: gaps redundancy cannot bridge cost a keyframe (SPEC §8.7)")
     p.add_argument("--scenarios", default="loss0,loss5,loss20,rejoin")
@@ -308,6 +312,7 @@ def main() -> int:
         "clips": {"A": str(args.video_a), "B": str(args.video_b)}, "duration_s": args.duration,
         "max_fps": args.max_fps, "pre_aligned": args.pre_aligned, "redundancy": args.redundancy,
         "runtime": args.runtime, "retransmit": not args.no_retransmit,
+        "residual_table": args.residual_table,
         "load_average_at_end": os.getloadavg(),
         "work": str(work), "results": results})
     print(json.dumps(results, indent=1))

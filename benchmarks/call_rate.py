@@ -2,10 +2,11 @@
 face model, a shared clip as the camera, at each ``--target-kbps``.
 
     python3 benchmarks/call_rate.py [--targets 20 45] [--seconds 30] [--clip dreamtalk_mead/...mp4]
+        [--residual-table empirical] [--out call_rate]
 
 Per target: frames sent and shown, the steps used, the packet rate (payload + §3 framing, what rate control counts)
 at the hello's nominal fps and over the frames actually sent, and whether every shown frame's integer state equals
-the sender's (``state_crc``). Writes benchmarks/results/call_rate.json.
+the sender's (``state_crc``). Writes benchmarks/results/<--out>.json.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ def events(log: Path, ev: str) -> list[dict[str, Any]]:
     return [r for r in map(json.loads, log.read_text().splitlines()) if r["ev"] == ev]
 
 
-def one_call(model: FaceModel, clip: Path, target: float, seconds: float, folder: Path) -> dict[str, Any]:
+def one_call(model: FaceModel, clip: Path, target: float, seconds: float, folder: Path,
+             residual: str = "irwin_hall") -> dict[str, Any]:
     codec = model.codec
-    params = StreamParams("open", 10, codec.step_index(min(codec.steps)), target_kbps=target)
+    params = StreamParams("open", 10, codec.step_index(min(codec.steps)), residual=residual, target_kbps=target)
     common = {"headless": True, "duration": seconds, "quiet": True}
     sender = Peer(model, PeerOptions(video=clip, receive=False, params=params, name="A", log=folder / "A.jsonl", **common))
     receiver = Peer(model, PeerOptions(send=False, name="B", log=folder / "B.jsonl", **common))
@@ -63,15 +65,18 @@ def main() -> int:
     ap.add_argument("--targets", type=float, nargs="+", default=[20.0, 45.0])
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--clip", default="dreamtalk_mead/M030_front_neutral_level1_001.mp4", help="under " + str(CLIPS))
+    ap.add_argument("--residual-table", choices=["irwin_hall", "empirical"], default="irwin_hall",
+                    help="the sender's residual table (empirical: the hello names it, a v3/v4 header)")
+    ap.add_argument("--out", default="call_rate", help="results name under benchmarks/results/")
     args = ap.parse_args()
     model = load_face_model(default_face_model())
     rows = []
     for target in args.targets:
         with tempfile.TemporaryDirectory() as tmp:
-            rows.append(one_call(model, CLIPS / args.clip, target, args.seconds, Path(tmp)))
+            rows.append(one_call(model, CLIPS / args.clip, target, args.seconds, Path(tmp), args.residual_table))
         print(json.dumps(rows[-1]))
-    path = write_result("call_rate", {"model_id": model.model_id, "presets": list(model.codec.steps), "clip": args.clip,
-                                      "seconds": args.seconds, "rows": rows})
+    path = write_result(args.out, {"model_id": model.model_id, "presets": list(model.codec.steps), "clip": args.clip,
+                                   "seconds": args.seconds, "residual_table": args.residual_table, "rows": rows})
     print(f"results in {path}")
     return 0 if all(r["shown_states_exact"] and not r["undecodable"] for r in rows) else 1
 

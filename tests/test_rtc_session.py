@@ -164,6 +164,25 @@ def test_a_call_with_a_target_rate_sends_v4_packets_that_decode_exactly(tmp_path
     assert not events(tmp_path / "B.jsonl", "undecodable")
 
 
+def test_a_call_with_the_empirical_residual_table_sends_v3_packets_that_decode_exactly(tmp_path: Path) -> None:
+    """``--residual-table empirical`` in the call: the hello names the table (a v3 header, SPEC §8.4), the receiver
+    decodes every residual with it, and every frame shown has exactly the sender's integer state."""
+    codec = model().codec
+    assert 5 in codec.empirical_residuals
+    params = StreamParams("open", 5, codec.step_index(None), residual="empirical")
+    a = Peer(model(), options("A", tmp_path, params=params, receive=False))
+    b = Peer(model(), options("B", tmp_path, send=False))
+    in_process(a, b, *memory_pair(delay_s=0.005))
+    hello = events(tmp_path / "B.jsonl", "hello")
+    assert hello and hello[0]["version"] == 3
+    tx, shown = events(tmp_path / "A.jsonl", "tx"), events(tmp_path / "B.jsonl", "display")
+    assert len(tx) >= 10 and len(shown) >= 5, (len(tx), len(shown))
+    assert sum(t["type"] == "inter+residual" for t in tx) >= 1  # the table was used
+    coded = {t["seq"]: t["state_crc"] for t in tx}
+    assert all(d["state_crc"] == coded[d["seq"]] for d in shown)
+    assert not events(tmp_path / "B.jsonl", "undecodable")
+
+
 @pytest.mark.parametrize("redundancy", [0, 1])
 def test_redundancy_restores_lost_frames_without_keyframes(tmp_path: Path, redundancy: int) -> None:
     a = Peer(model(), options("A", tmp_path, loss=0.25, seed=3, redundancy=redundancy, receive=False,

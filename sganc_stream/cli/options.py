@@ -1,8 +1,8 @@
 """Coding options shared by every command that encodes: ``sganc-stream transcode/demo/latents`` and the live call;
 and the runtime options (``--runtime --device --threads``) of ``decode`` and the live call.
 
-One definition of ``--mode --g --step --keyframe-interval`` and ``--target-kbps`` (and, for commands that write
-files, ``--residual-table`` and ``--inter-context``; for latent files, ``--decimation``);
+One definition of ``--mode --g --step --keyframe-interval``, ``--residual-table`` and ``--target-kbps`` (and, for
+commands that write files, ``--inter-context``; for latent files, ``--decimation``);
 validation is :class:`StreamParams`' (one place), so ``--g 300`` is the same one-line error in every command, before
 any model work or network set-up. :func:`check_runtime_arguments` is the one check of the runtime options.
 """
@@ -30,7 +30,7 @@ def add_stream_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
 
 
 def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Add ``--residual-table`` (file streams only: the call protocol's header has no such field)."""
+    """Add ``--residual-table`` (files, and the call: its hello names the table, SPEC §8.4)."""
     p.add_argument("--residual-table", choices=RESIDUAL_TABLES, default="irwin_hall",
                    help="residual table in open mode: irwin_hall (the paper's, default) or empirical (the model's "
                         "histogram of training residuals, for the periods g it was fitted for; writes bitstream v3)")
@@ -121,7 +121,7 @@ def _decimation(args: argparse.Namespace) -> int:
 
 
 def _residual(args: argparse.Namespace) -> str:
-    """``--residual-table``; the call has no such option (its headers cannot name one): Irwin–Hall."""
+    """``--residual-table``; commands that send nothing (``sganc-recv``) have none: Irwin–Hall."""
     return getattr(args, "residual_table", "irwin_hall")
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sganc_stream.cli.decode import load_runtime_model
-from sganc_stream.cli.options import (add_rate_argument, add_stream_arguments, check_runtime_arguments,
+from sganc_stream.cli.options import (add_rate_argument, add_residual_argument, add_stream_arguments, check_runtime_arguments,
                                       check_stream_arguments, stream_params_from)
 from sganc_stream.errors import InputError, SgancError, import_extra, warnings_as_lines
 from sganc_stream.onnx_runtime import ONNX_EXTRA, RUNTIMES
@@ -65,6 +65,7 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
         media.add_argument("--pre-aligned", action="store_true", help="frames already are aligned faces")
         media.add_argument("--landmarks", default="dlib", choices=["dlib", "fan"], help="landmark backend (default dlib)")
         add_stream_arguments(media)
+        add_residual_argument(media)
         add_rate_argument(media)
         media.add_argument("--redundancy", type=int, default=DEFAULT_REDUNDANCY, metavar="N",
                            help=f"previous frame packets carried in each frame message, 0-{MAX_REDUNDANCY}, as far as "
