@@ -102,18 +102,36 @@ LUMA_601 = (0.299, 0.587, 0.114)
 FACE_CENTRE_ROWS, FACE_CENTRE_COLS = (0.45, 0.75), (0.30, 0.70)
 
 
-def face_luma(images: np.ndarray) -> float | np.ndarray:
-    """Mean luma Y' (ITU-R BT.601 weights, 0–255) of the central skin box of FFHQ-aligned uint8 RGB face crops
-    (h, w, 3) or (n, h, w, 3): a skin-tone measure. Comparing a decoded face's with its input's shows whether a
-    model keeps skin tone (a model that regresses to its data's mean lightens dark skin and darkens light skin)."""
+def _centre_box(images: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The central skin box (FACE_CENTRE_ROWS, FACE_CENTRE_COLS) of uint8 RGB crops (h, w, 3) or (n, h, w, 3), as
+    (n, bh, bw, 3) uint8, and whether a single image was given."""
     x = _checked(images)
     single = x.ndim == 3
     x = x[None] if single else x
     h, w = x.shape[1:3]
-    box = x[:, int(h * FACE_CENTRE_ROWS[0]):int(h * FACE_CENTRE_ROWS[1]),
-            int(w * FACE_CENTRE_COLS[0]):int(w * FACE_CENTRE_COLS[1])].astype(np.float64)
-    luma = box @ np.array(LUMA_601)
-    return _result(luma.reshape(len(x), -1).mean(axis=1), single)
+    return x[:, int(h * FACE_CENTRE_ROWS[0]):int(h * FACE_CENTRE_ROWS[1]),
+             int(w * FACE_CENTRE_COLS[0]):int(w * FACE_CENTRE_COLS[1])], single
+
+
+def _box_luma(images: np.ndarray) -> tuple[np.ndarray, bool]:
+    box, single = _centre_box(images)
+    return (box.astype(np.float64) @ np.array(LUMA_601)).reshape(len(box), -1), single
+
+
+def face_luma(images: np.ndarray) -> float | np.ndarray:
+    """Mean luma Y' (ITU-R BT.601 weights, 0–255) of the central skin box of FFHQ-aligned uint8 RGB face crops
+    (h, w, 3) or (n, h, w, 3): a skin-tone measure. Comparing a decoded face's with its input's shows whether a
+    model keeps skin tone (a model that regresses to its data's mean lightens dark skin and darkens light skin)."""
+    luma, single = _box_luma(images)
+    return _result(luma.mean(axis=1), single)
+
+
+def face_contrast(images: np.ndarray) -> float | np.ndarray:
+    """Standard deviation of luma Y' (BT.601, 0–255) over the central skin box of FFHQ-aligned uint8 RGB face crops
+    (h, w, 3) or (n, h, w, 3): the shading that models a face (cheekbones, nose, mouth). A decoder that keeps the mean
+    tone but flattens this renders a darker-skinned face as a lighter-skinned one to the eye."""
+    luma, single = _box_luma(images)
+    return _result(luma.std(axis=1), single)
 
 
 def face_lab(images: np.ndarray) -> np.ndarray:
@@ -121,12 +139,7 @@ def face_lab(images: np.ndarray) -> np.ndarray:
     FFHQ-aligned uint8 RGB face crops (h, w, 3) or (n, h, w, 3): shape (3,) or (n, 3), float64. The chroma
     C*ab = √(a*² + b*²) of it shows what luma cannot: a model that desaturates skin (brown skin rendered greyish
     or pink at the same lightness) lowers C*ab while Y' stays put."""
-    x = _checked(images)
-    single = x.ndim == 3
-    x = x[None] if single else x
-    h, w = x.shape[1:3]
-    box = x[:, int(h * FACE_CENTRE_ROWS[0]):int(h * FACE_CENTRE_ROWS[1]),
-            int(w * FACE_CENTRE_COLS[0]):int(w * FACE_CENTRE_COLS[1])]
+    box, single = _centre_box(images)
     lab = np.stack([cv2.cvtColor(b.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3).mean(axis=0)
                     for b in box]).astype(np.float64)
     return lab[0] if single else lab

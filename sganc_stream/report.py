@@ -16,7 +16,8 @@ import numpy as np
 from sganc_stream.bitstream.container import StreamHeader
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import write_bytes_atomic
-from sganc_stream.metrics import IDENTITY_EVERY, identity_distance, lpips, ms_ssim, ms_ssim_window, psnr
+from sganc_stream.metrics import (IDENTITY_EVERY, face_contrast, face_lab, identity_distance, lpips, ms_ssim, ms_ssim_window,
+                                  psnr)
 
 
 def _mean(values: list[float]) -> float | None:
@@ -26,13 +27,17 @@ def _mean(values: list[float]) -> float | None:
 
 
 class QualityMeter:
-    """Per-frame PSNR, MS-SSIM, identity distance (every ``identity_every``-th frame) and LPIPS (where available)."""
+    """Per-frame PSNR, MS-SSIM, identity distance (every ``identity_every``-th frame) and LPIPS (where available), and
+    the skin of the face's central box: CIELAB colour of reference and test (``metrics.face_lab``) and their luma
+    contrast (``metrics.face_contrast``)."""
 
     def __init__(self, identity_every: int = IDENTITY_EVERY) -> None:
         if identity_every < 1:
             raise InputError(f"identity_every must be at least 1, got {identity_every}")
         self.identity_every = identity_every
         self.values: dict[str, list[float]] = {"psnr": [], "ms_ssim": [], "identity_distance": [], "lpips": []}
+        self.lab: dict[str, list[np.ndarray]] = {"ref": [], "test": []}
+        self.contrast: dict[str, list[float]] = {"ref": [], "test": []}
         self.frames = 0
         self.size: tuple[int, int] | None = None
         self.lpips_available = True
@@ -50,6 +55,9 @@ class QualityMeter:
             self.lpips_available = lp is not None
             if lp is not None:
                 self.values["lpips"] += np.atleast_1d(lp).tolist()
+        for key, x in (("ref", ref), ("test", test)):
+            self.lab[key].append(np.atleast_2d(face_lab(x)))
+            self.contrast[key] += np.atleast_1d(face_contrast(x)).tolist()
         self.size = (ref.shape[2], ref.shape[1])
         self.frames += len(ref)
         return p
@@ -68,7 +76,22 @@ class QualityMeter:
             "ms_ssim_win_size": ms_ssim_window(self.size[1], self.size[0]) if self.size else None,
             "identity_every": self.identity_every,
             "identity_missing": int(np.isnan(ident).sum()),
+            "skin": self._skin(),
         }
+
+    def _skin(self) -> dict[str, Any] | None:
+        """Mean CIELAB (L*, a*, b*) of the face's central box in the references and the test frames, the test's
+        difference (ΔE*ab, CIE 1976: Euclidean in L*a*b*; ΔL* < 0 is darker, a smaller chroma C*ab greyer), and the
+        ratio of their mean luma contrasts (< 1: flatter shading). None before any frame."""
+        if not self.frames:
+            return None
+        ref, test = np.concatenate(self.lab["ref"]).mean(0), np.concatenate(self.lab["test"]).mean(0)
+        chroma = lambda lab: float(np.hypot(lab[1], lab[2]))  # noqa: E731
+        contrast_ref = float(np.mean(self.contrast["ref"]))
+        return {"lab_reference": [round(float(v), 2) for v in ref], "lab_test": [round(float(v), 2) for v in test],
+                "delta_l": round(float(test[0] - ref[0]), 2), "delta_chroma": round(chroma(test) - chroma(ref), 2),
+                "delta_e76": round(float(np.linalg.norm(test - ref)), 2),
+                "contrast_ratio": round(float(np.mean(self.contrast["test"])) / contrast_ref, 3) if contrast_ref > 0 else None}
 
 
 def stream_report(header: StreamHeader, size: int, frames: list[dict[str, Any]], *, timing: dict[str, float],

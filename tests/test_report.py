@@ -31,6 +31,24 @@ def test_meter_accumulates_the_metrics_module_values_over_batches() -> None:
     assert s["lpips"] is None or s["lpips_available"]  # unavailable is None, never 0
 
 
+def test_meter_reports_skin_colour_and_shading_of_the_test_against_the_reference() -> None:
+    """The skin block: the same frames give ΔE 0 and contrast ratio 1; a darker, flattened copy gives ΔL* < 0 and a
+    contrast ratio below 1 (what a decoder that loses a face's shading does)."""
+    rng = np.random.default_rng(0)
+    face = np.clip(rng.normal(120, 30, (4, 64, 64, 3)), 0, 255).astype(np.uint8)
+    same = QualityMeter(identity_every=1000)
+    same.add(face, face)
+    skin = same.summary()["skin"]
+    assert skin["delta_e76"] == 0 and skin["delta_l"] == 0 and skin["contrast_ratio"] == 1
+    flat = (face.astype(np.float64) - 120) * 0.5 + 100  # half the shading, 20 levels darker
+    meter = QualityMeter(identity_every=1000)
+    meter.add(face, flat.clip(0, 255).astype(np.uint8))
+    skin = meter.summary()["skin"]
+    assert skin["delta_l"] < -5 and skin["delta_e76"] >= -skin["delta_l"]
+    assert skin["contrast_ratio"] == pytest.approx(0.5, abs=0.03)
+    assert QualityMeter().summary()["skin"] is None
+
+
 def test_meter_rejects_bad_identity_period() -> None:
     with pytest.raises(InputError):
         QualityMeter(0)

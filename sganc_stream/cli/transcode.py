@@ -96,6 +96,10 @@ def describe(report: dict[str, Any]) -> str:
         every = "" if q["identity_every"] == 1 else f" (on 1 frame in {q['identity_every']})"
         line += (f"; vs aligned input at {report['quality']['size']} px: PSNR {fmt(q['psnr'], '.2f')} dB, "
                  f"MS-SSIM {fmt(q['ms_ssim'], '.4f')}, identity {fmt(q['identity_distance'], '.3f')}{every}")
+        skin = q.get("skin")
+        if skin:
+            line += (f"; skin ΔL* {skin['delta_l']:+.1f}, ΔC* {skin['delta_chroma']:+.1f}, shading contrast "
+                     f"{fmt(skin['contrast_ratio'], '.2f')}x")
     align = report.get("alignment") or {}
     if (align.get("upscale") or 0) > 1:
         line += (f"; faces about {align['source_face_px']['median']:.0f} px in the input, enlarged "
