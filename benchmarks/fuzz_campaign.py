@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -204,9 +205,14 @@ def main(argv: list[str] | None = None) -> int:
                "wall_s": round(wall, 1), "jobs": args.jobs, "inputs_per_s": round(total / max(wall, 1e-9), 1),
                "peak_rss_mb": max((t["peak_rss_mb"] for t in targets.values()), default=0),
                "slowest_input_s": max((r.slowest_s for r in runs.values()), default=0.0)}
+    # A temporary workdir is removed when nothing in it is needed (no finding, no timeout log); CI runs this every
+    # time, so a kept one per run would fill the disk.
+    keep = args.workdir is not None or found > 0 or any(r.load_timeouts for r in runs.values())
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
     settings = {"inputs": args.inputs, "chunk": args.chunk, "max_seconds_per_target": args.max_seconds_per_target,
                 "hang_after_s": 1, "input_memory_limit_mb": 256, "rss_limit_mb": args.rss_limit_mb,
-                "engine": "libFuzzer via atheris, coverage of sganc_stream", "workdir": str(workdir)}
+                "engine": "libFuzzer via atheris, coverage of sganc_stream", "workdir": str(workdir) if keep else None}
     path = write_result(args.out, {"settings": settings, "summary": summary, "targets": targets})
     print(f"{total} inputs in {wall:.0f} s ({summary['inputs_per_s']:.0f}/s with {args.jobs} process(es)): "
           f"{summary['crashes']} crashes, {summary['hangs']} hangs, {summary['memory']} memory, "
