@@ -147,3 +147,15 @@ def test_coder_cdf_is_built_once_and_shared_by_selected_rows() -> None:
     assert "cdf" not in sel.__dict__  # gathered from the source table's cdf, not a copy built per frame
     sym32 = sym.astype(np.int32)
     assert np.array_equal(sel.cdf, t.cdf[rows]) and _cached_payload(sym32, sel) == _full_rows_payload(sym32, sel)
+
+
+def test_peek_choice_reads_the_step_choice_alone_and_refuses_broken_payloads() -> None:
+    from sganc_stream.entropy.rans import peek_choice
+
+    table = _table(np.random.default_rng(5), c=3, length=8)
+    for j in range(4):
+        payload = encode_parts([(np.array([-10, -8, -12]), table)], (j, 4))
+        assert peek_choice(payload, 4) == j
+    for bad in (b"", b"abc"):
+        with pytest.raises(BitstreamError):
+            peek_choice(bad, 4)

@@ -193,3 +193,22 @@ def test_rebinned_and_histogram_tables():
     values = np.array([[0, 5], [1, 6], [0, 7], [-2, 5]])
     h = channel_histogram_table(values)
     assert not h.symbols(values.reshape(-1, 2)[0])[1].any() and h.symbols(np.array([40, 5]))[1].tolist() == [True, False]
+
+
+def test_inspect_names_each_face_packets_step(tiny_codec, tiny_codec_path, walk, tmp_path) -> None:
+    """``inspect`` of a rate-controlled stream reads each face packet's step choice (SPEC §4) without the model:
+    the steps the encoder chose, frame by frame, and how many packets each step coded."""
+    from sganc_stream.cli.latents import inspect_dict
+
+    lo, hi = fixed_kbps(tiny_codec, walk[:150], 2), fixed_kbps(tiny_codec, walk[:150], 0)
+    res = encode_sequence(tiny_codec, walk[:150], StreamParams("open", 4, 0, target_kbps=(lo + hi) / 2), FPS)
+    assert len(set(res.step_choices)) >= 2
+    path = tmp_path / "rated.sgnc"
+    path.write_bytes(res.data)
+    info = inspect_dict(str(path))
+    assert [f["step"] for f in info["frames"]] == [res.steps[j] for j in res.step_choices]
+    assert sum(info["steps_used"].values()) == len(res.step_choices) == 150
+    fixed = tmp_path / "fixed.sgnc"
+    fixed.write_bytes(encode_sequence(tiny_codec, walk[:20], StreamParams("open", 4, 0), FPS).data)
+    plain = inspect_dict(str(fixed))
+    assert plain["steps_used"] is None and all("step" not in f for f in plain["frames"])

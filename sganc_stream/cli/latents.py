@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from sganc_stream.assets import default_face_model, default_latent_codec
-from sganc_stream.bitstream.container import FPS_MAX, FPS_MIN, Container, decode_container, fps_in_range, read_container
+from sganc_stream.bitstream.container import (FPS_MAX, FPS_MIN, Container, decode_container, fps_in_range, read_container,
+                                              switches_steps)
 from sganc_stream.cli.options import (add_context_argument, add_decimation_argument, add_rate_argument, add_residual_argument,
                                       add_stream_arguments, stream_params_from)
+from sganc_stream.entropy.rans import peek_choice
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import check_stream_output, check_writable, load_npy, write_bytes_atomic, write_npy_atomic
 from sganc_stream.latent.breakdown import bit_breakdown
@@ -95,6 +97,13 @@ def inspect_dict(path: str, model_path: str | None = None) -> dict:
     c = read_container(path)
     frames = [{"index": p.frame, "type": p.type.label, "bytes": b, "payload_bytes": len(p.payload)} for p, b in zip(c.packets, c.record_bytes)]
     h = c.header
+    steps_used: dict[str, int] | None = None
+    if switches_steps(h.version):  # rate control: each face packet names its step (SPEC §4)
+        steps_used = {}
+        for f, p in zip(frames, c.packets):
+            if p.type.is_frame:
+                f["step"] = h.steps[peek_choice(p.payload, len(h.steps))]
+                steps_used[format(f["step"], "g")] = steps_used.get(format(f["step"], "g"), 0) + 1
     header = {"version": h.version, "model_id": h.model_id, "rows": h.rows, "width": h.width, "mode": h.mode,
               "g": h.g, "step": h.step, "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval,
               "residual": h.residual, "steps": list(h.steps), "context": h.context, "decimation": h.decimation}
@@ -112,6 +121,7 @@ def inspect_dict(path: str, model_path: str | None = None) -> dict:
         "kbps": 8 * c.total_bytes / max(len(frames), 1) * h.fps / 1000,
         "breakdown": breakdown,
         "interpolated_frames": interpolated_frames(c),  # decoded frames the decoder interpolates (decimation)
+        "steps_used": steps_used,  # rate-controlled streams: face packets per step; else None (every packet: "step")
     }
 
 
@@ -204,10 +214,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
           + (f", decimation {h['decimation']} ({len(info['interpolated_frames'])} frames interpolated)"
              if h["decimation"] > 1 else ""))
     for f in info["frames"]:
-        print(f"  frame {f['index']:6d}  {f['type']:15s} {f['bytes']:8d} bytes")
+        step = f"  step {f['step']:g}" if "step" in f else ""
+        print(f"  frame {f['index']:6d}  {f['type']:15s} {f['bytes']:8d} bytes{step}")
     bpf = info["bits_per_frame"] or {"mean": 0, "p95": 0}
     print(f"total {info['total_bytes']} bytes (header {info['header_bytes']}), {bpf['mean']:.0f} bits/frame mean, "
           f"{bpf['p95']:.0f} p95, {info['kbps']:.2f} kbps")
+    if info["steps_used"]:
+        print("face packets per step: " + ", ".join(f"{n} at {s}" for s, n in info["steps_used"].items()))
     print_breakdown(info["breakdown"])
     return 0
 

@@ -140,6 +140,20 @@ def decode_chosen(payload: bytes, choices: int,
     return _decode(payload, choices, tables_of, True)
 
 
+def peek_choice(payload: bytes, choices: int) -> int:
+    """The step choice ``j`` (0 … choices − 1) a v4 / v6 face payload starts with (SPEC §4), read without the
+    model's tables: it is the first symbol decoded. The rest of the payload is not checked (its check value covers
+    ``j`` only when the whole payload is decoded). BitstreamError for a payload that is not whole 32-bit words or
+    holds no symbol."""
+    if len(payload) % 4 or not payload:
+        raise BitstreamError("corrupted payload: length is not a whole, non-zero number of 32-bit words")
+    try:
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+        return int(coder.decode(_choice_model(choices), 1)[0])
+    except ValueError as exc:
+        raise BitstreamError(f"corrupted payload ({exc})") from None
+
+
 def _decode(payload: bytes, choices: int, tables_of: Callable[[int], Sequence[tuple[CodingTable, int]]],
             check: bool) -> tuple[int, list[np.ndarray]]:
     if len(payload) % 4:
