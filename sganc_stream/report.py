@@ -80,17 +80,21 @@ class QualityMeter:
         }
 
     def _skin(self) -> dict[str, Any] | None:
-        """Mean CIELAB (L*, a*, b*) of the face's central box in the references and the test frames, the test's
-        difference (ΔE*ab, CIE 1976: Euclidean in L*a*b*; ΔL* < 0 is darker, a smaller chroma C*ab greyer), and the
-        ratio of their mean luma contrasts (< 1: flatter shading). None before any frame."""
+        """Mean CIELAB (L*, a*, b*) of the face's central box in the references and the test frames; the test's
+        difference, test minus reference: ΔL* (< 0 darker), ΔC*ab (< 0 greyer), ΔH*ab (the hue part, ≥ 0) and ΔE*ab
+        (CIE 1976, Euclidean in L*a*b*: ΔE² = ΔL² + ΔC² + ΔH²; about 2.3 is just noticeable); and the ratio of their
+        mean luma contrasts (``metrics.face_contrast``; < 1: flatter shading). None before any frame."""
         if not self.frames:
             return None
         ref, test = np.concatenate(self.lab["ref"]).mean(0), np.concatenate(self.lab["test"]).mean(0)
         chroma = lambda lab: float(np.hypot(lab[1], lab[2]))  # noqa: E731
         contrast_ref = float(np.mean(self.contrast["ref"]))
+        delta_e = float(np.linalg.norm(test - ref))
+        delta_l, delta_c = float(test[0] - ref[0]), chroma(test) - chroma(ref)
         return {"lab_reference": [round(float(v), 2) for v in ref], "lab_test": [round(float(v), 2) for v in test],
-                "delta_l": round(float(test[0] - ref[0]), 2), "delta_chroma": round(chroma(test) - chroma(ref), 2),
-                "delta_e76": round(float(np.linalg.norm(test - ref)), 2),
+                "delta_l": round(delta_l, 2), "delta_chroma": round(delta_c, 2),
+                "delta_hue": round(float(np.sqrt(max(delta_e ** 2 - delta_l ** 2 - delta_c ** 2, 0.0))), 2),
+                "delta_e76": round(delta_e, 2),
                 "contrast_ratio": round(float(np.mean(self.contrast["test"])) / contrast_ref, 3) if contrast_ref > 0 else None}
 
 
@@ -112,7 +116,9 @@ def stream_report(header: StreamHeader, size: int, frames: list[dict[str, Any]],
         "kbps": 8 * size / n * header.fps / 1000,
         "bits_per_frame": {"mean": float(bits.mean()), "p95": float(np.percentile(bits, 95))},
         "stream": {"model_id": header.model_id, "rows": header.rows, "width": header.width, "mode": header.mode,
-                   "g": header.g, "step": header.step, "keyframe_interval": header.keyframe_interval},
+                   "g": header.g, "step": header.step, "keyframe_interval": header.keyframe_interval,
+                   "version": header.version, "residual": header.residual, "steps": list(header.steps),
+                   "context": header.context, "decimation": header.decimation},
         "quality": quality,
         "speed": {"encode_fps": n / max(timing["encode"], 1e-9),
                   "decode_fps": n / max(timing["decode"], 1e-9) if decoded else None},

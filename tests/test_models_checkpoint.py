@@ -157,7 +157,10 @@ def test_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("content,message", [
     (b"", "empty file"),
-    (b"definitely not a checkpoint", "not a readable PyTorch checkpoint"),
+    (b"definitely not a checkpoint", r"not a model file \(an sganc-stream bundle or a PyTorch checkpoint\): its first "
+                                     "bytes are neither a zip archive nor a pickle"),
+    (b"PK\x03\x04 truncated zip", "not a readable model file"),
+    (b"\x80\x02 truncated pickle", "not a readable model file"),
 ])
 def test_garbage_files(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "x.pt"

@@ -45,6 +45,8 @@ def test_meter_reports_skin_colour_and_shading_of_the_test_against_the_reference
     meter.add(face, flat.clip(0, 255).astype(np.uint8))
     skin = meter.summary()["skin"]
     assert skin["delta_l"] < -5 and skin["delta_e76"] >= -skin["delta_l"]
+    parts = skin["delta_l"] ** 2 + skin["delta_chroma"] ** 2 + skin["delta_hue"] ** 2
+    assert skin["delta_hue"] >= 0 and parts == pytest.approx(skin["delta_e76"] ** 2, rel=0.01, abs=0.05)
     assert skin["contrast_ratio"] == pytest.approx(0.5, abs=0.03)
     assert QualityMeter().summary()["skin"] is None
 
@@ -63,6 +65,11 @@ def test_stream_report_rate_figures(tmp_path: Path) -> None:
     assert r["kbps"] == pytest.approx(8 * 200 / 3 * 25 / 1000)
     assert r["bits_per_frame"]["mean"] == pytest.approx(8 * 50)
     assert r["speed"] == {"encode_fps": 3.0, "decode_fps": 6.0}
+    assert (r["stream"]["version"], r["stream"]["residual"], r["stream"]["steps"]) == (2, "irwin_hall", [])
+    rated = StreamHeader("ab" * 32, 10, 512, "open", 10, 1.0, 25.0, 3, 0, residual="empirical", steps=(1.0, 2.0),
+                         version=4)
+    s = stream_report(rated, 200, frames, timing={"encode": 1.0, "decode": 0.5}, decoded=True, quality=None)["stream"]
+    assert (s["version"], s["residual"], s["steps"]) == (4, "empirical", [1.0, 2.0])  # what the report was coded with
     r["quality"] = {"psnr": float("inf")}
     write_json(tmp_path / "r.json", r)
     assert json.loads((tmp_path / "r.json").read_text())["quality"]["psnr"] is None  # strict JSON

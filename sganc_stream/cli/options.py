@@ -33,7 +33,8 @@ def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
     """Add ``--residual-table`` (files, and the call: its hello names the table, SPEC §8.4)."""
     p.add_argument("--residual-table", choices=RESIDUAL_TABLES, default="irwin_hall",
                    help="residual table in open mode: irwin_hall (the paper's, default) or empirical (the model's "
-                        "histogram of training residuals, for the periods g it was fitted for; writes bitstream v3)")
+                        "histogram of training residuals, for the periods g it was fitted for; a bitstream v3 stream, "
+                        "v4 with --target-kbps)")
 
 
 def add_context_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -66,8 +67,7 @@ def add_rate_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
     p.add_argument("--target-kbps", type=float, metavar="K",
                    help="rate control: choose the quantization step per group of frames (g frames in open mode, 10 "
                         "otherwise) among the model's presets so the packet rate (payload + framing) keeps K kbit/s; "
-                        "writes bitstream v4 (v6 with --inter-context temporal, or with --decimation where the command has "
-                        "it); excludes --step")
+                        "a bitstream v4 stream (v6 with temporal context or decimation); excludes --step")
 
 
 def check_stream_arguments(args: argparse.Namespace) -> None:

@@ -98,8 +98,8 @@ def describe(report: dict[str, Any]) -> str:
                  f"MS-SSIM {fmt(q['ms_ssim'], '.4f')}, identity {fmt(q['identity_distance'], '.3f')}{every}")
         skin = q.get("skin")
         if skin:
-            line += (f"; skin ΔL* {skin['delta_l']:+.1f}, ΔC* {skin['delta_chroma']:+.1f}, shading contrast "
-                     f"{fmt(skin['contrast_ratio'], '.2f')}x")
+            line += (f"; skin ΔE*ab {skin['delta_e76']:.1f} (ΔL* {skin['delta_l']:+.1f}, ΔC* {skin['delta_chroma']:+.1f}, "
+                     f"ΔH* {skin['delta_hue']:.1f}), shading contrast {fmt(skin['contrast_ratio'], '.2f')}x")
     align = report.get("alignment") or {}
     if (align.get("upscale") or 0) > 1:
         line += (f"; faces about {align['source_face_px']['median']:.0f} px in the input, enlarged "

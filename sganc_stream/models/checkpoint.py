@@ -167,6 +167,10 @@ def read_torch_file(path: str | os.PathLike[str], *, keys: tuple[str, ...] = (),
         raise CheckpointError(f"{path}: no such {what} file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
+    with path.open("rb") as f:
+        head = f.read(2)
+    if not (head == b"PK" or head[:1] == b"\x80"):  # torch.save's zip archive, or a legacy pickle (protocol ≥ 2)
+        raise CheckpointError(f"{path}: not a {what}: its first bytes are neither a zip archive nor a pickle")
     try:
         with warnings.catch_warnings():  # protocol notices from the weights-only unpickler are not the user's concern
             warnings.simplefilter("ignore")
@@ -373,7 +377,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, encoder_type: str | None = 
         raise CheckpointError(f"{path}: empty file")
     if is_bundle_file(path):
         return _from_bundle(path)
-    return model_from_object(read_torch_file(path), path, encoder_type=encoder_type)
+    return model_from_object(read_torch_file(path, what="model file (an sganc-stream bundle or a PyTorch checkpoint)"),
+                             path, encoder_type=encoder_type)
 
 
 def model_from_object(ckpt: Any, path: str | os.PathLike[str], *, encoder_type: str | None = None) -> LoadedModel:

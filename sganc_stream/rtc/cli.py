@@ -64,23 +64,25 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
         media.add_argument("--max-fps", type=float, help="send at most this many frames per second (default: all)")
         media.add_argument("--pre-aligned", action="store_true", help="frames already are aligned faces")
         media.add_argument("--landmarks", default="dlib", choices=["dlib", "fan"], help="landmark backend (default dlib)")
-        add_stream_arguments(media)
-        add_residual_argument(media)
-        add_rate_argument(media)
-        media.add_argument("--redundancy", type=int, default=DEFAULT_REDUNDANCY, metavar="N",
+        coding = p.add_argument_group("coding")
+        add_stream_arguments(coding)
+        add_residual_argument(coding)
+        add_rate_argument(coding)
+        transport = p.add_argument_group("transport")
+        transport.add_argument("--redundancy", type=int, default=DEFAULT_REDUNDANCY, metavar="N",
                            help=f"previous frame packets carried in each frame message, 0-{MAX_REDUNDANCY}, as far as "
                                 f"they fit without another SCTP chunk (default {DEFAULT_REDUNDANCY})")
-        media.add_argument("--redundancy-any-size", action="store_true",
+        transport.add_argument("--redundancy-any-size", action="store_true",
                            help="carry them even when that adds an SCTP chunk (more frames shown under loss, about "
                                 "twice the wire rate: see README)")
-        media.add_argument("--no-retransmit", action="store_true",
+        transport.add_argument("--no-retransmit", action="store_true",
                            help="answer no NACKs (the hello offers no retransmission): a gap that redundancy cannot "
                                 "bridge then costs a keyframe, as with peers older than the retransmission")
         media.add_argument("--paste-back", action="store_true",
                            help="self view: show your full camera frame with your decoded face pasted back "
                                 "(only the face travels, so the full frame exists on the sending side only)")
         media.add_argument("--self-record", type=Path, metavar="SELF.mp4", help="record the --paste-back self view")
-        media.add_argument("--max-buffered", type=int, default=DEFAULT_MAX_BUFFERED, metavar="BYTES",
+        transport.add_argument("--max-buffered", type=int, default=DEFAULT_MAX_BUFFERED, metavar="BYTES",
                            help=f"skip frames while this much waits in the channel (default {DEFAULT_MAX_BUFFERED})")
     out = p.add_argument_group("display")
     out.add_argument("--headless", action="store_true", help="no window (servers, tests)")

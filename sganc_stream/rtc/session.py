@@ -318,6 +318,7 @@ class Peer:
         self.stats.event("hello", model_id=hello.model_id, sends=hello.stream is not None,
                          fps=None if hello.stream is None else hello.stream.fps,
                          version=None if hello.stream is None else hello.stream.version,
+                         residual=None if hello.stream is None else hello.stream.residual,
                          steps=None if hello.stream is None else list(hello.stream.steps))
         self.stats.say("connected" + ("" if hello.stream is None else f"; receiving {hello.stream.fps:g} fps"))
 
