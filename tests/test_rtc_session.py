@@ -164,12 +164,13 @@ def test_a_call_with_a_target_rate_sends_v4_packets_that_decode_exactly(tmp_path
     assert not events(tmp_path / "B.jsonl", "undecodable")
 
 
-def test_a_call_with_the_empirical_residual_table_sends_v3_packets_that_decode_exactly(tmp_path: Path) -> None:
+def test_a_call_with_the_empirical_residual_table_and_a_damped_dead_zone_encoder_decodes_exactly(tmp_path: Path) -> None:
     """``--residual-table empirical`` in the call: the hello names the table (a v3 header, SPEC §8.4), the receiver
-    decodes every residual with it, and every frame shown has exactly the sender's integer state."""
+    decodes every residual with it, and every frame shown has exactly the sender's integer state; with the encoder
+    options the shipped tables were fitted for (drift damping, a dead zone), which change no bitstream field."""
     codec = model().codec
     assert 5 in codec.empirical_residuals
-    params = StreamParams("open", 5, codec.step_index(None), residual="empirical")
+    params = StreamParams("open", 5, codec.step_index(None), residual="empirical", damping=0.5, rounding_offset=1 / 6)
     a = Peer(model(), options("A", tmp_path, params=params, receive=False))
     b = Peer(model(), options("B", tmp_path, send=False))
     in_process(a, b, *memory_pair(delay_s=0.005))

@@ -1,8 +1,9 @@
 """Coding options shared by every command that encodes: ``sganc-stream transcode/demo/latents`` and the live call;
 and the runtime options (``--runtime --device --threads``) of ``decode`` and the live call.
 
-One definition of ``--mode --g --step --keyframe-interval``, ``--residual-table`` and ``--target-kbps`` (and, for
-commands that write files, ``--inter-context``; for latent files, ``--decimation``);
+One definition of ``--mode --g --step --keyframe-interval``, ``--residual-table``, ``--drift-damping
+--rounding-offset`` and ``--target-kbps`` (and, for commands that write files, ``--inter-context``; for latent files,
+``--decimation``);
 validation is :class:`StreamParams`' (one place), so ``--g 300`` is the same one-line error in every command, before
 any model work or network set-up. :func:`check_runtime_arguments` is the one check of the runtime options.
 """
@@ -38,13 +39,19 @@ def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
 
 
 def add_context_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Add ``--inter-context`` (file streams only: the call protocol's header has no such field) and
-    ``--drift-damping`` and ``--rounding-offset`` (encoder choices, any bitstream version)."""
+    """Add ``--inter-context`` (file streams only: the call protocol's header has no such field) and the encoder
+    options (:func:`add_encoder_arguments`)."""
     p.add_argument("--inter-context", choices=INTER_CONTEXTS, default="factorized",
                    help="how inter differences are coded: factorized (one table per channel, the paper's; default) or "
                         "temporal (each channel's table chosen by its previous decoded difference; needs a model with "
                         "temporal-context tables, e.g. from fit-context-tables; writes bitstream v5, v6 with "
                         "--target-kbps)")
+    add_encoder_arguments(p)
+
+
+def add_encoder_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Add ``--drift-damping`` and ``--rounding-offset``: encoder choices that change no bitstream field (files and
+    the call alike)."""
     p.add_argument("--drift-damping", type=float, default=0.0, metavar="A",
                    help="open mode: each latent difference also corrects a share A (0 … 1) of the drift so far "
                         "(0: the paper's open loop, default; 1: closed loop with residuals); changes no bitstream field")

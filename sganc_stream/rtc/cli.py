@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sganc_stream.cli.decode import load_runtime_model
-from sganc_stream.cli.options import (add_rate_argument, add_residual_argument, add_stream_arguments, check_runtime_arguments,
+from sganc_stream.cli.options import (add_encoder_arguments, add_rate_argument, add_residual_argument, add_stream_arguments, check_runtime_arguments,
                                       check_stream_arguments, stream_params_from)
 from sganc_stream.errors import InputError, SgancError, import_extra, warnings_as_lines
 from sganc_stream.onnx_runtime import ONNX_EXTRA, RUNTIMES
@@ -67,6 +67,7 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
         coding = p.add_argument_group("coding")
         add_stream_arguments(coding)
         add_residual_argument(coding)
+        add_encoder_arguments(coding)
         add_rate_argument(coding)
         transport = p.add_argument_group("transport")
         transport.add_argument("--redundancy", type=int, default=DEFAULT_REDUNDANCY, metavar="N",
