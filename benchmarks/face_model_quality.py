@@ -35,7 +35,7 @@ from sganc_stream.fileio import write_bytes_atomic
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.latent.model import load_latent_codec
 from sganc_stream.latent.sequence import decode_bytes, encode_sequence
-from sganc_stream.metrics import detail_ratio, face_lab, face_luma, identity_distance, ms_ssim, ms_ssim_window
+from sganc_stream.metrics import detail_ratio, face_contrast, face_lab, face_luma, identity_distance, ms_ssim, ms_ssim_window
 from sganc_stream.training.face_bundle import encode_faces, load_face_models
 from sganc_stream.training.face_data import load_prepared
 from sganc_stream.training.face_model import to_uint8
@@ -141,10 +141,12 @@ def main() -> int:
 
     def tone(a: np.ndarray, b: np.ndarray) -> dict:
         """Skin tone kept? Luma (below) and CIELAB chroma C*ab of the same skin box: its slope of output on input and
-        median shift (negative: desaturated skin, e.g. brown skin rendered greyish)."""
+        median shift (negative: desaturated skin, e.g. brown skin rendered greyish); and the shading kept: the ratio
+        of output to input luma contrast (``metrics.face_contrast``) per face, below 1 flatter."""
         ca, cb = chroma(a), chroma(b)
+        contrast = face_contrast(b) / np.maximum(face_contrast(a), 1e-6)
         return {**tone_luma(a, b), "chroma_input": summary(ca), "chroma_shift": summary(cb - ca),
-                "chroma_slope": float(np.polyfit(ca, cb, 1)[0])}
+                "chroma_slope": float(np.polyfit(ca, cb, 1)[0]), "contrast_ratio": summary(contrast)}
 
     def tone_luma(a: np.ndarray, b: np.ndarray) -> dict:
         """Skin tone kept? Face-centre luma of input and output; slope of output on input (1: kept, < 1: pulled
