@@ -124,7 +124,8 @@ def main() -> int:
         x_clip.append(x)
         y_clip.append(resize_square(generate(g, w), side))
         clip_luma[source] = {"input": float(np.mean(face_luma(x))), "output": float(np.mean(face_luma(y_clip[-1]))),
-                             "input_chroma": float(np.mean(chroma(x))), "output_chroma": float(np.mean(chroma(y_clip[-1])))}
+                             "input_chroma": float(np.mean(chroma(x))), "output_chroma": float(np.mean(chroma(y_clip[-1]))),
+                             "contrast_ratio": float(np.mean(face_contrast(y_clip[-1])) / max(np.mean(face_contrast(x)), 1e-6))}
         if codec is not None:
             res = encode_sequence(codec, w, params)
             c_clip.append(resize_square(generate(g, decode_bytes(codec, res.data)), side))
