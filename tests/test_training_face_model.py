@@ -15,7 +15,7 @@ from sganc_stream.training.augment import diff_augment, parse_policy
 from sganc_stream.training.discriminator import Discriminator, PatchDiscriminator
 from sganc_stream.training.face_model import (FaceModelConfig, FaceModelTrainer, TrainSettings, adaptive_weight,
                                               colour_loss, d_logistic, feature_matching, load_trainer, lowpass, random_crops,
-                                              random_face_tone, random_geometry, random_photometric, set_memory_format, to_tensor, tone_balanced_probabilities,
+                                              photo_share_probabilities, random_face_tone, random_geometry, random_photometric, set_memory_format, to_tensor, tone_balanced_probabilities,
                                               train_face_model)
 
 TINY = FaceModelConfig(size=64, style_dim=64, n_mlp=2, channel_max=16, enc_base_channels=8, enc_max_channels=32)
@@ -181,6 +181,20 @@ def test_random_face_tone_darkens_the_face_not_the_background_and_keeps_pairs() 
     assert many[..., 28:40, 28:40].mean() < x[:1, :, 28:40, 28:40].mean() - 0.1
     with pytest.raises(InputError, match="face-tone"):
         TrainSettings(face_tone=1.5).check()
+
+
+def test_photo_share_gives_photos_their_share_and_keeps_proportions_within_each_kind() -> None:
+    is_photo = np.array([True] * 3 + [False] * 7)
+    assert photo_share_probabilities(None, is_photo, 0.0) is None
+    p = photo_share_probabilities(None, is_photo, 0.75)
+    assert p.sum() == pytest.approx(1) and p[is_photo].sum() == pytest.approx(0.75)
+    assert np.allclose(p[:3], 0.25) and np.allclose(p[3:], 0.25 / 7)  # uniform within each kind
+    tone = np.arange(1, 11, dtype=np.float64) / 55  # e.g. tone-balanced weights
+    q = photo_share_probabilities(tone, is_photo, 0.5)
+    assert q[is_photo].sum() == pytest.approx(0.5) and q[1] / q[0] == pytest.approx(2) and q[9] / q[3] == pytest.approx(2.5)
+    assert photo_share_probabilities(tone, np.ones(10, bool), 0.5) is tone  # one kind only: unchanged
+    with pytest.raises(InputError, match="photo share"):
+        TrainSettings(photo_share=-0.1).check()
 
 
 def test_temporal_and_delta_terms_shrink_latent_change_between_pair_frames() -> None:
@@ -462,3 +476,13 @@ def test_training_with_tone_balance_runs_and_can_be_switched_on_at_resume(tmp_pa
     trainer = train_face_model(faces, tmp_path, TINY, TrainSettings(steps=3, tone_balance=0.5, **base),
                                progress=False, resume=True)
     assert trainer.step_count == 3 and trainer.s.tone_balance == 0.5
+
+
+def test_photo_share_trains_and_needs_to_know_the_photos(tmp_path: Path) -> None:
+    faces = _faces()
+    settings = TrainSettings(mode="joint", steps=2, batch=4, photo_share=0.75, seed=1)
+    with pytest.raises(InputError, match="--photo-share needs"):
+        train_face_model(faces, tmp_path / "a", TINY, settings, progress=False)
+    trainer = train_face_model(faces, tmp_path / "b", TINY, settings, progress=False,
+                               is_photo=np.arange(len(faces)) < 2)
+    assert trainer.step_count == 2

@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              temporal_weight=args.temporal_weight,
                              delta_weight=args.delta_weight, pair_fraction=args.pair_fraction, geometric=args.geometric,
                              tone_balance=args.tone_balance, photometric=args.photometric,
-                             face_tone=args.face_tone)
+                             face_tone=args.face_tone, photo_share=args.photo_share)
     settings.check()  # bad options: one line before the data is loaded
     if args.new_discriminator and not args.resume:
         raise InputError("--new-discriminator replaces a resumed run's discriminator: it needs --resume")
@@ -69,6 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                      dtype=np.int64).reshape(-1, 2)
     trainer = train_face_model(data.images[train], args.out, arch, settings, device=args.device, resume=args.resume,
                                generator=generator, preview=preview, pairs=pairs,
+                               is_photo=np.array([data.index[int(i)]["kind"] == "photo" for i in train]),
                                new_discriminator=args.new_discriminator)
     last = trainer.history[-50:]
     summary = ({k: round(float(np.mean([h[k] for h in last if k in h])), 5) for k in last[-1]
@@ -208,6 +209,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--face-tone", type=float, default=0.0, metavar="P",
                    help="probability of a random exposure change of the face region only, background kept (mostly "
                         "darker: dark faces on bright backgrounds), the same for E's input and the target")
+    p.add_argument("--photo-share", type=float, default=0.0, metavar="S",
+                   help="share of single-face draws that are photos rather than clip frames (0: the data's own mix); "
+                        "photos are one person each, so more distinct people per batch")
     p.add_argument("--channel-multiplier", type=int, default=1)
     p.add_argument("--enc-channels", type=int, default=32, help="encoder base channels")
     p.add_argument("--generator", metavar="CKPT", help="encoder mode: frozen G (gan checkpoint.pt or a bundle)")

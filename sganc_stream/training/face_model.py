@@ -119,6 +119,7 @@ class TrainSettings:
     tone_balance: float = 0.0  # exponent α of skin-tone-balanced sampling: P(face) ∝ n_bin^-α (0 uniform, 1 flat)
     photometric: float = 0.0  # probability of a random exposure / contrast / saturation / white-balance change
     face_tone: float = 0.0  # probability of a random exposure change of the face region only (background kept)
+    photo_share: float = 0.0  # share of single-face draws that are photos, not clip frames (0: the data's own mix)
     lr_ramp_down: float = 0.0  # last share of ``steps`` over which learning rates fall linearly to 10 %
     flip: bool = True
     seed: int = 0
@@ -133,9 +134,9 @@ class TrainSettings:
         if self.steps < 1 or self.batch < 2:
             raise InputError("steps must be >= 1 and batch >= 2")
         if not all(0.0 <= v <= 1.0 for v in (self.pair_fraction, self.geometric, self.tone_balance, self.photometric,
-                                             self.face_tone)):
-            raise InputError("pair fraction, geometric, photometric and face-tone augmentation probabilities and tone "
-                             "balance must lie in [0, 1]")
+                                             self.face_tone, self.photo_share)):
+            raise InputError("pair fraction, geometric, photometric and face-tone augmentation probabilities, tone "
+                             "balance and photo share must lie in [0, 1]")
         if min(self.identity_weight, self.face_perceptual_weight, self.temporal_weight, self.delta_weight,
                self.adv_weight, self.fm_weight, self.colour_weight) < 0:
             raise InputError("loss weights must be >= 0")
@@ -696,7 +697,7 @@ def _known(saved: dict) -> dict:
 # Settings a resumed chunk may change: its length and schedule, and the loss recipe (terms switched on later).
 CHUNK_SETTINGS = ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down", "adv_weight",
                   "d_crop", "d_arch", "d_condition", "d_lr", "d_warmup", "adv_ramp", "adv_adaptive", "fm_weight", "r1_gamma", "augment",
-                  "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "tone_balance", "photometric", "face_tone",
+                  "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "tone_balance", "photometric", "face_tone", "photo_share",
                   "mse_weight", "colour_weight", "msssim_weight", "code_weight")
 
 
@@ -764,15 +765,28 @@ def tone_balanced_probabilities(images: np.ndarray, alpha: float, chunk: int = 2
     return weights / weights.sum()
 
 
+def photo_share_probabilities(probabilities: np.ndarray | None, is_photo: np.ndarray, share: float) -> np.ndarray | None:
+    """Sampling probabilities, float64 (n,) summing to 1, that give photos (``is_photo``, bool (n,)) the total mass
+    ``share`` and clip frames the rest, keeping ``probabilities``' proportions within each kind (uniform when None).
+    Clip frames come many to a person, photos one: a larger share of photos puts more distinct people in every batch.
+    ``probabilities`` unchanged for share 0, or when the data holds only one kind."""
+    if share <= 0 or is_photo.all() or not is_photo.any():
+        return probabilities
+    p = np.full(len(is_photo), 1.0 / len(is_photo)) if probabilities is None else probabilities.astype(np.float64)
+    out = np.where(is_photo, p * share / p[is_photo].sum(), p * (1 - share) / p[~is_photo].sum())
+    return out / out.sum()
+
+
 def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelConfig, settings: TrainSettings, *,
                      device: str = "cpu", resume: bool = False, generator: Generator | None = None,
                      preview: np.ndarray | None = None, pairs: np.ndarray | None = None,
+                     is_photo: np.ndarray | None = None,
                      progress: bool = True, new_discriminator: bool = False) -> FaceModelTrainer:
     """Train on uint8 (n, size, size, 3) aligned faces; checkpoints, samples and ``log.jsonl`` go to ``out_dir``.
 
     ``generator`` is the frozen G of encoder mode; ``preview`` (uint8 faces, e.g. validation ones) is what the
     sample grids show; ``pairs`` (k, 2) int64 are rows of ``images`` that are consecutive frames of one clip (the
-    temporal term's data). With ``resume`` an existing checkpoint is continued (same architecture; the chunk
+    temporal term's data); ``is_photo`` (bool (n,)) marks photos, for ``settings.photo_share``. With ``resume`` an existing checkpoint is continued (same architecture; the chunk
     settings in ``CHUNK_SETTINGS`` may change; ``new_discriminator`` starts D afresh, see ``load_state``). Each log line holds the step's losses, ``images`` seen and the
     ``cpu_hours`` of process CPU time spent in training steps so far.
     """
@@ -799,6 +813,10 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
     m = int(round(settings.pair_fraction * settings.batch / 2)) if use_pairs else 0
     shown = to_tensor((preview if preview is not None else images)[:8])
     probabilities = tone_balanced_probabilities(images, settings.tone_balance)
+    if settings.photo_share > 0:
+        if is_photo is None:
+            raise InputError("--photo-share needs to know which faces are photos (a prepare-faces folder)")
+        probabilities = photo_share_probabilities(probabilities, is_photo, settings.photo_share)
     start_time = time.monotonic()
     # The log restarts from the checkpoint's history: steps a killed chunk logged after its last checkpoint run
     # again now and must not stay in the log twice.
