@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -99,11 +100,10 @@ def inspect_dict(path: str, model_path: str | None = None) -> dict:
     h = c.header
     steps_used: dict[str, int] | None = None
     if switches_steps(h.version):  # rate control: each face packet names its step (SPEC §4)
-        steps_used = {}
         for f, p in zip(frames, c.packets):
             if p.type.is_frame:
                 f["step"] = h.steps[peek_choice(p.payload, len(h.steps))]
-                steps_used[format(f["step"], "g")] = steps_used.get(format(f["step"], "g"), 0) + 1
+        steps_used = dict(Counter(format(f["step"], "g") for f in frames if "step" in f))
     header = {"version": h.version, "model_id": h.model_id, "rows": h.rows, "width": h.width, "mode": h.mode,
               "g": h.g, "step": h.step, "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval,
               "residual": h.residual, "steps": list(h.steps), "context": h.context, "decimation": h.decimation}
