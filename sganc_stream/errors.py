@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+import typing
 from typing import Any
 
 from tqdm import tqdm
@@ -32,6 +34,16 @@ class ModelMismatchError(SgancError):
 
 class CheckpointError(SgancError):
     """A checkpoint or bundle is missing keys, has wrong shapes, or would run code to load."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (exit status 2), not a usage block.
+
+    Sub-command parsers made by ``add_subparsers`` are of this class too (argparse passes the parent's class).
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def extra_hint(extra: str) -> str:

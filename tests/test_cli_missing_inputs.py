@@ -32,3 +32,24 @@ def test_a_missing_input_is_one_line_and_writes_nothing(tmp_path: Path, args: tu
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"sganc-stream {args[0]}: error: ") and "/nx" in lines[0], lines
     assert not any(out.iterdir())
+
+
+BAD_COMMAND_LINES = [
+    ("sganc_stream.cli", "main", ["transcode", "in.mp4", "out.sgnc", "--mode", "foo"], "sganc-stream transcode"),
+    ("sganc_stream.cli", "main", ["no-such-command"], "sganc-stream"),
+    ("sganc_stream.cli", "main", ["demo", "--step", "x"], "sganc-stream demo"),
+    ("sganc_stream.rtc.cli", "call_main", ["--runtime", "x"], "sganc-call"),
+    ("sganc_stream.rtc.signaling", "signal_main", ["--port", "x"], "sganc-signal"),
+]
+
+
+@pytest.mark.parametrize("module,entry,argv,prog", BAD_COMMAND_LINES, ids=[" ".join(c[2]) for c in BAD_COMMAND_LINES])
+def test_a_bad_command_line_is_one_line_naming_help(module: str, entry: str, argv: list[str], prog: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    with pytest.raises(SystemExit) as exc:
+        getattr(importlib.import_module(module), entry)(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{prog}: error: ") and err.endswith(f"(see {prog} --help)\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sganc_stream.models.fast_encoder import FastEncoder, FastEncoderConfig
+from sganc_stream.models.fast_encoder import DESCRIPTOR_DIM, FastEncoder, FastEncoderConfig, face_descriptors
 
 
 @pytest.mark.parametrize("input_size,n_latent,groups", [(128, 18, [3, 4, 11]), (64, 10, [3, 4, 3]), (256, 14, [3, 4, 7]),
@@ -44,3 +44,41 @@ def test_config_round_trip_and_validation() -> None:
     assert FastEncoderConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="power of two"):
         FastEncoderConfig(input_size=100)
+
+
+def test_identity_conditioned_encoder_starts_as_the_plain_one_and_reads_the_descriptor() -> None:
+    torch.manual_seed(0)
+    plain = FastEncoder(FastEncoderConfig(input_size=64, n_latent=10, base_channels=8, max_channels=16)).eval()
+    conditioned = FastEncoder(FastEncoderConfig(input_size=64, n_latent=10, base_channels=8, max_channels=16,
+                                                identity_dim=DESCRIPTOR_DIM)).eval()
+    conditioned.load_state_dict({**plain.state_dict(), **{k: v for k, v in conditioned.state_dict().items()
+                                                          if k.startswith("identity_head.")}})
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    descriptor = torch.randn(2, DESCRIPTOR_DIM) * 0.1
+    with torch.inference_mode():
+        assert torch.equal(conditioned.codes(x, identity=descriptor), plain.codes(x))  # the head starts at zero
+        torch.nn.init.normal_(conditioned.identity_head.weight)
+        moved = conditioned.codes(x, identity=descriptor) - plain.codes(x)
+        expected = conditioned.identity_head(descriptor).view(2, 10, 512)
+        torch.testing.assert_close(moved, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_identity_conditioned_encoder_computes_the_descriptor_when_not_given() -> None:
+    torch.manual_seed(1)
+    e = FastEncoder(FastEncoderConfig(input_size=64, n_latent=4, base_channels=8, max_channels=16,
+                                      identity_dim=DESCRIPTOR_DIM)).eval()
+    torch.nn.init.normal_(e.identity_head.weight, std=0.1)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.inference_mode():
+        descriptor = face_descriptors(x)
+        assert descriptor.shape == (2, DESCRIPTOR_DIM) and descriptor.dtype == torch.float32
+        torch.testing.assert_close(e.codes(x), e.codes(x, identity=descriptor), rtol=0, atol=0)
+        assert not torch.allclose(e.codes(x, identity=descriptor), e.codes(x, identity=torch.zeros_like(descriptor)))
+
+
+def test_identity_dim_is_dlibs_descriptor_or_nothing() -> None:
+    with pytest.raises(ValueError, match="identity_dim must be 0 or 128"):
+        FastEncoderConfig(input_size=64, identity_dim=64)
+    cfg = FastEncoderConfig(input_size=64, identity_dim=DESCRIPTOR_DIM)
+    assert FastEncoderConfig.from_dict(cfg.to_dict()) == cfg
+    assert FastEncoderConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "identity_dim"}).identity_dim == 0

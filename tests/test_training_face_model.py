@@ -240,6 +240,22 @@ def test_identity_terms_join_the_joint_loss_and_lower_it() -> None:
     assert np.mean([o["face_perceptual"] for o in out[-3:]]) < np.mean([o["face_perceptual"] for o in out[:3]])
 
 
+def test_identity_conditioned_encoder_trains_its_descriptor_head_from_the_identity_terms_features() -> None:
+    from dataclasses import replace
+
+    x = to_tensor(_faces(4))
+    trainer = FaceModelTrainer(replace(TINY, enc_identity_dim=128),
+                               TrainSettings(mode="joint", batch=4, identity_weight=1.0, face_perceptual_weight=1.0, seed=4))
+    assert trainer.e.config.identity_dim == 128 and not trainer.e.identity_head.weight.any()
+    losses = [trainer.step(x)["loss"] for _ in range(8)]
+    assert trainer.e.identity_head.weight.abs().sum() > 0  # the head learns from the descriptors it was given
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    _, e = trainer.exported(ema=False)
+    with torch.no_grad():  # the exported encoder computes the descriptor itself, as the trainer fed it
+        descriptors = trainer.identity.descriptors(x)
+        torch.testing.assert_close(e(x), e.codes(x, identity=descriptors) + e.latent_avg, rtol=1e-5, atol=1e-5)
+
+
 def test_fresh_discriminator_at_stylegan2_learning_rate_keeps_sane_logits() -> None:
     # The 128 px model's D widths (fan-in 4,096 at the first linear layer). With plain nn.Conv2d / nn.Linear layers,
     # Adam at lr 2e-3 sent this D's logits to ±1,000 within 5 steps on these images; equalized layers stay near 0.

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from sganc_stream import __version__
-from sganc_stream.errors import SgancError, warnings_as_lines
+from sganc_stream.errors import ArgumentParser, SgancError, warnings_as_lines
 
 # Sub-command modules, in the order they appear in --help.
 COMMAND_MODULES = ["latents", "train", "weights", "align", "transcode", "decode", "demo", "face_model"]
@@ -24,7 +24,7 @@ LIGHT_COMMANDS = {"decode": ["decode"], "--version": []}
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or only the ones :data:`LIGHT_COMMANDS` names for ``command``."""
-    parser = argparse.ArgumentParser(prog="sganc-stream", description="sganc-stream: generative face-video codec (StyleGAN2 W+ latents, learned flow, rANS)")
+    parser = ArgumentParser(prog="sganc-stream", description="sganc-stream: generative face-video codec (StyleGAN2 W+ latents, learned flow, rANS)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in LIGHT_COMMANDS[command] if command in LIGHT_COMMANDS else COMMAND_MODULES:

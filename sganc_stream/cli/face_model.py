@@ -55,7 +55,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"{args.data}: no training faces")
     size = int(data.images.shape[1])
     arch = FaceModelConfig(size=size, n_mlp=args.n_mlp, channel_max=args.channel_max, channel_base=args.channel_base,
-                           channel_multiplier=args.channel_multiplier, enc_base_channels=args.enc_channels)
+                           channel_multiplier=args.channel_multiplier, enc_base_channels=args.enc_channels,
+                           enc_identity_dim=128 if args.enc_identity else 0)
     generator = None
     if args.generator:
         from sganc_stream.training.face_bundle import load_face_source
@@ -214,6 +215,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "photos are one person each, so more distinct people per batch")
     p.add_argument("--channel-multiplier", type=int, default=1)
     p.add_argument("--enc-channels", type=int, default=32, help="encoder base channels")
+    p.add_argument("--enc-identity", action="store_true",
+                   help="condition the encoder on dlib's 128-D face descriptor of its input (a linear map to W+ "
+                        "offsets; costs one dlib forward per encoded frame)")
     p.add_argument("--generator", metavar="CKPT", help="encoder mode: frozen G (gan checkpoint.pt or a bundle)")
     p.add_argument("--lr-ramp-down", type=float, default=0.0, help="last share of --steps with learning rates falling to 10%%")
     p.add_argument("--minutes", type=float, default=0.0, help="stop (and checkpoint) after this wall time")

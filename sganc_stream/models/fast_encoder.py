@@ -5,6 +5,14 @@ pSp's IR-SE50 costs tens of GFLOPs per frame; this one is a five-stage residual 
 the rest the finest. Each group head pools its map to ``head_pool``² cells and predicts its rows with
 one linear layer, and ``latent_avg`` is added, so an untrained head starts at the average face.
 It is configured by input resolution and ``n_latent``; the training issue fits its weights.
+
+With ``identity_dim`` = 128 the encoder is also conditioned on the face's identity: dlib's 128-D face descriptor of
+the input crop (its face-recognition ResNet, trained on about 3 million faces, through
+:class:`sganc_stream.training.identity.IdentityLoss`'s fixed chip warp; frozen, not part of the encoder's weights)
+is mapped by one linear layer to W+ offsets added to all rows. This is how pSp brings a face-recognition network's
+knowledge into its encoder (its IR-SE50 backbone starts from ArcFace weights) and how SimSwap injects an identity
+vector through AdaIN (Chen et al. 2020), here in W+, which drives G's modulations. The layer starts at zero, so
+an untrained head leaves the encoder as it was.
 """
 
 from __future__ import annotations
@@ -17,6 +25,19 @@ from torch import nn
 from torch.nn import functional as F
 
 ROW_GROUPS = (3, 4)  # rows per coarse and middle group; the fine group takes the rest
+DESCRIPTOR_DIM = 128  # dlib's face descriptor
+_descriptor_nets: dict[torch.device, nn.Module] = {}  # one frozen dlib network per device, shared by encoders
+
+
+def face_descriptors(x: torch.Tensor) -> torch.Tensor:
+    """dlib's 128-D descriptors, float32 (n, 128), of FFHQ-recipe crops x (n, 3, S, S) in [-1, 1], without grad."""
+    net = _descriptor_nets.get(x.device)
+    if net is None:
+        from sganc_stream.training.identity import IdentityLoss
+
+        net = _descriptor_nets[x.device] = IdentityLoss().to(x.device).requires_grad_(False)
+    with torch.no_grad():
+        return net.descriptors(x.float())
 
 
 @dataclass(frozen=True)
@@ -27,6 +48,7 @@ class FastEncoderConfig:
     base_channels: int = 32
     max_channels: int = 256
     head_pool: int = 2
+    identity_dim: int = 0  # 0, or DESCRIPTOR_DIM: condition on dlib's face descriptor of the input
 
     def __post_init__(self) -> None:
         if any(type(v) is not int for v in asdict(self).values()):
@@ -38,6 +60,8 @@ class FastEncoderConfig:
                 and 1 <= self.max_channels <= 4096 and 1 <= self.head_pool <= 64):
             raise ValueError("n_latent (1..64), width (1..4096), base_channels (1..1024), max_channels (1..4096) and "
                              "head_pool (1..64) out of range")
+        if self.identity_dim not in (0, DESCRIPTOR_DIM):
+            raise ValueError(f"fast encoder identity_dim must be 0 or {DESCRIPTOR_DIM}, got {self.identity_dim}")
 
     def to_dict(self) -> dict:
         return {"type": "fast", **asdict(self)}
@@ -107,6 +131,11 @@ class FastEncoder(nn.Module):
             RowHead(stages[t].conv2[0].out_channels, rows, cfg.width, cfg.head_pool)
             for t, rows in zip(self.taps, self.group_rows)
         )
+        self.identity_head: nn.Linear | None = None
+        if cfg.identity_dim:
+            self.identity_head = nn.Linear(cfg.identity_dim, cfg.n_latent * cfg.width)
+            nn.init.zeros_(self.identity_head.weight)
+            nn.init.zeros_(self.identity_head.bias)
         self.register_buffer("latent_avg", torch.zeros(cfg.n_latent, cfg.width))
 
     @property
@@ -117,8 +146,14 @@ class FastEncoder(nn.Module):
     def input_size(self) -> int:
         return self.config.input_size
 
-    def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """W+ offsets from ``latent_avg``."""
+    def codes(self, x: torch.Tensor, identity: torch.Tensor | None = None) -> torch.Tensor:
+        """W+ offsets from ``latent_avg``, (n, n_latent, width), for images x (n, 3, H, W) in [-1, 1].
+
+        ``identity``: float (n, 128) dlib descriptors of x, for an identity-conditioned encoder (``identity_dim``);
+        computed from x (:func:`face_descriptors`) when not given; ignored otherwise.
+        """
+        if self.identity_head is not None and identity is None:
+            identity = face_descriptors(x)
         size = self.config.input_size
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
@@ -127,7 +162,11 @@ class FastEncoder(nn.Module):
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
-        return torch.cat([head(feats[t]) for head, t in zip(self.heads, self.taps)], dim=1)
+        codes = torch.cat([head(feats[t]) for head, t in zip(self.heads, self.taps)], dim=1)
+        if self.identity_head is not None:
+            codes = codes + self.identity_head(identity.to(codes.dtype)).view(-1, self.config.n_latent,
+                                                                              self.config.width)
+        return codes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.codes(x) + self.latent_avg

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sganc_stream.cli.decode import load_runtime_model
 from sganc_stream.cli.options import (add_encoder_arguments, add_rate_argument, add_residual_argument, add_stream_arguments, check_runtime_arguments,
                                       check_stream_arguments, stream_params_from)
-from sganc_stream.errors import InputError, SgancError, import_extra, warnings_as_lines
+from sganc_stream.errors import ArgumentParser, InputError, SgancError, import_extra, warnings_as_lines
 from sganc_stream.onnx_runtime import ONNX_EXTRA, RUNTIMES
 from sganc_stream.rtc.transport import DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, MAX_REDUNDANCY
 from sganc_stream.threads import DEFAULT_THREADS
@@ -43,7 +43,7 @@ DEFAULT_RUNTIME = "onnx"
 def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParser:
     what = {(True, False): "send your face", (False, True): "receive and show a face",
             (True, True): "two-party call: send your face and show the other's"}[(send, receive)]
-    p = argparse.ArgumentParser(prog=prog, description=f"sganc-stream live call: {what} over a WebRTC data channel")
+    p = ArgumentParser(prog=prog, description=f"sganc-stream live call: {what} over a WebRTC data channel")
     pair = p.add_argument_group("pairing")
     pair.add_argument("--signal", metavar="URL", help="signaling server, e.g. ws://127.0.0.1:8765 (see sganc-signal)")
     pair.add_argument("--room", default="default", help="room name on the signaling server (default: default)")

@@ -33,7 +33,7 @@ import aiohttp
 from aiohttp import web
 from aiortc import RTCSessionDescription, sdp
 
-from sganc_stream.errors import InputError, SgancError
+from sganc_stream.errors import ArgumentParser, InputError, SgancError
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ async def serve(host: str, port: int, duration: float | None, announce: Callable
 
 def signal_main(argv: list[str] | None = None) -> int:
     """``sganc-signal``: the pairing server."""
-    p = argparse.ArgumentParser(prog="sganc-signal", description="sganc-stream signaling server (rooms of two, with a token)")
+    p = ArgumentParser(prog="sganc-signal", description="sganc-stream signaling server (rooms of two, with a token)")
     add_server_arguments(p)
     p.add_argument("--verbose", action="store_true", help="log joins, leaves and refusals")
     args = p.parse_args(argv)

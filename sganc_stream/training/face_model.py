@@ -71,6 +71,7 @@ class FaceModelConfig:
     enc_base_channels: int = 32
     enc_max_channels: int = 256
     channel_base: int = 0
+    enc_identity_dim: int = 0  # 128: the encoder also reads dlib's face descriptor of its input (FastEncoderConfig)
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp,
@@ -79,7 +80,8 @@ class FaceModelConfig:
 
     def encoder_config(self) -> FastEncoderConfig:
         return FastEncoderConfig(input_size=self.size, n_latent=self.generator_config().n_latent, width=self.style_dim,
-                                 base_channels=self.enc_base_channels, max_channels=self.enc_max_channels)
+                                 base_channels=self.enc_base_channels, max_channels=self.enc_max_channels,
+                                 identity_dim=self.enc_identity_dim)
 
 
 @dataclass
@@ -494,10 +496,11 @@ class FaceModelTrainer:
         out["colour"] = colour.item()
         return colour
 
-    def _identity_terms(self, rec: torch.Tensor, real: torch.Tensor, out: dict[str, float]) -> torch.Tensor:
+    def _identity_terms(self, rec: torch.Tensor, real: torch.Tensor, out: dict[str, float],
+                        real_features: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> torch.Tensor:
         """Weighted dlib identity distance + face-perceptual distance of reconstructions (logged into ``out``)."""
         assert self.identity is not None
-        terms = self.identity.compare(rec.float(), real.float())
+        terms = self.identity.compare(rec.float(), real.float(), real_features)
         distance, perceptual = terms.distance.mean(), terms.perceptual.mean()
         out.update(identity=distance.item(), face_perceptual=perceptual.item())
         return self.s.identity_weight * distance + self.s.face_perceptual_weight * perceptual
@@ -581,14 +584,18 @@ class FaceModelTrainer:
             self._zero(*names)
             if self.d is not None:
                 self.d.requires_grad_(False)
+            real_features = None  # dlib's view of the real faces: the identity terms' targets and E's descriptor input
+            if self.identity is not None:
+                with torch.no_grad():
+                    real_features = self.identity.features(real.float())
             with self._autocast():
-                codes = self.e.codes(real)
+                codes = self.e.codes(real, identity=real_features[0] if real_features is not None else None)
                 rec = self.g(codes + self.e.latent_avg)
                 rloss, mse, sim = reconstruction_loss(rec, real, s.mse_weight, s.msssim_weight)
                 if s.colour_weight > 0:
                     rloss = rloss + s.colour_weight * self._colour(rec, real, out)
                 if self.identity is not None:
-                    rloss = rloss + self._identity_terms(rec, real, out)
+                    rloss = rloss + self._identity_terms(rec, real, out, real_features)
                 loss = rloss + s.code_weight * codes.float().square().mean()
                 if pairs > 0 and s.temporal_weight > 0:
                     temporal = (codes[:pairs] - codes[pairs:2 * pairs]).float().abs().mean()

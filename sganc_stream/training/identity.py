@@ -161,13 +161,19 @@ class IdentityLoss(nn.Module):
         """(n, 128) dlib descriptors of crops x (n, 3, S, S) in [-1, 1]."""
         return self.features(x, theta)[0]
 
-    def compare(self, x: torch.Tensor, target: torch.Tensor) -> IdentityTerms:
-        """Per-sample identity and face-perceptual distances between crops x and target (same shape)."""
+    def compare(self, x: torch.Tensor, target: torch.Tensor,
+                target_features: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> IdentityTerms:
+        """Per-sample identity and face-perceptual distances between crops x and target (same shape).
+
+        ``target_features``: ``features(target)`` when the caller has them already (computed without gradients).
+        """
         if x.shape != target.shape:
             raise InputError(f"IdentityLoss: crops differ in shape: {tuple(x.shape)} vs {tuple(target.shape)}")
         desc, feats = self.features(x)
-        with torch.no_grad():
-            t_desc, t_feats = self.features(target)
+        if target_features is None:
+            with torch.no_grad():
+                target_features = self.features(target)
+        t_desc, t_feats = target_features
         distance = torch.sqrt((desc - t_desc).square().sum(dim=1) + 1e-12)
         perceptual = torch.stack([(_normalised(a) - _normalised(b)).square().sum(dim=1).mean(dim=(1, 2))
                                   for a, b in zip(feats, t_feats)]).mean(dim=0)
