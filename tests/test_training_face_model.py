@@ -230,6 +230,19 @@ def test_resume_may_switch_on_later_terms_and_counts_cpu_time(tmp_path: Path) ->
     assert load_trainer(run / "checkpoint.pt").cpu_seconds == pytest.approx(trainer.cpu_seconds)
 
 
+def test_a_checkpoint_older_than_an_architecture_field_resumes_with_its_default(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_face_model(_faces(), run, TINY, TrainSettings(mode="joint", steps=1, batch=4), progress=False)
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    arch = json.loads(state["arch"])
+    del arch["enc_identity_dim"]  # as a checkpoint written before the field existed
+    state["arch"] = json.dumps(arch)
+    torch.save(state, run / "checkpoint.pt")
+    assert load_trainer(run / "checkpoint.pt", steps=2).arch == TINY
+    assert train_face_model(_faces(), run, TINY, TrainSettings(mode="joint", steps=2, batch=4), progress=False,
+                            resume=True).step_count == 2
+
+
 def test_identity_terms_join_the_joint_loss_and_lower_it() -> None:
     x = to_tensor(_faces(4))
     trainer = FaceModelTrainer(TINY, TrainSettings(mode="joint", batch=4, identity_weight=1.0,
@@ -254,6 +267,21 @@ def test_identity_conditioned_encoder_trains_its_descriptor_head_from_the_identi
     with torch.no_grad():  # the exported encoder computes the descriptor itself, as the trainer fed it
         descriptors = trainer.identity.descriptors(x)
         torch.testing.assert_close(e(x), e.codes(x, identity=descriptors) + e.latent_avg, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_networks_train_with_float32_losses_and_weights() -> None:
+    x = to_tensor(_faces(4))
+    settings = dict(mode="joint", batch=4, identity_weight=0.5, face_perceptual_weight=0.5, colour_weight=1.0, seed=5)
+    fp32 = FaceModelTrainer(TINY, TrainSettings(**settings))
+    bf16 = FaceModelTrainer(TINY, TrainSettings(**settings, bf16=True))
+    first32, first16 = fp32.step(x), bf16.step(x)
+    # the same weights and batch: the losses agree to bfloat16's precision, so every loss saw the same images
+    assert first16["mse"] == pytest.approx(first32["mse"], rel=0.05)
+    assert first16["identity"] == pytest.approx(first32["identity"], rel=0.05)
+    assert first16["mse"] != first32["mse"]  # and the networks did run in bfloat16
+    losses = [bf16.step(x)["loss"] for _ in range(10)]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert all(p.dtype == torch.float32 for p in (*bf16.g.parameters(), *bf16.e.parameters()))
 
 
 def test_fresh_discriminator_at_stylegan2_learning_rate_keeps_sane_logits() -> None:

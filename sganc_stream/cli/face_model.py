@@ -44,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                              temporal_weight=args.temporal_weight,
                              delta_weight=args.delta_weight, pair_fraction=args.pair_fraction, geometric=args.geometric,
                              tone_balance=args.tone_balance, photometric=args.photometric,
-                             face_tone=args.face_tone, photo_share=args.photo_share)
+                             face_tone=args.face_tone, photo_share=args.photo_share, bf16=args.bf16)
     settings.check()  # bad options: one line before the data is loaded
     if args.new_discriminator and not args.resume:
         raise InputError("--new-discriminator replaces a resumed run's discriminator: it needs --resume")
@@ -215,6 +215,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "photos are one person each, so more distinct people per batch")
     p.add_argument("--channel-multiplier", type=int, default=1)
     p.add_argument("--enc-channels", type=int, default=32, help="encoder base channels")
+    p.add_argument("--bf16", action="store_true",
+                   help="CPU, joint mode: run E, G and dlib's network under bfloat16 autocast (AVX512-BF16), losses "
+                        "in float32 (benchmarks/train_step_speed.py measures its speed and a paired held-out check)")
     p.add_argument("--enc-identity", action="store_true",
                    help="condition the encoder on dlib's 128-D face descriptor of its input (a linear map to W+ "
                         "offsets; costs one dlib forward per encoded frame)")

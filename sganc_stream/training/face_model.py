@@ -126,6 +126,7 @@ class TrainSettings:
     flip: bool = True
     seed: int = 0
     amp: bool = True  # CUDA only
+    bf16: bool = False  # CPU, joint mode: E, G and dlib's network run under bfloat16 autocast; every loss in float32
     sample_every: int = 250
     checkpoint_every: int = 250
     max_minutes: float = 0.0  # 0 = no limit
@@ -468,6 +469,11 @@ class FaceModelTrainer:
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16, enabled=self.amp)
 
+    def _networks(self):
+        """Where the networks' forward passes run in joint mode: CPU bfloat16 autocast with ``bf16`` (AVX512-BF16;
+        the losses are computed from float32 copies of their outputs, outside it); no-op otherwise."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.s.bf16 and self.device.type == "cpu")
+
     def _backward(self, name: str, loss: torch.Tensor) -> None:
         self.scalers[name].scale(loss).backward()
 
@@ -500,7 +506,8 @@ class FaceModelTrainer:
                         real_features: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> torch.Tensor:
         """Weighted dlib identity distance + face-perceptual distance of reconstructions (logged into ``out``)."""
         assert self.identity is not None
-        terms = self.identity.compare(rec.float(), real.float(), real_features)
+        with self._networks():
+            terms = self.identity.compare(rec, real, real_features)
         distance, perceptual = terms.distance.mean(), terms.perceptual.mean()
         out.update(identity=distance.item(), face_perceptual=perceptual.item())
         return self.s.identity_weight * distance + self.s.face_perceptual_weight * perceptual
@@ -586,11 +593,13 @@ class FaceModelTrainer:
                 self.d.requires_grad_(False)
             real_features = None  # dlib's view of the real faces: the identity terms' targets and E's descriptor input
             if self.identity is not None:
-                with torch.no_grad():
-                    real_features = self.identity.features(real.float())
+                with torch.no_grad(), self._networks():
+                    real_features = self.identity.features(real)
             with self._autocast():
-                codes = self.e.codes(real, identity=real_features[0] if real_features is not None else None)
-                rec = self.g(codes + self.e.latent_avg)
+                with self._networks():
+                    codes = self.e.codes(real, identity=real_features[0] if real_features is not None else None)
+                    rec = self.g(codes + self.e.latent_avg)
+                codes, rec = codes.float(), rec.float()
                 rloss, mse, sim = reconstruction_loss(rec, real, s.mse_weight, s.msssim_weight)
                 if s.colour_weight > 0:
                     rloss = rloss + s.colour_weight * self._colour(rec, real, out)
@@ -667,7 +676,7 @@ class FaceModelTrainer:
         if new_discriminator:
             state = {**state, **{k: {n: v for n, v in state[k].items() if n != "d"}
                                  for k in ("modules", "opts", "scalers") if k in state}}
-        if json.loads(state["arch"]) != asdict(self.arch):
+        if _saved_arch(state) != self.arch:
             raise InputError(f"{path}: checkpoint has another architecture ({state['arch']}); remove it or drop --resume")
         if _fixed_settings(TrainSettings(**_known(json.loads(state["settings"])))) != _fixed_settings(self.s):
             raise InputError(f"{path}: checkpoint was made with other settings; only the length, schedule and loss "
@@ -696,6 +705,14 @@ class FaceModelTrainer:
         self.history = json.loads(state["history"])
 
 
+def _saved_arch(state: dict) -> FaceModelConfig:
+    """A checkpoint's architecture; fields it predates take their defaults (what older runs used)."""
+    try:
+        return FaceModelConfig(**json.loads(state["arch"]))
+    except TypeError as exc:
+        raise InputError(f"checkpoint architecture not understood by this version ({exc})") from None
+
+
 def _known(saved: dict) -> dict:
     """Saved settings minus fields this version no longer has (their defaults were all that older runs used)."""
     return {k: v for k, v in saved.items() if k in TrainSettings.__dataclass_fields__}
@@ -705,7 +722,7 @@ def _known(saved: dict) -> dict:
 CHUNK_SETTINGS = ("steps", "max_minutes", "sample_every", "checkpoint_every", "lr_ramp_down", "adv_weight",
                   "d_crop", "d_arch", "d_condition", "d_lr", "d_warmup", "adv_ramp", "adv_adaptive", "fm_weight", "r1_gamma", "augment",
                   "identity_weight", "face_perceptual_weight", "temporal_weight", "delta_weight", "pair_fraction", "geometric", "tone_balance", "photometric", "face_tone", "photo_share",
-                  "mse_weight", "colour_weight", "msssim_weight", "code_weight")
+                  "mse_weight", "colour_weight", "msssim_weight", "code_weight", "bf16")
 
 
 def _fixed_settings(s: TrainSettings) -> dict:
@@ -726,7 +743,7 @@ def load_trainer(path: str | Path, device: str = "cpu", **chunk: object) -> Face
     if not path.is_file():
         raise InputError(f"{path}: no such training checkpoint")
     state = read_torch_file(path, keys=("arch", "settings", "modules"), what="train-face-model checkpoint")
-    arch = FaceModelConfig(**json.loads(state["arch"]))
+    arch = _saved_arch(state)
     settings = TrainSettings(**{**_known(json.loads(state["settings"])), **chunk})
     trainer = FaceModelTrainer(arch, settings, device)
     trainer.load_state(state, path)

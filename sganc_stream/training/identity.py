@@ -153,9 +153,10 @@ class IdentityLoss(nn.Module):
         return (chip + 1.0) * 127.5
 
     def features(self, x: torch.Tensor, theta: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(n, 128) descriptors and the six stage activations of crops x (n, 3, S, S) in [-1, 1]."""
-        feats = self.net.features(self.chips(x, theta))
-        return self.net.descriptor(feats[-1]), feats
+        """(n, 128) descriptors and the six stage activations of crops x (n, 3, S, S) in [-1, 1], float32 (under
+        autocast the network runs in its lower precision; its outputs come back as float32)."""
+        feats = self.net.features(self.chips(x.float(), theta))
+        return self.net.descriptor(feats[-1]).float(), [f.float() for f in feats]
 
     def descriptors(self, x: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """(n, 128) dlib descriptors of crops x (n, 3, S, S) in [-1, 1]."""
