@@ -1,6 +1,6 @@
 """The face model's training log as a CSV of 50-step means (what MODEL_CARD.md's progress table and plots read).
 
-    python3 benchmarks/face_model_training_log.py [--log runs/face128/log.jsonl] [--every 50]
+    python3 benchmarks/face_model_training_log.py [--log runs/face128_id/log.jsonl] [--every 50]
 
 Reads ``train-face-model``'s ``log.jsonl`` (one line per step) and writes
 ``benchmarks/results/face_model_v1_training_log.csv``: per window of ``--every`` steps, the last step, images seen
@@ -25,7 +25,7 @@ FIXED = ("step", "images", "cpu_hours")
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--log", type=Path, default=Path("runs/face128/log.jsonl"))
+    ap.add_argument("--log", type=Path, default=Path("runs/face128_id/log.jsonl"))
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--out", type=Path, default=RESULTS / "face_model_v1_training_log.csv")
     args = ap.parse_args()

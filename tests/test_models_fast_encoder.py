@@ -82,3 +82,5 @@ def test_identity_dim_is_dlibs_descriptor_or_nothing() -> None:
     cfg = FastEncoderConfig(input_size=64, identity_dim=DESCRIPTOR_DIM)
     assert FastEncoderConfig.from_dict(cfg.to_dict()) == cfg
     assert FastEncoderConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "identity_dim"}).identity_dim == 0
+    # without it, the config (and so every model id) is what it was before the field existed
+    assert "identity_dim" not in FastEncoderConfig(input_size=64).to_dict()

@@ -64,7 +64,12 @@ class FastEncoderConfig:
             raise ValueError(f"fast encoder identity_dim must be 0 or {DESCRIPTOR_DIM}, got {self.identity_dim}")
 
     def to_dict(self) -> dict:
-        return {"type": "fast", **asdict(self)}
+        """The bundle's ``encoder`` config. ``identity_dim`` is written only when set, so an encoder without it has
+        the config, and therefore the model id, that it had before the field existed."""
+        d = asdict(self)
+        if not d["identity_dim"]:
+            del d["identity_dim"]
+        return {"type": "fast", **d}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FastEncoderConfig":
