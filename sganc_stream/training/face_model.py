@@ -13,7 +13,8 @@ Three modes share one loop, one checkpoint format and one set of samples:
   The decoder stays a StyleGAN2 synthesis network driven by W+, loadable by the same generator code. On a CPU
   this is the mode that converges in an hour; a GAN needs GPU-days.
 
-Mixed precision (autocast + GradScaler) is used on CUDA only. Checkpoints hold every module, optimizer and the
+Mixed precision: on CUDA, float16 autocast + GradScaler around the step; on CPU, with ``bf16``, bfloat16 autocast
+around the networks' forward passes only (joint mode), the losses computed in float32. Checkpoints hold every module, optimizer and the
 loss history, so a run continues where it stopped (``resume``); ``max_minutes`` ends a chunk cleanly.
 """
 
