@@ -27,6 +27,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from sganc_stream.models.fast_encoder import DESCRIPTOR_DIM
     from sganc_stream.training.face_data import load_prepared
     from sganc_stream.training.face_model import FaceModelConfig, TrainSettings, train_face_model
 
@@ -56,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     size = int(data.images.shape[1])
     arch = FaceModelConfig(size=size, n_mlp=args.n_mlp, channel_max=args.channel_max, channel_base=args.channel_base,
                            channel_multiplier=args.channel_multiplier, enc_base_channels=args.enc_channels,
-                           enc_identity_dim=128 if args.enc_identity else 0)
+                           enc_identity_dim=DESCRIPTOR_DIM if args.enc_identity else 0)
     generator = None
     if args.generator:
         from sganc_stream.training.face_bundle import load_face_source

@@ -37,7 +37,7 @@ def face_descriptors(x: torch.Tensor) -> torch.Tensor:
 
         net = _descriptor_nets[x.device] = IdentityLoss().to(x.device).requires_grad_(False)
     with torch.no_grad():
-        return net.descriptors(x.float())
+        return net.descriptors(x)
 
 
 @dataclass(frozen=True)

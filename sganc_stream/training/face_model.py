@@ -606,13 +606,13 @@ class FaceModelTrainer:
                     rloss = rloss + s.colour_weight * self._colour(rec, real, out)
                 if self.identity is not None:
                     rloss = rloss + self._identity_terms(rec, real, out, real_features)
-                loss = rloss + s.code_weight * codes.float().square().mean()
+                loss = rloss + s.code_weight * codes.square().mean()
                 if pairs > 0 and s.temporal_weight > 0:
-                    temporal = (codes[:pairs] - codes[pairs:2 * pairs]).float().abs().mean()
+                    temporal = (codes[:pairs] - codes[pairs:2 * pairs]).abs().mean()
                     loss = loss + s.temporal_weight * temporal
                     out["temporal"] = temporal.item()
                 if s.delta_weight > 0:
-                    delta = (codes[:, 1:] - codes[:, :1]).float().square().mean()
+                    delta = (codes[:, 1:] - codes[:, :1]).square().mean()
                     loss = loss + s.delta_weight * delta
                     out["delta"] = delta.item()
                 ramp = self.adv_ramp_factor() if self.d is not None else 0.0
