@@ -5,13 +5,6 @@ each at batch 1 and batched. Weights are random (speed does not depend on them).
 with the command line, git commit and machine, and prints a Markdown table.
 
     python3 benchmarks/model_speed.py --device cpu --sizes 64 128 256 1024 --batches 1 4
-
-With ``--model BUNDLE`` it times that face model instead, as the codec runs it: its E (the dlib face descriptor
-included when the encoder is identity-conditioned), its G, and E then G, at batch 1, in float32 and under bfloat16
-(CPU) or float16 (CUDA) autocast — issue 12's speed aim is E + G ≤ 40 ms a frame on one core:
-
-    OMP_NUM_THREADS=1 python3 benchmarks/model_speed.py --device cpu --threads 1 --model <bundle> \
-        --out benchmarks/results/model_speed_default_model.json
 """
 
 from __future__ import annotations
@@ -64,35 +57,6 @@ def models(args: argparse.Namespace):
             yield f"E-{name}", 256, cls, (3, 256, 256)
 
 
-def bundle_rows(path: Path, device: str, args: argparse.Namespace) -> list[dict]:
-    """E, G and E + G of one bundle at batch 1 (ms a frame), float32 and under reduced-precision autocast."""
-    from sganc_stream.pipeline import load_face_model
-
-    model = load_face_model(path, device)
-    if model.encoder is None:
-        raise SystemExit(f"{path}: the model has no encoder")
-    cuda = device == "cuda"
-    x = torch.rand(1, 3, model.align_size, model.align_size, device=device) * 2 - 1
-    w = torch.randn(1, model.rows, model.generator.config.style_dim, device=device)
-    cases = [("E", model.encoder, x), ("G", model.generator, w),
-             ("E+G", lambda t: model.generator(model.encoder(t)), x)]
-    low = torch.float16 if cuda else torch.bfloat16
-    rows = []
-    for name, fn, inp in cases:
-        for mode, dtype in (("float32", None), (f"{str(low).removeprefix('torch.')} autocast", low)):
-            with torch.inference_mode(), torch.autocast(device, dtype=low, enabled=dtype is not None):
-                times = time_calls(fn, inp, args.repeats, args.warmup, cuda)
-            med = statistics.median(times)
-            row = {"model": f"{name} ({model.model_id[:12]})", "resolution": model.size, "batch": 1, "device": device,
-                   "mode": mode, "median_ms_per_call": round(med * 1e3, 3), "ms_per_frame": round(med * 1e3, 3),
-                   "frames_per_s": round(1 / med, 2), "min_ms_per_call": round(min(times) * 1e3, 3),
-                   "repeats": len(times)}
-            rows.append(row)
-            print(f"| {row['model']} | {model.size} | 1 | {device} {mode} | {row['ms_per_frame']:.1f} | "
-                  f"{row['frames_per_s']:.1f} | {row['min_ms_per_call']:.1f} |", flush=True)
-    return rows
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
@@ -104,8 +68,6 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--max-cpu-seconds", type=float, default=120.0, help="skip a CPU case whose first call says it would take longer")
-    parser.add_argument("--model", type=Path, help="time this face-model bundle's E, G and E + G instead of the "
-                        "architecture sweep (batch 1, float32 and reduced-precision autocast)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "model_speed.json")
     args = parser.parse_args()
     if args.threads:
@@ -117,8 +79,8 @@ def main() -> int:
         torch.backends.cudnn.benchmark = True
     modes = [("eager", torch.float32, False), ("eager-fp16", torch.float16, False),
              ("graph", torch.float32, True), ("graph-fp16", torch.float16, True)] if cuda else [("eager", torch.float32, False)]
-    results = [] if args.model is None else bundle_rows(args.model, device, args)
-    for name, res, factory, shape in ([] if args.model is not None else models(args)):
+    results = []
+    for name, res, factory, shape in models(args):
         base = factory().eval().requires_grad_(False)
         for batch in args.batches:
             x = torch.randn(batch, *shape)
@@ -143,8 +105,7 @@ def main() -> int:
                       f"| {row['min_ms_per_call'] / batch:.1f} |", flush=True)
                 del runner
         del base
-    record = {**provenance(), "load_average_1min_at_start": round(load_before, 2),
-              "load_average_1min_at_end": round(os.getloadavg()[0], 2), "results": results}
+    record = {**provenance(), "load_average_1min_at_start": round(load_before, 2), "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")

@@ -6,7 +6,9 @@ and for T and T⁻¹ the latent codec's default numpy runner (sganc_stream.laten
 The embedded face model by default, batch 1, one thread everywhere (torch intra-op threads 1; ONNX Runtime
 intra- and inter-op threads 1), real weights, inputs from the model's own domain (E: a decoded face; T: E's W+;
 T⁻¹: T of it rounded at the middle step preset; G: that W+). E is what the call runs: the encoder with its uint8 input
-conversion (``Project``). ``T_fused`` / ``T_inv_fused`` are the flow with its coupling layers fused across the stage
+conversion (``Project``; with an identity-conditioned encoder, dlib's face descriptor included). ``E+G`` is E then G
+on one frame, as one peer of a call runs them (its own E, the other side's G): issue 12's speed aim is E + G ≤ 40 ms
+on one core. ``eager_bf16`` is eager under CPU bfloat16 autocast (E, G and E+G only: the flow stays float32). ``T_fused`` / ``T_inv_fused`` are the flow with its coupling layers fused across the stage
 groups (:class:`FusedFlowStack`, below: the groups as a batch dimension, each coupling's scale and shift MLPs as one),
 a candidate measured here, with its gap from the unfused flow. Each stage is timed ``--repeats`` times after a warm-up
 and the median reported, with the largest difference from eager (max |a − b|, and for W+ the SPEC §7 measure
@@ -118,6 +120,17 @@ class FusedFlowStack(nn.Module):
         return y.index_select(0, self.scatter)
 
 
+class EThenG(torch.nn.Module):
+    """E then G on one frame: uint8 crop ``(1, S, S, 3)`` → uint8 image ``(1, size, size, 3)``."""
+
+    def __init__(self, project: torch.nn.Module, render: torch.nn.Module) -> None:
+        super().__init__()
+        self.project, self.render = project, render
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.render(self.project(x))
+
+
 def median_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 10) -> dict[str, float]:
     """Median ms per call of each function, wall clock (``<name>_ms``) and CPU time of the calling thread
     (``<name>_cpu_ms``); the calls alternate (round robin), so that on a shared machine every runtime sees the same
@@ -178,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         "T_inv": (FlowStack(codec.flows, codec.groups, inverse=True), state_f.clone()),
         "T_inv_fused": (FusedFlowStack(codec.flows, codec.groups, inverse=True), state_f.clone()),
         "G": (Render(face.generator), wplus.clone()),
+        "E+G": (EThenG(project, Render(face.generator)), x_e),
     }
     unfused: dict[str, np.ndarray] = {}
+    graphs: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[np.ndarray], np.ndarray]]] = {}
     results: dict[str, dict[str, object]] = {}
     for name, (module, x) in stages.items():
         module.eval()
@@ -191,10 +206,20 @@ def main(argv: list[str] | None = None) -> int:
             row["fused_vs_unfused_gap"] = gap(ref, unfused[name.removesuffix("_fused")])
         unfused[name] = ref
         fns["eager"] = torch.inference_mode()(lambda m=module, x=x: m(x))
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.freeze(torch.jit.trace(module, (x,)))
-            traced(x), traced(x)  # the profiling executor specialises on the first calls
+        if name in ("E", "G", "E+G"):
+            def bf16(m: torch.nn.Module = module, x: torch.Tensor = x) -> torch.Tensor:
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    return m(x)
+            row["eager_bf16_gap"] = gap(bf16().float().numpy(), ref)
+            fns["eager_bf16"] = bf16
+        if name == "E+G":  # E's graph, then G's, as the call runs them (one traced or exported graph each)
+            traced = lambda x, e=graphs["E"][0], g=graphs["G"][0]: g(e(x))  # noqa: E731
+        else:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.freeze(torch.jit.trace(module, (x,)))
+                traced(x), traced(x)  # the profiling executor specialises on the first calls
+        with torch.no_grad():
             row["torchscript_gap"] = gap(traced(x).numpy(), ref)
         fns["torchscript"] = torch.no_grad()(lambda t=traced, x=x: t(x))
         if args.compile:
@@ -205,14 +230,19 @@ def main(argv: list[str] | None = None) -> int:
                 row["compile_s"] = time.perf_counter() - t0
                 row["compile_gap"] = gap(compiled(x).numpy(), ref)
             fns["compile"] = torch.inference_mode()(lambda c=compiled, x=x: c(x))
-        t0 = time.perf_counter()
-        data = to_onnx(module, x, "x", "y")
-        row["onnx_export_s"] = time.perf_counter() - t0
-        row["onnx_bytes"] = len(data)
-        sess = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
         xn = x.numpy()
-        row["onnxruntime_gap"] = gap(sess.run(None, {"x": xn})[0], ref)
-        fns["onnxruntime"] = lambda s=sess, xn=xn: s.run(None, {"x": xn})
+        if name == "E+G":
+            run_ort = lambda xn, e=graphs["E"][1], g=graphs["G"][1]: g(e(xn))  # noqa: E731
+        else:
+            t0 = time.perf_counter()
+            data = to_onnx(module, x, "x", "y")
+            row["onnx_export_s"] = time.perf_counter() - t0
+            row["onnx_bytes"] = len(data)
+            sess = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
+            run_ort = lambda xn, s=sess: s.run(None, {"x": xn})[0]  # noqa: E731
+        graphs[name] = (traced, run_ort)
+        row["onnxruntime_gap"] = gap(run_ort(xn), ref)
+        fns["onnxruntime"] = lambda r=run_ort, xn=xn: r(xn)
         if name in ("T", "T_inv"):  # the latent codec's default runner (numpy, stage groups batched)
             run = codec._runner().inverse if name == "T_inv" else codec._runner().forward
             row["numpy_gap"] = gap(run(xn), ref)
@@ -220,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         row.update(median_ms(fns, args.repeats))
         results[name] = row
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith("_ms")), flush=True)
-    runtimes = ["eager", "torchscript", *(["compile"] if args.compile else []), "onnxruntime", "numpy"]
+    runtimes = ["eager", "eager_bf16", "torchscript", *(["compile"] if args.compile else []), "onnxruntime", "numpy"]
     for row in results.values():
         row["fastest"] = min((r for r in runtimes if f"{r}_cpu_ms" in row), key=lambda r: row[f"{r}_cpu_ms"])
     path = write_result("runtime_speed", {
@@ -232,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"|---|---|{'---|' * len(runtimes)}---|---|")
     for name, row in results.items():
         g = row["onnxruntime_gap"]
-        shown = f"{g['max_abs']:.0f} levels" if name == "G" else f"{g['max_rel']:.1e} (rel)"
+        shown = f"{g['max_abs']:.0f} levels" if name in ("G", "E+G") else f"{g['max_rel']:.1e} (rel)"
         print(f"| {name} | {'x'.join(map(str, row['input_shape']))} | "
               f"{' | '.join(cell(row, r) for r in runtimes)} | {row['fastest']} | {shown} |")
     print(f"\n-> {path}")
