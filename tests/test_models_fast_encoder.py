@@ -84,3 +84,27 @@ def test_identity_dim_is_dlibs_descriptor_or_nothing() -> None:
     assert FastEncoderConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "identity_dim"}).identity_dim == 0
     # without it, the config (and so every model id) is what it was before the field existed
     assert "identity_dim" not in FastEncoderConfig(input_size=64).to_dict()
+
+
+def test_identity_conditioned_encoder_exports_to_onnx_without_a_forward_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Field fault: `decode --runtime onnx` on the v1 bundle in a fresh process failed (ONNX cannot export the dlib
+    network's weight initialisation, which the first forward did inside the trace). The encoder builds that network
+    when it is made, so the graph exports with no forward before it, and ONNX Runtime agrees with PyTorch."""
+    import onnxruntime as ort
+
+    from sganc_stream.models import fast_encoder
+    from sganc_stream.models.onnx_export import Project, to_onnx
+    from sganc_stream.onnx_runtime import session_options
+
+    monkeypatch.setattr(fast_encoder, "_descriptor_nets", {})  # as in a process that never ran the encoder
+    e = FastEncoder(FastEncoderConfig(input_size=64, n_latent=4, identity_dim=DESCRIPTOR_DIM)).eval()
+    torch.nn.init.normal_(e.identity_head.weight, std=0.1)
+    project = Project(e, 64)
+    crops = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8)
+    session = ort.InferenceSession(to_onnx(project, crops, "x", "y"), session_options(),
+                                   providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        expected = project(crops).numpy()
+    got = session.run(None, {"x": crops.numpy()})[0]
+    assert got.shape == expected.shape == (1, 4, 512)
+    assert (abs(got - expected) / (1 + abs(expected))).max() <= 1e-4

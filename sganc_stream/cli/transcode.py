@@ -85,7 +85,8 @@ def options_from(args: argparse.Namespace, model: FaceModel, **outputs: Any) -> 
 
 def describe(report: dict[str, Any]) -> str:
     """One line of figures for the terminal."""
-    line = (f"{report['frames']} frames, {report['bytes']} bytes, {report['kbps']:.2f} kbps at {report['fps']:g} fps, "
+    line = (f"{report['frames']} frames, {report['bytes']} bytes, {report['kbps']:.2f} kbps at {report['fps']:g} fps "
+            f"and step Δ = {report['stream']['step']:g}, "
             f"{report['bits_per_frame']['mean']:.0f} bits/frame (p95 {report['bits_per_frame']['p95']:.0f})")
     refine = report["stream"].get("refine")
     if refine:

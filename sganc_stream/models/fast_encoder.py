@@ -29,15 +29,23 @@ DESCRIPTOR_DIM = 128  # dlib's face descriptor
 _descriptor_nets: dict[torch.device, nn.Module] = {}  # one frozen dlib network per device, shared by encoders
 
 
-def face_descriptors(x: torch.Tensor) -> torch.Tensor:
-    """dlib's 128-D descriptors, float32 (n, 128), of FFHQ-recipe crops x (n, 3, S, S) in [-1, 1], without grad."""
-    net = _descriptor_nets.get(x.device)
+def descriptor_net(device: torch.device) -> nn.Module:
+    """The frozen dlib network (:class:`sganc_stream.training.identity.IdentityLoss`) on ``device``, built on first use
+    and shared. An identity-conditioned encoder builds the CPU one when it is made, so that a trace of its forward
+    (ONNX export, TorchScript) records the network's computation and not its construction (weight initialisation
+    ops that ONNX cannot export)."""
+    net = _descriptor_nets.get(device)
     if net is None:
         from sganc_stream.training.identity import IdentityLoss
 
-        net = _descriptor_nets[x.device] = IdentityLoss().to(x.device).requires_grad_(False)
+        net = _descriptor_nets[device] = IdentityLoss().to(device).requires_grad_(False)
+    return net
+
+
+def face_descriptors(x: torch.Tensor) -> torch.Tensor:
+    """dlib's 128-D descriptors, float32 (n, 128), of FFHQ-recipe crops x (n, 3, S, S) in [-1, 1], without grad."""
     with torch.no_grad():
-        return net.descriptors(x)
+        return descriptor_net(x.device).descriptors(x)
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,7 @@ class FastEncoder(nn.Module):
             self.identity_head = nn.Linear(cfg.identity_dim, cfg.n_latent * cfg.width)
             nn.init.zeros_(self.identity_head.weight)
             nn.init.zeros_(self.identity_head.bias)
+            descriptor_net(torch.device("cpu"))  # now, outside any trace of forward (see descriptor_net)
         self.register_buffer("latent_avg", torch.zeros(cfg.n_latent, cfg.width))
 
     @property
