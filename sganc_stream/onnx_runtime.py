@@ -113,8 +113,8 @@ def ensure_graphs(path: str | os.PathLike[str], model_id: str, names: tuple[str,
         print(f"exporting the ONNX graphs of model {model_id[:16]}… to {folder} (once per model)", file=sys.stderr)
     from sganc_stream.models.onnx_export import export_bundle
 
-    made = export_bundle(path, folder)
-    missing = [n for n in names if n not in made]
+    made = export_bundle(path, folder, [n for n in names if not (folder / f"{n}.onnx").is_file()])
+    missing = [n for n in names if n not in made and not (folder / f"{n}.onnx").is_file()]
     if missing:
         raise CheckpointError(f"{path}: bundle has no {', '.join(missing)} part to export")
     return folder
@@ -189,8 +189,9 @@ def load_onnx_face_model(path: str | os.PathLike[str], *, threads: int = 1, quie
         raise CheckpointError(f"{path}: not a face model with a generator and a latent codec (cannot decode video)")
     if encode and not isinstance(bundle.config.get("encoder"), dict):
         raise CheckpointError(f"{path}: model has no encoder, it can decode but not encode")
+    parts = ("flow_forward", "flow_inverse", "generator") + (("encoder",) if encode else ())
+    folder = ensure_graphs(path, bundle.model_id, parts, quiet=quiet)  # one export (one torch load) for all of them
     codec = load_onnx_codec(path, threads=threads, bundle=bundle, quiet=quiet)
-    folder = ensure_graphs(path, codec.model_id, ("generator", "encoder") if encode else ("generator",), quiet=quiet)
     graph = Graph(folder / "generator.onnx", threads)
     shape = graph.session.get_outputs()[0].shape  # (batch, size, size, 3)
     if len(shape) != 4 or not isinstance(shape[1], int) or shape[2] != shape[1] or shape[3] != 3:

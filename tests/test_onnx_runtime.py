@@ -116,6 +116,19 @@ def test_encoder_graph_agrees_and_its_stream_decodes_in_pytorch(cache: Path) -> 
         load_onnx_face_model(path, quiet=True).project(crops)
 
 
+def test_a_decoder_exports_no_encoder_graph(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Loading for decoding on an empty cache exports T, T⁻¹ and G only; loading for encoding then adds E alone."""
+    monkeypatch.setenv("SGANC_CACHE_DIR", str(tmp_path))
+    model = load_onnx_face_model(default_face_model(), quiet=True)
+    folder = graph_dir(model.model_id)
+    assert sorted(p.name for p in folder.iterdir()) == ["flow_forward.onnx", "flow_inverse.onnx", "generator.onnx"]
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    load_onnx_face_model(default_face_model(), quiet=True, encode=True)
+    after = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert sorted(after) == ["encoder.onnx", "flow_forward.onnx", "flow_inverse.onnx", "generator.onnx"]
+    assert all(after[n] == t for n, t in before.items())  # the graphs already there are not exported again
+
+
 def test_decode_process_imports_no_torch(face, tmp_path: Path) -> None:
     """`decode --runtime onnx` with the graphs cached: the frames of the PyTorch decode within MAX_LEVELS, no torch."""
     from benchmarks.startup_memory import make_stream

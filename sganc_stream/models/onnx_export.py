@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -35,6 +36,7 @@ from sganc_stream.models.encoders import unit_range
 from sganc_stream.models.stylegan2 import Generator, to_uint8_images
 
 OPSET = 17
+GRAPH_NAMES = ("flow_forward", "flow_inverse", "generator", "encoder")  # every graph a bundle can have
 
 
 class Render(nn.Module):
@@ -76,31 +78,38 @@ def to_onnx(module: nn.Module, example: torch.Tensor, input_name: str, output_na
     return buf.getvalue()
 
 
-def export_bundle(path: str | os.PathLike[str], directory: str | os.PathLike[str]) -> list[str]:
+def export_bundle(path: str | os.PathLike[str], directory: str | os.PathLike[str],
+                  names: Collection[str] | None = None) -> list[str]:
     """Write the graphs of bundle ``path`` into ``directory`` (created if needed), each file atomically; returns their
-    names. Every bundle with a latent codec gets ``flow_forward`` and ``flow_inverse``; one with a generator also
-    ``generator``, and one with an encoder too ``encoder``. Errors as :func:`sganc_stream.models.checkpoint.load_checkpoint`.
+    names. Every bundle with a latent codec has ``flow_forward`` and ``flow_inverse``; one with a generator also
+    ``generator``, and one with an encoder too ``encoder``. ``names``: only those of them (default: all the bundle
+    has), so that a decoder never pays for exporting E. Errors as
+    :func:`sganc_stream.models.checkpoint.load_checkpoint`.
     """
     from sganc_stream.bundle import bundle_config, load_bundle
     from sganc_stream.latent.model import LatentCodecModel
     from sganc_stream.models.checkpoint import load_checkpoint
 
+    wanted = set(GRAPH_NAMES if names is None else names)
     config = bundle_config(path)
     graphs: dict[str, tuple[nn.Module, torch.Tensor]] = {}
-    if "generator" in config:
+    if "generator" in config and wanted & {"generator", "encoder"}:
         loaded = load_checkpoint(path)
         bundle = Bundle(loaded.extra_tensors, loaded.config)
         g = loaded.generator.eval()
-        graphs["generator"] = (Render(g), torch.zeros(1, g.n_latent, g.config.style_dim))
-        if loaded.encoder is not None and "encoder" in config:
+        if "generator" in wanted:
+            graphs["generator"] = (Render(g), torch.zeros(1, g.n_latent, g.config.style_dim))
+        if "encoder" in wanted and loaded.encoder is not None and "encoder" in config:
             side = int(config["encoder"]["input_size"])
             graphs["encoder"] = (Project(loaded.encoder.eval(), side), torch.full((1, side, side, 3), 128, dtype=torch.uint8))
     else:
         bundle = load_bundle(path)
-    codec = LatentCodecModel.from_bundle(bundle, source=str(path))
-    x = torch.zeros(codec.rows, codec.width)
-    graphs["flow_forward"] = (FlowStack(codec.flows, codec.groups, inverse=False), x)
-    graphs["flow_inverse"] = (FlowStack(codec.flows, codec.groups, inverse=True), x)
+    if wanted & {"flow_forward", "flow_inverse"}:
+        codec = LatentCodecModel.from_bundle(bundle, source=str(path))
+        x = torch.zeros(codec.rows, codec.width)
+        for name in ("flow_forward", "flow_inverse"):
+            if name in wanted:
+                graphs[name] = (FlowStack(codec.flows, codec.groups, inverse=name == "flow_inverse"), x)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     for name, (module, example) in graphs.items():
