@@ -273,8 +273,9 @@ def main() -> int:
     p.add_argument("--pre-aligned", action="store_true", help="skip face alignment (clips used as aligned faces)")
     p.add_argument("--redundancy", type=int, help="frame packets carried in each message (default: the peers')")
     p.add_argument("--runtime", choices=["torch", "onnx"], help="the peers' --runtime (default: theirs, onnx)")
-    p.add_argument("--residual-table", choices=["irwin_hall", "empirical"],
-                   help="the senders' residual table (default: theirs, irwin_hall)")
+    p.add_argument("--residual-table", choices=["auto", "irwin_hall", "empirical"],
+                   help="the senders' residual table (default: theirs, auto: empirical where the model has the table "
+                        "for their g, else irwin_hall)")
     p.add_argument("--no-retransmit", action="store_true",
                    help="the peers answer no NACKs: gaps redundancy cannot bridge cost a keyframe (SPEC §8.7)")
     p.add_argument("--scenarios", default="loss0,loss5,loss20,rejoin")

@@ -184,6 +184,36 @@ def test_a_call_with_the_empirical_residual_table_and_a_damped_dead_zone_encoder
     assert not events(tmp_path / "B.jsonl", "undecodable")
 
 
+def test_the_senders_default_residual_table_is_resolved_and_named_in_the_hello(tmp_path: Path) -> None:
+    """sganc-send without --residual-table (``auto``): resolved as sganc-send does once the model is loaded, to the
+    model's empirical table for the default g = 10; the hello names that concrete table (a v3 header), and the
+    receiver decodes every frame to the sender's exact integer state. With --g 3 (no such table) it is Irwin–Hall, v2."""
+    from sganc_stream.cli.options import stream_params_from
+    from sganc_stream.rtc.cli import build_parser, options_from as cli_options
+
+    codec = model().codec
+    assert 10 in codec.empirical_residuals and 3 not in codec.empirical_residuals
+    argv = ["--serverless", "offer", "--video", str(clip()), "--pre-aligned", "--model", str(micro_model())]
+    parse = build_parser("sganc-send", True, False).parse_args
+    args = parse(argv)
+    assert args.residual_table == "auto"
+    cli_options(args, True, False)  # checked before the model is loaded: auto is fine there
+    params = stream_params_from(args, codec)
+    assert (params.mode, params.g, params.residual) == ("open", 10, "empirical")
+    g3 = stream_params_from(parse(argv + ["--g", "3"]), codec)
+    assert (g3.residual, g3.version()) == ("irwin_hall", 2)
+    a = Peer(model(), options("A", tmp_path, params=params, receive=False, duration=4.0))
+    b = Peer(model(), options("B", tmp_path, send=False, duration=4.0))
+    in_process(a, b, *memory_pair(delay_s=0.005))
+    hello = events(tmp_path / "B.jsonl", "hello")
+    assert hello and (hello[0]["residual"], hello[0]["version"]) == ("empirical", 3)
+    tx, shown = events(tmp_path / "A.jsonl", "tx"), events(tmp_path / "B.jsonl", "display")
+    assert sum(t["type"] == "inter+residual" for t in tx) >= 1 and len(shown) >= 5, (len(tx), len(shown))
+    coded = {t["seq"]: t["state_crc"] for t in tx}
+    assert all(d["state_crc"] == coded[d["seq"]] for d in shown)
+    assert not events(tmp_path / "B.jsonl", "undecodable")
+
+
 @pytest.mark.parametrize("redundancy", [0, 1])
 def test_redundancy_restores_lost_frames_without_keyframes(tmp_path: Path, redundancy: int) -> None:
     a = Peer(model(), options("A", tmp_path, loss=0.25, seed=3, redundancy=redundancy, receive=False,

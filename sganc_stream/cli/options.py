@@ -14,9 +14,9 @@ import argparse
 
 from sganc_stream.errors import InputError
 from sganc_stream.bitstream.container import MAX_DECIMATION
-from sganc_stream.latent.codec import MODES, StreamParams
+from sganc_stream.latent.codec import AUTO_RESIDUAL, MODES, RESIDUAL_CHOICES, StreamParams, resolve_residual
 from sganc_stream.latent.context import INTER_CONTEXTS
-from sganc_stream.latent.model import RESIDUAL_TABLES, LatentCodecModel
+from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.quantize import ROUNDING_OFFSET
 
 
@@ -31,11 +31,14 @@ def add_stream_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
 
 
 def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """Add ``--residual-table`` (files, and the call: its hello names the table, SPEC §8.4)."""
-    p.add_argument("--residual-table", choices=RESIDUAL_TABLES, default="irwin_hall",
-                   help="residual table in open mode: irwin_hall (the paper's, default) or empirical (the model's "
-                        "histogram of training residuals, for the periods g it was fitted for; a bitstream v3 stream, "
-                        "v4 with --target-kbps)")
+    """Add ``--residual-table`` (files, and the call: its hello names the table, SPEC §8.4). ``auto``, the default, is
+    resolved once the model is loaded (:func:`stream_params_from`)."""
+    p.add_argument("--residual-table", choices=RESIDUAL_CHOICES, default=AUTO_RESIDUAL,
+                   help="residual table in open mode: auto (default) is empirical when the model has an empirical "
+                        "table for --g (the shipped model: g = 1, 2, 5, 10, 20, 40, 80; `inspect MODEL` lists a "
+                        "model's), else irwin_hall (closed and intra modes, g = 0, other periods); irwin_hall is the "
+                        "paper's law, nothing stored; empirical is the model's histogram of training residuals, for "
+                        "the periods g it was fitted for (a bitstream v3 stream, v4 with --target-kbps)")
 
 
 def add_context_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -78,8 +81,9 @@ def add_rate_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
 
 
 def check_stream_arguments(args: argparse.Namespace) -> None:
-    """Validate all but ``--step`` (a preset of the model) before a model is loaded: StreamParams with step index 0."""
-    StreamParams(args.mode, args.g, 0, args.keyframe_interval, _residual(args), _target(args),
+    """Validate all but ``--step`` (a preset of the model) before a model is loaded: StreamParams with step index 0
+    (``--residual-table auto`` stands for Irwin–Hall here, valid in every mode; the model decides it later)."""
+    StreamParams(args.mode, args.g, 0, args.keyframe_interval, _residual(args, None), _target(args),
                  inter_context=_context(args), decimation=_decimation(args), damping=_damping(args),
                  rounding_offset=_offset(args))
     if _target(args) is not None and args.step is not None:
@@ -87,12 +91,14 @@ def check_stream_arguments(args: argparse.Namespace) -> None:
 
 
 def stream_params_from(args: argparse.Namespace, codec: LatentCodecModel) -> StreamParams:
-    """The validated StreamParams of parsed arguments (InputError, one line, for a bad value). With ``--target-kbps``
-    the stream's unit step is the model's finest preset and the steps are every preset that is a multiple of it."""
+    """The validated StreamParams of parsed arguments (InputError, one line, for a bad value), ``--residual-table
+    auto`` resolved against ``codec`` (:func:`~sganc_stream.latent.codec.resolve_residual`): the returned residual
+    table is always a concrete one. With ``--target-kbps`` the stream's unit step is the model's finest preset and the
+    steps are every preset that is a multiple of it."""
     check_stream_arguments(args)
     target = _target(args)
     step = codec.step_index(min(codec.steps) if target is not None else args.step)
-    params = StreamParams(args.mode, args.g, step, args.keyframe_interval, _residual(args), target,
+    params = StreamParams(args.mode, args.g, step, args.keyframe_interval, _residual(args, codec), target,
                           inter_context=_context(args), decimation=_decimation(args), damping=_damping(args),
                           rounding_offset=_offset(args))
     params.residual_table(codec)  # a period the model has no empirical table for: InputError now, not mid-stream
@@ -127,9 +133,10 @@ def _decimation(args: argparse.Namespace) -> int:
     return getattr(args, "decimation", 1)
 
 
-def _residual(args: argparse.Namespace) -> str:
-    """``--residual-table``; commands that send nothing (``sganc-recv``) have none: Irwin–Hall."""
-    return getattr(args, "residual_table", "irwin_hall")
+def _residual(args: argparse.Namespace, codec: LatentCodecModel | None) -> str:
+    """``--residual-table``, ``auto`` resolved against ``codec`` (None: before it is loaded, Irwin–Hall); commands
+    that send nothing (``sganc-recv``) have none: Irwin–Hall."""
+    return resolve_residual(getattr(args, "residual_table", "irwin_hall"), args.mode, args.g, codec)
 
 
 def check_runtime_arguments(args: argparse.Namespace) -> None:

@@ -119,7 +119,7 @@ def cmd_transcode(args: argparse.Namespace) -> int:
     options = options_from(args, model, **outputs)
     report = transcode_file(model, args.input, args.output, options)
     print(f"{args.output}: {describe(report)}")
-    for line in face_notes(report) + rate_notes(report, args.target_kbps, args.residual_table):
+    for line in face_notes(report) + rate_notes(report, args.target_kbps, options.params.residual):  # auto resolved
         print(f"  {line}")
     return 0
 

@@ -60,6 +60,21 @@ STATE_LIMIT = 1 << 30  # a state beyond this can only come from corrupted data
 
 MODES = ("open", "closed", "intra")
 TARGET_KBPS_RANGE = (1.0, 100_000.0)  # kbit/s a rate-controlled stream may aim at
+# What ``--residual-table`` accepts: a concrete table (RESIDUAL_TABLES), or ``auto`` (the default), which
+# :func:`resolve_residual` turns into one once the model is known. StreamParams only ever holds a concrete table.
+AUTO_RESIDUAL = "auto"
+RESIDUAL_CHOICES = (AUTO_RESIDUAL, *RESIDUAL_TABLES)
+
+
+def resolve_residual(residual: str, mode: str, g: int, model: LatentCodecModel | None) -> str:
+    """The concrete residual table of a requested one (the one place ``auto`` is resolved): ``auto`` is ``empirical``
+    when the stream has residuals (open mode, g > 0) and ``model`` holds an empirical table for g, else
+    ``irwin_hall`` (also with no model yet: options checked before it is loaded). Any other name is returned as it
+    is, for StreamParams to validate (an explicit ``empirical`` the model lacks stays its InputError)."""
+    if residual != AUTO_RESIDUAL:
+        return residual
+    has_table = model is not None and mode == "open" and isinstance(g, int) and g > 0 and g in model.empirical_residuals
+    return "empirical" if has_table else "irwin_hall"
 
 
 @dataclass(frozen=True)
@@ -72,7 +87,8 @@ class StreamParams:
     g: int = 10  # residual period in open mode; 0 = never
     step_index: int = 1
     keyframe_interval: int = 0
-    residual: str = "irwin_hall"  # residual table: irwin_hall (the paper's, derived) | empirical (stored in the model)
+    residual: str = "irwin_hall"  # residual table: irwin_hall (the paper's, derived) | empirical (stored in the model);
+    # never "auto": the commands resolve that against the model first (resolve_residual)
     target_kbps: float | None = None  # rate control (bitstream v4): packet kbit/s the encoder aims at; None = fixed step
     step_set: tuple[int, ...] = ()  # a v4/v6 stream's step presets (indices, finest first); () = derived from the model
     inter_context: str = "factorized"  # factorized (the paper's) | temporal (bitstream v5, latent.context)

@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from sganc_stream.latent.flow import RealNVP
 
 TABLE_KINDS = ("intra", "diff")
-# Residual (drift refresh) tables: the paper's Irwin–Hall law, derived (the default), or a histogram of training
-# residuals stored in the model for some periods g (bitstream v3 names the choice in the stream header).
+# Residual (drift refresh) tables: the paper's Irwin–Hall law, derived (StreamParams' default), or a histogram of
+# training residuals stored in the model for some periods g (bitstream v3 names the choice in the stream header). The
+# commands' default, ``--residual-table auto``, takes the model's empirical table where it has one for the stream's g
+# (``latent.codec.resolve_residual``).
 RESIDUAL_TABLES = ("irwin_hall", "empirical")
 # T⁻¹ runs in float32, so its output may differ in the last bits between machines, BLAS/ATen code paths and devices;
 # the integer state it starts from never does. Two conforming decoders agree within
