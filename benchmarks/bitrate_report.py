@@ -94,6 +94,8 @@ def markdown(result: dict[str, Any], name: str) -> str:
              f"`{prov.get('command', '')}` — commit `{prov.get('commit', '')}`, {prov.get('date', '')}; "
              f"model `{m['model_id'][:12]}…` ({m['size']} px, W+ {m['rows']}×{m['width']}, Δ presets "
              f"{', '.join(f'{x:g}' for x in m['steps'])}); {len(result['clips'])} clips, {frames} frames; "
+             f"residual table {s.get('residual', 'irwin_hall')} (`--residual-table`; auto: the model's empirical "
+             "table where it has one for g); "
              f"pixel metrics on 1 frame in {s['score_every']}, identity distance on 1 in {s['identity_every']} of those. "
              f"Results: `benchmarks/results/{name}.json` / `.csv`.", ""]
     lines += ["**Headline** (g = 10, middle Δ; rates are payload + packet framing for sganc, the elementary stream for "

@@ -28,7 +28,7 @@ from sganc_stream.bitstream.container import decode_container, encode_container
 from sganc_stream.bitstream.packet import Packet
 from sganc_stream.errors import InputError
 from sganc_stream.latent.breakdown import BitBreakdown, bit_breakdown
-from sganc_stream.latent.codec import LatentStreamEncoder, StreamParams
+from sganc_stream.latent.codec import AUTO_RESIDUAL, LatentStreamEncoder, StreamParams, resolve_residual
 from sganc_stream.pipeline import FaceModel, FrameEncoder
 from sganc_stream.training.face_data import clip_identity
 from sganc_stream.video import VideoReader
@@ -191,13 +191,15 @@ class System(ABC):
 
 class Sganc(System):
     """The latent codec of a face model at (mode, g, Δ): packets, .sgnc container, breakdown; identical to what
-    ``transcode`` writes (the re-coding of open g = 10 at the middle Δ is checked against FrameEncoder's)."""
+    ``transcode`` writes (the re-coding of open g = 10 at the middle Δ is checked against FrameEncoder's).
+    ``residual``: the residual table as ``--residual-table`` takes it (default ``auto``, the commands' default:
+    the model's empirical table where it has one for g)."""
 
     name = "sganc"
     timing = "latent_grid_s"
 
-    def __init__(self, model: FaceModel, configs: list[StreamParams]) -> None:
-        self.model, self.configs = model, configs
+    def __init__(self, model: FaceModel, configs: list[StreamParams], residual: str = AUTO_RESIDUAL) -> None:
+        self.model, self.configs, self.residual = model, configs, residual
 
     def points(self) -> list[Point]:
         steps = self.model.codec.steps
@@ -206,7 +208,9 @@ class Sganc(System):
 
     def params(self, point: Point) -> StreamParams:
         assert point.step_index is not None
-        return StreamParams(point.mode, point.g or 0, point.step_index)
+        g = point.g or 0
+        return StreamParams(point.mode, g, point.step_index,
+                            residual=resolve_residual(self.residual, point.mode, g, self.model.codec))
 
     def code(self, clip: Clip, point: Point) -> Coding:
         codec, params = self.model.codec, self.params(point)

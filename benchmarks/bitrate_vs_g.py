@@ -51,6 +51,7 @@ from sganc_stream.cli.transcode import add_engine_options, engine_from
 from sganc_stream.engine import Failed, open_pool
 from sganc_stream.errors import SgancError
 from sganc_stream.latent.breakdown import BitBreakdown
+from sganc_stream.cli.options import add_residual_argument
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.metrics import FaceDescriptor, ms_ssim, psnr
 from sganc_stream.pipeline import FaceModel, load_face_model
@@ -192,6 +193,7 @@ class Settings:
     identity_every: int
     ablation_steps: int
     train_frames: int
+    residual: str  # --residual-table as the commands take it (auto: the model's empirical table where it has one)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -205,7 +207,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_clips=args.max_clips if args.max_clips is not None else (3 if q else None),
         score_every=args.score_every or (4 if q else 1), identity_every=args.identity_every or (2 if q else 5),
         ablation_steps=args.ablation_steps if args.ablation_steps is not None else (0 if q else 300),
-        train_frames=args.train_frames or (60 if q else 200))
+        train_frames=args.train_frames or (60 if q else 200), residual=args.residual_table)
 
 
 def latent_configs(model: FaceModel, s: Settings) -> list[StreamParams]:
@@ -218,7 +220,7 @@ def latent_configs(model: FaceModel, s: Settings) -> list[StreamParams]:
 
 def systems_for(model: FaceModel, s: Settings) -> list[System]:
     """Every system this run compares, in result order: our latent codec's grid, the pixel codecs, naive latents."""
-    return [Sganc(model, latent_configs(model, s)), *(PixelCodec(c, s.kbps) for c in s.codecs),
+    return [Sganc(model, latent_configs(model, s), s.residual), *(PixelCodec(c, s.kbps) for c in s.codecs),
             NaiveLatents(NAIVE_STEPS)]
 
 
@@ -512,6 +514,7 @@ def main() -> int:
     ap.add_argument("--identity-every", type=int, help="identity on every N-th scored frame (default 5; 2 with --quick)")
     ap.add_argument("--ablation-steps", type=int, help="training steps per ablation codec (default 300; 0 with --quick)")
     ap.add_argument("--ablation-lambda", type=float, default=100.0, help="λ of the ablation codecs (default 100)")
+    add_residual_argument(ap)  # the commands' option and default
     ap.add_argument("--train-frames", type=int, help="frames per training clip (default 200; 60 with --quick)")
     ap.add_argument("--keep", help="folder for the produced files (default: out/bitrate_vs_g[_quick])")
     ap.add_argument("--name", help="results name (default: bitrate_vs_g or bitrate_vs_g_quick)")

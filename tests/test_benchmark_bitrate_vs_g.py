@@ -123,6 +123,11 @@ def test_sganc_system_codes_a_file_and_breaks_its_bits_down(tiny_codec):
         assert sum(r["bits"] for r in b["by_row"]) == 8 * c.payload.sum()
         assert b["framing_bits"] == 8 * (c.record.sum() - c.payload.sum())
     assert system.keeps(points[0]) and system.file_name(clip, points[0], c).endswith(f"open_g{HEADLINE_G}_step{tiny_codec.steps[1]:g}.sgnc")
+    # the commands' default residual table (auto): the model's empirical table for g = 10, Irwin–Hall without residuals
+    assert HEADLINE_G in tiny_codec.empirical_residuals
+    assert [decode_container(system.code(clip, p).data).header.residual for p in points] == ["empirical", "irwin_hall"]
+    paper = Sganc(system.model, system.configs, "irwin_hall")
+    assert decode_container(paper.code(clip, points[0]).data).header.residual == "irwin_hall"
 
 
 def test_naive_system_matches_naive_code():

@@ -263,10 +263,12 @@ def test_a_missed_rate_target_gets_one_line_with_the_reason_the_report_shows() -
     frames = lambda *steps: [{"step": s} for s in steps] + [{"step": None}]  # noqa: E731 (a no-face frame: no step)
     assert rate_notes({"kbps": 37.5, "per_frame": frames(16.0)}, None) == []
     assert rate_notes({"kbps": 21.5, "per_frame": frames(16.0)}, 20.0) == []  # within 10 %
-    (low,) = rate_notes({"kbps": 37.5, "per_frame": frames(16.0, 16.0)}, 20.0)
+    (low,) = rate_notes({"kbps": 37.5, "per_frame": frames(16.0, 16.0)}, 20.0, True)
     assert "--target-kbps 20" in low and "37.50" in low and "coarsest" in low and "Δ = 16" in low
-    assert "--residual-table empirical" in low  # Irwin–Hall residuals: the table that shrinks with the step
-    (mixed,) = rate_notes({"kbps": 22.3, "per_frame": frames(8.0, 16.0)}, 20.0, "empirical")
+    assert "--residual-table empirical" in low  # Irwin–Hall asked for, the model's table unused: it shrinks with Δ
+    (no_table,) = rate_notes({"kbps": 37.5, "per_frame": frames(16.0, 16.0)}, 20.0)  # none to suggest
+    assert "coarsest" in no_table and "--residual-table" not in no_table
+    (mixed,) = rate_notes({"kbps": 22.3, "per_frame": frames(8.0, 16.0)}, 20.0)
     assert "fixed costs" in mixed and "coarsest" not in mixed and "--residual-table" not in mixed
     (high,) = rate_notes({"kbps": 100.0, "per_frame": frames(0.5)}, 400.0)
     assert "finest" in high and "--residual-table" not in high

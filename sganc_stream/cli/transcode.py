@@ -17,6 +17,7 @@ from sganc_stream.dataset import LAYOUTS, Clip, scan_clips, transcode_dataset
 from sganc_stream.engine import ENGINES, RAY_EXTRA, EngineOptions
 from sganc_stream.errors import InputError
 from sganc_stream.metrics import IDENTITY_EVERY
+from sganc_stream.latent.codec import resolve_residual
 
 # The pipeline (torch) is imported by the commands that run it, so that `sganc-stream --help` loads no torch.
 if TYPE_CHECKING:
@@ -119,7 +120,9 @@ def cmd_transcode(args: argparse.Namespace) -> int:
     options = options_from(args, model, **outputs)
     report = transcode_file(model, args.input, args.output, options)
     print(f"{args.output}: {describe(report)}")
-    for line in face_notes(report) + rate_notes(report, args.target_kbps, options.params.residual):  # auto resolved
+    p = options.params
+    unused_table = p.residual == "irwin_hall" and resolve_residual("auto", p.mode, p.g, model.codec) == "empirical"
+    for line in face_notes(report) + rate_notes(report, args.target_kbps, unused_table):
         print(f"  {line}")
     return 0
 
@@ -139,11 +142,12 @@ def face_notes(report: dict[str, Any]) -> list[str]:
     return notes
 
 
-def rate_notes(report: dict[str, Any], target_kbps: float | None, residual: str = "irwin_hall") -> list[str]:
+def rate_notes(report: dict[str, Any], target_kbps: float | None, empirical_unused: bool = False) -> list[str]:
     """A line when rate control missed its target by more than 10 % (kbit/s at the clip's frame rate), with the reason
     the report shows: every face frame at the coarsest (finest) step used, or else the fixed costs of a short clip
-    (container header, intra frame); over the target with Irwin–Hall residuals, a hint at the empirical table (whose
-    cost shrinks with the step, where Irwin–Hall's does not)."""
+    (container header, intra frame); over the target when Irwin–Hall residuals were asked for though the model has an
+    empirical table for the period (``empirical_unused``), a hint at that table (whose cost shrinks with the step,
+    where Irwin–Hall's does not)."""
     if target_kbps is None or abs(report["kbps"] - target_kbps) <= 0.1 * target_kbps:
         return []
     over = report["kbps"] > target_kbps
@@ -155,7 +159,7 @@ def rate_notes(report: dict[str, Any], target_kbps: float | None, residual: str 
         why = (f"over {len(report['per_frame'])} frames the fixed costs (container header, the first intra frame) and "
                "the controller's start weigh in; a longer clip comes closer")
     hint = ("; --residual-table empirical codes the residuals in fewer bits at coarse steps"
-            if over and residual == "irwin_hall" else "")
+            if over and empirical_unused else "")
     return [f"rate control missed --target-kbps {target_kbps:g}: {report['kbps']:.2f} kbps: {why}{hint}"]
 
 
