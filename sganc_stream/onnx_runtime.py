@@ -26,6 +26,7 @@ import numpy as np
 from sganc_stream.bundle import Bundle, load_bundle
 from sganc_stream.errors import CheckpointError, InputError, extra_hint, import_extra
 from sganc_stream.latent.model import LatentCodecModel
+from sganc_stream.latent.sequence import check_stream_model
 
 RUNTIMES = ("torch", "onnx")
 ONNX_EXTRA = extra_hint("onnx")
@@ -45,7 +46,8 @@ def graph_dir(model_id: str) -> Path:
     return cache_root() / "onnx" / GRAPH_FORMAT / model_id
 
 
-def _ort() -> Any:
+def require_onnxruntime() -> Any:
+    """The onnxruntime module; InputError, one line naming the ``onnx`` extra, when it is not installed."""
     return import_extra("onnx", "--runtime onnx", "onnxruntime")
 
 
@@ -54,7 +56,7 @@ def session_options(threads: int = 1) -> Any:
 
     One thread by default for the reason :data:`sganc_stream.threads.DEFAULT_THREADS` gives for torch: the graphs are
     small, and on a shared machine every parallel region waits for a descheduled thread."""
-    ort = _ort()
+    ort = require_onnxruntime()
     if threads < 1:
         raise InputError(f"--threads must be at least 1, got {threads}")
     opts = ort.SessionOptions()
@@ -70,7 +72,7 @@ class Graph:
     """One ONNX graph: ``run(x)`` → its single output (numpy in, numpy out)."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        ort = _ort()
+        ort = require_onnxruntime()
         try:
             self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
@@ -175,15 +177,18 @@ class OnnxFaceModel:
 
 
 def load_onnx_face_model(path: str | os.PathLike[str], *, threads: int = 1, quiet: bool = False,
-                         encode: bool = False) -> OnnxFaceModel:
+                         encode: bool = False, stream_model_id: str | None = None) -> OnnxFaceModel:
     """Load a face-model bundle for decoding (``encode``: and encoding) in ONNX Runtime, exporting its graphs first if
     the cache lacks them. Each graph is its own session with ``threads`` intra-op threads.
 
     CheckpointError for an unreadable bundle, one without a generator or latent codec (or, with ``encode``, without
     an encoder), or one holding bfloat16 tensors (numpy has no bfloat16: use ``--runtime torch``); InputError without
-    onnxruntime."""
-    _ort()  # the missing extra is reported before any work
+    onnxruntime; ModelMismatchError, before any graph is exported, when ``stream_model_id`` (the header of the stream
+    to decode) is not the bundle's id."""
+    require_onnxruntime()  # the missing extra is reported before any work
     bundle = load_bundle(path, framework="numpy")
+    if stream_model_id is not None:
+        check_stream_model(stream_model_id, bundle.model_id)
     gen = bundle.config.get("generator")
     if not isinstance(gen, dict) or "codec" not in bundle.config:
         raise CheckpointError(f"{path}: not a face model with a generator and a latent codec (cannot decode video)")

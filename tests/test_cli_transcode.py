@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +60,21 @@ def test_transcode_decode_equality_and_report(tmp_path: Path, capsys: pytest.Cap
     assert recon.shape == (4, 64, 64, 3) and np.array_equal(recon, decoded)
 
 
-def test_decode_refuses_another_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_decode_refuses_another_model(runtime: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line for a stream of another model; with ONNX Runtime before a first run exports that model's graphs."""
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("SGANC_CACHE_DIR", str(tmp_path / "cache"))
     clip = shared_path(CLIPS, STEADY_CLIP)
     out = tmp_path / "c.sgnc"
     assert main(["transcode", "--model", str(tiny_bundle()), "--max-frames", "1", "--quiet", str(clip), str(out)]) == 0
     other = variant_bundle(tiny_bundle(), tmp_path / "other.safetensors")
     capsys.readouterr()
-    assert main(["decode", "--model", str(other), "--quiet", str(out), str(tmp_path / "d.mp4")]) == 2
+    assert main(["decode", "--runtime", runtime, "--model", str(other), "--quiet", str(out), str(tmp_path / "d.mp4")]) == 2
     assert "stream was made with model" in _one_line_error(capsys, "decode")
-    assert not (tmp_path / "d.mp4").exists()
+    assert not (tmp_path / "d.mp4").exists() and not (tmp_path / "cache").exists()
 
 
 def test_unreadable_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -280,3 +290,23 @@ def test_identity_every_zero_is_refused_by_its_option_name_before_the_model_load
                  str(tmp_path / "in.mp4"), str(tmp_path / "x.sgnc")]) == 2
     assert "--identity-every must be at least 1" in _one_line_error(capsys, "transcode")
     assert os.listdir(tmp_path) == []
+
+
+def test_sigterm_mid_transcode_is_one_line_and_leaves_no_partial_output(tmp_path: Path) -> None:
+    """``kill`` (SIGTERM) while transcode writes: exit status 143, one line, and its partial files are removed, as
+    for Ctrl-C (Python's default SIGTERM action would end the process at once and leave the ``.part`` files)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "sganc_stream", "transcode", "--quiet", str(shared_path(CLIPS, STEADY_CLIP)),
+                             str(out / "x.sgnc"), "--recon", str(out / "x.mp4")], cwd=root, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and not any(out.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the first output file is being written
+    assert proc.poll() is None and any(out.iterdir()), "transcode ended or wrote nothing before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["sganc-stream transcode: terminated"]
+    assert list(out.iterdir()) == []

@@ -2,14 +2,21 @@
 
 A sub-module exposes ``register(subparsers)``; each sub-command sets ``func(args) -> int``.
 Errors derived from :class:`SgancError` (and OS errors at file boundaries) become one line on stderr, and so does
-each :class:`InputWarning` (the command goes on).
+each :class:`InputWarning` (the command goes on). Ctrl-C (SIGINT) and SIGTERM (``kill``, a service manager, a
+container stop) end a command the same way: its partly written outputs are removed, one line says so, and the exit
+status is 128 + the signal number (130, 143), as a shell reports a process the signal killed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 from sganc_stream import __version__
 from sganc_stream.errors import ArgumentParser, SgancError, warnings_as_lines
@@ -32,12 +39,35 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it and the
+    atomic writers' cleanup (``except BaseException``) removes their partial files."""
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread (Python's default would end the
+    process at once, leaving partial output files behind). Elsewhere (a command run from another thread) a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
-        with warnings_as_lines(f"sganc-stream {args.command}"):
+        with sigterm_raises(), warnings_as_lines(f"sganc-stream {args.command}"):
             return int(args.func(args) or 0)
     except SgancError as exc:
         print(f"sganc-stream {args.command}: error: {exc}", file=sys.stderr)
@@ -48,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(f"sganc-stream {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    except Terminated:
+        print(f"sganc-stream {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sganc_stream.assets import default_face_model
+from sganc_stream.bitstream.container import read_container
 from sganc_stream.cli.options import check_runtime_arguments
 from sganc_stream.decoding import decode_file
 from sganc_stream.onnx_runtime import ONNX_EXTRA, RUNTIMES, OnnxFaceModel, load_onnx_face_model
@@ -40,20 +41,24 @@ def load_model(args: argparse.Namespace, device: str | None = None) -> FaceModel
     return load_face_model(args.model or default_face_model(), device or args.device)
 
 
-def load_runtime_model(args: argparse.Namespace, *, encode: bool = False) -> FaceModel | OnnxFaceModel:
+def load_runtime_model(args: argparse.Namespace, *, encode: bool = False,
+                       stream_model_id: str | None = None) -> FaceModel | OnnxFaceModel:
     """The model ``decode`` and the live call run: PyTorch (:func:`load_model`) or, with ``--runtime onnx``, ONNX
-    Runtime (no torch import; ``encode``: with E's graph too). Options checked by
+    Runtime (no torch import; ``encode``: with E's graph too; ``stream_model_id``: the stream to decode was made with
+    this model, checked before a first run exports the graphs). Options checked by
     :func:`sganc_stream.cli.options.check_runtime_arguments` first."""
     check_runtime_arguments(args)
     if args.runtime == "torch":
         return load_model(args)
     return load_onnx_face_model(args.model or default_face_model(), threads=args.threads, quiet=args.quiet,
-                                encode=encode)
+                                encode=encode, stream_model_id=stream_model_id)
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
     video_format(args.output, args.lossless)  # before any work
-    model = load_runtime_model(args)
+    check_runtime_arguments(args)
+    header = read_container(args.input).header  # a stream of another model: one line before a first ONNX export
+    model = load_runtime_model(args, stream_model_id=header.model_id)
     info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet)
     no_face = f", {info['no_face_frames']} of them without a face (black)" if info["no_face_frames"] else ""
     print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded{no_face} "

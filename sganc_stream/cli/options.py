@@ -18,6 +18,7 @@ from sganc_stream.latent.codec import AUTO_RESIDUAL, MODES, RESIDUAL_CHOICES, St
 from sganc_stream.latent.context import INTER_CONTEXTS
 from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.quantize import ROUNDING_OFFSET
+from sganc_stream.onnx_runtime import require_onnxruntime
 
 
 def add_stream_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -141,8 +142,10 @@ def _residual(args: argparse.Namespace, codec: LatentCodecModel | None) -> str:
 
 def check_runtime_arguments(args: argparse.Namespace) -> None:
     """``--runtime`` (torch or onnx), ``--device`` and ``--threads`` together, before any model is loaded: ONNX Runtime
-    runs on the CPU only, and every runtime needs at least one thread (InputError, one line)."""
+    runs on the CPU only and must be installed, and every runtime needs at least one thread (InputError, one line)."""
     if args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
     if args.runtime == "onnx" and args.device != "cpu":
         raise InputError(f"--runtime onnx runs on the CPU (--device {args.device} needs --runtime torch)")
+    if args.runtime == "onnx":
+        require_onnxruntime()

@@ -128,12 +128,17 @@ def encode_sequence(model: LatentCodecModel, latents: np.ndarray, params: Stream
     return res
 
 
+def check_stream_model(stream_model_id: str, model_id: str) -> None:
+    """ModelMismatchError (one line, naming both ids and the fix) unless a stream header's model id is the model's."""
+    if stream_model_id != model_id:
+        raise ModelMismatchError(f"stream was made with model {stream_model_id[:16]}…, the loaded model is "
+                                 f"{model_id[:16]}…; pass that model's bundle with --model (`sganc-stream inspect "
+                                 "FILE` prints the model id of a stream or a bundle)")
+
+
 def stream_params(model: LatentCodecModel, header: StreamHeader) -> StreamParams:
     """Check that a stream was made with ``model`` and return its parameters."""
-    if header.model_id != model.model_id:
-        raise ModelMismatchError(f"stream was made with model {header.model_id[:16]}…, the loaded model is "
-                                 f"{model.model_id[:16]}…; pass that model's bundle with --model (`sganc-stream inspect "
-                                 "FILE` prints the model id of a stream or a bundle)")
+    check_stream_model(header.model_id, model.model_id)
     if (header.rows, header.width) != (model.rows, model.width):
         raise ModelMismatchError("stream latent shape differs from the model's")
     return StreamParams(header.mode, header.g, model.step_index(header.step), header.keyframe_interval, header.residual,
