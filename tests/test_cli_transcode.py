@@ -310,3 +310,15 @@ def test_sigterm_mid_transcode_is_one_line_and_leaves_no_partial_output(tmp_path
     assert proc.returncode == 128 + signal.SIGTERM
     assert err.strip().splitlines() == ["sganc-stream transcode: terminated"]
     assert list(out.iterdir()) == []
+
+
+def test_decode_with_a_latent_codec_says_it_is_not_a_face_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The bundled synthetic latent codec given as --model of a video command: one line saying what it is."""
+    from sganc_stream.assets import DEFAULT_LATENT_CODEC
+
+    out = tmp_path / "c.sgnc"
+    assert main(["transcode", "--model", str(tiny_bundle()), "--max-frames", "1", "--quiet",
+                 str(shared_path(CLIPS, STEADY_CLIP)), str(out)]) == 0
+    capsys.readouterr()
+    assert main(["decode", "--model", str(DEFAULT_LATENT_CODEC), "--quiet", str(out), str(tmp_path / "d.mp4")]) == 2
+    assert "not a face model" in _one_line_error(capsys, "decode") and not (tmp_path / "d.mp4").exists()

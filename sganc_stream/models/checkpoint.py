@@ -333,6 +333,9 @@ def _from_bundle(path: Path) -> LoadedModel:
     bundle = load_bundle(path)
     config = bundle.config
     if "generator" not in config:
+        if "codec" in config:
+            raise CheckpointError(f"{path}: a latent codec without a generator, not a face model: it codes W+ latents "
+                                  "(`sganc-stream latents`); video commands need a face-model bundle")
         raise CheckpointError(f"{path}: bundle has no generator config")
     try:
         gcfg = GeneratorConfig.from_dict(config["generator"])
