@@ -75,7 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="torch: PyTorch, the reference (default); onnx: T⁻¹ and G in ONNX Runtime on the CPU, without "
                         "importing torch (less memory, faster start; pixels within a few levels of torch's; the graphs "
-                        f"are exported from the bundle with torch on first use and cached; {ONNX_EXTRA})")
+                        "are exported from the bundle with torch on first use and cached in $SGANC_CACHE_DIR, else "
+                        f"$XDG_CACHE_HOME/sganc-stream, else ~/.cache/sganc-stream; {ONNX_EXTRA})")
     p.add_argument("--lossless", action="store_true", help="write the video bit-exactly (see transcode --lossless)")
     p.add_argument("input", type=Path, metavar="IN.sgnc")
     p.add_argument("output", type=Path, metavar="OUT.mp4",
