@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from sganc_stream.bitstream.container import VERSION, StreamHeader, read_container
+from sganc_stream.bitstream.container import VERSION, Container, StreamHeader, read_container
 from sganc_stream.bitstream.packet import Packet, PacketType
 from sganc_stream.errors import InputError
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
@@ -92,13 +92,14 @@ class FrameDecoder:
 
 
 def decode_file(model: DecodeModel, input: str | os.PathLike[str], output: str | os.PathLike[str], *,
-                lossless: bool = False, batch: int = 1, progress: bool = True) -> dict[str, Any]:
+                lossless: bool = False, batch: int = 1, progress: bool = True,
+                container: Container | None = None) -> dict[str, Any]:
     """Regenerate a video from an .sgnc file alone, one frame per packet (no-face frames black) at its packet's time;
-    returns frames, no-face frames, fps and decode speed."""
+    returns frames, no-face frames, fps and decode speed. ``container``: ``input`` already read (not read again)."""
     if batch < 1:
         raise InputError(f"--batch must be at least 1, got {batch}")
     video_format(output, lossless)
-    container = read_container(input)
+    container = container if container is not None else read_container(input)
     if container.header.decimation > 1:
         raise InputError(f"{input}: a decimated stream (bitstream v5, decimation {container.header.decimation}); the "
                          "video decoder does not interpolate yet: decode its latents with `sganc-stream latents decode`")

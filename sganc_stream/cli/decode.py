@@ -57,9 +57,10 @@ def load_runtime_model(args: argparse.Namespace, *, encode: bool = False,
 def cmd_decode(args: argparse.Namespace) -> int:
     video_format(args.output, args.lossless)  # before any work
     check_runtime_arguments(args)
-    header = read_container(args.input).header  # a stream of another model: one line before a first ONNX export
-    model = load_runtime_model(args, stream_model_id=header.model_id)
-    info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet)
+    container = read_container(args.input)  # a stream of another model: one line before a first ONNX export
+    model = load_runtime_model(args, stream_model_id=container.header.model_id)
+    info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet,
+                       container=container)
     no_face = f", {info['no_face_frames']} of them without a face (black)" if info["no_face_frames"] else ""
     print(f"{args.output}: {info['frames']} frames at {info['fps']:g} fps decoded{no_face} "
           f"({info['decode_fps']:.1f} frames/s)")
