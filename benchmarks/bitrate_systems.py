@@ -99,10 +99,18 @@ def find_clips(paths: list[str] | None) -> list[Path]:
     return out
 
 
+def sganc_params(model: FaceModel, mode: str, g: int, step_index: int, residual: str = AUTO_RESIDUAL) -> StreamParams:
+    """The StreamParams of one sganc point, with ``residual`` (``--residual-table``) resolved as the commands do: the
+    one place both the latent grid and the pipeline self-check get theirs, so they code alike."""
+    return StreamParams(mode, g, step_index, residual=resolve_residual(residual, mode, g, model.codec))
+
+
 def load_clip(model: FaceModel, path: Path, max_frames: int | None, name: str, identity: str,
-              proxies: dict[bytes, np.ndarray]) -> Clip:
-    """Align and encode a clip exactly as transcode does (frames without a face are left out)."""
-    params = StreamParams("open", HEADLINE_G, len(model.codec.steps) // 2)
+              proxies: dict[bytes, np.ndarray], residual: str = AUTO_RESIDUAL) -> Clip:
+    """Align and encode a clip exactly as transcode does (frames without a face are left out); the pipeline payloads
+    are the open g = 10 middle-Δ stream with ``residual`` (``--residual-table``), as :class:`Sganc` recodes it.
+    Raises InputError when fewer than 2 frames have a face."""
+    params = sganc_params(model, "open", HEADLINE_G, len(model.codec.steps) // 2, residual)
     crops, wplus, payloads = [], [], []
     with VideoReader(path) as reader:
         fps = reader.fps
@@ -208,9 +216,7 @@ class Sganc(System):
 
     def params(self, point: Point) -> StreamParams:
         assert point.step_index is not None
-        g = point.g or 0
-        return StreamParams(point.mode, g, point.step_index,
-                            residual=resolve_residual(self.residual, point.mode, g, self.model.codec))
+        return sganc_params(self.model, point.mode, point.g or 0, point.step_index, self.residual)
 
     def code(self, clip: Clip, point: Point) -> Coding:
         codec, params = self.model.codec, self.params(point)

@@ -295,7 +295,7 @@ def clip_work(w: Worker, item: tuple[Path, str, str], s: Settings) -> ClipOutcom
     boxes = dict(scorer.descriptor.counts)
     timings: dict[str, float] = {"latent_grid_s": 0.0, "pixel_codecs_s": 0.0, "naive_s": 0.0}
     t0 = time.perf_counter()
-    clip = load_clip(model, path, s.max_frames, name, identity, w.proxies)
+    clip = load_clip(model, path, s.max_frames, name, identity, w.proxies, s.residual)
     timings["align_encode_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     files: dict[str, bytes] = {}

@@ -163,3 +163,22 @@ def test_breakdown_tables_come_from_the_result():
     assert "| 0 | 50 | 50.0 % | 15 | 25 | 10 |" in text
     assert text.count("| 1 | intra |") == 1  # g = 2 is not a headline row
     assert breakdown_markdown({"breakdown": []}) == [] and breakdown_markdown({}) == []
+
+
+@pytest.mark.parametrize("residual", ["auto", "irwin_hall"])
+def test_pipeline_self_check_codes_as_the_latent_grid(residual: str) -> None:
+    """The benchmark exits 1 unless FrameEncoder's stream (load_clip) equals the latent grid's re-coding of the same
+    point: both must resolve ``--residual-table`` alike (CI failed when only the grid resolved ``auto``)."""
+    from bitrate_systems import HEADLINE_G, Sganc, load_clip, sganc_params
+    from face_data import CLIPS, STEADY_CLIP, shared_path
+    from pipeline_data import tiny_bundle
+    from sganc_stream.pipeline import load_face_model
+
+    model = load_face_model(tiny_bundle())
+    mid = len(model.codec.steps) // 2
+    assert HEADLINE_G in model.codec.empirical_residuals  # so auto and irwin_hall are different streams
+    clip = load_clip(model, shared_path(CLIPS, STEADY_CLIP), 12, "steady", "someone", {}, residual)
+    system = Sganc(model, [sganc_params(model, "open", HEADLINE_G, mid, residual)], residual)
+    point = system.points()[0]
+    assert (point.mode, point.g, point.step_index) == ("open", HEADLINE_G, mid)
+    assert system.code(clip, point).notes["payloads"] == clip.pipeline_payloads
