@@ -1,22 +1,26 @@
-"""The console scripts: one-line refusals (full room, wrong token), argument errors, serverless copy-paste pairing."""
+"""The console scripts: one-line refusals (full room, wrong token), argument errors, serverless copy-paste pairing,
+SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rtc_data import clip, micro_bundle, micro_model
-from sganc_stream.rtc.cli import call_main, recv_main, send_main
+from sganc_stream.cli import Terminated, sigterm_raises
+from sganc_stream.rtc.cli import call_main, recv_main, run_bounded, send_main, sigterm_cancels_loop
 from sganc_stream.rtc.signaling import SignalingClient, SignalingServer
 from sganc_stream.video import read_frames
-from test_rtc_session import events, finish, spawn
+from test_rtc_session import ENV, LAUNCH, events, finish, spawn, wait_for
 
 
 @pytest.fixture()
@@ -160,3 +164,119 @@ def test_without_the_call_extra_each_script_is_one_line_naming_it(main: str, mis
         f"{script}: error: {script} needs {missing}, which is not installed: pip install 'sganc-stream[call]' "
         f"(in a checkout: pip install -c requirements.lock -e '.[call]')\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def terminate(proc: subprocess.Popen[str], script: str, said: str = "") -> None:
+    """SIGTERM ``proc``: it must end as ``sganc-stream`` does, with exit status 143 (128 + SIGTERM) and, after what
+    it had ``said`` on stderr before, exactly one line ``<script>: terminated`` (no traceback, no teardown noise:
+    every peer here runs ``--quiet``)."""
+    proc.send_signal(signal.SIGTERM)
+    code, err = finish(proc)
+    assert (code, err) == (128 + signal.SIGTERM, f"{said}{script}: terminated\n"), (code, err)
+
+
+def test_sigterm_ends_a_waiting_receiver_and_the_signaling_server(tmp_path: Path) -> None:
+    """``sganc-signal`` (started as its entry point, ``rtc.cli.signal_main``) and a ``sganc-recv`` waiting in a room
+    for a peer end on SIGTERM with one line and status 143; the receiver's call is closed as at its end first (its
+    log ends with the summary) and it leaves no recording (no frame came) and no partial file."""
+    server = subprocess.Popen([sys.executable, "-c", LAUNCH.format("cli", "signal_main"), "--port", "0",
+                               "--duration", "120"], env=ENV, text=True, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert "listening on" in line, line
+        receiver = spawn("recv_main", "--signal", line.split()[-1], "--room", "term", "--token", "t", "--model",
+                         micro_model(), "--headless", "--quiet", "--duration", "120", "--record", tmp_path / "R.mp4",
+                         "--log", tmp_path / "R.jsonl")
+        try:
+            wait_for(tmp_path / "R.jsonl", "joined", 1, timeout=120)  # loaded, in the room, waiting for a peer
+            terminate(receiver, "sganc-recv")
+        finally:
+            receiver.kill()
+        assert events(tmp_path / "R.jsonl", "summary")  # Peer.run's cleanup ran before the process ended
+        assert [p.name for p in tmp_path.iterdir()] == ["R.jsonl"]
+        terminate(server, "sganc-signal")
+    finally:
+        server.kill()
+        server.communicate()
+
+
+@pytest.mark.slow
+def test_sigterm_in_a_call_finishes_both_recordings(tmp_path: Path) -> None:
+    """SIGTERM each side of a one-way call while it records (the receiver the call, the sender its --paste-back self
+    view): each ends with one line and status 143, and its recording is finished, holding every frame it recorded
+    (not a hidden .part file, as when SIGTERM killed the process)."""
+    sender = spawn("send_main", "--serverless", "offer", "--loopback", "--video", clip(), "--pre-aligned", "--model",
+                   micro_model(), "--duration", "120", "--log", tmp_path / "S.jsonl", "--quiet", "--headless",
+                   "--paste-back", "--self-record", tmp_path / "self.mp4", stdin=True)
+    receiver = spawn("recv_main", "--serverless", "answer", "--loopback", "--model", micro_model(), "--headless",
+                     "--duration", "120", "--log", tmp_path / "R.jsonl", "--record", tmp_path / "R.mp4", "--quiet",
+                     stdin=True)
+    try:
+        assert sender.stdout and sender.stdin and receiver.stdout and receiver.stdin
+        receiver.stdin.write(sender.stdout.readline())
+        receiver.stdin.flush()
+        sender.stdin.write(receiver.stdout.readline())
+        sender.stdin.flush()
+        wait_for(tmp_path / "R.jsonl", "display", 5)  # both recordings are under way
+        assert any(p.name.endswith(".part.mp4") for p in tmp_path.iterdir())
+        terminate(receiver, "sganc-recv", "paste the other side's offer line:\n")  # serverless pairing's prompts
+        terminate(sender, "sganc-send", "paste the other side's answer line:\n")
+    finally:
+        receiver.kill()
+        sender.kill()
+    (summary,) = events(tmp_path / "R.jsonl", "summary")
+    assert summary["recorded"] >= 5 and len(read_frames(tmp_path / "R.mp4")) == summary["recorded"]
+    sent = events(tmp_path / "S.jsonl", "tx")
+    assert events(tmp_path / "S.jsonl", "summary") and len(sent) <= len(read_frames(tmp_path / "self.mp4")) <= len(sent) + 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["R.jsonl", "R.mp4", "S.jsonl", "self.mp4"]
+
+
+@pytest.mark.parametrize("runner", ["run_bounded", "asyncio.run"])
+@pytest.mark.parametrize("where", ["main task", "other task", "callback", "loop wait"])
+def test_sigterm_under_asyncio_raises_terminated_after_the_cleanup(runner: str, where: str) -> None:
+    """In this process: wherever SIGTERM lands while the loop runs (the main task's own step, as while the model
+    loads; another task's step or a callback, where asyncio keeps or logs a Terminated raised there and the call
+    would go on; the loop's wait), the call's cleanup runs, awaits included, and then Terminated is raised: by
+    run_bounded (sganc-send, -recv, -call; it cancels its one task) and by asyncio.run under sigterm_cancels_loop
+    (sganc-signal; every task cancelled)."""
+    assert threading.current_thread() is threading.main_thread()  # where Python runs signal handlers
+    cleaned: list[str] = []
+
+    def kill() -> None:
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+    async def call() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+
+        async def other() -> None:
+            kill()
+            await asyncio.sleep(20)
+
+        timer = threading.Timer(0.2, kill)
+        others: list[asyncio.Task[None]] = []  # a reference: the loop keeps only weak ones to its tasks
+        try:
+            if where == "main task":
+                kill()
+            elif where == "other task":
+                others.append(asyncio.ensure_future(other()))
+            elif where == "callback":
+                loop.call_soon(kill)
+            else:
+                timer.start()
+            await asyncio.sleep(10)  # the call (not cut short: the test fails with "DID NOT RAISE")
+        finally:
+            await asyncio.sleep(0.01)  # the cleanup awaits, as Peer.run's does
+            cleaned.append(where)
+            if timer.is_alive():
+                timer.join()
+        return {}
+
+    with pytest.raises(Terminated), sigterm_raises():
+        if runner == "run_bounded":
+            run_bounded(call(), grace=5)
+        else:
+            with sigterm_cancels_loop():
+                asyncio.run(call())
+    assert cleaned == [where]

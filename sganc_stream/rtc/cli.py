@@ -6,6 +6,10 @@ option is checked, and the model, the landmark models and the encoder are loaded
 one line on stderr and exit status 2 (a refused call included: a wrong token, a full room, a model mismatch, a peer
 that never says hello). The call's libraries are the optional extra ``call``: each script checks for them first (even
 before ``--help``) and imports the modules that need them only then, so that without them it says so in one line.
+SIGTERM (``kill``, a service manager, a container stop) ends a script as it ends ``sganc-stream``
+(:func:`sganc_stream.cli.sigterm_raises`): the call is closed as at its end (the peer connection, the signaling
+server, the workers; a recording is finished, or removed when no frame was recorded, never left half-written), one
+line ``<script>: terminated`` on stderr, exit status 143 (128 + SIGTERM).
 """
 
 from __future__ import annotations
@@ -14,14 +18,18 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from sganc_stream.cli import Terminated, sigterm_raises
 from sganc_stream.cli.decode import load_runtime_model
 from sganc_stream.cli.options import (add_encoder_arguments, add_rate_argument, add_residual_argument, add_stream_arguments, check_runtime_arguments,
                                       check_stream_arguments, stream_params_from)
@@ -207,12 +215,66 @@ async def _run(args: argparse.Namespace, send: bool, receive: bool) -> dict[str,
     return await peer.run(signaling, startup=startup)
 
 
+@contextmanager
+def sigterm_cancels_loop(main: asyncio.Task[Any] | None = None) -> Iterator[None]:
+    """Makes :func:`~sganc_stream.cli.sigterm_raises` safe for an asyncio event loop running in the block.
+
+    Raised where the signal lands, :class:`~sganc_stream.cli.Terminated` would often be lost: asyncio re-raises only
+    KeyboardInterrupt and SystemExit out of a task step or a callback, so another task would keep it as its exception
+    and a callback's would be logged as a traceback, and the process would go on. Instead, a SIGTERM that lands while
+    a loop runs on this thread cancels ``main`` (every task of that loop when ``main`` is None) at the loop's next
+    step, as ``asyncio.run`` does for Ctrl-C; ``main``'s own cleanup runs (``finally`` blocks, awaited); and the
+    block then raises Terminated (in place of ``main``'s CancelledError, or of its result when the signal came as it
+    was ending anyway). The handler that was in place (sigterm_raises's: Terminated at once) still takes a SIGTERM that
+    lands while no loop runs, while ``main`` itself is running (start-up work that blocks the loop, such as loading
+    the model: raising there is safe, and the loop would not get to a cancellation before that work ends), or after
+    a first one (a second SIGTERM does not wait for the cleanup). A no-op outside the main thread and when SIGTERM is
+    not made to raise (its handler is not a Python function)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield
+        return
+    raise_at_once: Callable[[int, FrameType | None], Any] = previous
+    routed: list[asyncio.AbstractEventLoop] = []
+
+    def cancel(loop: asyncio.AbstractEventLoop) -> None:
+        for task in [main] if main is not None else asyncio.all_tasks(loop):
+            task.cancel()
+
+    def route(signum: int, frame: FrameType | None) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs on this thread
+            loop = None
+        if loop is None or routed or (main is not None and asyncio.current_task(loop) is main):
+            raise_at_once(signum, frame)
+            return
+        routed.append(loop)
+        loop.call_soon_threadsafe(cancel, loop)  # also wakes the loop from its wait
+
+    signal.signal(signal.SIGTERM, route)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if routed:
+            raise Terminated from None
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if routed:
+        raise Terminated
+
+
 def run_bounded(coro: Coroutine[Any, Any, dict[str, Any]], grace: float = 20.0) -> dict[str, Any]:
     """``asyncio.run`` without its unbounded wait for leftover tasks at exit (aiortc and aiohttp can leave tasks
-    that never finish once their peer is gone; a call must still end when its duration is up)."""
+    that never finish once their peer is gone; a call must still end when its duration is up). Under
+    :func:`~sganc_stream.cli.sigterm_raises`, SIGTERM cancels ``coro`` (:func:`sigterm_cancels_loop`): the call ends
+    as at its end (connection, workers and recordings closed), then Terminated is raised."""
     loop = asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(coro)
+        main = loop.create_task(coro)
+        with sigterm_cancels_loop(main):
+            return loop.run_until_complete(main)
     finally:
         leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for t in leftover:
@@ -223,13 +285,21 @@ def run_bounded(coro: Coroutine[Any, Any, dict[str, Any]], grace: float = 20.0) 
         loop.close()
 
 
+def terminated(prog: str) -> int:
+    """After SIGTERM: one line on stderr, and the exit status a shell reports for a process SIGTERM killed (143)."""
+    print(f"{prog}: terminated", file=sys.stderr)
+    return 128 + signal.SIGTERM
+
+
 def main(prog: str, send: bool, receive: bool, argv: list[str] | None = None) -> int:
+    """Run one peer (``send``, ``receive``: the directions it carries) until its call ends; the exit status: 0, 2 after
+    a one-line error, 130 after Ctrl-C, 143 after SIGTERM (one line ``<prog>: terminated``)."""
     if call_extra_missing(prog):
         return 2
     args = build_parser(prog, send, receive).parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        with warnings_as_lines(prog):
+        with sigterm_raises(), warnings_as_lines(prog):
             summary = run_bounded(_run(args, send, receive))
     except SgancError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
@@ -239,6 +309,8 @@ def main(prog: str, send: bool, receive: bool, argv: list[str] | None = None) ->
         return 2
     except KeyboardInterrupt:
         return 130
+    except Terminated:
+        return terminated(prog)
     if not args.quiet:
         print(f"{prog}: {json.dumps(summary)}", file=sys.stderr)
     return 0
@@ -256,12 +328,17 @@ def recv_main(argv: list[str] | None = None) -> int:
 
 def signal_main(argv: list[str] | None = None) -> int:
     """``sganc-signal``: the pairing server (:func:`sganc_stream.rtc.signaling.signal_main`), once the call extra is
-    known to be installed."""
+    known to be installed. SIGTERM cancels the server's tasks (it closes its connections and stops listening), then
+    one line ``sganc-signal: terminated``, exit status 143."""
     if call_extra_missing("sganc-signal"):
         return 2
     from sganc_stream.rtc import signaling
 
-    return signaling.signal_main(argv)
+    try:
+        with sigterm_raises(), sigterm_cancels_loop():
+            return signaling.signal_main(argv)
+    except Terminated:
+        return terminated("sganc-signal")
 
 
 def call_main(argv: list[str] | None = None) -> int:
