@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from baselines import PIXEL_CODECS
-from bitrate_systems import HEADLINE_G, g_label
+from bitrate_systems import HEADLINE_G, EncoderOptions, g_label
 from common import RESULTS
 from rd import headline_ratio, rate_at_quality
 
@@ -84,6 +84,12 @@ def fmt(v: Any, spec: str) -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
+def encoder_label(encoder: dict[str, Any]) -> str:
+    """The run's inter-coding options in words (EncoderOptions' fields; results from before they were recorded: the
+    defaults)."""
+    return EncoderOptions(**encoder).label() or "the commands' defaults (factorized, no damping, rounding to nearest)"
+
+
 def markdown(result: dict[str, Any], name: str) -> str:
     prov = result.get("provenance", {})
     m = result["model"]
@@ -96,6 +102,7 @@ def markdown(result: dict[str, Any], name: str) -> str:
              f"{', '.join(f'{x:g}' for x in m['steps'])}); {len(result['clips'])} clips, {frames} frames; "
              f"residual table {s.get('residual', 'irwin_hall')} (`--residual-table`; auto: the model's empirical "
              "table where it has one for g); "
+             f"inter coding {encoder_label(s.get('encoder', {}))}; "
              f"pixel metrics on 1 frame in {s['score_every']}, identity distance on 1 in {s['identity_every']} of those. "
              f"Results: `benchmarks/results/{name}.json` / `.csv`.", ""]
     lines += ["**Headline** (g = 10, middle Δ; rates are payload + packet framing for sganc, the elementary stream for "

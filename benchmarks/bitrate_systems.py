@@ -29,6 +29,7 @@ from sganc_stream.bitstream.packet import Packet
 from sganc_stream.errors import InputError
 from sganc_stream.latent.breakdown import BitBreakdown, bit_breakdown
 from sganc_stream.latent.codec import AUTO_RESIDUAL, LatentStreamEncoder, StreamParams, resolve_residual
+from sganc_stream.latent.quantize import ROUNDING_OFFSET
 from sganc_stream.pipeline import FaceModel, FrameEncoder
 from sganc_stream.training.face_data import clip_identity
 from sganc_stream.video import VideoReader
@@ -99,18 +100,48 @@ def find_clips(paths: list[str] | None) -> list[Path]:
     return out
 
 
-def sganc_params(model: FaceModel, mode: str, g: int, step_index: int, residual: str = AUTO_RESIDUAL) -> StreamParams:
-    """The StreamParams of one sganc point, with ``residual`` (``--residual-table``) resolved as the commands do: the
-    one place both the latent grid and the pipeline self-check get theirs, so they code alike."""
-    return StreamParams(mode, g, step_index, residual=resolve_residual(residual, mode, g, model.codec))
+@dataclass(frozen=True)
+class EncoderOptions:
+    """The commands' inter-coding options (``--inter-context --drift-damping --rounding-offset``, cli.options), applied
+    to the modes that have them: a context and a dead zone to inter differences (not intra mode), damping to the open
+    loop only. The defaults are the commands' (the paper's coding)."""
+
+    inter_context: str = "factorized"
+    damping: float = 0.0
+    rounding_offset: float = ROUNDING_OFFSET
+
+    def label(self) -> str:
+        """'' for the defaults, else e.g. ``temporal, damping 0.5, dead zone 0.167`` (for tables and plots)."""
+        parts = ([self.inter_context] if self.inter_context != "factorized" else []) + (
+            [f"damping {self.damping:g}"] if self.damping else []) + (
+            [f"dead zone {self.rounding_offset:.3g}"] if self.rounding_offset != ROUNDING_OFFSET else [])
+        return ", ".join(parts)
+
+
+def sganc_params(model: FaceModel, mode: str, g: int, step_index: int, residual: str = AUTO_RESIDUAL,
+                 encoder: EncoderOptions = EncoderOptions()) -> StreamParams:
+    """The StreamParams of one sganc point, with ``residual`` (``--residual-table``) resolved as the commands do and
+    ``encoder`` applied where ``mode`` has inter differences: the one place both the latent grid and the pipeline
+    self-check get theirs, so they code alike. Raises InputError for options the model cannot code (temporal context
+    without its tables)."""
+    inter = mode != "intra"
+    params = StreamParams(mode, g, step_index, residual=resolve_residual(residual, mode, g, model.codec),
+                          inter_context=encoder.inter_context if inter else "factorized",
+                          damping=encoder.damping if mode == "open" else 0.0,
+                          rounding_offset=encoder.rounding_offset if inter else ROUNDING_OFFSET)
+    if params.temporal:
+        model.codec.context_table(step_index)
+    return params
 
 
 def load_clip(model: FaceModel, path: Path, max_frames: int | None, name: str, identity: str,
-              proxies: dict[bytes, np.ndarray], residual: str = AUTO_RESIDUAL) -> Clip:
+              proxies: dict[bytes, np.ndarray], residual: str = AUTO_RESIDUAL,
+              encoder: EncoderOptions = EncoderOptions()) -> Clip:
     """Align and encode a clip exactly as transcode does (frames without a face are left out); the pipeline payloads
-    are the open g = 10 middle-Δ stream with ``residual`` (``--residual-table``), as :class:`Sganc` recodes it.
+    are the open g = 10 middle-Δ stream with ``residual`` (``--residual-table``) and ``encoder``, as :class:`Sganc`
+    recodes it.
     Raises InputError when fewer than 2 frames have a face."""
-    params = sganc_params(model, "open", HEADLINE_G, len(model.codec.steps) // 2, residual)
+    params = sganc_params(model, "open", HEADLINE_G, len(model.codec.steps) // 2, residual, encoder)
     crops, wplus, payloads = [], [], []
     with VideoReader(path) as reader:
         fps = reader.fps
@@ -206,8 +237,9 @@ class Sganc(System):
     name = "sganc"
     timing = "latent_grid_s"
 
-    def __init__(self, model: FaceModel, configs: list[StreamParams], residual: str = AUTO_RESIDUAL) -> None:
-        self.model, self.configs, self.residual = model, configs, residual
+    def __init__(self, model: FaceModel, configs: list[StreamParams], residual: str = AUTO_RESIDUAL,
+                 encoder: EncoderOptions = EncoderOptions()) -> None:
+        self.model, self.configs, self.residual, self.encoder = model, configs, residual, encoder
 
     def points(self) -> list[Point]:
         steps = self.model.codec.steps
@@ -216,7 +248,7 @@ class Sganc(System):
 
     def params(self, point: Point) -> StreamParams:
         assert point.step_index is not None
-        return sganc_params(self.model, point.mode, point.g or 0, point.step_index, self.residual)
+        return sganc_params(self.model, point.mode, point.g or 0, point.step_index, self.residual, self.encoder)
 
     def code(self, clip: Clip, point: Point) -> Coding:
         codec, params = self.model.codec, self.params(point)

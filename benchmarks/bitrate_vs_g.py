@@ -1,6 +1,8 @@
 """Bitrate versus residual period g, against pixel codecs and the naive latent coding, with ablations (issue #9).
 
     python benchmarks/bitrate_vs_g.py [--quick] [--model BUNDLE] [--clips PATH ...] [--keep DIR]
+                                      [--residual-table auto|irwin_hall|empirical] [--inter-context temporal]
+                                      [--drift-damping A] [--rounding-offset F]   # the commands' coding options
                                       [--engine local|ray [--address auto|HOST:PORT] [--workers N] ...]
     python benchmarks/bitrate_vs_g.py --from-json benchmarks/results/bitrate_vs_g.json   # tables and plots again
 
@@ -30,7 +32,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,8 +44,8 @@ from tqdm import tqdm
 from ablations import compare_variants, irwin_hall_vs_empirical, train_variants
 from baselines import PIXEL_CODECS
 from bitrate_report import FULL_GS, QUALITY_KEYS, README_BEGIN, README_END, headlines, markdown, update_readme, write_outputs
-from bitrate_systems import (HEADLINE_G, REPO, SHARED_CLIPS, Clip, Coding, NaiveLatents, PixelCodec, Point, Sganc,
-                             System, clip_name_and_identity, find_clips, load_clip, manifest_hints, safe)
+from bitrate_systems import (HEADLINE_G, REPO, SHARED_CLIPS, Clip, Coding, EncoderOptions, NaiveLatents, PixelCodec,
+                             Point, Sganc, System, clip_name_and_identity, find_clips, load_clip, manifest_hints, safe)
 from common import write_result
 from rd import kbps
 from sganc_stream.assets import default_face_model
@@ -51,7 +53,7 @@ from sganc_stream.cli.transcode import add_engine_options, engine_from
 from sganc_stream.engine import Failed, open_pool
 from sganc_stream.errors import SgancError
 from sganc_stream.latent.breakdown import BitBreakdown
-from sganc_stream.cli.options import add_residual_argument
+from sganc_stream.cli.options import add_context_argument, add_residual_argument
 from sganc_stream.latent.codec import StreamParams
 from sganc_stream.metrics import FaceDescriptor, ms_ssim, psnr
 from sganc_stream.pipeline import FaceModel, load_face_model
@@ -194,6 +196,7 @@ class Settings:
     ablation_steps: int
     train_frames: int
     residual: str  # --residual-table as the commands take it (auto: the model's empirical table where it has one)
+    encoder: dict[str, Any]  # --inter-context --drift-damping --rounding-offset (EncoderOptions' fields)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -207,7 +210,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_clips=args.max_clips if args.max_clips is not None else (3 if q else None),
         score_every=args.score_every or (4 if q else 1), identity_every=args.identity_every or (2 if q else 5),
         ablation_steps=args.ablation_steps if args.ablation_steps is not None else (0 if q else 300),
-        train_frames=args.train_frames or (60 if q else 200), residual=args.residual_table)
+        train_frames=args.train_frames or (60 if q else 200), residual=args.residual_table,
+        encoder=asdict(EncoderOptions(args.inter_context, args.drift_damping, args.rounding_offset)))
 
 
 def latent_configs(model: FaceModel, s: Settings) -> list[StreamParams]:
@@ -220,7 +224,7 @@ def latent_configs(model: FaceModel, s: Settings) -> list[StreamParams]:
 
 def systems_for(model: FaceModel, s: Settings) -> list[System]:
     """Every system this run compares, in result order: our latent codec's grid, the pixel codecs, naive latents."""
-    return [Sganc(model, latent_configs(model, s), s.residual), *(PixelCodec(c, s.kbps) for c in s.codecs),
+    return [Sganc(model, latent_configs(model, s), s.residual, EncoderOptions(**s.encoder)), *(PixelCodec(c, s.kbps) for c in s.codecs),
             NaiveLatents(NAIVE_STEPS)]
 
 
@@ -295,7 +299,7 @@ def clip_work(w: Worker, item: tuple[Path, str, str], s: Settings) -> ClipOutcom
     boxes = dict(scorer.descriptor.counts)
     timings: dict[str, float] = {"latent_grid_s": 0.0, "pixel_codecs_s": 0.0, "naive_s": 0.0}
     t0 = time.perf_counter()
-    clip = load_clip(model, path, s.max_frames, name, identity, w.proxies, s.residual)
+    clip = load_clip(model, path, s.max_frames, name, identity, w.proxies, s.residual, EncoderOptions(**s.encoder))
     timings["align_encode_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     files: dict[str, bytes] = {}
@@ -515,6 +519,7 @@ def main() -> int:
     ap.add_argument("--ablation-steps", type=int, help="training steps per ablation codec (default 300; 0 with --quick)")
     ap.add_argument("--ablation-lambda", type=float, default=100.0, help="λ of the ablation codecs (default 100)")
     add_residual_argument(ap)  # the commands' option and default
+    add_context_argument(ap)  # --inter-context --drift-damping --rounding-offset: the commands' options and defaults
     ap.add_argument("--train-frames", type=int, help="frames per training clip (default 200; 60 with --quick)")
     ap.add_argument("--keep", help="folder for the produced files (default: out/bitrate_vs_g[_quick])")
     ap.add_argument("--name", help="results name (default: bitrate_vs_g or bitrate_vs_g_quick)")

@@ -165,11 +165,12 @@ def test_breakdown_tables_come_from_the_result():
     assert breakdown_markdown({"breakdown": []}) == [] and breakdown_markdown({}) == []
 
 
-@pytest.mark.parametrize("residual", ["auto", "irwin_hall"])
-def test_pipeline_self_check_codes_as_the_latent_grid(residual: str) -> None:
+@pytest.mark.parametrize("residual,damping,offset", [("auto", 0.0, 0.5), ("irwin_hall", 0.0, 0.5), ("auto", 0.5, 1 / 6)])
+def test_pipeline_self_check_codes_as_the_latent_grid(residual: str, damping: float, offset: float) -> None:
     """The benchmark exits 1 unless FrameEncoder's stream (load_clip) equals the latent grid's re-coding of the same
-    point: both must resolve ``--residual-table`` alike (CI failed when only the grid resolved ``auto``)."""
-    from bitrate_systems import HEADLINE_G, Sganc, load_clip, sganc_params
+    point: both must resolve ``--residual-table`` and take the encoder options alike (CI failed when only the grid
+    resolved ``auto``)."""
+    from bitrate_systems import HEADLINE_G, EncoderOptions, Sganc, load_clip, sganc_params
     from face_data import CLIPS, STEADY_CLIP, shared_path
     from pipeline_data import tiny_bundle
     from sganc_stream.pipeline import load_face_model
@@ -177,8 +178,33 @@ def test_pipeline_self_check_codes_as_the_latent_grid(residual: str) -> None:
     model = load_face_model(tiny_bundle())
     mid = len(model.codec.steps) // 2
     assert HEADLINE_G in model.codec.empirical_residuals  # so auto and irwin_hall are different streams
-    clip = load_clip(model, shared_path(CLIPS, STEADY_CLIP), 12, "steady", "someone", {}, residual)
-    system = Sganc(model, [sganc_params(model, "open", HEADLINE_G, mid, residual)], residual)
+    encoder = EncoderOptions("factorized", damping, offset)
+    clip = load_clip(model, shared_path(CLIPS, STEADY_CLIP), 12, "steady", "someone", {}, residual, encoder)
+    system = Sganc(model, [sganc_params(model, "open", HEADLINE_G, mid, residual, encoder)], residual, encoder)
     point = system.points()[0]
     assert (point.mode, point.g, point.step_index) == ("open", HEADLINE_G, mid)
     assert system.code(clip, point).notes["payloads"] == clip.pipeline_payloads
+
+
+def test_encoder_options_reach_every_mode_that_has_them(tiny_codec):
+    """--inter-context/--drift-damping/--rounding-offset apply where a mode has inter differences (open: all three;
+    closed: no damping; intra: none), and temporal context needs the model's tables (InputError otherwise)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from bitrate_systems import EncoderOptions, sganc_params
+    from sganc_stream.errors import InputError
+    from sganc_stream.latent.quantize import ROUNDING_OFFSET
+
+    model = SimpleNamespace(codec=tiny_codec)
+    tuned = EncoderOptions("factorized", 0.5, 1 / 6)
+    assert tuned.label() == "damping 0.5, dead zone 0.167" and EncoderOptions().label() == ""
+    open_ = sganc_params(model, "open", 10, 1, "auto", tuned)  # type: ignore[arg-type]
+    assert (open_.damping, open_.rounding_offset, open_.residual) == (0.5, 1 / 6, "empirical")
+    closed = sganc_params(model, "closed", 0, 1, "auto", tuned)  # type: ignore[arg-type]
+    assert (closed.damping, closed.rounding_offset, closed.residual) == (0.0, 1 / 6, "irwin_hall")
+    intra = sganc_params(model, "intra", 0, 1, "auto", tuned)  # type: ignore[arg-type]
+    assert (intra.damping, intra.rounding_offset) == (0.0, ROUNDING_OFFSET)
+    bare = SimpleNamespace(codec=dataclasses.replace(tiny_codec, context_tables=[]))
+    with pytest.raises(InputError, match="temporal"):
+        sganc_params(bare, "open", 10, 1, "auto", EncoderOptions("temporal"))  # type: ignore[arg-type]
