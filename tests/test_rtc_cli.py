@@ -202,6 +202,30 @@ def test_sigterm_ends_a_waiting_receiver_and_the_signaling_server(tmp_path: Path
         server.communicate()
 
 
+def test_ctrl_c_ends_a_waiting_receiver_and_the_signaling_server_with_one_line(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) ends ``sganc-recv`` and ``sganc-signal`` as it ends ``sganc-stream``: exit status 130 and exactly
+    one line ``<script>: interrupted`` (they used to exit 130 silently), the call closed first (summary logged)."""
+    server = spawn("signal_main", "--port", "0", "--duration", "120")
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert "listening on" in line, line
+        receiver = spawn("recv_main", "--signal", line.split()[-1], "--room", "int", "--token", "t", "--model",
+                         micro_model(), "--headless", "--quiet", "--duration", "120", "--log", tmp_path / "R.jsonl")
+        try:
+            wait_for(tmp_path / "R.jsonl", "joined", 1, timeout=120)
+            receiver.send_signal(signal.SIGINT)
+            assert finish(receiver) == (128 + signal.SIGINT, "sganc-recv: interrupted\n")
+        finally:
+            receiver.kill()
+        assert events(tmp_path / "R.jsonl", "summary")
+        server.send_signal(signal.SIGINT)
+        assert finish(server) == (128 + signal.SIGINT, "sganc-signal: interrupted\n")
+    finally:
+        server.kill()
+        server.communicate()
+
+
 @pytest.mark.slow
 def test_sigterm_in_a_call_finishes_both_recordings(tmp_path: Path) -> None:
     """SIGTERM each side of a one-way call while it records (the receiver the call, the sender its --paste-back self

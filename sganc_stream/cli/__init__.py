@@ -62,6 +62,14 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def ended_by_signal(prog: str, signum: int) -> int:
+    """After Ctrl-C (SIGINT) or SIGTERM: one line ``<prog>: interrupted`` / ``<prog>: terminated`` on stderr, and the
+    exit status a shell reports for a process that signal killed (128 + ``signum``: 130, 143). Every console script
+    ends this way (``sganc-stream``, and ``sganc-send/-recv/-call/-signal``)."""
+    print(f"{prog}: {'interrupted' if signum == signal.SIGINT else 'terminated'}", file=sys.stderr)
+    return 128 + signum
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv[0] if argv else None)
@@ -77,11 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sganc-stream {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"sganc-stream {args.command}: interrupted", file=sys.stderr)
-        return 128 + signal.SIGINT
+        return ended_by_signal(f"sganc-stream {args.command}", signal.SIGINT)
     except Terminated:
-        print(f"sganc-stream {args.command}: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        return ended_by_signal(f"sganc-stream {args.command}", signal.SIGTERM)
 
 
 if __name__ == "__main__":

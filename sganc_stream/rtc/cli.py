@@ -29,7 +29,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from sganc_stream.cli import Terminated, sigterm_raises
+from sganc_stream.cli import Terminated, ended_by_signal, sigterm_raises
 from sganc_stream.cli.decode import load_runtime_model
 from sganc_stream.cli.options import (add_encoder_arguments, add_rate_argument, add_residual_argument, add_stream_arguments, check_runtime_arguments,
                                       check_stream_arguments, stream_params_from)
@@ -285,15 +285,9 @@ def run_bounded(coro: Coroutine[Any, Any, dict[str, Any]], grace: float = 20.0) 
         loop.close()
 
 
-def terminated(prog: str) -> int:
-    """After SIGTERM: one line on stderr, and the exit status a shell reports for a process SIGTERM killed (143)."""
-    print(f"{prog}: terminated", file=sys.stderr)
-    return 128 + signal.SIGTERM
-
-
 def main(prog: str, send: bool, receive: bool, argv: list[str] | None = None) -> int:
     """Run one peer (``send``, ``receive``: the directions it carries) until its call ends; the exit status: 0, 2 after
-    a one-line error, 130 after Ctrl-C, 143 after SIGTERM (one line ``<prog>: terminated``)."""
+    a one-line error, 130 after Ctrl-C and 143 after SIGTERM (one line ``<prog>: interrupted`` / ``terminated``)."""
     if call_extra_missing(prog):
         return 2
     args = build_parser(prog, send, receive).parse_args(argv)
@@ -308,9 +302,9 @@ def main(prog: str, send: bool, receive: bool, argv: list[str] | None = None) ->
         print(f"{prog}: error: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        return ended_by_signal(prog, signal.SIGINT)
     except Terminated:
-        return terminated(prog)
+        return ended_by_signal(prog, signal.SIGTERM)
     if not args.quiet:
         print(f"{prog}: {json.dumps(summary)}", file=sys.stderr)
     return 0
@@ -338,7 +332,7 @@ def signal_main(argv: list[str] | None = None) -> int:
         with sigterm_raises(), sigterm_cancels_loop():
             return signaling.signal_main(argv)
     except Terminated:
-        return terminated("sganc-signal")
+        return ended_by_signal("sganc-signal", signal.SIGTERM)
 
 
 def call_main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ import base64
 import json
 import logging
 import re
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import aiohttp
 from aiohttp import web
 from aiortc import RTCSessionDescription, sdp
 
+from sganc_stream.cli import ended_by_signal
 from sganc_stream.errors import ArgumentParser, InputError, SgancError
 
 log = logging.getLogger(__name__)
@@ -314,5 +316,5 @@ def signal_main(argv: list[str] | None = None) -> int:
         print(f"sganc-signal: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        return ended_by_signal("sganc-signal", signal.SIGINT)
     return 0
