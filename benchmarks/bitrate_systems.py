@@ -129,8 +129,7 @@ def sganc_params(model: FaceModel, mode: str, g: int, step_index: int, residual:
                           inter_context=encoder.inter_context if inter else "factorized",
                           damping=encoder.damping if mode == "open" else 0.0,
                           rounding_offset=encoder.rounding_offset if inter else ROUNDING_OFFSET)
-    if params.temporal:
-        model.codec.context_table(step_index)
+    params.check_model(model.codec)
     return params
 
 

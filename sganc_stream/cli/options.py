@@ -102,10 +102,7 @@ def stream_params_from(args: argparse.Namespace, codec: LatentCodecModel) -> Str
     params = StreamParams(args.mode, args.g, step, args.keyframe_interval, _residual(args, codec), target,
                           inter_context=_context(args), decimation=_decimation(args), damping=_damping(args),
                           rounding_offset=_offset(args))
-    params.residual_table(codec)  # a period the model has no empirical table for: InputError now, not mid-stream
-    params.steps(codec)  # rate control with a model that cannot switch steps: InputError now
-    if params.temporal:
-        codec.context_table(step)  # a model without temporal-context tables: InputError now
+    params.check_model(codec)
     return params
 
 

@@ -181,6 +181,15 @@ class StreamParams:
                             frames, self.keyframe_interval, self.residual, steps, self.inter_context, self.decimation,
                             self.version())
 
+    def check_model(self, model: LatentCodecModel) -> None:
+        """Raise InputError now, not mid-stream, for what ``model`` cannot code with these parameters: a residual
+        period without an empirical table, rate control without presets to switch between, temporal context
+        without its tables. Every command and the benchmarks check here."""
+        self.residual_table(model)
+        self.steps(model)
+        if self.temporal:
+            model.context_table(self.step_index)
+
     def residual_table(self, model: LatentCodecModel, step_index: int | None = None) -> CodingTable | None:
         """The residual table these parameters code with at preset ``step_index`` (default: the stream's step); None
         without residuals; InputError if ``model`` lacks it."""
