@@ -14,7 +14,7 @@ import importlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -70,25 +70,32 @@ def ended_by_signal(prog: str, signum: int) -> int:
     return 128 + signum
 
 
+def run_command(prog: str, body: Callable[[], int]) -> int:
+    """``body()``'s exit status under the console scripts' one contract (``sganc-stream`` and ``sganc-send/-recv/
+    -call``): an :class:`SgancError` or an OS error at a file boundary becomes one line ``<prog>: error: ...`` (with
+    the file name when the error has one) and status 2; each :class:`InputWarning` one line; Ctrl-C and SIGTERM end
+    it as :func:`ended_by_signal` says."""
+    try:
+        with sigterm_raises(), warnings_as_lines(prog):
+            return body()
+    except SgancError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"{prog}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return ended_by_signal(prog, signal.SIGINT)
+    except Terminated:
+        return ended_by_signal(prog, signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
-    try:
-        with sigterm_raises(), warnings_as_lines(f"sganc-stream {args.command}"):
-            return int(args.func(args) or 0)
-    except SgancError as exc:
-        print(f"sganc-stream {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"sganc-stream {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return ended_by_signal(f"sganc-stream {args.command}", signal.SIGINT)
-    except Terminated:
-        return ended_by_signal(f"sganc-stream {args.command}", signal.SIGTERM)
-
+    return run_command(f"sganc-stream {args.command}", lambda: int(args.func(args) or 0))
 
 if __name__ == "__main__":
     sys.exit(main())

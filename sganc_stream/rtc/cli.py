@@ -29,11 +29,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from sganc_stream.cli import Terminated, ended_by_signal, sigterm_raises
+from sganc_stream.cli import Terminated, ended_by_signal, run_command, sigterm_raises
 from sganc_stream.cli.decode import load_runtime_model
 from sganc_stream.cli.options import (add_encoder_arguments, add_rate_argument, add_residual_argument, add_stream_arguments, check_runtime_arguments,
                                       check_stream_arguments, stream_params_from)
-from sganc_stream.errors import ArgumentParser, InputError, SgancError, import_extra, warnings_as_lines
+from sganc_stream.errors import ArgumentParser, InputError, import_extra
 from sganc_stream.onnx_runtime import ONNX_EXTRA, RUNTIMES
 from sganc_stream.rtc.transport import DEFAULT_MAX_BUFFERED, DEFAULT_REDUNDANCY, HELLO_TIMEOUT_S, MAX_REDUNDANCY
 from sganc_stream.threads import DEFAULT_THREADS
@@ -292,22 +292,14 @@ def main(prog: str, send: bool, receive: bool, argv: list[str] | None = None) ->
         return 2
     args = build_parser(prog, send, receive).parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    try:
-        with sigterm_raises(), warnings_as_lines(prog):
-            summary = run_bounded(_run(args, send, receive))
-    except SgancError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"{prog}: error: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return ended_by_signal(prog, signal.SIGINT)
-    except Terminated:
-        return ended_by_signal(prog, signal.SIGTERM)
-    if not args.quiet:
-        print(f"{prog}: {json.dumps(summary)}", file=sys.stderr)
-    return 0
+
+    def call() -> int:
+        summary = run_bounded(_run(args, send, receive))
+        if not args.quiet:
+            print(f"{prog}: {json.dumps(summary)}", file=sys.stderr)
+        return 0
+
+    return run_command(prog, call)
 
 
 def send_main(argv: list[str] | None = None) -> int:
