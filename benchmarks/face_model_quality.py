@@ -29,6 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sganc_stream.assets import DEFAULT_FACE_MODEL
 from sganc_stream.fileio import write_bytes_atomic
@@ -99,7 +100,8 @@ def main() -> int:
     ap.add_argument("--step-index", type=int, default=1, help="codec step preset")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts for the speed figures")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/face_model_quality.json"))
-    ap.add_argument("--picture", default=str(ROOT / "docs/default_model_samples.png"))
+    ap.add_argument("--picture", help="contact sheet PNG (default: --out with .png; the README's picture of the "
+                    "shipped model is docs/default_model_samples.png)")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -116,12 +118,15 @@ def main() -> int:
     y_photo = resize_square(generate(g, encode_faces(e, resize_square(x_photo, size))), side)
 
     x_clip, y_clip, c_clip, bits = [], [], [], []
+    clip_lengths: list[int] = []
     clip_luma: dict[str, dict[str, float]] = {}  # per clip: mean face-centre luma of input and of G(E(x))
     params = StreamParams(mode="open", g=args.g, step_index=args.step_index)
-    for source, rows in sorted(data.clip_sequences("val").items()):
+    clips = sorted(data.clip_sequences("val").items())
+    for source, rows in tqdm(clips, desc="validation clips (E, G" + (", codec)" if codec else ")"), unit="clip"):
         x = np.asarray(data.images[rows[: args.clip_frames]])
         w = encode_faces(e, resize_square(x, size))
         x_clip.append(x)
+        clip_lengths.append(len(x))
         y_clip.append(resize_square(generate(g, w), side))
         clip_luma[source] = {"input": float(np.mean(face_luma(x))), "output": float(np.mean(face_luma(y_clip[-1]))),
                              "input_chroma": float(np.mean(chroma(x))), "output_chroma": float(np.mean(chroma(y_clip[-1]))),
@@ -133,6 +138,8 @@ def main() -> int:
     x_clip, y_clip = np.concatenate(x_clip), np.concatenate(y_clip)
     x_all, y_all = np.concatenate([x_photo, x_clip]), np.concatenate([y_photo, y_clip])
     n = args.eval_size
+    print(f"metrics (MS-SSIM, dlib identity at {n} px) on {len(x_photo)} photos and {len(x_clip)} clip frames",
+          file=sys.stderr)
 
     def ms(a: np.ndarray, b: np.ndarray) -> dict:
         return summary(ms_ssim(upsampled(a, n), upsampled(b, n)))
@@ -158,11 +165,23 @@ def main() -> int:
                 "shift_darkest_quarter": float(np.median((lb - la)[dark])),
                 "shift_lightest_quarter": float(np.median((lb - la)[light]))}
 
+    def per_frame(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """MS-SSIM and dlib identity distance of each frame pair, (len(a),) float64 each (NaN: no face found)."""
+        ua, ub = upsampled(a, n), upsampled(b, n)
+        return np.atleast_1d(ms_ssim(ua, ub)), np.atleast_1d(identity_distance(ua, ub))
+
+    ms_photo, id_photo = per_frame(x_photo, y_photo)
+    ms_clip, id_clip = per_frame(x_clip, y_clip)
+    ends = np.cumsum([0] + clip_lengths)
+    per_clip = {source: {"frames": int(b - a), "ms_ssim": float(np.median(ms_clip[a:b])),
+                         "identity_distance": float(np.nanmedian(id_clip[a:b])) if np.isfinite(id_clip[a:b]).any() else None}
+                for (source, _), a, b in zip(clips, ends[:-1], ends[1:])}
     results = {
         "projection": {"frames": len(x_all), "photos": len(x_photo), "clip_frames": len(x_clip),
-                       "ms_ssim": ms(x_all, y_all), "identity_distance": ident(x_all, y_all),
-                       "ms_ssim_photos": ms(x_photo, y_photo), "ms_ssim_clips": ms(x_clip, y_clip),
-                       "identity_distance_clips": ident(x_clip, y_clip),
+                       "ms_ssim": summary(np.concatenate([ms_photo, ms_clip])),
+                       "identity_distance": summary(np.concatenate([id_photo, id_clip])),
+                       "ms_ssim_photos": summary(ms_photo), "ms_ssim_clips": summary(ms_clip),
+                       "identity_distance_clips": summary(id_clip), "per_clip": per_clip,
                        "detail_ratio": summary(detail_ratio(x_all, y_all)), "skin_tone": tone(x_all, y_all),
                        "skin_tone_clips": clip_luma},
         "model_size": size, "data_size": side, "eval_size": n, "ms_ssim_window": ms_ssim_window(n, n),
@@ -188,10 +207,11 @@ def main() -> int:
     rows = [x_clip[pick], y_clip[pick]] + ([c_clip[pick]] if codec is not None else [])
     grid = np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
     grid = cv2.resize(grid, None, fx=256 / side, fy=256 / side, interpolation=cv2.INTER_NEAREST)
-    Path(args.picture).parent.mkdir(parents=True, exist_ok=True)
+    picture = Path(args.picture) if args.picture else Path(args.out).with_suffix(".png")
+    picture.parent.mkdir(parents=True, exist_ok=True)
     ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     assert ok
-    write_bytes_atomic(Path(args.picture), png.tobytes())
+    write_bytes_atomic(picture, png.tobytes())
 
     payload = {**provenance(), "model": str(args.model), "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
