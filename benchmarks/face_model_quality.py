@@ -10,7 +10,8 @@ enlarged to the data's size, so two models are compared on the same aligned crop
 ``--model`` is a bundle or a training ``checkpoint.pt`` (EMA weights, ``--raw`` for the raw ones); a checkpoint
 has no latent codec, so give ``--codec`` or ``--projection-only``. Speed: CPU ms/frame of E and G at
 batch 1, float32, for each thread count (with the machine's load average, since other work skews it). Writes JSON (command, commit, machine) and a picture with rows
-aligned input | G(E(x)) | coded-and-decoded.
+aligned input | G(E(x)) | coded-and-decoded. ``--split train`` measures the training identities instead: the gap to
+the validation figures is what the model memorised (its training clips' people and scenes) rather than learned.
 
     python3 benchmarks/face_model_quality.py --data runs/faces128
     python3 benchmarks/face_model_quality.py --data runs/faces128 --model runs/face128/checkpoint.pt --projection-only
@@ -93,7 +94,10 @@ def main() -> int:
     ap.add_argument("--codec", help="latent codec file (default: the --model bundle's)")
     ap.add_argument("--projection-only", action="store_true", help="skip latent coding (no codec needed)")
     ap.add_argument("--eval-size", type=int, default=256, help="side both images are upsampled to before the metrics")
-    ap.add_argument("--data", required=True, help="prepare-faces folder (validation split is used)")
+    ap.add_argument("--data", required=True, help="prepare-faces folder")
+    ap.add_argument("--split", choices=["val", "train"], default="val",
+                    help="identities measured: val (never seen in training; the aims), or train (a generalisation "
+                         "check: the gap between the two is what the model memorised)")
     ap.add_argument("--photos", type=int, default=300, help="validation photos measured")
     ap.add_argument("--clip-frames", type=int, default=100, help="frames per validation clip coded")
     ap.add_argument("--g", type=int, default=10, help="open-loop residual period")
@@ -109,7 +113,7 @@ def main() -> int:
     codec = None if args.projection_only else load_latent_codec(args.codec or args.model)
     data = load_prepared(args.data)
     size = e.input_size
-    photos = data.select("val", "photo")
+    photos = data.select(args.split, "photo")
     photos = photos[np.linspace(0, len(photos) - 1, min(args.photos, len(photos))).astype(int)]
     x_photo = np.asarray(data.images[photos])
     # A model smaller than the data sees area-downsampled faces and is judged against the data's own faces, with its
@@ -121,8 +125,8 @@ def main() -> int:
     clip_lengths: list[int] = []
     clip_luma: dict[str, dict[str, float]] = {}  # per clip: mean face-centre luma of input and of G(E(x))
     params = StreamParams(mode="open", g=args.g, step_index=args.step_index)
-    clips = sorted(data.clip_sequences("val").items())
-    for source, rows in tqdm(clips, desc="validation clips (E, G" + (", codec)" if codec else ")"), unit="clip"):
+    clips = sorted(data.clip_sequences(args.split).items())
+    for source, rows in tqdm(clips, desc=f"{args.split} clips (E, G" + (", codec)" if codec else ")"), unit="clip"):
         x = np.asarray(data.images[rows[: args.clip_frames]])
         w = encode_faces(e, resize_square(x, size))
         x_clip.append(x)
@@ -213,7 +217,7 @@ def main() -> int:
     assert ok
     write_bytes_atomic(picture, png.tobytes())
 
-    payload = {**provenance(), "model": str(args.model), "results": results}
+    payload = {**provenance(), "model": str(args.model), "split": args.split, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(Path(args.out), json.dumps(payload, indent=1).encode())
     print(json.dumps(results, indent=1))
