@@ -98,8 +98,8 @@ def main() -> int:
     ap.add_argument("--split", choices=["val", "train"], default="val",
                     help="identities measured: val (never seen in training; the aims), or train (a generalisation "
                          "check: the gap between the two is what the model memorised)")
-    ap.add_argument("--photos", type=int, default=300, help="validation photos measured")
-    ap.add_argument("--clip-frames", type=int, default=100, help="frames per validation clip coded")
+    ap.add_argument("--photos", type=int, default=300, help="photos of the split measured")
+    ap.add_argument("--clip-frames", type=int, default=100, help="frames per clip of the split measured")
     ap.add_argument("--g", type=int, default=10, help="open-loop residual period")
     ap.add_argument("--step-index", type=int, default=1, help="codec step preset")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts for the speed figures")

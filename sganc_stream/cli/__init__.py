@@ -97,5 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     return run_command(f"sganc-stream {args.command}", lambda: int(args.func(args) or 0))
 
+
 if __name__ == "__main__":
     sys.exit(main())
