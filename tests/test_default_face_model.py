@@ -58,6 +58,14 @@ def test_model_id_is_stable(model) -> None:
     assert load_checkpoint(DEFAULT_FACE_MODEL).model_id == model.model_id
 
 
+def test_inspect_without_a_file_shows_the_default_model(capsys: pytest.CaptureFixture[str]) -> None:
+    """`sganc-stream inspect` with no FILE describes the embedded model, by the id streams carry (the id hashes the
+    tensors and config, not the file's bytes)."""
+    assert main(["inspect", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["model_id"] == MODEL_ID and info["file"] == str(DEFAULT_FACE_MODEL)
+
+
 def test_encoder_codec_generator_on_a_real_aligned_face(model) -> None:
     aligner = VideoAligner(model.generator.size, "dlib")
     crops = np.stack([aligner.align(f).crop for f in clip_frames(STEADY_CLIP, 6)])

@@ -192,8 +192,11 @@ def print_bundle(info: dict) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from sganc_stream.assets import default_face_model
     from sganc_stream.bundle import bundle_info, is_bundle_file
 
+    if args.input is None:
+        args.input = str(default_face_model())
     if is_bundle_file(args.input):
         info = bundle_info(args.input)
         if args.json:
@@ -296,7 +299,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "sizes, and where the bits go (packet types, framing, container; with the stream's "
                                    "model also coded parts, stage groups and W+ rows). For a bundle: its model id (what streams carry), parts with sizes, the "
                                    "encoder its codec was trained for, licence and what it can do.")
-    p.add_argument("input", metavar="FILE", help=".sgnc stream or .safetensors bundle")
+    p.add_argument("input", metavar="FILE", nargs="?",
+                   help=".sgnc stream or .safetensors bundle (default: the embedded default face model)")
     p.add_argument("--json", action="store_true", help="machine-readable output (with the per-row breakdown)")
     p.add_argument("--model", help="the stream's model bundle, for the breakdown by part, stage group and W+ row "
                                    "(default: the shipped model that made it, if any)")

@@ -34,9 +34,11 @@ def add_coding_options(p: argparse.ArgumentParser) -> None:
     add_rate_argument(p)
     p.add_argument("--max-frames", type=int, help="code at most this many input frames")
     p.add_argument("--identity-every", type=int, default=IDENTITY_EVERY,
-                   help=f"identity distance on every N-th frame (about 0.1 s a pair on CPU; default {IDENTITY_EVERY})")
+                   help=f"in the quality report (transcode --report, demo), identity distance on every N-th frame "
+                        f"(about 0.1 s a pair on CPU; default {IDENTITY_EVERY})")
     p.add_argument("--lossless", action="store_true",
-                   help="write videos bit-exactly (.mp4/.mkv/.mov: libx264rgb qp 0; .webm: VP9 lossless; .png is "
+                   help="write the output videos (--recon, --aligned; demo's videos) bit-exactly (.mp4/.mkv/.mov: "
+                        "libx264rgb qp 0; .webm: VP9 lossless; .png is "
                         "always exact; not .gif) instead of H.264 crf 18 / VP9 crf 32")
     p.add_argument("--pre-aligned", action="store_true", help="input frames already are FFHQ-aligned faces (no alignment)")
     p.add_argument("--refine", type=int, default=0, metavar="STEPS",
