@@ -13,13 +13,13 @@ resuming a run. A checkpoint whose modules differ raises one error line.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
 import torch
 
-from sganc_stream.fileio import write_bytes_atomic
+from sganc_stream.errors import InputError
+from sganc_stream.fileio import atomic_output
 
 AVERAGED = ("g", "e")
 
@@ -48,12 +48,11 @@ def main() -> int:
     args = ap.parse_args()
     try:
         state = average([torch.load(p, weights_only=True, map_location="cpu") for p in args.checkpoints])
-    except (OSError, ValueError, KeyError) as exc:
+        with atomic_output(args.out) as tmp:
+            torch.save(state, tmp)
+    except (OSError, ValueError, KeyError, InputError) as exc:
         print(f"average_checkpoints: error: {exc}", file=sys.stderr)
         return 2
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    write_bytes_atomic(args.out, buf.getvalue())
     print(f"mean of {len(args.checkpoints)} checkpoints' E and G -> {args.out}")
     return 0
 

@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from sganc_stream.errors import InputError
-from sganc_stream.fileio import write_bytes_atomic
+from sganc_stream.fileio import atomic_output, write_bytes_atomic
 from sganc_stream.metrics import LUMA_601, face_luma, ms_ssim_window
 from sganc_stream.models.checkpoint import read_torch_file
 from sganc_stream.models.fast_encoder import FastEncoder, FastEncoderConfig
@@ -732,9 +732,8 @@ def _fixed_settings(s: TrainSettings) -> dict:
 
 def save_checkpoint(trainer: FaceModelTrainer, path: Path) -> None:
     """Atomic: a killed run leaves the previous checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(trainer.state(), tmp)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        torch.save(trainer.state(), tmp)
 
 
 def load_trainer(path: str | Path, device: str = "cpu", **chunk: object) -> FaceModelTrainer:
