@@ -1,10 +1,13 @@
+import bisect
+import itertools
+import warnings
 from dataclasses import replace
 
 import pytest
 
 from sganc_stream.bitstream.container import MAGIC, StreamHeader, decode_container, encode_container, read_container, write_container
 from sganc_stream.bitstream.packet import Packet, PacketType
-from sganc_stream.errors import BitstreamError, InputError
+from sganc_stream.errors import BitstreamError, InputError, InputWarning
 
 HEADER = StreamHeader("ab" * 32, 18, 512, "open", 10, 1.0, 25.0, 4, 0)
 PACKETS = [Packet(PacketType.INTRA, 0, 0, 0, b"\x00" * 400)] + [Packet(PacketType.INTER, i, i, 40 * i, bytes([i]) * 32) for i in range(1, 4)]
@@ -22,6 +25,58 @@ def test_every_truncation_is_reported():
     for n in range(len(data)):
         with pytest.raises(BitstreamError):
             decode_container(data[:n])
+
+
+def test_a_file_cut_short_gives_its_complete_packets_when_asked() -> None:
+    """partial=True (what decode and inspect use): every cut after the header gives exactly the packets whose
+    records are whole, complete=False and one warning naming held / declared frames; a cut header, a version 1
+    file (no check values in its payloads) and anything but a cut stay errors."""
+    data = encode_container(V2_HEADER, V2_PACKETS)
+    whole = decode_container(data)
+    assert whole.complete and decode_container(data, partial=True) == whole
+    ends = list(itertools.accumulate(whole.record_bytes, initial=whole.header_bytes))
+    for n in range(len(data)):
+        if n < whole.header_bytes:
+            with pytest.raises(BitstreamError, match="not an .sgnc|truncated .header incomplete"):
+                decode_container(data[:n], partial=True)
+            continue
+        with pytest.warns(InputWarning) as caught:
+            c = decode_container(data[:n], "cut.sgnc", partial=True)
+        held = bisect.bisect_right(ends, n) - 1
+        assert not c.complete and c.packets == V2_PACKETS[:held] and c.record_bytes == whole.record_bytes[:held]
+        assert c.header == V2_HEADER and c.total_bytes == n and len(caught) == 1
+        assert str(caught[0].message) == (f"cut.sgnc ended early: no end packet; {held} of the {len(V2_PACKETS)} "
+                                          "frames its header declares are complete and decoded (the file's checksum "
+                                          "cannot be checked)")
+    v1 = encode_container(replace(HEADER, version=1), PACKETS)
+    with pytest.raises(BitstreamError, match="truncated .no end packet after 2 frames"):
+        decode_container(v1[:len(v1) - 60], partial=True)
+    bad = bytearray(data)
+    bad[-3] ^= 0x21  # in the checksum: the file is whole, so it is checked
+    with pytest.raises(BitstreamError, match="checksum mismatch"):
+        decode_container(bytes(bad), partial=True)
+
+
+def test_a_corruption_is_never_silent_when_cut_files_are_accepted() -> None:
+    """With partial=True a corrupted byte may read as a cut (a length field that runs past the end), but then it
+    warns; it never passes as a whole file."""
+    data = encode_container(V2_HEADER, V2_PACKETS)
+    for i in range(len(data)):
+        bad = bytearray(data)
+        bad[i] ^= 0x21
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                c = decode_container(bytes(bad), partial=True)
+            except BitstreamError:
+                continue
+        assert not c.complete and [w.category for w in caught] == [InputWarning], i
+
+
+def test_more_packets_than_the_header_declares_is_an_error() -> None:
+    data = encode_container(replace(V2_HEADER, frames=3), V2_PACKETS)
+    with pytest.raises(BitstreamError, match="header says 3 frames, file holds more"):
+        decode_container(data, partial=True)
 
 
 def test_every_single_byte_corruption_is_reported():

@@ -100,7 +100,6 @@ def test_bad_inputs_give_one_line(encoded, tiny_codec_path, tmp_path):
     m = ["--model", str(tiny_codec_path)]
     out = str(tmp_path / "o.npy")
     _one_line_error(run_cli("latents", "decode", *m, str(encoded / "in.npy"), out), "not an .sgnc file")
-    _one_line_error(run_cli("latents", "decode", *m, str(tmp_path / "trunc.sgnc"), out), "truncated")
     _one_line_error(run_cli("latents", "decode", *m, str(tmp_path / "bad.sgnc"), out), "corrupted")
     _one_line_error(run_cli("latents", "decode", *m, str(tmp_path / "v9.sgnc"), out), "unknown bitstream version 9")
     _one_line_error(run_cli("latents", "encode", *m, str(tmp_path / "wrong.npy"), str(tmp_path / "w.sgnc")), "shape")
@@ -110,6 +109,25 @@ def test_bad_inputs_give_one_line(encoded, tiny_codec_path, tmp_path):
                             str(tmp_path / "w.mp4")), "an SGNC stream's name must end in .sgnc")  # before the model
     assert not (tmp_path / "o.npy").exists() and not (tmp_path / "w.sgnc").exists()
     assert not (tmp_path / "w.mp4").exists()
+
+
+def test_a_file_cut_short_decodes_its_complete_frames_with_a_warning(encoded, tiny_codec_path, tmp_path):
+    """A partial download: `latents decode` and `inspect` read the whole packets before the cut, exit 0, and say on
+    one stderr line how many of the declared frames the file holds."""
+    data = (encoded / "a.sgnc").read_bytes()
+    whole = decode_container(data)
+    cut = whole.header_bytes + sum(whole.record_bytes[:12]) + 3  # 12 whole packets and 3 bytes of the 13th
+    (tmp_path / "cut.sgnc").write_bytes(data[:cut])
+    r = run_cli("latents", "decode", "--model", str(tiny_codec_path), str(tmp_path / "cut.sgnc"), str(tmp_path / "o.npy"))
+    assert r.returncode == 0 and "12 frames decoded" in r.stdout, r.stderr
+    assert r.stderr.strip().splitlines() == [f"sganc-stream latents: warning: {tmp_path / 'cut.sgnc'} ended early: no end packet; "
+                                             "12 of the 30 frames its header declares are complete and decoded (the "
+                                             "file's checksum cannot be checked)"]
+    assert np.array_equal(np.load(tmp_path / "o.npy"), np.load(encoded / "recon.npy")[:12])
+    r = run_cli("inspect", "--json", "--model", str(tiny_codec_path), str(tmp_path / "cut.sgnc"))
+    info = json.loads(r.stdout)
+    assert r.returncode == 0 and "ended early" in r.stderr and info["complete"] is False and len(info["frames"]) == 12
+    assert info["breakdown"]["frames"] == 12 and info["total_bytes"] == cut
 
 
 def test_model_mismatch(encoded, tiny_codec_path, tmp_path):

@@ -58,6 +58,17 @@ def test_transcode_decode_equality_and_report(tmp_path: Path, capsys: pytest.Cap
                  str(tmp_path / "decoded.mkv")]) == 0
     recon, decoded = np.stack(read_frames(tmp_path / "recon.mkv")), np.stack(read_frames(tmp_path / "decoded.mkv"))
     assert recon.shape == (4, 64, 64, 3) and np.array_equal(recon, decoded)
+    # a partial download: the complete frames, and one warning line saying how many of the declared ones
+    cut = tmp_path / "cut.sgnc"
+    cut.write_bytes(out.read_bytes()[:container.header_bytes + sum(container.record_bytes[:2]) + 5])
+    capsys.readouterr()
+    assert main(["decode", "--model", model, "--batch", "2", "--lossless", "--quiet", str(cut), str(tmp_path / "cut.mkv")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [f"sganc-stream decode: warning: {cut} ended early: no end packet; 2 "
+                                                 "of the 4 frames its header declares are complete and decoded (the "
+                                                 "file's checksum cannot be checked)"]
+    assert "2 frames at 25 fps decoded" in captured.out
+    assert np.array_equal(np.stack(read_frames(tmp_path / "cut.mkv")), recon[:2])
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])

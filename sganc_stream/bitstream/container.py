@@ -2,7 +2,9 @@
 
 Files are written atomically (temporary file, then rename) so an interrupted run never leaves a
 file that looks complete. Reading validates magic, version, header fields, every packet and the CRC
-before the caller decodes anything.
+before the caller decodes anything. A file cut short in transit (a partial copy or download) can be read with
+``partial=True``: the complete packets before the cut, with an :class:`~sganc_stream.errors.InputWarning`
+(versions 2 to 6, whose face payloads carry check values; SPEC §2).
 
 Version 2 (written) holds one packet per source frame, a face packet or a no-face packet, so packet ``k``
 is frame ``k`` of the source and a decoded video lines up with it: the frames before the first face, and
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +35,7 @@ from pathlib import Path
 import msgpack
 
 from sganc_stream.bitstream.packet import MAX_PAYLOAD, Packet, PacketReader, PacketType, nominal_ms, pack
-from sganc_stream.errors import BitstreamError, InputError
+from sganc_stream.errors import BitstreamError, InputError, InputWarning
 from sganc_stream.fileio import write_bytes_atomic
 
 MAGIC = b"SGNC"
@@ -202,10 +205,21 @@ class Container:
     record_bytes: list[int]  # serialized size of each packet
     header_bytes: int  # magic + version + header map
     total_bytes: int
+    complete: bool = True  # False: read with ``partial=True`` from a file that ends before its end packet
 
 
-def decode_container(data: bytes, source: str = "input") -> Container:
-    """Parse and validate a whole .sgnc file held in memory."""
+def decode_container(data: bytes, source: str = "input", *, partial: bool = False) -> Container:
+    """Parse and validate a whole .sgnc file held in memory.
+
+    ``partial``: a version 2–6 file that ends before its end packet (SPEC §2, "a file cut short") gives its complete
+    packets, ``complete=False``, and one :class:`~sganc_stream.errors.InputWarning` naming how many of the declared
+    frames it holds; otherwise, and for version 1, that is a BitstreamError ("truncated"). Everything else is
+    validated as for a whole file.
+
+    Raises:
+        BitstreamError: bad magic, unknown version, malformed header or packet, wrong order or numbering, checksum
+            mismatch, trailing bytes, or truncation (unless ``partial``, see above).
+    """
     if len(data) < len(MAGIC) + 1 or data[:4] != MAGIC:
         raise BitstreamError(f"{source}: not an .sgnc file (bad magic)")
     version = data[4]
@@ -231,6 +245,11 @@ def decode_container(data: bytes, source: str = "input") -> Container:
         try:
             obj = next(unpacker)
         except StopIteration:
+            if partial and version >= 2:
+                warnings.warn(InputWarning(f"{source} ended early: no end packet; {len(packets)} of the "
+                                           f"{header.frames} frames its header declares are complete and decoded "
+                                           "(the file's checksum cannot be checked)"), stacklevel=2)
+                return Container(header, packets, sizes, header_bytes, len(data), complete=False)
             raise BitstreamError(f"{source}: truncated (no end packet after {len(packets)} frames)") from None
         except (ValueError, msgpack.FormatError, msgpack.StackError) as exc:
             raise BitstreamError(f"{source}: corrupted packet after {len(packets)} frames ({type(exc).__name__})") from None
@@ -255,6 +274,8 @@ def decode_container(data: bytes, source: str = "input") -> Container:
             raise BitstreamError(f"{source}: packet {len(packets)} has sequence number {packet.seq}, expected {faces}")
         if version >= 2 and packet.frame != len(packets):
             raise BitstreamError(f"{source}: packet {len(packets)} has frame index {packet.frame}")
+        if len(packets) == header.frames:
+            raise BitstreamError(f"{source}: header says {header.frames} frames, file holds more")
         faces += packet.type.is_frame
         packets.append(packet)
         sizes.append(end - pos)
@@ -264,8 +285,9 @@ def decode_container(data: bytes, source: str = "input") -> Container:
     return Container(header, packets, sizes, header_bytes, len(data))
 
 
-def read_container(path: str | os.PathLike[str]) -> Container:
+def read_container(path: str | os.PathLike[str], *, partial: bool = False) -> Container:
+    """:func:`decode_container` of a file. Raises InputError if there is no such file."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    return decode_container(path.read_bytes(), source=str(path))
+    return decode_container(path.read_bytes(), source=str(path), partial=partial)

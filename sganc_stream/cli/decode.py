@@ -57,7 +57,8 @@ def load_runtime_model(args: argparse.Namespace, *, encode: bool = False,
 def cmd_decode(args: argparse.Namespace) -> int:
     video_format(args.output, args.lossless)  # before any work
     check_runtime_arguments(args)
-    container = read_container(args.input)  # a stream of another model: one line before a first ONNX export
+    # a stream of another model: one line before a first ONNX export; a file cut short: its complete frames, a warning
+    container = read_container(args.input, partial=True)
     model = load_runtime_model(args, stream_model_id=container.header.model_id)
     info = decode_file(model, args.input, args.output, lossless=args.lossless, batch=args.batch, progress=not args.quiet,
                        container=container)
@@ -69,8 +70,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("decode", help="regenerate the video of an .sgnc file",
-                       description="Decode IN.sgnc with the model it was made with (the model id must match). On the "
-                                   "same machine with the same --device, --batch and --runtime the frames equal "
+                       description="Decode IN.sgnc with the model it was made with (the model id must match). A file "
+                                   "cut short (no end packet) gives its complete frames and a warning. On the same "
+                                   "machine with the same --device, --batch and --runtime the frames equal "
                                    "transcode --recon's (which runs PyTorch).")
     add_model_options(p)
     p.add_argument("--runtime", choices=RUNTIMES, default="torch",

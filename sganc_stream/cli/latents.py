@@ -68,7 +68,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    container = read_container(args.input)
+    container = read_container(args.input, partial=True)  # a file cut short: its complete frames, a warning
     model = load_model(args.model)
     stream_params(model, container.header)  # model check before any work
     latents = decode_sequence(model, container)
@@ -95,7 +95,7 @@ def breakdown_model(container: Container, path: str | None) -> LatentCodecModel 
 
 
 def inspect_dict(path: str, model_path: str | None = None) -> dict:
-    c = read_container(path)
+    c = read_container(path, partial=True)
     frames = [{"index": p.frame, "type": p.type.label, "bytes": b, "payload_bytes": len(p.payload)} for p, b in zip(c.packets, c.record_bytes)]
     h = c.header
     steps_used: dict[str, int] | None = None
@@ -117,6 +117,7 @@ def inspect_dict(path: str, model_path: str | None = None) -> dict:
         "header_bytes": c.header_bytes,
         "frames": frames,
         "total_bytes": c.total_bytes,
+        "complete": c.complete,  # False: the file ends before its end packet (frames: its complete packets)
         "bits_per_frame": {"mean": float(8 * per_frame.mean()), "p95": float(8 * np.percentile(per_frame, 95))} if frames else None,
         "kbps": 8 * c.total_bytes / max(len(frames), 1) * h.fps / 1000,
         "breakdown": breakdown,

@@ -156,9 +156,10 @@ def bit_breakdown(container: Container, model: LatentCodecModel | None = None, *
     ``model`` is not the stream's, BitstreamError for a payload that does not decode.
     """
     h = container.header
+    n = len(container.packets)  # = h.frames, unless the file was cut short (read with partial=True)
     b = BitBreakdown(8 * container.total_bytes, 8 * container.header_bytes,
                      8 * (container.total_bytes - container.header_bytes - sum(container.record_bytes)),
-                     h.frames, h.frames / h.fps, list(model.groups) if model is not None else [], transport=transport)
+                     n, n / h.fps, list(model.groups) if model is not None else [], transport=transport)
     decoder = LatentStreamDecoder(model, stream_params(model, h), h.version) if model is not None else None
     if model is not None:
         b.rows_bits = {p: np.zeros(model.rows, dtype=np.int64) for p in PARTS}
