@@ -151,7 +151,8 @@ def summarize(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any
             "startup_to_joined_s": {r["peer"]: r.get("process_age_s") for r in joined},
             "startup_steps_s": {r["peer"]: r.get("startup_s") for r in joined},
             "startup_steps_cpu_s": {r["peer"]: r.get("startup_cpu_s") for r in joined},
-            "runtime": {r["peer"]: r.get("runtime") for r in joined}, **dirs}
+            "runtime": {r["peer"]: r.get("runtime") for r in joined},
+            "encoder_precision": {r["peer"]: r.get("encoder_precision") for r in joined}, **dirs}
 
 
 def finish(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -183,6 +184,8 @@ def run_scenario(name: str, args: argparse.Namespace, url: str, model: Path, wor
         common += ["--redundancy", args.redundancy]
     if args.runtime is not None:
         common += ["--runtime", args.runtime]
+    if args.encoder_precision is not None:
+        common += ["--encoder-precision", args.encoder_precision]
     if args.residual_table is not None:
         common += ["--residual-table", args.residual_table]
     if args.no_retransmit:
@@ -273,6 +276,8 @@ def main() -> int:
     p.add_argument("--pre-aligned", action="store_true", help="skip face alignment (clips used as aligned faces)")
     p.add_argument("--redundancy", type=int, help="frame packets carried in each message (default: the peers')")
     p.add_argument("--runtime", choices=["torch", "onnx"], help="the peers' --runtime (default: theirs, onnx)")
+    p.add_argument("--encoder-precision", choices=["fp32", "int8"],
+                   help="the senders' --encoder-precision (default: theirs, int8 with --runtime onnx)")
     p.add_argument("--residual-table", choices=["auto", "irwin_hall", "empirical"],
                    help="the senders' residual table (default: theirs, auto: empirical where the model has the table "
                         "for their g, else irwin_hall)")
@@ -296,12 +301,10 @@ def main() -> int:
         model = args.model or default_face_model()
     scenarios = {"loss0": 0.0, "loss5": 0.05, "loss20": 0.2}
     results: dict[str, Any] = {}
-    if args.runtime != "torch" and args.from_logs is None:  # exported before any call: no peer spends its start on it
-        from sganc_stream.bundle import load_bundle
-        from sganc_stream.onnx_runtime import ensure_graphs
+    if args.runtime != "torch" and args.from_logs is None:  # exported (and E quantized) before any call: no peer
+        from sganc_stream.onnx_runtime import load_onnx_face_model  # spends its start on it
 
-        ensure_graphs(model, load_bundle(model, framework="numpy").model_id,
-                      ("flow_forward", "flow_inverse", "generator", "encoder"))
+        load_onnx_face_model(model, encode=True, encoder_precision=args.encoder_precision or "int8")
     if args.from_logs is not None:
         results = {name: scenario_figures(work, name, scenarios[name]) for name in args.scenarios.split(",")}
     else:
@@ -312,7 +315,7 @@ def main() -> int:
         "model": {"path": str(model), "model_id": m.model_id, "size": m.size, "micro": args.micro},
         "clips": {"A": str(args.video_a), "B": str(args.video_b)}, "duration_s": args.duration,
         "max_fps": args.max_fps, "pre_aligned": args.pre_aligned, "redundancy": args.redundancy,
-        "runtime": args.runtime, "retransmit": not args.no_retransmit,
+        "runtime": args.runtime, "encoder_precision": args.encoder_precision, "retransmit": not args.no_retransmit,
         "residual_table": args.residual_table,
         "load_average_at_end": os.getloadavg(),
         "work": str(work), "results": results})

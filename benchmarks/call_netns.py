@@ -125,12 +125,12 @@ def main() -> int:
             raise SystemExit(f"call_netns: clip not found: {clip} (pass --video-a/--video-b)")
     from sganc_stream.assets import default_face_model
     from sganc_stream.bundle import load_bundle
-    from sganc_stream.onnx_runtime import ensure_graphs
+    from sganc_stream.onnx_runtime import load_onnx_face_model
 
     model = args.model or default_face_model()
     model_id = load_bundle(model, framework="numpy").model_id
-    if args.runtime != "torch":  # exported before any call, so that no peer spends its first seconds on it
-        ensure_graphs(model, model_id, ("flow_forward", "flow_inverse", "generator", "encoder"))
+    if args.runtime != "torch":  # exported (E quantized) before any call, so that no peer spends its first seconds on it
+        load_onnx_face_model(model, encode=True, encoder_precision="int8")
     work = Path(tempfile.mkdtemp(prefix="call-netns-"))
     results: dict[str, Any] = {}
     for name in names:

@@ -8,7 +8,9 @@ intra- and inter-op threads 1), real weights, inputs from the model's own domain
 T⁻¹: T of it rounded at the middle step preset; G: that W+). E is what the call runs: the encoder with its uint8 input
 conversion (``Project``; with an identity-conditioned encoder, dlib's face descriptor included). ``E+G`` is E then G
 on one frame, as one peer of a call runs them (its own E, the other side's G): issue 12's speed aim is E + G ≤ 40 ms
-on one core. ``eager_bf16`` is eager under CPU bfloat16 autocast (E, G and E+G only: the flow stays float32). ``T_fused`` / ``T_inv_fused`` are the flow with its coupling layers fused across the stage
+on one core. ``eager_bf16`` is eager under CPU bfloat16 autocast (E, G and E+G only: the flow stays float32).
+``onnxruntime_int8`` is E's graph quantized to int8 as the call's default builds it (:mod:`sganc_stream.onnx_quantize`),
+alone and followed by G's float32 graph (E and E+G only). ``T_fused`` / ``T_inv_fused`` are the flow with its coupling layers fused across the stage
 groups (:class:`FusedFlowStack`, below: the groups as a batch dimension, each coupling's scale and shift MLPs as one),
 a candidate measured here, with its gap from the unfused flow. Each stage is timed ``--repeats`` times after a warm-up
 and the median reported, with the largest difference from eager (max |a − b|, and for W+ the SPEC §7 measure
@@ -23,6 +25,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -39,6 +42,8 @@ from sganc_stream.latent.flow import FlowStack  # noqa: E402
 from sganc_stream.latent.flow import RealNVP  # noqa: E402
 from sganc_stream.models.onnx_export import Project, Render, to_onnx  # noqa: E402
 from torch import nn  # noqa: E402
+from sganc_stream.latent.model import LatentCodecModel  # noqa: E402
+from sganc_stream.onnx_quantize import fit_to, prior_faces, quantize_encoder  # noqa: E402
 from sganc_stream.onnx_runtime import session_options  # noqa: E402
 from sganc_stream.pipeline import load_face_model  # noqa: E402
 
@@ -165,6 +170,20 @@ def gap(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"max_abs": float(d.max()), "max_rel": float((d / (1 + np.abs(b.astype(np.float64)))).max())}
 
 
+def int8_encoder(graph: bytes, codec: LatentCodecModel, render: torch.nn.Module, side: int) -> Callable[[np.ndarray], np.ndarray]:
+    """E's float32 ONNX graph ``graph`` quantized to int8 as the call quantizes it (calibrated on faces ``render``
+    makes from the codec's prior), as a function of a uint8 crop ``(1, side, side, 3)``."""
+    def draw(w: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return render(torch.from_numpy(w)).numpy()
+
+    with tempfile.TemporaryDirectory(prefix="runtime-speed-") as work:
+        (Path(work) / "e.onnx").write_bytes(graph)
+        quantize_encoder(Path(work) / "e.onnx", Path(work) / "e8.onnx", fit_to(prior_faces(codec, draw), side))
+        sess = ort.InferenceSession(str(Path(work) / "e8.onnx"), session_options(), providers=["CPUExecutionProvider"])
+    return lambda xn: sess.run(None, {"x": xn})[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, help="face model bundle (default: the embedded one)")
@@ -243,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         graphs[name] = (traced, run_ort)
         row["onnxruntime_gap"] = gap(run_ort(xn), ref)
         fns["onnxruntime"] = lambda r=run_ort, xn=xn: r(xn)
+        if name == "E":  # E's int8 graph as the call builds it (sganc_stream.onnx_quantize), G stays float32
+            run_int8 = int8_encoder(data, codec, Render(face.generator), int(face.config["encoder"]["input_size"]))
+        if name in ("E", "E+G"):
+            run_q = run_int8 if name == "E" else (lambda xn, e=run_int8, g=graphs["G"][1]: g(e(xn)))  # noqa: E731
+            row["onnxruntime_int8_gap"] = gap(run_q(xn), ref)
+            fns["onnxruntime_int8"] = lambda r=run_q, xn=xn: r(xn)
         if name in ("T", "T_inv"):  # the latent codec's default runner (numpy, stage groups batched)
             run = codec._runner().inverse if name == "T_inv" else codec._runner().forward
             row["numpy_gap"] = gap(run(xn), ref)
@@ -250,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         row.update(median_ms(fns, args.repeats))
         results[name] = row
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith("_ms")), flush=True)
-    runtimes = ["eager", "eager_bf16", "torchscript", *(["compile"] if args.compile else []), "onnxruntime", "numpy"]
+    runtimes = ["eager", "eager_bf16", "torchscript", *(["compile"] if args.compile else []), "onnxruntime",
+                "onnxruntime_int8", "numpy"]
     for row in results.values():
         row["fastest"] = min((r for r in runtimes if f"{r}_cpu_ms" in row), key=lambda r: row[f"{r}_cpu_ms"])
     path = write_result("runtime_speed", {

@@ -29,6 +29,7 @@ from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.sequence import check_stream_model
 
 RUNTIMES = ("torch", "onnx")
+ENCODER_PRECISIONS = ("fp32", "int8")  # E's graph: as exported, or quantized (sganc_stream.onnx_quantize)
 ONNX_EXTRA = extra_hint("onnx")
 GRAPH_FORMAT = "v1"  # bump when the exported graphs change, so that old caches are not used
 
@@ -152,6 +153,7 @@ class OnnxFaceModel:
     size: int
     device: str = "cpu"
     encoder: Graph | None = None  # None: loaded for decoding only
+    encoder_precision: str | None = None  # "fp32" or "int8" when loaded for encoding
 
     @property
     def align_size(self) -> int:
@@ -177,15 +179,20 @@ class OnnxFaceModel:
 
 
 def load_onnx_face_model(path: str | os.PathLike[str], *, threads: int = 1, quiet: bool = False,
-                         encode: bool = False, stream_model_id: str | None = None) -> OnnxFaceModel:
+                         encode: bool = False, stream_model_id: str | None = None,
+                         encoder_precision: str = "fp32") -> OnnxFaceModel:
     """Load a face-model bundle for decoding (``encode``: and encoding) in ONNX Runtime, exporting its graphs first if
-    the cache lacks them. Each graph is its own session with ``threads`` intra-op threads.
+    the cache lacks them. Each graph is its own session with ``threads`` intra-op threads. ``encoder_precision``
+    ``int8``: E runs as its int8 graph, quantized on first use (:mod:`sganc_stream.onnx_quantize`, seconds; cached
+    beside the others as ``encoder_int8.onnx``).
 
     CheckpointError for an unreadable bundle, one without a generator or latent codec (or, with ``encode``, without
     an encoder), or one holding bfloat16 tensors (numpy has no bfloat16: use ``--runtime torch``); InputError without
-    onnxruntime; ModelMismatchError, before any graph is exported, when ``stream_model_id`` (the header of the stream
+    onnxruntime or for an unknown ``encoder_precision``; ModelMismatchError, before any graph is exported, when ``stream_model_id`` (the header of the stream
     to decode) is not the bundle's id."""
     require_onnxruntime()  # the missing extra is reported before any work
+    if encoder_precision not in ENCODER_PRECISIONS:
+        raise InputError(f"encoder precision must be one of {', '.join(ENCODER_PRECISIONS)}, got {encoder_precision!r}")
     bundle = load_bundle(path, framework="numpy")
     if stream_model_id is not None:
         check_stream_model(stream_model_id, bundle.model_id)
@@ -201,5 +208,15 @@ def load_onnx_face_model(path: str | os.PathLike[str], *, threads: int = 1, quie
     shape = graph.session.get_outputs()[0].shape  # (batch, size, size, 3)
     if len(shape) != 4 or not isinstance(shape[1], int) or shape[2] != shape[1] or shape[3] != 3:
         raise CheckpointError(f"{folder / 'generator.onnx'}: output shape {shape} is not (n, size, size, 3)")
-    encoder = Graph(folder / "encoder.onnx", threads) if encode else None
-    return OnnxFaceModel(graph, codec, bundle.config, codec.model_id, str(path), int(shape[1]), encoder=encoder)
+    model = OnnxFaceModel(graph, codec, bundle.config, codec.model_id, str(path), int(shape[1]))
+    if encode:
+        name = "encoder" if encoder_precision == "fp32" else "encoder_int8"
+        if not (folder / f"{name}.onnx").is_file():
+            if not quiet:
+                print(f"quantizing E of model {model.model_id[:16]}… to int8 in {folder} (once per model)", file=sys.stderr)
+            from sganc_stream.onnx_quantize import fit_to, prior_faces, quantize_encoder
+
+            side = int(bundle.config["encoder"]["input_size"])
+            quantize_encoder(folder / "encoder.onnx", folder / f"{name}.onnx", fit_to(prior_faces(codec, model.render), side))
+        model.encoder, model.encoder_precision = Graph(folder / f"{name}.onnx", threads), encoder_precision
+    return model

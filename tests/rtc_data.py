@@ -24,7 +24,7 @@ import torch
 from sganc_stream.bundle import Bundle, load_bundle
 from sganc_stream.latent.synthetic import synthetic_latents
 from sganc_stream.models import FastEncoder, FastEncoderConfig, Generator, GeneratorConfig, save_model_bundle
-from sganc_stream.onnx_runtime import ensure_graphs
+from sganc_stream.onnx_runtime import load_onnx_face_model
 from sganc_stream.training.latent_codec import TrainConfig, train_latent_codec
 from sganc_stream.video import write_frames
 
@@ -43,9 +43,8 @@ os.environ.setdefault("SGANC_CACHE_DIR", str(workdir() / "cache"))
 
 
 def with_graphs(path: Path) -> Path:
-    """``path``, its ONNX graphs exported into the cache."""
-    ensure_graphs(path, load_bundle(path, framework="numpy").model_id, ("flow_forward", "flow_inverse", "generator",
-                                                                         "encoder"), quiet=True)
+    """``path``, its ONNX graphs exported into the cache, E's int8 graph (the call's default) too."""
+    load_onnx_face_model(path, encode=True, encoder_precision="int8", quiet=True)
     return path
 
 

@@ -108,6 +108,8 @@ def test_coding_options_fail_before_any_model_or_network_work(capsys: pytest.Cap
                            (["--loss", "1.5"], "loss probability must be in [0, 1), got 1.5"),
                            (["--device", "cuda"], "--runtime onnx runs on the CPU (--device cuda needs --runtime torch)"),
                            (["--runtime", "torch", "--threads", "0"], "--threads must be at least 1, got 0"),
+                           (["--runtime", "torch", "--encoder-precision", "int8"],
+                            "--encoder-precision int8 needs --runtime onnx (PyTorch runs E in float32)"),
                            (["--target-kbps", "0"], "target rate must be between 1 and 100000 kbit/s, got 0.0"),
                            (["--target-kbps", "20", "--step", "1"],
                             "--step and --target-kbps exclude each other: rate control chooses the step"),
@@ -146,6 +148,9 @@ def test_serverless_copy_paste_one_way(tmp_path: Path) -> None:
     sent, got = events(tmp_path / "S.jsonl", "tx"), events(tmp_path / "R.jsonl", "rx")
     assert len(sent) >= 10 and len(got) >= 0.9 * len(sent)
     assert not events(tmp_path / "R.jsonl", "tx")  # one way: the receiver sends no frames
+    # ONNX Runtime by default, E as its int8 graph on the sender; the receiver runs no E
+    assert [(e["runtime"], e["encoder_precision"]) for e in events(tmp_path / "S.jsonl", "joined")] == [("onnx", "int8")]
+    assert [(e["runtime"], e["encoder_precision"]) for e in events(tmp_path / "R.jsonl", "joined")] == [("onnx", None)]
     # --paste-back self view: one frame per coded frame; the last one may be coded as the call ends, and not sent
     assert len(sent) <= len(read_frames(tmp_path / "self.mp4")) <= len(sent) + 1
 

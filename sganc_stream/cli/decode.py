@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from sganc_stream.assets import default_face_model
 from sganc_stream.bitstream.container import read_container
-from sganc_stream.cli.options import check_runtime_arguments
+from sganc_stream.cli.options import check_runtime_arguments, encoder_precision
 from sganc_stream.decoding import decode_file
 from sganc_stream.onnx_runtime import ONNX_EXTRA, RUNTIMES, OnnxFaceModel, load_onnx_face_model
 from sganc_stream.threads import DEFAULT_THREADS, set_threads
@@ -44,14 +44,15 @@ def load_model(args: argparse.Namespace, device: str | None = None) -> FaceModel
 def load_runtime_model(args: argparse.Namespace, *, encode: bool = False,
                        stream_model_id: str | None = None) -> FaceModel | OnnxFaceModel:
     """The model ``decode`` and the live call run: PyTorch (:func:`load_model`) or, with ``--runtime onnx``, ONNX
-    Runtime (no torch import; ``encode``: with E's graph too; ``stream_model_id``: the stream to decode was made with
-    this model, checked before a first run exports the graphs). Options checked by
-    :func:`sganc_stream.cli.options.check_runtime_arguments` first."""
+    Runtime (no torch import; ``encode``: with E's graph too, in :func:`~sganc_stream.cli.options.encoder_precision`;
+    ``stream_model_id``: the stream to decode was made with this model, checked before a first run exports the
+    graphs). Options checked by :func:`sganc_stream.cli.options.check_runtime_arguments` first."""
     check_runtime_arguments(args)
     if args.runtime == "torch":
         return load_model(args)
     return load_onnx_face_model(args.model or default_face_model(), threads=args.threads, quiet=args.quiet,
-                                encode=encode, stream_model_id=stream_model_id)
+                                encode=encode, stream_model_id=stream_model_id,
+                                encoder_precision=encoder_precision(args) if encode else "fp32")
 
 
 def cmd_decode(args: argparse.Namespace) -> int:

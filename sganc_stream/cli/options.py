@@ -138,11 +138,21 @@ def _residual(args: argparse.Namespace, codec: LatentCodecModel | None) -> str:
 
 
 def check_runtime_arguments(args: argparse.Namespace) -> None:
-    """``--runtime`` (torch or onnx), ``--device`` and ``--threads`` together, before any model is loaded: ONNX Runtime
-    runs on the CPU only and must be installed, and every runtime needs at least one thread (InputError, one line)."""
+    """``--runtime`` (torch or onnx), ``--device``, ``--threads`` and (the call's) ``--encoder-precision`` together,
+    before any model is loaded: ONNX Runtime runs on the CPU only and must be installed, int8 E needs it, and every
+    runtime needs at least one thread (InputError, one line)."""
     if args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
     if args.runtime == "onnx" and args.device != "cpu":
         raise InputError(f"--runtime onnx runs on the CPU (--device {args.device} needs --runtime torch)")
+    if getattr(args, "encoder_precision", None) == "int8" and args.runtime != "onnx":
+        raise InputError("--encoder-precision int8 needs --runtime onnx (PyTorch runs E in float32)")
     if args.runtime == "onnx":
         require_onnxruntime()
+
+
+def encoder_precision(args: argparse.Namespace) -> str:
+    """E's precision for a process that encodes: the call's ``--encoder-precision`` if given, else int8 with
+    ``--runtime onnx`` and fp32 with torch (:mod:`sganc_stream.onnx_quantize` says what int8 costs and buys)."""
+    chosen = getattr(args, "encoder_precision", None)
+    return str(chosen) if chosen else ("int8" if args.runtime == "onnx" else "fp32")

@@ -600,6 +600,8 @@ class Peer:
                 age = process_age()
                 self.stats.event("joined", process_age_s=None if age is None else round(age, 2),
                                  runtime="onnx" if isinstance(self.model, OnnxFaceModel) else "torch",
+                                 encoder_precision=self.model.encoder_precision if isinstance(self.model, OnnxFaceModel)
+                                 else "fp32" if self.opt.send else None,
                                  startup_s={k: None if v[0] is None else round(v[0], 2)
                                             for k, v in (startup or {}).items()},
                                  startup_cpu_s={k: round(v[1], 2) for k, v in (startup or {}).items()},
