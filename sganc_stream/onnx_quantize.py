@@ -9,10 +9,10 @@ nothing from int8 here (its up-sampling transposed convolutions dominate and are
 Static quantization needs calibration inputs that look like what E will see. No face data ships with the package, so
 the calibration faces come from the model itself (:func:`prior_faces`): latent states drawn channel by channel from
 the codec's own intra table at its finest step, mapped back by T⁻¹ and rendered by G. They are plausible, varied
-faces, and the ranges they give serve unseen people as well as ranges from training crops do: on 180 validation
-crops of the embedded model (120 clip frames, 60 photos; `python3 benchmarks/runtime_speed.py` measures the gap on a
-decoded face) G(E_int8(x)) lost 0.0014 / 0.0003 median MS-SSIM (clips / photos) and gained 0.002 median dlib identity
-distance against G(E(x)); ranges from 64 training crops did no better, ranges from one person's clip (the demo)
+faces, and the ranges they give serve unseen people about as well as ranges from training crops do: on 180
+validation crops of the embedded model (120 clip frames, 60 photos; ``benchmarks/int8_encoder_quality.py``)
+G(E_int8(x)) lost 0.0010 / 0.0002 median MS-SSIM (clips / photos) and gained 0.002 / 0.004 median dlib identity
+distance against G(E(x)); ranges from 64 training crops did about the same, ranges from one person's clip (the demo)
 worse (−0.004 / −0.007 MS-SSIM). Calibration is seeded, so one machine always makes the same graph; other machines
 may differ in the last bits of a range (G's float output), which moves E's output, never the bitstream's exactness.
 

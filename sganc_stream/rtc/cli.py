@@ -114,7 +114,7 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
         p.add_argument("--encoder-precision", choices=ENCODER_PRECISIONS,
                        help="E as exported (fp32) or quantized to int8 on first use, calibrated on faces the model "
                             "renders from its own latent prior (default: int8 with --runtime onnx, about half E's time "
-                            "for 0.001–0.002 MS-SSIM, README \"CPU runtimes\"; fp32 with torch); the bitstream and "
+                            "for about 0.001 MS-SSIM, README \"CPU runtimes\"; fp32 with torch); the bitstream and "
                             "the receiver do not depend on it")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda needs --runtime torch; default cpu)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
