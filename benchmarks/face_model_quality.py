@@ -15,6 +15,7 @@ the validation figures is what the model memorised (its training clips' people a
 
     python3 benchmarks/face_model_quality.py --data runs/faces128
     python3 benchmarks/face_model_quality.py --data runs/faces128 --model runs/face128/checkpoint.pt --projection-only
+    python3 benchmarks/face_model_quality.py --summarize benchmarks/results/face_model_v1_*.json   # one line each
 """
 
 from __future__ import annotations
@@ -86,15 +87,37 @@ def time_ms(fn, x: torch.Tensor, repeats: int) -> float:
     return statistics.median(times)
 
 
+def summary_line(name: str, results: dict) -> str:
+    """One line of a record's headline projection figures (medians): MS-SSIM (photos; clips), identity distance
+    (clips), skin luma slope, darkest quarter's luma shift, the mean over clips of the absolute per-clip luma shift
+    (older records lack it: nan), chroma slope, detail ratio; and, when coded, MS-SSIM / identity / kbit/s."""
+    r = results["projection"]
+    t = r["skin_tone"]
+    clips = r.get("skin_tone_clips") or {}
+    shift = float(np.mean([abs(c["output"] - c["input"]) for c in clips.values()])) if clips else float("nan")
+    line = (f"{name:40s} MS-SSIM {r['ms_ssim']['median']:.3f} (photos {r['ms_ssim_photos']['median']:.3f}; clips "
+            f"{r['ms_ssim_clips']['median']:.3f}) identity {r['identity_distance']['median']:.3f} (clips "
+            f"{r['identity_distance_clips']['median']:.3f}) luma slope {t['slope']:.3f} darkest {t['shift_darkest_quarter']:+.1f} "
+            f"clip |shift| {shift:.1f} chroma slope {t.get('chroma_slope', float('nan')):.3f} "
+            f"detail {r['detail_ratio']['median']:.3f}")
+    if "coded" in results:
+        c = results["coded"]
+        line += (f" | coded MS-SSIM {c['ms_ssim']['median']:.3f} identity {c['identity_distance']['median']:.3f} "
+                 f"{c['kbit_per_s_at_25fps']:.1f} kbit/s")
+    return line
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--summarize", nargs="+", metavar="RECORD.json",
+                    help="measure nothing: print each record's headline figures on one line, to compare runs")
     ap.add_argument("--model", default=str(DEFAULT_FACE_MODEL),
                     help="bundle or training checkpoint.pt (default: the embedded face model)")
     ap.add_argument("--raw", action="store_true", help="with a checkpoint.pt: raw weights instead of the EMA ones")
     ap.add_argument("--codec", help="latent codec file (default: the --model bundle's)")
     ap.add_argument("--projection-only", action="store_true", help="skip latent coding (no codec needed)")
     ap.add_argument("--eval-size", type=int, default=256, help="side both images are upsampled to before the metrics")
-    ap.add_argument("--data", required=True, help="prepare-faces folder")
+    ap.add_argument("--data", help="prepare-faces folder (required unless --summarize)")
     ap.add_argument("--split", choices=["val", "train"], default="val",
                     help="identities measured: val (never seen in training; the aims), or train (a generalisation "
                          "check: the gap between the two is what the model memorised)")
@@ -107,6 +130,12 @@ def main() -> int:
     ap.add_argument("--picture", help="contact sheet PNG (default: --out with .png; the README's picture of the "
                     "shipped model is docs/default_model_samples.png)")
     args = ap.parse_args()
+    if args.summarize:
+        for record in args.summarize:
+            print(summary_line(Path(record).stem, json.loads(Path(record).read_text())["results"]))
+        return 0
+    if args.data is None:
+        ap.error("--data is required (or --summarize)")
 
     torch.set_num_threads(1)
     g, e = load_face_models(args.model, ema=not args.raw)
@@ -221,6 +250,7 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(Path(args.out), json.dumps(payload, indent=1).encode())
     print(json.dumps(results, indent=1))
+    print(summary_line(Path(args.out).stem, results))
     return 0
 
 
