@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from sganc_stream.bitstream.container import VERSION, Container, StreamHeader, read_container
 from sganc_stream.bitstream.packet import Packet, PacketType
-from sganc_stream.errors import InputError
+from sganc_stream.errors import BitstreamError, InputError
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
 from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.sequence import stream_params
@@ -82,13 +82,20 @@ class FrameDecoder:
 
     def decode_batch(self, packets: Sequence[Packet]) -> np.ndarray:
         """Consecutive packets → ``(n, size, size, 3)`` uint8; G runs once on all their faces, no-face packets give
-        ``NO_FACE_PIXEL`` frames."""
+        ``NO_FACE_PIXEL`` frames. BitstreamError, naming the packet's frame index, for a corrupt payload."""
         size = self.model.size
         out = no_face_pictures(len(packets), size)
         faces = [i for i, p in enumerate(packets) if p.type != PacketType.NO_FACE]
         if faces:
-            out[faces] = self.model.render(np.stack([self.latents(packets[i]) for i in faces]))
+            out[faces] = self.model.render(np.stack([self._named(packets[i]) for i in faces]))
         return out
+
+    def _named(self, packet: Packet) -> np.ndarray:
+        """:meth:`latents`; its BitstreamError names the packet's frame index."""
+        try:
+            return self.latents(packet)
+        except BitstreamError as exc:
+            raise BitstreamError(f"frame {packet.frame}: {exc}") from None
 
 
 def decode_file(model: DecodeModel, input: str | os.PathLike[str], output: str | os.PathLike[str], *,
@@ -110,7 +117,11 @@ def decode_file(model: DecodeModel, input: str | os.PathLike[str], output: str |
             tqdm(total=len(packets), unit="frame", desc="decode", mininterval=1.0, disable=not progress) as bar:
         for start in range(0, len(packets), batch):
             group = packets[start:start + batch]
-            for frame, packet in zip(decoder.decode_batch(group), group):
+            try:
+                frames = decoder.decode_batch(group)
+            except BitstreamError as exc:
+                raise BitstreamError(f"{container.source}: {exc}") from None
+            for frame, packet in zip(frames, group):
                 writer.write(frame, packet.timestamp_ms / 1000)
             bar.update(min(batch, len(packets) - start))
     seconds = time.perf_counter() - t0

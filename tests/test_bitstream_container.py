@@ -28,9 +28,9 @@ def test_every_truncation_is_reported():
 
 
 def test_a_file_cut_short_gives_its_complete_packets_when_asked() -> None:
-    """partial=True (what decode and inspect use): every cut after the header gives exactly the packets whose
-    records are whole, complete=False and one warning naming held / declared frames; a cut header, a version 1
-    file (no check values in its payloads) and anything but a cut stay errors."""
+    """partial=True (what decode and inspect use): every cut after the first whole packet gives exactly the packets
+    whose records are whole, complete=False and one warning naming held / declared frames; a cut before it, a
+    version 1 file (no check values in its payloads) and anything but a cut stay errors."""
     data = encode_container(V2_HEADER, V2_PACKETS)
     whole = decode_container(data)
     assert whole.complete and decode_container(data, partial=True) == whole
@@ -40,14 +40,18 @@ def test_a_file_cut_short_gives_its_complete_packets_when_asked() -> None:
             with pytest.raises(BitstreamError, match="not an .sgnc|truncated .header incomplete"):
                 decode_container(data[:n], partial=True)
             continue
+        held = bisect.bisect_right(ends, n) - 1
+        if held == 0:  # nothing to decode: an error, as without partial
+            with pytest.raises(BitstreamError, match="truncated .no end packet after 0 frames"):
+                decode_container(data[:n], partial=True)
+            continue
         with pytest.warns(InputWarning) as caught:
             c = decode_container(data[:n], "cut.sgnc", partial=True)
-        held = bisect.bisect_right(ends, n) - 1
         assert not c.complete and c.packets == V2_PACKETS[:held] and c.record_bytes == whole.record_bytes[:held]
-        assert c.header == V2_HEADER and c.total_bytes == n and len(caught) == 1
-        assert str(caught[0].message) == (f"cut.sgnc ended early: no end packet; {held} of the {len(V2_PACKETS)} "
-                                          "frames its header declares are complete and decoded (the file's checksum "
-                                          "cannot be checked)")
+        assert c.header == V2_HEADER and c.total_bytes == n and len(caught) == 1 and c.source == "cut.sgnc"
+        assert str(caught[0].message) == (f"cut.sgnc ended early: no end packet; it holds {held} complete frames of "
+                                          f"the {len(V2_PACKETS)} its header declares (the file's checksum cannot be "
+                                          "checked)")
     v1 = encode_container(replace(HEADER, version=1), PACKETS)
     with pytest.raises(BitstreamError, match="truncated .no end packet after 2 frames"):
         decode_container(v1[:len(v1) - 60], partial=True)

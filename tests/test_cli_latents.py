@@ -120,14 +120,28 @@ def test_a_file_cut_short_decodes_its_complete_frames_with_a_warning(encoded, ti
     (tmp_path / "cut.sgnc").write_bytes(data[:cut])
     r = run_cli("latents", "decode", "--model", str(tiny_codec_path), str(tmp_path / "cut.sgnc"), str(tmp_path / "o.npy"))
     assert r.returncode == 0 and "12 frames decoded" in r.stdout, r.stderr
-    assert r.stderr.strip().splitlines() == [f"sganc-stream latents: warning: {tmp_path / 'cut.sgnc'} ended early: no end packet; "
-                                             "12 of the 30 frames its header declares are complete and decoded (the "
-                                             "file's checksum cannot be checked)"]
+    assert r.stderr.strip().splitlines() == [f"sganc-stream latents: warning: {tmp_path / 'cut.sgnc'} ended early: no "
+                                             "end packet; it holds 12 complete frames of the 30 its header declares "
+                                             "(the file's checksum cannot be checked)"]
     assert np.array_equal(np.load(tmp_path / "o.npy"), np.load(encoded / "recon.npy")[:12])
     r = run_cli("inspect", "--json", "--model", str(tiny_codec_path), str(tmp_path / "cut.sgnc"))
     info = json.loads(r.stdout)
     assert r.returncode == 0 and "ended early" in r.stderr and info["complete"] is False and len(info["frames"]) == 12
     assert info["breakdown"]["frames"] == 12 and info["total_bytes"] == cut
+    text = run_cli("inspect", str(tmp_path / "cut.sgnc")).stdout
+    assert "file cut short: no end packet, 3 bytes of a partial last record" in text
+    # a cut before the first whole packet leaves nothing to decode: one line, nothing written
+    (tmp_path / "head.sgnc").write_bytes(data[:whole.header_bytes + 2])
+    _one_line_error(run_cli("latents", "decode", "--model", str(tiny_codec_path), str(tmp_path / "head.sgnc"),
+                            str(tmp_path / "h.npy")), "truncated (no end packet after 0 frames)")
+    assert not (tmp_path / "h.npy").exists()
+    # damage inside a kept packet is still an error, and it names the file and the frame
+    bad = bytearray(data[:cut])
+    bad[whole.header_bytes + sum(whole.record_bytes[:5]) - 3] ^= 0x5A  # in frame 4's payload
+    (tmp_path / "bad.sgnc").write_bytes(bytes(bad))
+    r = run_cli("latents", "decode", "--model", str(tiny_codec_path), str(tmp_path / "bad.sgnc"), str(tmp_path / "b.npy"))
+    assert r.returncode == 2 and f"error: {tmp_path / 'bad.sgnc'}: frame 4: corrupted" in r.stderr, r.stderr
+    assert not (tmp_path / "b.npy").exists()
 
 
 def test_model_mismatch(encoded, tiny_codec_path, tmp_path):
@@ -226,3 +240,19 @@ def test_v5_options(encoded, tiny_codec_path, capsys):
         r = run_cli("latents", "encode", "--model", str(tiny_codec_path), *args, str(d / "in.npy"), str(d / "bad5.sgnc"))
         _one_line_error(r, message)
         assert r.returncode == 2 and not (d / "bad5.sgnc").exists()
+
+
+def test_decode_without_model_finds_the_shipped_model_that_made_the_stream(tmp_path):
+    """`latents decode` without --model decodes a stream of the embedded face model (what `transcode` writes) as well
+    as one of the synthetic latent codec, as `inspect` finds them."""
+    from sganc_stream.assets import default_face_model
+    from sganc_stream.latent.model import load_latent_codec
+
+    face = load_latent_codec(default_face_model())
+    np.save(tmp_path / "in.npy", synthetic_latents("walk", 4, face.rows, face.width, seed=2))
+    r = run_cli("latents", "encode", "--model", str(default_face_model()), "--recon", str(tmp_path / "recon.npy"),
+                str(tmp_path / "in.npy"), str(tmp_path / "a.sgnc"))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("latents", "decode", str(tmp_path / "a.sgnc"), str(tmp_path / "out.npy"))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.load(tmp_path / "out.npy"), np.load(tmp_path / "recon.npy"))

@@ -64,9 +64,9 @@ def test_transcode_decode_equality_and_report(tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     assert main(["decode", "--model", model, "--batch", "2", "--lossless", "--quiet", str(cut), str(tmp_path / "cut.mkv")]) == 0
     captured = capsys.readouterr()
-    assert captured.err.strip().splitlines() == [f"sganc-stream decode: warning: {cut} ended early: no end packet; 2 "
-                                                 "of the 4 frames its header declares are complete and decoded (the "
-                                                 "file's checksum cannot be checked)"]
+    assert captured.err.strip().splitlines() == [f"sganc-stream decode: warning: {cut} ended early: no end packet; it "
+                                                 "holds 2 complete frames of the 4 its header declares (the file's "
+                                                 "checksum cannot be checked)"]
     assert "2 frames at 25 fps decoded" in captured.out
     assert np.array_equal(np.stack(read_frames(tmp_path / "cut.mkv")), recon[:2])
 

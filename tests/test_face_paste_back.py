@@ -9,7 +9,8 @@ import pytest
 from face_data import STEADY_CLIP, clip_frames, dlib_backend
 from sganc_stream.errors import InputError
 from sganc_stream.face.ffhq_quad import Quad
-from sganc_stream.face.paste_back import PasteBack, feather_mask, paste_back
+from sganc_stream.face.ffhq_quad import apply_affine, frame_to_crop
+from sganc_stream.face.paste_back import PasteBack, face_mask, feather_mask, paste_back
 from sganc_stream.face.tracker import VideoAligner
 
 
@@ -36,7 +37,7 @@ def test_pixels_outside_the_quad_are_untouched_and_the_centre_is_the_crop() -> N
     outside = np.ones(frame.shape[:2], bool)
     cv2.fillConvexPoly(outside.view(np.uint8), np.rint(quad.corners()).astype(np.int32), 0)
     assert np.array_equal(out[outside], frame[outside])
-    assert (out[130:171, 180:221] == 17).all()  # mask is 1 inside the feathered margin
+    assert (out[150:171, 190:211] == 17).all()  # mask is 1 over the face region
     assert not np.shares_memory(out, frame)
 
 
@@ -50,6 +51,25 @@ def test_feather_mask_ramps_from_edge_to_one() -> None:
     mask = feather_mask(100, 0.1)
     assert mask[50, 50] == 1.0 and mask[0, 50] < 0.05 and mask[50, 0] < 0.05
     assert np.all(np.diff(mask[50, :50]) >= 0)
+
+
+def test_the_face_is_pasted_and_the_background_kept() -> None:
+    """On a real aligned face the mask is 1 at every brow, eye, nose and mouth landmark and still above one half along
+    the jaw; the crop's corners (backdrop, hair, shoulders) keep the frame's pixels, so no square seam can show."""
+    frame = clip_frames(STEADY_CLIP, 1)[0]
+    face = VideoAligner(256, dlib_backend(), smoothing=False).align(frame)
+    mask = face_mask(256)
+    inner = np.rint(apply_affine(frame_to_crop(face.quad, 256), face.landmarks)).astype(int)
+    assert (mask[inner[17:, 1], inner[17:, 0]] == 1.0).all()
+    assert np.median(mask[inner[:17, 1].clip(0, 255), inner[:17, 0].clip(0, 255)]) > 0.5
+    assert mask[:40, :40].max() == 0.0 and mask[:40, -40:].max() == 0.0 and mask[-20:, :20].max() == 0.0
+    out = paste_back(frame, np.full((256, 256, 3), 17, np.uint8), face.quad)
+    corner = np.rint(apply_affine(np.linalg.inv(np.vstack([frame_to_crop(face.quad, 256), [0, 0, 1]]))[:2],
+                                  np.array([[20.0, 20.0], [235.0, 20.0]]))).astype(int)
+    for x, y in corner:
+        assert np.array_equal(out[y, x], frame[y, x])
+    nose = np.rint(face.landmarks[30]).astype(int)
+    assert (out[nose[1], nose[0]] == 17).all()
 
 
 def test_wrong_crop_size_is_an_input_error() -> None:

@@ -206,15 +206,16 @@ class Container:
     header_bytes: int  # magic + version + header map
     total_bytes: int
     complete: bool = True  # False: read with ``partial=True`` from a file that ends before its end packet
+    source: str = "input"  # the file's name, for messages about its packets
 
 
 def decode_container(data: bytes, source: str = "input", *, partial: bool = False) -> Container:
     """Parse and validate a whole .sgnc file held in memory.
 
-    ``partial``: a version 2–6 file that ends before its end packet (SPEC §2, "a file cut short") gives its complete
-    packets, ``complete=False``, and one :class:`~sganc_stream.errors.InputWarning` naming how many of the declared
-    frames it holds; otherwise, and for version 1, that is a BitstreamError ("truncated"). Everything else is
-    validated as for a whole file.
+    ``partial``: a version 2–6 file that ends before its end packet (SPEC §2, "a file cut short") after at least one
+    complete packet gives its complete packets, ``complete=False``, and one
+    :class:`~sganc_stream.errors.InputWarning` naming how many of the declared frames it holds; otherwise (no complete
+    packet, or version 1) that is a BitstreamError ("truncated"). Everything else is validated as for a whole file.
 
     Raises:
         BitstreamError: bad magic, unknown version, malformed header or packet, wrong order or numbering, checksum
@@ -245,11 +246,11 @@ def decode_container(data: bytes, source: str = "input", *, partial: bool = Fals
         try:
             obj = next(unpacker)
         except StopIteration:
-            if partial and version >= 2:
-                warnings.warn(InputWarning(f"{source} ended early: no end packet; {len(packets)} of the "
-                                           f"{header.frames} frames its header declares are complete and decoded "
-                                           "(the file's checksum cannot be checked)"), stacklevel=2)
-                return Container(header, packets, sizes, header_bytes, len(data), complete=False)
+            if partial and version >= 2 and packets:
+                warnings.warn(InputWarning(f"{source} ended early: no end packet; it holds {len(packets)} complete "
+                                           f"frames of the {header.frames} its header declares (the file's checksum "
+                                           "cannot be checked)"), stacklevel=2)
+                return Container(header, packets, sizes, header_bytes, len(data), complete=False, source=source)
             raise BitstreamError(f"{source}: truncated (no end packet after {len(packets)} frames)") from None
         except (ValueError, msgpack.FormatError, msgpack.StackError) as exc:
             raise BitstreamError(f"{source}: corrupted packet after {len(packets)} frames ({type(exc).__name__})") from None
@@ -282,7 +283,7 @@ def decode_container(data: bytes, source: str = "input", *, partial: bool = Fals
         pos = end
     if len(packets) != header.frames:
         raise BitstreamError(f"{source}: header says {header.frames} frames, file holds {len(packets)}")
-    return Container(header, packets, sizes, header_bytes, len(data))
+    return Container(header, packets, sizes, header_bytes, len(data), source=source)
 
 
 def read_container(path: str | os.PathLike[str], *, partial: bool = False) -> Container:

@@ -30,7 +30,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"CPU threads for G and E (default {DEFAULT_THREADS}: the models are small, and extra "
                         "threads slow them down on a busy machine)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar, and no line when a first use exports or quantizes the model's ONNX graphs")
 
 
 def load_model(args: argparse.Namespace, device: str | None = None) -> FaceModel:

@@ -69,7 +69,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     container = read_container(args.input, partial=True)  # a file cut short: its complete frames, a warning
-    model = load_model(args.model)
+    model = load_model(args.model) if args.model else (shipped_model_of(container) or load_model(None))
     stream_params(model, container.header)  # model check before any work
     latents = decode_sequence(model, container)
     write_npy_atomic(args.output, latents)
@@ -82,16 +82,20 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def breakdown_model(container: Container, path: str | None) -> LatentCodecModel | None:
-    """The latent codec to split a stream's payload by part, group and row: ``--model`` (an error if it is not the
-    stream's), else whichever shipped model made the stream, else None (packet types and framing only)."""
-    if path is not None:
-        return load_model(path)
+def shipped_model_of(container: Container) -> LatentCodecModel | None:
+    """The latent codec of whichever shipped model made a stream (the embedded face model or the synthetic latent
+    codec), else None."""
     for candidate in (default_face_model, default_latent_codec):
         model = load_latent_codec(candidate())
         if model.model_id == container.header.model_id:
             return model
     return None
+
+
+def breakdown_model(container: Container, path: str | None) -> LatentCodecModel | None:
+    """The latent codec to split a stream's payload by part, group and row: ``--model`` (an error if it is not the
+    stream's), else whichever shipped model made the stream, else None (packet types and framing only)."""
+    return load_model(path) if path is not None else shipped_model_of(container)
 
 
 def inspect_dict(path: str, model_path: str | None = None) -> dict:
@@ -223,6 +227,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     bpf = info["bits_per_frame"] or {"mean": 0, "p95": 0}
     print(f"total {info['total_bytes']} bytes (header {info['header_bytes']}), {bpf['mean']:.0f} bits/frame mean, "
           f"{bpf['p95']:.0f} p95, {info['kbps']:.2f} kbps")
+    if not info["complete"]:
+        tail = info["total_bytes"] - info["header_bytes"] - sum(f["bytes"] for f in info["frames"])
+        print(f"file cut short: no end packet, {tail} bytes of a partial last record (counted as container bytes)")
     if info["steps_used"]:
         print("face packets per step: " + ", ".join(f"{n} at {s}" for s, n in info["steps_used"].items()))
     print_breakdown(info["breakdown"])
@@ -274,7 +281,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_encode)
 
     p = lsub.add_parser("decode", help="decode IN.sgnc into OUT.npy (float32, (frames, rows, width))")
-    p.add_argument("--model", help="model bundle or latent codec file (default: the shipped model)")
+    p.add_argument("--model", help="model bundle or latent codec file (default: the shipped model that made the "
+                                   "stream: the embedded face model or the synthetic latent codec)")
     p.add_argument("input", metavar="IN.sgnc")
     p.add_argument("output", metavar="OUT.npy")
     p.set_defaults(func=cmd_decode)

@@ -2,7 +2,7 @@
 
 Read in pipeline order: landmarks.py (68 points) → ffhq_quad.py (the FFHQ recipe's quad) → smoothing.py (One-Euro on
 the quad) → crop.py (cut and resample) → tracker.py (per-frame driver; identity.py tells faces apart) → paste_back.py
-(inverse, feathered).
+(inverse, blended over the face only).
 """
 
 from sganc_stream.face.crop import FaceCropper

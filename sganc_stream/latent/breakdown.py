@@ -29,6 +29,7 @@ import numpy as np
 
 from sganc_stream.bitstream.container import Container
 from sganc_stream.bitstream.packet import PacketType
+from sganc_stream.errors import BitstreamError
 from sganc_stream.latent.codec import LatentStreamDecoder
 from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.sequence import stream_params
@@ -83,7 +84,7 @@ class BitBreakdown:
 
     total_bits: int  # 8 × file size
     header_bits: int  # magic + version byte + header map
-    end_bits: int  # the END packet record (CRC-32)
+    end_bits: int  # the END packet record (CRC-32); in a file cut short, its partial last record's bytes
     frames: int
     seconds: float  # frames / fps, so pooled streams of different frame rates give the right kbps
     groups: list[tuple[int, int]]  # stage groups, half-open W+ row ranges
@@ -174,7 +175,10 @@ def bit_breakdown(container: Container, model: LatentCodecModel | None = None, *
             t.transport_bits += 8 * (wire_bytes(record) - record)
         if decoder is None or not packet.type.is_frame:
             continue
-        parts = decoder.step(packet.type, packet.payload)
+        try:
+            parts = decoder.step(packet.type, packet.payload)
+        except BitstreamError as exc:
+            raise BitstreamError(f"{container.source}: frame {packet.frame}: {exc}") from None
         names = (["new_face" if packet.type == PacketType.NEW_FACE else "intra"] if packet.type.is_intra
                  else ["difference", "residual"][: len(parts)])
         info = np.stack([table.channel_bits(values) for values, table in parts])  # (parts, C)

@@ -25,7 +25,7 @@ from collections.abc import Collection
 from sganc_stream.bitstream.container import Container, StreamHeader, decode_container, encode_container
 
 from sganc_stream.bitstream.packet import Packet, PacketType
-from sganc_stream.errors import InputError, ModelMismatchError
+from sganc_stream.errors import BitstreamError, InputError, ModelMismatchError
 from sganc_stream.latent.codec import CodedFrame, LatentStreamDecoder, LatentStreamEncoder, StreamParams
 from sganc_stream.latent.model import LatentCodecModel
 
@@ -148,12 +148,15 @@ def stream_params(model: LatentCodecModel, header: StreamHeader) -> StreamParams
 
 def decode_sequence(model: LatentCodecModel, container: Container) -> np.ndarray:
     """(frames, rows, width) float32 latents of a stream, all NaN for its no-face frames (decimated streams:
-    packets · d frames, see :func:`interpolated_frames`); BitstreamError if corrupt."""
+    packets · d frames, see :func:`interpolated_frames`); BitstreamError, naming the file and frame, if corrupt."""
     dec = LatentStreamDecoder(model, stream_params(model, container.header), container.header.version)
     out = np.full((len(container.packets), model.rows, model.width), np.nan, dtype=np.float32)
     for i, p in enumerate(container.packets):
         if p.type.is_frame:
-            out[i] = dec.decode(p.type, p.payload)
+            try:
+                out[i] = dec.decode(p.type, p.payload)
+            except BitstreamError as exc:
+                raise BitstreamError(f"{container.source}: frame {p.frame}: {exc}") from None
     return interpolate(out, [p.type.is_intra for p in container.packets], container.header.decimation)[0]
 
 

@@ -107,15 +107,15 @@ def build_parser(prog: str, send: bool, receive: bool) -> argparse.ArgumentParse
                       help=f"end the call when the other side sends no hello for S seconds (default {HELLO_TIMEOUT_S:g})")
     p.add_argument("--model", help="face model bundle (default: the embedded face model); both sides need the same")
     p.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
-                   help="onnx: E, T, T⁻¹ and G in ONNX Runtime on the CPU, no torch import (default: 2.0–2.4× faster "
-                        "per stage than PyTorch eager, README \"CPU runtimes\"; the graphs are exported from the model "
+                   help="onnx: E, T, T⁻¹ and G in ONNX Runtime on the CPU, no torch import (default: 1.6–3.6× less "
+                        "CPU per stage than PyTorch eager, README \"CPU runtimes\"; the graphs are exported from the model "
                         f"with torch on first use and cached; {ONNX_EXTRA}); torch: PyTorch, the reference (--device cuda)")
     if send:
         p.add_argument("--encoder-precision", choices=ENCODER_PRECISIONS,
                        help="E as exported (fp32) or quantized to int8 on first use, calibrated on faces the model "
-                            "renders from its own latent prior (default: int8 with --runtime onnx, about half E's time "
-                            "for about 0.001 MS-SSIM, README \"CPU runtimes\"; fp32 with torch); the bitstream and "
-                            "the receiver do not depend on it")
+                            "renders from its own latent prior (default: int8 with --runtime onnx, 40 %% less E time "
+                            "for about 0.001 median MS-SSIM, README \"CPU runtimes\"; fp32 with torch); the bitstream "
+                            "and the receiver do not depend on it")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda needs --runtime torch; default cpu)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"CPU threads of each network (E, T, T⁻¹, G) (default {DEFAULT_THREADS})")
