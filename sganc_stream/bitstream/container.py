@@ -234,6 +234,8 @@ def decode_container(data: bytes, source: str = "input", *, partial: bool = Fals
         header = StreamHeader.from_map(next(unpacker), version)
     except StopIteration:
         raise BitstreamError(f"{source}: truncated (header incomplete)") from None
+    except BitstreamError as exc:
+        raise BitstreamError(f"{source}: {exc}") from None
     except (ValueError, msgpack.FormatError, msgpack.StackError) as exc:
         raise BitstreamError(f"{source}: malformed header ({type(exc).__name__})") from None
     header_bytes = 5 + unpacker.tell()
