@@ -43,7 +43,7 @@ from sganc_stream.latent.flow import RealNVP  # noqa: E402
 from sganc_stream.models.onnx_export import Project, Render, to_onnx  # noqa: E402
 from torch import nn  # noqa: E402
 from sganc_stream.latent.model import LatentCodecModel  # noqa: E402
-from sganc_stream.onnx_quantize import fit_to, prior_faces, quantize_encoder  # noqa: E402
+from sganc_stream.onnx_quantize import quantize_encoder_from_prior  # noqa: E402
 from sganc_stream.onnx_runtime import session_options  # noqa: E402
 from sganc_stream.pipeline import load_face_model  # noqa: E402
 
@@ -179,7 +179,7 @@ def int8_encoder(graph: bytes, codec: LatentCodecModel, render: torch.nn.Module,
 
     with tempfile.TemporaryDirectory(prefix="runtime-speed-") as work:
         (Path(work) / "e.onnx").write_bytes(graph)
-        quantize_encoder(Path(work) / "e.onnx", Path(work) / "e8.onnx", fit_to(prior_faces(codec, draw), side))
+        quantize_encoder_from_prior(Path(work) / "e.onnx", Path(work) / "e8.onnx", codec, draw, side)
         sess = ort.InferenceSession(str(Path(work) / "e8.onnx"), session_options(), providers=["CPUExecutionProvider"])
     return lambda xn: sess.run(None, {"x": xn})[0]
 

@@ -86,3 +86,10 @@ def quantize_encoder(fp32_graph: Path, out: Path, crops: np.ndarray) -> None:
         quantize_static(str(pre), str(tmp), Crops(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTIZED_OPS))
+
+
+def quantize_encoder_from_prior(fp32_graph: Path, out: Path, codec: LatentCodecModel,
+                                render: Callable[[np.ndarray], np.ndarray], side: int) -> None:
+    """E's int8 graph as the live call makes it: :func:`quantize_encoder` calibrated on :func:`prior_faces` (``codec``,
+    ``render`` as there) resampled to E's input ``side`` (:func:`fit_to`)."""
+    quantize_encoder(fp32_graph, out, fit_to(prior_faces(codec, render), side))

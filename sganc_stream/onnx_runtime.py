@@ -214,9 +214,9 @@ def load_onnx_face_model(path: str | os.PathLike[str], *, threads: int = 1, quie
         if not (folder / f"{name}.onnx").is_file():
             if not quiet:
                 print(f"quantizing E of model {model.model_id[:16]}… to int8 in {folder} (once per model)", file=sys.stderr)
-            from sganc_stream.onnx_quantize import fit_to, prior_faces, quantize_encoder
+            from sganc_stream.onnx_quantize import quantize_encoder_from_prior
 
-            side = int(bundle.config["encoder"]["input_size"])
-            quantize_encoder(folder / "encoder.onnx", folder / f"{name}.onnx", fit_to(prior_faces(codec, model.render), side))
+            quantize_encoder_from_prior(folder / "encoder.onnx", folder / f"{name}.onnx", codec, model.render,
+                                        int(bundle.config["encoder"]["input_size"]))
         model.encoder, model.encoder_precision = Graph(folder / f"{name}.onnx", threads), encoder_precision
     return model
