@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from sganc_stream.cli import main
 from sganc_stream.models import FastEncoder, Generator, GeneratorConfig, load_checkpoint
 from sganc_stream.training.face_bundle import build_face_bundle, encode_clip_latents, load_face_models, load_face_source
 from sganc_stream.training.face_data import INDEX_FIELDS
-from sganc_stream.training.face_model import TrainSettings, train_face_model
+from sganc_stream.training.face_model import FaceModelTrainer, TrainSettings, train_face_model
 from sganc_stream.training.latent_codec import TrainConfig, load_latent_sequences, train_latent_codec
 from sganc_stream.training.latent_files import latents_encoder_id
 from tests.test_training_face_model import TINY, _faces
@@ -138,3 +139,44 @@ def test_unusable_model_files_are_one_line(tmp_path: Path, capsys: pytest.Captur
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and needle in err[0] and "weights_only" not in err[0], err
     assert not marker.exists() and not (tmp_path / "b").exists()
+
+
+def test_init_starts_a_new_joint_run_from_a_bundles_weights(prepared: tuple[Path, Path], tmp_path: Path) -> None:
+    """What a lost run resumes from: the shipped bundle's G and E, fresh optimizers, its name kept across chunks."""
+    data, ckpt = prepared
+    files = encode_clip_latents(ckpt, data, tmp_path / "latents")
+    codec = tmp_path / "codec.safetensors"
+    train_latent_codec(load_latent_sequences(files), codec, TrainConfig(steps=4, batch=4, hidden=8), progress=False)
+    bundle = tmp_path / "bundle.safetensors"
+    build_face_bundle(ckpt, codec, bundle)
+    loaded = load_face_source(bundle, ema=False)
+    settings = TrainSettings(mode="joint", steps=2, batch=4)
+    trainer = FaceModelTrainer(TINY, settings)
+    trainer.start_from(loaded.generator, loaded.encoder, str(bundle))
+    for ours, theirs in ((trainer.g, loaded.generator), (trainer.g_ema, loaded.generator),
+                         (trainer.e, loaded.encoder), (trainer.e_ema, loaded.encoder)):
+        assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    assert trainer.step_count == 0 and trainer.cpu_seconds == 0.0
+    init = (loaded.generator, loaded.encoder, str(bundle))
+    run = tmp_path / "run"
+    first = train_face_model(_faces(8), run, TINY, settings, progress=False, init=init)
+    assert first.step_count == 2 and first.init_from == str(bundle)
+    with pytest.raises(InputError, match="exists: --init starts a new run"):
+        train_face_model(_faces(8), run, TINY, settings, progress=False, init=init)
+    later = train_face_model(_faces(8), run, TINY, TrainSettings(mode="joint", steps=3, batch=4), progress=False,
+                             resume=True)
+    assert later.step_count == 3 and later.init_from == str(bundle)
+    wider = dataclasses.replace(TINY, enc_base_channels=16)
+    with pytest.raises(InputError, match="its encoder .* differs"):
+        FaceModelTrainer(wider, settings).start_from(loaded.generator, loaded.encoder, str(bundle))
+    with pytest.raises(InputError, match="mode 'gan' cannot use it"):
+        FaceModelTrainer(TINY, TrainSettings(mode="gan", batch=4)).start_from(loaded.generator, loaded.encoder, "x")
+
+
+def test_init_outside_joint_mode_is_one_line_before_the_data_is_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train-face-model", str(tmp_path / "no-data"), "--out", str(tmp_path / "run"), "--mode", "encoder",
+                 "--init", str(tmp_path / "model.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--init" in err[0] and "--mode joint" in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -49,6 +49,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings.check()  # bad options: one line before the data is loaded
     if args.new_discriminator and not args.resume:
         raise InputError("--new-discriminator replaces a resumed run's discriminator: it needs --resume")
+    if args.init and args.mode != "joint":
+        raise InputError("--init starts joint training from a model's generator and encoder: it needs --mode joint")
     data = load_prepared(args.data, mmap=False)
     train = data.select("train")
     val = data.select("val")
@@ -63,6 +65,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         from sganc_stream.training.face_bundle import load_face_source
 
         generator = load_face_source(args.generator, need_encoder=False).generator
+    init = None
+    if args.init:
+        from sganc_stream.training.face_bundle import load_face_source
+
+        loaded = load_face_source(args.init, ema=False)
+        init = (loaded.generator, loaded.encoder, str(args.init))
     preview = data.images[val[np.linspace(0, len(val) - 1, 8).astype(int)]] if len(val) >= 8 else None
     # Consecutive training-clip frames, as rows of the training subset (the temporal term's pairs).
     position = {int(g): k for k, g in enumerate(train)}
@@ -72,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = train_face_model(data.images[train], args.out, arch, settings, device=args.device, resume=args.resume,
                                generator=generator, preview=preview, pairs=pairs,
                                is_photo=np.array([data.index[int(i)]["kind"] == "photo" for i in train]),
-                               new_discriminator=args.new_discriminator)
+                               new_discriminator=args.new_discriminator, init=init)
     last = trainer.history[-50:]
     summary = ({k: round(float(np.mean([h[k] for h in last if k in h])), 5) for k in last[-1]
                 if k not in ("step", "images", "cpu_hours")} if last else {})
@@ -230,6 +238,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--init", metavar="MODEL",
+                   help="joint mode, new run: start G and E from this bundle's or training checkpoint's weights (raw, "
+                        "not EMA) with fresh optimizers and discriminator (e.g. when a run's checkpoints are lost)")
     p.add_argument("--resume", action="store_true", help="continue RUN_DIR/checkpoint.pt")
     p.add_argument("--new-discriminator", action="store_true",
                    help="with --resume: drop the checkpoint's discriminator and start one afresh (to change "

@@ -453,6 +453,7 @@ class FaceModelTrainer:
         self.d_start = 0  # step at which D was created (a later chunk may add it): its warm-up counts from here
         self.cpu_seconds = 0.0  # process CPU time spent in step(), all chunks together
         self.history: list[dict[str, float]] = []
+        self.init_from = ""  # the model whose weights started this run (start_from), kept across chunks
 
     @property
     def uses_d(self) -> bool:
@@ -644,6 +645,23 @@ class FaceModelTrainer:
         self.cpu_seconds += time.process_time() - cpu_start
         return out
 
+    def start_from(self, g: Generator, e: nn.Module, source: str) -> None:
+        """Start joint training from a trained G and E (a bundle's or another run's weights, e.g. when a run's
+        checkpoints are lost): both and their EMA copies take those weights; optimizers, discriminator, step count
+        and CPU time start afresh. ``source`` names the model in the checkpoint (``init_from``). InputError outside
+        joint mode, or for a G or E of another layout than this run's architecture."""
+        if self.s.mode != "joint" or self.e is None or self.g_ema is None or self.e_ema is None:
+            raise InputError(f"--init starts joint training from a model's G and E; mode {self.s.mode!r} cannot use it")
+        if g.config != self.g.config:
+            raise InputError(f"{source}: its generator {g.config} differs from this run's {self.g.config} "
+                             "(match --channel-base, --channel-max and --n-mlp to it)")
+        if not isinstance(e, FastEncoder) or e.config != self.e.config:
+            raise InputError(f"{source}: its encoder {getattr(e, 'config', type(e).__name__)} differs from this run's "
+                             f"{self.e.config} (match --enc-channels and --enc-identity to it)")
+        for target, weights in ((self.g, g), (self.g_ema, g), (self.e, e), (self.e_ema, e)):
+            target.load_state_dict(weights.state_dict())
+        self.init_from = source
+
     # ------------------------------------------------------------------------------------------------
     def exported(self, ema: bool = True) -> tuple[Generator, FastEncoder | None]:
         """The EMA (or, with ``ema=False``, the raw) generator and encoder in eval mode, as a bundle stores them.
@@ -665,6 +683,7 @@ class FaceModelTrainer:
             "step": self.step_count,
             "d_start": self.d_start,
             "cpu_seconds": self.cpu_seconds,
+            "init_from": self.init_from,
             "history": json.dumps(self.history),
             "arch": json.dumps(asdict(self.arch), sort_keys=True),
             "settings": json.dumps(_fixed_settings(self.s), sort_keys=True),
@@ -703,6 +722,7 @@ class FaceModelTrainer:
         # D's warm-up counts from when D was created: now, if this chunk adds it.
         self.d_start = int(state.get("d_start", 0)) if "d" in state["modules"] else self.step_count
         self.cpu_seconds = float(state.get("cpu_seconds", 0.0))
+        self.init_from = str(state.get("init_from", ""))
         self.history = json.loads(state["history"])
 
 
@@ -805,13 +825,16 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
                      device: str = "cpu", resume: bool = False, generator: Generator | None = None,
                      preview: np.ndarray | None = None, pairs: np.ndarray | None = None,
                      is_photo: np.ndarray | None = None,
-                     progress: bool = True, new_discriminator: bool = False) -> FaceModelTrainer:
+                     progress: bool = True, new_discriminator: bool = False,
+                     init: tuple[Generator, nn.Module, str] | None = None) -> FaceModelTrainer:
     """Train on uint8 (n, size, size, 3) aligned faces; checkpoints, samples and ``log.jsonl`` go to ``out_dir``.
 
     ``generator`` is the frozen G of encoder mode; ``preview`` (uint8 faces, e.g. validation ones) is what the
     sample grids show; ``pairs`` (k, 2) int64 are rows of ``images`` that are consecutive frames of one clip (the
     temporal term's data); ``is_photo`` (bool (n,)) marks photos, for ``settings.photo_share``. With ``resume`` an existing checkpoint is continued (same architecture; the chunk
-    settings in ``CHUNK_SETTINGS`` may change; ``new_discriminator`` starts D afresh, see ``load_state``). Each log line holds the step's losses, ``images`` seen and the
+    settings in ``CHUNK_SETTINGS`` may change; ``new_discriminator`` starts D afresh, see ``load_state``). ``init``
+    (generator, encoder, their source's name) starts a new joint run from those weights (``FaceModelTrainer.start_from``);
+    InputError with an existing checkpoint. Each log line holds the step's losses, ``images`` seen and the
     ``cpu_hours`` of process CPU time spent in training steps so far.
     """
     if device == "cuda" and not torch.cuda.is_available():
@@ -824,6 +847,11 @@ def train_face_model(images: np.ndarray, out_dir: str | Path, arch: FaceModelCon
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / CHECKPOINT
+    if init is not None and ckpt.is_file():
+        raise InputError(f"{ckpt} exists: --init starts a new run (continue this one with --resume alone, or choose "
+                         "another output folder)")
+    if init is not None:
+        trainer.start_from(*init)
     if resume and ckpt.is_file():
         trainer.load_state(read_torch_file(ckpt, keys=("arch", "settings", "modules"), what="train-face-model checkpoint"), ckpt,
                            new_discriminator=new_discriminator)
