@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from baselines import PIXEL_CODECS
+from sganc_stream.latent.quantize import ROUNDING_OFFSET
 from bitrate_systems import HEADLINE_G, EncoderOptions, g_label
 from common import RESULTS
 from rd import headline_ratio, rate_at_quality
@@ -85,9 +86,10 @@ def fmt(v: Any, spec: str) -> str:
 
 
 def encoder_label(encoder: dict[str, Any]) -> str:
-    """The run's inter-coding options in words (EncoderOptions' fields; results from before they were recorded: the
-    defaults)."""
-    return EncoderOptions(**encoder).label() or "the commands' defaults (factorized, no damping, rounding to nearest)"
+    """The run's inter-coding options in words (EncoderOptions' fields, as resolved for the run's model; results from
+    before they were recorded coded the paper's way)."""
+    paper = {"inter_context": "factorized", "damping": 0.0, "rounding_offset": ROUNDING_OFFSET}
+    return EncoderOptions(**{**paper, **encoder}).label() or "the paper's (factorized, no damping, rounding to nearest)"
 
 
 def markdown(result: dict[str, Any], name: str) -> str:

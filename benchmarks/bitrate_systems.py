@@ -26,9 +26,12 @@ from baselines import COMPRESSORS, PIXEL_CODECS, code_pixels, naive_code
 from rd import rtp_wire_bytes, wire_bytes
 from sganc_stream.bitstream.container import decode_container, encode_container
 from sganc_stream.bitstream.packet import Packet
+from sganc_stream.cli.transcode import encoder_words
 from sganc_stream.errors import InputError
 from sganc_stream.latent.breakdown import BitBreakdown, bit_breakdown
-from sganc_stream.latent.codec import AUTO_RESIDUAL, LatentStreamEncoder, StreamParams, resolve_residual
+from sganc_stream.latent.codec import (AUTO, AUTO_RESIDUAL, LatentStreamEncoder, StreamParams, resolve_encoder_choices,
+                                       resolve_residual)
+from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.quantize import ROUNDING_OFFSET
 from sganc_stream.pipeline import FaceModel, FrameEncoder
 from sganc_stream.training.face_data import clip_identity
@@ -104,18 +107,23 @@ def find_clips(paths: list[str] | None) -> list[Path]:
 class EncoderOptions:
     """The commands' inter-coding options (``--inter-context --drift-damping --rounding-offset``, cli.options), applied
     to the modes that have them: a context and a dead zone to inter differences (not intra mode), damping to the open
-    loop only. The defaults are the commands' (the paper's coding)."""
+    loop only. The defaults are the commands' (``auto``: what the model's tables were fitted for, :meth:`resolved`)."""
 
-    inter_context: str = "factorized"
-    damping: float = 0.0
-    rounding_offset: float = ROUNDING_OFFSET
+    inter_context: str = AUTO
+    damping: float | str = AUTO
+    rounding_offset: float | str = AUTO
+
+    def resolved(self, codec: LatentCodecModel) -> EncoderOptions:
+        """These options with ``auto`` resolved as the commands resolve it for an open-loop stream of ``codec``
+        (``latent.codec.resolve_encoder_choices``); :func:`sganc_params` narrows them to each mode."""
+        return EncoderOptions(*resolve_encoder_choices(self.inter_context, self.damping, self.rounding_offset, "open",
+                                                       codec))
 
     def label(self) -> str:
-        """'' for the defaults, else e.g. ``temporal, damping 0.5, dead zone 0.167`` (for tables and plots)."""
-        parts = ([self.inter_context] if self.inter_context != "factorized" else []) + (
-            [f"damping {self.damping:g}"] if self.damping else []) + (
-            [f"dead zone {self.rounding_offset:.3g}"] if self.rounding_offset != ROUNDING_OFFSET else [])
-        return ", ".join(parts)
+        """'' for the paper's coding, else e.g. ``temporal context, drift damping 0.5, dead zone 0.167`` (for tables
+        and plots; resolved options: the words transcode's summary line uses)."""
+        return encoder_words({"context": self.inter_context, "drift_damping": self.damping,
+                              "rounding_offset": self.rounding_offset}).strip(" ()")
 
 
 def sganc_params(model: FaceModel, mode: str, g: int, step_index: int, residual: str = AUTO_RESIDUAL,
@@ -125,6 +133,7 @@ def sganc_params(model: FaceModel, mode: str, g: int, step_index: int, residual:
     self-check get theirs, so they code alike. Raises InputError for options the model cannot code (temporal context
     without its tables)."""
     inter = mode != "intra"
+    encoder = encoder.resolved(model.codec)
     params = StreamParams(mode, g, step_index, residual=resolve_residual(residual, mode, g, model.codec),
                           inter_context=encoder.inter_context if inter else "factorized",
                           damping=encoder.damping if mode == "open" else 0.0,

@@ -32,7 +32,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -359,6 +359,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     engine = engine_from(args)
     model = load_face_model(args.model or default_face_model(), engine.driver_device())
     codec = model.codec
+    s = replace(s, encoder=asdict(EncoderOptions(**s.encoder).resolved(codec)))  # the record names concrete choices
     mid = len(codec.steps) // 2
     keep = Path(args.keep) if args.keep else REPO / "out" / ("bitrate_vs_g_quick" if s.quick else "bitrate_vs_g")
     keep.mkdir(parents=True, exist_ok=True)

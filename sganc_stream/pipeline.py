@@ -271,6 +271,9 @@ def transcode_frames(model: FaceModel, frames: Iterable[TimedFrame], fps: float,
     report = stream_report(header, size, records, timing=timing, decoded=decode,
                            quality={k: m.summary() for k, m in meters.items()} if quality else None)
     report["stream"]["refine"] = refine_settings(options.refine)  # None: E's W+ coded as is
+    # encoder-only choices (no header field says them): what --drift-damping / --rounding-offset resolved to
+    report["stream"]["drift_damping"] = options.params.damping
+    report["stream"]["rounding_offset"] = options.params.rounding_offset
     report["input"] = name
     report["alignment"] = alignment_summary(records, model)
     if quality:

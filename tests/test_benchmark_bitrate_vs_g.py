@@ -198,7 +198,13 @@ def test_encoder_options_reach_every_mode_that_has_them(tiny_codec):
 
     model = SimpleNamespace(codec=tiny_codec)
     tuned = EncoderOptions("factorized", 0.5, 1 / 6)
-    assert tuned.label() == "damping 0.5, dead zone 0.167" and EncoderOptions().label() == ""
+    assert tuned.label() == "drift damping 0.5, dead zone 0.167"
+    assert EncoderOptions("factorized", 0.0, ROUNDING_OFFSET).label() == ""
+    # auto (the commands' default) is what the model's tables were fitted for, resolved as the commands resolve it
+    fitted = dataclasses.replace(tiny_codec, tables_encoder={"drift_damping": 0.5, "rounding_offset": 1 / 6})
+    assert EncoderOptions().resolved(fitted) == EncoderOptions("factorized", 0.5, 1 / 6)  # no context tables
+    assert EncoderOptions().resolved(tiny_codec) == EncoderOptions("factorized", 0.0, ROUNDING_OFFSET)
+    assert sganc_params(SimpleNamespace(codec=fitted), "closed", 0, 1).damping == 0.0  # type: ignore[arg-type]
     open_ = sganc_params(model, "open", 10, 1, "auto", tuned)  # type: ignore[arg-type]
     assert (open_.damping, open_.rounding_offset, open_.residual) == (0.5, 1 / 6, "empirical")
     closed = sganc_params(model, "closed", 0, 1, "auto", tuned)  # type: ignore[arg-type]

@@ -41,6 +41,10 @@ def test_transcode_decode_equality_and_report(tmp_path: Path, capsys: pytest.Cap
     assert [f["bytes"] for f in report["per_frame"]] == container.record_bytes
     assert [f["type"] for f in report["per_frame"]] == [p.type.label for p in container.packets]
     assert report["fps"] == container.header.fps == 25.0
+    # auto: the tiny model has temporal-context tables but no record of the encoder they were fitted for, so the
+    # differences use its tables and the paper's open loop (no damping, rounding to nearest)
+    assert (report["stream"]["context"], report["stream"]["drift_damping"], report["stream"]["rounding_offset"]) == \
+        ("temporal", 0.0, 0.5)
     assert report["kbps"] == pytest.approx(8 * report["bytes"] / 4 * 25 / 1000)
     for ref in ("vs_aligned", "vs_projected"):
         assert {"psnr", "ms_ssim", "identity_distance"} <= report["quality"][ref].keys()
@@ -245,8 +249,8 @@ def test_altered_payload_is_an_error_not_garbage(tmp_path: Path, capsys: pytest.
     from sganc_stream.bitstream.packet import Packet
 
     out = tmp_path / "c.sgnc"
-    assert main(["transcode", "--model", str(tiny_bundle()), "--max-frames", "2", "--quiet",
-                 str(shared_path(CLIPS, STEADY_CLIP)), str(out)]) == 0
+    assert main(["transcode", "--model", str(tiny_bundle()), "--max-frames", "2", "--quiet", "--inter-context",
+                 "factorized", str(shared_path(CLIPS, STEADY_CLIP)), str(out)]) == 0
     c = read_container(out)
     p = c.packets[1]
     altered = bytearray(p.payload)
@@ -266,7 +270,8 @@ def test_transcode_with_a_target_rate_writes_v4_that_decodes(tmp_path: Path, cap
     clip, out = shared_path(CLIPS, STEADY_CLIP), tmp_path / "rc.sgnc"
     model = str(tiny_bundle())
     assert main(["transcode", "--model", model, "--max-frames", "4", "--target-kbps", "20", "--lossless", "--quiet",
-                 "--recon", str(tmp_path / "r.mkv"), "--report", str(tmp_path / "rc.json"), str(clip), str(out)]) == 0
+                 "--inter-context", "factorized", "--recon", str(tmp_path / "r.mkv"), "--report",
+                 str(tmp_path / "rc.json"), str(clip), str(out)]) == 0
     header = read_container(out).header
     assert header.version == 4 and len(header.steps) >= 2 and header.step == header.steps[0]
     report = json.loads((tmp_path / "rc.json").read_text())  # each frame's step: what rate control chose

@@ -93,3 +93,7 @@ def test_demo_on_the_bundled_clip_keeps_the_identity(tmp_path: Path, capsys: pyt
     assert report["quality"]["vs_aligned"]["identity_distance"] < 0.6
     assert report["quality"]["vs_aligned"]["ms_ssim"] > 0.65
     assert report["kbps"] * 25 / report["fps"] <= 33
+    # the encoder the bundle's tables were fitted for is the default (auto), and the report and summary line say so
+    stream = report["stream"]
+    assert (stream["context"], stream["drift_damping"], stream["rounding_offset"]) == ("temporal", 0.5, 1 / 6)
+    assert "(temporal context, drift damping 0.5, dead zone 0.167)" in capsys.readouterr().out

@@ -288,6 +288,7 @@ def test_fit_context_tables_command_adds_tables_to_a_bundle(tiny_codec_path, tmp
     assert "for the closed-loop encoder with g 0, damping 0, rounding offset 0.2, decimation 1" in out_line
     assert load_bundle(dz).config["codec"]["tables_encoder"] == {"mode": "closed", "g": 0, "drift_damping": 0.0,
                                                                  "rounding_offset": 0.2, "decimation": 1}
+    assert load_latent_codec(dz).tables_encoder == load_bundle(dz).config["codec"]["tables_encoder"]  # auto follows it
     assert main(["inspect", str(dz)]) == 0  # a user sees which encoder options the tables match
     assert ("tables fitted for --mode closed --g 0 --drift-damping 0 --rounding-offset 0.2 --decimation 1"
             in capsys.readouterr().out)

@@ -2,7 +2,7 @@
 and the runtime options (``--runtime --device --threads``) of ``decode`` and the live call.
 
 One definition of ``--mode --g --step --keyframe-interval``, ``--residual-table``, ``--drift-damping
---rounding-offset`` and ``--target-kbps`` (and, for commands that write files, ``--inter-context``; for latent files,
+--rounding-offset`` (``auto`` by default: what the model's tables were fitted for) and ``--target-kbps`` (and, for commands that write files, ``--inter-context``; for latent files,
 ``--decimation``);
 validation is :class:`StreamParams`' (one place), so ``--g 300`` is the same one-line error in every command, before
 any model work or network set-up. :func:`check_runtime_arguments` is the one check of the runtime options.
@@ -14,8 +14,8 @@ import argparse
 
 from sganc_stream.errors import InputError
 from sganc_stream.bitstream.container import MAX_DECIMATION
-from sganc_stream.latent.codec import AUTO_RESIDUAL, MODES, RESIDUAL_CHOICES, StreamParams, resolve_residual
-from sganc_stream.latent.context import INTER_CONTEXTS
+from sganc_stream.latent.codec import (AUTO, AUTO_RESIDUAL, CONTEXT_CHOICES, MODES, RESIDUAL_CHOICES, StreamParams,
+                                       resolve_encoder_choices, resolve_residual)
 from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.quantize import ROUNDING_OFFSET
 from sganc_stream.onnx_runtime import require_onnxruntime
@@ -45,24 +45,33 @@ def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
 def add_context_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Add ``--inter-context`` (file streams only: the call protocol's header has no such field) and the encoder
     options (:func:`add_encoder_arguments`)."""
-    p.add_argument("--inter-context", choices=INTER_CONTEXTS, default="factorized",
-                   help="how inter differences are coded: factorized (one table per channel, the paper's; default) or "
-                        "temporal (each channel's table chosen by its previous decoded difference; needs a model with "
-                        "temporal-context tables, e.g. from fit-context-tables; writes bitstream v5, v6 with "
-                        "--target-kbps)")
+    p.add_argument("--inter-context", choices=CONTEXT_CHOICES, default=AUTO,
+                   help="how inter differences are coded: auto (default) is temporal when the model has "
+                        "temporal-context tables (the shipped model does) and the mode codes differences, else "
+                        "factorized; factorized is one table per channel, the paper's; temporal chooses each channel's "
+                        "table by its previous decoded difference (needs a model with temporal-context tables, e.g. "
+                        "from fit-context-tables; writes bitstream v5, v6 with --target-kbps)")
     add_encoder_arguments(p)
 
 
 def add_encoder_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Add ``--drift-damping`` and ``--rounding-offset``: encoder choices that change no bitstream field (files and
     the call alike)."""
-    p.add_argument("--drift-damping", type=float, default=0.0, metavar="A",
+    p.add_argument("--drift-damping", type=_auto_or_number, default=AUTO, metavar="A",
                    help="open mode: each latent difference also corrects a share A (0 … 1) of the drift so far "
-                        "(0: the paper's open loop, default; 1: closed loop with residuals); changes no bitstream field")
-    p.add_argument("--rounding-offset", type=float, default=ROUNDING_OFFSET, metavar="F",
-                   help="quantizer of latent differences: sign(x)·floor(|x| + F) in steps (0 … 0.5); 0.5 rounds to "
-                        "nearest (default), less is a dead zone (1/6: H.264's inter offset) that sends more zeros; "
+                        "(0: the paper's open loop; 1: closed loop with residuals); auto (default) is the damping the "
+                        "model's tables were fitted for (the shipped model: 0.5; `inspect MODEL` shows it), else 0; "
                         "changes no bitstream field")
+    p.add_argument("--rounding-offset", type=_auto_or_number, default=AUTO, metavar="F",
+                   help="quantizer of latent differences: sign(x)·floor(|x| + F) in steps (0 … 0.5); 0.5 rounds to "
+                        "nearest, less is a dead zone (1/6: H.264's inter offset) that sends more zeros; auto "
+                        "(default) is the offset the model's tables were fitted for (the shipped model: 1/6), else "
+                        "0.5; changes no bitstream field")
+
+
+def _auto_or_number(text: str) -> float | str:
+    """argparse type of the encoder choices: ``auto`` or a number (ValueError: argparse's one-line usage error)."""
+    return AUTO if text == AUTO else float(text)
 
 
 def add_decimation_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -84,9 +93,9 @@ def add_rate_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
 def check_stream_arguments(args: argparse.Namespace) -> None:
     """Validate all but ``--step`` (a preset of the model) before a model is loaded: StreamParams with step index 0
     (``--residual-table auto`` stands for Irwin–Hall here, valid in every mode; the model decides it later)."""
+    context, damping, offset = _encoder(args, None)
     StreamParams(args.mode, args.g, 0, args.keyframe_interval, _residual(args, None), _target(args),
-                 inter_context=_context(args), decimation=_decimation(args), damping=_damping(args),
-                 rounding_offset=_offset(args))
+                 inter_context=context, decimation=_decimation(args), damping=damping, rounding_offset=offset)
     if _target(args) is not None and args.step is not None:
         raise InputError("--step and --target-kbps exclude each other: rate control chooses the step")
 
@@ -99,9 +108,9 @@ def stream_params_from(args: argparse.Namespace, codec: LatentCodecModel) -> Str
     check_stream_arguments(args)
     target = _target(args)
     step = codec.step_index(min(codec.steps) if target is not None else args.step)
+    context, damping, offset = _encoder(args, codec)
     params = StreamParams(args.mode, args.g, step, args.keyframe_interval, _residual(args, codec), target,
-                          inter_context=_context(args), decimation=_decimation(args), damping=_damping(args),
-                          rounding_offset=_offset(args))
+                          inter_context=context, decimation=_decimation(args), damping=damping, rounding_offset=offset)
     params.check_model(codec)
     return params
 
@@ -111,19 +120,13 @@ def _target(args: argparse.Namespace) -> float | None:
     return getattr(args, "target_kbps", None)
 
 
-def _context(args: argparse.Namespace) -> str:
-    """``--inter-context``; the call has no such option (its headers cannot name one): factorized."""
-    return getattr(args, "inter_context", "factorized")
-
-
-def _damping(args: argparse.Namespace) -> float:
-    """``--drift-damping``; commands without it code the paper's open loop."""
-    return getattr(args, "drift_damping", 0.0)
-
-
-def _offset(args: argparse.Namespace) -> float:
-    """``--rounding-offset``; commands without it round differences to nearest."""
-    return getattr(args, "rounding_offset", ROUNDING_OFFSET)
+def _encoder(args: argparse.Namespace, codec: LatentCodecModel | None) -> tuple[str, float, float]:
+    """``--inter-context``, ``--drift-damping`` and ``--rounding-offset``, ``auto`` resolved against ``codec``
+    (:func:`~sganc_stream.latent.codec.resolve_encoder_choices`). The call has no ``--inter-context`` (its headers
+    cannot name one): factorized; commands without the encoder options (``sganc-recv``) code the paper's open loop
+    and round to nearest."""
+    return resolve_encoder_choices(getattr(args, "inter_context", "factorized"), getattr(args, "drift_damping", 0.0),
+                                   getattr(args, "rounding_offset", ROUNDING_OFFSET), args.mode, codec)
 
 
 def _decimation(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from sganc_stream.engine import ENGINES, RAY_EXTRA, EngineOptions
 from sganc_stream.errors import InputError
 from sganc_stream.metrics import IDENTITY_EVERY
 from sganc_stream.latent.codec import resolve_residual
+from sganc_stream.latent.quantize import ROUNDING_OFFSET
 
 # The pipeline (torch) is imported by the commands that run it, so that `sganc-stream --help` loads no torch.
 if TYPE_CHECKING:
@@ -86,10 +87,19 @@ def options_from(args: argparse.Namespace, model: FaceModel, **outputs: Any) -> 
                             progress=not args.quiet, **outputs)
 
 
+def encoder_words(stream: dict[str, Any]) -> str:
+    """``' (temporal context, drift damping 0.5, dead zone 0.167)'`` for a report's stream section; '' for the
+    paper's coding (factorized, no damping, rounding to nearest)."""
+    parts = ([f"{stream['context']} context"] if stream.get("context", "factorized") != "factorized" else []) + (
+        [f"drift damping {stream['drift_damping']:g}"] if stream.get("drift_damping") else []) + (
+        [f"dead zone {stream['rounding_offset']:.3g}"] if stream.get("rounding_offset", ROUNDING_OFFSET) != ROUNDING_OFFSET else [])
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def describe(report: dict[str, Any]) -> str:
     """One line of figures for the terminal."""
     line = (f"{report['frames']} frames, {report['bytes']} bytes, {report['kbps']:.2f} kbps at {report['fps']:g} fps "
-            f"and step Δ = {report['stream']['step']:g}, "
+            f"and step Δ = {report['stream']['step']:g}{encoder_words(report['stream'])}, "
             f"{report['bits_per_frame']['mean']:.0f} bits/frame (p95 {report['bits_per_frame']['p95']:.0f})")
     refine = report["stream"].get("refine")
     if refine:

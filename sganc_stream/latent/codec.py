@@ -64,6 +64,8 @@ TARGET_KBPS_RANGE = (1.0, 100_000.0)  # kbit/s a rate-controlled stream may aim 
 # :func:`resolve_residual` turns into one once the model is known. StreamParams only ever holds a concrete table.
 AUTO_RESIDUAL = "auto"
 RESIDUAL_CHOICES = (AUTO_RESIDUAL, *RESIDUAL_TABLES)
+AUTO = "auto"  # an encoder choice the model decides (resolve_encoder_choices), like AUTO_RESIDUAL the residual table
+CONTEXT_CHOICES = (AUTO, *INTER_CONTEXTS)
 
 
 def resolve_residual(residual: str, mode: str, g: int, model: LatentCodecModel | None) -> str:
@@ -75,6 +77,33 @@ def resolve_residual(residual: str, mode: str, g: int, model: LatentCodecModel |
         return residual
     has_table = model is not None and mode == "open" and isinstance(g, int) and g > 0 and g in model.empirical_residuals
     return "empirical" if has_table else "irwin_hall"
+
+
+def resolve_encoder_choices(inter_context: str, damping: float | str, rounding_offset: float | str, mode: str,
+                            model: LatentCodecModel | None) -> tuple[str, float, float]:
+    """The concrete inter context, drift damping and rounding offset of requested ones (the one place their ``auto``
+    is resolved). ``auto`` means what ``model``'s tables were fitted for (its ``tables_encoder``, recorded by
+    ``fit-context-tables``), where the stream's mode can use it: temporal context when the model has temporal-context
+    tables and the mode codes inter differences (open, closed); the recorded damping in open mode; the recorded
+    rounding offset in open and closed mode. Otherwise, and with no model yet (options checked before it is loaded),
+    ``auto`` is the paper's encoder: factorized, no damping, rounding to nearest (0.5). Explicit choices are returned
+    as they are, for StreamParams to validate. Tables fitted for an encoder code that encoder's differences in fewer
+    bits (MODEL_CARD, held-out bitrate_vs_g: 0.72–0.89× the rate at equal identity)."""
+    fitted = (model.tables_encoder or {}) if model is not None else {}
+    if inter_context == AUTO:
+        has_tables = model is not None and bool(model.context_tables)
+        inter_context = "temporal" if has_tables and mode != "intra" else "factorized"
+    if damping == AUTO:
+        damping = _fitted_number(fitted, "drift_damping", 0.0) if mode == "open" else 0.0
+    if rounding_offset == AUTO:
+        rounding_offset = _fitted_number(fitted, "rounding_offset", ROUNDING_OFFSET) if mode != "intra" else ROUNDING_OFFSET
+    return inter_context, float(damping), float(rounding_offset)
+
+
+def _fitted_number(fitted: dict, key: str, default: float) -> float:
+    """A number from a model's ``tables_encoder`` record; ``default`` where it is missing or not a number."""
+    value = fitted.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
 @dataclass(frozen=True)

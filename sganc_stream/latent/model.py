@@ -71,6 +71,9 @@ class LatentCodecModel:
     of every preset; empty for models without them.
     ``default_step``: the preset commands code at without ``--step`` (config ``default_step``); None = the middle
     preset (models whose config does not name one).
+    ``tables_encoder``: the encoder its context and empirical residual tables were fitted for (config
+    ``tables_encoder``, written by ``fit-context-tables``: mode, g, drift_damping, rounding_offset, decimation); None
+    when not recorded. Commands' ``auto`` encoder choices follow it (``latent.codec.resolve_encoder_choices``).
     """
 
     rows: int
@@ -85,6 +88,7 @@ class LatentCodecModel:
     runner: FlowRunner | None = None
     context_tables: list[ContextTables] = field(default_factory=list)
     default_step: float | None = None
+    tables_encoder: dict[str, Any] | None = None
 
     @property
     def channels(self) -> int:
@@ -271,7 +275,8 @@ class LatentCodecModel:
             raise CheckpointError(f"{source}: temporal-context tables do not cover {rows}x{width} with "
                                   f"{context_classes} classes")
         return cls(rows, width, groups, steps, flows, tables, model_id=bundle.model_id, info=cfg.get("info"),
-                   empirical_residuals=empirical, runner=runner, context_tables=contexts, default_step=default_step)
+                   empirical_residuals=empirical, runner=runner, context_tables=contexts, default_step=default_step,
+                   tables_encoder=cfg["tables_encoder"] if isinstance(cfg.get("tables_encoder"), dict) else None)
 
 
 def context_tensors(tables: list[ContextTables]) -> dict[str, torch.Tensor]:
