@@ -11,8 +11,8 @@ import dataclasses
 
 import pytest
 
-from sganc_stream.cli.options import (add_context_argument, add_encoder_arguments, add_residual_argument,
-                                      add_stream_arguments, check_stream_arguments, stream_params_from)
+from sganc_stream.cli.options import (add_context_argument, add_encoder_arguments, check_stream_arguments,
+                                      stream_params_from)
 from sganc_stream.errors import InputError
 from sganc_stream.latent.codec import resolve_encoder_choices
 from sganc_stream.latent.model import LatentCodecModel
@@ -21,6 +21,7 @@ from sganc_stream.latent.synthetic import synthetic_latents
 from sganc_stream.training.latent_codec import fit_context
 
 from conftest import TINY_ROWS, TINY_WIDTH
+from test_cli_residual_auto import _args
 
 SHIPPED_FIT = {"mode": "open", "g": 10, "drift_damping": 0.5, "rounding_offset": 1 / 6, "decimation": 2}
 
@@ -37,20 +38,12 @@ def fitted(tiny_codec: LatentCodecModel) -> LatentCodecModel:
 
 def _file_args(*argv: str) -> argparse.Namespace:
     """The options of a command that writes files (transcode, demo, latents encode)."""
-    p = argparse.ArgumentParser()
-    add_stream_arguments(p)
-    add_residual_argument(p)
-    add_context_argument(p)
-    return p.parse_args(list(argv))
+    return _args(*argv, adders=(add_context_argument,))
 
 
 def _call_args(*argv: str) -> argparse.Namespace:
     """The call's options: no --inter-context (its headers cannot name one)."""
-    p = argparse.ArgumentParser()
-    add_stream_arguments(p)
-    add_residual_argument(p)
-    add_encoder_arguments(p)
-    return p.parse_args(list(argv))
+    return _args(*argv, adders=(add_encoder_arguments,))
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -5,6 +5,7 @@ header only ever name a concrete table."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +55,14 @@ def plain(tiny_codec_path: Path, tmp_path_factory: pytest.TempPathFactory) -> La
     return codec
 
 
-def _args(*argv: str) -> argparse.Namespace:
+def _args(*argv: str, adders: tuple[Callable[[argparse.ArgumentParser], None], ...] = (add_rate_argument,)
+          ) -> argparse.Namespace:
+    """``argv`` parsed by a command's coding options: stream and residual options, then ``adders``' (--target-kbps)."""
     p = argparse.ArgumentParser()
     add_stream_arguments(p)
     add_residual_argument(p)
-    add_rate_argument(p)
+    for add in adders:
+        add(p)
     return p.parse_args(list(argv))
 
 
