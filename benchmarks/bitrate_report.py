@@ -89,7 +89,7 @@ def encoder_label(encoder: dict[str, Any]) -> str:
     """The run's inter-coding options in words (EncoderOptions' fields, as resolved for the run's model; results from
     before they were recorded coded the paper's way)."""
     paper = {"inter_context": "factorized", "damping": 0.0, "rounding_offset": ROUNDING_OFFSET}
-    return EncoderOptions(**{**paper, **encoder}).label() or "the paper's (factorized, no damping, rounding to nearest)"
+    return EncoderOptions(**{**paper, **encoder}).label()
 
 
 def markdown(result: dict[str, Any], name: str) -> str:

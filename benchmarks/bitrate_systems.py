@@ -120,10 +120,10 @@ class EncoderOptions:
                                                        codec))
 
     def label(self) -> str:
-        """'' for the paper's coding, else e.g. ``temporal context, drift damping 0.5, dead zone 0.167`` (for tables
-        and plots; resolved options: the words transcode's summary line uses)."""
+        """E.g. ``temporal context, drift damping 0.5, rounding offset 0.167`` (for tables and plots; resolved
+        options, in the words transcode's summary line uses)."""
         return encoder_words({"context": self.inter_context, "drift_damping": self.damping,
-                              "rounding_offset": self.rounding_offset}).strip(" ()")
+                              "rounding_offset": self.rounding_offset})
 
 
 def sganc_params(model: FaceModel, mode: str, g: int, step_index: int, residual: str = AUTO_RESIDUAL,

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sganc_stream.bitstream.container import VERSION, Container, StreamHeader, read_container
-from sganc_stream.bitstream.packet import Packet, PacketType
+from sganc_stream.bitstream.packet import Packet, PacketType, naming_packet
 from sganc_stream.errors import BitstreamError, InputError
 from sganc_stream.latent.codec import LatentStreamDecoder, StreamParams
 from sganc_stream.latent.model import LatentCodecModel
@@ -92,10 +92,8 @@ class FrameDecoder:
 
     def _named(self, packet: Packet) -> np.ndarray:
         """:meth:`latents`; its BitstreamError names the packet's frame index."""
-        try:
+        with naming_packet(packet):
             return self.latents(packet)
-        except BitstreamError as exc:
-            raise BitstreamError(f"frame {packet.frame}: {exc}") from None
 
 
 def decode_file(model: DecodeModel, input: str | os.PathLike[str], output: str | os.PathLike[str], *,

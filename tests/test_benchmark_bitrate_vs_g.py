@@ -198,8 +198,9 @@ def test_encoder_options_reach_every_mode_that_has_them(tiny_codec):
 
     model = SimpleNamespace(codec=tiny_codec)
     tuned = EncoderOptions("factorized", 0.5, 1 / 6)
-    assert tuned.label() == "drift damping 0.5, dead zone 0.167"
-    assert EncoderOptions("factorized", 0.0, ROUNDING_OFFSET).label() == ""
+    assert tuned.label() == "factorized context, drift damping 0.5, rounding offset 0.167"
+    assert EncoderOptions("factorized", 0.0, ROUNDING_OFFSET).label() == \
+        "factorized context, drift damping 0, rounding offset 0.5"
     # auto (the commands' default) is what the model's tables were fitted for, resolved as the commands resolve it
     fitted = dataclasses.replace(tiny_codec, tables_encoder={"drift_damping": 0.5, "rounding_offset": 1 / 6})
     assert EncoderOptions().resolved(fitted) == EncoderOptions("factorized", 0.5, 1 / 6)  # no context tables

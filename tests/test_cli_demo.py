@@ -26,7 +26,8 @@ def test_demo_runs_headless(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
                       "contact_sheet": "contact_sheet.png"}  # every file it writes is named
     assert "aligned_vs_decoded.mp4" in printed and "contact_sheet.png" in printed
     # the step and the encoder choices a user did not make are named (auto: the tiny model's temporal context)
-    assert f"step Δ = {report['stream']['step']:g} (temporal context)," in printed
+    assert (f"step Δ = {report['stream']['step']:g} (temporal context, drift damping 0, rounding offset 0.5),"
+            in printed)
     assert report["stream"]["refine"] is None and "refined" not in printed
 
 

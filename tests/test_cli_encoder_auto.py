@@ -53,6 +53,8 @@ def _call_args(*argv: str) -> argparse.Namespace:
     (("--inter-context", "factorized"), ("factorized", 0.5, 1 / 6)),  # an explicit choice is kept
     (("--drift-damping", "0", "--rounding-offset", "0.5"), ("temporal", 0.0, 0.5)),
     (("--drift-damping", "0.25"), ("temporal", 0.25, 1 / 6)),
+    (("--drift-damping", "AUTO", "--rounding-offset", "1/6"), ("temporal", 0.5, 1 / 6)),  # as the help writes it
+    (("--rounding-offset", "1/4"), ("temporal", 0.5, 0.25)),
 ])
 def test_auto_is_what_the_tables_were_fitted_for(fitted: LatentCodecModel, argv: tuple[str, ...],
                                                   expected: tuple[str, float, float]) -> None:
@@ -82,14 +84,19 @@ def test_a_model_without_a_record_or_tables_codes_the_papers_way(tiny_codec: Lat
         check_stream_arguments(_file_args("--mode", mode))
 
 
-def test_explicit_bad_choices_are_one_line_errors_before_a_model(fitted: LatentCodecModel) -> None:
+def test_explicit_bad_choices_are_one_line_errors_before_a_model(fitted: LatentCodecModel,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(InputError, match="^drift damping must be between 0 and 1, got 2.0$"):
         check_stream_arguments(_file_args("--drift-damping", "2"))
-    with pytest.raises(InputError, match="drift damping is for open mode"):
+    with pytest.raises(InputError, match=r"drift damping is for open mode \(closed mode has no drift to damp\)"):
         check_stream_arguments(_file_args("--mode", "closed", "--drift-damping", "0.5"))
+    with pytest.raises(InputError, match=r"\(intra mode has no drift to damp\)"):
+        check_stream_arguments(_file_args("--mode", "intra", "--drift-damping", "0.5"))
     with pytest.raises(InputError, match="temporal context codes inter differences"):
         check_stream_arguments(_file_args("--mode", "intra", "--inter-context", "temporal"))
-    with pytest.raises(SystemExit):  # argparse: not auto, not a number
+    with pytest.raises(SystemExit):  # argparse: not auto, not a number; one usage line naming the option
         _file_args("--rounding-offset", "dead")
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "argument --rounding-offset: expected auto or a number such as 0.5 or 1/6, got 'dead'")
     with pytest.raises(InputError, match="no temporal-context tables"):
         stream_params_from(_file_args("--inter-context", "temporal"), dataclasses.replace(fitted, context_tables=[]))

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 import pytest
 
-from sganc_stream.bitstream.container import decode_container
+from sganc_stream.bitstream.container import decode_container, encode_container
+from sganc_stream.bitstream.packet import Packet
 from sganc_stream.bundle import Bundle, load_bundle
 from sganc_stream.cli import main
 from sganc_stream.latent.synthetic import synthetic_latents
@@ -256,3 +257,36 @@ def test_decode_without_model_finds_the_shipped_model_that_made_the_stream(tmp_p
     r = run_cli("latents", "decode", str(tmp_path / "a.sgnc"), str(tmp_path / "out.npy"))
     assert r.returncode == 0, r.stderr
     assert np.array_equal(np.load(tmp_path / "out.npy"), np.load(tmp_path / "recon.npy"))
+
+
+def test_inspect_a_rate_controlled_temporal_stream_with_repeats(tiny_codec_path, tmp_path, capsys):
+    """Bitstream v6 (rate control + temporal context, the commands' default with a fitted model and --target-kbps):
+    a repeat has an empty payload and names no step (SPEC §4.3), so inspect lists the steps of the other face
+    packets; a payload whose step cannot be read is one line naming the file and the frame."""
+    lat = tmp_path / "lat"
+    lat.mkdir()
+    walk = synthetic_latents("walk", 20, TINY_ROWS, TINY_WIDTH, seed=5)
+    np.save(lat / "1.npy", walk)
+    ctx = tmp_path / "ctx.safetensors"
+    assert main(["fit-context-tables", str(tiny_codec_path), str(lat), "--out", str(ctx), "--classes", "3", "--quiet"]) == 0
+    np.save(tmp_path / "held.npy", walk[np.repeat(np.arange(10), 2)])  # every frame twice: repeats
+    out = tmp_path / "v6.sgnc"
+    assert main(["latents", "encode", "--model", str(ctx), "--target-kbps", "40", str(tmp_path / "held.npy"),
+                 str(out)]) == 0
+    c = decode_container(out.read_bytes())
+    repeats = [p.frame for p in c.packets if p.type.is_frame and not p.payload]
+    assert c.header.version == 6 and repeats
+    capsys.readouterr()
+    assert main(["inspect", "--json", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [f["index"] for f in info["frames"] if "step" not in f] == repeats
+    assert sum(info["steps_used"].values()) == len(c.packets) - len(repeats)
+    k = next(i for i, q in enumerate(c.packets) if i > 0 and q.payload)  # an inter packet's payload cut to 3 bytes
+    p = c.packets[k]
+    bad = tmp_path / "bad.sgnc"  # the file's check values recomputed: only the payload is wrong
+    bad.write_bytes(encode_container(c.header, [*c.packets[:k], Packet(p.type, p.seq, p.frame, p.timestamp_ms,
+                                                                       p.payload[:3]), *c.packets[k + 1:]]))
+    r = run_cli("inspect", str(bad))
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"sganc-stream inspect: error: {bad}: frame {p.frame}: corrupted payload: length is not a whole, non-zero "
+        "number of 32-bit words"]

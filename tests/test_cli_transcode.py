@@ -274,6 +274,7 @@ def test_transcode_with_a_target_rate_writes_v4_that_decodes(tmp_path: Path, cap
                  str(tmp_path / "rc.json"), str(clip), str(out)]) == 0
     header = read_container(out).header
     assert header.version == 4 and len(header.steps) >= 2 and header.step == header.steps[0]
+    assert "chosen by rate control" in capsys.readouterr().out  # the steps used are named, not the unit step
     report = json.loads((tmp_path / "rc.json").read_text())  # each frame's step: what rate control chose
     assert {f["step"] for f in report["per_frame"]} <= set(header.steps) and len(report["per_frame"]) == 4
     assert main(["decode", "--model", model, "--lossless", "--quiet", str(out), str(tmp_path / "d.mkv")]) == 0

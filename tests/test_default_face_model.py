@@ -96,4 +96,4 @@ def test_demo_on_the_bundled_clip_keeps_the_identity(tmp_path: Path, capsys: pyt
     # the encoder the bundle's tables were fitted for is the default (auto), and the report and summary line say so
     stream = report["stream"]
     assert (stream["context"], stream["drift_damping"], stream["rounding_offset"]) == ("temporal", 0.5, 1 / 6)
-    assert "(temporal context, drift damping 0.5, dead zone 0.167)" in capsys.readouterr().out
+    assert "(temporal context, drift damping 0.5, rounding offset 0.167)" in capsys.readouterr().out

@@ -13,6 +13,8 @@ number: its ``seq`` is the one the next face packet will have, so losing it neve
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -69,6 +71,16 @@ class Packet:
 
 def nominal_ms(frame: int, fps: float) -> int:
     return round(frame * 1000 / fps)
+
+
+@contextmanager
+def naming_packet(packet: Packet, source: str | None = None) -> Iterator[None]:
+    """Re-raise a BitstreamError from the block as ``'SOURCE: frame N: …'`` (``'frame N: …'`` without ``source``),
+    so a corrupt payload's message names the file and the frame it belongs to: the one place that prefix is made."""
+    try:
+        yield
+    except BitstreamError as exc:
+        raise BitstreamError(f"{source + ': ' if source else ''}frame {packet.frame}: {exc}") from None
 
 
 def pack(packet: Packet, fps: float) -> bytes:

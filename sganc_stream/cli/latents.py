@@ -15,6 +15,7 @@ from sganc_stream.bitstream.container import (FPS_MAX, FPS_MIN, Container, decod
                                               switches_steps)
 from sganc_stream.cli.options import (add_context_argument, add_decimation_argument, add_rate_argument, add_residual_argument,
                                       add_stream_arguments, stream_params_from)
+from sganc_stream.bitstream.packet import naming_packet
 from sganc_stream.entropy.rans import peek_choice
 from sganc_stream.errors import InputError
 from sganc_stream.fileio import check_stream_output, check_writable, load_npy, write_bytes_atomic, write_npy_atomic
@@ -105,8 +106,9 @@ def inspect_dict(path: str, model_path: str | None = None) -> dict:
     steps_used: dict[str, int] | None = None
     if switches_steps(h.version):  # rate control: each face packet names its step (SPEC §4)
         for f, p in zip(frames, c.packets):
-            if p.type.is_frame:
-                f["step"] = h.steps[peek_choice(p.payload, len(h.steps))]
+            if p.type.is_frame and p.payload:  # a v6 repeat has no payload and names no step (SPEC §4.3)
+                with naming_packet(p, c.source):
+                    f["step"] = h.steps[peek_choice(p.payload, len(h.steps))]
         steps_used = dict(Counter(format(f["step"], "g") for f in frames if "step" in f))
     header = {"version": h.version, "model_id": h.model_id, "rows": h.rows, "width": h.width, "mode": h.mode,
               "g": h.g, "step": h.step, "fps": h.fps, "frames": h.frames, "keyframe_interval": h.keyframe_interval,

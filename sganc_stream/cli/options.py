@@ -11,6 +11,7 @@ any model work or network set-up. :func:`check_runtime_arguments` is the one che
 from __future__ import annotations
 
 import argparse
+from fractions import Fraction
 
 from sganc_stream.errors import InputError
 from sganc_stream.bitstream.container import MAX_DECIMATION
@@ -39,7 +40,8 @@ def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
                         "table for --g (the shipped model: g = 1, 2, 5, 10, 20, 40, 80; `inspect MODEL` lists a "
                         "model's), else irwin_hall (closed and intra modes, g = 0, other periods); irwin_hall is the "
                         "paper's law, nothing stored; empirical is the model's histogram of training residuals, for "
-                        "the periods g it was fitted for (a bitstream v3 stream, v4 with --target-kbps)")
+                        "the periods g it was fitted for (bitstream v3, or v4–v6 with --target-kbps or temporal "
+                        "context)")
 
 
 def add_context_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -66,12 +68,22 @@ def add_encoder_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
                    help="quantizer of latent differences: sign(x)·floor(|x| + F) in steps (0 … 0.5); 0.5 rounds to "
                         "nearest, less is a dead zone (1/6: H.264's inter offset) that sends more zeros; auto "
                         "(default) is the offset the model's tables were fitted for (the shipped model: 1/6), else "
-                        "0.5; changes no bitstream field")
+                        "0.5; changes no bitstream field. auto never decimates: --decimation (latent files) stays "
+                        "explicit")
 
 
 def _auto_or_number(text: str) -> float | str:
-    """argparse type of the encoder choices: ``auto`` or a number (ValueError: argparse's one-line usage error)."""
-    return AUTO if text == AUTO else float(text)
+    """argparse type of the encoder choices: ``auto`` (any case) or a number, a fraction such as ``1/6`` included;
+    anything else is argparse's one-line usage error naming the option."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return float(text)
+    except ValueError:
+        try:
+            return float(Fraction(text))
+        except (ValueError, ZeroDivisionError):
+            raise argparse.ArgumentTypeError(f"expected auto or a number such as 0.5 or 1/6, got {text!r}") from None
 
 
 def add_decimation_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,18 +89,28 @@ def options_from(args: argparse.Namespace, model: FaceModel, **outputs: Any) -> 
 
 
 def encoder_words(stream: dict[str, Any]) -> str:
-    """``' (temporal context, drift damping 0.5, dead zone 0.167)'`` for a report's stream section; '' for the
-    paper's coding (factorized, no damping, rounding to nearest)."""
-    parts = ([f"{stream['context']} context"] if stream.get("context", "factorized") != "factorized" else []) + (
-        [f"drift damping {stream['drift_damping']:g}"] if stream.get("drift_damping") else []) + (
-        [f"dead zone {stream['rounding_offset']:.3g}"] if stream.get("rounding_offset", ROUNDING_OFFSET) != ROUNDING_OFFSET else [])
-    return f" ({', '.join(parts)})" if parts else ""
+    """The encoder choices of a report's stream section in the options' own words, e.g. ``'temporal context, drift
+    damping 0.5, rounding offset 0.167'``; a record without them (older reports) counts as the paper's coding
+    (factorized, no damping, rounding to nearest: offset 0.5)."""
+    return (f"{stream.get('context', 'factorized')} context, drift damping {stream.get('drift_damping', 0.0):g}, "
+            f"rounding offset {stream.get('rounding_offset', ROUNDING_OFFSET):.3g}")
+
+
+def step_words(report: dict[str, Any]) -> str:
+    """``'step Δ = 4'``; a rate-controlled stream: the steps its frames were coded at (``per_frame[i].step``), e.g.
+    ``'steps Δ = 4 (30 frames), 8 (10) chosen by rate control'``."""
+    steps = [f["step"] for f in report["per_frame"] if f.get("step") is not None]
+    if not report["stream"].get("steps") or not steps:
+        return f"step Δ = {report['stream']['step']:g}"
+    counts = sorted(Counter(steps).items())
+    used = ", ".join(f"{s:g} ({n}{' frames' if k == 0 else ''})" for k, (s, n) in enumerate(counts))
+    return f"steps Δ = {used} chosen by rate control"
 
 
 def describe(report: dict[str, Any]) -> str:
     """One line of figures for the terminal."""
     line = (f"{report['frames']} frames, {report['bytes']} bytes, {report['kbps']:.2f} kbps at {report['fps']:g} fps "
-            f"and step Δ = {report['stream']['step']:g}{encoder_words(report['stream'])}, "
+            f"and {step_words(report)} ({encoder_words(report['stream'])}), "
             f"{report['bits_per_frame']['mean']:.0f} bits/frame (p95 {report['bits_per_frame']['p95']:.0f})")
     refine = report["stream"].get("refine")
     if refine:

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 
 from sganc_stream.bitstream.container import Container
-from sganc_stream.bitstream.packet import PacketType
-from sganc_stream.errors import BitstreamError
+from sganc_stream.bitstream.packet import PacketType, naming_packet
 from sganc_stream.latent.codec import LatentStreamDecoder
 from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.sequence import stream_params
@@ -175,10 +174,8 @@ def bit_breakdown(container: Container, model: LatentCodecModel | None = None, *
             t.transport_bits += 8 * (wire_bytes(record) - record)
         if decoder is None or not packet.type.is_frame:
             continue
-        try:
+        with naming_packet(packet, container.source):
             parts = decoder.step(packet.type, packet.payload)
-        except BitstreamError as exc:
-            raise BitstreamError(f"{container.source}: frame {packet.frame}: {exc}") from None
         names = (["new_face" if packet.type == PacketType.NEW_FACE else "intra"] if packet.type.is_intra
                  else ["difference", "residual"][: len(parts)])
         info = np.stack([table.channel_bits(values) for values, table in parts])  # (parts, C)

@@ -153,7 +153,7 @@ class StreamParams:
                 and 0.0 <= self.damping <= 1.0):
             raise InputError(f"drift damping must be between 0 and 1, got {self.damping}")
         if self.damping and self.mode != "open":
-            raise InputError("drift damping is for open mode (closed mode has no drift)")
+            raise InputError(f"drift damping is for open mode ({self.mode} mode has no drift to damp)")
         if not (isinstance(self.rounding_offset, (int, float)) and not isinstance(self.rounding_offset, bool)
                 and 0.0 <= self.rounding_offset <= ROUNDING_OFFSET):
             raise InputError(f"rounding offset must be between 0 and {ROUNDING_OFFSET:g}, got {self.rounding_offset}")

@@ -24,8 +24,8 @@ from collections.abc import Collection
 
 from sganc_stream.bitstream.container import Container, StreamHeader, decode_container, encode_container
 
-from sganc_stream.bitstream.packet import Packet, PacketType
-from sganc_stream.errors import BitstreamError, InputError, ModelMismatchError
+from sganc_stream.bitstream.packet import Packet, PacketType, naming_packet
+from sganc_stream.errors import InputError, ModelMismatchError
 from sganc_stream.latent.codec import CodedFrame, LatentStreamDecoder, LatentStreamEncoder, StreamParams
 from sganc_stream.latent.model import LatentCodecModel
 
@@ -153,10 +153,8 @@ def decode_sequence(model: LatentCodecModel, container: Container) -> np.ndarray
     out = np.full((len(container.packets), model.rows, model.width), np.nan, dtype=np.float32)
     for i, p in enumerate(container.packets):
         if p.type.is_frame:
-            try:
+            with naming_packet(p, container.source):
                 out[i] = dec.decode(p.type, p.payload)
-            except BitstreamError as exc:
-                raise BitstreamError(f"{container.source}: frame {p.frame}: {exc}") from None
     return interpolate(out, [p.type.is_intra for p in container.packets], container.header.decimation)[0]
 
 
