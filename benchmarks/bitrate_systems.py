@@ -29,7 +29,7 @@ from sganc_stream.bitstream.packet import Packet
 from sganc_stream.cli.transcode import encoder_words
 from sganc_stream.errors import InputError
 from sganc_stream.latent.breakdown import BitBreakdown, bit_breakdown
-from sganc_stream.latent.codec import (AUTO, AUTO_RESIDUAL, LatentStreamEncoder, StreamParams, resolve_encoder_choices,
+from sganc_stream.latent.codec import (AUTO, LatentStreamEncoder, StreamParams, resolve_encoder_choices,
                                        resolve_residual)
 from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.quantize import ROUNDING_OFFSET
@@ -126,7 +126,7 @@ class EncoderOptions:
                               "rounding_offset": self.rounding_offset})
 
 
-def sganc_params(model: FaceModel, mode: str, g: int, step_index: int, residual: str = AUTO_RESIDUAL,
+def sganc_params(model: FaceModel, mode: str, g: int, step_index: int, residual: str = AUTO,
                  encoder: EncoderOptions = EncoderOptions()) -> StreamParams:
     """The StreamParams of one sganc point, with ``residual`` (``--residual-table``) resolved as the commands do and
     ``encoder`` applied where ``mode`` has inter differences: the one place both the latent grid and the pipeline
@@ -143,7 +143,7 @@ def sganc_params(model: FaceModel, mode: str, g: int, step_index: int, residual:
 
 
 def load_clip(model: FaceModel, path: Path, max_frames: int | None, name: str, identity: str,
-              proxies: dict[bytes, np.ndarray], residual: str = AUTO_RESIDUAL,
+              proxies: dict[bytes, np.ndarray], residual: str = AUTO,
               encoder: EncoderOptions = EncoderOptions()) -> Clip:
     """Align and encode a clip exactly as transcode does (frames without a face are left out); the pipeline payloads
     are the open g = 10 middle-Δ stream with ``residual`` (``--residual-table``) and ``encoder``, as :class:`Sganc`
@@ -245,7 +245,7 @@ class Sganc(System):
     name = "sganc"
     timing = "latent_grid_s"
 
-    def __init__(self, model: FaceModel, configs: list[StreamParams], residual: str = AUTO_RESIDUAL,
+    def __init__(self, model: FaceModel, configs: list[StreamParams], residual: str = AUTO,
                  encoder: EncoderOptions = EncoderOptions()) -> None:
         self.model, self.configs, self.residual, self.encoder = model, configs, residual, encoder
 

@@ -60,15 +60,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     arch = FaceModelConfig(size=size, n_mlp=args.n_mlp, channel_max=args.channel_max, channel_base=args.channel_base,
                            channel_multiplier=args.channel_multiplier, enc_base_channels=args.enc_channels,
                            enc_identity_dim=DESCRIPTOR_DIM if args.enc_identity else 0)
-    generator = None
-    if args.generator:
-        from sganc_stream.training.face_bundle import load_face_source
+    from sganc_stream.training.face_bundle import load_face_source
 
-        generator = load_face_source(args.generator, need_encoder=False).generator
+    generator = load_face_source(args.generator, need_encoder=False).generator if args.generator else None
     init = None
     if args.init:
-        from sganc_stream.training.face_bundle import load_face_source
-
         loaded = load_face_source(args.init, ema=False)
         init = (loaded.generator, loaded.encoder, str(args.init))
     preview = data.images[val[np.linspace(0, len(val) - 1, 8).astype(int)]] if len(val) >= 8 else None

@@ -15,7 +15,7 @@ from fractions import Fraction
 
 from sganc_stream.errors import InputError
 from sganc_stream.bitstream.container import MAX_DECIMATION
-from sganc_stream.latent.codec import (AUTO, AUTO_RESIDUAL, CONTEXT_CHOICES, MODES, RESIDUAL_CHOICES, StreamParams,
+from sganc_stream.latent.codec import (AUTO, CONTEXT_CHOICES, MODES, RESIDUAL_CHOICES, StreamParams,
                                        resolve_encoder_choices, resolve_residual)
 from sganc_stream.latent.model import LatentCodecModel
 from sganc_stream.latent.quantize import ROUNDING_OFFSET
@@ -35,7 +35,7 @@ def add_stream_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
 def add_residual_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Add ``--residual-table`` (files, and the call: its hello names the table, SPEC §8.4). ``auto``, the default, is
     resolved once the model is loaded (:func:`stream_params_from`)."""
-    p.add_argument("--residual-table", choices=RESIDUAL_CHOICES, default=AUTO_RESIDUAL,
+    p.add_argument("--residual-table", choices=RESIDUAL_CHOICES, default=AUTO,
                    help="residual table in open mode: auto (default) is empirical when the model has an empirical "
                         "table for --g (the shipped model: g = 1, 2, 5, 10, 20, 40, 80; `inspect MODEL` lists a "
                         "model's), else irwin_hall (closed and intra modes, g = 0, other periods); irwin_hall is the "

@@ -62,9 +62,8 @@ MODES = ("open", "closed", "intra")
 TARGET_KBPS_RANGE = (1.0, 100_000.0)  # kbit/s a rate-controlled stream may aim at
 # What ``--residual-table`` accepts: a concrete table (RESIDUAL_TABLES), or ``auto`` (the default), which
 # :func:`resolve_residual` turns into one once the model is known. StreamParams only ever holds a concrete table.
-AUTO_RESIDUAL = "auto"
-RESIDUAL_CHOICES = (AUTO_RESIDUAL, *RESIDUAL_TABLES)
-AUTO = "auto"  # an encoder choice the model decides (resolve_encoder_choices), like AUTO_RESIDUAL the residual table
+AUTO = "auto"  # a choice the model decides: the residual table (resolve_residual), the encoder's (resolve_encoder_choices)
+RESIDUAL_CHOICES = (AUTO, *RESIDUAL_TABLES)
 CONTEXT_CHOICES = (AUTO, *INTER_CONTEXTS)
 
 
@@ -73,7 +72,7 @@ def resolve_residual(residual: str, mode: str, g: int, model: LatentCodecModel |
     when the stream has residuals (open mode, g > 0) and ``model`` holds an empirical table for g, else
     ``irwin_hall`` (also with no model yet: options checked before it is loaded). Any other name is returned as it
     is, for StreamParams to validate (an explicit ``empirical`` the model lacks stays its InputError)."""
-    if residual != AUTO_RESIDUAL:
+    if residual != AUTO:
         return residual
     has_table = model is not None and mode == "open" and isinstance(g, int) and g > 0 and g in model.empirical_residuals
     return "empirical" if has_table else "irwin_hall"
@@ -88,7 +87,7 @@ def resolve_encoder_choices(inter_context: str, damping: float | str, rounding_o
     rounding offset in open and closed mode. Otherwise, and with no model yet (options checked before it is loaded),
     ``auto`` is the paper's encoder: factorized, no damping, rounding to nearest (0.5). Explicit choices are returned
     as they are, for StreamParams to validate. Tables fitted for an encoder code that encoder's differences in fewer
-    bits (MODEL_CARD, held-out bitrate_vs_g: 0.72–0.89× the rate at equal identity)."""
+    bits (MODEL_CARD.md, the held-out bitrate_vs_g runs of the shipped model, both encoders)."""
     fitted = (model.tables_encoder or {}) if model is not None else {}
     if inter_context == AUTO:
         has_tables = model is not None and bool(model.context_tables)
